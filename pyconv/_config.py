@@ -1,0 +1,57 @@
+"""Runtime configuration: ISA path, thread count, and the show_config() report."""
+import os
+import sys
+
+from pyconv._ext import gemm as _gemm
+from pyconv.errors import UnsupportedISA
+
+set_num_threads = _gemm.set_num_threads
+get_num_threads = _gemm.get_num_threads
+set_isa = _gemm.set_isa
+get_isa = _gemm.get_isa
+supported_isas = _gemm.supported_isas
+
+
+def _init_from_environment():
+    """Apply PYCONV_ISA and OMP_NUM_THREADS at import time."""
+    _gemm.set_num_threads(_gemm.default_num_threads())
+    requested = os.environ.get("PYCONV_ISA", "").strip().lower()
+    if requested and requested != "auto":
+        try:
+            _gemm.set_isa(requested)
+        except (UnsupportedISA, ValueError) as exc:
+            raise UnsupportedISA(f"PYCONV_ISA={requested!r}: {exc}") from None
+
+
+def config():
+    """The configuration show_config() prints, as a dict."""
+    info = _gemm.kernel_info()
+    return {
+        "isa": info["isa"],
+        "supported_isas": list(_gemm.supported_isas()),
+        "micro_kernel": info["ukernel"],
+        "register_tile": f"{info['mr']}x{info['nr']}",
+        "blocking": {"MR": info["mr"], "NR": info["nr"], "KC": info["kc"], "NC": info["nc"]},
+        "caches": {"L1d": info["l1_bytes"], "L2": info["l2_bytes"], "L3": info["l3_bytes"]},
+        "openmp": _gemm.openmp_enabled(),
+        "num_threads": _gemm.get_num_threads(),
+    }
+
+
+def show_config(file=None):
+    """Print the ISA path, OpenMP status, thread count and blocking sizes in use."""
+    from pyconv import __version__
+
+    c = config()
+    kib = lambda b: f"{b // 1024} KiB" if b else "unknown"
+    lines = [
+        f"pyconv {__version__}",
+        f"  ISA path      : {c['isa']} (supported here: {', '.join(c['supported_isas'])}; "
+        f"force with PYCONV_ISA)",
+        f"  micro-kernel  : {c['micro_kernel']} (MR x NR = {c['register_tile']})",
+        "  blocking      : " + ", ".join(f"{k}={v}" for k, v in c["blocking"].items()),
+        "  caches        : " + ", ".join(f"{k} {kib(v)}" for k, v in c["caches"].items()),
+        f"  OpenMP        : {'on' if c['openmp'] else 'OFF (serial build)'}",
+        f"  threads       : {c['num_threads']} (set_num_threads / OMP_NUM_THREADS)",
+    ]
+    print("\n".join(lines), file=file or sys.stdout)

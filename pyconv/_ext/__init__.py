@@ -1,0 +1,1 @@
+"""Compiled extensions (Cython + C kernels). Private: use the public pyconv API."""

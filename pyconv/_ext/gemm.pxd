@@ -1,0 +1,66 @@
+# C-level interface of the SGEMM engine, cimported by the convolution modules.
+from libc.stdint cimport int64_t
+
+cdef extern from "sgemm.h" nogil:
+    ctypedef struct pyconv_epilogue:
+        const float *bias
+        const float *residual
+        int64_t ldr
+        int act
+        float act_a
+        float act_b
+
+    ctypedef void (*pyconv_sgemm_ukernel)(int64_t kc, const float *a, const float *b,
+                                          float *c, int64_t ldc, float alpha,
+                                          float beta) noexcept nogil
+    ctypedef void (*pyconv_sgemm_ukernel_edge)(int64_t kc, const float *a, const float *b,
+                                               float *c, int64_t ldc, float alpha, float beta,
+                                               int64_t m, int64_t n) noexcept nogil
+    ctypedef void (*pyconv_epilogue_fn)(float *c, int64_t ldc, int64_t m, int64_t n,
+                                        const pyconv_epilogue *ep) noexcept nogil
+    ctypedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *x,
+                                     int64_t sxi, int64_t sxk, const float *v, int64_t sv,
+                                     float beta, float *y, int64_t sy) noexcept nogil
+    ctypedef double (*pyconv_fma_peak_fn)(int64_t iterations) noexcept nogil
+
+    ctypedef struct pyconv_sgemm_kernel:
+        const char *isa
+        const char *ukernel_name
+        int mr
+        int nr
+        pyconv_sgemm_ukernel ukernel
+        pyconv_sgemm_ukernel_edge ukernel_edge
+        pyconv_epilogue_fn epilogue
+        pyconv_sgemv_fn gemv
+        pyconv_fma_peak_fn fma_peak
+
+    enum:
+        PYCONV_ACT_NONE
+        PYCONV_ACT_COUNT
+
+# Packs columns [n0, n0 + nc) of rows [k0, k0 + kc) of the B operand into NR-wide panels
+# (dst[p * kc * nr + k * nr + j]), zero-filling the last panel's missing columns.
+ctypedef void (*pack_b_fn)(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                           int64_t nr, float *dst) noexcept nogil
+
+# A matrix packed once into MR-row panels, KC-deep blocks (the weights of a layer).
+cdef struct packed_a:
+    const float *data
+    int64_t m
+    int64_t k
+    int64_t kc
+    const pyconv_sgemm_kernel *kernel
+
+cdef class PackedMatrix:
+    cdef packed_a view
+    cdef object buffer            # NumPy array that owns view.data
+    cdef readonly tuple shape
+
+cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil
+cdef int current_num_threads() noexcept nogil
+cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil
+cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
+                       float *c, int64_t ldc, float alpha, float beta,
+                       const pyconv_epilogue *ep, int nthreads,
+                       float *workspace) noexcept nogil
+cdef float *workspace_floats(int64_t count) except NULL

@@ -1,0 +1,672 @@
+# The packed SGEMM engine: BLIS-style blocking and OpenMP partitioning around the SIMD
+# micro-kernels of src/kernels, chosen at run time.
+#
+# Loop nest for one thread's block of C (rows m0:m1, columns n0:n1):
+#   for jc in NC blocks of columns:        B block (KC x NC) packed here, lives in L2
+#     for pc in KC blocks of the k range:  A was packed once into MR x KC panels (L1)
+#       for ir in MR panels:               one A panel stays in L1 ...
+#         for jr in NR panels:             ... while B panels stream from L2
+#           micro-kernel (MR x NR tile in registers), epilogue on the last pc block
+import os
+import threading
+
+import numpy as np
+
+cimport cython
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memcpy, memset
+
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
+
+cdef extern from "sgemm.h" nogil:
+    int pyconv_cpu_has_avx2_fma()
+    int pyconv_cpu_has_avx512f()
+    const pyconv_sgemm_kernel *pyconv_sgemm_kernel_for(const char *isa)
+    const pyconv_sgemm_kernel *pyconv_sgemm_kernel_best()
+    int64_t pyconv_cache_size(int level)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int pyconv_team_size(void) { return omp_get_num_threads(); }
+    static const int pyconv_openmp_enabled = 1;
+    #else
+    static int pyconv_team_size(void) { return 1; }
+    static const int pyconv_openmp_enabled = 0;
+    #endif
+    """
+    int pyconv_team_size() noexcept nogil
+    const int pyconv_openmp_enabled
+
+ISAS = ("avx512", "avx2", "generic")
+ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "leaky_relu": 3, "sigmoid": 4,
+               "hardsigmoid": 5, "hardswish": 6, "tanh": 7, "silu": 8, "elu": 9}
+
+cdef enum:
+    # K-block depth: an MR x KC A panel (8 KiB for 8 x 256 floats) stays in L1.
+    KC_DEFAULT = 256
+    # Up to this many columns (or rows) a GEMM tile would be mostly padding: use GEMV.
+    GEMV_MAX_N = 1
+
+cdef const pyconv_sgemm_kernel *_kernel = pyconv_sgemm_kernel_best()
+cdef int _num_threads = 1
+cdef int64_t _l2_bytes = pyconv_cache_size(2) or 512 * 1024
+
+
+cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil:
+    return _kernel
+
+
+cdef int current_num_threads() noexcept nogil:
+    return _num_threads
+
+
+def openmp_enabled():
+    """True when the extensions were built with OpenMP."""
+    return bool(pyconv_openmp_enabled)
+
+
+def supported_isas():
+    """The ISA paths this CPU can run, best first."""
+    return tuple(name for name in ISAS if pyconv_sgemm_kernel_for(name.encode()) != NULL)
+
+
+def set_isa(name):
+    """Select the micro-kernel path: 'avx512', 'avx2', 'generic' or 'auto' (best available).
+
+    Weights packed before the change keep the kernel they were packed for.
+    """
+    global _kernel
+    if name is None or name == "auto":
+        _kernel = pyconv_sgemm_kernel_best()
+        return get_isa()
+    if name not in ISAS:
+        raise InvalidArgument(f"unknown ISA {name!r}; expected one of {ISAS} or 'auto'")
+    cdef const pyconv_sgemm_kernel *k = pyconv_sgemm_kernel_for(name.encode())
+    if k == NULL:
+        raise UnsupportedISA(
+            f"ISA {name!r} was requested but this CPU (or build) cannot run it; "
+            f"supported here: {', '.join(supported_isas())}")
+    _kernel = k
+    return get_isa()
+
+
+def get_isa():
+    """Name of the micro-kernel path in use."""
+    return _kernel.isa.decode()
+
+
+def kernel_info():
+    """Name, register tile and blocking of the micro-kernel in use."""
+    return {"isa": _kernel.isa.decode(), "ukernel": _kernel.ukernel_name.decode(),
+            "mr": _kernel.mr, "nr": _kernel.nr, "kc": KC_DEFAULT,
+            "nc": _nc_for(_kernel.nr, KC_DEFAULT), "l1_bytes": pyconv_cache_size(1),
+            "l2_bytes": pyconv_cache_size(2), "l3_bytes": pyconv_cache_size(3)}
+
+
+def default_num_threads():
+    """OMP_NUM_THREADS when set (its first level), else the cores this process may use."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(n):
+    """Set the number of threads the kernels use (an int >= 1)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidArgument(f"set_num_threads: expected an integer >= 1, got {n!r}")
+    _num_threads = int(n) if pyconv_openmp_enabled else 1
+
+
+def get_num_threads():
+    """Number of threads the kernels use."""
+    return _num_threads
+
+
+# ---------------------------------------------------------------------------------------
+# Workspaces: 64-byte aligned, one per Python thread, grown on demand and reused.
+_tls = threading.local()
+
+
+cdef float *workspace_floats(int64_t count) except NULL:
+    """An aligned scratch buffer of at least `count` floats, private to this Python thread.
+
+    Valid until the next call from the same thread."""
+    buf = getattr(_tls, "buf", None)
+    cdef int64_t nbytes = count * 4 + 64
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        _tls.buf = buf
+    cdef uintptr_t addr = buf.ctypes.data
+    return <float *>((addr + 63) & ~(<uintptr_t>63))
+
+
+cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
+    return (x + m - 1) // m * m
+
+
+cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
+    # A KC x NC packed B block takes about half of L2, leaving room for A panels and C.
+    cdef int64_t nc = (_l2_bytes // 2) // (kc * 4) // nr * nr
+    return nr if nc < nr else nc
+
+
+# ---------------------------------------------------------------------------------------
+# Packing.
+
+cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t rows,
+                        int64_t kcb, int64_t mr, float *dst) noexcept nogil:
+    """Rows [0, rows) of src (rows <= mr) into dst[k * mr + i], zero rows up to mr."""
+    cdef int64_t i, kk
+    if rows < mr:
+        memset(dst, 0, kcb * mr * sizeof(float))
+    # k outer: MR read streams advance together and the writes are contiguous.
+    for kk in range(kcb):
+        for i in range(rows):
+            dst[kk * mr + i] = src[i * sm + kk * sk]
+
+
+cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k,
+                  int64_t kc, int64_t mr, float *dst, int nthreads) noexcept nogil:
+    """Packs an m x k matrix (strides sm, sk) into KC-deep blocks of MR-row panels."""
+    cdef int64_t npanels = (m + mr - 1) // mr
+    cdef int64_t nkb = (k + kc - 1) // kc
+    cdef int64_t mpad = npanels * mr
+    cdef int64_t t, p, b, k0, kcb, rows
+    for t in prange(npanels * nkb, nogil=True, num_threads=nthreads, schedule="static"):
+        b = t // npanels
+        p = t - b * npanels
+        k0 = b * kc
+        kcb = min(kc, k - k0)
+        rows = min(mr, m - p * mr)
+        _pack_a_panel(src + p * mr * sm + k0 * sk, sm, sk, m, rows, kcb, mr,
+                      dst + k0 * mpad + p * mr * kcb)
+
+
+cdef struct strided_b:
+    const float *data
+    int64_t sk
+    int64_t sn
+
+
+cdef void _pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                          int64_t nr, float *dst) noexcept nogil:
+    cdef const strided_b *b = <const strided_b *>ctx
+    cdef int64_t p, jr, j, kk, cols
+    cdef const float *src
+    cdef float *out
+    for p in range((nc + nr - 1) // nr):
+        jr = p * nr
+        cols = min(nr, nc - jr)
+        out = dst + jr * kc
+        src = b.data + k0 * b.sk + (n0 + jr) * b.sn
+        if cols < nr:
+            memset(out, 0, kc * nr * sizeof(float))
+        if b.sn == 1:
+            for kk in range(kc):
+                memcpy(out + kk * nr, src + kk * b.sk, cols * sizeof(float))
+        else:
+            for j in range(cols):
+                for kk in range(kc):
+                    out[kk * nr + j] = src[kk * b.sk + j * b.sn]
+
+
+cdef inline int64_t _packed_a_floats(const pyconv_sgemm_kernel *kern, int64_t m,
+                                     int64_t k) noexcept nogil:
+    return _round_up(m, kern.mr) * k
+
+
+cdef packed_a _pack_into(object a, const pyconv_sgemm_kernel *kern, float *dst):
+    """Packs the float32 matrix `a` for `kern` into dst (_packed_a_floats floats)."""
+    cdef packed_a view
+    cdef const float[:, :] av = a
+    view.data = dst
+    view.m = av.shape[0]
+    view.k = av.shape[1]
+    view.kc = KC_DEFAULT
+    view.kernel = kern
+    cdef int nthreads = _num_threads
+    if view.m > 0 and view.k > 0:
+        with nogil:
+            _pack_a(&av[0, 0], av.strides[0] // 4, av.strides[1] // 4, view.m, view.k,
+                    view.kc, kern.mr, dst, nthreads)
+    return view
+
+
+cdef class PackedMatrix:
+    """A float32 matrix packed once into micro-kernel panels, reused by many products.
+
+    Holds the left operand (e.g. convolution weights, shape (M, K)) in the layout of the
+    micro-kernel selected when it was packed.
+    """
+
+    def __init__(self, a):
+        a = _as_float32_2d(a, "a")
+        cdef int64_t size = _packed_a_floats(_kernel, a.shape[0], a.shape[1])
+        self.buffer = np.empty(size + 16, dtype=np.float32)
+        cdef uintptr_t base = self.buffer.ctypes.data
+        self.view = _pack_into(a, _kernel, <float *>((base + 63) & ~(<uintptr_t>63)))
+        self.shape = a.shape
+
+    @property
+    def isa(self):
+        """The ISA path this matrix was packed for."""
+        return self.view.kernel.isa.decode()
+
+    def __repr__(self):
+        return f"PackedMatrix(shape={self.shape}, isa={self.isa!r})"
+
+
+# ---------------------------------------------------------------------------------------
+# The driver.
+
+cdef inline void _split(int64_t total, int64_t parts, int64_t idx, int64_t *lo,
+                        int64_t *hi) noexcept nogil:
+    lo[0] = total * idx // parts
+    hi[0] = total * (idx + 1) // parts
+
+
+cdef void _thread_grid(int64_t mpanels, int64_t npanels, int nthreads, int64_t *tm,
+                       int64_t *tn) noexcept nogil:
+    """Splits the (M panels x N panels) tile grid over at most nthreads threads.
+
+    Picks the factorisation that minimises the largest per-thread block; on ties it
+    prefers splitting N, so threads share the packed A and never pack the same B."""
+    cdef int64_t a, b, cost, best = -1
+    tm[0] = 1
+    tn[0] = 1
+    for a in range(1, nthreads + 1):
+        b = min(<int64_t>(nthreads // a), npanels)
+        if a > mpanels:
+            break
+        cost = ((mpanels + a - 1) // a) * ((npanels + b - 1) // b)
+        if best < 0 or cost < best or (cost == best and b > tn[0]):
+            best = cost
+            tm[0] = a
+            tn[0] = b
+
+
+cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil:
+    """Scratch floats sgemm_packed needs: per thread one B block and one edge tile."""
+    cdef int64_t nr = a.kernel.nr, mr = a.kernel.mr
+    cdef int64_t kc = min(a.kc, a.k) if a.k > 0 else 1
+    cdef int64_t nc = min(_nc_for(nr, kc), _round_up(n, nr))
+    return nthreads * _round_up(kc * nc + mr * nr, 16) + 16
+
+
+cdef void _block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                 int64_t nc, pack_b_fn pack_b, const void *bctx, float *c, int64_t ldc,
+                 float alpha, float beta, const pyconv_epilogue *ep, float *bbuf,
+                 float *tile) noexcept nogil:
+    """C[m0:m1, n0:n1] (m0 a multiple of MR) on one thread."""
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t mr = kern.mr, nr = kern.nr, m = a.m, k = a.k, kc = a.kc
+    cdef int64_t mpad = _round_up(m, mr)
+    cdef int64_t jb, kb, ib, pb, jc, ncb, k0, kcb, ir, jr, rows, cols, i, j
+    cdef float beta_k
+    cdef bint last
+    cdef const float *ablock
+    cdef const float *ap
+    cdef float *cp
+    cdef pyconv_epilogue tile_ep
+    if ep != NULL:
+        tile_ep = ep[0]
+    for jb in range((n1 - n0 + nc - 1) // nc):
+        jc = n0 + jb * nc
+        ncb = min(nc, n1 - jc)
+        for kb in range((k + kc - 1) // kc):
+            k0 = kb * kc
+            kcb = min(kc, k - k0)
+            pack_b(bctx, k0, kcb, jc, ncb, nr, bbuf)
+            beta_k = beta if k0 == 0 else 1.0
+            last = k0 + kcb >= k
+            ablock = a.data + k0 * mpad
+            for ib in range((m1 - m0 + mr - 1) // mr):
+                ir = m0 + ib * mr
+                rows = min(mr, m - ir)
+                ap = ablock + ir * kcb
+                for pb in range((ncb + nr - 1) // nr):
+                    jr = pb * nr
+                    cols = min(nr, ncb - jr)
+                    cp = c + ir * ldc + jc + jr
+                    if rows == mr and cols == nr:
+                        kern.ukernel(kcb, ap, bbuf + jr * kcb, cp, ldc, alpha, beta_k)
+                    elif kern.ukernel_edge != NULL:
+                        kern.ukernel_edge(kcb, ap, bbuf + jr * kcb, cp, ldc, alpha, beta_k,
+                                          rows, cols)
+                    else:
+                        kern.ukernel(kcb, ap, bbuf + jr * kcb, tile, nr, alpha, 0.0)
+                        for i in range(rows):
+                            if beta_k == 0.0:
+                                for j in range(cols):
+                                    cp[i * ldc + j] = tile[i * nr + j]
+                            else:
+                                for j in range(cols):
+                                    cp[i * ldc + j] = tile[i * nr + j] + beta_k * cp[i * ldc + j]
+                    if last and ep != NULL:
+                        # The tile is still in L1: bias, residual and activation now.
+                        tile_ep.bias = ep.bias + ir if ep.bias != NULL else NULL
+                        tile_ep.residual = (ep.residual + ir * ep.ldr + jc + jr
+                                            if ep.residual != NULL else NULL)
+                        kern.epilogue(cp, ldc, rows, cols, &tile_ep)
+
+
+cdef void _scale_rows(float *c, int64_t ldc, int64_t m, int64_t n, float beta) noexcept nogil:
+    cdef int64_t i, j
+    for i in range(m):
+        for j in range(n):
+            c[i * ldc + j] = 0.0 if beta == 0.0 else beta * c[i * ldc + j]
+
+
+cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
+                       float *c, int64_t ldc, float alpha, float beta,
+                       const pyconv_epilogue *ep, int nthreads,
+                       float *workspace) noexcept nogil:
+    """C (m x n, row stride ldc) = epilogue(alpha * A @ B + beta * C).
+
+    A is packed; B is produced panel by panel by pack_b(bctx, ...), which lets convolutions
+    pack straight from the image (implicit im2col). workspace holds
+    sgemm_workspace_floats(a, n, nthreads) floats."""
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t m = a.m, mr = kern.mr, nr = kern.nr
+    if m <= 0 or n <= 0:
+        return
+    if a.k == 0:
+        _scale_rows(c, ldc, m, n, beta)
+        if ep != NULL:
+            kern.epilogue(c, ldc, m, n, ep)
+        return
+    cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
+    cdef int64_t tm, tn
+    if nthreads < 1:
+        nthreads = 1
+    _thread_grid(mpanels, npanels, nthreads, &tm, &tn)
+    cdef int64_t ntiles = tm * tn
+    cdef int64_t kc = min(a.kc, a.k)
+    cdef int64_t nc = min(_nc_for(nr, kc), _round_up(n, nr))
+    cdef int64_t stride = _round_up(kc * nc + mr * nr, 16)
+    cdef int64_t t, ti, tj, plo, phi, qlo, qhi, tid, team
+    cdef float *bbuf
+    if ntiles == 1:
+        _block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
+               workspace + kc * nc)
+        return
+    with parallel(num_threads=ntiles):
+        tid = threadid()
+        team = pyconv_team_size()
+        bbuf = workspace + tid * stride
+        # Loop rather than assume one tile per thread: the runtime may give fewer threads.
+        t = tid
+        while t < ntiles:
+            ti = t // tn
+            tj = t - ti * tn
+            _split(mpanels, tm, ti, &plo, &phi)
+            _split(npanels, tn, tj, &qlo, &qhi)
+            if plo < phi and qlo < qhi:
+                _block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
+                       bctx, c, ldc, alpha, beta, ep, bbuf, bbuf + kc * nc)
+            t = t + team
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points.
+
+cdef object _as_float32_2d(object x, str name):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+    if x.dtype != np.float32:
+        raise InvalidDType(
+            f"{name}: pyconv computes in float32, got dtype {x.dtype} "
+            f"(convert explicitly with .astype(np.float32))")
+    if x.ndim != 2:
+        raise ShapeError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
+    if x.strides[0] % 4 or x.strides[1] % 4:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+cdef object _as_float32_vector(object x, int64_t length, str name):
+    if x is None:
+        return None
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise InvalidDType(f"{name}: expected float32, got dtype {x.dtype}")
+    if x.shape != (length,):
+        raise ShapeError(f"{name}: expected shape ({length},), got {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+cdef int _activation_code(object activation) except -1:
+    if activation is None:
+        return 0
+    if activation not in ACTIVATIONS:
+        raise InvalidArgument(
+            f"activation: unknown {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation]
+
+
+cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, float alpha,
+                         const float *x, int64_t sxi, int64_t sxk, const float *v,
+                         int64_t sv, float beta, float *y, int64_t sy,
+                         int nthreads) noexcept nogil:
+    cdef int64_t chunks = min(<int64_t>nthreads, (m + 63) // 64)
+    cdef int64_t t, lo, hi
+    if chunks <= 1:
+        kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
+        return
+    for t in prange(chunks, nogil=True, num_threads=chunks, schedule="static"):
+        lo = m * t // chunks
+        hi = m * (t + 1) // chunks
+        kern.gemv(hi - lo, k, alpha, x + lo * sxi, sxi, sxk, v, sv, beta, y + lo * sy, sy)
+
+
+def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activation=None,
+          float act_alpha=0.0, float act_beta=0.0, residual=None):
+    """C = act(alpha * A @ B + beta * C + bias[:, None] + residual), float32.
+
+    The engine's internal entry point, with the epilogue convolutions use.
+
+    Parameters
+    ----------
+    a : ndarray (M, K) float32 or PackedMatrix
+        Left operand; a PackedMatrix is reused without repacking.
+    b : ndarray (K, N) float32, any strides.
+    out : ndarray (M, N) float32, C-contiguous, optional
+        Written in place; read only when ``beta != 0``.
+    bias : ndarray (M,) float32, optional
+        Added to every column (one value per output row / channel).
+    activation : str, optional
+        One of ``ACTIVATIONS``; ``act_alpha``/``act_beta`` are its parameters
+        (clip: min/max, leaky_relu and elu: alpha, hardsigmoid: alpha/beta).
+    residual : ndarray (M, N) float32, optional
+        Added before the activation (a fused residual connection).
+
+    Returns
+    -------
+    ndarray (M, N) float32
+    """
+    cdef packed_a view
+    cdef int64_t pack_floats = 0
+    cdef bint needs_pack = not isinstance(a, PackedMatrix)
+    if not needs_pack:
+        view = (<PackedMatrix>a).view
+        a_shape = (<PackedMatrix>a).shape
+    else:
+        a = _as_float32_2d(a, "a")
+        a_shape = a.shape
+        pack_floats = _round_up(_packed_a_floats(_kernel, a.shape[0], a.shape[1]), 16)
+    b = _as_float32_2d(b, "b")
+    cdef int64_t m = a_shape[0], k = a_shape[1], n = b.shape[1]
+    if b.shape[0] != k:
+        raise ShapeError(f"sgemm: inner dimensions differ: a is {a_shape}, b is {b.shape}")
+    if out is None:
+        if beta != 0.0:
+            raise InvalidArgument("sgemm: beta != 0 needs an `out` array to accumulate into")
+        out = np.empty((m, n), dtype=np.float32)
+    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (m, n)
+          or not out.flags.c_contiguous or not out.flags.writeable):
+        raise InvalidArgument(
+            f"sgemm: out must be a writeable C-contiguous float32 array of shape {(m, n)}")
+    bias = _as_float32_vector(bias, m, "bias")
+    if residual is not None:
+        residual = _as_float32_2d(residual, "residual")
+        if residual.shape != (m, n):
+            raise ShapeError(f"sgemm: residual has shape {residual.shape}, expected {(m, n)}")
+        if residual.strides[1] != 4:
+            residual = np.ascontiguousarray(residual)
+    cdef pyconv_epilogue ep
+    cdef pyconv_epilogue *epp = NULL
+    cdef int act = _activation_code(activation)
+    cdef const float[::1] biasv
+    cdef const float[:, ::1] resv
+    if bias is not None or residual is not None or act != 0:
+        ep.bias = NULL
+        ep.residual = NULL
+        ep.ldr = 0
+        ep.act = act
+        ep.act_a = act_alpha
+        ep.act_b = act_beta
+        if bias is not None and m > 0:
+            biasv = bias
+            ep.bias = &biasv[0]
+        if residual is not None and m > 0 and n > 0:
+            resv = np.ascontiguousarray(residual)
+            ep.residual = &resv[0, 0]
+            ep.ldr = n
+        epp = &ep
+    cdef float[:, ::1] cv = out
+    cdef const float[:, :] bv = b
+    if m == 0 or n == 0:
+        return out
+    cdef strided_b bdesc
+    bdesc.data = &bv[0, 0] if k > 0 else NULL
+    bdesc.sk = bv.strides[0] // 4
+    bdesc.sn = bv.strides[1] // 4
+    cdef int nthreads = _num_threads
+    # An unpacked A is packed into the reused workspace, ahead of the engine's scratch.
+    cdef float *ws
+    if needs_pack:
+        view.m = m
+        view.k = k
+        view.kc = KC_DEFAULT
+        view.kernel = _kernel
+    ws = workspace_floats(pack_floats + sgemm_workspace_floats(&view, n, nthreads))
+    if needs_pack:
+        view = _pack_into(a, _kernel, ws)
+    with nogil:
+        sgemm_packed(&view, n, _pack_b_strided, &bdesc, &cv[0, 0], n, alpha, beta, epp,
+                     nthreads, ws + pack_floats)
+    return out
+
+
+def matmul(a, b):
+    """Matrix product of two float32 matrices, like ``numpy.matmul`` for 2-D inputs.
+
+    Parameters
+    ----------
+    a : ndarray, shape (M, K), float32
+    b : ndarray, shape (K, N), float32
+        Any strides (transposed or sliced views are read in place by the packing
+        routines, not copied).
+
+    Returns
+    -------
+    ndarray, shape (M, N), float32, C-contiguous
+
+    Raises
+    ------
+    InvalidDType
+        If an input is not float32. pyconv computes in float32 only and never narrows
+        silently: convert with ``.astype(np.float32)``. (Python lists of floats are
+        accepted and converted.)
+    ShapeError
+        If an input is not 2-D or the inner dimensions differ.
+    """
+    a = _as_float32_2d(a, "a")
+    b = _as_float32_2d(b, "b")
+    if a.shape[1] != b.shape[0]:
+        raise ShapeError(
+            f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
+    cdef int64_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    if m == 0 or n == 0 or k == 0 or (n > GEMV_MAX_N and m > GEMV_MAX_N):
+        return sgemm(a, b)
+    # Matrix-vector shapes: a GEMM tile would be mostly padding, and packing would cost
+    # as much as the product itself.
+    out = np.empty((m, n), dtype=np.float32)
+    cdef const float[:, :] av = a
+    cdef const float[:, :] bv = b
+    cdef float[:, ::1] cv = out
+    cdef int64_t sa0 = av.strides[0] // 4, sa1 = av.strides[1] // 4
+    cdef int64_t sb0 = bv.strides[0] // 4, sb1 = bv.strides[1] // 4
+    cdef int64_t j
+    cdef const pyconv_sgemm_kernel *kern = _kernel
+    cdef int nthreads = _num_threads
+    with nogil:
+        if n <= GEMV_MAX_N:      # each column: c[:, j] = a @ b[:, j]
+            for j in range(n):
+                _gemv_parallel(kern, m, k, 1.0, &av[0, 0], sa0, sa1, &bv[0, j], sb0, 0.0,
+                               &cv[0, j], n, nthreads)
+        else:                    # each row: c[i, :] = b.T @ a[i, :]
+            for j in range(m):
+                _gemv_parallel(kern, n, k, 1.0, &bv[0, 0], sb1, sb0, &av[j, 0], sa1, 0.0,
+                               &cv[j, 0], 1, nthreads)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Machine peak.
+
+cdef double _fma_flops_parallel(const pyconv_sgemm_kernel *kern, int64_t iterations,
+                                int nthreads) noexcept nogil:
+    cdef double total = 0.0
+    cdef int t
+    if nthreads <= 1:
+        return kern.fma_peak(iterations)
+    for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
+        total += kern.fma_peak(iterations)
+    return total
+
+
+def measure_peak_gflops(threads=1, isa=None, seconds=0.2):
+    """Measured FP32 peak of this machine in GFLOP/s: FMA-only loops on `threads` threads.
+
+    Uses the micro-kernel ISA in use (or `isa`); reports the best of several timed runs.
+    """
+    import time
+    cdef const pyconv_sgemm_kernel *kern = _kernel
+    if isa is not None:
+        kern = pyconv_sgemm_kernel_for(isa.encode())
+        if kern == NULL:
+            raise UnsupportedISA(f"measure_peak_gflops: ISA {isa!r} is not available here")
+    cdef int nthreads = int(threads)
+    cdef int64_t iters = 1 << 16
+    cdef double flops
+    while True:
+        t0 = time.perf_counter()
+        with nogil:
+            flops = _fma_flops_parallel(kern, iters, nthreads)
+        dt = time.perf_counter() - t0
+        if dt > seconds / 5 or iters > (1 << 34):
+            break
+        iters *= 2
+    best = flops / dt
+    for _ in range(4):
+        t0 = time.perf_counter()
+        with nogil:
+            flops = _fma_flops_parallel(kern, iters, nthreads)
+        best = max(best, flops / (time.perf_counter() - t0))
+    return best / 1e9

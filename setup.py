@@ -1,0 +1,130 @@
+"""Build script: Cython extensions plus the C micro-kernels, each ISA with its own flags.
+
+Environment:
+  PYCONV_NO_OPENMP=1        build without OpenMP (serial kernels)
+  PYCONV_SANITIZE=address,undefined
+                            build with AddressSanitizer / UBSan (see SECURITY.md)
+"""
+import os
+import platform
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# The one place where Cython directives are set.
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+
+KERNEL_DIR = os.path.join("src", "kernels")
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+# (source, flags for GCC/Clang, flags for MSVC): each kernel file is compiled for one ISA
+# and picked at run time, so the extension still runs on CPUs without AVX.
+ISA_SOURCES = [("sgemm_generic.c", [], [])]
+if X86:
+    ISA_SOURCES += [
+        ("sgemm_avx2.c", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
+        ("sgemm_avx512.c", ["-mavx512f", "-mavx2", "-mfma"], ["/arch:AVX512"]),
+    ]
+
+
+def _compiler_is_msvc(compiler):
+    return compiler.compiler_type == "msvc"
+
+
+def _probe_openmp(compiler, flag):
+    """True when the compiler builds and links a tiny OpenMP program with `flag`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_probe.c")
+        with open(src, "w") as f:
+            f.write(textwrap.dedent("""
+                #include <omp.h>
+                int main(void) { int n = 0;
+                #pragma omp parallel reduction(+:n)
+                n += omp_get_num_threads() > 0;
+                return n > 0 ? 0 : 1; }
+            """))
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+            compiler.link_executable(objs, "omp_probe", output_dir=tmp,
+                                     extra_postargs=[] if flag.startswith("/") else [flag])
+            return True
+        except Exception:
+            return False
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        msvc = _compiler_is_msvc(self.compiler)
+        omp_flag = "/openmp" if msvc else "-fopenmp"
+        openmp = os.environ.get("PYCONV_NO_OPENMP") != "1" and _probe_openmp(self.compiler,
+                                                                             omp_flag)
+        if not openmp:
+            bar = "!" * 78
+            self.warn(f"\n{bar}\n  pyconv: OpenMP is not available with this compiler: building "
+                      f"SERIAL kernels.\n  Install an OpenMP runtime (e.g. libgomp / libomp) "
+                      f"for multi-threading.\n{bar}")
+        opt = ["/O2"] if msvc else ["-O3", "-fno-math-errno"]
+        sanitize = os.environ.get("PYCONV_SANITIZE", "")
+        san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
+        for ext in self.extensions:
+            ext.extra_compile_args = opt + san + ([omp_flag] if openmp else [])
+            ext.extra_link_args = san + ([omp_flag] if openmp and not msvc else [])
+            ext.extra_objects = self._compile_isa_sources(ext, opt + san + (
+                [] if msvc else ["-fopenmp-simd"]), msvc)
+        super().build_extensions()
+
+    def _compile_isa_sources(self, ext, common, msvc):
+        objects = []
+        for name, gcc_flags, msvc_flags in EXTENSION_ISA_SOURCES.get(ext.name, ()):
+            objects += self.compiler.compile(
+                [os.path.join(KERNEL_DIR, name)],
+                output_dir=self.build_temp,
+                macros=ext.define_macros,
+                include_dirs=ext.include_dirs,
+                extra_postargs=common + (msvc_flags if msvc else gcc_flags),
+                depends=[os.path.join(KERNEL_DIR, "sgemm.h"),
+                         os.path.join(KERNEL_DIR, "sgemm_common.inc")],
+            )
+        return objects
+
+
+# Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
+# so this lives beside them rather than as an attribute).
+EXTENSION_ISA_SOURCES = {}
+
+
+def extension(name, sources, isa_sources=()):
+    EXTENSION_ISA_SOURCES[name] = list(isa_sources)
+    return Extension(
+        name,
+        sources=sources,
+        include_dirs=[KERNEL_DIR, np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("PYCONV_HAVE_X86_KERNELS", "1")] if X86 else []),
+    )
+
+
+extensions = [
+    extension("pyconv._ext.gemm",
+              ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
+              ISA_SOURCES),
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES,
+                          include_path=["pyconv/_ext"]),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,90 @@
+/* sgemm.h: the micro-kernel table shared by the SIMD kernels and the Cython driver. */
+#ifndef PYCONV_SGEMM_H
+#define PYCONV_SGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fused activations applied by the GEMM epilogue (order matters: Python mirrors it). */
+enum pyconv_act {
+    PYCONV_ACT_NONE = 0,
+    PYCONV_ACT_RELU = 1,
+    PYCONV_ACT_CLIP = 2,         /* min(max(x, a), b); relu6 is clip(0, 6) */
+    PYCONV_ACT_LEAKY_RELU = 3,   /* x >= 0 ? x : a * x */
+    PYCONV_ACT_SIGMOID = 4,
+    PYCONV_ACT_HARDSIGMOID = 5,  /* clip(a * x + b, 0, 1) */
+    PYCONV_ACT_HARDSWISH = 6,    /* x * clip(x / 6 + 1/2, 0, 1) */
+    PYCONV_ACT_TANH = 7,
+    PYCONV_ACT_SILU = 8,         /* x * sigmoid(x) */
+    PYCONV_ACT_ELU = 9,          /* x >= 0 ? x : a * (exp(x) - 1) */
+    PYCONV_ACT_COUNT = 10
+};
+
+/* What happens to a finished C tile: out = act(acc + bias[row] + residual). */
+typedef struct {
+    const float *bias;      /* per row of C, indexed from the tile's first row; NULL: none */
+    const float *residual;  /* same layout as C, at the tile's origin; NULL: none */
+    int64_t ldr;            /* row stride of residual, in floats */
+    int act;                /* enum pyconv_act */
+    float act_a, act_b;     /* activation parameters */
+} pyconv_epilogue;
+
+/* C[0:MR, 0:NR] = alpha * A_panel @ B_panel + beta * C (beta == 0: C is not read).
+ * a: packed A panel, kc x MR (a[k * MR + i]); b: packed B panel, kc x NR (b[k * NR + j]). */
+typedef void (*pyconv_sgemm_ukernel)(int64_t kc, const float *a, const float *b,
+                                     float *c, int64_t ldc, float alpha, float beta);
+
+/* The same for a partial tile: only C[0:m, 0:n] is read and written (m <= MR, n <= NR),
+ * and only the vector columns that hold the n columns are computed. */
+typedef void (*pyconv_sgemm_ukernel_edge)(int64_t kc, const float *a, const float *b,
+                                          float *c, int64_t ldc, float alpha, float beta,
+                                          int64_t m, int64_t n);
+
+/* Applies the epilogue to an m x n tile of C in place. */
+typedef void (*pyconv_epilogue_fn)(float *c, int64_t ldc, int64_t m, int64_t n,
+                                   const pyconv_epilogue *ep);
+
+/* y[i] = alpha * sum_k x[i*sxi + k*sxk] * v[k*sv] + beta * y[i*sy], for i < m. */
+typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *x,
+                                int64_t sxi, int64_t sxk, const float *v, int64_t sv,
+                                float beta, float *y, int64_t sy);
+
+/* Times an FMA-only loop: returns the flops executed (used to measure machine peak). */
+typedef double (*pyconv_fma_peak_fn)(int64_t iterations);
+
+typedef struct {
+    const char *isa;            /* "avx512", "avx2" or "generic" */
+    const char *ukernel_name;   /* e.g. "sgemm_ukernel_8x48_avx512" */
+    int mr, nr;                 /* register tile */
+    pyconv_sgemm_ukernel ukernel;
+    pyconv_sgemm_ukernel_edge ukernel_edge;  /* NULL: the driver goes through a tile buffer */
+    pyconv_epilogue_fn epilogue;
+    pyconv_sgemv_fn gemv;
+    pyconv_fma_peak_fn fma_peak;
+} pyconv_sgemm_kernel;
+
+/* One table per ISA, each defined in a file compiled with that ISA's flags. */
+extern const pyconv_sgemm_kernel pyconv_sgemm_kernel_generic;
+#if defined(PYCONV_HAVE_X86_KERNELS)
+extern const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx2;
+extern const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx512;
+#endif
+
+/* Runtime dispatch (cpu_features.c). */
+int pyconv_cpu_has_avx2_fma(void);
+int pyconv_cpu_has_avx512f(void);
+/* The kernel table for an ISA name, or NULL when this CPU/build cannot run it. */
+const pyconv_sgemm_kernel *pyconv_sgemm_kernel_for(const char *isa);
+/* The best kernel this CPU runs. */
+const pyconv_sgemm_kernel *pyconv_sgemm_kernel_best(void);
+/* Cache sizes in bytes (0 when unknown). */
+int64_t pyconv_cache_size(int level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
