@@ -117,10 +117,12 @@ def extension(name, sources, isa_sources=()):
     )
 
 
+# Convolution and pooling cimport the engine from pyconv._ext.gemm (one dispatch state).
 extensions = [
     extension("pyconv._ext.gemm",
               ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
               ISA_SOURCES),
+    extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"]),
 ]
 
 setup(

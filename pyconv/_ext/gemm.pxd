@@ -51,6 +51,12 @@ cdef struct packed_a:
     int64_t kc
     const pyconv_sgemm_kernel *kernel
 
+# A row-major or strided matrix as the B operand (strides in floats).
+cdef struct strided_b:
+    const float *data
+    int64_t sk
+    int64_t sn
+
 cdef class PackedMatrix:
     cdef packed_a view
     cdef object buffer            # NumPy array that owns view.data
@@ -58,9 +64,19 @@ cdef class PackedMatrix:
 
 cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil
 cdef int current_num_threads() noexcept nogil
+cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                         int64_t nr, float *dst) noexcept nogil
+cdef int64_t sgemm_nc(const packed_a *a, int64_t n) noexcept nogil
+# One thread's part of C: rows [m0, m1) (m0 a multiple of MR), columns [n0, n1).
+# bbuf holds KC x nc floats, tile MR x NR floats.
+cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                      int64_t nc, pack_b_fn pack_b, const void *bctx, float *c, int64_t ldc,
+                      float alpha, float beta, const pyconv_epilogue *ep, float *bbuf,
+                      float *tile) noexcept nogil
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil
 cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
                        float *c, int64_t ldc, float alpha, float beta,
                        const pyconv_epilogue *ep, int nthreads,
                        float *workspace) noexcept nogil
 cdef float *workspace_floats(int64_t count) except NULL
+cdef int activation_code(object activation) except -1

@@ -157,6 +157,12 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
 
 
+cdef int64_t sgemm_nc(const packed_a *a, int64_t n) noexcept nogil:
+    """Columns per packed B block for this A (what sgemm_block's nc argument expects)."""
+    cdef int64_t kc = min(a.kc, a.k) if a.k > 0 else 1
+    return min(_nc_for(a.kernel.nr, kc), _round_up(n, a.kernel.nr))
+
+
 cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
     # A KC x NC packed B block takes about half of L2, leaving room for A panels and C.
     cdef int64_t nc = (_l2_bytes // 2) // (kc * 4) // nr * nr
@@ -195,13 +201,7 @@ cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k
                       dst + k0 * mpad + p * mr * kcb)
 
 
-cdef struct strided_b:
-    const float *data
-    int64_t sk
-    int64_t sn
-
-
-cdef void _pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                           int64_t nr, float *dst) noexcept nogil:
     cdef const strided_b *b = <const strided_b *>ctx
     cdef int64_t p, jr, j, kk, cols
@@ -300,13 +300,11 @@ cdef void _thread_grid(int64_t mpanels, int64_t npanels, int nthreads, int64_t *
 
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil:
     """Scratch floats sgemm_packed needs: per thread one B block and one edge tile."""
-    cdef int64_t nr = a.kernel.nr, mr = a.kernel.mr
     cdef int64_t kc = min(a.kc, a.k) if a.k > 0 else 1
-    cdef int64_t nc = min(_nc_for(nr, kc), _round_up(n, nr))
-    return nthreads * _round_up(kc * nc + mr * nr, 16) + 16
+    return nthreads * _round_up(kc * sgemm_nc(a, n) + a.kernel.mr * a.kernel.nr, 16) + 16
 
 
-cdef void _block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  int64_t nc, pack_b_fn pack_b, const void *bctx, float *c, int64_t ldc,
                  float alpha, float beta, const pyconv_epilogue *ep, float *bbuf,
                  float *tile) noexcept nogil:
@@ -395,12 +393,12 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
     _thread_grid(mpanels, npanels, nthreads, &tm, &tn)
     cdef int64_t ntiles = tm * tn
     cdef int64_t kc = min(a.kc, a.k)
-    cdef int64_t nc = min(_nc_for(nr, kc), _round_up(n, nr))
+    cdef int64_t nc = sgemm_nc(a, n)
     cdef int64_t stride = _round_up(kc * nc + mr * nr, 16)
     cdef int64_t t, ti, tj, plo, phi, qlo, qhi, tid, team
     cdef float *bbuf
     if ntiles == 1:
-        _block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
+        sgemm_block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
                workspace + kc * nc)
         return
     with parallel(num_threads=ntiles):
@@ -415,7 +413,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
             _split(mpanels, tm, ti, &plo, &phi)
             _split(npanels, tn, tj, &qlo, &qhi)
             if plo < phi and qlo < qhi:
-                _block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
+                sgemm_block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
                        bctx, c, ldc, alpha, beta, ep, bbuf, bbuf + kc * nc)
             t = t + team
 
@@ -450,7 +448,7 @@ cdef object _as_float32_vector(object x, int64_t length, str name):
     return np.ascontiguousarray(x)
 
 
-cdef int _activation_code(object activation) except -1:
+cdef int activation_code(object activation) except -1:
     if activation is None:
         return 0
     if activation not in ACTIVATIONS:
@@ -530,7 +528,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
             residual = np.ascontiguousarray(residual)
     cdef pyconv_epilogue ep
     cdef pyconv_epilogue *epp = NULL
-    cdef int act = _activation_code(activation)
+    cdef int act = activation_code(activation)
     cdef const float[::1] biasv
     cdef const float[:, ::1] resv
     if bias is not None or residual is not None or act != 0:
@@ -568,7 +566,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     if needs_pack:
         view = _pack_into(a, _kernel, ws)
     with nogil:
-        sgemm_packed(&view, n, _pack_b_strided, &bdesc, &cv[0, 0], n, alpha, beta, epp,
+        sgemm_packed(&view, n, pack_b_strided, &bdesc, &cv[0, 0], n, alpha, beta, epp,
                      nthreads, ws + pack_floats)
     return out
 
@@ -670,3 +668,36 @@ def measure_peak_gflops(threads=1, isa=None, seconds=0.2):
             flops = _fma_flops_parallel(kern, iters, nthreads)
         best = max(best, flops / (time.perf_counter() - t0))
     return best / 1e9
+
+
+def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
+    """Applies a fused-epilogue activation to a float32 array in place and returns it.
+
+    The same C code the GEMM epilogue runs, so layers and fused convolutions agree exactly.
+    Non-contiguous arrays are processed through a contiguous copy written back."""
+    cdef int act = activation_code(activation)
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise InvalidDType(f"{activation}: expected a float32 ndarray, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)}")
+    if act == 0 or x.size == 0:
+        return x
+    work = x if x.flags.c_contiguous and x.flags.writeable else np.ascontiguousarray(x)
+    cdef float[::1] flat = work.reshape(-1)
+    cdef int64_t total = flat.shape[0]
+    cdef int64_t chunk = 16384, nchunks = (total + chunk - 1) // chunk, t, lo, n
+    cdef pyconv_epilogue ep
+    ep.bias = NULL
+    ep.residual = NULL
+    ep.ldr = 0
+    ep.act = act
+    ep.act_a = act_alpha
+    ep.act_b = act_beta
+    cdef const pyconv_sgemm_kernel *kern = _kernel
+    cdef int nthreads = _num_threads if nchunks > 1 else 1
+    for t in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
+        lo = t * chunk
+        n = min(chunk, total - lo)
+        kern.epilogue(&flat[lo], n, 1, n, &ep)
+    if work is not x:
+        x[...] = work
+    return x

@@ -1,0 +1,512 @@
+# Convolution and transposed convolution on the packed GEMM engine.
+#
+# Every problem is handled as 3-D (1-D and 2-D get leading size-1 spatial dims).
+#  - general conv: per (batch, group) GEMM  W_g (Cout_g x Cin_g*kvol) @ im2col(x_ng), where
+#    the im2col matrix is never built: pack_b_im2col packs the GEMM's B panels straight from
+#    the image, resolving stride, padding and dilation;
+#  - 1x1, stride 1, no padding: the image itself is the B matrix;
+#  - depthwise (one input channel per group): a direct kernel over each plane;
+#  - transposed conv: cols = W_g^T @ x_ng by GEMM, then col2im scatter-adds into the output
+#    (no zero insertion); one input channel per group goes through a direct scatter kernel.
+# Bias, residual and activation are applied by the GEMM epilogue, or per plane right after
+# the plane is finished.
+import numpy as np
+
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads,
+                               pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
+                               pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
+                               sgemm_workspace_floats, strided_b, workspace_floats,
+                               current_kernel)
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+
+cdef struct geom3:
+    const float *x          # first input channel of this (batch, group)
+    int64_t c               # input channels in the group
+    int64_t d, h, w         # input spatial size
+    int64_t kd, kh, kw
+    int64_t sd, sh, sw
+    int64_t pd, ph, pw      # padding at the beginning
+    int64_t dd, dh, dw
+    int64_t od, oh, ow      # output spatial size
+
+
+cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a // b
+    return q - 1 if (a % b != 0) and ((a < 0) != (b < 0)) else q
+
+
+cdef inline int64_t _ceil_div(int64_t a, int64_t b) noexcept nogil:
+    return -_floor_div(-a, b)
+
+
+cdef inline void _valid_range(int64_t off, int64_t s, int64_t size, int64_t count,
+                              int64_t *lo, int64_t *hi) noexcept nogil:
+    """Outputs o in [lo, hi) with 0 <= o * s + off < size, clipped to [0, count)."""
+    lo[0] = max(<int64_t>0, _ceil_div(-off, s))
+    hi[0] = min(count, _floor_div(size - 1 - off, s) + 1)
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef inline void _put(float *dst, int64_t kc, int64_t nr, int64_t kk, int64_t j, int64_t cnt,
+                      const float *src, int64_t stride) noexcept nogil:
+    """Writes cnt values of packed-B row kk from column j on (src NULL: zeros)."""
+    cdef int64_t p, jj, m, t
+    cdef float *d
+    while cnt > 0:
+        p = j // nr
+        jj = j - p * nr
+        m = min(nr - jj, cnt)
+        d = dst + p * kc * nr + kk * nr + jj
+        if src == NULL:
+            memset(d, 0, m * sizeof(float))
+        elif stride == 1:
+            memcpy(d, src, m * sizeof(float))
+            src += m
+        else:
+            for t in range(m):
+                d[t] = src[t * stride]
+            src += m * stride
+        j += m
+        cnt -= m
+
+
+cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        int64_t nr, float *dst) noexcept nogil:
+    """Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the virtual im2col matrix.
+
+    Row r = (c, a, b, e) is an input channel and kernel tap; column = (zd, yh, xw) an output
+    position. Each output row is a run whose in-bounds part is one strided copy."""
+    cdef const geom3 *g = <const geom3 *>ctx
+    cdef int64_t kvol = g.kd * g.kh * g.kw, khw = g.kh * g.kw, ohw = g.oh * g.ow
+    cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, j, zd, yh, xw, run, iz, iy
+    cdef int64_t lo, hi, rem, tail, p
+    cdef const float *xc
+    cdef const float *row
+    for kk in range(kc):
+        r = k0 + kk
+        c = r // kvol
+        t = r - c * kvol
+        a = t // khw
+        t = t - a * khw
+        b = t // g.kw
+        e = t - b * g.kw
+        xc = g.x + c * g.d * g.h * g.w
+        off_w = e * g.dw - g.pw
+        _valid_range(off_w, g.sw, g.w, g.ow, &ow_lo, &ow_hi)
+        zd = n0 // ohw
+        rem = n0 - zd * ohw
+        yh = rem // g.ow
+        xw = rem - yh * g.ow
+        j = 0
+        while j < nc:
+            run = min(g.ow - xw, nc - j)
+            iz = zd * g.sd - g.pd + a * g.dd
+            iy = yh * g.sh - g.ph + b * g.dh
+            lo = max(xw, ow_lo)
+            hi = min(xw + run, ow_hi)
+            if iz < 0 or iz >= g.d or iy < 0 or iy >= g.h or hi <= lo:
+                _put(dst, kc, nr, kk, j, run, NULL, 0)
+            else:
+                row = xc + (iz * g.h + iy) * g.w
+                _put(dst, kc, nr, kk, j, lo - xw, NULL, 0)
+                _put(dst, kc, nr, kk, j + lo - xw, hi - lo, row + lo * g.sw + off_w, g.sw)
+                _put(dst, kc, nr, kk, j + hi - xw, xw + run - hi, NULL, 0)
+            j += run
+            xw += run
+            if xw == g.ow:
+                xw = 0
+                yh += 1
+                if yh == g.oh:
+                    yh = 0
+                    zd += 1
+    tail = (nc + nr - 1) // nr * nr - nc
+    if tail:
+        p = nc // nr
+        for kk in range(kc):
+            memset(dst + p * kc * nr + kk * nr + (nc - p * nr), 0, tail * sizeof(float))
+
+
+cdef struct conv_args:
+    const float *x
+    float *y
+    const float *weight      # unpacked, (Cout, Cin_g, kvol): the depthwise kernels read it
+    const float *bias
+    const float *residual    # same layout as y, or NULL
+    const packed_a *packed   # one per group (GEMM paths)
+    int64_t batch, groups, cin, cout
+    int64_t d, h, w, od, oh, ow
+    int64_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    int act
+    float act_a, act_b
+    bint pointwise           # 1x1, stride 1, no padding: B is the image itself
+
+
+cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
+    g.x = x
+    g.c = p.cin // p.groups
+    g.d = p.d
+    g.h = p.h
+    g.w = p.w
+    g.kd = p.kd
+    g.kh = p.kh
+    g.kw = p.kw
+    g.sd = p.sd
+    g.sh = p.sh
+    g.sw = p.sw
+    g.pd = p.pd
+    g.ph = p.ph
+    g.pw = p.pw
+    g.dd = p.dd
+    g.dh = p.dh
+    g.dw = p.dw
+    g.od = p.od
+    g.oh = p.oh
+    g.ow = p.ow
+
+
+cdef inline void _fill_epilogue(const conv_args *p, int64_t first_channel, int64_t n,
+                                pyconv_epilogue *ep) noexcept nogil:
+    cdef int64_t plane = p.od * p.oh * p.ow
+    ep.bias = p.bias + first_channel if p.bias != NULL else NULL
+    ep.residual = (p.residual + (n * p.cout + first_channel) * plane
+                   if p.residual != NULL else NULL)
+    ep.ldr = plane
+    ep.act = p.act
+    ep.act_a = p.act_a
+    ep.act_b = p.act_b
+
+
+cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
+                          int64_t ws_stride) noexcept nogil:
+    """One (batch, group) GEMM; nthreads == 1 runs it on the calling thread only."""
+    cdef int64_t n = task // p.groups, grp = task - n * p.groups
+    cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
+    cdef int64_t ncols = p.od * p.oh * p.ow, in_plane = p.d * p.h * p.w
+    cdef const float *x = p.x + (n * p.cin + grp * cin_g) * in_plane
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * ncols
+    cdef const packed_a *a = &p.packed[grp]
+    cdef geom3 g
+    cdef strided_b sb
+    cdef const void *ctx
+    cdef pack_b_fn pack
+    cdef pyconv_epilogue ep
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    if p.pointwise:
+        sb.data = x
+        sb.sk = in_plane
+        sb.sn = 1
+        ctx = &sb
+        pack = pack_b_strided
+    else:
+        _fill_geom(p, x, &g)
+        ctx = &g
+        pack = pack_b_im2col
+    if nthreads > 1:
+        sgemm_packed(a, ncols, pack, ctx, y, ncols, 1.0, 0.0, &ep, nthreads, ws)
+    else:
+        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, ncols, 1.0, 0.0,
+                    &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
+
+
+cdef void _depthwise_plane(const conv_args *p, int64_t plane_index) noexcept nogil:
+    """Direct convolution of one output plane whose group has a single input channel."""
+    cdef int64_t n = plane_index // p.cout, oc = plane_index - n * p.cout
+    cdef int64_t cout_g = p.cout // p.groups, grp = oc // cout_g
+    cdef int64_t kvol = p.kd * p.kh * p.kw
+    cdef const float *x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
+    cdef const float *wk = p.weight + oc * kvol
+    cdef float *y = p.y + plane_index * p.od * p.oh * p.ow
+    cdef int64_t zd, yh, a, b, e, iz, iy, off, lo, hi, o
+    cdef float wv
+    cdef float *out
+    cdef const float *src
+    cdef pyconv_epilogue ep
+    cdef const pyconv_sgemm_kernel *kern = current_kernel()
+    _fill_epilogue(p, oc, n, &ep)
+    for zd in range(p.od):
+        for yh in range(p.oh):
+            out = y + (zd * p.oh + yh) * p.ow
+            memset(out, 0, p.ow * sizeof(float))
+            for a in range(p.kd):
+                iz = zd * p.sd - p.pd + a * p.dd
+                if iz < 0 or iz >= p.d:
+                    continue
+                for b in range(p.kh):
+                    iy = yh * p.sh - p.ph + b * p.dh
+                    if iy < 0 or iy >= p.h:
+                        continue
+                    src = x + (iz * p.h + iy) * p.w
+                    for e in range(p.kw):
+                        wv = wk[(a * p.kh + b) * p.kw + e]
+                        off = e * p.dw - p.pw
+                        _valid_range(off, p.sw, p.w, p.ow, &lo, &hi)
+                        if p.sw == 1:
+                            for o in range(lo, hi):
+                                out[o] += wv * src[o + off]
+                        else:
+                            for o in range(lo, hi):
+                                out[o] += wv * src[o * p.sw + off]
+    # Bias, residual and activation while the plane is still in cache.
+    kern.epilogue(y, p.od * p.oh * p.ow, 1, p.od * p.oh * p.ow, &ep)
+
+
+cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads,
+                        float *ws, int64_t ws_stride) noexcept nogil:
+    cdef int64_t tasks, t
+    if depthwise:
+        tasks = p.batch * p.cout
+        for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
+            _depthwise_plane(p, t)
+        return
+    tasks = p.batch * p.groups
+    if nthreads > 1 and tasks >= nthreads:
+        # Enough independent GEMMs: one per thread, each single-threaded.
+        for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
+            _conv_gemm_task(p, t, 1, ws + threadid() * ws_stride, ws_stride)
+    else:
+        for t in range(tasks):
+            _conv_gemm_task(p, t, nthreads, ws, ws_stride)
+
+
+# ---------------------------------------------------------------------------------------
+# Transposed convolution.
+
+cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_group,
+                        float *y) noexcept nogil:
+    """Scatter-adds the kvol rows of cols that belong to one output channel into y.
+
+    cols rows: (oc_in_group, a, b, e); columns: input positions. Here (d, h, w) is the
+    INPUT size and (od, oh, ow) the OUTPUT size of the transposed convolution."""
+    cdef int64_t kvol = p.kd * p.kh * p.kw, in_plane = p.d * p.h * p.w
+    cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, i
+    cdef const float *src
+    cdef float *dst
+    for a in range(p.kd):
+        for b in range(p.kh):
+            for e in range(p.kw):
+                src = cols + (oc_in_group * kvol + (a * p.kh + b) * p.kw + e) * in_plane
+                off = e * p.dw - p.pw
+                # Input columns i whose output column i * sw + off is inside [0, ow).
+                _valid_range(off, p.sw, p.ow, p.w, &lo, &hi)
+                for iz in range(p.d):
+                    zo = iz * p.sd - p.pd + a * p.dd
+                    if zo < 0 or zo >= p.od:
+                        continue
+                    for iy in range(p.h):
+                        yo = iy * p.sh - p.ph + b * p.dh
+                        if yo < 0 or yo >= p.oh:
+                            continue
+                        dst = y + (zo * p.oh + yo) * p.ow + off
+                        for i in range(lo, hi):
+                            dst[i * p.sw] += src[(iz * p.h + iy) * p.w + i]
+
+
+cdef void _finish_plane(const conv_args *p, int64_t n, int64_t oc, float *y) noexcept nogil:
+    cdef pyconv_epilogue ep
+    cdef int64_t plane = p.od * p.oh * p.ow
+    _fill_epilogue(p, oc, n, &ep)
+    current_kernel().epilogue(y, plane, 1, plane, &ep)
+
+
+cdef void _transposed_direct_plane(const conv_args *p, int64_t plane_index) noexcept nogil:
+    """Transposed convolution of one output plane whose group has one input channel."""
+    cdef int64_t n = plane_index // p.cout, oc = plane_index - n * p.cout
+    cdef int64_t cout_g = p.cout // p.groups, grp = oc // cout_g
+    cdef int64_t kvol = p.kd * p.kh * p.kw, plane = p.od * p.oh * p.ow
+    cdef const float *x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
+    # weight layout (Cin, Cout_g, kvol): input channel grp, output channel oc % cout_g
+    cdef const float *wk = p.weight + (grp * cout_g + (oc - grp * cout_g)) * kvol
+    cdef float *y = p.y + plane_index * plane
+    cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, i
+    cdef float wv
+    cdef const float *src
+    cdef float *dst
+    memset(y, 0, plane * sizeof(float))
+    for iz in range(p.d):
+        for a in range(p.kd):
+            zo = iz * p.sd - p.pd + a * p.dd
+            if zo < 0 or zo >= p.od:
+                continue
+            for iy in range(p.h):
+                src = x + (iz * p.h + iy) * p.w
+                for b in range(p.kh):
+                    yo = iy * p.sh - p.ph + b * p.dh
+                    if yo < 0 or yo >= p.oh:
+                        continue
+                    for e in range(p.kw):
+                        wv = wk[(a * p.kh + b) * p.kw + e]
+                        off = e * p.dw - p.pw
+                        _valid_range(off, p.sw, p.ow, p.w, &lo, &hi)
+                        dst = y + (zo * p.oh + yo) * p.ow + off
+                        for i in range(lo, hi):
+                            dst[i * p.sw] += wv * src[i]
+    _finish_plane(p, n, oc, y)
+
+
+cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads, float *cols,
+                                  float *ws) noexcept nogil:
+    cdef int64_t t, n, grp, oc, in_plane = p.d * p.h * p.w, plane = p.od * p.oh * p.ow
+    cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
+    cdef strided_b sb
+    cdef float *y
+    if direct:
+        for t in prange(p.batch * p.cout, nogil=True, num_threads=nthreads, schedule="dynamic"):
+            _transposed_direct_plane(p, t)
+        return
+    for t in range(p.batch * p.groups):
+        n = t // p.groups
+        grp = t - n * p.groups
+        sb.data = p.x + (n * p.cin + grp * cin_g) * in_plane
+        sb.sk = in_plane
+        sb.sn = 1
+        sgemm_packed(&p.packed[grp], in_plane, pack_b_strided, &sb, cols, in_plane, 1.0, 0.0,
+                     NULL, nthreads, ws)
+        y = p.y + (n * p.cout + grp * cout_g) * plane
+        for oc in prange(cout_g, nogil=True, num_threads=nthreads, schedule="static"):
+            memset(y + oc * plane, 0, plane * sizeof(float))
+            _col2im_plane(p, cols, oc, y + oc * plane)
+            _finish_plane(p, n, grp * cout_g + oc, y + oc * plane)
+
+
+# ---------------------------------------------------------------------------------------
+# Python side: packed weights + run.
+
+cdef tuple _as3(tuple t, int64_t fill):
+    return (fill,) * (3 - len(t)) + t
+
+
+cdef class ConvKernel:
+    """Convolution weights prepared once (packed per group) and run many times.
+
+    Parameters
+    ----------
+    weight : ndarray float32
+        (C_out, C_in/groups, *k) for a convolution, (C_in, C_out/groups, *k) when
+        ``transposed`` (PyTorch and ONNX layouts); 1 to 3 spatial dims.
+    bias : ndarray float32 (C_out,) or None
+    groups : int
+    transposed : bool
+    """
+    cdef readonly object weight
+    cdef readonly object bias
+    cdef readonly int64_t groups, cin, cout, nspatial
+    cdef readonly bint transposed, direct
+    cdef readonly tuple kernel_shape
+    cdef list _packed_mats
+    cdef object _views          # bytearray holding one packed_a per group
+    cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
+
+    def __init__(self, weight, bias, int64_t groups, bint transposed=False):
+        self.weight = np.ascontiguousarray(weight)
+        self.bias = None if bias is None else np.ascontiguousarray(bias)
+        self.groups = groups
+        self.transposed = transposed
+        self.nspatial = self.weight.ndim - 2
+        self.kernel_shape = tuple(self.weight.shape[2:])
+        if transposed:
+            self.cin = self.weight.shape[0]
+            self.cout = self.weight.shape[1] * groups
+        else:
+            self.cout = self.weight.shape[0]
+            self.cin = self.weight.shape[1] * groups
+        cdef int64_t kvol = int(np.prod(self.kernel_shape))
+        cdef int64_t cin_g = self.cin // groups, cout_g = self.cout // groups
+        # One input channel per group: direct kernels beat a K = kvol GEMM per channel.
+        self.direct = cin_g == 1
+        self._packed_mats = []
+        self._views = None
+        self._pviews = NULL
+        if self.direct:
+            return
+        for g in range(groups):
+            if transposed:
+                wg = self.weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
+            else:
+                wg = self.weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
+            self._packed_mats.append(PackedMatrix(wg))
+        self._views = bytearray(groups * sizeof(packed_a))
+        cdef unsigned char[::1] raw = self._views
+        cdef packed_a *views = <packed_a *>&raw[0]
+        for g in range(groups):
+            views[g] = (<PackedMatrix>self._packed_mats[g]).view
+        self._pviews = views
+
+    def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
+            float act_alpha=0.0, float act_beta=0.0):
+        """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
+        C-contiguous, with geometry already validated by pyconv.functional."""
+        cdef conv_args p
+        cdef int64_t nsp = self.nspatial
+        xs = _as3(tuple(x.shape[2:]), 1)
+        ys = _as3(tuple(out.shape[2:]), 1)
+        ks = _as3(self.kernel_shape, 1)
+        ss = _as3(tuple(stride), 1)
+        ps = _as3(tuple(pads_begin), 0)
+        ds = _as3(tuple(dilation), 1)
+        cdef const float[::1] xv = x.reshape(-1)
+        cdef float[::1] yv = out.reshape(-1)
+        cdef const float[::1] wv = self.weight.reshape(-1)
+        cdef const float[::1] bv
+        cdef const float[::1] rv
+        p.x = &xv[0] if xv.shape[0] else NULL
+        p.y = &yv[0] if yv.shape[0] else NULL
+        p.weight = &wv[0]
+        p.bias = NULL
+        p.residual = NULL
+        if self.bias is not None:
+            bv = self.bias
+            p.bias = &bv[0]
+        if residual is not None:
+            rv = residual.reshape(-1)
+            p.residual = &rv[0]
+        p.packed = self._pviews
+        p.batch = x.shape[0]
+        p.groups = self.groups
+        p.cin = self.cin
+        p.cout = self.cout
+        p.d, p.h, p.w = xs
+        p.od, p.oh, p.ow = ys
+        p.kd, p.kh, p.kw = ks
+        p.sd, p.sh, p.sw = ss
+        p.pd, p.ph, p.pw = ps
+        p.dd, p.dh, p.dw = ds
+        p.act = activation_code(activation)
+        p.act_a = act_alpha
+        p.act_b = act_beta
+        if p.batch == 0 or yv.shape[0] == 0:
+            return out
+        cdef int nthreads = current_num_threads()
+        cdef int64_t ncols, ws_stride, cols_floats
+        cdef float *ws
+        cdef float *cols
+        if not self.transposed:
+            p.pointwise = (ks == (1, 1, 1) and ss == (1, 1, 1) and ps == (0, 0, 0)
+                           and xs == ys)
+            ws = NULL
+            ws_stride = 0
+            if not self.direct:
+                ncols = p.od * p.oh * p.ow
+                ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
+                ws = workspace_floats(ws_stride * nthreads)
+            with nogil:
+                _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
+        else:
+            p.pointwise = False
+            ws = NULL
+            cols = NULL
+            if not self.direct:
+                ncols = p.d * p.h * p.w
+                cols_floats = (p.packed[0].m * ncols + 15) // 16 * 16
+                ws = workspace_floats(cols_floats
+                                      + sgemm_workspace_floats(&p.packed[0], ncols, nthreads))
+                cols = ws
+                ws = ws + cols_floats
+            with nogil:
+                _conv_transpose_forward(&p, self.direct, nthreads, cols, ws)
+        return out

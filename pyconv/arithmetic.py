@@ -1,0 +1,767 @@
+"""Convolution arithmetic: output sizes, padding and group checks.
+
+This module is the single source of truth for the geometry of the
+convolution family (Conv, ConvTranspose, MaxPool, AveragePool, LpPool).
+Every function is pure and works on Python ints and tuples; nothing here
+touches an array.
+
+Conventions
+-----------
+* ``k`` is a kernel size, ``d`` a dilation, ``s`` a stride, ``pb`` / ``pe``
+  the padding added at the beginning / end of a spatial axis.
+* The *effective* (dilated) kernel size is ``(k - 1) * d + 1``.
+* Per-side pads follow the ONNX order ``(begin_0, ..., begin_{n-1},
+  end_0, ..., end_{n-1})``; functions return them as two tuples
+  ``(pads_begin, pads_end)``.
+
+The formulas are those of Dumoulin & Visin, "A guide to convolution
+arithmetic for deep learning" (2016), generalised to dilation and
+asymmetric padding as in the ONNX operator specification and
+``torch.nn``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import NamedTuple
+
+from pyconv.errors import InvalidArgument, ShapeError
+
+__all__ = [
+    "normalize_tuple",
+    "effective_kernel_size",
+    "same_padding",
+    "split_padding",
+    "resolve_padding",
+    "conv_output_size",
+    "conv_output_shape",
+    "pool_output_size",
+    "pool_output_shape",
+    "conv_transpose_output_size",
+    "conv_transpose_output_shape",
+    "conv_transpose_output_padding",
+    "conv_transpose_pads_for_output_shape",
+    "TransposePads",
+    "check_groups",
+]
+
+#: Padding mode strings accepted by :func:`resolve_padding` (lower case).
+PADDING_MODES = ("valid", "same", "same_upper", "same_lower")
+
+
+# ---------------------------------------------------------------------------
+# argument validation
+# ---------------------------------------------------------------------------
+
+def _where(op: str, dim: int | None) -> tuple[str, str]:
+    """Message prefix ``"op: "`` and suffix ``" along dim i"``."""
+    return (f"{op}: " if op else "", "" if dim is None else f" along dim {dim}")
+
+
+def _as_int(value, name: str, minimum: int, op: str = "") -> int:
+    """Return ``value`` as an int ``>= minimum``; bools and floats are refused."""
+    prefix = _where(op, None)[0]
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{prefix}{name} must be an int, got bool {value!r}")
+    try:
+        result = operator.index(value)
+    except TypeError:
+        raise InvalidArgument(
+            f"{prefix}{name} must be an int, got {type(value).__name__} {value!r}"
+        ) from None
+    if result < minimum:
+        kind = "positive" if minimum == 1 else f">= {minimum}"
+        raise InvalidArgument(f"{prefix}{name} must be {kind}, got {result}")
+    return result
+
+
+def _as_items(value, name: str) -> tuple | None:
+    """``tuple(value)`` for a sequence, ``None`` for a scalar; strings are refused."""
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgument(f"{name} must be an int or a sequence of ints, got {value!r}")
+    try:
+        return tuple(value)
+    except TypeError:  # not iterable (0-d arrays land here too)
+        return None
+
+
+def normalize_tuple(value, n: int, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """Expand an int or a sequence of ints into a tuple of ``n`` ints.
+
+    Parameters
+    ----------
+    value : int or sequence of int
+        A single int is repeated ``n`` times; a sequence must have length
+        ``n``. NumPy integers are accepted, bools and floats are not.
+    n : int
+        Number of spatial dimensions (``>= 1``).
+    name : str
+        Argument name used in error messages (e.g. ``"stride"``).
+    minimum : int, optional
+        Smallest allowed value: 1 (default) for kernel sizes, strides and
+        dilations, 0 for paddings.
+
+    Returns
+    -------
+    tuple of int
+        Length ``n``.
+
+    Raises
+    ------
+    InvalidArgument
+        If ``value`` has the wrong length or type, or an element is below
+        ``minimum``.
+
+    Examples
+    --------
+    >>> normalize_tuple(3, 2, "kernel_size")
+    (3, 3)
+    >>> normalize_tuple([1, 2], 2, "stride")
+    (1, 2)
+    """
+    n = _as_int(n, "n", 1)
+    items = _as_items(value, name)
+    if items is not None:
+        if len(items) != n:
+            raise InvalidArgument(
+                f"{name} must have {n} element{'s' if n != 1 else ''} "
+                f"(one per spatial dim), got {len(items)}: {items!r}"
+            )
+        return tuple(_as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(items))
+    return (_as_int(value, name, minimum),) * n
+
+
+# ---------------------------------------------------------------------------
+# single formulas (scalar, one spatial dim)
+# ---------------------------------------------------------------------------
+
+def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+    """Extent of a dilated kernel: ``(kernel_size - 1) * dilation + 1``.
+
+    Examples
+    --------
+    >>> effective_kernel_size(3, 2)
+    5
+    """
+    return (kernel_size - 1) * dilation + 1
+
+
+def same_padding(input_size: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
+    """Total padding that makes a convolution output ``ceil(input_size / stride)``.
+
+    This is the ONNX ``auto_pad=SAME_*`` rule (also TensorFlow's ``SAME``),
+    valid for any stride::
+
+        out   = ceil(input_size / stride)
+        total = max(0, (out - 1) * stride + (kernel_size - 1) * dilation + 1 - input_size)
+
+    Use :func:`split_padding` to divide the total between the two sides.
+
+    Returns
+    -------
+    int
+        The total (begin + end) padding, ``>= 0``.
+
+    Examples
+    --------
+    >>> same_padding(7, 3, stride=2)   # out = 4: (4-1)*2 + 3 - 7
+    2
+    """
+    out = _ceil_div(input_size, stride)
+    return max(0, (out - 1) * stride + effective_kernel_size(kernel_size, dilation) - input_size)
+
+
+def split_padding(total: int, mode: str = "same_upper") -> tuple[int, int]:
+    """Split a total padding between the beginning and the end of an axis.
+
+    Parameters
+    ----------
+    total : int
+        Total padding, ``>= 0``.
+    mode : {'same_upper', 'same_lower'}
+        Where an odd extra element goes: at the end (``same_upper``, ONNX
+        ``SAME_UPPER``, TensorFlow, ``torch`` ``padding='same'``) or at the
+        beginning (``same_lower``).
+
+    Returns
+    -------
+    (int, int)
+        ``(pad_begin, pad_end)``.
+
+    Examples
+    --------
+    >>> split_padding(3, "same_upper"), split_padding(3, "same_lower")
+    ((1, 2), (2, 1))
+    """
+    half = total // 2
+    if mode == "same_upper":
+        return half, total - half
+    if mode == "same_lower":
+        return total - half, half
+    raise InvalidArgument(f"padding split mode must be 'same_upper' or 'same_lower', got {mode!r}")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` on ints, exact for any size."""
+    return -(-a // b)
+
+
+def _axis(input_size, kernel_size, stride, pad_begin, pad_end, dilation, op):
+    """Validate the geometry of one axis; return ``(in, k, s, pb, pe, d)`` as ints."""
+    return (_as_int(input_size, "input size", 1, op),
+            _as_int(kernel_size, "kernel size", 1, op),
+            _as_int(stride, "stride", 1, op),
+            _as_int(pad_begin, "pad_begin", 0, op),
+            _as_int(pad_end, "pad_end", 0, op),
+            _as_int(dilation, "dilation", 1, op))
+
+
+def _padded_window_span(input_size, kernel_size, stride, pad_begin, pad_end, dilation,
+                        op, dim) -> tuple[int, int, int, int, int, int]:
+    """Validate one axis and return ``(in, k, s, pb, pe, span)``.
+
+    ``span = in + pb + pe - effective_kernel`` is the distance the window can
+    travel; it must be ``>= 0``.
+    """
+    i, k, s, pb, pe, d = _axis(input_size, kernel_size, stride, pad_begin, pad_end, dilation, op)
+    eff = effective_kernel_size(k, d)
+    span = i + pb + pe - eff
+    if span < 0:
+        prefix, suffix = _where(op, dim)
+        dilated = f" (dilated {eff})" if d != 1 else ""
+        raise ShapeError(
+            f"{prefix}kernel size {k}{dilated} is larger than the padded input "
+            f"{i + pb + pe}{suffix}"
+        )
+    return i, k, s, pb, pe, span
+
+
+def conv_output_size(input_size: int, kernel_size: int, stride: int = 1,
+                     pad_begin: int = 0, pad_end: int = 0, dilation: int = 1,
+                     *, op: str = "conv", dim: int | None = None) -> int:
+    """Output size of a convolution along one axis.
+
+    ``floor((in + pb + pe - dilation * (k - 1) - 1) / stride) + 1``
+    (Dumoulin & Visin relationship 6, with dilation and asymmetric pads).
+
+    Parameters
+    ----------
+    input_size, kernel_size, stride, dilation : int
+        Positive ints.
+    pad_begin, pad_end : int
+        Non-negative ints.
+    op : str, optional
+        Operation name used as the prefix of error messages.
+    dim : int, optional
+        Spatial axis index used in error messages.
+
+    Returns
+    -------
+    int
+        ``>= 1``.
+
+    Raises
+    ------
+    ShapeError
+        If the dilated kernel does not fit in the padded input.
+    InvalidArgument
+        If an argument is not an int in its allowed range.
+
+    Examples
+    --------
+    >>> conv_output_size(5, 3, stride=2, pad_begin=1, pad_end=1)
+    3
+    """
+    _, _, s, _, _, span = _padded_window_span(
+        input_size, kernel_size, stride, pad_begin, pad_end, dilation, op, dim)
+    return span // s + 1
+
+
+def pool_output_size(input_size: int, kernel_size: int, stride: int = 1,
+                     pad_begin: int = 0, pad_end: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False,
+                     *, op: str = "pool", dim: int | None = None) -> int:
+    """Output size of a pooling window along one axis.
+
+    Without ``ceil_mode`` this is :func:`conv_output_size`. With
+    ``ceil_mode`` the division is rounded up, then the last window is
+    dropped if it would start in the right padding, i.e. if
+    ``(out - 1) * stride >= input_size + pad_begin`` (the rule of
+    ``torch.nn.MaxPool*`` / ``AvgPool*`` and of ONNX ``MaxPool`` /
+    ``AveragePool``: "sliding windows that start in the right padded region
+    are ignored"). Such a last window may extend past the padded input; the
+    elements beyond it are not part of the window.
+
+    Each pad must be smaller than the kernel size, as onnxruntime requires
+    (``torch`` is stricter: ``pad <= kernel_size // 2``); this keeps
+    ``floor <= ceil <= floor + 1`` and every window starting inside the
+    input or the left padding.
+
+    Parameters
+    ----------
+    input_size, kernel_size, stride, pad_begin, pad_end, dilation, op, dim
+        As in :func:`conv_output_size`.
+    ceil_mode : bool, optional
+        Round the window count up instead of down.
+
+    Returns
+    -------
+    int
+        ``>= 1``.
+
+    Examples
+    --------
+    >>> pool_output_size(5, 2, stride=2), pool_output_size(5, 2, stride=2, ceil_mode=True)
+    (2, 3)
+    """
+    i, k, s, pb, pe, span = _padded_window_span(
+        input_size, kernel_size, stride, pad_begin, pad_end, dilation, op, dim)
+    for name, pad in (("pad_begin", pb), ("pad_end", pe)):
+        if pad >= k:
+            prefix, suffix = _where(op, dim)
+            raise InvalidArgument(
+                f"{prefix}{name} {pad} must be smaller than the kernel size {k}{suffix}")
+    if not ceil_mode:
+        return span // s + 1
+    out = _ceil_div(span, s) + 1
+    if (out - 1) * s >= i + pb:
+        out -= 1
+    return out
+
+
+def conv_transpose_output_size(input_size: int, kernel_size: int, stride: int = 1,
+                               pad_begin: int = 0, pad_end: int = 0, dilation: int = 1,
+                               output_padding: int = 0,
+                               *, op: str = "conv_transpose", dim: int | None = None) -> int:
+    """Output size of a transposed convolution along one axis.
+
+    ``stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pb - pe``
+    (Dumoulin & Visin relationships 8-14; ONNX ``ConvTranspose``;
+    ``torch.nn.ConvTranspose*d``).
+
+    Parameters
+    ----------
+    input_size, kernel_size, stride, dilation : int
+        Positive ints.
+    pad_begin, pad_end : int
+        Non-negative ints: the padding of the *forward* convolution, which
+        crops the transposed output.
+    output_padding : int, optional
+        Extra elements added at the end of the output; must be smaller than
+        ``max(stride, dilation)`` (the ``torch`` rule; ONNX says "smaller
+        than the stride/dilation").
+    op, dim
+        Used in error messages.
+
+    Returns
+    -------
+    int
+        ``>= 1``.
+
+    Raises
+    ------
+    InvalidArgument
+        If ``output_padding >= max(stride, dilation)`` or an argument is out
+        of range.
+    ShapeError
+        If the padding crops the whole output.
+
+    Examples
+    --------
+    >>> conv_transpose_output_size(3, 3, stride=2, pad_begin=1, pad_end=1, output_padding=1)
+    6
+    """
+    i, k, s, pb, pe, d = _axis(input_size, kernel_size, stride, pad_begin, pad_end, dilation, op)
+    op_ = _as_int(output_padding, "output_padding", 0, op)
+    prefix, suffix = _where(op, dim)
+    if op_ >= max(s, d):
+        raise InvalidArgument(
+            f"{prefix}output_padding {op_} must be smaller than either stride {s} "
+            f"or dilation {d}{suffix}"
+        )
+    full = s * (i - 1) + op_ + effective_kernel_size(k, d)
+    out = full - pb - pe
+    if out < 1:
+        raise ShapeError(
+            f"{prefix}padding {pb}+{pe} crops the whole transposed-convolution output "
+            f"of size {full}{suffix}"
+        )
+    return out
+
+
+def conv_transpose_output_padding(input_size: int, kernel_size: int, output_size: int,
+                                  stride: int = 1, pad_begin: int = 0, pad_end: int = 0,
+                                  dilation: int = 1,
+                                  *, op: str = "conv_transpose", dim: int | None = None) -> int:
+    """``output_padding`` that makes a transposed convolution produce ``output_size``.
+
+    This is how ``torch.nn.ConvTranspose*d(..., output_size=...)`` resolves
+    the ambiguity of a strided transposed convolution: the reachable sizes
+    are ``[min, min + max(stride, dilation) - 1]`` with ``min`` the size for
+    ``output_padding = 0`` (sizes below 1 excluded).
+
+    Raises
+    ------
+    ShapeError
+        If ``output_size`` is not reachable.
+
+    Examples
+    --------
+    >>> conv_transpose_output_padding(3, 3, 6, stride=2, pad_begin=1, pad_end=1)
+    1
+    """
+    pb = _as_int(pad_begin, "pad_begin", 0, op)
+    pe = _as_int(pad_end, "pad_end", 0, op)
+    unpadded = conv_transpose_output_size(input_size, kernel_size, stride, 0, 0, dilation, 0,
+                                          op=op, dim=dim)
+    smallest = max(1, unpadded - pb - pe)
+    largest = unpadded - pb - pe + max(stride, dilation) - 1
+    if not smallest <= output_size <= largest:
+        prefix, suffix = _where(op, dim)
+        raise ShapeError(
+            f"{prefix}requested output size {output_size} is not reachable{suffix}: "
+            f"valid sizes are {smallest} to {largest}"
+        )
+    return output_size - (unpadded - pb - pe)
+
+
+# ---------------------------------------------------------------------------
+# n-d helpers
+# ---------------------------------------------------------------------------
+
+def _spatial(input_shape, name: str = "input_shape") -> tuple[int, ...]:
+    """Validate a sequence of spatial sizes (at least one, all positive)."""
+    items = _as_items(input_shape, name)
+    if not items:
+        raise InvalidArgument(
+            f"{name} must be a non-empty sequence of spatial sizes, got {input_shape!r}")
+    return normalize_tuple(items, len(items), name)
+
+
+def _unzip(pairs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``[(b0, e0), (b1, e1)]`` -> ``((b0, b1), (e0, e1))``."""
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def resolve_padding(padding, n: int, input_size=None, kernel_size=None, stride=1,
+                    dilation=1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Turn any accepted padding specification into per-side pads.
+
+    Parameters
+    ----------
+    padding : int, sequence of int, or str
+        * an int: the same padding on both sides of every axis;
+        * ``n`` ints: symmetric padding per axis (``torch`` style);
+        * ``2 * n`` ints: per-side padding in ONNX order
+          ``(begin_0, ..., begin_{n-1}, end_0, ..., end_{n-1})``;
+        * ``'valid'``: no padding;
+        * ``'same'`` or ``'same_upper'``: ONNX ``SAME_UPPER`` (odd extra
+          pad at the end, as ``torch``'s ``padding='same'``);
+        * ``'same_lower'``: ONNX ``SAME_LOWER`` (odd extra pad at the
+          beginning).
+        The ``same`` modes give an output of ``ceil(input / stride)`` for
+        any stride (see :func:`same_padding`). Strings are case-insensitive,
+        so ONNX ``auto_pad`` values (``'SAME_UPPER'``, ``'VALID'``) work.
+    n : int
+        Number of spatial dims.
+    input_size, kernel_size : int or sequence of int, optional
+        Needed only by the ``same`` modes.
+    stride, dilation : int or sequence of int, optional
+        Used only by the ``same`` modes.
+
+    Returns
+    -------
+    (tuple of int, tuple of int)
+        ``(pads_begin, pads_end)``, each of length ``n``.
+
+    Raises
+    ------
+    InvalidArgument
+        On an unknown mode, a wrong length, a negative pad, or a ``same``
+        mode without ``input_size`` / ``kernel_size``.
+
+    Examples
+    --------
+    >>> resolve_padding(1, 2)
+    ((1, 1), (1, 1))
+    >>> resolve_padding((0, 1, 2, 3), 2)
+    ((0, 1), (2, 3))
+    >>> resolve_padding("same_lower", 1, input_size=7, kernel_size=4, stride=2)
+    ((2,), (1,))
+    """
+    n = _as_int(n, "n", 1)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0,) * n, (0,) * n
+        if mode not in PADDING_MODES:
+            raise InvalidArgument(
+                f"padding must be an int, a sequence of {n} or {2 * n} ints, or one of "
+                f"{', '.join(repr(m) for m in PADDING_MODES)}; got {padding!r}"
+            )
+        if input_size is None or kernel_size is None:
+            raise InvalidArgument(
+                f"padding={padding!r} needs input_size and kernel_size to compute the pads"
+            )
+        sizes = normalize_tuple(input_size, n, "input_size")
+        ks = normalize_tuple(kernel_size, n, "kernel_size")
+        ss = normalize_tuple(stride, n, "stride")
+        ds = normalize_tuple(dilation, n, "dilation")
+        split = "same_lower" if mode == "same_lower" else "same_upper"
+        pairs = [split_padding(same_padding(i, k, s, d), split)
+                 for i, k, s, d in zip(sizes, ks, ss, ds)]
+        return _unzip(pairs)
+    items = _as_items(padding, "padding")
+    if items is not None and len(items) == 2 * n:
+        pads = normalize_tuple(items, 2 * n, "padding", minimum=0)
+        return pads[:n], pads[n:]
+    if items is not None and len(items) != n:
+        raise InvalidArgument(
+            f"padding must have {n} (per dim) or {2 * n} (per side, ONNX order) "
+            f"elements, got {len(items)}: {items!r}"
+        )
+    pads = normalize_tuple(padding, n, "padding", minimum=0)
+    return pads, pads
+
+
+def _check_pads(pads_begin, pads_end, n):
+    return (normalize_tuple(pads_begin, n, "pads_begin", minimum=0),
+            normalize_tuple(pads_end, n, "pads_end", minimum=0))
+
+
+def conv_output_shape(input_shape, kernel_shape, stride=1, pads_begin=0, pads_end=0,
+                      dilation=1, *, op: str = "conv") -> tuple[int, ...]:
+    """Spatial output shape of an n-d convolution.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        Spatial input sizes (without batch and channel dims); its length is
+        the number of spatial dims ``n``.
+    kernel_shape, stride, dilation : int or sequence of int
+        Positive; an int applies to every axis.
+    pads_begin, pads_end : int or sequence of int
+        Non-negative (see :func:`resolve_padding`).
+    op : str, optional
+        Operation name used in error messages.
+
+    Returns
+    -------
+    tuple of int
+        Length ``n``; each element from :func:`conv_output_size`.
+
+    Examples
+    --------
+    >>> conv_output_shape((9, 7), 3, stride=2, pads_begin=1, pads_end=1)
+    (5, 4)
+    """
+    sizes = _spatial(input_shape)
+    n = len(sizes)
+    ks = normalize_tuple(kernel_shape, n, "kernel_shape")
+    ss = normalize_tuple(stride, n, "stride")
+    ds = normalize_tuple(dilation, n, "dilation")
+    pb, pe = _check_pads(pads_begin, pads_end, n)
+    return tuple(conv_output_size(*args, op=op, dim=i)
+                 for i, args in enumerate(zip(sizes, ks, ss, pb, pe, ds)))
+
+
+def pool_output_shape(input_shape, kernel_shape, stride=None, pads_begin=0, pads_end=0,
+                      dilation=1, ceil_mode: bool = False, *, op: str = "pool") -> tuple[int, ...]:
+    """Spatial output shape of an n-d pooling.
+
+    Arguments as in :func:`conv_output_shape`; ``stride`` defaults to
+    ``kernel_shape`` (the ``torch`` default; ONNX's default is 1, so pass it
+    explicitly for ONNX nodes). See :func:`pool_output_size` for
+    ``ceil_mode``.
+
+    Examples
+    --------
+    >>> pool_output_shape((5, 6), 2, ceil_mode=True)
+    (3, 3)
+    """
+    sizes = _spatial(input_shape)
+    n = len(sizes)
+    ks = normalize_tuple(kernel_shape, n, "kernel_shape")
+    ss = ks if stride is None else normalize_tuple(stride, n, "stride")
+    ds = normalize_tuple(dilation, n, "dilation")
+    pb, pe = _check_pads(pads_begin, pads_end, n)
+    return tuple(pool_output_size(*args, ceil_mode, op=op, dim=i)
+                 for i, args in enumerate(zip(sizes, ks, ss, pb, pe, ds)))
+
+
+def conv_transpose_output_shape(input_shape, kernel_shape, stride=1, pads_begin=0, pads_end=0,
+                                dilation=1, output_padding=0,
+                                *, op: str = "conv_transpose") -> tuple[int, ...]:
+    """Spatial output shape of an n-d transposed convolution.
+
+    Each element is :func:`conv_transpose_output_size`.
+
+    Examples
+    --------
+    >>> conv_transpose_output_shape((4, 5), 3, stride=2, pads_begin=1, pads_end=1, output_padding=(1, 0))
+    (8, 9)
+    """
+    sizes = _spatial(input_shape)
+    n = len(sizes)
+    ks = normalize_tuple(kernel_shape, n, "kernel_shape")
+    ss = normalize_tuple(stride, n, "stride")
+    ds = normalize_tuple(dilation, n, "dilation")
+    ops = normalize_tuple(output_padding, n, "output_padding", minimum=0)
+    pb, pe = _check_pads(pads_begin, pads_end, n)
+    return tuple(conv_transpose_output_size(*args, op=op, dim=i)
+                 for i, args in enumerate(zip(sizes, ks, ss, pb, pe, ds, ops)))
+
+
+class TransposePads(NamedTuple):
+    """Resolved geometry of an ONNX ``ConvTranspose`` (see
+    :func:`conv_transpose_pads_for_output_shape`)."""
+
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]
+    output_padding: tuple[int, ...]
+
+
+def conv_transpose_pads_for_output_shape(input_shape, kernel_shape, stride=1, dilation=1,
+                                         output_padding=0, output_shape=None,
+                                         auto_pad: str = "NOTSET",
+                                         *, op: str = "ConvTranspose") -> TransposePads:
+    """Pads of an ONNX ``ConvTranspose`` given ``output_shape`` and/or ``auto_pad``.
+
+    Implements the ONNX operator specification::
+
+        total_padding[i] = stride[i] * (input_size[i] - 1) + output_padding[i]
+                           + ((kernel_shape[i] - 1) * dilations[i] + 1) - output_shape[i]
+        SAME_UPPER:        pads_begin = total // 2,         pads_end = total - total // 2
+        otherwise:         pads_begin = total - total // 2, pads_end = total // 2
+
+    When ``output_shape`` is not given and ``auto_pad`` is ``SAME_UPPER`` or
+    ``SAME_LOWER``, ``output_shape[i] = input_size[i] * stride[i]``.
+
+    A negative ``total_padding`` (``output_shape`` larger than the unpadded
+    output) is resolved as onnxruntime does and the ONNX conformance test
+    ``test_convtranspose_output_shape`` expects: no padding, and the
+    missing elements are added at the end (zeros plus bias), i.e. the
+    returned ``output_padding`` grows by ``-total_padding``.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        Spatial input sizes.
+    kernel_shape, stride, dilation, output_padding : int or sequence of int
+        As in :func:`conv_transpose_output_shape`.
+    output_shape : sequence of int, optional
+        Requested spatial output shape (ONNX ``output_shape`` attribute, no
+        batch / channel dims).
+    auto_pad : {'NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'}
+        Case-insensitive. Every mode but ``SAME_UPPER`` takes the spec's
+        "otherwise" branch (the odd extra pad at the beginning), as
+        onnxruntime's CPU provider does since microsoft/onnxruntime#13311;
+        ``VALID`` without ``output_shape`` means zero pads.
+    op : str, optional
+        Operation name used in error messages.
+
+    Returns
+    -------
+    TransposePads
+        ``(pads_begin, pads_end, output_padding)``, tuples of length ``n``,
+        such that :func:`conv_transpose_output_shape` with them gives
+        ``output_shape``.
+
+    Raises
+    ------
+    InvalidArgument
+        On an unknown ``auto_pad``, ``NOTSET`` without ``output_shape``, or an
+        invalid ``output_padding``.
+    ShapeError
+        If ``output_shape`` has the wrong length, or exceeds the unpadded
+        output by ``max(stride, dilation)`` or more (the growth must be a
+        valid ``output_padding``).
+
+    Examples
+    --------
+    >>> conv_transpose_pads_for_output_shape((3,), 3, stride=2, output_shape=(6,), auto_pad="SAME_UPPER")
+    TransposePads(pads_begin=(0,), pads_end=(1,), output_padding=(0,))
+    >>> conv_transpose_pads_for_output_shape((3,), 3, stride=2, output_shape=(6,))
+    TransposePads(pads_begin=(1,), pads_end=(0,), output_padding=(0,))
+    """
+    sizes = _spatial(input_shape)
+    n = len(sizes)
+    ks = normalize_tuple(kernel_shape, n, "kernel_shape")
+    ss = normalize_tuple(stride, n, "stride")
+    ds = normalize_tuple(dilation, n, "dilation")
+    ops = normalize_tuple(output_padding, n, "output_padding", minimum=0)
+    mode = str(auto_pad).upper()
+    if mode not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        raise InvalidArgument(
+            f"{op}: auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID, got {auto_pad!r}"
+        )
+    if output_shape is None:
+        if mode == "VALID":
+            return TransposePads((0,) * n, (0,) * n, ops)
+        if mode == "NOTSET":
+            raise InvalidArgument(
+                f"{op}: auto_pad NOTSET needs output_shape to compute pads "
+                f"(use conv_transpose_output_shape with the explicit pads)")
+        target = tuple(i * s for i, s in zip(sizes, ss))
+    else:
+        target = _spatial(output_shape, "output_shape")
+        if len(target) != n:
+            raise ShapeError(
+                f"{op}: output_shape {target!r} has {len(target)} dims, "
+                f"input has {n} spatial dims {sizes!r}"
+            )
+    # Unpadded transposed output; also validates output_padding.
+    full = conv_transpose_output_shape(sizes, ks, ss, 0, 0, ds, ops, op=op)
+    split = "same_upper" if mode == "SAME_UPPER" else "same_lower"
+    begins, ends, paddings = [], [], []
+    for dim, (f, t, s, d, o) in enumerate(zip(full, target, ss, ds, ops)):
+        total = f - t
+        if total >= 0:
+            b, e = split_padding(total, split)
+        elif o - total < max(s, d):
+            b, e, o = 0, 0, o - total
+        else:
+            raise ShapeError(
+                f"{op}: output_shape {t} is out of reach along dim {dim}: the unpadded output "
+                f"is {f} and output_padding {o - total} would have to be smaller than "
+                f"either stride {s} or dilation {d}"
+            )
+        begins.append(b)
+        ends.append(e)
+        paddings.append(o)
+    return TransposePads(tuple(begins), tuple(ends), tuple(paddings))
+
+
+def check_groups(in_channels: int, out_channels: int, groups: int, *, op: str = "conv") -> int:
+    """Check that ``groups`` divides both channel counts.
+
+    Parameters
+    ----------
+    in_channels, out_channels, groups : int
+        Positive ints.
+    op : str, optional
+        Operation name used in error messages.
+
+    Returns
+    -------
+    int
+        ``groups`` (as an int).
+
+    Raises
+    ------
+    InvalidArgument
+        If ``groups`` is not a positive int or does not divide
+        ``in_channels`` or ``out_channels``.
+
+    Examples
+    --------
+    >>> check_groups(32, 64, 32)
+    32
+    """
+    cin = _as_int(in_channels, "in_channels", 1, op)
+    cout = _as_int(out_channels, "out_channels", 1, op)
+    g = _as_int(groups, "groups", 1, op)
+    for name, c in (("in_channels", cin), ("out_channels", cout)):
+        if c % g:
+            raise InvalidArgument(f"{op}: groups {g} does not divide {name} {c}")
+    return g

@@ -1,0 +1,12 @@
+"""Layer operations on float32 NumPy arrays with torch.nn.functional signatures.
+
+Layout NC(D)HW; weights in PyTorch layout: convolution (C_out, C_in/groups, *k),
+transposed convolution (C_in, C_out/groups, *k). The ONNX operators run the same code.
+"""
+from pyconv.functional._activation import *  # noqa: F401,F403
+from pyconv.functional._conv import *  # noqa: F401,F403
+from pyconv.functional._misc import *  # noqa: F401,F403
+from pyconv.functional._pool import *  # noqa: F401,F403
+from pyconv.functional import _activation, _conv, _misc, _pool
+
+__all__ = sorted(_activation.__all__ + _conv.__all__ + _misc.__all__ + _pool.__all__)

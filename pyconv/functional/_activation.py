@@ -1,0 +1,2 @@
+"""(filled in by issue 3)"""
+__all__ = []

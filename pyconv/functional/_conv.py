@@ -1,0 +1,303 @@
+"""Convolution and transposed convolution (torch.nn.functional signatures)."""
+import numpy as np
+
+from pyconv import arithmetic
+from pyconv._ext.conv import ConvKernel
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "conv_matrix", "ConvPlan"]
+
+#: conv_matrix refuses matrices with more elements than this (256 MiB of float32).
+CONV_MATRIX_MAX_ELEMENTS = 1 << 26
+
+
+def _float32(x, name, op):
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=np.float32)
+    if not isinstance(x, np.ndarray):
+        raise InvalidDType(f"{op}: {name} must be a float32 ndarray, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
+                           f"(convert explicitly with .astype(np.float32))")
+    return x
+
+
+class ConvPlan:
+    """A convolution prepared once (weights packed per group) and run on many inputs.
+
+    Parameters
+    ----------
+    weight : ndarray float32
+        (C_out, C_in/groups, *k), or (C_in, C_out/groups, *k) when ``transposed``.
+    bias : ndarray float32 (C_out,), optional
+    stride, dilation : int or tuple
+    padding : int, tuple of n or 2n ints (ONNX per-side order), 'valid', 'same',
+        'same_upper' or 'same_lower'
+        The ``same`` modes follow ONNX SAME_UPPER / SAME_LOWER, so they work with any stride
+        (output = ceil(input / stride)); pads are resolved for each input size.
+    groups : int
+    transposed : bool
+    output_padding : int or tuple
+        Extra size added at the end of each output dim (transposed only).
+    activation : str, optional
+        Fused activation (see ``pyconv._ext.gemm.ACTIVATIONS``); ``act_alpha``/``act_beta``
+        are its parameters.
+    op : str
+        Name used in error messages.
+    """
+
+    def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                 transposed=False, output_padding=0, activation=None, act_alpha=0.0,
+                 act_beta=0.0, op=None):
+        self.op = op or ("conv_transpose" if transposed else "conv")
+        weight = _float32(weight, "weight", self.op)
+        if not 3 <= weight.ndim <= 5:
+            raise ShapeError(f"{self.op}: weight must have 3 to 5 dims (C, C, *kernel), "
+                             f"got shape {weight.shape}")
+        n = weight.ndim - 2
+        self.nspatial = n
+        self.groups = arithmetic._as_int(groups, "groups", 1, self.op)
+        if transposed:
+            cin, cout = weight.shape[0], weight.shape[1] * self.groups
+            if cin % self.groups:
+                raise ShapeError(f"{self.op}: weight has {cin} input channels, not divisible "
+                                 f"by groups={self.groups}")
+        else:
+            cout, cin = weight.shape[0], weight.shape[1] * self.groups
+            if cout % self.groups:
+                raise ShapeError(f"{self.op}: weight has {cout} output channels, not "
+                                 f"divisible by groups={self.groups}")
+        self.in_channels, self.out_channels = cin, cout
+        if bias is not None:
+            bias = _float32(bias, "bias", self.op)
+            if bias.shape != (cout,):
+                raise ShapeError(f"{self.op}: bias must have shape ({cout},), got {bias.shape}")
+        self.kernel_shape = tuple(weight.shape[2:])
+        if min(self.kernel_shape) < 1:
+            raise ShapeError(f"{self.op}: weight has an empty kernel, shape {weight.shape}")
+        self.stride = arithmetic.normalize_tuple(stride, n, "stride")
+        self.dilation = arithmetic.normalize_tuple(dilation, n, "dilation")
+        self.padding = padding
+        if not isinstance(padding, str):
+            arithmetic.resolve_padding(padding, n)     # validate now, not at first run
+        self.transposed = bool(transposed)
+        self.output_padding = arithmetic.normalize_tuple(output_padding, n, "output_padding",
+                                                         minimum=0)
+        if not transposed and any(self.output_padding):
+            raise InvalidArgument(f"{self.op}: output_padding is only for transposed "
+                                  f"convolutions")
+        self.activation = activation
+        self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
+        self.kernel = ConvKernel(weight, bias, self.groups, self.transposed)
+
+    def pads(self, spatial):
+        """(pads_begin, pads_end) for an input of the given spatial shape."""
+        return arithmetic.resolve_padding(self.padding, self.nspatial, spatial,
+                                          self.kernel_shape, self.stride, self.dilation)
+
+    def output_shape(self, input_shape, output_size=None):
+        """Output shape (N, C_out, *spatial) for an input shape; validates the geometry."""
+        if len(input_shape) != self.nspatial + 2:
+            raise ShapeError(f"{self.op}: expected a {self.nspatial + 2}-D input (N, C, "
+                             f"{', '.join('*' * self.nspatial)}), got shape {tuple(input_shape)}")
+        if input_shape[1] != self.in_channels:
+            raise ShapeError(f"{self.op}: input has {input_shape[1]} channels, the weight "
+                             f"expects {self.in_channels} (input shape {tuple(input_shape)})")
+        spatial = tuple(input_shape[2:])
+        pb, pe = self.pads(spatial)
+        if self.transposed:
+            out_pad = self.output_padding
+            if output_size is not None:
+                out_pad = tuple(
+                    arithmetic.conv_transpose_output_padding(i, k, o, s, b, e, d, op=self.op,
+                                                             dim=j)
+                    for j, (i, k, o, s, b, e, d) in enumerate(zip(
+                        spatial, self.kernel_shape, output_size, self.stride, pb, pe,
+                        self.dilation)))
+            out = arithmetic.conv_transpose_output_shape(spatial, self.kernel_shape,
+                                                         self.stride, pb, pe, self.dilation,
+                                                         out_pad, op=self.op)
+        else:
+            out = arithmetic.conv_output_shape(spatial, self.kernel_shape, self.stride, pb, pe,
+                                               self.dilation, op=self.op)
+        return (input_shape[0], self.out_channels) + tuple(out)
+
+    def __call__(self, x, residual=None, output_size=None):
+        return self.run(x, residual, output_size)
+
+    def run(self, x, residual=None, output_size=None):
+        """Convolves x (N, C_in, *spatial) float32; returns a new float32 array.
+
+        ``residual`` (same shape as the output) is added before the activation;
+        ``output_size`` (transposed only) picks the output spatial size like
+        torch's ``ConvTranspose.forward(x, output_size)``."""
+        x = _float32(x, "input", self.op)
+        out_shape = self.output_shape(x.shape, output_size)
+        x = np.ascontiguousarray(x)
+        if residual is not None:
+            residual = np.ascontiguousarray(_float32(residual, "residual", self.op))
+            if residual.shape != out_shape:
+                raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
+                                 f"has shape {out_shape}")
+        out = np.empty(out_shape, dtype=np.float32)
+        pb, _ = self.pads(tuple(x.shape[2:]))
+        return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
+                               self.activation, self.act_alpha, self.act_beta)
+
+
+def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):
+    x = _float32(x, "input", op)
+    weight = _float32(weight, "weight", op)
+    if weight.ndim != n + 2:
+        raise ShapeError(f"{op}: weight must be {n + 2}-D (C_out, C_in/groups, "
+                         f"{', '.join('k' * n)}), got shape {weight.shape}")
+    return ConvPlan(weight, bias, stride, padding, dilation, groups, op=op).run(x)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution, as ``torch.nn.functional.conv1d``.
+
+    Parameters
+    ----------
+    input : ndarray float32 (N, C_in, L)
+    weight : ndarray float32 (C_out, C_in/groups, kL)
+    bias : ndarray float32 (C_out,), optional
+    stride, dilation : int or (int,)
+    padding : int, (int,), (begin, end), 'valid', 'same', 'same_upper' or 'same_lower'
+        ``'same'`` is ONNX SAME_UPPER and also works with stride > 1.
+    groups : int
+
+    Returns
+    -------
+    ndarray float32 (N, C_out, L_out)
+    """
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, "conv1d")
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    input : ndarray float32 (N, C_in, H, W)
+    weight : ndarray float32 (C_out, C_in/groups, kH, kW)
+    bias : ndarray float32 (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (pH, pW), (top, left, bottom, right) in ONNX order, 'valid', 'same',
+        'same_upper' or 'same_lower'
+        ``'same'`` is ONNX SAME_UPPER (odd extra pad at the end) and also works with
+        stride > 1, giving ``ceil(size / stride)``.
+    groups : int
+        ``groups == C_in`` is a depthwise convolution (direct kernel).
+
+    Returns
+    -------
+    ndarray float32 (N, C_out, H_out, W_out)
+    """
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, "conv2d")
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """3-D convolution, as ``torch.nn.functional.conv3d``: input (N, C_in, D, H, W), weight
+    (C_out, C_in/groups, kD, kH, kW); returns float32 (N, C_out, D_out, H_out, W_out).
+    Arguments as in :func:`conv2d`."""
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, "conv3d")
+
+
+def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups, dilation,
+                    output_size, op):
+    x = _float32(x, "input", op)
+    weight = _float32(weight, "weight", op)
+    if weight.ndim != n + 2:
+        raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
+                         f"{', '.join('k' * n)}), got shape {weight.shape}")
+    if output_size is not None:
+        output_size = tuple(output_size)[-n:]
+    plan = ConvPlan(weight, bias, stride, padding, dilation, groups, transposed=True,
+                    output_padding=output_padding, op=op)
+    return plan.run(x, output_size=output_size)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, output_size=None):
+    """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``: input
+    (N, C_in, L), weight (C_in, C_out/groups, kL); returns float32 (N, C_out, L_out) with
+    L_out = (L-1)*stride - pad_begin - pad_end + dilation*(kL-1) + output_padding + 1.
+    Arguments as in :func:`conv_transpose2d`."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, output_size, "conv_transpose1d")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, output_size=None):
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``.
+
+    The transpose (adjoint) of :func:`conv2d` with the same weight: for every x and y,
+    ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` when the geometry matches.
+
+    Parameters
+    ----------
+    input : ndarray float32 (N, C_in, H, W)
+    weight : ndarray float32 (C_in, C_out/groups, kH, kW)
+    bias : ndarray float32 (C_out,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (pH, pW) or per-side (top, left, bottom, right)
+        Removed from the full output (ONNX ``pads``).
+    output_padding : int or (int, int)
+        Added at the end of each dim; must be smaller than stride or dilation.
+    groups : int
+    output_size : sequence of int, optional
+        Target spatial size (like ONNX ``output_shape``); sets output_padding.
+
+    Returns
+    -------
+    ndarray float32 (N, C_out, H_out, W_out)
+    """
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, output_size, "conv_transpose2d")
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1, output_size=None):
+    """3-D transposed convolution, as ``torch.nn.functional.conv_transpose3d``: input
+    (N, C_in, D, H, W), weight (C_in, C_out/groups, kD, kH, kW). Arguments as in
+    :func:`conv_transpose2d`."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, output_size, "conv_transpose3d")
+
+
+def conv_matrix(weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
+    """The dense matrix C of a convolution: ``conv(x).ravel() == C @ x.ravel()`` (no bias).
+
+    The transposed convolution with the same weight is ``C.T``: for y of the output shape,
+    ``conv_transpose(y).ravel() == C.T @ y.ravel()`` (Dumoulin & Visin, section 4).
+
+    Parameters
+    ----------
+    weight : ndarray float32 (C_out, C_in/groups, *k)
+    input_shape : tuple
+        (C_in, *spatial) of one input sample.
+    stride, padding, dilation, groups : as in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray float32 (C_out * prod(out_spatial), C_in * prod(spatial))
+
+    Raises
+    ------
+    InvalidArgument
+        If the matrix would exceed ``CONV_MATRIX_MAX_ELEMENTS`` (2**26) elements.
+    """
+    weight = _float32(weight, "weight", "conv_matrix")
+    plan = ConvPlan(weight, None, stride, padding, dilation, groups, op="conv_matrix")
+    input_shape = tuple(int(s) for s in input_shape)
+    out_shape = plan.output_shape((1,) + input_shape)
+    rows, cols = int(np.prod(out_shape[1:])), int(np.prod(input_shape))
+    if rows * cols > CONV_MATRIX_MAX_ELEMENTS:
+        raise InvalidArgument(
+            f"conv_matrix: the matrix would be {rows} x {cols} = {rows * cols} elements, "
+            f"more than the limit of {CONV_MATRIX_MAX_ELEMENTS}; use a smaller input_shape")
+    # Column j is the convolution of the j-th basis image: convolve all of them as a batch.
+    basis = np.eye(cols, dtype=np.float32).reshape((cols,) + input_shape)
+    return np.ascontiguousarray(plan.run(basis).reshape(cols, rows).T)
