@@ -1,0 +1,249 @@
+"""Convolution family vs the naive reference (tests/reference.py), onnxruntime and torch."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import reference as R
+import pyconv
+import pyconv.functional as F
+from pyconv import arithmetic
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(got, ref, k):
+    """float32 accumulation over k terms against a float64 reference."""
+    ref = np.asarray(ref)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
+
+
+# (batch, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
+CASES = [
+    (2, 3, 5, (9, 7), (3, 3), 1, 1, 1, 1),
+    (1, 1, 13, (25, 33), (3, 3), 2, 1, 1, 1),
+    (1, 13, 16, (9, 7), (1, 1), 1, 0, 1, 1),                 # pointwise: image is the GEMM B
+    (2, 16, 24, (9, 7), (1, 1), 2, 0, 1, 1),                 # strided 1x1 goes through im2col
+    (1, 24, 24, (25, 33), (3, 3), 1, 1, 1, 24),              # depthwise
+    (2, 16, 16, (9, 7), (3, 3), 2, 1, 1, 16),                # depthwise, stride 2
+    (1, 8, 24, (9, 7), (3, 3), 1, 2, 2, 8),                  # depthwise multiplier 3, dilated
+    (1, 24, 16, (9, 7), (3, 3), 1, 1, 1, 8),                 # grouped
+    (1, 3, 16, (25, 33), (7, 7), 2, 3, 1, 1),                # stem
+    (1, 4, 8, (25, 33), (3, 2), (2, 1), (1, 0, 2, 1), (2, 3), 2),   # asymmetric everything
+    (2, 3, 13, (31,), (5,), 3, 2, 2, 1),                     # 1-D
+    (1, 6, 12, (10,), (4,), 1, (0, 3), 1, 3),
+    (1, 2, 4, (5, 6, 7), (2, 3, 2), (1, 2, 1), 1, (2, 1, 1), 2),   # 3-D
+    (2, 3, 3, (4, 5, 6), (3, 3, 3), 1, 1, 1, 3),             # 3-D depthwise
+]
+
+
+def case_id(c):
+    return f"n{c[0]}-c{c[1]}-{c[2]}-sp{'x'.join(map(str, c[3]))}-k{'x'.join(map(str, c[4]))}-g{c[8]}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_conv_matches_reference(isa, threads, rng, case):
+    n, cin, cout, sp, k, s, p, d, g = case
+    x, w, b = rand(rng, n, cin, *sp), rand(rng, cout, cin // g, *k), rand(rng, cout)
+    pb, pe = arithmetic.resolve_padding(p, len(sp))
+    got = CONV[len(sp)](x, w, b, stride=s, padding=p, dilation=d, groups=g)
+    assert_close(got, R.conv_nd(x, w, b, s, pb, pe, d, g), cin * np.prod(k))
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_conv_transpose_matches_reference(isa, threads, rng, case):
+    n, cin, cout, sp, k, s, p, d, g = case
+    x, w, b = rand(rng, n, cin, *sp), rand(rng, cin, cout // g, *k), rand(rng, cout)
+    pb, pe = arithmetic.resolve_padding(p, len(sp))
+    ss = arithmetic.normalize_tuple(s, len(sp), "s")
+    ds = arithmetic.normalize_tuple(d, len(sp), "d")
+    op = tuple(min(si, di) - 1 for si, di in zip(ss, ds))    # largest legal output_padding
+    got = CONV_T[len(sp)](x, w, b, stride=s, padding=p, output_padding=op, groups=g,
+                          dilation=d)
+    assert_close(got, R.conv_transpose_nd(x, w, b, s, pb, pe, d, g, op), cin * np.prod(k))
+
+
+def test_batch_and_threads_give_identical_results(rng):
+    x, w = rand(rng, 4, 16, 13, 11), rand(rng, 32, 16, 3, 3)
+    outs = []
+    previous = pyconv.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            pyconv.set_num_threads(t)
+            outs.append(F.conv2d(x, w, padding=1))
+    finally:
+        pyconv.set_num_threads(previous)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    # each sample alone equals its slice of the batch
+    np.testing.assert_array_equal(F.conv2d(x[2:3], w, padding=1), outs[0][2:3])
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["same", "same_upper", "same_lower", "valid"])
+def test_string_padding_modes(rng, stride, mode):
+    x, w = rand(rng, 1, 3, 9, 8), rand(rng, 4, 3, 4, 3)
+    got = F.conv2d(x, w, stride=stride, padding=mode)
+    if mode != "valid":
+        assert got.shape[2:] == (-(-9 // stride), -(-8 // stride))
+    pb, pe = arithmetic.resolve_padding(mode, 2, (9, 8), (4, 3), stride)
+    assert_close(got, R.conv_nd(x, w, None, stride, pb, pe, 1, 1), 36)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_padding_matches_onnxruntime(rng, auto_pad):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference here")
+    from onnx import TensorProto, helper
+
+    x, w = rand(rng, 1, 3, 10, 7), rand(rng, 5, 3, 4, 3)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto_pad, strides=[2, 2])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})[0]
+    got = F.conv2d(x, w, stride=2, padding=auto_pad.lower())
+    assert_close(got, ref, 36)
+
+
+@pytest.mark.parametrize("activation,params,fn", [
+    ("relu", (0, 0), lambda v: np.maximum(v, 0)),
+    ("clip", (0, 6), lambda v: np.clip(v, 0, 6)),
+    ("hardswish", (0, 0), lambda v: v * np.clip(v / 6 + 0.5, 0, 1)),
+    ("sigmoid", (0, 0), lambda v: 1 / (1 + np.exp(-v))),
+])
+@pytest.mark.parametrize("transposed,groups", [(False, 1), (False, 8), (True, 1), (True, 8)])
+def test_fused_bias_residual_activation(rng, activation, params, fn, transposed, groups):
+    x, b = rand(rng, 2, 8, 9, 7), rand(rng, 16)
+    if transposed:
+        w = rand(rng, 8, 16 // groups, 3, 3)
+        ref = R.conv_transpose_nd(x, w, b, 2, 1, 1, 1, groups, 1)
+    else:
+        w = rand(rng, 16, 8 // groups, 3, 3)
+        ref = R.conv_nd(x, w, b, 2, 1, 1, 1, groups)
+    residual = rand(rng, *ref.shape)
+    plan = F.ConvPlan(w, b, stride=2, padding=1, groups=groups, transposed=transposed,
+                      output_padding=1 if transposed else 0, activation=activation,
+                      act_alpha=params[0], act_beta=params[1])
+    got = plan.run(x, residual=residual)
+    assert_close(got, fn(ref + residual), 72)
+    np.testing.assert_array_equal(plan.run(x, residual=residual), got)   # plan reused
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_adjoint_identity_random_geometry(data):
+    """<conv(x), y> == <x, conv_transpose(y)>: the transposed conv is the adjoint."""
+    nd = data.draw(st.integers(1, 3), label="dims")
+    groups = data.draw(st.sampled_from([1, 2, 3]), label="groups")
+    cin = groups * data.draw(st.integers(1, 3))
+    cout = groups * data.draw(st.integers(1, 3))
+    k = tuple(data.draw(st.integers(1, 3)) for _ in range(nd))
+    s = tuple(data.draw(st.integers(1, 3)) for _ in range(nd))
+    d = tuple(data.draw(st.integers(1, 2)) for _ in range(nd))
+    pb = tuple(data.draw(st.integers(0, 2)) for _ in range(nd))
+    pe = tuple(data.draw(st.integers(0, 2)) for _ in range(nd))
+    sp = tuple(data.draw(st.integers((ki - 1) * di + 1, 8)) for ki, di in zip(k, d))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x, w = rand(rng, 2, cin, *sp), rand(rng, cout, cin // groups, *k)
+    y = CONV[nd](x, w, stride=s, padding=pb + pe, dilation=d, groups=groups)
+    assert y.shape == (2, cout) + arithmetic.conv_output_shape(sp, k, s, pb, pe, d)
+    assert_close(y, R.conv_nd(x, w, None, s, pb, pe, d, groups), cin * np.prod(k))
+    g = rand(rng, *y.shape)
+    xt = CONV_T[nd](g, w, stride=s, padding=pb + pe, groups=groups, dilation=d,
+                    output_size=sp)
+    assert xt.shape == x.shape
+    lhs = np.vdot(y.astype(np.float64), g)
+    rhs = np.vdot(x.astype(np.float64), xt)
+    assert abs(lhs - rhs) <= 1e-4 * (1 + np.abs(y).sum() * np.abs(g).max())
+
+
+@pytest.mark.parametrize("sp,k,s,p,d,g", [((5, 4), (3, 3), 1, 1, 1, 1), ((7, 6), (3, 2), 2, 1, 1, 2),
+                                          ((9,), (3,), 2, 0, 2, 1), ((3, 4, 3), (2, 2, 2), 1, 0, 1, 2)])
+def test_conv_matrix(rng, sp, k, s, p, d, g):
+    cin, cout = 2 * g, 3 * g
+    w = rand(rng, cout, cin // g, *k)
+    C = F.conv_matrix(w, (cin,) + sp, stride=s, padding=p, dilation=d, groups=g)
+    x = rand(rng, 1, cin, *sp)
+    y = CONV[len(sp)](x, w, stride=s, padding=p, dilation=d, groups=g)
+    assert C.shape == (y.size, x.size)
+    assert_close((C.astype(np.float64) @ x.ravel()).astype(np.float32), y.ravel(), 100)
+    # Dumoulin & Visin: the transposed convolution is multiplication by C^T.
+    gy = rand(rng, *y.shape)
+    xt = CONV_T[len(sp)](gy, w, stride=s, padding=p, dilation=d, groups=g, output_size=sp)
+    assert_close(xt.ravel(), C.T.astype(np.float64) @ gy.ravel(), 100)
+    # and the matrix itself matches the naive reference column by column
+    pb, pe = arithmetic.resolve_padding(p, len(sp))
+    basis = np.eye(x.size, dtype=np.float32).reshape((x.size, cin) + sp)
+    np.testing.assert_allclose(C, R.conv_nd(basis, w, None, s, pb, pe, d, g)
+                               .reshape(x.size, -1).T, atol=1e-6)
+
+
+def test_conv_matrix_size_limit():
+    w = np.ones((64, 64, 3, 3), np.float32)
+    with pytest.raises(InvalidArgument, match=r"conv_matrix: the matrix would be .* limit"):
+        F.conv_matrix(w, (64, 64, 64), padding=1)
+
+
+# --- torch cross-check (optional) ----------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_against_torch(rng, case):
+    torch = pytest.importorskip("torch", reason="torch not installed: optional cross-check")
+    n, cin, cout, sp, k, s, p, d, g = case
+    if isinstance(p, tuple) and len(p) == 2 * len(sp):
+        pytest.skip("torch conv has no per-side padding argument")
+    nd = len(sp)
+    x, w, b = rand(rng, n, cin, *sp), rand(rng, cout, cin // g, *k), rand(rng, cout)
+    tconv = getattr(torch.nn.functional, f"conv{nd}d")
+    ref = tconv(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), s, p, d, g)
+    assert_close(CONV[nd](x, w, b, s, p, d, g), ref.double().numpy(), cin * np.prod(k))
+    wt = rand(rng, cin, cout // g, *k)
+    ss, ds = (arithmetic.normalize_tuple(v, nd, "v") for v in (s, d))
+    op = tuple(min(a, c) - 1 for a, c in zip(ss, ds))
+    tconvt = getattr(torch.nn.functional, f"conv_transpose{nd}d")
+    ref = tconvt(torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(b), s, p, op, g, d)
+    assert_close(CONV_T[nd](x, wt, b, s, p, op, g, d), ref.double().numpy(), cin * np.prod(k))
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors(rng):
+    x, w = rand(rng, 1, 4, 9, 7), rand(rng, 8, 4, 3, 3)
+    with pytest.raises(ShapeError, match=r"conv2d: input has 3 channels, the weight expects 4"):
+        F.conv2d(x[:, :3], w)
+    with pytest.raises(ShapeError, match=r"conv2d: expected a 4-D input .* got shape \(4, 9, 7\)"):
+        F.conv2d(x[0], w)
+    with pytest.raises(ShapeError, match=r"conv2d: weight must be 4-D"):
+        F.conv2d(x, w[0])
+    with pytest.raises(ShapeError, match=r"8 output channels, not divisible by groups=3"):
+        F.conv2d(x, w, groups=3)
+    with pytest.raises(InvalidDType, match=r"conv2d: input must be float32, got dtype float64"):
+        F.conv2d(x.astype(np.float64), w)
+    with pytest.raises(InvalidDType, match=r"conv2d: weight must be float32, got dtype int32"):
+        F.conv2d(x, w.astype(np.int32))
+    with pytest.raises(ShapeError, match=r"bias must have shape \(8,\), got \(4,\)"):
+        F.conv2d(x, w, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"larger than the padded input"):
+        F.conv2d(x, rand(rng, 8, 4, 11, 3))
+    with pytest.raises(InvalidArgument, match=r"stride"):
+        F.conv2d(x, w, stride=0)
+    with pytest.raises(InvalidArgument, match=r"padding"):
+        F.conv2d(x, w, padding="full")
+    with pytest.raises(InvalidArgument, match=r"padding"):
+        F.conv2d(x, w, padding=-1)
+    with pytest.raises(InvalidArgument, match=r"output_padding"):
+        F.conv_transpose2d(x, rand(rng, 4, 2, 3, 3), stride=2, output_padding=2)
+    with pytest.raises(InvalidArgument, match=r"output_padding is only for transposed"):
+        F.ConvPlan(w, output_padding=1)
