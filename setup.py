@@ -123,6 +123,7 @@ extensions = [
               ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
               ISA_SOURCES),
     extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"]),
+    extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"]),
 ]
 
 setup(

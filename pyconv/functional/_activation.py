@@ -1,2 +1,333 @@
-"""(filled in by issue 3)"""
-__all__ = []
+"""Activation functions on float32 arrays, with ``torch.nn.functional`` signatures.
+
+The element-wise activations run :func:`pyconv._ext.gemm.apply_activation`, the same C
+code as the fused GEMM epilogue, so an activation layer and a convolution with the
+activation fused give the same numbers. NaN passes through every activation unchanged.
+
+Every function takes a float32 array of any shape and returns a new float32 array of the
+same shape, unless ``inplace=True`` (where torch offers it): then ``x`` itself is
+overwritten and returned. Python lists of floats are converted; arrays of any other dtype
+raise :class:`~pyconv.errors.InvalidDType`.
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+
+import numpy as np
+
+from pyconv._ext import gemm
+from pyconv.errors import InvalidArgument, InvalidDType
+
+__all__ = ["relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
+           "tanh", "silu", "elu", "clip", "softmax", "log_softmax"]
+
+
+def _as_float32(x, name="input", op=""):
+    """``x`` as a float32 ndarray (not copied when it already is one).
+
+    Non-array inputs (lists, tuples, Python scalars) of floating-point numbers are
+    converted; arrays of another dtype are refused: pyconv never narrows silently.
+    """
+    prefix = f"{op}: " if op else ""
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.float32:
+            raise InvalidDType(
+                f"{prefix}{name} must be float32, got dtype {x.dtype} "
+                f"(convert explicitly with .astype(np.float32))")
+        return x
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{prefix}{name} must be a float32 array, got "
+                              f"{type(x).__name__}: {exc}") from None
+    if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
+        raise InvalidDType(
+            f"{prefix}{name} must be a float32 array (or a list of floats), got "
+            f"{type(x).__name__} of dtype {arr.dtype}")
+    return arr.astype(np.float32)
+
+
+def _elementwise(x, inplace, act, op, a=0.0, b=0.0):
+    if inplace:
+        if not isinstance(x, np.ndarray):
+            raise InvalidArgument(
+                f"{op}: inplace=True needs a float32 ndarray to write into, "
+                f"got {type(x).__name__}")
+        _as_float32(x, "input", op)
+        if not x.flags.writeable:
+            raise InvalidArgument(f"{op}: inplace=True but the input array is read-only")
+        return gemm.apply_activation(x, act, a, b)
+    x = _as_float32(x, "input", op)
+    return gemm.apply_activation(np.array(x, dtype=np.float32, order="C", copy=True), act, a, b)
+
+
+def _as_float_scalar(value, name, op):
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{op}: {name} must be a number, got bool {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"{op}: {name} must be a number, got {type(value).__name__} {value!r}") from None
+
+
+def relu(x, inplace=False):
+    """Rectified linear unit: ``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "relu", "relu")
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0, inplace=False):
+    """Clamp to ``[min_val, max_val]``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    min_val, max_val : float
+        ``min_val <= max_val``.
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+
+    Raises
+    ------
+    InvalidArgument
+        If ``max_val < min_val``.
+    """
+    lo = _as_float_scalar(min_val, "min_val", "hardtanh")
+    hi = _as_float_scalar(max_val, "max_val", "hardtanh")
+    if hi < lo:
+        raise InvalidArgument(
+            f"hardtanh: max_val ({max_val}) must not be lower than min_val ({min_val})")
+    return _elementwise(x, inplace, "clip", "hardtanh", lo, hi)
+
+
+def relu6(x, inplace=False):
+    """``min(max(x, 0), 6)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "clip", "relu6", 0.0, 6.0)
+
+
+def clip(x, min=None, max=None):
+    """Clamp every element to ``[min, max]`` (``torch.clip`` / ``torch.clamp``).
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    min, max : float or None
+        Bounds; at least one must be given. When ``min > max`` every element becomes
+        ``max`` (as in torch).
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    if min is None and max is None:
+        raise InvalidArgument("clip: at least one of 'min' or 'max' must not be None")
+    lo = -np.inf if min is None else _as_float_scalar(min, "min", "clip")
+    hi = np.inf if max is None else _as_float_scalar(max, "max", "clip")
+    return _elementwise(x, False, "clip", "clip", lo, hi)
+
+
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    """``x`` where ``x >= 0``, else ``negative_slope * x``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    negative_slope : float, optional
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    slope = _as_float_scalar(negative_slope, "negative_slope", "leaky_relu")
+    return _elementwise(x, inplace, "leaky_relu", "leaky_relu", slope)
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, False, "sigmoid", "sigmoid")
+
+
+def hardsigmoid(x, inplace=False):
+    """``relu6(x + 3) / 6``, i.e. ``clip(x / 6 + 1/2, 0, 1)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "hardsigmoid", "hardsigmoid", 1.0 / 6.0, 0.5)
+
+
+def hardswish(x, inplace=False):
+    """``x * relu6(x + 3) / 6``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "hardswish", "hardswish")
+
+
+def tanh(x):
+    """Hyperbolic tangent.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, False, "tanh", "tanh")
+
+
+def silu(x, inplace=False):
+    """Sigmoid linear unit (swish): ``x * sigmoid(x)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "silu", "silu")
+
+
+def elu(x, alpha=1.0, inplace=False):
+    """Exponential linear unit: ``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    alpha : float, optional
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    a = _as_float_scalar(alpha, "alpha", "elu")
+    return _elementwise(x, inplace, "elu", "elu", a)
+
+
+def _softmax_dim(ndim, dim, op):
+    if dim is None:
+        # torch's legacy implicit choice (deprecated there too).
+        warnings.warn(f"{op}: implicit dimension choice is deprecated; pass dim explicitly",
+                      UserWarning, stacklevel=3)
+        return 0 if ndim in (0, 1, 3) else 1
+    if isinstance(dim, bool):
+        raise InvalidArgument(f"{op}: dim must be an int, got bool {dim!r}")
+    try:
+        d = operator.index(dim)
+    except TypeError:
+        raise InvalidArgument(
+            f"{op}: dim must be an int, got {type(dim).__name__} {dim!r}") from None
+    rank = max(ndim, 1)
+    if not -rank <= d < rank:
+        raise InvalidArgument(
+            f"{op}: dim {d} is out of range for an input with {ndim} dims "
+            f"(expected {-rank} <= dim < {rank})")
+    return d % rank
+
+
+def _shifted(x, dim, op):
+    x = _as_float32(x, "input", op)
+    d = _softmax_dim(x.ndim, dim, op)
+    work = x.reshape(1) if x.ndim == 0 else x
+    # Subtracting the maximum keeps exp() from overflowing; NaN propagates, as in torch.
+    shifted = work - np.max(work, axis=d, keepdims=True) if work.size else work.copy()
+    return x, d, shifted
+
+
+def softmax(x, dim=None):
+    """Softmax along ``dim``: ``exp(x) / sum(exp(x), dim)``, numerically stable.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    dim : int
+        Axis to normalise (negative values count from the end). ``None`` picks torch's
+        legacy implicit axis (0 for 0-, 1- and 3-D inputs, else 1) with a warning.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``; sums to 1 along ``dim``.
+    """
+    x, d, e = _shifted(x, dim, "softmax")
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=d, keepdims=True)
+    return e.reshape(x.shape)
+
+
+def log_softmax(x, dim=None):
+    """``log(softmax(x, dim))``, computed stably as ``x - max - log(sum(exp(x - max)))``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    dim : int
+        As in :func:`softmax`.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    x, d, s = _shifted(x, dim, "log_softmax")
+    s -= np.log(np.sum(np.exp(s), axis=d, keepdims=True))
+    return s.reshape(x.shape)

@@ -1,2 +1,855 @@
-"""(filled in by issue 3)"""
-__all__ = []
+"""Pooling: max / average / Lp pooling, adaptive and global pooling, max unpooling.
+
+Two levels, one implementation (the kernels of :mod:`pyconv._ext.pool`):
+
+* ``torch.nn.functional``-compatible functions (``max_pool2d``, ``avg_pool2d``,
+  ``adaptive_max_pool2d``, ``max_unpool2d``, ...) with torch's argument names and
+  defaults (``stride`` defaults to ``kernel_size``);
+* N-d entry points in ONNX terms (:func:`max_pool`, :func:`avg_pool`, :func:`lp_pool`,
+  :func:`max_unpool`, :func:`adaptive_avg_pool`, :func:`adaptive_max_pool`): per-side pads,
+  ONNX defaults (stride 1, ``count_include_pad=False``), ONNX-style indices on request.
+  The ONNX operators call these.
+
+Arrays are float32 ``(N, C, *spatial)`` with 1 to 3 spatial dims (global pooling takes
+any number); outputs are new C-contiguous float32 arrays, indices int64. The geometry
+(output sizes, ``ceil_mode``, ``'same'`` padding) comes from :mod:`pyconv.arithmetic`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyconv import arithmetic
+from pyconv._ext import pool as _kernels
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+__all__ = [
+    "max_pool1d", "max_pool2d", "max_pool3d",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "lp_pool1d", "lp_pool2d", "lp_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "max_unpool1d", "max_unpool2d", "max_unpool3d",
+    "global_avg_pool", "global_max_pool",
+    "max_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
+    "adaptive_max_pool",
+]
+
+_SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
+_INDEX_CONVENTIONS = ("none", "torch", "onnx")
+
+
+# ---------------------------------------------------------------------------------------
+# Validation helpers.
+
+def _as_input(x, op, n=None, *, unbatched=False, name="x"):
+    """x as a C-contiguous float32 array (N, C, *spatial) and whether a batch dim was added.
+
+    n: number of spatial dims (None: 1 to 3, from x.ndim). unbatched: also accept
+    (C, *spatial) as torch does.
+    """
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+        if x.dtype == np.float64:      # Python floats
+            x = x.astype(np.float32)
+    if x.dtype != np.float32:
+        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
+                           f"(convert explicitly with .astype(np.float32))")
+    added = False
+    if n is None:
+        if not 3 <= x.ndim <= 5:
+            raise ShapeError(f"{op}: {name} must be (N, C, *spatial) with 1 to 3 spatial "
+                             f"dims, got shape {x.shape} ({x.ndim}-D)")
+        n = x.ndim - 2
+    elif x.ndim != n + 2:
+        if unbatched and x.ndim == n + 1:
+            x = x[None]
+            added = True
+        else:
+            spatial = _SPATIAL_NAMES[n]
+            accepted = (f"a {n + 2}-D (N, C, {spatial}) or {n + 1}-D (C, {spatial}) array"
+                        if unbatched else f"a {n + 2}-D (N, C, {spatial}) array")
+            raise ShapeError(f"{op}: {name} must be {accepted}, got shape {x.shape} "
+                             f"({x.ndim}-D)")
+    if any(s == 0 for s in x.shape[2:]):
+        raise ShapeError(f"{op}: {name} has an empty spatial dim: shape {x.shape}")
+    return np.ascontiguousarray(x), added
+
+
+def _prefixed(name, fn, *args, **kwargs):
+    """Calls an arithmetic helper, naming the function `name` in its error messages."""
+    try:
+        return fn(*args, **kwargs)
+    except InvalidArgument as e:
+        msg = str(e)
+        if msg.startswith(f"{name}:"):
+            raise
+        raise type(e)(f"{name}: {msg}") from None
+
+
+def _bool(value, name, op):
+    if not isinstance(value, (bool, np.bool_, int, np.integer)):
+        raise InvalidArgument(f"{op}: {name} must be a bool, got {type(value).__name__} "
+                              f"{value!r}")
+    return bool(value)
+
+
+def _kernel_stride(op, n, kernel_size, stride, stride_default_kernel):
+    ks = arithmetic.normalize_tuple(kernel_size, n, f"{op}: kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+        if not stride_default_kernel:
+            stride = 1
+        else:
+            return ks, ks
+    return ks, arithmetic.normalize_tuple(stride, n, f"{op}: stride")
+
+
+def _torch_padding(op, n, spatial, ks, ss, ds, padding):
+    """Per-side pads from a torch-style `padding`; symmetric pads obey torch's
+    ``pad <= kernel_size // 2``."""
+    symmetric = not isinstance(padding, str) and (
+        np.ndim(padding) == 0 or len(padding) == n)
+    pb, pe = _prefixed(op, arithmetic.resolve_padding, padding, n, spatial, ks, ss, ds)
+    if symmetric:
+        for dim, (p, k) in enumerate(zip(pb, ks)):
+            if p > k // 2:
+                raise InvalidArgument(
+                    f"{op}: padding {p} must be at most half the kernel size {k} along dim "
+                    f"{dim} (torch's rule pad <= kernel_size // 2; give per-side pads "
+                    f"(begin..., end...) to use pads up to kernel_size - 1)")
+    return pb, pe
+
+
+def _explicit_pads(op, n, pads_begin, pads_end):
+    pb = arithmetic.normalize_tuple(pads_begin, n, f"{op}: pads_begin", minimum=0)
+    pe = arithmetic.normalize_tuple(pads_end, n, f"{op}: pads_end", minimum=0)
+    return pb, pe
+
+
+def _lead(t, fill):
+    """A tuple of 1 to 3 spatial values as 3 (leading dims get `fill`)."""
+    return (fill,) * (3 - len(t)) + tuple(t)
+
+
+def _planes(x):
+    """x (N, C, *spatial) as the kernels' (N*C, D, H, W) view."""
+    n, c = x.shape[:2]
+    return x.reshape((n * c,) + _lead(x.shape[2:], 1))
+
+
+def _finish(y, x_shape, out, added):
+    y = y.reshape(x_shape[:2] + tuple(out))
+    return y[0] if added else y
+
+
+def _sliding(op, mode, x, ks, ss, pb, pe, ds, ceil_mode, added, **kw):
+    """Runs a validated sliding-window pooling; returns y or (y, indices)."""
+    out = _prefixed(op, arithmetic.pool_output_shape, x.shape[2:], ks, ss, pb, pe, ds,
+                    ceil_mode, op=op)
+    res = _kernels.pool(mode, _planes(x), _lead(out, 1), _lead(ks, 1), _lead(ss, 1),
+                        _lead(pb, 0), _lead(pe, 0), _lead(ds, 1), **kw)
+    if isinstance(res, tuple):
+        return _finish(res[0], x.shape, out, added), _finish(res[1], x.shape, out, added)
+    return _finish(res, x.shape, out, added)
+
+
+def _divisor(op, divisor_override):
+    if divisor_override is None:
+        return 0.0
+    if isinstance(divisor_override, bool) or not isinstance(
+            divisor_override, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{op}: divisor_override must be a number, got "
+                              f"{type(divisor_override).__name__} {divisor_override!r}")
+    if divisor_override == 0 or not math.isfinite(divisor_override):
+        raise InvalidArgument(f"{op}: divisor_override must be a finite non-zero number, "
+                              f"got {divisor_override!r}")
+    return float(divisor_override)
+
+
+def _norm(op, p, allow_inf):
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{op}: norm_type must be a number, got "
+                              f"{type(p).__name__} {p!r}")
+    p = float(p)
+    if math.isnan(p) or p <= 0 and not (allow_inf and p == -math.inf) or (
+            math.isinf(p) and not allow_inf):
+        kind = "a positive number or +-inf" if allow_inf else "a positive finite number"
+        raise InvalidArgument(f"{op}: norm_type must be {kind}, got {p!r}")
+    return p
+
+
+# ---------------------------------------------------------------------------------------
+# N-d entry points (ONNX semantics).
+
+def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
+             ceil_mode=False, indices="none", *, op="max_pool"):
+    """N-d max pooling with per-side pads (ONNX ``MaxPool``).
+
+    Padding is never a candidate (as if padded with ``-inf``). NaN propagates (torch's
+    rule). Ties keep the first element in the C order of the window.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        1 to 3 spatial dims.
+    kernel_shape, strides, dilations : int or sequence of int
+        Positive; an int applies to every spatial dim. ``strides`` defaults to 1 (ONNX).
+    pads_begin, pads_end : int or sequence of int
+        Non-negative, each smaller than the kernel size (onnxruntime's rule).
+    ceil_mode : bool
+        Round the output size up; a last window that would start in the end padding is
+        dropped (see :func:`pyconv.arithmetic.pool_output_size`).
+    indices : {'none', 'torch', 'onnx'}
+        Also return the position of each maximum as int64: ``'torch'`` flattened within
+        the unpadded ``(n, c)`` plane (``h * W + w``), ``'onnx'`` flattened over the whole
+        input tensor (``((n * C + c) * H + h) * W + w``, ONNX ``Indices`` with
+        ``storage_order=0``). A window with no input element (possible with dilation)
+        gets ``-inf`` and index -1.
+    op : str
+        Name used in error messages (the ONNX node).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, *out_spatial), float32
+    indices : ndarray, shape (N, C, *out_spatial), int64
+        Only when ``indices`` is not ``'none'``.
+
+    Raises
+    ------
+    InvalidDType
+        If ``x`` is not float32.
+    ShapeError
+        On a wrong rank, or a kernel larger than the padded input.
+    InvalidArgument
+        On invalid geometry or ``indices`` value.
+    """
+    x, _ = _as_input(x, op)
+    n = x.ndim - 2
+    if indices not in _INDEX_CONVENTIONS:
+        raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
+                              f"got {indices!r}")
+    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
+    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
+    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
+    return _sliding(op, "max", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
+                    False, indices=indices)
+
+
+def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
+             ceil_mode=False, count_include_pad=False, divisor_override=None, *,
+             op="avg_pool"):
+    """N-d average pooling with per-side pads (ONNX ``AveragePool``, with dilations).
+
+    Each output is the sum of the window's elements inside the input divided by: the
+    number of those elements, or with ``count_include_pad`` the number of window
+    positions inside the padded input (a ``ceil_mode`` window's positions beyond the end
+    padding never count, as in torch and ONNX), or ``divisor_override``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        1 to 3 spatial dims.
+    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode
+        As in :func:`max_pool`.
+    count_include_pad : bool
+        Default False (the ONNX default; torch's is True).
+    divisor_override : number, optional
+        Non-zero fixed divisor (torch).
+    op : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray, shape (N, C, *out_spatial), float32
+        NaN where a window has nothing to count (only possible with dilation and
+        ``count_include_pad=False``).
+    """
+    x, _ = _as_input(x, op)
+    n = x.ndim - 2
+    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
+    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
+    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
+    return _sliding(op, "avg", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
+                    False, count_include_pad=_bool(count_include_pad, "count_include_pad", op),
+                    divisor=_divisor(op, divisor_override))
+
+
+def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,
+            ceil_mode=False, *, op="lp_pool"):
+    """N-d Lp pooling (ONNX ``LpPool``): ``(sum over the window of |x| ** p) ** (1 / p)``.
+
+    Padding contributes zeros.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        1 to 3 spatial dims.
+    kernel_shape : int or sequence of int
+    p : float
+        Positive and finite (ONNX default 2).
+    strides, pads_begin, pads_end, dilations, ceil_mode
+        As in :func:`max_pool`.
+    op : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray, shape (N, C, *out_spatial), float32
+    """
+    x, _ = _as_input(x, op)
+    n = x.ndim - 2
+    p = _norm(op, p, allow_inf=False)
+    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
+    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
+    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
+    return _sliding(op, "lp", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
+                    False, p=p)
+
+
+def _adaptive_size(op, output_size, spatial):
+    n = len(spatial)
+    if output_size is None:
+        raise InvalidArgument(f"{op}: output_size must be an int or a sequence of "
+                              f"{n} ints (None entries keep the input size), got None")
+    if not isinstance(output_size, (str, bytes)) and np.ndim(output_size) == 1:
+        output_size = tuple(s if o is None else o for o, s in zip(output_size, spatial)) \
+            if len(output_size) == n else tuple(output_size)
+    return arithmetic.normalize_tuple(output_size, n, f"{op}: output_size")
+
+
+def _adaptive(op, x, output_size, is_max, return_indices, added):
+    out = _adaptive_size(op, output_size, x.shape[2:])
+    res = _kernels.adaptive_pool(_planes(x), _lead(out, 1), is_max, return_indices)
+    if isinstance(res, tuple):
+        return _finish(res[0], x.shape, out, added), _finish(res[1], x.shape, out, added)
+    return _finish(res, x.shape, out, added)
+
+
+def adaptive_avg_pool(x, output_size, *, op="adaptive_avg_pool"):
+    """N-d adaptive average pooling (torch's windows).
+
+    Output ``o`` along an axis of input size ``L`` and output size ``O`` averages the
+    input range ``[floor(o * L / O), ceil((o + 1) * L / O))``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        1 to 3 spatial dims.
+    output_size : int or sequence of int (or None entries: keep that input size)
+    op : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray, shape (N, C, *output_size), float32
+    """
+    x, _ = _as_input(x, op)
+    return _adaptive(op, x, output_size, False, False, False)
+
+
+def adaptive_max_pool(x, output_size, return_indices=False, *, op="adaptive_max_pool"):
+    """N-d adaptive max pooling (torch's windows, see :func:`adaptive_avg_pool`).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, *output_size), float32
+    indices : ndarray, shape (N, C, *output_size), int64
+        Only with ``return_indices``: flattened within the ``(n, c)`` plane (first maximum
+        in C order; NaN propagates, the last NaN wins, as in torch).
+    """
+    x, _ = _as_input(x, op)
+    return _adaptive(op, x, output_size, True, _bool(return_indices, "return_indices", op),
+                     False)
+
+
+def _unpool(op, x, indices, out, convention, added):
+    ind = np.asarray(indices)
+    if not np.issubdtype(ind.dtype, np.integer):
+        raise InvalidDType(f"{op}: indices must be an integer array (int64), got dtype "
+                           f"{ind.dtype}")
+    if added and ind.ndim == x.ndim - 1:
+        ind = ind[None]
+    if ind.shape != x.shape:
+        raise ShapeError(f"{op}: indices has shape {ind.shape}, expected the shape of x "
+                         f"{x.shape}")
+    ind = np.ascontiguousarray(ind, dtype=np.int64)
+    n, c = x.shape[:2]
+    plane = math.prod(out)
+    y, bad = _kernels.max_unpool(x.reshape(n * c, -1), ind.reshape(n * c, -1), plane,
+                                 convention == "onnx")
+    if bad >= 0:
+        pos = np.unravel_index(bad, ind.shape)
+        if added:
+            pos = pos[1:]
+        if convention == "torch":
+            limit, where = plane, "the output plane of size " + "x".join(map(str, out))
+        else:
+            limit, where = n * c * plane, f"the output of shape {(n, c) + tuple(out)}"
+        raise InvalidArgument(
+            f"{op}: indices[{', '.join(str(int(i)) for i in pos)}] = {int(ind.flat[bad])} "
+            f"is out of range for {where} (valid: 0 <= index < {limit})")
+    return _finish(y, x.shape, out, added)
+
+
+def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool"):
+    """N-d max unpooling: scatter ``x`` into zeros at ``indices`` (ONNX ``MaxUnpool``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        1 to 3 spatial dims.
+    indices : ndarray, shape of ``x``, integer
+        Positions as returned by :func:`max_pool` with ``indices=convention``.
+    output_shape : sequence of int
+        Spatial output shape (or the full ``(N, C, *spatial)`` shape).
+    convention : {'torch', 'onnx'}
+        ``'torch'``: indices within each ``(n, c)`` output plane; ``'onnx'``: indices into
+        the whole output tensor.
+    op : str
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray, shape (N, C, *output_shape), float32
+        Zeros where no index points; when several values share an index, the last in C
+        order wins.
+
+    Raises
+    ------
+    InvalidArgument
+        If an index is out of range (the message names its position and value); nothing
+        is ever written out of bounds.
+    """
+    x, _ = _as_input(x, op)
+    n = x.ndim - 2
+    if convention not in ("torch", "onnx"):
+        raise InvalidArgument(f"{op}: convention must be 'torch' or 'onnx', got "
+                              f"{convention!r}")
+    shape = tuple(output_shape)
+    if len(shape) == n + 2:
+        if tuple(shape[:2]) != x.shape[:2]:
+            raise ShapeError(f"{op}: output_shape {shape} does not match the batch and "
+                             f"channels of x {x.shape}")
+        shape = shape[2:]
+    out = arithmetic.normalize_tuple(shape, n, f"{op}: output_shape")
+    return _unpool(op, x, indices, out, convention, False)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.nn.functional signatures.
+
+def _doc(template, n):
+    spatial = _SPATIAL_NAMES[n]
+    out_spatial = ", ".join(f"{s}_out" for s in spatial.split(", "))
+
+    def deco(fn):
+        fn.__doc__ = template.format(n=n, spatial=spatial, out=out_spatial)
+        return fn
+    return deco
+
+
+_MAX_POOL_DOC = """{n}-D max pooling, as ``torch.nn.functional.max_pool{n}d``.
+
+    Padding is never a candidate (as if padded with ``-inf``); NaN propagates; ties keep
+    the first element in the C order of the window.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    kernel_size : int or tuple of {n} ints
+    stride : int or tuple of {n} ints, optional
+        Defaults to ``kernel_size``.
+    padding : int, tuple of {n} or {n2} ints, or str
+        An int or {n} ints: symmetric, each at most ``kernel_size // 2`` (torch's rule);
+        {n2} ints: per side in ONNX order ``(begin..., end...)``, each smaller than the
+        kernel size; ``'valid'`` or ``'same'`` (output ``ceil(L / stride)``).
+    dilation : int or tuple of {n} ints
+    ceil_mode : bool
+        Round the output size up (a last window starting in the end padding is dropped).
+    return_indices : bool
+        Also return the int64 position of each maximum flattened within its ``(n, c)``
+        plane of the unpadded input, for :func:`max_unpool{n}d`.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, {out}), float32
+    indices : ndarray, shape (N, C, {out}), int64
+        Only with ``return_indices``. (Without a batch dim in, none out.)
+
+    Raises
+    ------
+    InvalidDType
+        If ``x`` is not float32.
+    ShapeError
+        On a wrong rank, or a kernel larger than the padded input.
+    InvalidArgument
+        On invalid sizes, strides, dilations or pads.
+    """
+
+_AVG_POOL_DOC = """{n}-D average pooling, as ``torch.nn.functional.avg_pool{n}d``.
+
+    The sum of the window's elements inside the input, divided by the number of window
+    positions inside the padded input (``count_include_pad=True``; positions of a
+    ``ceil_mode`` window beyond the end padding never count), by the number of elements
+    inside the input (``count_include_pad=False``), or by ``divisor_override``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    kernel_size : int or tuple of {n} ints
+    stride : int or tuple of {n} ints, optional
+        Defaults to ``kernel_size``.
+    padding : int, tuple of {n} or {n2} ints, or str
+        As in :func:`max_pool{n}d`.
+    ceil_mode : bool
+    count_include_pad : bool
+    divisor_override : number, optional
+        Non-zero (accepted for every dimensionality; torch has it for 2-D and 3-D).
+
+    Returns
+    -------
+    ndarray, shape (N, C, {out}), float32
+
+    Raises
+    ------
+    InvalidDType, ShapeError, InvalidArgument
+        As in :func:`max_pool{n}d`.
+    """
+
+_LP_POOL_DOC = """{n}-D power-average pooling, like ``torch.nn.functional.lp_pool{n}d``.
+
+    ``(sum over the window of |x| ** norm_type) ** (1 / norm_type)``, computed as ONNX
+    ``LpPool``; ``norm_type = inf`` gives the max of ``|x|`` (and ``-inf`` the min), as
+    torch does. Differences from torch, which computes
+    ``avg_pool(x ** p) * kernel_volume``: torch does not take ``|x|`` (so with odd
+    ``norm_type`` and negative inputs it differs, e.g. ``p = 1`` gives the plain sum),
+    and with ``ceil_mode`` it scales a partial last window up to the full kernel volume;
+    here a partial window sums what it covers.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    norm_type : float
+        Positive, or +-inf.
+    kernel_size : int or tuple of {n} ints
+    stride : int or tuple of {n} ints, optional
+        Defaults to ``kernel_size``.
+    ceil_mode : bool
+
+    Returns
+    -------
+    ndarray, shape (N, C, {out}), float32
+
+    Raises
+    ------
+    InvalidDType, ShapeError, InvalidArgument
+        As in :func:`max_pool{n}d`.
+    """
+
+_ADAPTIVE_AVG_DOC = """{n}-D adaptive average pooling, as
+    ``torch.nn.functional.adaptive_avg_pool{n}d``.
+
+    Output ``o`` along an axis of input size ``L`` and output size ``O`` averages the
+    input range ``[floor(o * L / O), ceil((o + 1) * L / O))``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    output_size : int or tuple of {n} ints
+        A ``None`` entry keeps that input size.
+
+    Returns
+    -------
+    ndarray, shape (N, C, *output_size), float32
+    """
+
+_ADAPTIVE_MAX_DOC = """{n}-D adaptive max pooling, as
+    ``torch.nn.functional.adaptive_max_pool{n}d``.
+
+    Windows as in :func:`adaptive_avg_pool{n}d`.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    output_size : int or tuple of {n} ints
+        A ``None`` entry keeps that input size.
+    return_indices : bool
+        Also return the int64 position of each maximum flattened within its plane.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, *output_size), float32
+    indices : ndarray, shape (N, C, *output_size), int64
+        Only with ``return_indices``.
+    """
+
+_MAX_UNPOOL_DOC = """{n}-D max unpooling, as ``torch.nn.functional.max_unpool{n}d``:
+    the inverse of :func:`max_pool{n}d` with ``return_indices=True``.
+
+    Scatters ``x`` into a zeroed output at ``indices``; when several values share an
+    index, the last in C order wins.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, {spatial}) or (C, {spatial}), float32
+    indices : ndarray, shape of ``x``, integer
+        Positions flattened within each ``(n, c)`` output plane.
+    kernel_size : int or tuple of {n} ints
+    stride : int or tuple of {n} ints, optional
+        Defaults to ``kernel_size``.
+    padding : int, tuple of {n} or {n2} ints
+        Of the pooling being inverted.
+    output_size : sequence of int, optional
+        ``({out})`` or ``(N, C, {out})``; default
+        ``(L - 1) * stride - 2 * padding + kernel_size`` per dim, and a given size must lie
+        strictly within ``stride`` of it (torch's rule).
+
+    Returns
+    -------
+    ndarray, shape (N, C, *output_size), float32
+
+    Raises
+    ------
+    InvalidArgument
+        If an index is out of range (the message names its position and value); nothing
+        is ever written out of bounds.
+    InvalidDType
+        If ``x`` is not float32 or ``indices`` not an integer array.
+    ShapeError
+        If ``indices`` does not have the shape of ``x``.
+    """
+
+
+def _fmt(template, n):
+    return template.replace("{n2}", str(2 * n))
+
+
+def _max_pool_nd(op, n, x, kernel_size, stride, padding, dilation, ceil_mode,
+                 return_indices):
+    x, added = _as_input(x, op, n, unbatched=True)
+    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
+    ds = arithmetic.normalize_tuple(dilation, n, f"{op}: dilation")
+    pb, pe = _torch_padding(op, n, x.shape[2:], ks, ss, ds, padding)
+    return _sliding(op, "max", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
+                    added,
+                    indices="torch" if _bool(return_indices, "return_indices", op) else "none")
+
+
+def _avg_pool_nd(op, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                 divisor_override):
+    x, added = _as_input(x, op, n, unbatched=True)
+    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
+    ds = (1,) * n
+    pb, pe = _torch_padding(op, n, x.shape[2:], ks, ss, ds, padding)
+    return _sliding(op, "avg", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
+                    added, count_include_pad=_bool(count_include_pad, "count_include_pad", op),
+                    divisor=_divisor(op, divisor_override))
+
+
+def _lp_pool_nd(op, n, x, norm_type, kernel_size, stride, ceil_mode):
+    x, added = _as_input(x, op, n, unbatched=True)
+    p = _norm(op, norm_type, allow_inf=True)
+    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
+    zeros, ones = (0,) * n, (1,) * n
+    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
+    if math.isinf(p):
+        sign = 1.0 if p > 0 else -1.0
+        y = _sliding(op, "max", np.abs(x) * np.float32(sign), ks, ss, zeros, zeros, ones,
+                     ceil_mode, added)
+        return y * np.float32(sign) if sign < 0 else y
+    return _sliding(op, "lp", x, ks, ss, zeros, zeros, ones, ceil_mode, added, p=p)
+
+
+def _adaptive_nd(op, n, x, output_size, is_max, return_indices):
+    x, added = _as_input(x, op, n, unbatched=True)
+    return _adaptive(op, x, output_size, is_max,
+                     _bool(return_indices, "return_indices", op), added)
+
+
+def _max_unpool_nd(op, n, x, indices, kernel_size, stride, padding, output_size):
+    x, added = _as_input(x, op, n, unbatched=True)
+    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
+    if isinstance(padding, str):
+        raise InvalidArgument(f"{op}: padding must be an int or a tuple of {n} or {2 * n} "
+                              f"ints, got {padding!r}")
+    pb, pe = _prefixed(op, arithmetic.resolve_padding, padding, n)
+    default = tuple((i - 1) * s + k - b - e
+                    for i, s, k, b, e in zip(x.shape[2:], ss, ks, pb, pe))
+    if output_size is None:
+        out = default
+        if any(o < 1 for o in out):
+            raise ShapeError(f"{op}: padding {pb}+{pe} leaves an empty output {out} for "
+                             f"input {x.shape}, kernel_size {ks}, stride {ss}")
+    else:
+        shape = tuple(output_size)
+        if len(shape) == n + 2:
+            shape = shape[2:]
+        if len(shape) != n:
+            raise InvalidArgument(f"{op}: output_size must have {n} or {n + 2} elements, "
+                                  f"got {len(shape)}: {tuple(output_size)!r}")
+        out = arithmetic.normalize_tuple(shape, n, f"{op}: output_size")
+        for dim, (o, d, s) in enumerate(zip(out, default, ss)):
+            if not d - s < o < d + s:
+                raise InvalidArgument(
+                    f"{op}: output_size {out} is invalid: dim {dim} must be strictly "
+                    f"between {d - s} and {d + s} (default size {d}, stride {s})")
+    return _unpool(op, x, indices, out, "torch", added)
+
+
+@_doc(_fmt(_MAX_POOL_DOC, 1), 1)
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool_nd("max_pool1d", 1, x, kernel_size, stride, padding, dilation,
+                        ceil_mode, return_indices)
+
+
+@_doc(_fmt(_MAX_POOL_DOC, 2), 2)
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool_nd("max_pool2d", 2, x, kernel_size, stride, padding, dilation,
+                        ceil_mode, return_indices)
+
+
+@_doc(_fmt(_MAX_POOL_DOC, 3), 3)
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    return _max_pool_nd("max_pool3d", 3, x, kernel_size, stride, padding, dilation,
+                        ceil_mode, return_indices)
+
+
+@_doc(_fmt(_AVG_POOL_DOC, 1), 1)
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool_nd("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override)
+
+
+@_doc(_fmt(_AVG_POOL_DOC, 2), 2)
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool_nd("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override)
+
+
+@_doc(_fmt(_AVG_POOL_DOC, 3), 3)
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    return _avg_pool_nd("avg_pool3d", 3, x, kernel_size, stride, padding, ceil_mode,
+                        count_include_pad, divisor_override)
+
+
+@_doc(_fmt(_LP_POOL_DOC, 1), 1)
+def lp_pool1d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_pool_nd("lp_pool1d", 1, x, norm_type, kernel_size, stride, ceil_mode)
+
+
+@_doc(_fmt(_LP_POOL_DOC, 2), 2)
+def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_pool_nd("lp_pool2d", 2, x, norm_type, kernel_size, stride, ceil_mode)
+
+
+@_doc(_fmt(_LP_POOL_DOC, 3), 3)
+def lp_pool3d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_pool_nd("lp_pool3d", 3, x, norm_type, kernel_size, stride, ceil_mode)
+
+
+@_doc(_fmt(_ADAPTIVE_AVG_DOC, 1), 1)
+def adaptive_avg_pool1d(x, output_size):
+    return _adaptive_nd("adaptive_avg_pool1d", 1, x, output_size, False, False)
+
+
+@_doc(_fmt(_ADAPTIVE_AVG_DOC, 2), 2)
+def adaptive_avg_pool2d(x, output_size):
+    return _adaptive_nd("adaptive_avg_pool2d", 2, x, output_size, False, False)
+
+
+@_doc(_fmt(_ADAPTIVE_AVG_DOC, 3), 3)
+def adaptive_avg_pool3d(x, output_size):
+    return _adaptive_nd("adaptive_avg_pool3d", 3, x, output_size, False, False)
+
+
+@_doc(_fmt(_ADAPTIVE_MAX_DOC, 1), 1)
+def adaptive_max_pool1d(x, output_size, return_indices=False):
+    return _adaptive_nd("adaptive_max_pool1d", 1, x, output_size, True, return_indices)
+
+
+@_doc(_fmt(_ADAPTIVE_MAX_DOC, 2), 2)
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    return _adaptive_nd("adaptive_max_pool2d", 2, x, output_size, True, return_indices)
+
+
+@_doc(_fmt(_ADAPTIVE_MAX_DOC, 3), 3)
+def adaptive_max_pool3d(x, output_size, return_indices=False):
+    return _adaptive_nd("adaptive_max_pool3d", 3, x, output_size, True, return_indices)
+
+
+@_doc(_fmt(_MAX_UNPOOL_DOC, 1), 1)
+def max_unpool1d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpool_nd("max_unpool1d", 1, x, indices, kernel_size, stride, padding,
+                          output_size)
+
+
+@_doc(_fmt(_MAX_UNPOOL_DOC, 2), 2)
+def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpool_nd("max_unpool2d", 2, x, indices, kernel_size, stride, padding,
+                          output_size)
+
+
+@_doc(_fmt(_MAX_UNPOOL_DOC, 3), 3)
+def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpool_nd("max_unpool3d", 3, x, indices, kernel_size, stride, padding,
+                          output_size)
+
+
+def _global(op, x, is_max):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+    if x.dtype != np.float32:
+        raise InvalidDType(f"{op}: x must be float32, got dtype {x.dtype} "
+                           f"(convert explicitly with .astype(np.float32))")
+    if x.ndim < 3:
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
+                         f"got shape {x.shape} ({x.ndim}-D)")
+    if any(s == 0 for s in x.shape[2:]):
+        raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    y = _kernels.global_pool(x.reshape(n * c, -1), is_max)
+    return y.reshape((n, c) + (1,) * (x.ndim - 2))
+
+
+def global_avg_pool(x):
+    """Mean over all spatial dims, kept as size-1 dims (ONNX ``GlobalAveragePool``).
+
+    Accumulates in double precision.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        Any number (>= 1) of spatial dims.
+
+    Returns
+    -------
+    ndarray, shape (N, C, 1, ..., 1), float32
+    """
+    return _global("global_avg_pool", x, False)
+
+
+def global_max_pool(x):
+    """Max over all spatial dims, kept as size-1 dims (ONNX ``GlobalMaxPool``).
+
+    NaN propagates.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *spatial), float32
+        Any number (>= 1) of spatial dims.
+
+    Returns
+    -------
+    ndarray, shape (N, C, 1, ..., 1), float32
+    """
+    return _global("global_max_pool", x, True)

@@ -1,0 +1,886 @@
+# Pooling kernels: max / average / Lp pooling over sliding windows, adaptive and global
+# pooling, max unpooling. float32, NCHW, OpenMP.
+#
+# Every problem is handled as 3-D: a C-contiguous input (P, D, H, W) with P = N * C planes
+# (1-D and 2-D get leading size-1 spatial dims and a 1-tap kernel on them), an output
+# (P, OD, OH, OW). The work unit is one output row (plane, od, oh); a static prange over
+# all rows gives each thread a contiguous block of planes when there are many of them, and
+# of rows inside a plane when there are fewer planes than threads.
+#
+# Sliding-window pooling without indices is separable:
+#   vertical pass:   the (kd x kh) input rows of the window are combined element-wise into
+#                    one row of W floats (contiguous, vectorised; skipped for a single row);
+#   horizontal pass: each output column combines its kw taps of that row. Columns whose
+#                    taps are all inside the input ("interior", [ow_lo, ow_hi)) run as one
+#                    loop per tap over the output width (contiguous for stride 1); the few
+#                    border columns clip their taps one by one.
+# Max pooling with indices runs the taps directly (tap outer, output column inner), in the
+# C order of the window so that ties keep the first tap.
+#
+# NaN: max pooling takes a tap when it is larger than the running max OR is NaN (torch's
+# rule), so NaN propagates. Windows with no input element give -inf (max, index -1), and
+# 0 / count for the average (NaN when count_include_pad is off: nothing to count).
+import numpy as np
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.math cimport INFINITY, NAN, fabsf, powf, sqrtf
+from libc.stdint cimport int64_t
+
+from pyconv._ext.gemm cimport current_num_threads, workspace_floats
+
+cdef enum:
+    MODE_MAX = 0
+    MODE_AVG = 1
+    MODE_LP = 2
+
+MODES = {"max": MODE_MAX, "avg": MODE_AVG, "lp": MODE_LP}
+INDEX_MODES = ("none", "torch", "onnx")
+
+
+cdef struct geom:
+    int64_t planes, D, H, W          # input
+    int64_t OD, OH, OW               # output
+    int64_t k[3]                     # kernel (d, h, w)
+    int64_t s[3]                     # stride
+    int64_t pb[3]                    # padding at the beginning
+    int64_t pe[3]                    # padding at the end
+    int64_t dl[3]                    # dilation
+    int64_t ow_lo, ow_hi             # interior output columns: every w tap inside the input
+
+
+cdef struct params:
+    int mode
+    bint count_include_pad
+    float divisor                    # divisor_override; 0: none
+    float p                          # Lp norm
+    int index_mode                   # 0 none, 1 torch (per plane), 2 onnx (whole tensor)
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry helpers.
+
+cdef inline void _taps(int64_t o, int64_t s, int64_t pb, int64_t dl, int64_t k,
+                       int64_t size, int64_t *lo, int64_t *hi) noexcept nogil:
+    """Taps t in [lo, hi) of output o whose coordinate o*s - pb + t*dl lies in [0, size)."""
+    cdef int64_t start = o * s - pb
+    cdef int64_t a = 0, b
+    if start < 0:
+        a = (-start + dl - 1) // dl
+    if start >= size:
+        b = 0
+    else:
+        b = (size - 1 - start) // dl + 1
+        if b > k:
+            b = k
+    if b < a:
+        b = a
+    lo[0] = a
+    hi[0] = b
+
+
+cdef inline int64_t _padded_taps(int64_t o, int64_t s, int64_t pb, int64_t pe, int64_t dl,
+                                 int64_t k, int64_t size) noexcept nogil:
+    """Taps of output o inside the padded input [-pb, size + pe) (a ceil_mode window may
+    reach beyond it; those taps never count)."""
+    cdef int64_t start = o * s - pb          # >= -pb
+    cdef int64_t b
+    if start >= size + pe:
+        return 0
+    b = (size + pe - 1 - start) // dl + 1
+    return k if b > k else b
+
+
+cdef void _interior(geom *g) noexcept nogil:
+    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef int64_t lo = (pw + sw - 1) // sw, hi
+    cdef int64_t num = g.W - 1 + pw - (kw - 1) * dw
+    hi = num // sw + 1 if num >= 0 else 0
+    if lo > g.OW:
+        lo = g.OW
+    if hi > g.OW:
+        hi = g.OW
+    if hi < lo:
+        hi = lo
+    g.ow_lo = lo
+    g.ow_hi = hi
+
+
+# ---------------------------------------------------------------------------------------
+# Element-wise row operations (plain loops over contiguous rows for GCC's vectoriser).
+
+cdef inline float _nanmax(float v, float m) noexcept nogil:
+    """max with torch's NaN rule: take v if it is larger or NaN (a NaN m stays)."""
+    return v if ((v > m) | (v != v)) else m
+
+
+cdef inline void _fill(float *dst, int64_t n, float v) noexcept nogil:
+    cdef int64_t i
+    for i in range(n):
+        dst[i] = v
+
+
+cdef inline void _copy(float *dst, const float *src, int64_t n) noexcept nogil:
+    cdef int64_t i
+    for i in range(n):
+        dst[i] = src[i]
+
+
+cdef inline int _max2(float *dst, const float *a, const float *b, int64_t n,
+                      bint nan_aware) noexcept nogil:
+    """dst = max(a, b). Plain (fast) max unless nan_aware; returns whether the plain pass
+    met a NaN (its result must then be recomputed nan_aware)."""
+    cdef int64_t i
+    cdef int bad = 0
+    cdef float u, v
+    if nan_aware:
+        for i in range(n):
+            dst[i] = _nanmax(b[i], a[i])
+        return 0
+    for i in range(n):
+        u = a[i]
+        v = b[i]
+        dst[i] = v if v > u else u
+        bad = bad | (u != u) | (v != v)
+    return bad
+
+
+cdef inline int _max3(float *dst, const float *a, const float *b, const float *c,
+                      int64_t n, bint nan_aware) noexcept nogil:
+    cdef int64_t i
+    cdef int bad = 0
+    cdef float u, v, w
+    if nan_aware:
+        for i in range(n):
+            dst[i] = _nanmax(c[i], _nanmax(b[i], a[i]))
+        return 0
+    for i in range(n):
+        u = a[i]
+        v = b[i]
+        w = c[i]
+        u = v if v > u else u
+        dst[i] = w if w > u else u
+        bad = bad | (a[i] != a[i]) | (v != v) | (w != w)
+    return bad
+
+
+cdef inline int _has_nan(const float *a, int64_t n) noexcept nogil:
+    cdef int64_t i
+    cdef int bad = 0
+    cdef float u
+    for i in range(n):
+        u = a[i]
+        bad = bad | (u != u)
+    return bad
+
+
+cdef inline void _add2(float *dst, const float *a, const float *b, int64_t n) noexcept nogil:
+    cdef int64_t i
+    for i in range(n):
+        dst[i] = a[i] + b[i]
+
+
+cdef inline void _add3(float *dst, const float *a, const float *b, const float *c,
+                       int64_t n) noexcept nogil:
+    cdef int64_t i
+    for i in range(n):
+        dst[i] = (a[i] + b[i]) + c[i]
+
+
+cdef inline void _pow_add_into(float *dst, const float *src, int64_t n, float p,
+                               bint first) noexcept nogil:
+    """dst (+)= |src| ** p."""
+    cdef int64_t i
+    cdef float v
+    if p == 2.0:
+        if first:
+            for i in range(n):
+                v = src[i]
+                dst[i] = v * v
+        else:
+            for i in range(n):
+                v = src[i]
+                dst[i] = dst[i] + v * v
+    elif p == 1.0:
+        if first:
+            for i in range(n):
+                dst[i] = fabsf(src[i])
+        else:
+            for i in range(n):
+                dst[i] = dst[i] + fabsf(src[i])
+    else:
+        if first:
+            for i in range(n):
+                dst[i] = powf(fabsf(src[i]), p)
+        else:
+            for i in range(n):
+                dst[i] = dst[i] + powf(fabsf(src[i]), p)
+
+
+cdef inline int _combine(float *tmp, const float **rows, int cnt, bint started, int mode,
+                         int64_t n, bint nan_aware) noexcept nogil:
+    """Vertical pass step: tmp = op(rows) (first step) or op(tmp, rows); cnt <= 3 (2).
+
+    Returns the NaN flag of a plain max pass (see _max2)."""
+    if not started:
+        if cnt == 1:
+            _copy(tmp, rows[0], n)
+            return 0 if mode != MODE_MAX or nan_aware else _has_nan(rows[0], n)
+        elif mode == MODE_MAX:
+            if cnt == 2:
+                return _max2(tmp, rows[0], rows[1], n, nan_aware)
+            return _max3(tmp, rows[0], rows[1], rows[2], n, nan_aware)
+        elif cnt == 2:
+            _add2(tmp, rows[0], rows[1], n)
+        else:
+            _add3(tmp, rows[0], rows[1], rows[2], n)
+    elif mode == MODE_MAX:
+        if cnt == 1:
+            return _max2(tmp, tmp, rows[0], n, nan_aware)
+        return _max3(tmp, tmp, rows[0], rows[1], n, nan_aware)
+    elif cnt == 1:
+        _add2(tmp, tmp, rows[0], n)
+    else:
+        _add3(tmp, tmp, rows[0], rows[1], n)
+    return 0
+
+
+# Horizontal pass, interior columns: out[ow] = op over c < k of src[ow * s + off + c * dl],
+# (times scale for sums). Called with constant s, k, dl for the common windows so that GCC
+# unrolls the taps and sees constant-stride loads; other windows run one loop per tap.
+
+cdef inline void _h_max_fused(float *out, const float *src, int64_t lo, int64_t hi,
+                              int64_t s, int64_t off, int64_t k, int64_t dl) noexcept nogil:
+    cdef int64_t ow, c
+    cdef const float *p
+    cdef float m, v
+    for ow in range(lo, hi):
+        p = src + ow * s + off
+        m = p[0]
+        for c in range(1, k):
+            v = p[c * dl]
+            m = v if v > m else m           # the row holds no NaN: plain max
+        out[ow] = m
+
+
+cdef inline void _h_sum_fused(float *out, const float *src, int64_t lo, int64_t hi,
+                              int64_t s, int64_t off, int64_t k, int64_t dl,
+                              float scale) noexcept nogil:
+    cdef int64_t ow, c
+    cdef const float *p
+    cdef float m
+    for ow in range(lo, hi):
+        p = src + ow * s + off
+        m = p[0]
+        for c in range(1, k):
+            m = m + p[c * dl]
+        out[ow] = m * scale
+
+
+cdef inline void _h_tap(float *out, const float *src, int64_t lo, int64_t hi, int64_t s,
+                        int64_t off, int op) noexcept nogil:
+    """One tap over the interior columns: op 0 set, 1 NaN-aware max, 2 add, 3 plain max."""
+    cdef int64_t ow
+    cdef float v, m
+    if op == 0:
+        for ow in range(lo, hi):
+            out[ow] = src[ow * s + off]
+    elif op == 1:
+        for ow in range(lo, hi):
+            out[ow] = _nanmax(src[ow * s + off], out[ow])
+    elif op == 3:
+        for ow in range(lo, hi):
+            v = src[ow * s + off]
+            m = out[ow]
+            out[ow] = v if v > m else m
+    else:
+        for ow in range(lo, hi):
+            out[ow] = out[ow] + src[ow * s + off]
+
+
+cdef void _h_interior(float *out, const float *src, int64_t lo, int64_t hi, int64_t s,
+                      int64_t off, int64_t k, int64_t dl, bint is_max, bint nan_aware,
+                      float scale) noexcept nogil:
+    """Interior columns of the horizontal pass; for max, src holds no NaN unless
+    nan_aware."""
+    cdef int64_t c, ow
+    if dl == 1 and (s == 1 or s == 2) and 1 <= k <= 3 and not nan_aware:
+        if is_max:
+            if s == 1:
+                if k == 1:
+                    _h_max_fused(out, src, lo, hi, 1, off, 1, 1)
+                elif k == 2:
+                    _h_max_fused(out, src, lo, hi, 1, off, 2, 1)
+                else:
+                    _h_max_fused(out, src, lo, hi, 1, off, 3, 1)
+            else:
+                if k == 1:
+                    _h_max_fused(out, src, lo, hi, 2, off, 1, 1)
+                elif k == 2:
+                    _h_max_fused(out, src, lo, hi, 2, off, 2, 1)
+                else:
+                    _h_max_fused(out, src, lo, hi, 2, off, 3, 1)
+        else:
+            if s == 1:
+                if k == 1:
+                    _h_sum_fused(out, src, lo, hi, 1, off, 1, 1, scale)
+                elif k == 2:
+                    _h_sum_fused(out, src, lo, hi, 1, off, 2, 1, scale)
+                else:
+                    _h_sum_fused(out, src, lo, hi, 1, off, 3, 1, scale)
+            else:
+                if k == 1:
+                    _h_sum_fused(out, src, lo, hi, 2, off, 1, 1, scale)
+                elif k == 2:
+                    _h_sum_fused(out, src, lo, hi, 2, off, 2, 1, scale)
+                else:
+                    _h_sum_fused(out, src, lo, hi, 2, off, 3, 1, scale)
+        return
+    _h_tap(out, src, lo, hi, s, off, 0)
+    for c in range(1, k):
+        _h_tap(out, src, lo, hi, s, off + c * dl,
+               (1 if nan_aware else 3) if is_max else 2)
+    if not is_max and scale != 1.0:
+        for ow in range(lo, hi):
+            out[ow] = out[ow] * scale
+
+
+# ---------------------------------------------------------------------------------------
+# One output row of a sliding-window pooling.
+
+cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, int64_t r,
+                    float *tmp) noexcept nogil:
+    """Output row r = (plane, od, oh) of max / avg / Lp pooling; tmp holds W floats."""
+    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef int64_t plane = r // (g.OD * g.OH)
+    cdef int64_t q = r - plane * (g.OD * g.OH)
+    cdef int64_t od = q // g.OH
+    cdef int64_t oh = q - od * g.OH
+    cdef const float *xp = x + plane * D * H * W
+    cdef float *out = y + r * OW
+    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, nrows, cnt_dh, cnt_w
+    cdef int64_t lo = g.ow_lo, hi = g.ow_hi
+    cdef const float *src
+    cdef const float *rows[3]
+    cdef float m, v, acc, scale
+    cdef int mode = prm.mode, cnt = 0, bad
+    cdef bint started = False, is_max = mode == MODE_MAX, nan_aware = False
+
+    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
+    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    nrows = (a1 - a0) * (b1 - b0)
+
+    # Vertical pass: combine the window's input rows into one row `src`. Max runs a plain
+    # max first and redoes the row NaN-aware if it met a NaN.
+    if nrows == 1 and mode != MODE_LP:
+        src = xp + ((od * g.s[0] - g.pb[0] + a0 * g.dl[0]) * H
+                    + oh * g.s[1] - g.pb[1] + b0 * g.dl[1]) * W
+        nan_aware = is_max and _has_nan(src, W)
+    elif nrows == 0:
+        _fill(tmp, W, -INFINITY if is_max else 0.0)
+        src = tmp
+    else:
+        while True:
+            bad = 0
+            started = False
+            cnt = 0
+            for a in range(a0, a1):
+                for b in range(b0, b1):
+                    rows[cnt] = xp + ((od * g.s[0] - g.pb[0] + a * g.dl[0]) * H
+                                      + oh * g.s[1] - g.pb[1] + b * g.dl[1]) * W
+                    cnt = cnt + 1
+                    if mode == MODE_LP:
+                        _pow_add_into(tmp, rows[0], W, prm.p, not started)
+                        started = True
+                        cnt = 0
+                    elif cnt == (2 if started else 3):
+                        bad = bad | _combine(tmp, rows, cnt, started, mode, W, nan_aware)
+                        started = True
+                        cnt = 0
+            if cnt:
+                bad = bad | _combine(tmp, rows, cnt, started, mode, W, nan_aware)
+            if not bad:
+                break
+            nan_aware = True
+        src = tmp
+
+    # Average divisor of the rows (d, h): taps inside the input, or inside the padded input.
+    cnt_dh = nrows
+    if mode == MODE_AVG and prm.count_include_pad:
+        cnt_dh = (_padded_taps(od, g.s[0], g.pb[0], g.pe[0], g.dl[0], g.k[0], D)
+                  * _padded_taps(oh, g.s[1], g.pb[1], g.pe[1], g.dl[1], g.k[1], H))
+    if mode != MODE_AVG:
+        scale = 1.0
+    elif prm.divisor != 0.0:
+        scale = 1.0 / prm.divisor
+    else:
+        scale = 1.0 / <float>(cnt_dh * kw)      # inf when nothing counts: 0 * inf = NaN
+
+    # Horizontal pass, interior columns.
+    if hi > lo:
+        _h_interior(out, src, lo, hi, sw, -pw, kw, dw, is_max, nan_aware, scale)
+
+    # Border columns [0, lo) and [hi, OW): clip the taps.
+    ow = 0
+    while ow < OW:
+        if ow == lo and hi > lo:
+            ow = hi
+            if ow >= OW:
+                break
+        _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+        if is_max:
+            m = -INFINITY
+            for c in range(c0, c1):
+                m = _nanmax(src[ow * sw - pw + c * dw], m)
+            out[ow] = m
+        else:
+            acc = 0.0
+            for c in range(c0, c1):
+                acc = acc + src[ow * sw - pw + c * dw]
+            if mode == MODE_AVG:
+                if prm.divisor != 0.0:
+                    acc = acc / prm.divisor
+                else:
+                    if prm.count_include_pad:
+                        cnt_w = _padded_taps(ow, sw, pw, g.pe[2], dw, kw, W)
+                    else:
+                        cnt_w = c1 - c0
+                    acc = acc / <float>(cnt_dh * cnt_w)    # 0 / 0: NaN, nothing counts
+            out[ow] = acc
+        ow = ow + 1
+
+    # Lp: the root.
+    if mode == MODE_LP:
+        if prm.p == 2.0:
+            for ow in range(OW):
+                out[ow] = sqrtf(out[ow])
+        elif prm.p != 1.0:
+            v = 1.0 / prm.p
+            for ow in range(OW):
+                out[ow] = powf(out[ow], v)
+
+
+cdef void _max_row_indices(const float *x, float *y, int64_t *ind, const geom *g,
+                           const params *prm, int64_t r) noexcept nogil:
+    """Output row r of max pooling with indices (per-plane, or whole-tensor for ONNX)."""
+    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef int64_t plane = r // (g.OD * g.OH)
+    cdef int64_t q = r - plane * (g.OD * g.OH)
+    cdef int64_t od = q // g.OH
+    cdef int64_t oh = q - od * g.OH
+    cdef const float *xp = x + plane * D * H * W
+    cdef float *out = y + r * OW
+    cdef int64_t *oi = ind + r * OW
+    cdef int64_t base = plane * D * H * W if prm.index_mode == 2 else 0
+    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = g.ow_lo, hi = g.ow_hi
+    cdef int64_t rowbase, off, j
+    cdef const float *row
+    cdef float v, o
+    cdef bint better
+
+    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
+    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    for ow in range(OW):
+        out[ow] = -INFINITY
+        oi[ow] = -1
+    # Taps in the C order of the window (d, h, w): strict '>' keeps the first of equal
+    # values; the first tap inside the input is taken even if it is -inf; NaN wins.
+    for a in range(a0, a1):
+        for b in range(b0, b1):
+            rowbase = ((od * g.s[0] - g.pb[0] + a * g.dl[0]) * H
+                       + oh * g.s[1] - g.pb[1] + b * g.dl[1]) * W
+            row = xp + rowbase
+            rowbase = rowbase + base
+            for c in range(kw):
+                off = c * dw - pw
+                for ow in range(lo, hi):
+                    j = ow * sw + off
+                    v = row[j]
+                    o = out[ow]
+                    better = (v > o) | (v != v) | (oi[ow] < 0)
+                    out[ow] = v if better else o
+                    oi[ow] = rowbase + j if better else oi[ow]
+            for ow in range(OW):
+                if lo <= ow < hi:
+                    continue
+                _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+                for c in range(c0, c1):
+                    j = ow * sw - pw + c * dw
+                    v = row[j]
+                    if (v > out[ow]) | (v != v) | (oi[ow] < 0):
+                        out[ow] = v
+                        oi[ow] = rowbase + j
+
+
+cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
+                     const params *prm, float *ws, int64_t ws_stride,
+                     int nthreads) noexcept nogil:
+    cdef int64_t rows = g.planes * g.OD * g.OH
+    cdef int64_t r
+    cdef float *tmp = ws
+    cdef bint with_indices = prm.index_mode != 0
+    if nthreads > rows:
+        nthreads = <int>rows
+    if nthreads <= 1:
+        for r in range(rows):
+            if with_indices:
+                _max_row_indices(x, y, ind, g, prm, r)
+            else:
+                _pool_row(x, y, g, prm, r, ws)
+        return
+    with parallel(num_threads=nthreads):
+        tmp = ws + threadid() * ws_stride
+        for r in prange(rows, schedule="static"):
+            if with_indices:
+                _max_row_indices(x, y, ind, g, prm, r)
+            else:
+                _pool_row(x, y, g, prm, r, tmp)
+
+
+cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
+    return (x + m - 1) // m * m
+
+
+def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
+         tuple pads_end, tuple dilation, *, bint count_include_pad=True, double divisor=0.0,
+         double p=2.0, str indices="none"):
+    """Sliding-window pooling on a validated problem (internal: pyconv.functional checks).
+
+    Parameters
+    ----------
+    mode : {'max', 'avg', 'lp'}
+    x : ndarray (P, D, H, W) float32, C-contiguous
+        P = N * C planes; 1-D / 2-D problems have size-1 leading spatial dims.
+    out_shape : (OD, OH, OW)
+    kernel, stride, pads_begin, pads_end, dilation : 3-tuples of int
+        Size-1 leading dims take kernel 1, stride 1, pads 0, dilation 1.
+    count_include_pad : bool
+        Average: divide by the taps inside the padded input (else inside the input).
+    divisor : float
+        Average: fixed divisor (divisor_override); 0 means none.
+    p : float
+        Lp norm (> 0).
+    indices : {'none', 'torch', 'onnx'}
+        Max pooling: also return int64 indices, flattened per (n, c) plane ('torch') or
+        over the whole input tensor ('onnx' MaxPool ``Indices``, storage_order 0).
+
+    Returns
+    -------
+    ndarray (P, OD, OH, OW) float32, or (values, indices int64) when indices != 'none'.
+    """
+    cdef geom g
+    cdef params prm
+    cdef int i
+    if mode not in MODES:
+        raise ValueError(f"pool: unknown mode {mode!r}")
+    if indices not in INDEX_MODES:
+        raise ValueError(f"pool: indices must be one of {INDEX_MODES}, got {indices!r}")
+    prm.mode = MODES[mode]
+    prm.count_include_pad = count_include_pad
+    prm.divisor = <float>divisor
+    prm.p = <float>p
+    prm.index_mode = INDEX_MODES.index(indices)
+    if prm.index_mode and prm.mode != MODE_MAX:
+        raise ValueError("pool: indices are only computed by max pooling")
+    cdef const float[:, :, :, ::1] xv = x
+    g.planes = xv.shape[0]
+    g.D = xv.shape[1]
+    g.H = xv.shape[2]
+    g.W = xv.shape[3]
+    g.OD, g.OH, g.OW = out_shape
+    for i in range(3):
+        g.k[i] = kernel[i]
+        g.s[i] = stride[i]
+        g.pb[i] = pads_begin[i]
+        g.pe[i] = pads_end[i]
+        g.dl[i] = dilation[i]
+    _interior(&g)
+    y = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.float32)
+    ind = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.int64) if prm.index_mode else None
+    if y.size == 0:
+        return y if ind is None else (y, ind)
+    if g.D * g.H * g.W == 0:
+        raise ValueError("pool: empty input plane")
+    cdef float[:, :, :, ::1] yv = y
+    cdef int64_t[:, :, :, ::1] iv
+    cdef int64_t *indp = NULL
+    if ind is not None:
+        iv = ind
+        indp = &iv[0, 0, 0, 0]
+    cdef int nthreads = current_num_threads()
+    cdef int64_t rows = g.planes * g.OD * g.OH
+    if nthreads > rows:
+        nthreads = <int>rows
+    cdef int64_t ws_stride = _round_up(g.W, 16)
+    cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
+    with nogil:
+        _pool_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm, ws, ws_stride, nthreads)
+    return y if ind is None else (y, ind)
+
+
+# ---------------------------------------------------------------------------------------
+# Plane reductions (global pooling, adaptive windows).
+
+cdef double _sum_f64(const float *x, int64_t n) noexcept nogil:
+    """Sum of n floats in double precision (8 independent lanes, vectorisable)."""
+    cdef double acc[8]
+    cdef double s = 0.0
+    cdef int64_t i, j, n8 = n - n % 8
+    for j in range(8):
+        acc[j] = 0.0
+    for i in range(0, n8, 8):
+        for j in range(8):
+            acc[j] += x[i + j]
+    for i in range(n8, n):
+        s += x[i]
+    for j in range(8):
+        s += acc[j]
+    return s
+
+
+cdef float _max_nan(const float *x, int64_t n) noexcept nogil:
+    """Max of n floats (-inf when n == 0); NaN when any element is NaN."""
+    cdef float acc[16]
+    cdef int nan[16]
+    cdef float m = -INFINITY, v
+    cdef int any_nan = 0
+    cdef int64_t i, j, n16 = n - n % 16
+    for j in range(16):
+        acc[j] = -INFINITY
+        nan[j] = 0
+    for i in range(0, n16, 16):
+        for j in range(16):
+            v = x[i + j]
+            acc[j] = v if v > acc[j] else acc[j]
+            nan[j] = nan[j] | (v != v)
+    for i in range(n16, n):
+        v = x[i]
+        m = v if v > m else m
+        any_nan = any_nan | (v != v)
+    for j in range(16):
+        m = acc[j] if acc[j] > m else m
+        any_nan = any_nan | nan[j]
+    return NAN if any_nan else m
+
+
+cdef void _global_planes(const float *x, float *y, int64_t planes, int64_t size, bint is_max,
+                         int nthreads) noexcept nogil:
+    cdef int64_t p
+    if nthreads > planes:
+        nthreads = <int>planes
+    if nthreads <= 1:
+        for p in range(planes):
+            y[p] = _max_nan(x + p * size, size) if is_max else \
+                <float>(_sum_f64(x + p * size, size) / size)
+        return
+    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+        if is_max:
+            y[p] = _max_nan(x + p * size, size)
+        else:
+            y[p] = <float>(_sum_f64(x + p * size, size) / size)
+
+
+def global_pool(x, bint is_max):
+    """Mean (or max) of each plane of a validated (P, S) float32 C-contiguous array: (P,)."""
+    cdef const float[:, ::1] xv = x
+    cdef int64_t planes = xv.shape[0], size = xv.shape[1]
+    y = np.empty(planes, dtype=np.float32)
+    if planes == 0:
+        return y
+    if size == 0:
+        raise ValueError("global_pool: empty input plane")
+    cdef float[::1] yv = y
+    cdef int nthreads = current_num_threads()
+    with nogil:
+        _global_planes(&xv[0, 0], &yv[0], planes, size, is_max, nthreads)
+    return y
+
+
+cdef inline void _adaptive_bounds(int64_t o, int64_t size, int64_t out, int64_t *lo,
+                                  int64_t *hi) noexcept nogil:
+    """torch: [floor(o * size / out), ceil((o + 1) * size / out))."""
+    lo[0] = (o * size) // out
+    hi[0] = ((o + 1) * size + out - 1) // out
+
+
+cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const geom *g, int mode,
+                        int64_t r) noexcept nogil:
+    """Output row r = (plane, od, oh) of adaptive average / max pooling."""
+    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef int64_t plane = r // (g.OD * g.OH)
+    cdef int64_t q = r - plane * (g.OD * g.OH)
+    cdef int64_t od = q // g.OH
+    cdef int64_t oh = q - od * g.OH
+    cdef const float *xp = x + plane * D * H * W
+    cdef int64_t d0, d1, h0, h1, w0, w1, d, h, w, ow, best, off
+    cdef double s
+    cdef float m, v, seg
+    cdef const float *row
+    _adaptive_bounds(od, D, g.OD, &d0, &d1)
+    _adaptive_bounds(oh, H, g.OH, &h0, &h1)
+    for ow in range(OW):
+        _adaptive_bounds(ow, W, OW, &w0, &w1)
+        if mode == MODE_AVG:
+            s = 0.0
+            for d in range(d0, d1):
+                for h in range(h0, h1):
+                    s += _sum_f64(xp + (d * H + h) * W + w0, w1 - w0)
+            y[r * OW + ow] = <float>(s / ((d1 - d0) * (h1 - h0) * (w1 - w0)))
+        elif ind == NULL:
+            m = -INFINITY
+            for d in range(d0, d1):
+                for h in range(h0, h1):
+                    seg = _max_nan(xp + (d * H + h) * W + w0, w1 - w0)
+                    if (seg > m) | (seg != seg):
+                        m = seg
+                    if m != m:
+                        break
+            y[r * OW + ow] = m
+        else:
+            # torch's rule, first max wins, NaN propagates (the last NaN wins)
+            m = -INFINITY
+            best = d0 * H * W + h0 * W + w0
+            for d in range(d0, d1):
+                for h in range(h0, h1):
+                    off = (d * H + h) * W
+                    row = xp + off
+                    for w in range(w0, w1):
+                        v = row[w]
+                        if (v > m) | (v != v):
+                            m = v
+                            best = off + w
+            y[r * OW + ow] = m
+            ind[r * OW + ow] = best
+
+
+cdef void _adaptive_rows(const float *x, float *y, int64_t *ind, const geom *g, int mode,
+                         int nthreads) noexcept nogil:
+    cdef int64_t rows = g.planes * g.OD * g.OH
+    cdef int64_t r
+    if nthreads > rows:
+        nthreads = <int>rows
+    if nthreads <= 1:
+        for r in range(rows):
+            _adaptive_row(x, y, ind, g, mode, r)
+        return
+    for r in prange(rows, nogil=True, num_threads=nthreads, schedule="static"):
+        _adaptive_row(x, y, ind, g, mode, r)
+
+
+def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
+    """Adaptive average / max pooling of a validated (P, D, H, W) float32 C-contiguous
+    array to (P, *out_shape); max also returns int64 per-plane indices when asked."""
+    cdef geom g
+    cdef const float[:, :, :, ::1] xv = x
+    g.planes = xv.shape[0]
+    g.D = xv.shape[1]
+    g.H = xv.shape[2]
+    g.W = xv.shape[3]
+    g.OD, g.OH, g.OW = out_shape
+    y = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.float32)
+    with_ind = is_max and return_indices
+    ind = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.int64) if with_ind else None
+    if y.size == 0:
+        return (y, ind) if with_ind else y
+    if g.D * g.H * g.W == 0:
+        raise ValueError("adaptive_pool: empty input plane")
+    cdef float[:, :, :, ::1] yv = y
+    cdef int64_t[:, :, :, ::1] iv
+    cdef int64_t *indp = NULL
+    if with_ind:
+        iv = ind
+        indp = &iv[0, 0, 0, 0]
+    cdef int nthreads = current_num_threads()
+    cdef int mode = MODE_MAX if is_max else MODE_AVG
+    with nogil:
+        _adaptive_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, mode, nthreads)
+    return (y, ind) if with_ind else y
+
+
+# ---------------------------------------------------------------------------------------
+# Max unpooling.
+
+cdef int64_t _unpool_plane(const float *x, const int64_t *idx, float *y, int64_t n_in,
+                           int64_t n_out, int64_t base) noexcept nogil:
+    cdef int64_t i, j
+    for i in range(n_in):
+        j = idx[i] - base
+        if j < 0 or j >= n_out:
+            return i
+        y[j] = x[i]
+    return -1
+
+
+cdef void _unpool_planes(const float *x, const int64_t *idx, float *y, int64_t planes,
+                         int64_t n_in, int64_t n_out, bint whole_tensor, int64_t *first_bad,
+                         int nthreads) noexcept nogil:
+    """Scatters each plane's values to its indices (per plane, or whole-tensor indices
+    that must stay in their own plane); an index outside the plane stops that plane and
+    records its position in first_bad[plane] (-1 when the plane is fine). Never writes
+    outside y."""
+    cdef int64_t p
+    if nthreads > planes:
+        nthreads = <int>planes
+    if nthreads <= 1:
+        for p in range(planes):
+            first_bad[p] = _unpool_plane(x + p * n_in, idx + p * n_in, y + p * n_out, n_in,
+                                         n_out, p * n_out if whole_tensor else 0)
+        return
+    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
+        first_bad[p] = _unpool_plane(x + p * n_in, idx + p * n_in, y + p * n_out, n_in,
+                                     n_out, p * n_out if whole_tensor else 0)
+
+
+cdef int64_t _unpool_global(const float *x, const int64_t *idx, float *y, int64_t n,
+                            int64_t total) noexcept nogil:
+    """Serial whole-tensor scatter (indices crossing planes); returns the first bad
+    position or -1 (nothing is written past a bad index)."""
+    cdef int64_t i, j
+    for i in range(n):
+        j = idx[i]
+        if j < 0 or j >= total:
+            return i
+    for i in range(n):
+        y[idx[i]] = x[i]
+    return -1
+
+
+def max_unpool(x, indices, int64_t out_plane, bint whole_tensor):
+    """Scatters a validated (P, S) float32 array to (P, out_plane) zeros at `indices`.
+
+    indices : (P, S) int64, C-contiguous; per-plane positions (torch), or positions in the
+    whole (P * out_plane) output when whole_tensor (ONNX MaxUnpool). When several values
+    share an index, the last one in C order wins.
+
+    Returns (y, bad): bad is -1, or the flat position in `indices` of the first index out of
+    range (y must then be discarded).
+    """
+    cdef const float[:, ::1] xv = x
+    cdef const int64_t[:, ::1] iv = indices
+    cdef int64_t planes = xv.shape[0], n_in = xv.shape[1]
+    y = np.zeros((planes, out_plane), dtype=np.float32)
+    if planes == 0 or n_in == 0:
+        return y, -1
+    if out_plane == 0:
+        return y, 0
+    cdef float[:, ::1] yv = y
+    first_bad = np.empty(planes, dtype=np.int64)
+    cdef int64_t[::1] fb = first_bad
+    cdef int nthreads = current_num_threads()
+    cdef int64_t bad
+    with nogil:
+        _unpool_planes(&xv[0, 0], &iv[0, 0], &yv[0, 0], planes, n_in, out_plane,
+                       whole_tensor, &fb[0], nthreads)
+    hits = np.flatnonzero(first_bad >= 0)
+    if hits.size == 0:
+        return y, -1
+    p0 = int(hits[0])
+    if not whole_tensor:
+        return y, p0 * n_in + int(first_bad[p0])
+    # ONNX indices may point into another plane: redo the whole scatter serially, in C order
+    # (every position written before is written again, so the last writer still wins).
+    with nogil:
+        bad = _unpool_global(&xv[0, 0], &iv[0, 0], &yv[0, 0], planes * n_in,
+                             planes * out_plane)
+    return y, bad

@@ -1,0 +1,307 @@
+"""Export of a :class:`~pyconv.nn.Sequential` layer stack to ONNX (``Sequential.to_onnx``).
+
+The stack is run once on zeros of the input shape to learn every layer's input and
+output shape (some ONNX attributes depend on them: explicit pads for ``padding='same'``,
+``Resize`` sizes, adaptive pooling windows). Each layer becomes one or two ONNX nodes
+named after the layer's path; initializers carry the state_dict names.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pyconv import arithmetic
+from pyconv.errors import InvalidArgument
+from pyconv.nn import _conv, _layers, _pool
+from pyconv.nn._module import Sequential
+
+MIN_OPSET = 13   # Softmax over one axis, Resize with sizes, Clip bounds as inputs
+
+
+def _leaves(seq, prefix):
+    """(path, module) of every layer, nested Sequentials flattened."""
+    for name, module in seq.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if type(module) is Sequential or isinstance(module, Sequential):
+            yield from _leaves(module, path)
+        else:
+            yield path, module
+
+
+class _Builder:
+    def __init__(self, helper, numpy_helper, TensorProto):
+        self.helper, self.numpy_helper, self.TensorProto = helper, numpy_helper, TensorProto
+        self.nodes, self.initializers, self._names = [], [], set()
+
+    def const(self, name, array):
+        name = self._unique(name)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def _unique(self, name):
+        base, i = name, 1
+        while name in self._names:
+            name = f"{base}_{i}"
+            i += 1
+        self._names.add(name)
+        return name
+
+    def node(self, op_type, inputs, output, name, **attrs):
+        output = output if output is not None else self._unique(f"{name}.{op_type.lower()}")
+        self._names.add(output)
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output],
+                                                name=self._unique(f"{name}/{op_type}"),
+                                                **attrs))
+        return output
+
+
+_EXPORTABLE = (_conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._AdaptivePoolNd,
+               _layers._BatchNorm, _layers.ReLU, _layers.Hardtanh, _layers.LeakyReLU,
+               _layers.Sigmoid, _layers.Hardsigmoid, _layers.Hardswish, _layers.Tanh,
+               _layers.SiLU, _layers.ELU, _layers.Softmax, _layers.Linear, _layers.Flatten,
+               _layers.Upsample, _layers.Identity, _layers.Dropout)
+
+
+def _spatial_pads(padding, n, spatial, kernel, stride, dilation):
+    pb, pe = arithmetic.resolve_padding(padding, n, spatial, kernel, stride, dilation)
+    return list(pb) + list(pe)
+
+
+def _pool_geometry(layer, n):
+    k = arithmetic.normalize_tuple(layer.kernel_size, n, "kernel_size")
+    s = arithmetic.normalize_tuple(layer.stride, n, "stride")
+    p = arithmetic.normalize_tuple(layer.padding, n, "padding", minimum=0)
+    return list(k), list(s), list(p) + list(p)
+
+
+def _adaptive_windows(path, layer, in_shape):
+    """(kernel, stride) of a fixed pooling equal to an adaptive one on this input."""
+    n = len(in_shape) - 2
+    sizes = layer.output_size
+    if not isinstance(sizes, (tuple, list)):
+        sizes = (sizes,) * n
+    spatial = in_shape[2:]
+    out = [i if o is None else int(o) for i, o in zip(spatial, sizes)]
+    if any(i % o for i, o in zip(spatial, out)):
+        raise InvalidArgument(
+            f"to_onnx: layer {path!r} ({layer!r}) pools {tuple(spatial)} to {tuple(out)}, "
+            f"which is not a fixed pooling window; ONNX has no adaptive pooling")
+    return out, [i // o for i, o in zip(spatial, out)]
+
+
+def _check_exportable(path, layer):
+    """Refuse, before running anything, layers that have no ONNX form here."""
+    if getattr(layer, "return_indices", False):
+        raise InvalidArgument(f"to_onnx: layer {path!r} returns indices, which a "
+                              f"Sequential cannot pass on")
+    if isinstance(layer, _pool._MaxUnpoolNd):
+        raise InvalidArgument(f"to_onnx: layer {path!r} ({type(layer).__name__}) needs the "
+                              f"indices of a pooling layer, which a Sequential cannot pass")
+    if not isinstance(layer, _EXPORTABLE):
+        raise InvalidArgument(f"to_onnx: layer {path!r} of type {type(layer).__name__} has "
+                              f"no ONNX export (custom modules cannot be exported)")
+
+
+def _emit(b, path, layer, x, out, in_shape, out_shape, opset):
+    """Add the nodes of one layer reading ``x``; its result is named ``out`` (or a
+    generated name when ``out`` is None). Returns the result name."""
+    rank = len(in_shape)
+    n = rank - 2
+    if isinstance(layer, _conv._ConvNd):
+        inputs = [x, b.const(f"{path}.weight", layer.weight)]
+        if layer.bias is not None:
+            inputs.append(b.const(f"{path}.bias", layer.bias))
+        spatial = in_shape[2:]
+        attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                     dilations=list(layer.dilation), group=layer.groups)
+        if layer.transposed:
+            attrs["pads"] = list(layer.padding) * 2
+            attrs["output_padding"] = list(layer.output_padding)
+            return b.node("ConvTranspose", inputs, out, path, **attrs)
+        attrs["pads"] = _spatial_pads(layer.padding, n, spatial, layer.kernel_size,
+                                      layer.stride, layer.dilation)
+        return b.node("Conv", inputs, out, path, **attrs)
+    if isinstance(layer, _pool._MaxPoolNd):
+        if layer.return_indices:
+            raise InvalidArgument(f"to_onnx: layer {path!r} returns indices, which a "
+                                  f"Sequential cannot pass on")
+        k, s, pads = _pool_geometry(layer, n)
+        d = list(arithmetic.normalize_tuple(layer.dilation, n, "dilation"))
+        attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=int(layer.ceil_mode))
+        if any(v != 1 for v in d):
+            attrs["dilations"] = d
+        return b.node("MaxPool", [x], out, path, **attrs)
+    if isinstance(layer, _pool._AvgPoolNd):
+        if layer.divisor_override is not None:
+            raise InvalidArgument(f"to_onnx: layer {path!r}: divisor_override has no ONNX "
+                                  f"AveragePool equivalent")
+        k, s, pads = _pool_geometry(layer, n)
+        return b.node("AveragePool", [x], out, path, kernel_shape=k, strides=s, pads=pads,
+                      ceil_mode=int(layer.ceil_mode),
+                      count_include_pad=int(layer.count_include_pad))
+    if isinstance(layer, _pool._AdaptivePoolNd):
+        if getattr(layer, "return_indices", False):
+            raise InvalidArgument(f"to_onnx: layer {path!r} returns indices, which a "
+                                  f"Sequential cannot pass on")
+        is_max = isinstance(layer, _pool._AdaptiveMaxPoolNd)
+        if all(o == 1 for o in out_shape[2:]):
+            return b.node("GlobalMaxPool" if is_max else "GlobalAveragePool", [x], out, path)
+        _, k = _adaptive_windows(path, layer, in_shape)
+        return b.node("MaxPool" if is_max else "AveragePool", [x], out, path,
+                      kernel_shape=k, strides=k)
+    if isinstance(layer, _pool._MaxUnpoolNd):
+        raise InvalidArgument(f"to_onnx: layer {path!r} ({type(layer).__name__}) needs the "
+                              f"indices of a pooling layer, which a Sequential cannot pass")
+    if isinstance(layer, _layers._BatchNorm):
+        c = layer.num_features
+        scale = layer.weight if layer.weight is not None else np.ones(c, np.float32)
+        shift = layer.bias if layer.bias is not None else np.zeros(c, np.float32)
+        inputs = [x, b.const(f"{path}.weight", scale), b.const(f"{path}.bias", shift),
+                  b.const(f"{path}.running_mean", layer.running_mean),
+                  b.const(f"{path}.running_var", layer.running_var)]
+        return b.node("BatchNormalization", inputs, out, path, epsilon=float(layer.eps))
+    if isinstance(layer, _layers.ReLU):
+        return b.node("Relu", [x], out, path)
+    if isinstance(layer, _layers.Hardtanh):          # ReLU6 too
+        lo = b.const(f"{path}.min", np.array(layer.min_val, np.float32))
+        hi = b.const(f"{path}.max", np.array(layer.max_val, np.float32))
+        return b.node("Clip", [x, lo, hi], out, path)
+    if isinstance(layer, _layers.LeakyReLU):
+        return b.node("LeakyRelu", [x], out, path, alpha=float(layer.negative_slope))
+    if isinstance(layer, _layers.Sigmoid):
+        return b.node("Sigmoid", [x], out, path)
+    if isinstance(layer, _layers.Hardsigmoid):
+        return b.node("HardSigmoid", [x], out, path, alpha=1.0 / 6.0, beta=0.5)
+    if isinstance(layer, _layers.Hardswish):
+        if opset >= 14:
+            return b.node("HardSwish", [x], out, path)
+        hs = b.node("HardSigmoid", [x], None, path, alpha=1.0 / 6.0, beta=0.5)
+        return b.node("Mul", [x, hs], out, path)
+    if isinstance(layer, _layers.Tanh):
+        return b.node("Tanh", [x], out, path)
+    if isinstance(layer, _layers.SiLU):
+        s = b.node("Sigmoid", [x], None, path)
+        return b.node("Mul", [x, s], out, path)
+    if isinstance(layer, _layers.ELU):
+        return b.node("Elu", [x], out, path, alpha=float(layer.alpha))
+    if isinstance(layer, _layers.Softmax):           # LogSoftmax too
+        dim = layer.dim
+        if dim is None:
+            dim = 0 if rank in (0, 1, 3) else 1
+        op_type = "LogSoftmax" if isinstance(layer, _layers.LogSoftmax) else "Softmax"
+        return b.node(op_type, [x], out, path, axis=int(dim) % rank)
+    if isinstance(layer, _layers.Linear):
+        if rank == 2:
+            inputs = [x, b.const(f"{path}.weight", layer.weight)]
+            if layer.bias is not None:
+                inputs.append(b.const(f"{path}.bias", layer.bias))
+            return b.node("Gemm", inputs, out, path, transB=1)
+        # Gemm is 2-D only: MatMul broadcasts over the leading dims.
+        wt = b.const(f"{path}.weight_t", np.ascontiguousarray(layer.weight.T))
+        if layer.bias is None:
+            return b.node("MatMul", [x, wt], out, path)
+        y = b.node("MatMul", [x, wt], None, path)
+        return b.node("Add", [y, b.const(f"{path}.bias", layer.bias)], out, path)
+    if isinstance(layer, _layers.Flatten):
+        start = layer.start_dim % rank
+        end = layer.end_dim % rank
+        if start == 1 and end == rank - 1:
+            return b.node("Flatten", [x], out, path, axis=1)
+        # 0 copies a leading dim; the trailing ones move, so they are given explicitly.
+        shape = [0] * start + [-1] + list(out_shape[start + 1:])
+        return b.node("Reshape", [x, b.const(f"{path}.shape", np.array(shape, np.int64))],
+                      out, path)
+    if isinstance(layer, _layers.Upsample):
+        return _emit_resize(b, path, layer, x, out, in_shape, out_shape)
+    if isinstance(layer, (_layers.Identity, _layers.Dropout)):
+        return b.node("Identity", [x], out, path)
+    raise InvalidArgument(f"to_onnx: layer {path!r} of type {type(layer).__name__} has no "
+                          f"ONNX export (custom modules cannot be exported)")
+
+
+def _emit_resize(b, path, layer, x, out, in_shape, out_shape):
+    mode = layer.mode
+    if mode == "nearest":
+        attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric",
+                     nearest_mode="floor")
+    elif mode == "nearest-exact":
+        attrs = dict(mode="nearest", coordinate_transformation_mode="half_pixel",
+                     nearest_mode="round_prefer_ceil")
+    else:
+        ac = bool(layer.align_corners)
+        attrs = dict(mode="linear",
+                     coordinate_transformation_mode="align_corners" if ac else "half_pixel")
+    n = len(in_shape) - 2
+    if layer.scale_factor is not None and not layer.recompute_scale_factor:
+        factors = layer.scale_factor
+        if not isinstance(factors, (tuple, list)):
+            factors = (factors,) * n
+        factors = [float(f) for f in factors]
+        for axis, (i, o) in enumerate(zip(in_shape[2:], out_shape[2:])):
+            # Where torch's kernels skip the scale (2-D nearest: out == in or 2 * in;
+            # linear without align_corners: out == in), give ONNX the exact ratio.
+            if (mode == "nearest" and n == 2 and o in (i, 2 * i)) or (
+                    mode not in ("nearest", "nearest-exact") and not layer.align_corners
+                    and o == i):
+                factors[axis] = o / i
+        scales = np.array([1.0, 1.0] + factors, np.float32)
+        inputs = [x, "", b.const(f"{path}.scales", scales)]
+    else:
+        sizes = np.array(out_shape, np.int64)
+        inputs = [x, "", "", b.const(f"{path}.sizes", sizes)]
+    return b.node("Resize", inputs, out, path, **attrs)
+
+
+def export_sequential(model, path, input_shape, opset=17):
+    """Implementation of :meth:`pyconv.nn.Sequential.to_onnx`."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:  # pragma: no cover - onnx is a dependency
+        raise ImportError("to_onnx needs the 'onnx' package") from exc
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise InvalidArgument(f"to_onnx: opset must be an int, got {opset!r}")
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise InvalidArgument(f"to_onnx: opset must be between {MIN_OPSET} and {latest} "
+                              f"(this onnx package), got {opset}")
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except TypeError:
+        raise InvalidArgument(f"to_onnx: input_shape must be a sequence of ints, "
+                              f"got {input_shape!r}") from None
+    if not shape or min(shape) < 1:
+        raise InvalidArgument(f"to_onnx: input_shape must be non-empty with positive "
+                              f"sizes, got {input_shape!r}")
+    layers = list(_leaves(model, ""))
+    for lpath, layer in layers:
+        _check_exportable(lpath, layer)
+    # Shapes of every intermediate result, from one run on zeros.
+    shapes = [shape]
+    x = np.zeros(shape, np.float32)
+    for _, layer in layers:
+        x = layer(x)
+        shapes.append(tuple(x.shape))
+    b = _Builder(helper, numpy_helper, TensorProto)
+    name = "input"
+    if not layers:
+        b.node("Identity", [name], "output", "identity")
+    for i, (lpath, layer) in enumerate(layers):
+        last = i == len(layers) - 1
+        name = _emit(b, lpath, layer, name, "output" if last else None, shapes[i],
+                     shapes[i + 1], opset)
+    graph = helper.make_graph(
+        b.nodes, type(model).__name__, [helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shapes[-1]))],
+        initializer=b.initializers)
+    opset_id = helper.make_opsetid("", int(opset))
+    onnx_model = helper.make_model(graph, opset_imports=[opset_id],
+                                   producer_name="pyconv")
+    # The oldest IR version that carries this opset: readable by the most runtimes.
+    onnx_model.ir_version = helper.find_min_ir_version_for([opset_id])
+    onnx.checker.check_model(onnx_model, full_check=True)
+    if path is not None:
+        onnx.save(onnx_model, os.fspath(path))
+    return onnx_model
