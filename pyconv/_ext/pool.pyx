@@ -1,30 +1,42 @@
 # Pooling kernels: max / average / Lp pooling over sliding windows, adaptive and global
-# pooling, max unpooling. float32, NCHW, OpenMP.
+# pooling, max unpooling. float32, NCHW, OpenMP, GIL released.
 #
 # Every problem is handled as 3-D: a C-contiguous input (P, D, H, W) with P = N * C planes
 # (1-D and 2-D get leading size-1 spatial dims and a 1-tap kernel on them), an output
 # (P, OD, OH, OW). The work unit is one output row (plane, od, oh); a static prange over
 # all rows gives each thread a contiguous block of planes when there are many of them, and
-# of rows inside a plane when there are fewer planes than threads.
+# of rows inside a plane when there are fewer planes than threads. Each output element is
+# computed by the same code whatever the thread count, so results do not depend on it.
 #
 # Sliding-window pooling without indices is separable:
 #   vertical pass:   the (kd x kh) input rows of the window are combined element-wise into
-#                    one row of W floats (contiguous, vectorised; skipped for a single row);
+#                    one row of W floats (up to 3 rows per pass; contiguous, vectorised;
+#                    skipped for a single row);
 #   horizontal pass: each output column combines its kw taps of that row. Columns whose
-#                    taps are all inside the input ("interior", [ow_lo, ow_hi)) run as one
-#                    loop per tap over the output width (contiguous for stride 1); the few
+#                    taps are all inside the input ("interior", [ow_lo, ow_hi)) run as
+#                    vectorised loops over the output width (fused taps with constant
+#                    stride for kw <= 3, stride <= 2; one loop per tap otherwise); the few
 #                    border columns clip their taps one by one.
 # Max pooling with indices runs the taps directly (tap outer, output column inner), in the
-# C order of the window so that ties keep the first tap.
+# C order of the window so that ties keep the first tap; positions are tracked as int32
+# within the plane (planes of 2**31 elements or more take a scalar int64 path).
 #
 # NaN: max pooling takes a tap when it is larger than the running max OR is NaN (torch's
-# rule), so NaN propagates. Windows with no input element give -inf (max, index -1), and
+# rule), so NaN propagates. The vertical pass runs a plain max (one instruction) while
+# checking its inputs for NaN, and redoes the row with the NaN rule when it found one.
+# Windows with no input element (possible with dilation) give -inf (max, index -1), and
 # 0 / count for the average (NaN when count_include_pad is off: nothing to count).
+#
+# Vectorisation is left to GCC's auto-vectoriser, for the ISA the extension is built for
+# (the baseline, SSE2 on x86-64); per-ISA pooling loops in src/kernels are the next step.
 import numpy as np
 
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, NAN, fabsf, powf, sqrtf
 from libc.stdint cimport int64_t
+
+cdef extern from "math.h" nogil:
+    bint isunordered(float x, float y)    # x or y is NaN (one compare instruction)
 
 from pyconv._ext.gemm cimport current_num_threads, workspace_floats
 
@@ -140,7 +152,7 @@ cdef inline int _max2(float *dst, const float *a, const float *b, int64_t n,
         u = a[i]
         v = b[i]
         dst[i] = v if v > u else u
-        bad = bad | (u != u) | (v != v)
+        bad = bad | isunordered(u, v)
     return bad
 
 
@@ -159,7 +171,7 @@ cdef inline int _max3(float *dst, const float *a, const float *b, const float *c
         w = c[i]
         u = v if v > u else u
         dst[i] = w if w > u else u
-        bad = bad | (a[i] != a[i]) | (v != v) | (w != w)
+        bad = bad | isunordered(a[i], v) | isunordered(w, w)
     return bad
 
 
@@ -460,9 +472,88 @@ cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, 
                 out[ow] = powf(out[ow], v)
 
 
+cdef inline void _idx_tap(float *out, int *bt, const float *row, int64_t lo, int64_t hi,
+                         int64_t s, int64_t off, int rowbase) noexcept nogil:
+    """One tap of max pooling with indices over the interior columns [lo, hi):
+    out / bt hold the running max and its position in the plane (-1: none yet)."""
+    cdef int64_t ow, j
+    cdef int t
+    cdef float v, o
+    cdef bint better
+    for ow in range(lo, hi):
+        j = ow * s + off
+        v = row[j]
+        o = out[ow]
+        t = bt[ow]
+        better = (v > o) | isunordered(v, v) | (t < 0)
+        out[ow] = v if better else o
+        bt[ow] = rowbase + <int>j if better else t
+
+
 cdef void _max_row_indices(const float *x, float *y, int64_t *ind, const geom *g,
+                           const params *prm, int64_t r, int *bt) noexcept nogil:
+    """Output row r of max pooling with indices (per-plane, or whole-tensor for ONNX).
+
+    Positions are tracked as int32 within the plane (bt: OW ints of scratch), which needs
+    planes of fewer than 2**31 elements (see _max_row_indices_wide)."""
+    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef int64_t plane = r // (g.OD * g.OH)
+    cdef int64_t q = r - plane * (g.OD * g.OH)
+    cdef int64_t od = q // g.OH
+    cdef int64_t oh = q - od * g.OH
+    cdef const float *xp = x + plane * D * H * W
+    cdef float *out = y + r * OW
+    cdef int64_t *oi = ind + r * OW
+    cdef int64_t base = plane * D * H * W if prm.index_mode == 2 else 0
+    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = g.ow_lo, hi = g.ow_hi
+    cdef int rowbase, j
+    cdef int64_t off
+    cdef const float *row
+    cdef float v
+
+    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
+    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    for ow in range(OW):
+        out[ow] = -INFINITY
+        bt[ow] = -1
+    # Taps in the C order of the window (d, h, w): strict '>' keeps the first of equal
+    # values; the first tap inside the input is taken even if it is -inf; NaN wins.
+    for a in range(a0, a1):
+        for b in range(b0, b1):
+            rowbase = <int>(((od * g.s[0] - g.pb[0] + a * g.dl[0]) * H
+                             + oh * g.s[1] - g.pb[1] + b * g.dl[1]) * W)
+            row = xp + rowbase
+            if hi > lo:
+                for c in range(kw):
+                    off = c * dw - pw
+                    if sw == 1:
+                        _idx_tap(out, bt, row, lo, hi, 1, off, rowbase)
+                    elif sw == 2:
+                        _idx_tap(out, bt, row, lo, hi, 2, off, rowbase)
+                    else:
+                        _idx_tap(out, bt, row, lo, hi, sw, off, rowbase)
+            ow = 0
+            while ow < OW:
+                if ow == lo and hi > lo:
+                    ow = hi
+                    if ow >= OW:
+                        break
+                _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+                for c in range(c0, c1):
+                    j = <int>(ow * sw - pw + c * dw)
+                    v = row[j]
+                    if (v > out[ow]) | isunordered(v, v) | (bt[ow] < 0):
+                        out[ow] = v
+                        bt[ow] = rowbase + j
+                ow = ow + 1
+    for ow in range(OW):
+        oi[ow] = base + bt[ow] if bt[ow] >= 0 else -1
+
+
+cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const geom *g,
                            const params *prm, int64_t r) noexcept nogil:
-    """Output row r of max pooling with indices (per-plane, or whole-tensor for ONNX)."""
+    """_max_row_indices for planes of 2**31 elements or more (int64 positions, scalar)."""
     cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
     cdef int64_t plane = r // (g.OD * g.OH)
@@ -520,22 +611,41 @@ cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
     cdef int64_t r
     cdef float *tmp = ws
     cdef bint with_indices = prm.index_mode != 0
+    cdef bint wide = g.D * g.H * g.W >= 2147483647
     if nthreads > rows:
         nthreads = <int>rows
     if nthreads <= 1:
         for r in range(rows):
-            if with_indices:
-                _max_row_indices(x, y, ind, g, prm, r)
-            else:
+            if not with_indices:
                 _pool_row(x, y, g, prm, r, ws)
+            elif wide:
+                _max_row_indices_wide(x, y, ind, g, prm, r)
+            else:
+                _max_row_indices(x, y, ind, g, prm, r, <int *>ws)
         return
     with parallel(num_threads=nthreads):
         tmp = ws + threadid() * ws_stride
         for r in prange(rows, schedule="static"):
-            if with_indices:
-                _max_row_indices(x, y, ind, g, prm, r)
-            else:
+            if not with_indices:
                 _pool_row(x, y, g, prm, r, tmp)
+            elif wide:
+                _max_row_indices_wide(x, y, ind, g, prm, r)
+            else:
+                _max_row_indices(x, y, ind, g, prm, r, <int *>tmp)
+
+
+cdef object _checked_out(object arr, tuple shape, str name):
+    if arr.shape != shape or not arr.flags.c_contiguous:
+        raise ValueError(f"pool: {name} must be C-contiguous of shape {shape}, got "
+                         f"{arr.shape}")
+    return arr          # dtype and writeability: the typed memoryview checks
+
+
+cdef object _contiguous(object x, str op):
+    """The kernels index planes and rows of x as one C-contiguous block."""
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{op}: x must be C-contiguous")
+    return x
 
 
 cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
@@ -544,7 +654,7 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
 
 def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
          tuple pads_end, tuple dilation, *, bint count_include_pad=True, double divisor=0.0,
-         double p=2.0, str indices="none"):
+         double p=2.0, str indices="none", out=None, out_indices=None):
     """Sliding-window pooling on a validated problem (internal: pyconv.functional checks).
 
     Parameters
@@ -564,6 +674,8 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     indices : {'none', 'torch', 'onnx'}
         Max pooling: also return int64 indices, flattened per (n, c) plane ('torch') or
         over the whole input tensor ('onnx' MaxPool ``Indices``, storage_order 0).
+    out, out_indices : ndarray (P, OD, OH, OW), C-contiguous float32 / int64, optional
+        Written instead of new arrays (checked by the caller; shape and dtype checked here).
 
     Returns
     -------
@@ -583,7 +695,7 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     prm.index_mode = INDEX_MODES.index(indices)
     if prm.index_mode and prm.mode != MODE_MAX:
         raise ValueError("pool: indices are only computed by max pooling")
-    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] xv = _contiguous(x, "pool")
     g.planes = xv.shape[0]
     g.D = xv.shape[1]
     g.H = xv.shape[2]
@@ -595,9 +707,20 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
         g.pb[i] = pads_begin[i]
         g.pe[i] = pads_end[i]
         g.dl[i] = dilation[i]
+        # Taps are clipped to the input whatever the output size; these keep the clipping
+        # arithmetic valid (pyconv.functional has already checked the geometry).
+        if g.k[i] < 1 or g.s[i] < 1 or g.dl[i] < 1 or g.pb[i] < 0 or g.pe[i] < 0:
+            raise ValueError(f"pool: invalid geometry kernel={kernel} stride={stride} "
+                             f"pads={pads_begin}/{pads_end} dilation={dilation}")
+    if g.OD < 0 or g.OH < 0 or g.OW < 0:
+        raise ValueError(f"pool: invalid output shape {out_shape}")
     _interior(&g)
-    y = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.float32)
-    ind = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.int64) if prm.index_mode else None
+    shape = (g.planes, g.OD, g.OH, g.OW)
+    y = np.empty(shape, dtype=np.float32) if out is None else _checked_out(out, shape, "out")
+    ind = None
+    if prm.index_mode:
+        ind = (np.empty(shape, dtype=np.int64) if out_indices is None
+               else _checked_out(out_indices, shape, "out_indices"))
     if y.size == 0:
         return y if ind is None else (y, ind)
     if g.D * g.H * g.W == 0:
@@ -612,7 +735,7 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
-    cdef int64_t ws_stride = _round_up(g.W, 16)
+    cdef int64_t ws_stride = _round_up(max(g.W, g.OW), 16)    # W floats or OW int32
     cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
         _pool_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm, ws, ws_stride, nthreads)
@@ -622,46 +745,49 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
 # ---------------------------------------------------------------------------------------
 # Plane reductions (global pooling, adaptive windows).
 
+cdef enum:
+    CHUNK = 64        # lanes of the plane reductions (vectorised element-wise steps)
+
+
 cdef double _sum_f64(const float *x, int64_t n) noexcept nogil:
-    """Sum of n floats in double precision (8 independent lanes, vectorisable)."""
-    cdef double acc[8]
-    cdef double s = 0.0
-    cdef int64_t i, j, n8 = n - n % 8
-    for j in range(8):
-        acc[j] = 0.0
-    for i in range(0, n8, 8):
-        for j in range(8):
-            acc[j] += x[i + j]
-    for i in range(n8, n):
-        s += x[i]
-    for j in range(8):
-        s += acc[j]
-    return s
+    """Sum of n floats: CHUNK float lanes add at most 16 values each, then go to a double."""
+    cdef float acc[CHUNK]
+    cdef double total = 0.0
+    cdef int64_t i = 0, j, block_end
+    while n - i >= CHUNK:
+        _copy(acc, x + i, CHUNK)
+        i = i + CHUNK
+        block_end = i + 15 * CHUNK
+        while n - i >= CHUNK and i < block_end:
+            _add2(acc, acc, x + i, CHUNK)
+            i = i + CHUNK
+        for j in range(CHUNK):
+            total += acc[j]
+    for j in range(i, n):
+        total += x[j]
+    return total
 
 
 cdef float _max_nan(const float *x, int64_t n) noexcept nogil:
     """Max of n floats (-inf when n == 0); NaN when any element is NaN."""
-    cdef float acc[16]
-    cdef int nan[16]
+    cdef float acc[CHUNK]
     cdef float m = -INFINITY, v
-    cdef int any_nan = 0
-    cdef int64_t i, j, n16 = n - n % 16
-    for j in range(16):
-        acc[j] = -INFINITY
-        nan[j] = 0
-    for i in range(0, n16, 16):
-        for j in range(16):
-            v = x[i + j]
-            acc[j] = v if v > acc[j] else acc[j]
-            nan[j] = nan[j] | (v != v)
-    for i in range(n16, n):
-        v = x[i]
+    cdef int bad = 0
+    cdef int64_t i = 0, j
+    if n >= CHUNK:
+        _copy(acc, x, CHUNK)
+        bad = _has_nan(x, CHUNK)
+        i = CHUNK
+        while n - i >= CHUNK:
+            bad = bad | _max2(acc, acc, x + i, CHUNK, False)
+            i = i + CHUNK
+        for j in range(CHUNK):
+            m = acc[j] if acc[j] > m else m
+    for j in range(i, n):
+        v = x[j]
         m = v if v > m else m
-        any_nan = any_nan | (v != v)
-    for j in range(16):
-        m = acc[j] if acc[j] > m else m
-        any_nan = any_nan | nan[j]
-    return NAN if any_nan else m
+        bad = bad | isunordered(v, v)
+    return NAN if bad else m
 
 
 cdef void _global_planes(const float *x, float *y, int64_t planes, int64_t size, bint is_max,
@@ -683,7 +809,7 @@ cdef void _global_planes(const float *x, float *y, int64_t planes, int64_t size,
 
 def global_pool(x, bint is_max):
     """Mean (or max) of each plane of a validated (P, S) float32 C-contiguous array: (P,)."""
-    cdef const float[:, ::1] xv = x
+    cdef const float[:, ::1] xv = _contiguous(x, "global_pool")
     cdef int64_t planes = xv.shape[0], size = xv.shape[1]
     y = np.empty(planes, dtype=np.float32)
     if planes == 0:
@@ -705,79 +831,95 @@ cdef inline void _adaptive_bounds(int64_t o, int64_t size, int64_t out, int64_t 
 
 
 cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const geom *g, int mode,
-                        int64_t r) noexcept nogil:
-    """Output row r = (plane, od, oh) of adaptive average / max pooling."""
+                        int64_t r, float *tmp) noexcept nogil:
+    """Output row r = (plane, od, oh) of adaptive average / max pooling; tmp: W floats."""
     cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
     cdef int64_t plane = r // (g.OD * g.OH)
     cdef int64_t q = r - plane * (g.OD * g.OH)
     cdef int64_t od = q // g.OH
     cdef int64_t oh = q - od * g.OH
     cdef const float *xp = x + plane * D * H * W
-    cdef int64_t d0, d1, h0, h1, w0, w1, d, h, w, ow, best, off
+    cdef float *out = y + r * OW
+    cdef int64_t d0, d1, h0, h1, w0, w1, d, h, w, ow, best, off, cnt_dh
     cdef double s
-    cdef float m, v, seg
+    cdef float m, v
     cdef const float *row
+    cdef bint first = True
     _adaptive_bounds(od, D, g.OD, &d0, &d1)
     _adaptive_bounds(oh, H, g.OH, &h0, &h1)
+    if ind == NULL:
+        # Separable: combine the window's rows (vectorised), then each column range.
+        for d in range(d0, d1):
+            for h in range(h0, h1):
+                row = xp + (d * H + h) * W
+                if first:
+                    _copy(tmp, row, W)
+                    first = False
+                elif mode == MODE_AVG:
+                    _add2(tmp, tmp, row, W)
+                else:
+                    _max2(tmp, tmp, row, W, True)
+        cnt_dh = (d1 - d0) * (h1 - h0)
+        for ow in range(OW):
+            _adaptive_bounds(ow, W, OW, &w0, &w1)
+            if mode == MODE_AVG:
+                s = 0.0
+                for w in range(w0, w1):
+                    s += tmp[w]
+                out[ow] = <float>(s / (cnt_dh * (w1 - w0)))
+            else:
+                m = -INFINITY
+                for w in range(w0, w1):
+                    m = _nanmax(tmp[w], m)
+                out[ow] = m
+        return
+    # Max with indices: torch's rule, first max wins, NaN propagates (the last NaN wins).
     for ow in range(OW):
         _adaptive_bounds(ow, W, OW, &w0, &w1)
-        if mode == MODE_AVG:
-            s = 0.0
-            for d in range(d0, d1):
-                for h in range(h0, h1):
-                    s += _sum_f64(xp + (d * H + h) * W + w0, w1 - w0)
-            y[r * OW + ow] = <float>(s / ((d1 - d0) * (h1 - h0) * (w1 - w0)))
-        elif ind == NULL:
-            m = -INFINITY
-            for d in range(d0, d1):
-                for h in range(h0, h1):
-                    seg = _max_nan(xp + (d * H + h) * W + w0, w1 - w0)
-                    if (seg > m) | (seg != seg):
-                        m = seg
-                    if m != m:
-                        break
-            y[r * OW + ow] = m
-        else:
-            # torch's rule, first max wins, NaN propagates (the last NaN wins)
-            m = -INFINITY
-            best = d0 * H * W + h0 * W + w0
-            for d in range(d0, d1):
-                for h in range(h0, h1):
-                    off = (d * H + h) * W
-                    row = xp + off
-                    for w in range(w0, w1):
-                        v = row[w]
-                        if (v > m) | (v != v):
-                            m = v
-                            best = off + w
-            y[r * OW + ow] = m
-            ind[r * OW + ow] = best
+        m = -INFINITY
+        best = (d0 * H + h0) * W + w0
+        for d in range(d0, d1):
+            for h in range(h0, h1):
+                off = (d * H + h) * W
+                row = xp + off
+                for w in range(w0, w1):
+                    v = row[w]
+                    if (v > m) | isunordered(v, v):
+                        m = v
+                        best = off + w
+        out[ow] = m
+        ind[r * OW + ow] = best
 
 
 cdef void _adaptive_rows(const float *x, float *y, int64_t *ind, const geom *g, int mode,
-                         int nthreads) noexcept nogil:
+                         float *ws, int64_t ws_stride, int nthreads) noexcept nogil:
     cdef int64_t rows = g.planes * g.OD * g.OH
     cdef int64_t r
+    cdef float *tmp = ws
     if nthreads > rows:
         nthreads = <int>rows
     if nthreads <= 1:
         for r in range(rows):
-            _adaptive_row(x, y, ind, g, mode, r)
+            _adaptive_row(x, y, ind, g, mode, r, ws)
         return
-    for r in prange(rows, nogil=True, num_threads=nthreads, schedule="static"):
-        _adaptive_row(x, y, ind, g, mode, r)
+    with parallel(num_threads=nthreads):
+        tmp = ws + threadid() * ws_stride
+        for r in prange(rows, schedule="static"):
+            _adaptive_row(x, y, ind, g, mode, r, tmp)
 
 
 def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
     """Adaptive average / max pooling of a validated (P, D, H, W) float32 C-contiguous
     array to (P, *out_shape); max also returns int64 per-plane indices when asked."""
     cdef geom g
-    cdef const float[:, :, :, ::1] xv = x
+    cdef const float[:, :, :, ::1] xv = _contiguous(x, "adaptive_pool")
     g.planes = xv.shape[0]
     g.D = xv.shape[1]
     g.H = xv.shape[2]
     g.W = xv.shape[3]
     g.OD, g.OH, g.OW = out_shape
+    if g.OD < 0 or g.OH < 0 or g.OW < 0:
+        raise ValueError(f"adaptive_pool: invalid output shape {out_shape}")
     y = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.float32)
     with_ind = is_max and return_indices
     ind = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.int64) if with_ind else None
@@ -793,8 +935,14 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
         indp = &iv[0, 0, 0, 0]
     cdef int nthreads = current_num_threads()
     cdef int mode = MODE_MAX if is_max else MODE_AVG
+    cdef int64_t rows = g.planes * g.OD * g.OH
+    if nthreads > rows:
+        nthreads = <int>rows
+    cdef int64_t ws_stride = _round_up(g.W, 16)
+    cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
-        _adaptive_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, mode, nthreads)
+        _adaptive_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, mode, ws, ws_stride,
+                       nthreads)
     return (y, ind) if with_ind else y
 
 
@@ -856,9 +1004,12 @@ def max_unpool(x, indices, int64_t out_plane, bint whole_tensor):
     Returns (y, bad): bad is -1, or the flat position in `indices` of the first index out of
     range (y must then be discarded).
     """
-    cdef const float[:, ::1] xv = x
-    cdef const int64_t[:, ::1] iv = indices
+    cdef const float[:, ::1] xv = _contiguous(x, "max_unpool")
+    cdef const int64_t[:, ::1] iv = _contiguous(indices, "max_unpool")
     cdef int64_t planes = xv.shape[0], n_in = xv.shape[1]
+    if iv.shape[0] != planes or iv.shape[1] != n_in or out_plane < 0:
+        raise ValueError(f"max_unpool: indices {indices.shape} must match x {x.shape}, "
+                         f"out_plane {out_plane} must be >= 0")
     y = np.zeros((planes, out_plane), dtype=np.float32)
     if planes == 0 or n_in == 0:
         return y, -1

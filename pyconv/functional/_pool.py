@@ -88,6 +88,37 @@ def _prefixed(name, fn, *args, **kwargs):
         raise type(e)(f"{name}: {msg}") from None
 
 
+def _freeze(value):
+    """A hashable key for an argument, tagged with types (so True and 1 differ)."""
+    if isinstance(value, (list, tuple)):
+        return (type(value),) + tuple(_freeze(v) for v in value)
+    hash(value)                                  # TypeError for arrays and the like
+    return type(value), value
+
+
+def _memoized(fn):
+    """Caches a pure geometry function by its (type-tagged) arguments; errors are not
+    cached, unhashable arguments bypass the cache. Layers called in a loop with the same
+    shapes then skip the Python validation."""
+    cache = {}
+
+    def wrapper(*args):
+        try:
+            key = _freeze(args)
+        except TypeError:
+            return fn(*args)
+        hit = cache.get(key)
+        if hit is None:
+            hit = fn(*args)
+            if len(cache) >= 1024:
+                cache.clear()
+            cache[key] = hit
+        return hit
+    wrapper.__wrapped__ = fn
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
 def _bool(value, name, op):
     if not isinstance(value, (bool, np.bool_, int, np.integer)):
         raise InvalidArgument(f"{op}: {name} must be a bool, got {type(value).__name__} "
@@ -143,15 +174,72 @@ def _finish(y, x_shape, out, added):
     return y[0] if added else y
 
 
-def _sliding(op, mode, x, ks, ss, pb, pe, ds, ceil_mode, added, **kw):
-    """Runs a validated sliding-window pooling; returns y or (y, indices)."""
-    out = _prefixed(op, arithmetic.pool_output_shape, x.shape[2:], ks, ss, pb, pe, ds,
-                    ceil_mode, op=op)
-    res = _kernels.pool(mode, _planes(x), _lead(out, 1), _lead(ks, 1), _lead(ss, 1),
+def _check_out(op, name, arr, shape, dtype):
+    """A preallocated output: a writeable C-contiguous array of the result's shape/dtype."""
+    if (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape
+            or not arr.flags.c_contiguous or not arr.flags.writeable):
+        got = (f"{type(arr).__name__}" if not isinstance(arr, np.ndarray) else
+               f"{arr.dtype} array of shape {arr.shape}"
+               f"{'' if arr.flags.c_contiguous else ', not C-contiguous'}"
+               f"{'' if arr.flags.writeable else ', read-only'}")
+        raise InvalidArgument(f"{op}: {name} must be a writeable C-contiguous "
+                              f"{np.dtype(dtype)} array of shape {shape}, got {got}")
+    return arr
+
+
+def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw):
+    """Runs a validated sliding-window pooling; returns y or (y, indices).
+
+    out / out_indices: preallocated results (N, C, *out_spatial), checked here."""
+    ks, ss, pb, pe, ds, out_sp = geo
+    full = x.shape[:2] + tuple(out_sp)
+    planes = (full[0] * full[1],) + _lead(out_sp, 1)
+    if out is not None:
+        out = _check_out(op, "out", out, full, np.float32)
+        kw["out"] = out.reshape(planes)
+    if out_indices is not None:
+        if kw.get("indices", "none") == "none":
+            raise InvalidArgument(f"{op}: out_indices needs indices='torch' or 'onnx'")
+        out_indices = _check_out(op, "out_indices", out_indices, full, np.int64)
+        kw["out_indices"] = out_indices.reshape(planes)
+    for name, arr in (("out", out), ("out_indices", out_indices)):
+        if arr is not None and np.may_share_memory(arr, x):
+            raise InvalidArgument(f"{op}: {name} overlaps the input x (pooling cannot run "
+                                  f"in place)")
+    res = _kernels.pool(mode, _planes(x), _lead(out_sp, 1), _lead(ks, 1), _lead(ss, 1),
                         _lead(pb, 0), _lead(pe, 0), _lead(ds, 1), **kw)
     if isinstance(res, tuple):
-        return _finish(res[0], x.shape, out, added), _finish(res[1], x.shape, out, added)
-    return _finish(res, x.shape, out, added)
+        y = out if out is not None else _finish(res[0], x.shape, out_sp, added)
+        i = out_indices if out_indices is not None else _finish(res[1], x.shape, out_sp, added)
+        return y, i
+    return out if out is not None else _finish(res, x.shape, out_sp, added)
+
+
+@_memoized
+def _onnx_geometry(op, spatial, kernel_shape, strides, pads_begin, pads_end, dilations,
+                   ceil_mode):
+    """(kernel, strides, pads_begin, pads_end, dilations, out_spatial) of an N-d entry point."""
+    n = len(spatial)
+    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
+    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
+    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
+    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
+    out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
+                    op=op)
+    return ks, ss, pb, pe, ds, out
+
+
+@_memoized
+def _torch_geometry(op, spatial, kernel_size, stride, padding, dilation, ceil_mode):
+    """Same for a torch-style call (stride defaults to the kernel, torch's padding rule)."""
+    n = len(spatial)
+    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
+    ds = arithmetic.normalize_tuple(dilation, n, f"{op}: dilation")
+    pb, pe = _torch_padding(op, n, spatial, ks, ss, ds, padding)
+    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
+    out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
+                    op=op)
+    return ks, ss, pb, pe, ds, out
 
 
 def _divisor(op, divisor_override):
@@ -183,7 +271,7 @@ def _norm(op, p, allow_inf):
 # N-d entry points (ONNX semantics).
 
 def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
-             ceil_mode=False, indices="none", *, op="max_pool"):
+             ceil_mode=False, indices="none", *, out=None, out_indices=None, op="max_pool"):
     """N-d max pooling with per-side pads (ONNX ``MaxPool``).
 
     Padding is never a candidate (as if padded with ``-inf``). NaN propagates (torch's
@@ -206,6 +294,9 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         input tensor (``((n * C + c) * H + h) * W + w``, ONNX ``Indices`` with
         ``storage_order=0``). A window with no input element (possible with dilation)
         gets ``-inf`` and index -1.
+    out, out_indices : ndarray, optional
+        Preallocated results (writeable, C-contiguous, float32 / int64, the result's
+        shape), written and returned instead of new arrays (e.g. by a memory planner).
     op : str
         Name used in error messages (the ONNX node).
 
@@ -225,19 +316,16 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         On invalid geometry or ``indices`` value.
     """
     x, _ = _as_input(x, op)
-    n = x.ndim - 2
     if indices not in _INDEX_CONVENTIONS:
         raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
                               f"got {indices!r}")
-    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
-    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
-    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
-    return _sliding(op, "max", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
-                    False, indices=indices)
+    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
+                         dilations, ceil_mode)
+    return _run_sliding("max", x, geo, False, op, out, out_indices, indices=indices)
 
 
 def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
-             ceil_mode=False, count_include_pad=False, divisor_override=None, *,
+             ceil_mode=False, count_include_pad=False, divisor_override=None, *, out=None,
              op="avg_pool"):
     """N-d average pooling with per-side pads (ONNX ``AveragePool``, with dilations).
 
@@ -256,6 +344,8 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         Default False (the ONNX default; torch's is True).
     divisor_override : number, optional
         Non-zero fixed divisor (torch).
+    out : ndarray, optional
+        Preallocated result, as in :func:`max_pool`.
     op : str
         Name used in error messages.
 
@@ -266,17 +356,15 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         ``count_include_pad=False``).
     """
     x, _ = _as_input(x, op)
-    n = x.ndim - 2
-    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
-    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
-    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
-    return _sliding(op, "avg", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
-                    False, count_include_pad=_bool(count_include_pad, "count_include_pad", op),
-                    divisor=_divisor(op, divisor_override))
+    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
+                         dilations, ceil_mode)
+    return _run_sliding("avg", x, geo, False, op, out,
+                        count_include_pad=_bool(count_include_pad, "count_include_pad", op),
+                        divisor=_divisor(op, divisor_override))
 
 
 def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,
-            ceil_mode=False, *, op="lp_pool"):
+            ceil_mode=False, *, out=None, op="lp_pool"):
     """N-d Lp pooling (ONNX ``LpPool``): ``(sum over the window of |x| ** p) ** (1 / p)``.
 
     Padding contributes zeros.
@@ -288,7 +376,7 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     kernel_shape : int or sequence of int
     p : float
         Positive and finite (ONNX default 2).
-    strides, pads_begin, pads_end, dilations, ceil_mode
+    strides, pads_begin, pads_end, dilations, ceil_mode, out
         As in :func:`max_pool`.
     op : str
         Name used in error messages.
@@ -298,13 +386,10 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     ndarray, shape (N, C, *out_spatial), float32
     """
     x, _ = _as_input(x, op)
-    n = x.ndim - 2
     p = _norm(op, p, allow_inf=False)
-    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
-    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
-    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
-    return _sliding(op, "lp", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
-                    False, p=p)
+    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
+                         dilations, ceil_mode)
+    return _run_sliding("lp", x, geo, False, op, out, p=p)
 
 
 def _adaptive_size(op, output_size, spatial):
@@ -475,7 +560,7 @@ _MAX_POOL_DOC = """{n}-D max pooling, as ``torch.nn.functional.max_pool{n}d``.
     -------
     y : ndarray, shape (N, C, {out}), float32
     indices : ndarray, shape (N, C, {out}), int64
-        Only with ``return_indices``. (Without a batch dim in, none out.)
+        Only with ``return_indices``. An unbatched input gives unbatched outputs.
 
     Raises
     ------
@@ -628,37 +713,30 @@ def _fmt(template, n):
 def _max_pool_nd(op, n, x, kernel_size, stride, padding, dilation, ceil_mode,
                  return_indices):
     x, added = _as_input(x, op, n, unbatched=True)
-    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
-    ds = arithmetic.normalize_tuple(dilation, n, f"{op}: dilation")
-    pb, pe = _torch_padding(op, n, x.shape[2:], ks, ss, ds, padding)
-    return _sliding(op, "max", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
-                    added,
-                    indices="torch" if _bool(return_indices, "return_indices", op) else "none")
+    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    return _run_sliding(
+        "max", x, geo, added,
+        indices="torch" if _bool(return_indices, "return_indices", op) else "none")
 
 
 def _avg_pool_nd(op, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                  divisor_override):
     x, added = _as_input(x, op, n, unbatched=True)
-    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
-    ds = (1,) * n
-    pb, pe = _torch_padding(op, n, x.shape[2:], ks, ss, ds, padding)
-    return _sliding(op, "avg", x, ks, ss, pb, pe, ds, _bool(ceil_mode, "ceil_mode", op),
-                    added, count_include_pad=_bool(count_include_pad, "count_include_pad", op),
-                    divisor=_divisor(op, divisor_override))
+    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    return _run_sliding("avg", x, geo, added,
+                        count_include_pad=_bool(count_include_pad, "count_include_pad", op),
+                        divisor=_divisor(op, divisor_override))
 
 
 def _lp_pool_nd(op, n, x, norm_type, kernel_size, stride, ceil_mode):
     x, added = _as_input(x, op, n, unbatched=True)
     p = _norm(op, norm_type, allow_inf=True)
-    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
-    zeros, ones = (0,) * n, (1,) * n
-    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
+    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
     if math.isinf(p):
-        sign = 1.0 if p > 0 else -1.0
-        y = _sliding(op, "max", np.abs(x) * np.float32(sign), ks, ss, zeros, zeros, ones,
-                     ceil_mode, added)
-        return y * np.float32(sign) if sign < 0 else y
-    return _sliding(op, "lp", x, ks, ss, zeros, zeros, ones, ceil_mode, added, p=p)
+        if p > 0:
+            return _run_sliding("max", np.abs(x), geo, added)
+        return -_run_sliding("max", -np.abs(x), geo, added)
+    return _run_sliding("lp", x, geo, added, p=p)
 
 
 def _adaptive_nd(op, n, x, output_size, is_max, return_indices):
