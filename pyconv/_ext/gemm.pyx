@@ -448,6 +448,18 @@ cdef object _as_float32_vector(object x, int64_t length, str name):
     return np.ascontiguousarray(x)
 
 
+cdef inline pyconv_epilogue _activation_epilogue(int act, float a, float b) noexcept nogil:
+    """An epilogue with only an activation (bias and residual are added by the caller)."""
+    cdef pyconv_epilogue ep
+    ep.bias = NULL
+    ep.residual = NULL
+    ep.ldr = 0
+    ep.act = act
+    ep.act_a = a
+    ep.act_b = b
+    return ep
+
+
 cdef int activation_code(object activation) except -1:
     if activation is None:
         return 0
@@ -532,12 +544,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     cdef const float[::1] biasv
     cdef const float[:, ::1] resv
     if bias is not None or residual is not None or act != 0:
-        ep.bias = NULL
-        ep.residual = NULL
-        ep.ldr = 0
-        ep.act = act
-        ep.act_a = act_alpha
-        ep.act_b = act_beta
+        ep = _activation_epilogue(act, act_alpha, act_beta)
         if bias is not None and m > 0:
             biasv = bias
             ep.bias = &biasv[0]
@@ -685,13 +692,7 @@ def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
     cdef float[::1] flat = work.reshape(-1)
     cdef int64_t total = flat.shape[0]
     cdef int64_t chunk = 16384, nchunks = (total + chunk - 1) // chunk, t, lo, n
-    cdef pyconv_epilogue ep
-    ep.bias = NULL
-    ep.residual = NULL
-    ep.ldr = 0
-    ep.act = act
-    ep.act_a = act_alpha
-    ep.act_b = act_beta
+    cdef pyconv_epilogue ep = _activation_epilogue(act, act_alpha, act_beta)
     cdef const pyconv_sgemm_kernel *kern = _kernel
     cdef int nthreads = _num_threads if nchunks > 1 else 1
     for t in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
