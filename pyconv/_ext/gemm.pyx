@@ -272,10 +272,9 @@ cdef class PackedMatrix:
 # ---------------------------------------------------------------------------------------
 # The driver.
 
-cdef inline void _split(int64_t total, int64_t parts, int64_t idx, int64_t *lo,
-                        int64_t *hi) noexcept nogil:
-    lo[0] = total * idx // parts
-    hi[0] = total * (idx + 1) // parts
+cdef inline int64_t _split(int64_t total, int64_t parts, int64_t idx) noexcept nogil:
+    """Start of part idx when [0, total) is cut into `parts` near-equal parts."""
+    return total * idx // parts
 
 
 cdef void _thread_grid(int64_t mpanels, int64_t npanels, int nthreads, int64_t *tm,
@@ -410,8 +409,12 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         while t < ntiles:
             ti = t // tn
             tj = t - ti * tn
-            _split(mpanels, tm, ti, &plo, &phi)
-            _split(npanels, tn, tj, &qlo, &qhi)
+            # Assigned directly (never through a pointer) so Cython makes them private to
+            # the thread; an out-parameter left them shared and the threads raced on them.
+            plo = _split(mpanels, tm, ti)
+            phi = _split(mpanels, tm, ti + 1)
+            qlo = _split(npanels, tn, tj)
+            qhi = _split(npanels, tn, tj + 1)
             if plo < phi and qlo < qhi:
                 sgemm_block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
                        bctx, c, ldc, alpha, beta, ep, bbuf, bbuf + kc * nc)
