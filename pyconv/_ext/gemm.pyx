@@ -435,8 +435,9 @@ cdef object _as_float32_2d(object x, str name):
             f"(convert explicitly with .astype(np.float32))")
     if x.ndim != 2:
         raise ShapeError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
-    if x.strides[0] % 4 or x.strides[1] % 4:
-        x = np.ascontiguousarray(x)
+    if not x.flags.aligned:
+        # Kernels load whole floats: a view at an odd byte offset is copied, not misread.
+        x = np.require(x, requirements="CA")
     return x
 
 
@@ -448,7 +449,7 @@ cdef object _as_float32_vector(object x, int64_t length, str name):
         raise InvalidDType(f"{name}: expected float32, got dtype {x.dtype}")
     if x.shape != (length,):
         raise ShapeError(f"{name}: expected shape ({length},), got {x.shape}")
-    return np.ascontiguousarray(x)
+    return np.require(x, requirements="CA")
 
 
 cdef inline pyconv_epilogue _activation_epilogue(int act, float a, float b) noexcept nogil:
@@ -540,7 +541,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
         if residual.shape != (m, n):
             raise ShapeError(f"sgemm: residual has shape {residual.shape}, expected {(m, n)}")
         if residual.strides[1] != 4:
-            residual = np.ascontiguousarray(residual)
+            residual = np.require(residual, requirements="CA")
     cdef pyconv_epilogue ep
     cdef pyconv_epilogue *epp = NULL
     cdef int act = activation_code(activation)
@@ -552,7 +553,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
             biasv = bias
             ep.bias = &biasv[0]
         if residual is not None and m > 0 and n > 0:
-            resv = np.ascontiguousarray(residual)
+            resv = np.require(residual, requirements="CA")
             ep.residual = &resv[0, 0]
             ep.ldr = n
         epp = &ep
@@ -691,7 +692,7 @@ def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
                            f"{getattr(x, 'dtype', type(x).__name__)}")
     if act == 0 or x.size == 0:
         return x
-    work = x if x.flags.c_contiguous and x.flags.writeable else np.ascontiguousarray(x)
+    work = x if x.flags.c_contiguous and x.flags.writeable and x.flags.aligned else np.require(x, requirements="CAW")
     cdef float[::1] flat = work.reshape(-1)
     cdef int64_t total = flat.shape[0]
     cdef int64_t chunk = 16384, nchunks = (total + chunk - 1) // chunk, t, lo, n

@@ -134,9 +134,9 @@ class ConvPlan:
         torch's ``ConvTranspose.forward(x, output_size)``."""
         x = _float32(x, "input", self.op)
         out_shape = self.output_shape(x.shape, output_size)
-        x = np.ascontiguousarray(x)
+        x = np.require(x, requirements="CA")  # C order, aligned for the kernels
         if residual is not None:
-            residual = np.ascontiguousarray(_float32(residual, "residual", self.op))
+            residual = np.require(_float32(residual, "residual", self.op), requirements="CA")
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
