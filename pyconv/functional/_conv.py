@@ -140,7 +140,7 @@ class ConvPlan:
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
-        out = np.empty(out_shape, dtype=np.float32)
+        out = np.empty(arithmetic.check_tensor_size(out_shape, self.op), dtype=np.float32)
         pb, _ = self.pads(tuple(x.shape[2:]))
         return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
                                self.activation, self.act_alpha, self.act_beta)

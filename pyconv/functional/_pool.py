@@ -461,7 +461,9 @@ def _unpool(op, x, indices, out, convention, added):
     ind = np.require(ind, np.int64, "CA")
     n, c = x.shape[:2]
     plane = math.prod(out)
-    y, bad = _kernels.max_unpool(x.reshape(n * c, -1), ind.reshape(n * c, -1), plane,
+    arithmetic.check_tensor_size((n, c) + tuple(out), op)
+    in_plane = math.prod(x.shape[2:])   # explicit: reshape(0, -1) is ambiguous for N*C == 0
+    y, bad = _kernels.max_unpool(x.reshape(n * c, in_plane), ind.reshape(n * c, in_plane), plane,
                                  convention == "onnx")
     if bad >= 0:
         pos = np.unravel_index(bad, ind.shape)
