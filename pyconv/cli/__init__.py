@@ -10,11 +10,10 @@
 Errors are one line on stderr and a non-zero exit status (2: bad command line, 1: the
 model or the inputs are wrong)."""
 import argparse
-import os
 import sys
 
 import pyconv
-from pyconv.errors import InvalidArgument, PyconvError
+from pyconv.errors import PyconvError
 
 EPILOG = """examples:
   pyconv info models/shapes_unet.onnx --shape image=1x3x64x64

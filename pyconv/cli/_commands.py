@@ -113,24 +113,19 @@ def cmd_profile(args):
     model = _load_model(args.model)
     threads = _threads(args)
     session = _engines.open_session("pyconv", args.model, threads, profiling=True)
-    overrides = _shape_overrides(args)
-    feed = random_feed(session.get_inputs(), overrides)
-    session.run(None, feed)  # the first run prepares plans; leave it out of the table
-    trace = session.end_profiling()
-    _engines.remove_quietly(trace)
-    session = _engines.open_session("pyconv", args.model, threads, profiling=True)
-    session.run(None, feed)
-    for _ in range(args.runs):
+    feed = random_feed(session.get_inputs(), _shape_overrides(args))
+    for _ in range(args.runs + 1):
         session.run(None, feed)
-    trace = session.end_profiling()
-    times = _engines.node_times(trace)
-    _engines.remove_quietly(trace)
+    # session.profile: one record per node and run; run 0 prepared the plans, leave it out.
+    times = {}
+    for r in session.profile:
+        if r["run"] > 0:
+            times.setdefault(r["node"], (r["op_type"], []))[1].append(r["duration_us"] * 1e-6)
     summary = ModelSummary(model, {k: v.shape for k, v in feed.items()})
     peak = gemm.measure_peak_gflops(threads=threads, seconds=0.2)
-    # Every node's median over the profiled runs (the first, planning run excluded).
     rows = []
     for name, (op, durations) in times.items():
-        rows.append((name, op, float(np.median(durations[1:] or durations))))
+        rows.append((name, op, float(np.median(durations))))
     total = sum(r[2] for r in rows) or 1e-12
     rows.sort(key=lambda r: -r[2])
     table = []

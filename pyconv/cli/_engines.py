@@ -1,6 +1,4 @@
 """Sessions of pyconv or onnxruntime behind one call, and timing helpers."""
-import json
-import os
 import sys
 import time
 
@@ -37,21 +35,6 @@ def open_session(engine, model_path, threads, profiling=False):
     raise InvalidArgument(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
 
 
-def node_times(profile_path):
-    """{node name: (op type, [durations in seconds])} from an onnxruntime-format trace
-    (the JSON that ``end_profiling()`` writes, pyconv's and onnxruntime's alike)."""
-    with open(profile_path) as f:
-        events = json.load(f)
-    times = {}
-    for ev in events:
-        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
-            continue
-        name = ev["name"][:-len("_kernel_time")]
-        op = ev.get("args", {}).get("op_name", "?")
-        times.setdefault(name, (op, []))[1].append(ev["dur"] * 1e-6)
-    return times
-
-
 class Progress:
     """A one-line progress bar on stderr (redrawn only on a terminal)."""
 
@@ -83,9 +66,3 @@ def time_runs(session, feed, runs, warmup, label):
         bar.step()
     return np.asarray(times)
 
-
-def remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass

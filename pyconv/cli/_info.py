@@ -1,9 +1,8 @@
 """`pyconv info`: per-node table of op, output shape, parameters and MACs."""
 import math
 
-import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
 from pyconv.errors import InvalidModel
 
