@@ -49,6 +49,8 @@ cdef enum:
     KC_DEFAULT = 256
     # Up to this many columns (or rows) a GEMM tile would be mostly padding: use GEMV.
     GEMV_MAX_N = 1
+    # Work units per thread below which fewer threads are used (see threads_for).
+    WORK_PER_THREAD = 1 << 18
 
 cdef const pyconv_sgemm_kernel *_kernel = pyconv_sgemm_kernel_best()
 cdef int _num_threads = 1
@@ -153,6 +155,16 @@ cdef float *workspace_floats(int64_t count) except NULL:
     return <float *>((addr + 63) & ~(<uintptr_t>63))
 
 
+cdef int threads_for(int64_t work, int nthreads) noexcept nogil:
+    """Threads worth using for `work` units (multiply-adds or floats moved): at most
+    nthreads, at least 1. Below WORK_PER_THREAD units per thread an OpenMP fork/join costs
+    more than it saves, and on a busy machine a parallel region waits for every thread."""
+    cdef int64_t useful = work // WORK_PER_THREAD
+    if useful < 1:
+        return 1
+    return <int>min(<int64_t>nthreads, useful)
+
+
 cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
 
@@ -191,6 +203,7 @@ cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k
     cdef int64_t nkb = (k + kc - 1) // kc
     cdef int64_t mpad = npanels * mr
     cdef int64_t t, p, b, k0, kcb, rows
+    nthreads = threads_for(m * k, nthreads)
     for t in prange(npanels * nkb, nogil=True, num_threads=nthreads, schedule="static"):
         b = t // npanels
         p = t - b * npanels
@@ -387,8 +400,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         return
     cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
     cdef int64_t tm, tn
-    if nthreads < 1:
-        nthreads = 1
+    nthreads = threads_for(m * n * a.k, nthreads)
     _thread_grid(mpanels, npanels, nthreads, &tm, &tn)
     cdef int64_t ntiles = tm * tn
     cdef int64_t kc = min(a.kc, a.k)
@@ -477,7 +489,7 @@ cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, 
                          const float *x, int64_t sxi, int64_t sxk, const float *v,
                          int64_t sv, float beta, float *y, int64_t sy,
                          int nthreads) noexcept nogil:
-    cdef int64_t chunks = min(<int64_t>nthreads, (m + 63) // 64)
+    cdef int64_t chunks = min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64)
     cdef int64_t t, lo, hi
     if chunks <= 1:
         kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
