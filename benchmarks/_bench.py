@@ -2,8 +2,6 @@
 tags the summary table in conftest.py reads."""
 import contextlib
 
-import numpy as np
-import pytest
 
 import pyconv
 from pyconv._ext import gemm

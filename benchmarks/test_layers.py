@@ -2,10 +2,11 @@
 
     pytest benchmarks/test_layers.py --benchmark-columns=median,ops
 
-Each layer is a `LayerCase` in `CASES`: the ONNX node (op type, attributes, initializers),
-the input shape, the pyconv call and a NumPy baseline. Every implementation is timed at 1
-and 2 threads and its output checked against the NumPy result; the summary at the end gives
-ratios to onnxruntime (> 1: faster than onnxruntime). New layers are appended to `CASES`.
+Convolutions (`test_conv_layer`, the layers `CONV_CASES` names) are also timed under torch
+when it is installed; pooling layers are `LayerCase`s in `CASES` (`test_layer`). Every
+implementation is timed at 1 and 2 threads and its output checked against the NumPy
+result; the summary at the end gives GFLOP/s, % of the machine's peak and ratios to
+onnxruntime (> 1: faster than onnxruntime).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import pyconv.functional as F
+from pyconv import arithmetic
 
 from _bench import limit_threads, record
 
@@ -134,3 +136,133 @@ def test_layer(benchmark, impl, case, threads):
     ref = case.numpy(x.astype(np.float64), {k: v.astype(np.float64) for k, v in params.items()})
     assert y.shape == ref.shape
     np.testing.assert_allclose(y, ref, rtol=case.rtol, atol=case.atol)
+
+
+# --- Convolution layers ----------------------------------------------------------------
+
+# name: (C_in, C_out, size, kernel, stride, padding, dilation, groups, transposed, out_pad)
+CONV_CASES = {
+    "conv3x3 64-64 @56": (64, 64, 56, 3, 1, 1, 1, 1, False, 0),
+    "conv3x3 256-256 @14": (256, 256, 14, 3, 1, 1, 1, 1, False, 0),
+    "conv1x1 256-64 @56": (256, 64, 56, 1, 1, 0, 1, 1, False, 0),
+    "conv7x7/2 3-64 @224": (3, 64, 224, 7, 2, 3, 1, 1, False, 0),
+    "conv3x3 d2 128-128 @64": (128, 128, 64, 3, 1, 2, 2, 1, False, 0),
+    "dwconv3x3 144 @56": (144, 144, 56, 3, 1, 1, 1, 144, False, 0),
+    "dwconv3x3/2 144 @56": (144, 144, 56, 3, 2, 1, 1, 144, False, 0),
+    "gconv3x3 g8 128-128 @28": (128, 128, 28, 3, 1, 1, 1, 8, False, 0),
+    "convT4x4/2 128-64 @28": (128, 64, 28, 4, 2, 1, 1, 1, True, 0),
+    "convT3x3/2 op1 64-32 @56": (64, 32, 56, 3, 2, 1, 1, 1, True, 1),
+    "dwconvT4x4/2 64 @56": (64, 64, 56, 4, 2, 1, 1, 64, True, 0),
+}
+
+
+def make_case(name):
+    cin, cout, size, k, s, p, d, g, transposed, op = CONV_CASES[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, cin, size, size), dtype=np.float32)
+    wshape = (cin, cout // g, k, k) if transposed else (cout, cin // g, k, k)
+    w = (rng.standard_normal(wshape) / np.sqrt(cin // g * k * k)).astype(np.float32)
+    b = rng.standard_normal(cout, dtype=np.float32)
+    if transposed:
+        out = arithmetic.conv_transpose_output_size(size, k, s, p, p, d, op)
+        flops = 2.0 * cin * size * size * (cout // g) * k * k
+    else:
+        out = arithmetic.conv_output_size(size, k, s, p, p, d)
+        flops = 2.0 * cout * out * out * (cin // g) * k * k
+    return dict(x=x, w=w, b=b, k=k, s=s, p=p, d=d, g=g, transposed=transposed, op=op,
+                flops=flops, out=out)
+
+
+def pyconv_runner(c):
+    plan = F.ConvPlan(c["w"], c["b"], c["s"], c["p"], c["d"], c["g"],
+                      transposed=c["transposed"], output_padding=c["op"])
+    return lambda x: plan.run(x)
+
+
+def onnxruntime_runner(c, threads):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference here")
+    attrs = dict(kernel_shape=[c["k"]] * 2, strides=[c["s"]] * 2, pads=[c["p"]] * 4,
+                 dilations=[c["d"]] * 2, group=c["g"])
+    if c["transposed"]:
+        attrs["output_padding"] = [c["op"]] * 2
+    model = single_node_model("ConvTranspose" if c["transposed"] else "Conv", c["x"].shape,
+                              attrs, {"w": c["w"], "b": c["b"]})
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"x": x})[0]
+
+
+def numpy_runner(c):
+    """im2col with sliding_window_view + one matmul per group (col2im for transposed)."""
+    w, b, k, s, p, d, g = c["w"], c["b"], c["k"], c["s"], c["p"], c["d"], c["g"]
+    keff = (k - 1) * d + 1
+
+    def conv(x):
+        n, cin, h, _ = x.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        win = sliding_window_view(xp, (keff, keff), axis=(2, 3))[:, :, ::s, ::s, ::d, ::d]
+        ho = win.shape[2]
+        cols = win.transpose(0, 2, 3, 1, 4, 5)          # (N, Ho, Wo, C, k, k)
+        cin_g, cout_g = cin // g, w.shape[0] // g
+        out = np.empty((n, w.shape[0], ho, ho), np.float32)
+        for gi in range(g):
+            cg = cols[:, :, :, gi * cin_g:(gi + 1) * cin_g].reshape(n * ho * ho, -1)
+            wg = w[gi * cout_g:(gi + 1) * cout_g].reshape(cout_g, -1)
+            out[:, gi * cout_g:(gi + 1) * cout_g] = (cg @ wg.T).reshape(
+                n, ho, ho, cout_g).transpose(0, 3, 1, 2)
+        return out + b[:, None, None]
+
+    def conv_t(x):
+        n, cin, h, _ = x.shape
+        cin_g, cout_g = cin // g, w.shape[1]
+        full = (h - 1) * s + keff + c["op"]
+        y = np.zeros((n, cout_g * g, full, full), np.float32)
+        for gi in range(g):
+            xg = x[:, gi * cin_g:(gi + 1) * cin_g].reshape(n, cin_g, h * h)
+            wg = w[gi * cin_g:(gi + 1) * cin_g].reshape(cin_g, -1)
+            cols = (wg.T @ xg).reshape(n, cout_g, k, k, h, h)
+            for a in range(k):
+                for e in range(k):
+                    y[:, gi * cout_g:(gi + 1) * cout_g, a * d:a * d + s * (h - 1) + 1:s,
+                      e * d:e * d + s * (h - 1) + 1:s] += cols[:, :, a, e]
+        return y[:, :, p:full - p, p:full - p] + b[:, None, None]
+
+    return conv_t if c["transposed"] else conv
+
+
+def torch_runner(c):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    w, b = torch.from_numpy(c["w"]), torch.from_numpy(c["b"])
+    if c["transposed"]:
+        fn = lambda x: torch.nn.functional.conv_transpose2d(x, w, b, c["s"], c["p"], c["op"],
+                                                            c["g"], c["d"])
+    else:
+        fn = lambda x: torch.nn.functional.conv2d(x, w, b, c["s"], c["p"], c["d"], c["g"])
+
+    def run(x):
+        with torch.inference_mode():
+            return fn(torch.from_numpy(x)).numpy()
+    return run
+
+
+CONV_IMPLS = ["pyconv", "onnxruntime", "numpy", "torch"]
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=lambda t: f"{t}thr")
+@pytest.mark.parametrize("name", list(CONV_CASES))
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_conv_layer(benchmark, impl, name, threads):
+    c = make_case(name)
+    with limit_threads(threads):
+        run = {"pyconv": lambda: pyconv_runner(c),
+               "onnxruntime": lambda: onnxruntime_runner(c, threads),
+               "numpy": lambda: numpy_runner(c),
+               "torch": lambda: torch_runner(c)}[impl]()
+        benchmark.group = f"{name} {threads}thr"
+        record(benchmark, impl=impl, flops=c["flops"], threads=threads,
+               reference="onnxruntime")
+        y = benchmark(run, c["x"])
+    ref = numpy_runner(c)(c["x"])
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-3)
