@@ -2,7 +2,6 @@
 tags the summary table in conftest.py reads."""
 import contextlib
 
-
 import pyconv
 from pyconv._ext import gemm
 
