@@ -45,11 +45,12 @@ def count_params(model):
     return int(sum(np.prod(init.dims) for init in model.graph.initializer))
 
 
-def export_onnx(net, path, example, input_name, output_name):
+def export_onnx(net, path, example, input_name, output_name, script):
     """Export ``net`` (eval mode) to ONNX with a dynamic batch axis, then check it.
 
     Checks: ``onnx.checker`` (full), every op in :data:`ALLOWED_OPS`, and onnxruntime's
-    output within 1e-4 of torch's on ``example``. Returns the loaded ModelProto.
+    output within 1e-4 of torch's on ``example``. ``script`` (the training script's file
+    name) goes into the model's doc string. Returns the loaded ModelProto.
     """
     net.eval()
     # dynamo=False: the TorchScript exporter works offline and emits plain ONNX ops.
@@ -62,8 +63,7 @@ def export_onnx(net, path, example, input_name, output_name):
         do_constant_folding=False)
     model = onnx.load(path)
     model.ir_version = IR_VERSION
-    model.producer_name = "pyconv/models"
-    model.doc_string = f"Built by models/{os.path.basename(path).replace('.onnx', '')}"
+    model.doc_string = f"Trained and exported by models/{os.path.basename(script)}"
     onnx.save(model, path)
     onnx.checker.check_model(path, full_check=True)
 

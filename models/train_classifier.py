@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -106,7 +105,7 @@ def main(argv=None):
               f"val acc {acc:.4f}  {clock():.0f} s", flush=True)
 
     net.eval()
-    export_onnx(net, args.out, torch.from_numpy(val_x[:2]), "input", "logits")
+    export_onnx(net, args.out, torch.from_numpy(val_x[:2]), "input", "logits", __file__)
     print(f"training + export: {clock():.0f} s")
 
 

@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,7 +83,6 @@ def evaluate(net, images, masks, batch=250):
     with torch.no_grad():
         for i in range(0, len(images), batch):
             preds.append(net(torch.from_numpy(images[i:i + batch])).argmax(1).numpy())
-    import numpy as np
     return shapes.mean_iou(np.concatenate(preds), masks)[0]
 
 
@@ -123,7 +123,7 @@ def main(argv=None):
               f"val mIoU {miou:.4f}  {clock():.0f} s", flush=True)
 
     net.eval()
-    export_onnx(net, args.out, torch.from_numpy(val_x[:2]), "input", "logits")
+    export_onnx(net, args.out, torch.from_numpy(val_x[:2]), "input", "logits", __file__)
     print(f"training + export: {clock():.0f} s")
 
 
