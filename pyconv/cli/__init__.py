@@ -10,6 +10,7 @@
 Errors are one line on stderr and a non-zero exit status (2: bad command line, 1: the
 model or the inputs are wrong)."""
 import argparse
+import os
 import sys
 
 import pyconv
@@ -141,6 +142,11 @@ def main(argv=None):
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error. Point stdout at devnull so
+        # the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (PyconvError, OSError) as exc:
         print(f"pyconv: error: {exc}", file=sys.stderr)
         return 1
