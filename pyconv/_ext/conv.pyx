@@ -14,7 +14,8 @@ import numpy as np
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy, memset
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads,
                                pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
@@ -53,27 +54,16 @@ cdef inline void _valid_range(int64_t off, int64_t s, int64_t size, int64_t coun
         hi[0] = lo[0]
 
 
-cdef inline void _put(float *dst, int64_t kc, int64_t nr, int64_t kk, int64_t j, int64_t cnt,
-                      const float *src, int64_t stride) noexcept nogil:
-    """Writes cnt values of packed-B row kk from column j on (src NULL: zeros)."""
-    cdef int64_t p, jj, m, t
-    cdef float *d
-    while cnt > 0:
-        p = j // nr
-        jj = j - p * nr
-        m = min(nr - jj, cnt)
-        d = dst + p * kc * nr + kk * nr + jj
-        if src == NULL:
-            memset(d, 0, m * sizeof(float))
-        elif stride == 1:
-            memcpy(d, src, m * sizeof(float))
-            src += m
-        else:
-            for t in range(m):
-                d[t] = src[t * stride]
-            src += m * stride
-        j += m
-        cnt -= m
+cdef struct im2col_segment:
+    int64_t zd, yh           # output depth/row of the run
+    int64_t x0, n            # first output column of the run and its length
+    int64_t dst              # offset of its first value in the packed block (row kk = 0)
+
+
+cdef inline void _zero(float *d, int64_t n) noexcept nogil:
+    cdef int64_t q
+    for q in range(n):
+        d[q] = 0.0
 
 
 cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
@@ -81,13 +71,40 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     """Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the virtual im2col matrix.
 
     Row r = (c, a, b, e) is an input channel and kernel tap; column = (zd, yh, xw) an output
-    position. Each output row is a run whose in-bounds part is one strided copy."""
+    position. The columns are cut once into segments that stay inside one output row and
+    one NR panel; every row then fills each segment with one strided copy between zero
+    fills (plain loops the compiler vectorises, no per-piece library calls)."""
     cdef const geom3 *g = <const geom3 *>ctx
     cdef int64_t kvol = g.kd * g.kh * g.kw, khw = g.kh * g.kw, ohw = g.oh * g.ow
     cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, j, zd, yh, xw, run, iz, iy
-    cdef int64_t lo, hi, rem, tail, p
+    cdef int64_t lo, hi, tail, p, q, nseg = 0, sw = g.sw, x1
     cdef const float *xc
-    cdef const float *row
+    cdef const float *src
+    cdef float *d
+    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    if seg == NULL:
+        return
+    zd = n0 // ohw
+    t = n0 - zd * ohw
+    yh = t // g.ow
+    xw = t - yh * g.ow
+    j = 0
+    while j < nc:
+        run = min(min(g.ow - xw, nc - j), nr - j % nr)
+        seg[nseg].zd = zd
+        seg[nseg].yh = yh
+        seg[nseg].x0 = xw
+        seg[nseg].n = run
+        seg[nseg].dst = (j // nr) * kc * nr + j % nr
+        nseg += 1
+        j += run
+        xw += run
+        if xw == g.ow:
+            xw = 0
+            yh += 1
+            if yh == g.oh:
+                yh = 0
+                zd += 1
     for kk in range(kc):
         r = k0 + kk
         c = r // kvol
@@ -98,38 +115,33 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
         e = t - b * g.kw
         xc = g.x + c * g.d * g.h * g.w
         off_w = e * g.dw - g.pw
-        _valid_range(off_w, g.sw, g.w, g.ow, &ow_lo, &ow_hi)
-        zd = n0 // ohw
-        rem = n0 - zd * ohw
-        yh = rem // g.ow
-        xw = rem - yh * g.ow
-        j = 0
-        while j < nc:
-            run = min(g.ow - xw, nc - j)
-            iz = zd * g.sd - g.pd + a * g.dd
-            iy = yh * g.sh - g.ph + b * g.dh
-            lo = max(xw, ow_lo)
-            hi = min(xw + run, ow_hi)
+        _valid_range(off_w, sw, g.w, g.ow, &ow_lo, &ow_hi)
+        for p in range(nseg):
+            d = dst + seg[p].dst + kk * nr
+            iz = seg[p].zd * g.sd - g.pd + a * g.dd
+            iy = seg[p].yh * g.sh - g.ph + b * g.dh
+            x1 = seg[p].x0 + seg[p].n
+            lo = max(seg[p].x0, ow_lo)
+            hi = min(x1, ow_hi)
             if iz < 0 or iz >= g.d or iy < 0 or iy >= g.h or hi <= lo:
-                _put(dst, kc, nr, kk, j, run, NULL, 0)
+                _zero(d, seg[p].n)
+                continue
+            _zero(d, lo - seg[p].x0)
+            d += lo - seg[p].x0
+            src = xc + (iz * g.h + iy) * g.w + lo * sw + off_w
+            if sw == 1:
+                for q in range(hi - lo):
+                    d[q] = src[q]
             else:
-                row = xc + (iz * g.h + iy) * g.w
-                _put(dst, kc, nr, kk, j, lo - xw, NULL, 0)
-                _put(dst, kc, nr, kk, j + lo - xw, hi - lo, row + lo * g.sw + off_w, g.sw)
-                _put(dst, kc, nr, kk, j + hi - xw, xw + run - hi, NULL, 0)
-            j += run
-            xw += run
-            if xw == g.ow:
-                xw = 0
-                yh += 1
-                if yh == g.oh:
-                    yh = 0
-                    zd += 1
+                for q in range(hi - lo):
+                    d[q] = src[q * sw]
+            _zero(d + hi - lo, x1 - hi)
+    free(seg)
     tail = (nc + nr - 1) // nr * nr - nc
     if tail:
         p = nc // nr
         for kk in range(kc):
-            memset(dst + p * kc * nr + kk * nr + (nc - p * nr), 0, tail * sizeof(float))
+            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
 
 
 cdef struct conv_args:
