@@ -9,10 +9,13 @@ from pyconv import errors
 from pyconv._config import (config, get_isa, get_num_threads, set_isa, set_num_threads,
                             show_config, supported_isas, _init_from_environment)
 from pyconv._ext.gemm import matmul
-from pyconv import arithmetic, functional, nn
+from pyconv import arithmetic, functional, nn, ops
+from pyconv.session import (GraphOptimizationLevel, InferenceSession, NodeArg,
+                            SessionOptions)
 
 _init_from_environment()
 del _init_from_environment
 
-__all__ = ["matmul", "functional", "nn", "arithmetic", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
+__all__ = ["InferenceSession", "SessionOptions", "GraphOptimizationLevel", "NodeArg", "ops",
+           "matmul", "functional", "nn", "arithmetic", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
            "supported_isas", "show_config", "config", "errors", "__version__"]
