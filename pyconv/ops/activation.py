@@ -139,6 +139,9 @@ class PRelu(Op):
 
     def run(self, inputs, out=None):
         x, slope = inputs
+        if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
+            # Opset < 7 models (pytorch-converted): one slope per channel (axis 1).
+            slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
         return [np.where(x < 0, x * slope, x).astype(x.dtype, copy=False)]
 
 

@@ -50,10 +50,6 @@ class _Pool(Op):
             return (0,) * self.n, (0,) * self.n
         return self.pads
 
-    @staticmethod
-    def _out(out, x, y_shape_fn):
-        return out
-
 
 @register("MaxPool")
 class MaxPool(_Pool):
@@ -63,7 +59,12 @@ class MaxPool(_Pool):
                   "strides": None}
 
     def run(self, inputs, out=None):
-        x = self.float32(inputs[0])
+        x = inputs[0]
+        if x.dtype.kind in "iu" and x.dtype.itemsize <= 2:
+            # 8/16-bit integers are exact in float32: the same kernel, cast around it.
+            res = self.run([x.astype(np.float32)] + list(inputs[1:]))
+            return [res[0].astype(x.dtype)] + res[1:]
+        x = self.float32(x)
         pb, pe = self._pads(x)
         want = len(self.node.outputs) > 1 and bool(self.node.outputs[1])
         res = self._call(x, pb, pe, "onnx" if want else "none", out)
@@ -162,11 +163,23 @@ class MaxUnpool(Op):
     def run(self, inputs, out=None):
         x = self.float32(inputs[0])
         idx = inputs[1]
-        shape = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-        if shape is not None:
-            shape = tuple(int(s) for s in shape)
-        else:
-            shape = tuple((i - 1) * s + k - b - e for i, s, k, b, e in zip(
-                x.shape[2:], self.strides, self.kernel, self.pb, self.pe))
-        return [wrap_errors(self, F.max_unpool, x, idx, shape, convention="onnx",
-                            op=self.node.label)]
+        requested = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+        shape = tuple((i - 1) * s + k - b - e for i, s, k, b, e in zip(
+            x.shape[2:], self.strides, self.kernel, self.pb, self.pe))
+        y = wrap_errors(self, F.max_unpool, x, idx, shape, convention="onnx",
+                        op=self.node.label)
+        if requested is not None:
+            # Indices address the default output; output_shape adds (or removes) room at
+            # the end of each spatial dim, as onnxruntime does.
+            want = tuple(int(s) for s in requested)
+            if len(want) == x.ndim:
+                want = want[2:]
+            if len(want) != x.ndim - 2:
+                self.fail(f"output_shape {list(requested)} does not fit input {x.shape}")
+            if want != shape:
+                full = np.zeros(x.shape[:2] + want, np.float32)
+                region = tuple(slice(0, min(a, b)) for a, b in zip(shape, want))
+                full[(slice(None), slice(None)) + region] = y[(slice(None), slice(None))
+                                                              + region]
+                y = full
+        return [y]

@@ -188,7 +188,8 @@ class Flatten(Op):
         axis = int(self.attrs["axis"])
         if not -x.ndim <= axis <= x.ndim:
             self.fail(f"axis {axis} is out of range for rank {x.ndim}")
-        axis %= x.ndim + 1 if axis < 0 else x.ndim + 1
+        if axis < 0:
+            axis += x.ndim
         return [x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))]
 
 
@@ -430,7 +431,11 @@ class SpaceToDepth(_BlockOp):
         n, c, h, w = x.shape
         if h % b or w % b:
             self.fail(f"spatial size {(h, w)} not divisible by blocksize {b}", ShapeError)
-        t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+        t = x.reshape(n, c, h // b, b, w // b, b)
+        if str(self.attrs["mode"]).upper() == "CRD":      # opset 28: (c, b, b) order
+            t = t.transpose(0, 1, 3, 5, 2, 4)
+        else:
+            t = t.transpose(0, 3, 5, 1, 2, 4)
         return [np.ascontiguousarray(t).reshape(n, c * b * b, h // b, w // b)]
 
 
