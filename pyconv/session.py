@@ -80,11 +80,37 @@ class NodeArg:
         return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
 
 
+def _shape_only_model(proto):
+    """A copy of the model whose large initializers are declared inputs (shape and type
+    only): shape inference then does not serialise the weights."""
+    from onnx import ModelProto, helper
+    m = ModelProto()
+    m.ir_version = proto.ir_version
+    m.opset_import.extend(proto.opset_import)
+    g = m.graph
+    g.node.extend(proto.graph.node)
+    g.output.extend(proto.graph.output)
+    g.value_info.extend(proto.graph.value_info)
+    declared = {v.name for v in proto.graph.input}
+    g.input.extend(proto.graph.input)
+    for t in proto.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n <= 64:
+            g.initializer.append(t)
+        elif t.name not in declared:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    if m.ir_version < 4:
+        m.ir_version = 4     # initializers need not be listed as inputs from IR 4
+    return m
+
+
 def _infer_value_info(proto, graph):
     """onnx's shape inference (symbolic dims kept) merged into graph.value_info."""
     try:
         from onnx import shape_inference
-        inferred = shape_inference.infer_shapes(proto, strict_mode=False)
+        inferred = shape_inference.infer_shapes(_shape_only_model(proto), strict_mode=False)
     except Exception:
         return
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):

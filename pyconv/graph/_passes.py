@@ -172,7 +172,7 @@ def fold_constants(graph, max_elements=1 << 28):
         for name, r in zip(n.outputs, res):
             if name:
                 r = np.asarray(r)
-                if not r.flags.owndata or r.flags.writeable:
+                if not r.flags.owndata:     # a view (of a constant): own the bytes
                     r = np.array(r)
                 r.flags.writeable = False
                 graph.constants[name] = r

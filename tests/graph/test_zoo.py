@@ -1,0 +1,42 @@
+"""The onnx wheel's `light` model zoo: shipped expected outputs, and onnxruntime on
+randomised weights (the shipped weights are constant, so every class scores the same)."""
+import numpy as np
+import pytest
+
+import pyconv
+from tests.graph import _zoo
+
+pytestmark = pytest.mark.skipif(not _zoo.LIGHT_MODELS, reason="onnx wheel ships no light models")
+
+
+def test_all_nine_models_present():
+    assert len(_zoo.LIGHT_MODELS) == 9, _zoo.LIGHT_MODELS
+
+
+@pytest.mark.parametrize("name", _zoo.LIGHT_MODELS)
+def test_light_model_matches_shipped_output(name):
+    model = _zoo.load(name)
+    expected = _zoo.expected_outputs(name)
+    assert expected, f"no expected output shipped for {name}"
+    sess = pyconv.InferenceSession(_zoo.model_path(name))
+    outs = sess.run(None, _zoo.dummy_inputs(model))
+    assert len(outs) == len(expected)
+    for got, want in zip(outs, expected):
+        # BackendTest's tolerances for the light models.
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", _zoo.LIGHT_MODELS)
+def test_light_model_random_weights_matches_onnxruntime(name):
+    ort = pytest.importorskip("onnxruntime")
+    model = _zoo.randomized(name)
+    feeds = {k: np.random.default_rng(1).random(v.shape, np.float32)
+             for k, v in _zoo.dummy_inputs(model).items()}
+    data = model.SerializeToString()
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = pyconv.InferenceSession(data).run(None, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        # Softmax outputs of 1000 classes: compare at the scale of the scores.
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3 * float(np.abs(w).max()))
+        assert np.argmax(g) == np.argmax(w)
