@@ -43,7 +43,17 @@ __all__ = [
     "conv_transpose_pads_for_output_shape",
     "TransposePads",
     "check_groups",
+    "check_tensor_size",
+    "MAX_DIM",
+    "MAX_TENSOR_ELEMENTS",
 ]
+
+#: Largest geometry value (size, kernel, stride, pad, dilation) pyconv accepts: the kernels
+#: index with int64, and anything larger is a corrupt model or a typo, not a network.
+MAX_DIM = 2**31 - 1
+#: Largest tensor pyconv allocates (8 GiB of float32): a clear error instead of a giant
+#: allocation when hostile or mistaken arguments ask for more.
+MAX_TENSOR_ELEMENTS = 2**31
 
 #: Padding mode strings accepted by :func:`resolve_padding` (lower case).
 PADDING_MODES = ("valid", "same", "same_upper", "same_lower")
@@ -72,7 +82,24 @@ def _as_int(value, name: str, minimum: int, op: str = "") -> int:
     if result < minimum:
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise InvalidArgument(f"{prefix}{name} must be {kind}, got {result}")
+    if result > MAX_DIM:
+        raise InvalidArgument(f"{prefix}{name}={result} is out of range (max {MAX_DIM})")
     return result
+
+
+def check_tensor_size(shape, op: str = "", what: str = "output") -> tuple[int, ...]:
+    """``shape`` as a tuple of ints, or ShapeError when it would exceed
+    :data:`MAX_TENSOR_ELEMENTS` elements (checked before anything is allocated)."""
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"{_where(op, None)[0]}{what} shape {shape} has a negative dim")
+    count = 1
+    for d in shape:
+        count *= max(d, 1)   # a zero dim does not excuse absurd others (NumPy refuses them)
+    if count > MAX_TENSOR_ELEMENTS:
+        raise ShapeError(f"{_where(op, None)[0]}{what} shape {shape} has {count:,} elements, "
+                         f"above pyconv's limit of {MAX_TENSOR_ELEMENTS:,} per tensor")
+    return shape
 
 
 def _as_items(value, name: str) -> tuple | None:

@@ -403,8 +403,8 @@ cdef class ConvKernel:
     cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
 
     def __init__(self, weight, bias, int64_t groups, bint transposed=False):
-        self.weight = np.ascontiguousarray(weight)
-        self.bias = None if bias is None else np.ascontiguousarray(bias)
+        self.weight = np.require(weight, requirements="CA")
+        self.bias = None if bias is None else np.require(bias, requirements="CA")
         self.groups = groups
         self.transposed = transposed
         self.nspatial = self.weight.ndim - 2

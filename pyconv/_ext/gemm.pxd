@@ -64,6 +64,7 @@ cdef class PackedMatrix:
 
 cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil
 cdef int current_num_threads() noexcept nogil
+cdef int threads_for(int64_t work, int nthreads) noexcept nogil
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                          int64_t nr, float *dst) noexcept nogil
 cdef int64_t sgemm_nc(const packed_a *a, int64_t n) noexcept nogil

@@ -49,6 +49,8 @@ cdef enum:
     KC_DEFAULT = 256
     # Up to this many columns (or rows) a GEMM tile would be mostly padding: use GEMV.
     GEMV_MAX_N = 1
+    # Work units per thread below which fewer threads are used (see threads_for).
+    WORK_PER_THREAD = 1 << 18
 
 cdef const pyconv_sgemm_kernel *_kernel = pyconv_sgemm_kernel_best()
 cdef int _num_threads = 1
@@ -153,6 +155,16 @@ cdef float *workspace_floats(int64_t count) except NULL:
     return <float *>((addr + 63) & ~(<uintptr_t>63))
 
 
+cdef int threads_for(int64_t work, int nthreads) noexcept nogil:
+    """Threads worth using for `work` units (multiply-adds or floats moved): at most
+    nthreads, at least 1. Below WORK_PER_THREAD units per thread an OpenMP fork/join costs
+    more than it saves, and on a busy machine a parallel region waits for every thread."""
+    cdef int64_t useful = work // WORK_PER_THREAD
+    if useful < 1:
+        return 1
+    return <int>min(<int64_t>nthreads, useful)
+
+
 cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
 
@@ -191,6 +203,7 @@ cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k
     cdef int64_t nkb = (k + kc - 1) // kc
     cdef int64_t mpad = npanels * mr
     cdef int64_t t, p, b, k0, kcb, rows
+    nthreads = threads_for(m * k, nthreads)
     for t in prange(npanels * nkb, nogil=True, num_threads=nthreads, schedule="static"):
         b = t // npanels
         p = t - b * npanels
@@ -272,10 +285,9 @@ cdef class PackedMatrix:
 # ---------------------------------------------------------------------------------------
 # The driver.
 
-cdef inline void _split(int64_t total, int64_t parts, int64_t idx, int64_t *lo,
-                        int64_t *hi) noexcept nogil:
-    lo[0] = total * idx // parts
-    hi[0] = total * (idx + 1) // parts
+cdef inline int64_t _split(int64_t total, int64_t parts, int64_t idx) noexcept nogil:
+    """Start of part idx when [0, total) is cut into `parts` near-equal parts."""
+    return total * idx // parts
 
 
 cdef void _thread_grid(int64_t mpanels, int64_t npanels, int nthreads, int64_t *tm,
@@ -388,8 +400,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         return
     cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
     cdef int64_t tm, tn
-    if nthreads < 1:
-        nthreads = 1
+    nthreads = threads_for(m * n * a.k, nthreads)
     _thread_grid(mpanels, npanels, nthreads, &tm, &tn)
     cdef int64_t ntiles = tm * tn
     cdef int64_t kc = min(a.kc, a.k)
@@ -410,8 +421,12 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         while t < ntiles:
             ti = t // tn
             tj = t - ti * tn
-            _split(mpanels, tm, ti, &plo, &phi)
-            _split(npanels, tn, tj, &qlo, &qhi)
+            # Assigned directly (never through a pointer) so Cython makes them private to
+            # the thread; an out-parameter left them shared and the threads raced on them.
+            plo = _split(mpanels, tm, ti)
+            phi = _split(mpanels, tm, ti + 1)
+            qlo = _split(npanels, tn, tj)
+            qhi = _split(npanels, tn, tj + 1)
             if plo < phi and qlo < qhi:
                 sgemm_block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
                        bctx, c, ldc, alpha, beta, ep, bbuf, bbuf + kc * nc)
@@ -432,8 +447,9 @@ cdef object _as_float32_2d(object x, str name):
             f"(convert explicitly with .astype(np.float32))")
     if x.ndim != 2:
         raise ShapeError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
-    if x.strides[0] % 4 or x.strides[1] % 4:
-        x = np.ascontiguousarray(x)
+    if not x.flags.aligned:
+        # Kernels load whole floats: a view at an odd byte offset is copied, not misread.
+        x = np.require(x, requirements="CA")
     return x
 
 
@@ -445,7 +461,7 @@ cdef object _as_float32_vector(object x, int64_t length, str name):
         raise InvalidDType(f"{name}: expected float32, got dtype {x.dtype}")
     if x.shape != (length,):
         raise ShapeError(f"{name}: expected shape ({length},), got {x.shape}")
-    return np.ascontiguousarray(x)
+    return np.require(x, requirements="CA")
 
 
 cdef inline pyconv_epilogue _activation_epilogue(int act, float a, float b) noexcept nogil:
@@ -473,7 +489,7 @@ cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, 
                          const float *x, int64_t sxi, int64_t sxk, const float *v,
                          int64_t sv, float beta, float *y, int64_t sy,
                          int nthreads) noexcept nogil:
-    cdef int64_t chunks = min(<int64_t>nthreads, (m + 63) // 64)
+    cdef int64_t chunks = min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64)
     cdef int64_t t, lo, hi
     if chunks <= 1:
         kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
@@ -537,7 +553,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
         if residual.shape != (m, n):
             raise ShapeError(f"sgemm: residual has shape {residual.shape}, expected {(m, n)}")
         if residual.strides[1] != 4:
-            residual = np.ascontiguousarray(residual)
+            residual = np.require(residual, requirements="CA")
     cdef pyconv_epilogue ep
     cdef pyconv_epilogue *epp = NULL
     cdef int act = activation_code(activation)
@@ -549,7 +565,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
             biasv = bias
             ep.bias = &biasv[0]
         if residual is not None and m > 0 and n > 0:
-            resv = np.ascontiguousarray(residual)
+            resv = np.require(residual, requirements="CA")
             ep.residual = &resv[0, 0]
             ep.ldr = n
         epp = &ep
@@ -688,7 +704,7 @@ def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
                            f"{getattr(x, 'dtype', type(x).__name__)}")
     if act == 0 or x.size == 0:
         return x
-    work = x if x.flags.c_contiguous and x.flags.writeable else np.ascontiguousarray(x)
+    work = x if x.flags.c_contiguous and x.flags.writeable and x.flags.aligned else np.require(x, requirements="CAW")
     cdef float[::1] flat = work.reshape(-1)
     cdef int64_t total = flat.shape[0]
     cdef int64_t chunk = 16384, nchunks = (total + chunk - 1) // chunk, t, lo, n

@@ -291,7 +291,8 @@ def _shifted(x, dim, op):
     d = _softmax_dim(x.ndim, dim, op)
     work = x.reshape(1) if x.ndim == 0 else x
     # Subtracting the maximum keeps exp() from overflowing; NaN propagates, as in torch.
-    shifted = work - np.max(work, axis=d, keepdims=True) if work.size else work.copy()
+    with np.errstate(invalid="ignore"):   # inf - inf: NaN, silently, as in torch
+        shifted = work - np.max(work, axis=d, keepdims=True) if work.size else work.copy()
     return x, d, shifted
 
 

@@ -137,19 +137,19 @@ class ConvPlan:
         ``residual``)."""
         x = _float32(x, "input", self.op)
         out_shape = self.output_shape(x.shape, output_size)
-        x = np.ascontiguousarray(x)
+        x = np.require(x, requirements="CA")  # C order, aligned for the kernels
         if residual is not None:
-            residual = np.ascontiguousarray(_float32(residual, "residual", self.op))
+            residual = np.require(_float32(residual, "residual", self.op), requirements="CA")
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
         if out is None:
-            out = np.empty(out_shape, dtype=np.float32)
+            out = np.empty(arithmetic.check_tensor_size(out_shape, self.op), dtype=np.float32)
         elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
               or out.shape != out_shape or not out.flags.c_contiguous
-              or not out.flags.writeable):
-            raise InvalidArgument(f"{self.op}: out must be a writeable C-contiguous float32 "
-                                  f"array of shape {out_shape}, got "
+              or not out.flags.aligned or not out.flags.writeable):
+            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
+                                  f"float32 array of shape {out_shape}, got "
                                   f"{getattr(out, 'dtype', type(out).__name__)} "
                                   f"{getattr(out, 'shape', '')}")
         pb, _ = self.pads(tuple(x.shape[2:]))

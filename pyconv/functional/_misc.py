@@ -14,6 +14,7 @@ import operator
 import numpy as np
 
 from pyconv._ext import gemm
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional._activation import _as_float32
 
@@ -116,9 +117,10 @@ def _bn_scale_shift(running_mean, running_var, weight, bias, eps, channels, op):
         arrays[name] = value.astype(np.float64)
     eps = float(eps)
     # Folded in float64, rounded once: y = (x - mean) / sqrt(var + eps) * weight + bias.
-    scale = 1.0 / np.sqrt(arrays["running_var"] + eps)
-    if arrays["weight"] is not None:
-        scale = scale * arrays["weight"]
+    with np.errstate(invalid="ignore", divide="ignore"):  # var + eps <= 0: NaN/inf, as ORT
+        scale = 1.0 / np.sqrt(arrays["running_var"] + eps)
+        if arrays["weight"] is not None:
+            scale = scale * arrays["weight"]
     shift = -arrays["running_mean"] * scale
     if arrays["bias"] is not None:
         shift = shift + arrays["bias"]
@@ -474,6 +476,10 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
             raise InvalidArgument(f"{op}: output size {tuple(out_sizes)} must be positive "
                                   f"along every spatial dim (input shape {x.shape}, "
                                   f"size={size!r}, scale_factor={scale_factor!r})")
+    if 0 in in_sizes:
+        raise InvalidArgument(f"{op}: input shape {x.shape} has an empty spatial dim; "
+                              f"there is nothing to resize")
+    check_tensor_size(x.shape[:2] + tuple(out_sizes), op)
     if 0 in x.shape[:2]:
         return np.zeros(x.shape[:2] + tuple(out_sizes), np.float32)
 
@@ -502,10 +508,11 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         i0, i1, l0, l1 = _linear_weights(i, o, r, align_corners)
         bshape = [1] * y.ndim
         bshape[axis + 2] = o
-        y0 = np.take(y, i0, axis=axis + 2)
-        y0 *= l0.reshape(bshape)
-        y1 = np.take(y, i1, axis=axis + 2)
-        y1 *= l1.reshape(bshape)
-        y0 += y1
+        with np.errstate(invalid="ignore"):  # inf * 0 weight: NaN, as in torch
+            y0 = np.take(y, i0, axis=axis + 2)
+            y0 *= l0.reshape(bshape)
+            y1 = np.take(y, i1, axis=axis + 2)
+            y1 *= l1.reshape(bshape)
+            y0 += y1
         y = y0
     return y

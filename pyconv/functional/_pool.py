@@ -74,7 +74,7 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
                              f"({x.ndim}-D)")
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: {name} has an empty spatial dim: shape {x.shape}")
-    return np.ascontiguousarray(x), added
+    return np.require(x, requirements="CA"), added
 
 
 def _prefixed(name, fn, *args, **kwargs):
@@ -458,10 +458,12 @@ def _unpool(op, x, indices, out, convention, added):
     if ind.shape != x.shape:
         raise ShapeError(f"{op}: indices has shape {ind.shape}, expected the shape of x "
                          f"{x.shape}")
-    ind = np.ascontiguousarray(ind, dtype=np.int64)
+    ind = np.require(ind, np.int64, "CA")
     n, c = x.shape[:2]
     plane = math.prod(out)
-    y, bad = _kernels.max_unpool(x.reshape(n * c, -1), ind.reshape(n * c, -1), plane,
+    arithmetic.check_tensor_size((n, c) + tuple(out), op)
+    in_plane = math.prod(x.shape[2:])   # explicit: reshape(0, -1) is ambiguous for N*C == 0
+    y, bad = _kernels.max_unpool(x.reshape(n * c, in_plane), ind.reshape(n * c, in_plane), plane,
                                  convention == "onnx")
     if bad >= 0:
         pos = np.unravel_index(bad, ind.shape)
@@ -893,7 +895,7 @@ def _global(op, x, is_max):
                          f"got shape {x.shape} ({x.ndim}-D)")
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
-    x = np.ascontiguousarray(x)
+    x = np.require(x, requirements="CA")
     n, c = x.shape[:2]
     y = _kernels.global_pool(x.reshape(n * c, -1), is_max)
     return y.reshape((n, c) + (1,) * (x.ndim - 2))

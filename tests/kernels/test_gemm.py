@@ -271,3 +271,20 @@ def test_measured_peak_is_plausible():
     peak = gemm.measure_peak_gflops(threads=1, seconds=0.05)
     # An FMA loop on any CPU this runs on: above 0.5 GFLOP/s, below 1 TFLOP/s per core.
     assert 0.5 < peak < 1000
+
+
+@pytest.mark.parametrize("m,k,n", [(256, 70, 97), (600, 40, 30), (30, 40, 700)])
+def test_threads_cover_every_tile_repeatedly(isa, rng, m, k, n):
+    """Each OpenMP thread must compute its own block of C: a race on the block bounds once
+    left tiles unwritten. NaN-filled outputs make any unwritten tile visible."""
+    previous = pyconv.get_num_threads()
+    pyconv.set_num_threads(2)
+    try:
+        a, b = random(rng, (m, k)), random(rng, (k, n))
+        ref = a.astype(np.float64) @ b
+        for _ in range(50):
+            out = np.full((m, n), np.nan, dtype=np.float32)
+            gemm.sgemm(a, b, out)
+            np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+    finally:
+        pyconv.set_num_threads(previous)

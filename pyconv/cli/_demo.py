@@ -1,0 +1,157 @@
+"""`pyconv demo`: the bundled classifier and segmenter on freshly generated images."""
+import importlib.util
+import os
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+
+import pyconv
+from pyconv.errors import InvalidArgument
+
+CLASSIFIER = "shapes_classifier.onnx"
+SEGMENTER = "shapes_unet.onnx"
+#: The bundled models' promises (models/README.md); the demo fails below them.
+MIN_ACCURACY = 0.95
+MIN_MEAN_IOU = 0.90
+# Mask colours: background, then one per shape class.
+PALETTE = np.array([(20, 20, 20), (230, 25, 75), (60, 180, 75), (255, 225, 25),
+                    (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)], np.uint8)
+
+
+def models_dir(explicit=None):
+    """--models, else $PYCONV_MODELS, else the repository's models/ next to the package."""
+    candidates = [explicit] if explicit else [
+        os.environ.get("PYCONV_MODELS"), Path(pyconv.__file__).resolve().parent.parent / "models"]
+    for c in candidates:
+        if c and (Path(c) / CLASSIFIER).is_file() and (Path(c) / SEGMENTER).is_file():
+            return Path(c)
+    raise InvalidArgument(f"bundled models not found in {[str(c) for c in candidates if c]}: "
+                          f"expected {CLASSIFIER} and {SEGMENTER} (use --models DIR)")
+
+
+def load_shapes_module(directory):
+    """models/shapes.py, the NumPy-only generator of the synthetic dataset."""
+    spec = importlib.util.spec_from_file_location("pyconv_models_shapes",
+                                                  Path(directory) / "shapes.py")
+    if spec is None or not (Path(directory) / "shapes.py").is_file():
+        raise InvalidArgument(f"{directory}/shapes.py (the dataset generator) is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def predict(session, images, batch=50):
+    """Argmax over axis 1 of the first output, batch by batch (labels or masks)."""
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0].argmax(1)
+                           for i in range(0, len(images), batch)])
+
+
+def latency_ms(session, image, runs=20):
+    """Median batch-1 latency in milliseconds."""
+    name = session.get_inputs()[0].name
+    feed = {name: image[None]}
+    session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def evaluate(sessions, shapes, n, seed):
+    """{engine: figures} for every session pair (classifier, segmenter)."""
+    cls_x, cls_y = shapes.make_classification(n, seed)
+    seg_x, seg_y = shapes.make_segmentation(n, seed + 1)
+    figures, preds = {}, {}
+    for engine, (classifier, segmenter) in sessions.items():
+        t0 = time.perf_counter()
+        labels = predict(classifier, cls_x)
+        masks = predict(segmenter, seg_x)
+        elapsed = time.perf_counter() - t0
+        miou, _ = shapes.mean_iou(masks, seg_y)
+        figures[engine] = dict(accuracy=float((labels == cls_y).mean()), miou=float(miou),
+                               cls_ms=latency_ms(classifier, cls_x[0]),
+                               seg_ms=latency_ms(segmenter, seg_x[0]),
+                               images_per_s=2 * n / elapsed)
+        preds[engine] = (labels, masks)
+    return figures, (cls_x, cls_y, seg_x, seg_y), preds
+
+
+def write_picture(path, shapes, data, preds, count=6):
+    """Rows: input image, true mask, predicted mask; then classifier inputs with labels."""
+    from PIL import Image, ImageDraw
+
+    cls_x, cls_y, seg_x, seg_y = data
+    labels, masks = preds
+    scale, pad = 2, 6
+    size = seg_x.shape[-1] * scale
+    count = min(count, len(seg_x))
+    width = pad + count * (size + pad)
+    height = 3 * (size + pad) + 2 * 14 + size + 40
+    img = Image.new("RGB", (width + 90, height), "white")
+    draw = ImageDraw.Draw(img)
+
+    def rgb(x):
+        pixels = (shapes.denormalize(x).transpose(1, 2, 0) * 255).astype(np.uint8)
+        return Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+
+    def coloured(mask):
+        return Image.fromarray(PALETTE[mask % len(PALETTE)]).resize((size, size),
+                                                                     Image.NEAREST)
+    for r, title in enumerate(("input", "ground truth", "pyconv")):
+        draw.text((width + 4, pad + r * (size + pad) + size // 2 - 6), title, fill="black")
+    for i in range(count):
+        x0 = pad + i * (size + pad)
+        img.paste(rgb(seg_x[i]), (x0, pad))
+        img.paste(coloured(seg_y[i]), (x0, pad + size + pad))
+        img.paste(coloured(masks[i]), (x0, pad + 2 * (size + pad)))
+    y0 = 3 * (size + pad) + 14
+    draw.text((pad, y0 - 12), "classifier: true / predicted", fill="black")
+    for i in range(min(count, len(cls_x))):
+        x0 = pad + i * (size + pad)
+        img.paste(rgb(cls_x[i]), (x0, y0 + 4))
+        ok = labels[i] == cls_y[i]
+        draw.text((x0, y0 + size + 8),
+                  f"{shapes.CLASSES[cls_y[i]]}/{shapes.CLASSES[labels[i]]}",
+                  fill=(0, 120, 0) if ok else (200, 0, 0))
+    img.save(path)
+
+
+def run_demo(args):
+    directory = models_dir(args.models)
+    shapes = load_shapes_module(directory)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    threads = pyconv.get_num_threads()
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sessions = {"pyconv": tuple(pyconv.InferenceSession(str(directory / m), opts)
+                                for m in (CLASSIFIER, SEGMENTER))}
+    try:
+        import onnxruntime as ort
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        o.log_severity_level = 3
+        sessions["onnxruntime"] = tuple(
+            ort.InferenceSession(str(directory / m), o, providers=["CPUExecutionProvider"])
+            for m in (CLASSIFIER, SEGMENTER))
+    except ImportError:
+        pass
+    print(f"pyconv {pyconv.__version__} demo: {args.samples} fresh images per model "
+          f"(seed {seed}), {threads} thread(s), models from {directory}")
+    figures, data, preds = evaluate(sessions, shapes, args.samples, seed)
+    print(f"{'engine':12s} {'accuracy':>9s} {'mean IoU':>9s} {'classify ms':>12s} "
+          f"{'segment ms':>11s} {'images/s':>9s}")
+    for engine, f in figures.items():
+        print(f"{engine:12s} {f['accuracy']:9.3f} {f['miou']:9.3f} {f['cls_ms']:12.3f} "
+              f"{f['seg_ms']:11.3f} {f['images_per_s']:9.1f}")
+    write_picture(args.picture, shapes, data, preds["pyconv"])
+    print(f"wrote {args.picture} (inputs, ground truth and predicted masks)")
+    f = figures["pyconv"]
+    ok = f["accuracy"] >= MIN_ACCURACY and f["miou"] >= MIN_MEAN_IOU
+    print(f"classifier accuracy {f['accuracy']:.3f} (>= {MIN_ACCURACY}), segmenter mean IoU "
+          f"{f['miou']:.3f} (>= {MIN_MEAN_IOU}): {'PASSED' if ok else 'FAILED'}")
+    return 0 if ok else 1
