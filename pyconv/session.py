@@ -170,7 +170,8 @@ class InferenceSession:
                 ops.append(cls(n, graph.opset, consts))
             except PyconvError:
                 raise
-            except (ValueError, TypeError, KeyError, IndexError) as exc:
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                    ArithmeticError, MemoryError) as exc:
                 raise InvalidModel(f"{n.label}: invalid attributes or constant inputs: "
                                    f"{type(exc).__name__}: {exc}") from exc
         self._program = Program(graph, ops, plan_memory=self._options.enable_mem_pattern)

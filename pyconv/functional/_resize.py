@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["resize"]
@@ -174,6 +175,7 @@ def resize(x, sizes=None, scales=None, mode="nearest",
         if min(scales, default=1) <= 0:
             raise InvalidArgument(f"resize: scales {scales} must be positive")
         sizes = [int(math.floor(i * s)) for i, s in zip(x.shape, scales)]
+    check_tensor_size(sizes, "resize")
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)
     y = x

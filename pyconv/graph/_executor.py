@@ -213,8 +213,8 @@ class Program:
                     res = step.op.run(ins, out)
                 except PyconvError:
                     raise
-                except (ValueError, TypeError, IndexError, ArithmeticError,
-                        MemoryError, AttributeError, KeyError) as exc:
+                except (ValueError, TypeError, IndexError, ArithmeticError, MemoryError,
+                        AttributeError, KeyError, RecursionError) as exc:
                     from pyconv.errors import InvalidArgument
                     shapes = ", ".join(f"{step.node.inputs[i]}: "
                                        f"{getattr(v, 'shape', None)} {getattr(v, 'dtype', '')}"

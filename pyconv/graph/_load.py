@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from pyconv.errors import InvalidModel
+from pyconv.errors import InvalidModel, PyconvError
 from pyconv.ops import Node
 
 # Elements a declared tensor may have before we refuse it (2**34 float32 = 64 GiB).
@@ -30,7 +30,7 @@ class ValueInfo:
     def from_proto(cls, vi):
         t = vi.type
         if not t.HasField("tensor_type"):
-            return cls(vi.name, 0, None)
+            return cls(_s(vi.name), 0, None)
         tt = t.tensor_type
         shape = None
         if tt.HasField("shape"):
@@ -39,10 +39,10 @@ class ValueInfo:
                 if d.HasField("dim_value"):
                     shape.append(int(d.dim_value))
                 elif d.HasField("dim_param") and d.dim_param:
-                    shape.append(d.dim_param)
+                    shape.append(_s(d.dim_param))
                 else:
                     shape.append(None)
-        return cls(vi.name, int(tt.elem_type), shape)
+        return cls(_s(vi.name), int(tt.elem_type), shape)
 
     @property
     def type_str(self):
@@ -178,6 +178,11 @@ def _tensor_to_array(t, base_dir):
     return arr
 
 
+def _s(v):
+    """A protobuf string field as str (invalid UTF-8 comes back as bytes)."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
 def _attr_value(attr, base_dir, node_label):
     from onnx import AttributeProto, helper
     if attr.type == AttributeProto.TENSOR:
@@ -199,6 +204,19 @@ def _attr_value(attr, base_dir, node_label):
 
 
 def load(model):
+    """Parses ``model`` into a :class:`Graph` (see :func:`_load`); any unexpected failure
+    while decoding a malformed model is reported as InvalidModel."""
+    try:
+        return _load(model)
+    except PyconvError:
+        raise
+    except RecursionError:
+        raise InvalidModel("the model is nested too deeply to decode") from None
+    except Exception as exc:
+        raise InvalidModel(f"malformed model ({type(exc).__name__}: {exc})") from exc
+
+
+def _load(model):
     """Parses ``model`` (path, bytes or ModelProto) into a :class:`Graph`.
 
     Raises
@@ -223,8 +241,8 @@ def load(model):
             raise InvalidModel("an initializer has no name")
         arr = _tensor_to_array(t, base_dir)
         arr.flags.writeable = False
-        constants[t.name] = arr
-    inputs = [ValueInfo.from_proto(v) for v in g.input if v.name not in constants]
+        constants[_s(t.name)] = arr
+    inputs = [ValueInfo.from_proto(v) for v in g.input if _s(v.name) not in constants]
     outputs = [ValueInfo.from_proto(v) for v in g.output]
     if not outputs:
         raise InvalidModel("the graph declares no outputs")
@@ -233,10 +251,12 @@ def load(model):
         value_info[v.name] = ValueInfo.from_proto(v)
     nodes = []
     for i, n in enumerate(g.node):
-        name = n.name or f"{n.op_type}_{i}"
-        label = f"{n.op_type} node '{name}'"
-        attrs = {a.name: _attr_value(a, base_dir, label) for a in n.attribute}
-        nodes.append(Node(n.op_type, list(n.input), list(n.output), attrs, name, n.domain))
+        op_type = _s(n.op_type)
+        name = _s(n.name) or f"{op_type}_{i}"
+        label = f"{op_type} node '{name}'"
+        attrs = {_s(a.name): _attr_value(a, base_dir, label) for a in n.attribute}
+        nodes.append(Node(op_type, [_s(x) for x in n.input], [_s(x) for x in n.output],
+                          attrs, name, _s(n.domain)))
     names = [v.name for v in inputs]
     if len(set(names)) != len(names):
         raise InvalidModel(f"duplicate graph input names: {names}")

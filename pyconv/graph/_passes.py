@@ -163,7 +163,9 @@ def fold_constants(graph, max_elements=1 << 28):
         try:
             op = cls(n, graph.opset, consts)
             res = op.run([graph.constants[x] if x else None for x in n.inputs])
-        except PyconvError:
+            res = [np.asarray(r) for r in res]
+        except (PyconvError, ArithmeticError, ValueError, TypeError, IndexError, KeyError,
+                AttributeError, MemoryError):
             keep.append(n)      # the error will surface, naming the node, at run time
             continue
         if any(np.asarray(r).size > max_elements for r in res):
@@ -447,6 +449,18 @@ def optimize(graph, level, shapes=None):
     """Runs the passes of ``level`` (0: none, 1: basic, >= 2: all) after validation."""
     toposort(graph)
     check_supported(graph)
+    try:
+        return _optimize(graph, level, shapes)
+    except PyconvError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError) \
+            as exc:
+        # A malformed model (e.g. parameters of inconsistent shapes) met in a rewrite.
+        raise InvalidModel(f"the graph optimizer failed on this model: "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def _optimize(graph, level, shapes):
     if level >= LEVEL_BASIC:
         eliminate_identity(graph)
         fold_constants(graph)

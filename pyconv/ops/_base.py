@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, PyconvError
 
 __all__ = ["Node", "Op", "register", "lookup", "registered_ops", "REQUIRED"]
@@ -80,11 +81,20 @@ class Op:
     attributes: dict = {}
     supports_out = False
     deterministic = True
+    #: Number of leading inputs that must be present (an int, or a callable of opset).
+    required_inputs = 1
 
     def __init__(self, node: Node, opset: int, consts: dict | None = None):
         self.node = node
         self.opset = opset
         self.name = node.name
+        need = self.required_inputs
+        need = need(opset) if callable(need) else need
+        if len(node.inputs) < need or not all(node.inputs[:need]):
+            raise InvalidModel(f"{node.label}: needs {need} input(s), got "
+                               f"{[x or '<empty>' for x in node.inputs]}")
+        if not node.outputs or not node.outputs[0]:
+            raise InvalidModel(f"{node.label}: has no output")
         attrs = {}
         for key, default in self.attributes.items():
             if key in node.attrs:
@@ -122,6 +132,8 @@ class Op:
 
     def float32(self, x, i=0):
         """Input ``i`` must be float32 (the dtype of the compute kernels)."""
+        if not isinstance(x, np.ndarray):
+            self.fail(f"input '{self.input_name(i)}' is missing")
         if x.dtype != np.float32:
             self.fail(f"input '{self.input_name(i)}' has dtype {x.dtype}; this operator "
                       f"runs on float32 only", InvalidDType)
@@ -147,7 +159,7 @@ def take_out(out, shape, dtype=np.float32):
     """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array."""
     if out is not None and out.shape == tuple(shape) and out.dtype == dtype:
         return out
-    return np.empty(shape, dtype)
+    return np.empty(check_tensor_size(shape), dtype)
 
 
 def wrap_errors(owner, fn, /, *args, **kwargs):

@@ -136,6 +136,7 @@ class Selu(Op):
 @register("PRelu")
 class PRelu(Op):
     """``x`` where positive, ``slope * x`` elsewhere (slope broadcast to x)."""
+    required_inputs = 2
 
     def run(self, inputs, out=None):
         x, slope = inputs

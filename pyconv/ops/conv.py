@@ -14,6 +14,7 @@ _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
 class _ConvBase(Op):
+    required_inputs = 2
     transposed = False
     supports_out = True
 

@@ -26,6 +26,7 @@ def _same_dtype(op, arrays):
 
 
 class _Binary(Op):
+    required_inputs = 2
     ufunc = None
     supports_out = True
 
@@ -74,6 +75,7 @@ class Div(_Binary):
 @register("Pow")
 class Pow(Op):
     """``x ** y``; the result has the type of ``x`` (exponent types may differ)."""
+    required_inputs = 2
 
     def run(self, inputs, out=None):
         x, y = inputs
@@ -174,6 +176,7 @@ class Min(_Variadic):
 
 @register("Equal")
 class Equal(Op):
+    required_inputs = 2
     def run(self, inputs, out=None):
         a, b = inputs
         _broadcast(self, (a, b))
@@ -182,6 +185,7 @@ class Equal(Op):
 
 @register("Where")
 class Where(Op):
+    required_inputs = 3
     def run(self, inputs, out=None):
         c, x, y = inputs
         _broadcast(self, (c, x, y))

@@ -15,6 +15,7 @@ from pyconv.ops._base import Op, register, wrap_errors
 class _Linear(Op):
     """A product ``x @ weight.T + bias`` whose constant weight is packed on first need
     (batch-1 inference uses the GEMV path on the plain weight, so nothing is packed)."""
+    required_inputs = 2
 
     def init_linear(self):
         self._packed = None

@@ -33,6 +33,7 @@ class _Affine(Op):
 @register("BatchNormalization")
 class BatchNormalization(_Affine):
     """Inference batch norm (opsets 7-15); ``training_mode=1`` is refused."""
+    required_inputs = 5
     attributes = {"epsilon": 1e-5, "momentum": 0.9, "spatial": 1, "training_mode": 0,
                   "is_test": 0}
 
@@ -60,6 +61,7 @@ class BatchNormalization(_Affine):
 class ChannelAffine(_Affine):
     """Fused by the optimizer from BatchNormalization / per-channel Mul and Add and a
     following activation: inputs x, scale (C,), shift (C,)."""
+    required_inputs = 3
     attributes = {"_pyconv_activation": None, "_pyconv_alpha": 0.0, "_pyconv_beta": 0.0}
 
     def run(self, inputs, out=None):
@@ -71,6 +73,7 @@ class ChannelAffine(_Affine):
 @register("InstanceNormalization")
 class InstanceNormalization(Op):
     """Normalises each (n, c) plane with its own mean and variance (float64 sums)."""
+    required_inputs = 3
     attributes = {"epsilon": 1e-5}
 
     def run(self, inputs, out=None):

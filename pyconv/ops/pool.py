@@ -150,6 +150,7 @@ class GlobalMaxPool(Op):
 @register("MaxUnpool")
 class MaxUnpool(Op):
     """ONNX MaxUnpool (9-22): indices into the whole output tensor (MaxPool's Indices)."""
+    required_inputs = 2
     attributes = {"kernel_shape": REQUIRED, "pads": None, "strides": None}
 
     def setup(self, consts):

@@ -78,6 +78,7 @@ class Resize(Op):
 class Upsample(Op):
     """Upsample: scales an attribute in opset 7, an input from 9; asymmetric coordinates,
     nearest rounds down ("bilinear" is accepted for "linear")."""
+    required_inputs = staticmethod(lambda opset: 2 if opset >= 9 else 1)
     attributes = {"mode": "nearest", "scales": None}
 
     def run(self, inputs, out=None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv import functional as F
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
 from pyconv.ops._base import REQUIRED, Op, register, wrap_errors
 
@@ -87,6 +88,7 @@ class Dropout(Op):
 @register("Constant")
 class Constant(Op):
     """The value of one of value / value_float(s) / value_int(s) (opset 1-22)."""
+    required_inputs = 0
     attributes = {"value": None, "value_float": None, "value_floats": None,
                   "value_int": None, "value_ints": None, "value_string": None,
                   "value_strings": None, "sparse_value": None}
@@ -123,7 +125,7 @@ class ConstantOfShape(Op):
         v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
         if v.size != 1:
             self.fail(f"value must have one element, got {v.size}")
-        return [np.full(shape, v[0], v.dtype)]
+        return [np.full(check_tensor_size(shape, self.node.label), v[0], v.dtype)]
 
 
 @register("Shape")
@@ -153,6 +155,7 @@ class Cast(Op):
 
 @register("Reshape")
 class Reshape(Op):
+    required_inputs = staticmethod(lambda opset: 2 if opset >= 5 else 1)
     attributes = {"allowzero": 0, "shape": None}
 
     def run(self, inputs, out=None):
@@ -298,6 +301,7 @@ class Split(Op):
 
 @register("Slice")
 class Slice(Op):
+    required_inputs = staticmethod(lambda opset: 3 if opset >= 10 else 1)
     attributes = {"starts": None, "ends": None, "axes": None}
 
     def run(self, inputs, out=None):
@@ -327,6 +331,7 @@ class Slice(Op):
 
 @register("Gather")
 class Gather(Op):
+    required_inputs = 2
     attributes = {"axis": 0}
 
     def run(self, inputs, out=None):
@@ -343,6 +348,7 @@ class Gather(Op):
 
 @register("Expand")
 class Expand(Op):
+    required_inputs = 2
     def run(self, inputs, out=None):
         x = inputs[0]
         shape = _int_list(self, inputs[1], "shape")
@@ -350,6 +356,7 @@ class Expand(Op):
             full = np.broadcast_shapes(x.shape, tuple(shape))
         except ValueError:
             self.fail(f"cannot expand input of shape {x.shape} to {shape}", ShapeError)
+        check_tensor_size(full, self.node.label)
         return [np.array(np.broadcast_to(x, full))]
 
 
@@ -357,6 +364,7 @@ class Expand(Op):
 class Pad(Op):
     """Pad: pads/value attributes up to opset 10, inputs from 11 (axes from 18);
     float32 goes through :func:`pyconv.functional.pad`, other dtypes NumPy."""
+    required_inputs = staticmethod(lambda opset: 2 if opset >= 11 else 1)
     attributes = {"mode": "constant", "pads": None, "value": 0.0}
     _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
               "wrap": "circular"}
@@ -441,6 +449,7 @@ class SpaceToDepth(_BlockOp):
 
 @register("ScatterND")
 class ScatterND(Op):
+    required_inputs = 3
     attributes = {"reduction": "none"}
     _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
