@@ -5,6 +5,14 @@ under a NumPy API.
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenMP threads that spin at barriers (libgomp's default) lose whole time slices when the
+# CPU is shared or oversubscribed: measured on the 2-core CI VM under load, whole-model runs
+# at 2 threads were 3-10x slower than with sleeping waits, at no cost at 1 thread. Set
+# before the extensions load libgomp; export OMP_WAIT_POLICY=ACTIVE to spin instead.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pyconv import errors
 from pyconv._config import (config, get_isa, get_num_threads, set_isa, set_num_threads,
                             show_config, supported_isas, _init_from_environment)
