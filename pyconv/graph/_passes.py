@@ -135,10 +135,13 @@ def _rename_input(graph, old, new):
 def eliminate_identity(graph):
     """Removes Identity and inference Dropout whose outputs are not graph outputs."""
     outs = set(graph.output_names)
+    used = {x for n in graph.nodes for x in n.inputs} | outs
     keep = []
     for n in graph.nodes:
+        # Dropout at inference is the identity when training_mode is absent and its mask
+        # output is not read.
         drop = n.op_type == "Identity" or (
-            n.op_type == "Dropout" and (len(n.outputs) < 2 or not n.outputs[1])
+            n.op_type == "Dropout" and (len(n.outputs) < 2 or n.outputs[1] not in used)
             and (len(n.inputs) < 3 or not n.inputs[2]))
         if drop and n.domain in ("", "ai.onnx") and n.outputs[0] not in outs and n.inputs[0]:
             _rename_input(graph, n.outputs[0], n.inputs[0])
