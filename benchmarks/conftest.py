@@ -1,11 +1,38 @@
 """Prints a summary after a benchmark run: GFLOP/s, % of measured peak, ratio to reference."""
+import math
+
 from _bench import _PEAK, peak_gflops
+
+
+def _model_summary(tr, benchmarks):
+    """pyconv / onnxruntime latency per model and thread count, with geometric means."""
+    rows = {}
+    for b in benchmarks:
+        info = b.extra_info
+        if info.get("kind") != "latency" or not b.stats:
+            continue
+        rows.setdefault((info["threads"], info["model"]), {})[info["impl"]] = b.stats.median
+    if not rows:
+        return
+    tr.section("models: pyconv / onnxruntime latency (median, batch 1; < 1 is faster)")
+    ratios = {}
+    for (threads, model), med in sorted(rows.items()):
+        if "pyconv" in med and "onnxruntime" in med:
+            r = med["pyconv"] / med["onnxruntime"]
+            ratios.setdefault(threads, []).append(r)
+            tr.write_line(f"{model:28s} {threads}thr  pyconv {med['pyconv'] * 1e3:9.2f} ms  "
+                          f"onnxruntime {med['onnxruntime'] * 1e3:9.2f} ms  ratio {r:5.2f}")
+    for threads, rs in sorted(ratios.items()):
+        g = math.exp(sum(math.log(r) for r in rs) / len(rs))
+        tr.write_line(f"{threads} thread(s): geometric mean {g:.2f}, worst {max(rs):.2f} "
+                      f"over {len(rs)} models")
 
 
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks or config.getoption("benchmark_disable"):
         return
+    _model_summary(terminalreporter, session.benchmarks)
     groups = {}
     for bench in session.benchmarks:
         if bench.extra_info.get("flops") is None or not bench.stats:

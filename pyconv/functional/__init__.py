@@ -7,6 +7,8 @@ from pyconv.functional._activation import *  # noqa: F401,F403
 from pyconv.functional._conv import *  # noqa: F401,F403
 from pyconv.functional._misc import *  # noqa: F401,F403
 from pyconv.functional._pool import *  # noqa: F401,F403
-from pyconv.functional import _activation, _conv, _misc, _pool
+from pyconv.functional._resize import *  # noqa: F401,F403
+from pyconv.functional import _activation, _conv, _misc, _pool, _resize
 
-__all__ = sorted(_activation.__all__ + _conv.__all__ + _misc.__all__ + _pool.__all__)
+__all__ = sorted(_activation.__all__ + _conv.__all__ + _misc.__all__ + _pool.__all__
+                 + _resize.__all__)

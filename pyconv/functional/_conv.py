@@ -123,15 +123,18 @@ class ConvPlan:
                                                self.dilation, op=self.op)
         return (input_shape[0], self.out_channels) + tuple(out)
 
-    def __call__(self, x, residual=None, output_size=None):
-        return self.run(x, residual, output_size)
+    def __call__(self, x, residual=None, output_size=None, out=None):
+        return self.run(x, residual, output_size, out)
 
-    def run(self, x, residual=None, output_size=None):
+    def run(self, x, residual=None, output_size=None, out=None):
         """Convolves x (N, C_in, *spatial) float32; returns a new float32 array.
 
         ``residual`` (same shape as the output) is added before the activation;
         ``output_size`` (transposed only) picks the output spatial size like
-        torch's ``ConvTranspose.forward(x, output_size)``."""
+        torch's ``ConvTranspose.forward(x, output_size)``; ``out`` (optional) is a
+        preallocated C-contiguous float32 array of the output shape, written and
+        returned (a memory planner's buffer; it must not overlap ``x`` or
+        ``residual``)."""
         x = _float32(x, "input", self.op)
         out_shape = self.output_shape(x.shape, output_size)
         x = np.require(x, requirements="CA")  # C order, aligned for the kernels
@@ -140,7 +143,15 @@ class ConvPlan:
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
-        out = np.empty(arithmetic.check_tensor_size(out_shape, self.op), dtype=np.float32)
+        if out is None:
+            out = np.empty(arithmetic.check_tensor_size(out_shape, self.op), dtype=np.float32)
+        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
+              or out.shape != out_shape or not out.flags.c_contiguous
+              or not out.flags.aligned or not out.flags.writeable):
+            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
+                                  f"float32 array of shape {out_shape}, got "
+                                  f"{getattr(out, 'dtype', type(out).__name__)} "
+                                  f"{getattr(out, 'shape', '')}")
         pb, _ = self.pads(tuple(x.shape[2:]))
         return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
                                self.activation, self.act_alpha, self.act_beta)

@@ -1,0 +1,207 @@
+"""N-d resizing with the ONNX ``Resize`` semantics (every coordinate transformation,
+nearest rounding mode, linear / cubic with antialias, crop-and-resize).
+
+:func:`interpolate` keeps torch's float32 index arithmetic; this is the ONNX one. Both
+are separable: one gather-and-weigh pass per resized axis.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyconv.arithmetic import check_tensor_size
+from pyconv.errors import InvalidArgument, ShapeError
+
+__all__ = ["resize"]
+
+COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                    "align_corners", "asymmetric", "tf_crop_and_resize")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+MODES = ("nearest", "linear", "cubic")
+
+
+def _source_coords(mode, out_int, in_size, scale, roi):
+    """Source coordinate of every output index along one axis (float64) and the mask of
+    positions outside the input (``tf_crop_and_resize`` only)."""
+    y = np.arange(out_int, dtype=np.float64)
+    out_f = scale * in_size
+    outside = None
+    if mode == "align_corners":
+        x = np.zeros(out_int) if out_f == 1 else y * (in_size - 1) / (out_f - 1)
+    elif mode == "asymmetric":
+        x = y / scale
+    elif mode == "tf_crop_and_resize":
+        start, end = roi
+        if out_f == 1:
+            x = np.full(out_int, (end - start) * (in_size - 1) / 2)
+        else:
+            x = y * (end - start) * (in_size - 1) / (out_f - 1)
+        x = x + start * (in_size - 1)
+        outside = (x < 0) | (x > in_size - 1)
+    elif mode == "pytorch_half_pixel":
+        x = np.full(out_int, -0.5) if out_f == 1 else (y + 0.5) / scale - 0.5
+    elif mode == "half_pixel":
+        x = (y + 0.5) / scale - 0.5
+    else:  # half_pixel_symmetric
+        adjustment = out_int / out_f
+        offset = in_size / 2 * (1 - adjustment)
+        x = offset + (y + 0.5) / scale - 0.5
+    return x, outside
+
+
+def _cubic(d, a):
+    d = np.abs(d)
+    d2, d3 = d * d, d * d * d
+    near = (a + 2) * d3 - (a + 3) * d2 + 1
+    far = a * d3 - 5 * a * d2 + 8 * a * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _taps(mode, x, in_size, scale, nearest_mode, cubic_a, exclude_outside, antialias):
+    """(indices (O, T), weights (O, T)) of one axis."""
+    if mode == "nearest":
+        if nearest_mode == "round_prefer_floor":
+            i = np.ceil(x - 0.5)
+        elif nearest_mode == "round_prefer_ceil":
+            i = np.floor(x + 0.5)
+        elif nearest_mode == "floor":
+            i = np.floor(x)
+        else:
+            i = np.ceil(x)
+        i = np.clip(i.astype(np.int64), 0, in_size - 1)
+        return i[:, None], None
+    # The ratio is taken in (0, 1]: an integer coordinate weighs its left neighbour by 0.
+    base = np.ceil(x).astype(np.int64)
+    ratio = x - (base - 1)
+    s = min(scale, 1.0) if antialias else 1.0
+    if mode == "linear":
+        start = int(math.floor(-1 / s) + 1) if antialias else 0
+    else:
+        start = int(math.floor(-2 / s) + 1) if antialias else -1
+    count = 2 - 2 * start
+    offsets = np.arange(start, start + count)                   # relative to base - 1
+    dist = (offsets[None, :] - ratio[:, None])                   # tap - x
+    if mode == "linear":
+        w = np.clip(1 - np.abs(dist * s), 0, 1)
+    else:
+        w = _cubic(dist * s, cubic_a)
+    if antialias:
+        w = w / w.sum(axis=1, keepdims=True)
+    idx = base[:, None] - 1 + offsets[None, :]
+    if exclude_outside:
+        w = np.where((idx < 0) | (idx >= in_size), 0.0, w)
+        w = w / w.sum(axis=1, keepdims=True)
+    return np.clip(idx, 0, in_size - 1), w
+
+
+def resize(x, sizes=None, scales=None, mode="nearest",
+           coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
+           cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
+           antialias=False, roi=None):
+    """Resize every axis of ``x`` (ONNX ``Resize``, opset 10 to 19 semantics).
+
+    Parameters
+    ----------
+    x : ndarray, any rank, float (integer dtypes work for ``nearest``)
+    sizes : sequence of int, optional
+        Output shape (one per axis); the scale is then ``out / in`` unless ``scales`` is
+        also given (ONNX ``keep_aspect_ratio_policy``).
+    scales : sequence of float, optional
+        Per-axis scale; without ``sizes`` the output size is ``floor(in * scale)``.
+    mode : {'nearest', 'linear', 'cubic'}
+        ``linear`` and ``cubic`` are separable (bilinear / bicubic in 2-D).
+    coordinate_transformation_mode : str
+        One of ``half_pixel`` (default), ``half_pixel_symmetric``, ``pytorch_half_pixel``,
+        ``align_corners``, ``asymmetric``, ``tf_crop_and_resize``.
+    nearest_mode : {'round_prefer_floor', 'round_prefer_ceil', 'floor', 'ceil'}
+    cubic_coeff_a : float
+        The cubic kernel's ``a`` (-0.75 like TensorFlow; -0.5 like some others).
+    exclude_outside : bool
+        Give taps outside the input a zero weight and renormalise.
+    extrapolation_value : float
+        Value of ``tf_crop_and_resize`` outputs whose source lies outside the input.
+    antialias : bool
+        When downscaling with linear / cubic, widen the kernel by ``1 / scale``.
+    roi : sequence of float, optional
+        ``(start_0, ..., start_{r-1}, end_0, ..., end_{r-1})`` in normalised
+        coordinates, for ``tf_crop_and_resize``.
+
+    Returns
+    -------
+    ndarray, dtype of ``x``, shape ``sizes`` (or the scaled shape)
+
+    Raises
+    ------
+    InvalidArgument
+        On an unknown mode, neither sizes nor scales, a non-positive scale.
+    ShapeError
+        If sizes / scales / roi do not have one value per axis.
+    """
+    x = np.asarray(x)
+    r = x.ndim
+    if mode not in MODES:
+        raise InvalidArgument(f"resize: mode must be one of {MODES}, got {mode!r}")
+    if coordinate_transformation_mode not in COORDINATE_MODES:
+        raise InvalidArgument(f"resize: coordinate_transformation_mode must be one of "
+                              f"{COORDINATE_MODES}, got {coordinate_transformation_mode!r}")
+    if nearest_mode not in NEAREST_MODES:
+        raise InvalidArgument(f"resize: nearest_mode must be one of {NEAREST_MODES}, got "
+                              f"{nearest_mode!r}")
+    if sizes is None and scales is None:
+        raise InvalidArgument("resize: sizes or scales must be given")
+    crop = coordinate_transformation_mode == "tf_crop_and_resize"
+    if crop:
+        if roi is None or len(roi) != 2 * r:
+            raise ShapeError(f"resize: tf_crop_and_resize needs roi with {2 * r} values for a "
+                             f"rank-{r} input, got {None if roi is None else list(roi)}")
+        rois = [(float(roi[i]), float(roi[i + r])) for i in range(r)]
+    else:
+        rois = [(0.0, 1.0)] * r
+    if sizes is not None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) != r or min(sizes, default=1) < 0:
+            raise ShapeError(f"resize: sizes {sizes} must have {r} non-negative values for "
+                             f"input shape {x.shape}")
+        if scales is None:
+            scales = [o / i if i else 1.0 for o, i in zip(sizes, x.shape)]
+        else:
+            scales = [float(s) for s in scales]
+    else:
+        scales = [float(s) for s in scales]
+        if len(scales) != r:
+            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
+                             f"{x.shape}")
+        if min(scales, default=1) <= 0:
+            raise InvalidArgument(f"resize: scales {scales} must be positive")
+        sizes = [int(math.floor(i * s)) for i, s in zip(x.shape, scales)]
+    check_tensor_size(sizes, "resize")
+    if 0 in x.shape or 0 in sizes:
+        return np.zeros(sizes, x.dtype)
+    y = x
+    compute = np.float32 if x.dtype == np.float32 else np.float64
+    for axis in range(r):
+        in_size, out_size, scale = x.shape[axis], sizes[axis], scales[axis]
+        if out_size == in_size and scale == 1.0 and not crop:
+            continue
+        coords, outside = _source_coords(coordinate_transformation_mode, out_size, in_size,
+                                         scale, rois[axis])
+        idx, w = _taps(mode, coords, in_size, scale, nearest_mode, float(cubic_coeff_a),
+                       bool(exclude_outside), bool(antialias))
+        bshape = [1] * r
+        bshape[axis] = out_size
+        if w is None:
+            z = np.take(y, idx[:, 0], axis=axis)
+        else:
+            src = y.astype(compute, copy=False)
+            z = None
+            for t in range(idx.shape[1]):
+                term = np.take(src, idx[:, t], axis=axis)
+                term *= w[:, t].astype(compute).reshape(bshape)
+                z = term if z is None else np.add(z, term, out=z)
+        if outside is not None and outside.any():
+            z = np.where(outside.reshape(bshape), np.asarray(extrapolation_value, z.dtype), z)
+        y = z
+    if y.dtype != x.dtype:
+        y = np.rint(y).astype(x.dtype) if x.dtype.kind in "iub" else y.astype(x.dtype)
+    return np.ascontiguousarray(y)

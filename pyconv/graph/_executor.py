@@ -1,0 +1,245 @@
+"""The executor: a flat list of steps over integer value slots, with a liveness-based
+memory plan per input signature.
+
+The first run for a signature allocates every value and records shapes, dtypes and
+which outputs are views of which inputs. From that, :class:`MemoryPlan` places each
+float32 result of an operator that can write into a given buffer (``supports_out``)
+at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
+size, the intervals being [producing step, last step reading it or any view of it]).
+Later runs take an arena from a pool (one per concurrent run, so runs from several
+threads never share a buffer) and hand each operator its planned ``out``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from pyconv.errors import PyconvError
+
+ALIGN = 64
+
+
+class Step:
+    __slots__ = ("op", "node", "ins", "outs")
+
+    def __init__(self, op, node, ins, outs):
+        self.op, self.node, self.ins, self.outs = op, node, ins, outs
+
+
+class MemoryPlan:
+    """Arena offsets of planned slots for one input signature.
+
+    Attributes
+    ----------
+    arena_bytes : int
+        Size of the arena one run needs.
+    unplanned_bytes : int
+        Bytes of intermediate values without a planned buffer (views excluded).
+    naive_bytes : int
+        What all intermediate values would take without reuse.
+    """
+
+    def __init__(self, nslots, steps, record, output_slots, const_slots, input_slots):
+        shapes, aliases = record["shapes"], record["aliases"]
+        self.slot_info = {}
+        parent = list(range(nslots))
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for out, ins in aliases:
+            for i in ins:
+                ra, rb = find(out), find(i)
+                if ra != rb:
+                    # The root is the older value (the one that owns the memory).
+                    if ra < rb:
+                        ra, rb = rb, ra
+                    parent[ra] = rb
+        define, last = {}, {}
+        for t, s in enumerate(steps):
+            for o in s.outs:
+                if o >= 0:
+                    define.setdefault(o, t)
+            for i in s.ins:
+                if i >= 0:
+                    last[i] = t
+        end = len(steps)
+        group_end = {}
+        pinned = set()
+        for slot in range(nslots):
+            r = find(slot)
+            e = last.get(slot, define.get(slot, -1))
+            if slot in output_slots:
+                e = end + 1
+                pinned.add(r)
+            if slot in const_slots or slot in input_slots:
+                pinned.add(r)
+            group_end[r] = max(group_end.get(r, -1), e)
+        candidates = []
+        self.naive_bytes = 0
+        for t, s in enumerate(steps):
+            for k, o in enumerate(s.outs):
+                if o < 0 or o not in shapes:
+                    continue
+                shape, dtype = shapes[o]
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                if find(o) == o:
+                    self.naive_bytes += nbytes
+                if (k == 0 and s.op.supports_out and find(o) == o and o not in pinned
+                        and dtype == np.float32 and nbytes > 0):
+                    candidates.append((nbytes, t, group_end[o], o, shape))
+        # Greedy by size: each buffer goes at the lowest offset free during its life.
+        placed = []
+        self.offsets = {}
+        for nbytes, start, stop, slot, shape in sorted(candidates, key=lambda c: -c[0]):
+            size = (nbytes + ALIGN - 1) // ALIGN * ALIGN
+            busy = sorted((off, sz) for off, sz, a, b in placed
+                          if not (b < start or stop < a))
+            offset = 0
+            for off, sz in busy:
+                if offset + size <= off:
+                    break
+                offset = max(offset, off + sz)
+            placed.append((offset, size, start, stop))
+            self.offsets[slot] = (offset, shape)
+        self.arena_bytes = max((o + s for o, s, _, _ in placed), default=0)
+        planned = sum(c[0] for c in candidates)
+        self.unplanned_bytes = self.naive_bytes - planned
+        self._pool = []
+        self._lock = threading.Lock()
+
+    def acquire(self):
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        buf = np.empty(self.arena_bytes + ALIGN, np.uint8)
+        base = (-buf.ctypes.data) % ALIGN
+        views = {}
+        for slot, (off, shape) in self.offsets.items():
+            n = int(np.prod(shape, dtype=np.int64)) * 4
+            views[slot] = buf[base + off:base + off + n].view(np.float32).reshape(shape)
+        return buf, views
+
+    def release(self, arena):
+        with self._lock:
+            if len(self._pool) < 8:
+                self._pool.append(arena)
+
+
+class Program:
+    """Steps over slots; ``run`` is re-entrant (no state changes but caches)."""
+
+    def __init__(self, graph, ops, plan_memory=True):
+        self.graph = graph
+        names = {}
+
+        def slot(name):
+            if name not in names:
+                names[name] = len(names)
+            return names[name]
+
+        self.input_names = [v.name for v in graph.inputs]
+        self.input_slots = [slot(n) for n in self.input_names]
+        self.const_slots = {}
+        for name, value in graph.constants.items():
+            self.const_slots[slot(name)] = value
+        self.steps = []
+        for node, op in zip(graph.nodes, ops):
+            ins = [slot(x) if x else -1 for x in node.inputs]
+            outs = [slot(o) if o else -1 for o in node.outputs]
+            self.steps.append(Step(op, node, ins, outs))
+        self.output_names = graph.output_names
+        self.slots = names
+        for o in self.output_names:
+            slot(o)
+        self.nslots = len(names)
+        self.output_slot = {n: names[n] for n in self.output_names}
+        template = [None] * self.nslots
+        for s, v in self.const_slots.items():
+            template[s] = v
+        self.template = template
+        # Last step reading each slot: values are dropped after it (graph outputs kept).
+        keep = set(self.output_slot.values())
+        last = {}
+        for t, s in enumerate(self.steps):
+            for i in s.ins:
+                if i >= 0 and i not in self.const_slots:
+                    last[i] = t
+        self.free_after = [[] for _ in self.steps]
+        for i, t in last.items():
+            if i not in keep:
+                self.free_after[t].append(i)
+        self.plan_memory = plan_memory
+        self.plans = {}
+        self._plan_lock = threading.Lock()
+
+    def _record(self, vals, step, outs, record):
+        for o, v in zip(step.outs, outs):
+            if o >= 0 and isinstance(v, np.ndarray):
+                record["shapes"][o] = (v.shape, v.dtype)
+                al = [i for i in step.ins if i >= 0 and vals[i] is not None
+                      and isinstance(vals[i], np.ndarray) and np.may_share_memory(v, vals[i])]
+                if al:
+                    record["aliases"].append((o, al))
+
+    def run(self, feeds, wanted, profile=None):
+        """Runs with ``feeds`` (slot order of the graph inputs); returns the values of the
+        slots in ``wanted``."""
+        vals = list(self.template)
+        for s, v in zip(self.input_slots, feeds):
+            vals[s] = v
+        key = tuple((v.shape, v.dtype.str) for v in feeds)
+        plan = self.plans.get(key) if self.plan_memory else None
+        record = None
+        arena = None
+        views = {}
+        if plan is None and self.plan_memory:
+            record = {"shapes": {}, "aliases": []}
+        elif plan is not None:
+            arena = plan.acquire()
+            views = arena[1]
+        try:
+            for t, step in enumerate(self.steps):
+                ins = [vals[i] if i >= 0 else None for i in step.ins]
+                out = views.get(step.outs[0]) if views else None
+                if profile is not None:
+                    t0 = time.perf_counter()
+                try:
+                    res = step.op.run(ins, out)
+                except PyconvError:
+                    raise
+                except (ValueError, TypeError, IndexError, ArithmeticError, MemoryError,
+                        AttributeError, KeyError, RecursionError) as exc:
+                    from pyconv.errors import InvalidArgument
+                    shapes = ", ".join(f"{step.node.inputs[i]}: "
+                                       f"{getattr(v, 'shape', None)} {getattr(v, 'dtype', '')}"
+                                       for i, v in enumerate(ins) if v is not None)
+                    raise InvalidArgument(f"{step.node.label} failed on inputs ({shapes}): "
+                                          f"{type(exc).__name__}: {exc}") from exc
+                if profile is not None:
+                    t1 = time.perf_counter()
+                    profile.append((step.node, t0, t1, [getattr(r, "shape", None)
+                                                         for r in res]))
+                if record is not None:
+                    self._record(vals, step, res, record)
+                for o, v in zip(step.outs, res):
+                    if o >= 0:
+                        vals[o] = v
+                for i in self.free_after[t]:
+                    vals[i] = None
+            result = [vals[s] for s in wanted]
+        finally:
+            if arena is not None:
+                plan.release(arena)
+        if record is not None:
+            plan = MemoryPlan(self.nslots, self.steps, record,
+                              set(self.output_slot.values()), set(self.const_slots),
+                              set(self.input_slots))
+            with self._plan_lock:
+                self.plans.setdefault(key, plan)
+        return result

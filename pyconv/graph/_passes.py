@@ -1,0 +1,477 @@
+"""Graph passes. Each takes a :class:`Graph`, rewrites it in place and returns it.
+
+Order (see :func:`optimize`): validate + topological sort, then by level
+basic:    remove Identity / inference Dropout, fold constants, remove dead nodes;
+all:      + BatchNormalization folded into Conv / ConvTranspose weights, standalone
+          BatchNormalization (and per-channel Mul / Add after it or after a Conv) as one
+          ChannelAffine, residual Add fused into the Conv epilogue, activations fused into
+          Conv / ChannelAffine, then dead nodes again.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
+from pyconv.ops import Node, lookup
+
+#: Activations the fused epilogue implements: ONNX type -> (name, alpha, beta) builder.
+def _act_params(node, opset, constants):
+    t, a = node.op_type, node.attrs
+    if t == "Relu":
+        return "relu", 0.0, 0.0
+    if t == "LeakyRelu":
+        return "leaky_relu", float(a.get("alpha", 0.01)), 0.0
+    if t == "Sigmoid":
+        return "sigmoid", 0.0, 0.0
+    if t == "Tanh":
+        return "tanh", 0.0, 0.0
+    if t == "HardSwish":
+        return "hardswish", 0.0, 0.0
+    if t == "HardSigmoid":
+        return "hardsigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if t == "Elu":
+        return "elu", float(a.get("alpha", 1.0)), 0.0
+    if t == "Clip":
+        if opset < 11:
+            lo, hi = a.get("min"), a.get("max")
+        else:
+            lo = hi = None
+            for i in (1, 2):
+                if len(node.inputs) > i and node.inputs[i]:
+                    c = constants.get(node.inputs[i])
+                    if c is None or c.size != 1 or c.dtype != np.float32:
+                        return None
+                    if i == 1:
+                        lo = float(c.reshape(()))
+                    else:
+                        hi = float(c.reshape(()))
+        return "clip", -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Validation and order.
+
+def check_supported(graph):
+    """Raises UnsupportedOperator listing every missing op type and its nodes."""
+    missing = defaultdict(list)
+    for n in graph.nodes:
+        if lookup(n.op_type, n.domain) is None:
+            key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+            missing[key].append(n.name)
+    if missing:
+        parts = [f"{t} (nodes: {', '.join(repr(x) for x in names[:10])}"
+                 f"{', ...' if len(names) > 10 else ''})" for t, names in sorted(missing.items())]
+        raise UnsupportedOperator(f"the model uses {len(missing)} operator type(s) pyconv does "
+                                  f"not implement: " + "; ".join(parts))
+
+
+def toposort(graph):
+    """Orders nodes so that every input is produced before use; checks wiring.
+
+    Raises InvalidModel on a dangling input, a value produced twice, or a cycle."""
+    available = set(graph.constants) | {v.name for v in graph.inputs} | {""}
+    producer = {}
+    for i, n in enumerate(graph.nodes):
+        for o in n.outputs:
+            if not o:
+                continue
+            if o in producer or o in available:
+                raise InvalidModel(f"{n.label}: output '{o}' is produced more than once (also "
+                                   f"by {graph.nodes[producer[o]].label if o in producer else 'a graph input or initializer'})")
+            producer[o] = i
+    deps = []
+    users = defaultdict(list)
+    for i, n in enumerate(graph.nodes):
+        need = set()
+        for x in n.inputs:
+            if x in available:
+                continue
+            if x not in producer:
+                raise InvalidModel(f"{n.label}: input '{x}' is not a graph input, an "
+                                   f"initializer or any node's output")
+            need.add(producer[x])
+        deps.append(len(need))
+        for p in need:
+            users[p].append(i)
+    ready = [i for i, d in enumerate(deps) if d == 0]
+    order = []
+    while ready:
+        i = ready.pop(0) if len(ready) < 2 else ready.pop(0)
+        order.append(i)
+        for u in users[i]:
+            deps[u] -= 1
+            if deps[u] == 0:
+                ready.append(u)
+    if len(order) != len(graph.nodes):
+        stuck = [graph.nodes[i].label for i, d in enumerate(deps) if d > 0][:5]
+        raise InvalidModel(f"the graph has a cycle (through {', '.join(stuck)})")
+    graph.nodes = [graph.nodes[i] for i in order]
+    for o in graph.output_names:
+        if o not in producer and o not in available:
+            raise InvalidModel(f"graph output '{o}' is not produced by any node")
+    return graph
+
+
+def _consumers(graph):
+    users = defaultdict(list)
+    for n in graph.nodes:
+        for x in n.inputs:
+            if x:
+                users[x].append(n)
+    return users
+
+
+def _rename_input(graph, old, new):
+    for n in graph.nodes:
+        n.inputs = [new if x == old else x for x in n.inputs]
+
+
+# ---------------------------------------------------------------------------------------
+# Basic passes.
+
+def eliminate_identity(graph):
+    """Removes Identity and inference Dropout whose outputs are not graph outputs."""
+    outs = set(graph.output_names)
+    used = {x for n in graph.nodes for x in n.inputs} | outs
+    keep = []
+    for n in graph.nodes:
+        # Dropout at inference is the identity when training_mode is absent and its mask
+        # output is not read.
+        drop = n.op_type == "Identity" or (
+            n.op_type == "Dropout" and (len(n.outputs) < 2 or n.outputs[1] not in used)
+            and (len(n.inputs) < 3 or not n.inputs[2]))
+        if drop and n.domain in ("", "ai.onnx") and n.outputs[0] not in outs and n.inputs[0]:
+            _rename_input(graph, n.outputs[0], n.inputs[0])
+        else:
+            keep.append(n)
+    graph.nodes = keep
+    return graph
+
+
+def fold_constants(graph, max_elements=1 << 28):
+    """Evaluates nodes whose inputs are all constants (once, at session creation)."""
+    keep = []
+    outs = set(graph.output_names)
+    for n in graph.nodes:
+        cls = lookup(n.op_type, n.domain)
+        if (cls is None or not cls.deterministic
+                or not all(x == "" or x in graph.constants for x in n.inputs)
+                or any(o in outs for o in n.outputs)):
+            keep.append(n)
+            continue
+        consts = {i: graph.constants[x] for i, x in enumerate(n.inputs) if x}
+        try:
+            op = cls(n, graph.opset, consts)
+            res = op.run([graph.constants[x] if x else None for x in n.inputs])
+            res = [np.asarray(r) for r in res]
+        except (PyconvError, ArithmeticError, ValueError, TypeError, IndexError, KeyError,
+                AttributeError, MemoryError):
+            keep.append(n)      # the error will surface, naming the node, at run time
+            continue
+        if any(np.asarray(r).size > max_elements for r in res):
+            keep.append(n)
+            continue
+        for name, r in zip(n.outputs, res):
+            if name:
+                r = np.asarray(r)
+                if not r.flags.owndata:     # a view (of a constant): own the bytes
+                    r = np.array(r)
+                r.flags.writeable = False
+                graph.constants[name] = r
+    graph.nodes = keep
+    return graph
+
+
+def eliminate_dead(graph):
+    """Removes nodes none of whose outputs is used, and unused constants."""
+    outs = set(graph.output_names)
+    changed = True
+    while changed:
+        used = {x for n in graph.nodes for x in n.inputs} | outs
+        keep = [n for n in graph.nodes if any(o in used for o in n.outputs if o)]
+        changed = len(keep) != len(graph.nodes)
+        graph.nodes = keep
+    used = {x for n in graph.nodes for x in n.inputs} | outs
+    graph.constants = {k: v for k, v in graph.constants.items() if k in used}
+    return graph
+
+
+# ---------------------------------------------------------------------------------------
+# Fusions.
+
+def _single_use(graph, users, name):
+    return len(users.get(name, ())) == 1 and name not in set(graph.output_names)
+
+
+def _channel_vector(c, channels, rank):
+    """A constant that broadcasts as one value per channel (axis 1) -> (C,) float32."""
+    if c is None or c.dtype != np.float32:
+        return None
+    if c.size == 1:
+        return np.full(channels, c.reshape(()), np.float32)
+    shape = c.shape
+    # (C, 1, ..., 1) aligned to the trailing dims of an (N, C, *spatial) tensor,
+    # optionally with a leading 1.
+    trail = rank - 2
+    if c.size == channels and len(shape) <= rank and len(shape) >= trail + 1 and \
+            shape[len(shape) - trail - 1] == channels and \
+            all(s == 1 for i, s in enumerate(shape) if i != len(shape) - trail - 1):
+        return c.reshape(-1).astype(np.float32)
+    return None
+
+
+def _is_conv(n):
+    return (n.op_type in ("Conv", "ConvTranspose") and n.domain in ("", "ai.onnx")) or (
+        n.op_type == "FusedConv" and n.domain == "pyconv")
+
+
+def _conv_params(graph, n):
+    """(weight, bias) constants of a conv node, or None when not constant."""
+    w = graph.constants.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if w is None or w.dtype != np.float32 or w.ndim < 3:
+        return None
+    b = None
+    if len(n.inputs) > 2 and n.inputs[2]:
+        b = graph.constants.get(n.inputs[2])
+        if b is None:
+            return None
+    return w, b
+
+
+def _out_channels(n, w):
+    if n.op_type == "ConvTranspose":
+        return w.shape[1] * int(n.attrs.get("group", 1))
+    return w.shape[0]
+
+
+def _new_const(graph, base, value):
+    name = base
+    k = 0
+    while name in graph.constants:
+        k += 1
+        name = f"{base}__{k}"
+    value = np.ascontiguousarray(value, np.float32)
+    value.flags.writeable = False
+    graph.constants[name] = value
+    return name
+
+
+def _scale_conv(graph, n, scale, shift):
+    """conv(x) * scale + shift folded into the conv's weight and bias (float64 math)."""
+    w, b = _conv_params(graph, n)
+    cout = _out_channels(n, w)
+    s64 = scale.astype(np.float64)
+    if n.op_type == "ConvTranspose":
+        g = int(n.attrs.get("group", 1))
+        cin, cog = w.shape[0], w.shape[1]
+        w2 = w.astype(np.float64).reshape(g, cin // g, cog, -1) * \
+            s64.reshape(g, 1, cog, 1)
+        w2 = w2.reshape(w.shape)
+    else:
+        w2 = w.astype(np.float64) * s64.reshape((-1,) + (1,) * (w.ndim - 1))
+    b0 = np.zeros(cout) if b is None else b.astype(np.float64)
+    b2 = b0 * s64 + shift.astype(np.float64)
+    inputs = list(n.inputs) + [""] * (3 - len(n.inputs))
+    inputs[1] = _new_const(graph, inputs[1] + "_folded", w2)
+    inputs[2] = _new_const(graph, (inputs[2] or n.name + "_bias") + "_folded", b2)
+    n.inputs = inputs
+
+
+def _bn_scale_shift(graph, n):
+    params = [graph.constants.get(x) for x in n.inputs[1:5]]
+    if len(params) < 4 or any(p is None or p.dtype != np.float32 or p.ndim != 1
+                              for p in params):
+        return None
+    if int(n.attrs.get("training_mode", 0)) or int(n.attrs.get("spatial", 1)) != 1:
+        return None
+    if len([o for o in n.outputs if o]) != 1:
+        return None
+    scale, bias, mean, var = (p.astype(np.float64) for p in params)
+    eps = float(n.attrs.get("epsilon", 1e-5))
+    s = scale / np.sqrt(var + eps)
+    return s, bias - mean * s
+
+
+def fold_batchnorm(graph):
+    """Conv -> BatchNormalization with constant parameters: BN folded into the weights;
+    any other inference BN becomes a ChannelAffine."""
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    remove = set()
+    for n in graph.nodes:
+        if n.op_type != "BatchNormalization" or n.domain not in ("", "ai.onnx"):
+            continue
+        ss = _bn_scale_shift(graph, n)
+        if ss is None:
+            continue
+        p = producer.get(n.inputs[0])
+        if p is not None and _is_conv(p) and _conv_params(graph, p) is not None and \
+                _single_use(graph, users, n.inputs[0]) and len(p.inputs) <= 3 and \
+                not p.attrs.get("_pyconv_activation") and \
+                _out_channels(p, graph.constants[p.inputs[1]]) == ss[0].shape[0]:
+            _scale_conv(graph, p, *ss)
+            p.outputs = [n.outputs[0]]
+            remove.add(id(n))
+            continue
+        scale = _new_const(graph, n.name + "_scale", ss[0])
+        shift = _new_const(graph, n.name + "_shift", ss[1])
+        n.op_type, n.domain = "ChannelAffine", "pyconv"
+        n.inputs = [n.inputs[0], scale, shift]
+        n.outputs = n.outputs[:1]
+        n.attrs = {}
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph
+
+
+def fold_channel_ops(graph, shapes=None):
+    """Per-channel constant Mul / Add after a Conv or ChannelAffine folded into it
+    (the Caffe2 'BN then Scale' pattern of DenseNet / Inception v2)."""
+    changed = True
+    while changed:
+        changed = False
+        users = _consumers(graph)
+        producer = {o: n for n in graph.nodes for o in n.outputs}
+        for n in list(graph.nodes):
+            if n.op_type not in ("Mul", "Add") or n.domain not in ("", "ai.onnx"):
+                continue
+            if len(n.inputs) != 2:
+                continue
+            for vi, ci in ((0, 1), (1, 0)):
+                c = graph.constants.get(n.inputs[ci])
+                p = producer.get(n.inputs[vi])
+                if c is None or p is None or not _single_use(graph, users, n.inputs[vi]):
+                    continue
+                if p.attrs.get("_pyconv_activation") or (
+                        p.op_type == "FusedConv" and len(p.inputs) > 3):
+                    continue
+                if _is_conv(p) and _conv_params(graph, p) is not None:
+                    w = graph.constants[p.inputs[1]]
+                    vec = _channel_vector(c, _out_channels(p, w), w.ndim)
+                    if vec is None:
+                        continue
+                    if n.op_type == "Mul":
+                        _scale_conv(graph, p, vec, np.zeros_like(vec))
+                    else:
+                        _scale_conv(graph, p, np.ones_like(vec), vec)
+                elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
+                    s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
+                    rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
+                    vec = _channel_vector(c, s.shape[0], rank or c.ndim + 1)
+                    if vec is None:
+                        continue
+                    if n.op_type == "Mul":
+                        s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
+                    else:
+                        s2, t2 = s, t.astype(np.float64) + vec
+                    p.inputs = [p.inputs[0], _new_const(graph, p.name + "_scale", s2),
+                                _new_const(graph, p.name + "_shift", t2)]
+                else:
+                    continue
+                p.outputs = [n.outputs[0]]
+                graph.nodes.remove(n)
+                changed = True
+                break
+            if changed:
+                break
+    return graph
+
+
+def fuse_residual(graph):
+    """Add(conv(x), r) -> FusedConv(x, w, b, residual=r) when the conv output has no other
+    user and r is computed before the conv."""
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    remove = set()
+    for n in graph.nodes:
+        if not ((n.op_type == "Add" or (n.op_type == "Sum" and len(n.inputs) == 2))
+                and n.domain in ("", "ai.onnx")) or len(n.inputs) != 2:
+            continue
+        cands = []
+        for vi, ri in ((0, 1), (1, 0)):
+            p = producer.get(n.inputs[vi])
+            if p is None or id(p) in remove or not _is_conv(p) or \
+                    p.op_type == "ConvTranspose" or n.inputs[ri] in graph.constants or \
+                    not _single_use(graph, users, n.inputs[vi]) or \
+                    p.attrs.get("_pyconv_activation") or len(p.inputs) > 3 or \
+                    n.inputs[0] == n.inputs[1]:
+                continue
+            rp = producer.get(n.inputs[ri])
+            if rp is not None and position[id(rp)] >= position[id(p)]:
+                continue
+            cands.append((position[id(p)], p, n.inputs[ri]))
+        if not cands:
+            continue
+        _, p, r = max(cands, key=lambda c: c[0])
+        inputs = list(p.inputs) + [""] * (3 - len(p.inputs))
+        p.inputs = inputs + [r]
+        p.op_type, p.domain = "FusedConv", "pyconv"
+        p.outputs = [n.outputs[0]]
+        remove.add(id(n))
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph
+
+
+def fuse_activation(graph):
+    """Conv / FusedConv / ChannelAffine -> activation: the activation runs in the
+    producer's epilogue."""
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    remove = set()
+    for n in graph.nodes:
+        if n.domain not in ("", "ai.onnx") or not n.inputs:
+            continue
+        params = _act_params(n, graph.opset, graph.constants)
+        if params is None:
+            continue
+        p = producer.get(n.inputs[0])
+        if p is None or id(p) in remove or not _single_use(graph, users, n.inputs[0]):
+            continue
+        if p.attrs.get("_pyconv_activation"):
+            continue
+        if _is_conv(p) and p.op_type != "ConvTranspose":
+            p.op_type, p.domain = "FusedConv", "pyconv"
+        elif not (p.op_type == "ChannelAffine" and p.domain == "pyconv"):
+            continue
+        p.attrs = dict(p.attrs, _pyconv_activation=params[0], _pyconv_alpha=params[1],
+                       _pyconv_beta=params[2])
+        p.outputs = [n.outputs[0]]
+        remove.add(id(n))
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph
+
+
+LEVEL_BASIC = 1
+LEVEL_ALL = 99
+
+
+def optimize(graph, level, shapes=None):
+    """Runs the passes of ``level`` (0: none, 1: basic, >= 2: all) after validation."""
+    toposort(graph)
+    check_supported(graph)
+    try:
+        return _optimize(graph, level, shapes)
+    except PyconvError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError) \
+            as exc:
+        # A malformed model (e.g. parameters of inconsistent shapes) met in a rewrite.
+        raise InvalidModel(f"the graph optimizer failed on this model: "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+def _optimize(graph, level, shapes):
+    if level >= LEVEL_BASIC:
+        eliminate_identity(graph)
+        fold_constants(graph)
+        eliminate_dead(graph)
+    if level > LEVEL_BASIC:
+        fold_batchnorm(graph)
+        fold_channel_ops(graph, shapes)
+        fuse_residual(graph)
+        fuse_activation(graph)
+        eliminate_dead(graph)
+    return graph

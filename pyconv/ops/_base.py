@@ -1,0 +1,172 @@
+"""The operator registry, the node record and the base class of every ONNX operator.
+
+An operator class is registered under its ONNX type (``@register("Conv")``), declares
+its attributes with their ONNX names and defaults (``attributes = {"group": 1}``), is
+constructed once per node (``__init__`` validates the attributes and, through
+:meth:`Op.setup`, prepares whatever depends only on constant inputs: packed weights,
+resolved pads), and is then run many times (:meth:`Op.run`). ``run`` must not mutate
+the operator: one session may run from several threads at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyconv.arithmetic import check_tensor_size
+from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, PyconvError
+
+__all__ = ["Node", "Op", "register", "lookup", "registered_ops", "REQUIRED"]
+
+#: Marks an attribute without a default (the node must set it).
+REQUIRED = object()
+
+_REGISTRY: dict[tuple[str, str], type] = {}
+
+
+class Node:
+    """One graph node: the ONNX fields pyconv needs, attributes as Python values.
+
+    Attributes are converted from the protobuf once (ints, floats, strings as ``str``,
+    tensors as ndarrays, lists as lists). Optional inputs that are absent are ``""``.
+    """
+
+    __slots__ = ("name", "op_type", "domain", "inputs", "outputs", "attrs")
+
+    def __init__(self, op_type, inputs, outputs, attrs=None, name="", domain=""):
+        self.op_type = op_type
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.attrs = dict(attrs or {})
+        self.name = name
+        self.domain = domain
+
+    @property
+    def label(self):
+        """``Type 'name'`` for error messages."""
+        return f"{self.op_type} node '{self.name}'"
+
+    def __repr__(self):
+        return f"Node({self.op_type!r}, {self.inputs}, {self.outputs}, name={self.name!r})"
+
+
+def register(*op_types, domain=""):
+    """Class decorator: registers an :class:`Op` subclass for ONNX types ``op_types``."""
+    def deco(cls):
+        for t in op_types:
+            _REGISTRY[(domain, t)] = cls
+        return cls
+    return deco
+
+
+def lookup(op_type, domain=""):
+    """The operator class for ``(domain, op_type)``, or None. ``ai.onnx`` is ``""``."""
+    if domain == "ai.onnx":
+        domain = ""
+    return _REGISTRY.get((domain, op_type))
+
+
+def registered_ops(domain=""):
+    """Sorted ONNX op types registered in ``domain``."""
+    return sorted(t for d, t in _REGISTRY if d == domain)
+
+
+class Op:
+    """Base class: attribute parsing, error helpers, the run contract.
+
+    Subclasses set ``attributes`` (ONNX name -> default or :data:`REQUIRED`) and
+    implement :meth:`run`. ``supports_out`` says that ``run`` accepts a preallocated
+    ``out`` for output 0 (the memory planner's buffers); ``deterministic`` false keeps
+    a node out of constant folding.
+    """
+
+    attributes: dict = {}
+    supports_out = False
+    deterministic = True
+    #: Number of leading inputs that must be present (an int, or a callable of opset).
+    required_inputs = 1
+
+    def __init__(self, node: Node, opset: int, consts: dict | None = None):
+        self.node = node
+        self.opset = opset
+        self.name = node.name
+        need = self.required_inputs
+        need = need(opset) if callable(need) else need
+        if len(node.inputs) < need or not all(node.inputs[:need]):
+            raise InvalidModel(f"{node.label}: needs {need} input(s), got "
+                               f"{[x or '<empty>' for x in node.inputs]}")
+        if not node.outputs or not node.outputs[0]:
+            raise InvalidModel(f"{node.label}: has no output")
+        attrs = {}
+        for key, default in self.attributes.items():
+            if key in node.attrs:
+                attrs[key] = node.attrs[key]
+            elif default is REQUIRED:
+                raise InvalidModel(f"{node.label}: required attribute '{key}' is missing")
+            else:
+                attrs[key] = default
+        # Private attributes set by the optimizer (fusions) pass through.
+        for key, value in node.attrs.items():
+            if key.startswith("_pyconv_"):
+                attrs[key] = value
+        self.attrs = attrs
+        self.setup(consts or {})
+
+    # -- hooks -------------------------------------------------------------------------
+    def setup(self, consts):
+        """Prepares what depends on attributes and constant inputs only.
+
+        ``consts`` maps an input index to its constant ndarray (initializers and folded
+        values); it is empty when nothing is known."""
+
+    def run(self, inputs, out=None):
+        """Computes the outputs from a list of ndarrays (None for absent optional
+        inputs); returns a list of ndarrays, one per node output."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------
+    def fail(self, message, cls=InvalidArgument):
+        """Raises ``cls`` with a message naming this node."""
+        raise cls(f"{self.node.label}: {message}")
+
+    def input_name(self, i):
+        return self.node.inputs[i] if i < len(self.node.inputs) else f"#{i}"
+
+    def float32(self, x, i=0):
+        """Input ``i`` must be float32 (the dtype of the compute kernels)."""
+        if not isinstance(x, np.ndarray):
+            self.fail(f"input '{self.input_name(i)}' is missing")
+        if x.dtype != np.float32:
+            self.fail(f"input '{self.input_name(i)}' has dtype {x.dtype}; this operator "
+                      f"runs on float32 only", InvalidDType)
+        return x
+
+    def ints(self, key, n=None):
+        v = self.attrs[key]
+        if v is None:
+            return None
+        v = [int(a) for a in v]
+        if n is not None and len(v) != n:
+            self.fail(f"attribute '{key}' has {len(v)} values {v}, expected {n}")
+        return v
+
+    def check_axis(self, axis, rank, what="axis"):
+        axis = int(axis)
+        if not -rank <= axis < max(rank, 1):
+            self.fail(f"{what} {axis} is out of range for a tensor of rank {rank}")
+        return axis % max(rank, 1)
+
+
+def take_out(out, shape, dtype=np.float32):
+    """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array."""
+    if out is not None and out.shape == tuple(shape) and out.dtype == dtype:
+        return out
+    return np.empty(check_tensor_size(shape), dtype)
+
+
+def wrap_errors(owner, fn, /, *args, **kwargs):
+    """Calls fn, prefixing pyconv errors with the node when they do not name it."""
+    try:
+        return fn(*args, **kwargs)
+    except PyconvError as exc:
+        if owner.node.label in str(exc):
+            raise
+        raise type(exc)(f"{owner.node.label}: {exc}") from None

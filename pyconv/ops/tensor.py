@@ -1,0 +1,529 @@
+"""Shape and data-movement operators (any dtype, NumPy): the glue around convolutions.
+
+Reshape-like operators return views of their input where NumPy can (the memory planner
+tracks aliases); nothing here writes into an input."""
+from __future__ import annotations
+
+import numpy as np
+
+from pyconv import functional as F
+from pyconv.arithmetic import check_tensor_size
+from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
+from pyconv.ops._base import REQUIRED, Op, register, wrap_errors
+
+
+def np_dtype(op, elem_type):
+    """The NumPy dtype of an ONNX TensorProto data type (numeric and bool only)."""
+    from onnx import TensorProto, helper
+    if elem_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        op.fail(f"data type {TensorProto.DataType.Name(elem_type)} is not supported",
+                InvalidDType)
+    try:
+        dt = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        op.fail(f"data type {elem_type} is not supported", InvalidDType)
+    if dt.kind not in "biuf":
+        op.fail(f"data type {TensorProto.DataType.Name(elem_type)} is not supported",
+                InvalidDType)
+    if elem_type not in _NATIVE:
+        op.fail(f"data type {TensorProto.DataType.Name(elem_type)} (stored as {dt}) is not "
+                f"supported", InvalidDType)
+    return dt
+
+
+def _native():
+    from onnx import TensorProto as T
+    return {T.FLOAT, T.DOUBLE, T.FLOAT16, T.INT8, T.INT16, T.INT32, T.INT64, T.UINT8,
+            T.UINT16, T.UINT32, T.UINT64, T.BOOL}
+
+
+_NATIVE = _native()
+
+
+def _int_list(op, arr, name):
+    if arr is None:
+        return None
+    a = np.asarray(arr)
+    if a.dtype.kind not in "iu":
+        op.fail(f"{name} must be an integer tensor, got dtype {a.dtype}")
+    return [int(v) for v in a.reshape(-1)]
+
+
+def _axes_from(op, inputs, index, attr="axes", since=13):
+    """``axes`` as an attribute before opset ``since``, an optional input from it."""
+    if op.opset < since:
+        v = op.attrs.get(attr)
+        return None if v is None else [int(a) for a in v]
+    if len(inputs) > index and inputs[index] is not None:
+        return _int_list(op, inputs[index], attr)
+    return None
+
+
+@register("Identity")
+class Identity(Op):
+    def run(self, inputs, out=None):
+        return [inputs[0]]
+
+
+@register("Dropout")
+class Dropout(Op):
+    """Inference: the identity (mask all true). ``training_mode`` with a non-zero ratio
+    is refused (pyconv is inference-only)."""
+    attributes = {"ratio": 0.5, "seed": None, "is_test": 0}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.opset >= 12:
+            training = len(inputs) > 2 and inputs[2] is not None and bool(inputs[2])
+            ratio = float(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else 0.5
+            if training and ratio != 0.0:
+                self.fail("training_mode=True with a non-zero ratio is not supported "
+                          "(pyconv is inference-only)")
+        outs = [x]
+        if len(self.node.outputs) > 1 and self.node.outputs[1]:
+            outs.append(np.ones(x.shape, np.bool_))
+        return outs
+
+
+@register("Constant")
+class Constant(Op):
+    """The value of one of value / value_float(s) / value_int(s) (opset 1-22)."""
+    required_inputs = 0
+    attributes = {"value": None, "value_float": None, "value_floats": None,
+                  "value_int": None, "value_ints": None, "value_string": None,
+                  "value_strings": None, "sparse_value": None}
+
+    def setup(self, consts):
+        a = self.attrs
+        given = [k for k, v in a.items() if v is not None and not k.startswith("_")]
+        if len(given) != 1:
+            self.fail(f"exactly one value attribute must be set, got {given}", InvalidModel)
+        k = given[0]
+        if k in ("value_string", "value_strings", "sparse_value"):
+            self.fail(f"attribute {k} is not supported", InvalidDType)
+        conv = {"value": lambda v: np.asarray(v),
+                "value_float": lambda v: np.asarray(v, np.float32),
+                "value_floats": lambda v: np.asarray(v, np.float32).reshape(-1),
+                "value_int": lambda v: np.asarray(v, np.int64),
+                "value_ints": lambda v: np.asarray(v, np.int64).reshape(-1)}[k]
+        self.value = conv(a[k])
+        self.value.flags.writeable = False
+
+    def run(self, inputs, out=None):
+        return [self.value]
+
+
+@register("ConstantOfShape")
+class ConstantOfShape(Op):
+    attributes = {"value": None}
+
+    def run(self, inputs, out=None):
+        shape = _int_list(self, inputs[0], "shape")
+        if any(s < 0 for s in shape):
+            self.fail(f"shape {shape} has a negative dim", ShapeError)
+        v = self.attrs["value"]
+        v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
+        if v.size != 1:
+            self.fail(f"value must have one element, got {v.size}")
+        return [np.full(check_tensor_size(shape, self.node.label), v[0], v.dtype)]
+
+
+@register("Shape")
+class Shape(Op):
+    attributes = {"start": 0, "end": None}
+
+    def run(self, inputs, out=None):
+        shape = inputs[0].shape
+        end = self.attrs["end"]
+        return [np.array(shape[int(self.attrs["start"]):None if end is None else int(end)],
+                         np.int64)]
+
+
+@register("Cast")
+class Cast(Op):
+    attributes = {"to": REQUIRED, "saturate": 1}
+
+    def setup(self, consts):
+        self.dtype = np_dtype(self, int(self.attrs["to"]))
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if x.dtype.kind not in "biuf":
+            self.fail(f"input dtype {x.dtype} is not supported", InvalidDType)
+        return [x.astype(self.dtype)]
+
+
+@register("Reshape")
+class Reshape(Op):
+    required_inputs = staticmethod(lambda opset: 2 if opset >= 5 else 1)
+    attributes = {"allowzero": 0, "shape": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.opset < 5:
+            shape = list(self.attrs["shape"] or [])
+        else:
+            shape = _int_list(self, inputs[1], "shape")
+        allowzero = bool(self.attrs["allowzero"])
+        target = []
+        for i, s in enumerate(shape):
+            if s == 0 and not allowzero:
+                if i >= x.ndim:
+                    self.fail(f"shape {shape}: dim {i} copies an input dim, but the input "
+                              f"{x.shape} has only {x.ndim}", ShapeError)
+                s = x.shape[i]
+            target.append(s)
+        if target.count(-1) > 1 or any(s < -1 for s in target):
+            self.fail(f"invalid shape {shape}", ShapeError)
+        try:
+            return [x.reshape(target)]
+        except ValueError:
+            self.fail(f"cannot reshape input '{self.input_name(0)}' of shape {x.shape} to "
+                      f"{shape}", ShapeError)
+
+
+@register("Flatten")
+class Flatten(Op):
+    attributes = {"axis": 1}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        axis = int(self.attrs["axis"])
+        if not -x.ndim <= axis <= x.ndim:
+            self.fail(f"axis {axis} is out of range for rank {x.ndim}")
+        if axis < 0:
+            axis += x.ndim
+        return [x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))]
+
+
+@register("Transpose")
+class Transpose(Op):
+    attributes = {"perm": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        perm = self.attrs["perm"]
+        if perm is None:
+            perm = list(range(x.ndim))[::-1]
+        if sorted(int(p) for p in perm) != list(range(x.ndim)):
+            self.fail(f"perm {list(perm)} is not a permutation of the {x.ndim} input axes")
+        return [np.transpose(x, [int(p) for p in perm])]
+
+
+@register("Squeeze")
+class Squeeze(Op):
+    attributes = {"axes": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        axes = _axes_from(self, inputs, 1)
+        if axes is None:
+            return [x.reshape([s for s in x.shape if s != 1])]
+        axes = sorted({self.check_axis(a, x.ndim) for a in axes})
+        for a in axes:
+            if x.shape[a] != 1:
+                self.fail(f"cannot squeeze axis {a} of size {x.shape[a]} (input shape "
+                          f"{x.shape})", ShapeError)
+        return [x.reshape([s for i, s in enumerate(x.shape) if i not in axes])]
+
+
+@register("Unsqueeze")
+class Unsqueeze(Op):
+    attributes = {"axes": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        axes = _axes_from(self, inputs, 1)
+        if axes is None:
+            self.fail("axes is required")
+        rank = x.ndim + len(axes)
+        axes = sorted(self.check_axis(a, rank) for a in axes)
+        if len(set(axes)) != len(axes):
+            self.fail(f"axes {axes} has duplicates")
+        shape = list(x.shape)
+        for a in axes:
+            shape.insert(a, 1)
+        return [x.reshape(shape)]
+
+
+@register("Concat")
+class Concat(Op):
+    attributes = {"axis": REQUIRED}
+    supports_out = True
+
+    def run(self, inputs, out=None):
+        arrays = [a for a in inputs if a is not None]
+        rank = arrays[0].ndim
+        axis = self.check_axis(self.attrs["axis"], rank)
+        for i, a in enumerate(arrays):
+            if a.ndim != rank or a.shape[:axis] + a.shape[axis + 1:] != \
+                    arrays[0].shape[:axis] + arrays[0].shape[axis + 1:]:
+                self.fail(f"input '{self.input_name(i)}' has shape {a.shape}, incompatible "
+                          f"with '{self.input_name(0)}' {arrays[0].shape} along axis "
+                          f"{axis}", ShapeError)
+        shape = list(arrays[0].shape)
+        shape[axis] = sum(a.shape[axis] for a in arrays)
+        dtype = np.result_type(*arrays)
+        if out is not None and list(out.shape) == shape and out.dtype == dtype:
+            return [np.concatenate(arrays, axis=axis, out=out)]
+        return [np.concatenate(arrays, axis=axis)]
+
+
+@register("Split")
+class Split(Op):
+    attributes = {"axis": 0, "split": None, "num_outputs": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        axis = self.check_axis(self.attrs["axis"], x.ndim)
+        n = len(self.node.outputs)
+        if self.opset < 13:
+            split = self.attrs["split"]
+        else:
+            split = _int_list(self, inputs[1], "split") if len(inputs) > 1 else None
+        dim = x.shape[axis]
+        if split is None:
+            if self.opset >= 18 and self.attrs["num_outputs"] is not None:
+                n = int(self.attrs["num_outputs"])
+                chunk = -(-dim // n)
+                split = [min(chunk, max(dim - i * chunk, 0)) for i in range(n)]
+            else:
+                if dim % n:
+                    self.fail(f"cannot split axis {axis} of size {dim} into {n} equal parts")
+                split = [dim // n] * n
+        split = [int(s) for s in split]
+        if sum(split) != dim or len(split) != n or min(split) < 0:
+            self.fail(f"split {split} does not fit axis {axis} of size {dim} into {n} "
+                      f"outputs", ShapeError)
+        bounds = np.cumsum(split)[:-1]
+        return list(np.split(x, bounds, axis=axis))
+
+
+@register("Slice")
+class Slice(Op):
+    required_inputs = staticmethod(lambda opset: 3 if opset >= 10 else 1)
+    attributes = {"starts": None, "ends": None, "axes": None}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.opset < 10:
+            starts, ends, axes = self.attrs["starts"], self.attrs["ends"], self.attrs["axes"]
+            steps = None
+        else:
+            starts = _int_list(self, inputs[1], "starts")
+            ends = _int_list(self, inputs[2], "ends")
+            axes = _int_list(self, inputs[3], "axes") if len(inputs) > 3 else None
+            steps = _int_list(self, inputs[4], "steps") if len(inputs) > 4 else None
+        if axes is None:
+            axes = list(range(len(starts)))
+        if steps is None:
+            steps = [1] * len(starts)
+        if not len(starts) == len(ends) == len(axes) == len(steps):
+            self.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} must "
+                      f"have the same length")
+        index = [slice(None)] * x.ndim
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            if st == 0:
+                self.fail("steps must not be 0")
+            index[self.check_axis(a, x.ndim)] = slice(int(s), int(e), int(st))
+        return [x[tuple(index)]]
+
+
+@register("Gather")
+class Gather(Op):
+    required_inputs = 2
+    attributes = {"axis": 0}
+
+    def run(self, inputs, out=None):
+        x, idx = inputs
+        axis = self.check_axis(self.attrs["axis"], x.ndim)
+        if idx.dtype.kind not in "iu":
+            self.fail(f"indices must be int32/int64, got {idx.dtype}", InvalidDType)
+        dim = x.shape[axis]
+        if idx.size and (idx.min() < -dim or idx.max() >= dim):
+            self.fail(f"indices out of range [{-dim}, {dim - 1}] for axis {axis} of input "
+                      f"shape {x.shape}")
+        return [np.take(x, np.where(idx < 0, idx + dim, idx), axis=axis)]
+
+
+@register("Expand")
+class Expand(Op):
+    required_inputs = 2
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        shape = _int_list(self, inputs[1], "shape")
+        try:
+            full = np.broadcast_shapes(x.shape, tuple(shape))
+        except ValueError:
+            self.fail(f"cannot expand input of shape {x.shape} to {shape}", ShapeError)
+        check_tensor_size(full, self.node.label)
+        return [np.array(np.broadcast_to(x, full))]
+
+
+@register("Pad")
+class Pad(Op):
+    """Pad: pads/value attributes up to opset 10, inputs from 11 (axes from 18);
+    float32 goes through :func:`pyconv.functional.pad`, other dtypes NumPy."""
+    required_inputs = staticmethod(lambda opset: 2 if opset >= 11 else 1)
+    attributes = {"mode": "constant", "pads": None, "value": 0.0}
+    _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
+              "wrap": "circular"}
+    _NP = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        mode = str(self.attrs["mode"])
+        if mode not in self._MODES:
+            self.fail(f"mode must be one of {sorted(self._MODES)}, got {mode!r}")
+        if self.opset < 11:
+            pads, value, axes = list(self.attrs["pads"] or []), self.attrs["value"], None
+        else:
+            pads = _int_list(self, inputs[1], "pads")
+            value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
+            value = 0 if value is None or value.size == 0 else value.reshape(-1)[0].item()
+            axes = _int_list(self, inputs[3], "axes") if len(inputs) > 3 else None
+        if axes is None:
+            axes = list(range(x.ndim))
+        axes = [self.check_axis(a, x.ndim) for a in axes]
+        if len(pads) != 2 * len(axes):
+            self.fail(f"pads {pads} must have 2 * {len(axes)} values")
+        widths = [(0, 0)] * x.ndim
+        for i, a in enumerate(axes):
+            widths[a] = (pads[i], pads[i + len(axes)])
+        if x.dtype == np.float32:
+            torch_order = []
+            for b, e in reversed(widths):
+                torch_order += [b, e]
+            return [wrap_errors(self, F.pad, x, torch_order, self._MODES[mode],
+                                float(value) if mode == "constant" else None)]
+        # Other dtypes: crop negative pads, then NumPy.
+        x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0))
+                    for i, (b, e) in enumerate(widths))]
+        widths = [(max(b, 0), max(e, 0)) for b, e in widths]
+        kw = {"constant_values": value} if mode == "constant" else {}
+        return [np.pad(x, widths, mode=self._NP[mode], **kw)]
+
+
+class _BlockOp(Op):
+    attributes = {"blocksize": REQUIRED, "mode": "DCR"}
+
+    def check(self, x):
+        if x.ndim != 4:
+            self.fail(f"input must be 4-D (N, C, H, W), got shape {x.shape}", ShapeError)
+        b = int(self.attrs["blocksize"])
+        if b < 1:
+            self.fail(f"blocksize must be positive, got {b}")
+        return b
+
+
+@register("DepthToSpace")
+class DepthToSpace(_BlockOp):
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        b = self.check(x)
+        n, c, h, w = x.shape
+        if c % (b * b):
+            self.fail(f"channels {c} not divisible by blocksize^2 = {b * b}", ShapeError)
+        if str(self.attrs["mode"]).upper() == "DCR":
+            t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+        else:
+            t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return [np.ascontiguousarray(t).reshape(n, c // (b * b), h * b, w * b)]
+
+
+@register("SpaceToDepth")
+class SpaceToDepth(_BlockOp):
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        b = self.check(x)
+        n, c, h, w = x.shape
+        if h % b or w % b:
+            self.fail(f"spatial size {(h, w)} not divisible by blocksize {b}", ShapeError)
+        t = x.reshape(n, c, h // b, b, w // b, b)
+        if str(self.attrs["mode"]).upper() == "CRD":      # opset 28: (c, b, b) order
+            t = t.transpose(0, 1, 3, 5, 2, 4)
+        else:
+            t = t.transpose(0, 3, 5, 1, 2, 4)
+        return [np.ascontiguousarray(t).reshape(n, c * b * b, h // b, w // b)]
+
+
+@register("ScatterND")
+class ScatterND(Op):
+    required_inputs = 3
+    attributes = {"reduction": "none"}
+    _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+    def run(self, inputs, out=None):
+        data, idx, upd = inputs
+        red = str(self.attrs["reduction"])
+        if red != "none" and red not in self._REDUCE:
+            self.fail(f"reduction must be none/add/mul/max/min, got {red!r}")
+        if idx.dtype.kind not in "iu":
+            self.fail(f"indices must be int64, got {idx.dtype}", InvalidDType)
+        k = idx.shape[-1]
+        if k > data.ndim:
+            self.fail(f"indices last dim {k} exceeds the data rank {data.ndim}", ShapeError)
+        if upd.shape != idx.shape[:-1] + data.shape[k:]:
+            self.fail(f"updates shape {upd.shape} must be {idx.shape[:-1] + data.shape[k:]}",
+                      ShapeError)
+        y = data.copy()
+        flat_idx = idx.reshape(-1, k)
+        dims = np.array(data.shape[:k])
+        flat_idx = np.where(flat_idx < 0, flat_idx + dims, flat_idx)
+        if flat_idx.size and ((flat_idx < 0) | (flat_idx >= dims)).any():
+            self.fail(f"indices out of range for data shape {data.shape}")
+        flat_upd = upd.reshape((-1,) + data.shape[k:])
+        for i, ix in enumerate(flat_idx):
+            t = tuple(ix)
+            if red == "none":
+                y[t] = flat_upd[i]
+            else:
+                y[t] = self._REDUCE[red](y[t], flat_upd[i])
+        return [y]
+
+
+class _Reduce(Op):
+    attributes = {"axes": None, "keepdims": 1, "noop_with_empty_axes": 0}
+    axes_input_since = 18
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        axes = _axes_from(self, inputs, 1, since=self.axes_input_since)
+        keep = bool(self.attrs["keepdims"])
+        if not axes:
+            if self.attrs["noop_with_empty_axes"] and axes is not None or (
+                    self.attrs["noop_with_empty_axes"] and axes is None
+                    and self.opset >= self.axes_input_since):
+                return [x]
+            axes = list(range(x.ndim))
+        axes = tuple(sorted({self.check_axis(a, x.ndim) for a in axes}))
+        return [np.asarray(self.reduce(x, axes, keep))]
+
+
+@register("ReduceSum")
+class ReduceSum(_Reduce):
+    axes_input_since = 13
+
+    def reduce(self, x, axes, keep):
+        return np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype)
+
+
+@register("ReduceMean")
+class ReduceMean(_Reduce):
+    def reduce(self, x, axes, keep):
+        if x.dtype.kind in "iu":
+            return np.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype)
+
+
+@register("ReduceMax")
+class ReduceMax(_Reduce):
+    def reduce(self, x, axes, keep):
+        if x.dtype == np.bool_:
+            return np.any(x, axis=axes, keepdims=keep)
+        init = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        return np.max(x, axis=axes, keepdims=keep, initial=init)
+
+
+__all__ = ["np_dtype", "InvalidArgument"]

@@ -1,0 +1,251 @@
+"""InferenceSession: API parity with onnxruntime, dynamic shapes, errors, profiling,
+threads, external data safety, and the onnx backend's run_node."""
+import json
+import os
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pyconv
+import pyconv.backend
+from pyconv.errors import InvalidArgument, InvalidModel, UnsupportedOperator
+from tests.graph import _build as B
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+def conv_model(rng, batch="N", h="H", w="W"):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1],
+                              name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2],
+                              strides=[2, 2], name="pool")]
+    return B.model(nodes, [("x", [batch, 3, h, w])], [("y", [batch, 4, None, None])],
+                   {"w": B.rand(rng, 4, 3, 3, 3), "b": B.rand(rng, 4)})
+
+
+def test_inputs_outputs_metadata(rng):
+    s = pyconv.InferenceSession(conv_model(rng).SerializeToString())
+    (i,), (o,) = s.get_inputs(), s.get_outputs()
+    assert (i.name, i.shape, i.type) == ("x", ["N", 3, "H", "W"], "tensor(float)")
+    assert o.name == "y" and o.type == "tensor(float)" and o.shape[:2] == ["N", 4]
+    assert s.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_matches_onnxruntime_with_dynamic_dims_and_caches_plans(rng):
+    m = conv_model(rng)
+    s = pyconv.InferenceSession(m)
+    for shape in [(1, 3, 8, 8), (3, 3, 9, 7), (1, 3, 8, 8), (2, 3, 16, 10)]:
+        x = B.rand(rng, *shape)
+        want = B.ort_run(m, {"x": x})[0]
+        for _ in range(2):
+            np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s.run(["y"], {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    assert len(s._program.plans) == 3
+
+
+def test_loads_path_bytes_and_proto(rng, tmp_path):
+    m = conv_model(rng)
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    x = B.rand(rng, 1, 3, 6, 6)
+    outs = [pyconv.InferenceSession(src).run(None, {"x": x})[0]
+            for src in (str(p), p, m.SerializeToString(), m)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("feed,match", [
+    ({}, r"missing input 'x'.*tensor\(float\)"),
+    ({"x": np.zeros((1, 3, 4, 4), np.float32), "z": np.zeros(1)}, r"unknown input.*'z'"),
+    ({"x": np.zeros((1, 3, 4, 4), np.float64)}, r"input 'x'.*tensor\(float\).*float64"),
+    ({"x": np.zeros((3, 4, 4), np.float32)}, r"input 'x'.*rank 4.*\(3, 4, 4\)"),
+    ({"x": np.zeros((1, 5, 4, 4), np.float32)}, r"input 'x'.*dim 1 must be 3.*\(1, 5, 4, 4\)"),
+])
+def test_bad_feeds(rng, feed, match):
+    s = pyconv.InferenceSession(conv_model(rng))
+    with pytest.raises(InvalidArgument, match=match):
+        s.run(None, feed)
+
+
+def test_inconsistent_symbolic_dims(rng):
+    m = B.model([helper.make_node("Add", ["a", "b"], ["y"])],
+                [("a", ["N", 3]), ("b", ["N", 3])], [("y", ["N", 3])])
+    s = pyconv.InferenceSession(m)
+    with pytest.raises(InvalidArgument, match=r"'N' is 4.*'a' has 'N' = 2"):
+        s.run(None, {"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 3), np.float32)})
+
+
+def test_unknown_output_name(rng):
+    s = pyconv.InferenceSession(conv_model(rng))
+    with pytest.raises(InvalidArgument, match="unknown output 'nope'"):
+        s.run(["nope"], {"x": np.zeros((1, 3, 4, 4), np.float32)})
+
+
+def test_shape_error_names_the_node(rng):
+    s = pyconv.InferenceSession(conv_model(rng))
+    with pytest.raises(pyconv.errors.PyconvError, match="pool"):
+        s.run(None, {"x": np.zeros((1, 3, 1, 1), np.float32)})
+
+
+@pytest.mark.parametrize("data", [b"", b"not an onnx model at all \x00\x01\x02",
+                                  b"\x08\x07\x12\x04ab"])
+def test_garbage_bytes_are_invalid_model(data):
+    with pytest.raises(InvalidModel):
+        pyconv.InferenceSession(data)
+
+
+def test_truncated_and_missing_files(rng, tmp_path):
+    data = conv_model(rng).SerializeToString()
+    p = tmp_path / "t.onnx"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidModel):
+        pyconv.InferenceSession(str(p))
+    with pytest.raises(InvalidModel, match="cannot read"):
+        pyconv.InferenceSession(str(tmp_path / "missing.onnx"))
+
+
+def test_unsupported_operators_listed_at_creation():
+    nodes = [helper.make_node("Erf", ["x"], ["a"], name="e1"),
+             helper.make_node("Floor", ["a"], ["b"], name="f1"),
+             helper.make_node("Erf", ["b"], ["c"], name="e2"),
+             helper.make_node("Relu", ["c"], ["y"], name="r")]
+    m = B.model(nodes, [("x", [2])], [("y", [2])])
+    with pytest.raises(UnsupportedOperator) as e:
+        pyconv.InferenceSession(m)
+    msg = str(e.value)
+    assert "Erf" in msg and "'e1'" in msg and "'e2'" in msg and "Floor" in msg and "'f1'" in msg
+    assert "Relu" not in msg
+
+
+def test_bad_attribute_names_the_node(rng):
+    m = B.model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SIDEWAYS",
+                                  name="weird")],
+                [("x", [1, 3, 4, 4])], [("y", None)], {"w": B.rand(rng, 2, 3, 3, 3)})
+    with pytest.raises(pyconv.errors.PyconvError, match="Conv node 'weird'.*auto_pad"):
+        pyconv.InferenceSession(m)
+
+
+def test_dangling_input_and_cycle_are_invalid():
+    m = B.model([helper.make_node("Relu", ["ghost"], ["y"])], [("x", [1])], [("y", [1])])
+    with pytest.raises(InvalidModel, match="ghost"):
+        pyconv.InferenceSession(m)
+    m = B.model([helper.make_node("Add", ["x", "b"], ["a"]),
+                 helper.make_node("Relu", ["a"], ["b"]),
+                 helper.make_node("Identity", ["a"], ["y"])], [("x", [1])], [("y", [1])])
+    with pytest.raises(InvalidModel, match="cycle"):
+        pyconv.InferenceSession(m)
+
+
+def _external_model(tmp_path, location, data=None):
+    w = np.arange(6, dtype=np.float32)
+    t = numpy_helper.from_array(w, "w")
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", str(w.nbytes))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6])], [t])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    d = tmp_path / "model"
+    d.mkdir(exist_ok=True)
+    (d / "m.onnx").write_bytes(m.SerializeToString())
+    return d / "m.onnx", w
+
+
+def test_external_data_inside_the_directory(tmp_path):
+    path, w = _external_model(tmp_path, "weights.bin")
+    (path.parent / "weights.bin").write_bytes(w.tobytes())
+    y = pyconv.InferenceSession(str(path)).run(None, {"x": np.ones(6, np.float32)})[0]
+    np.testing.assert_array_equal(y, w + 1)
+
+
+@pytest.mark.parametrize("location", ["/etc/passwd", "../secret.bin", "sub/../../secret.bin",
+                                      "link.bin"])
+def test_external_data_outside_the_directory_is_refused(tmp_path, location):
+    (tmp_path / "secret.bin").write_bytes(np.zeros(6, np.float32).tobytes())
+    path, _ = _external_model(tmp_path, location)
+    if location == "link.bin":
+        os.symlink(tmp_path / "secret.bin", path.parent / "link.bin")
+    with pytest.raises(InvalidModel, match="external data"):
+        pyconv.InferenceSession(str(path))
+
+
+def test_external_data_too_short(tmp_path):
+    path, w = _external_model(tmp_path, "weights.bin")
+    (path.parent / "weights.bin").write_bytes(w.tobytes()[:10])
+    with pytest.raises(InvalidModel, match="needs 24"):
+        pyconv.InferenceSession(str(path))
+
+
+def test_profiling(rng, tmp_path):
+    opts = pyconv.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / "prof")
+    s = pyconv.InferenceSession(conv_model(rng), opts)
+    x = B.rand(rng, 1, 3, 8, 8)
+    s.run(None, {"x": x})
+    s.run(None, {"x": x})
+    names = {r["node"] for r in s.profile}
+    assert names == {"conv", "pool"}              # relu is fused into conv
+    assert all(r["duration_us"] >= 0 for r in s.profile) and {r["run"] for r in s.profile} \
+        == {0, 1}
+    path = s.end_profiling()
+    events = json.load(open(path))
+    assert len(events) == 4 and events[0]["cat"] == "Node" and "dur" in events[0]
+
+
+def test_concurrent_runs_match_serial(rng):
+    m = conv_model(rng)
+    s = pyconv.InferenceSession(m)
+    xs = [B.rand(rng, 1 + i % 3, 3, 12, 10) for i in range(8)]
+    serial = [s.run(None, {"x": x})[0] for x in xs]
+    results = [None] * 8
+
+    def work(i):
+        for _ in range(5):
+            results[i] = s.run(None, {"x": xs[i]})[0]
+            np.testing.assert_array_equal(results[i], serial[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r, w in zip(results, serial):
+        np.testing.assert_array_equal(r, w)
+
+
+def test_intra_op_threads_are_restored(rng):
+    previous = pyconv.get_num_threads()
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = 1
+    s = pyconv.InferenceSession(conv_model(rng), opts)
+    s.run(None, {"x": B.rand(rng, 1, 3, 4, 4)})
+    assert pyconv.get_num_threads() == previous
+
+
+def test_outputs_are_never_constants():
+    m = B.model([helper.make_node("Identity", ["c"], ["y"])], [], [("y", [2])],
+                {"c": np.ones(2, np.float32)})
+    s = pyconv.InferenceSession(m)
+    y = s.run(None, {})[0]
+    y[0] = 5
+    assert s.run(None, {})[0][0] == 1
+
+
+def test_backend_run_node_and_device():
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    x = np.random.default_rng(0).random((1, 2, 5, 5), np.float32)
+    w = np.random.default_rng(1).random((3, 2, 3, 3), np.float32)
+    y = pyconv.backend.run_node(node, [x, w])[0]
+    np.testing.assert_allclose(y, pyconv.functional.conv2d(x, w, padding=1), rtol=1e-6)
+    assert pyconv.backend.supports_device("CPU") and not pyconv.backend.supports_device("CUDA")
