@@ -203,6 +203,10 @@ class Program:
         elif plan is not None:
             arena = plan.acquire()
             views = arena[1]
+        # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
+        # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
+        errstate = np.errstate(all="ignore")
+        errstate.__enter__()
         try:
             for t, step in enumerate(self.steps):
                 ins = [vals[i] if i >= 0 else None for i in step.ins]
@@ -234,6 +238,7 @@ class Program:
                     vals[i] = None
             result = [vals[s] for s in wanted]
         finally:
+            errstate.__exit__(None, None, None)
             if arena is not None:
                 plan.release(arena)
         if record is not None:
