@@ -32,3 +32,7 @@ class InvalidModel(PyconvError, ValueError):
 
 class UnsupportedOperator(InvalidModel):
     """A model uses operators pyconv does not implement."""
+
+
+class MemoryLimitExceeded(PyconvError, MemoryError):
+    """A run would need more activation memory than ``SessionOptions.memory_limit_bytes``."""

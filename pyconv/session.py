@@ -55,6 +55,12 @@ class SessionOptions:
         Record per-node timings (``session.profile``, ``session.end_profiling()``).
     profile_file_prefix : str
         Prefix of the JSON file written by ``end_profiling``.
+    memory_limit_bytes : int
+        Refuse runs whose activations would take more than this many bytes at once
+        (0, the default: no limit). A planned run is checked before its arena is
+        allocated; the first run of a new input shape, which builds the plan, stops at the
+        first node that takes the live total over the limit. Raises
+        :class:`pyconv.errors.MemoryLimitExceeded`.
     enable_mem_pattern : bool
         Plan activation memory per input shape (buffers reused by liveness). Default True.
     """
@@ -66,6 +72,7 @@ class SessionOptions:
         self.enable_profiling = False
         self.profile_file_prefix = "pyconv_profile"
         self.enable_mem_pattern = True
+        self.memory_limit_bytes = 0
         self.log_severity_level = 2
 
 
@@ -174,7 +181,8 @@ class InferenceSession:
                     ArithmeticError, MemoryError) as exc:
                 raise InvalidModel(f"{n.label}: invalid attributes or constant inputs: "
                                    f"{type(exc).__name__}: {exc}") from exc
-        self._program = Program(graph, ops, plan_memory=self._options.enable_mem_pattern)
+        self._program = Program(graph, ops, plan_memory=self._options.enable_mem_pattern,
+                                memory_limit=self._options.memory_limit_bytes)
         self._known = set(self._program.slots)
         self.profile = []
         self._profile_lock = threading.Lock()

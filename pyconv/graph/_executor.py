@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from pyconv.errors import PyconvError
+from pyconv.errors import MemoryLimitExceeded, PyconvError
 
 ALIGN = 64
 
@@ -134,8 +134,10 @@ class MemoryPlan:
 class Program:
     """Steps over slots; ``run`` is re-entrant (no state changes but caches)."""
 
-    def __init__(self, graph, ops, plan_memory=True):
+    def __init__(self, graph, ops, plan_memory=True, memory_limit=0):
         self.graph = graph
+        #: Bytes of activations a run may hold at once (0: no limit).
+        self.memory_limit = int(memory_limit or 0)
         names = {}
 
         def slot(name):
@@ -187,6 +189,12 @@ class Program:
                 if al:
                     record["aliases"].append((o, al))
 
+    def _check_limit(self, nbytes, where):
+        if self.memory_limit and nbytes > self.memory_limit:
+            raise MemoryLimitExceeded(
+                f"{where} needs {nbytes:,} bytes of activations, above the session's "
+                f"memory_limit_bytes={self.memory_limit:,}")
+
     def run(self, feeds, wanted, profile=None):
         """Runs with ``feeds`` (slot order of the graph inputs); returns the values of the
         slots in ``wanted``."""
@@ -201,8 +209,13 @@ class Program:
         if plan is None and self.plan_memory:
             record = {"shapes": {}, "aliases": []}
         elif plan is not None:
+            self._check_limit(plan.arena_bytes + plan.unplanned_bytes, "the memory plan for "
+                              f"inputs {[v.shape for v in feeds]}")
             arena = plan.acquire()
             views = arena[1]
+        # Without a plan (the first run of an input signature) the live bytes are counted
+        # as values appear, so the run stops at the first node that crosses the limit.
+        live = {} if self.memory_limit and plan is None else None
         # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
         # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
         errstate = np.errstate(all="ignore")
@@ -234,8 +247,15 @@ class Program:
                 for o, v in zip(step.outs, res):
                     if o >= 0:
                         vals[o] = v
+                        if live is not None and isinstance(v, np.ndarray) and v.base is None:
+                            live[o] = v.nbytes
+                if live is not None:
+                    self._check_limit(sum(live.values()), f"{step.node.label} (output shapes "
+                                      f"{[getattr(r, 'shape', None) for r in res]})")
                 for i in self.free_after[t]:
                     vals[i] = None
+                    if live is not None:
+                        live.pop(i, None)
             result = [vals[s] for s in wanted]
         finally:
             errstate.__exit__(None, None, None)
