@@ -90,6 +90,9 @@ class ConvPlan:
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
         self.kernel = ConvKernel(weight, bias, self.groups, self.transposed)
+        # (output shape, pads_begin) per (input shape, output_size): the arithmetic costs
+        # more than a small layer's kernel, and a plan's attributes do not change.
+        self._geometry = {}
 
     def pads(self, spatial):
         """(pads_begin, pads_end) for an input of the given spatial shape."""
@@ -133,7 +136,14 @@ class ConvPlan:
         ``output_size`` (transposed only) picks the output spatial size like
         torch's ``ConvTranspose.forward(x, output_size)``."""
         x = _float32(x, "input", self.op)
-        out_shape = self.output_shape(x.shape, output_size)
+        key = (x.shape, None if output_size is None else tuple(output_size))
+        geometry = self._geometry.get(key)
+        if geometry is None:
+            geometry = (self.output_shape(x.shape, output_size),
+                        self.pads(tuple(x.shape[2:]))[0])
+            if len(self._geometry) < 64:
+                self._geometry[key] = geometry
+        out_shape, pb = geometry
         x = np.ascontiguousarray(x)
         if residual is not None:
             residual = np.ascontiguousarray(_float32(residual, "residual", self.op))
@@ -141,7 +151,6 @@ class ConvPlan:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
         out = np.empty(out_shape, dtype=np.float32)
-        pb, _ = self.pads(tuple(x.shape[2:]))
         return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
                                self.activation, self.act_alpha, self.act_beta)
 
