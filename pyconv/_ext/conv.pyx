@@ -466,6 +466,10 @@ cdef class ConvKernel:
     cdef list _packed_mats
     cdef object _views          # bytearray holding one packed_a per group
     cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
+    cdef const float *_wptr     # self.weight / self.bias data (owned, never reassigned)
+    cdef const float *_bptr
+    cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
+    cdef conv_args _g           # geometry part of the last run's arguments
 
     def __init__(self, weight, bias, int64_t groups, bint transposed=False):
         self.weight = np.ascontiguousarray(weight)
@@ -487,6 +491,14 @@ cdef class ConvKernel:
         self._packed_mats = []
         self._views = None
         self._pviews = NULL
+        self._gkey = None
+        cdef const float[::1] wflat = self.weight.reshape(-1)
+        cdef const float[::1] bflat
+        self._wptr = &wflat[0] if wflat.shape[0] else NULL
+        self._bptr = NULL
+        if self.bias is not None:
+            bflat = self.bias
+            self._bptr = &bflat[0] if bflat.shape[0] else NULL
         if self.direct:
             return
         for g in range(groups):
@@ -507,40 +519,42 @@ cdef class ConvKernel:
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
-        cdef int64_t nsp = self.nspatial
-        xs = _as3(tuple(x.shape[2:]), 1)
-        ys = _as3(tuple(out.shape[2:]), 1)
-        ks = _as3(self.kernel_shape, 1)
-        ss = _as3(tuple(stride), 1)
-        ps = _as3(tuple(pads_begin), 0)
-        ds = _as3(tuple(dilation), 1)
+        key = (x.shape, out.shape, stride, pads_begin, dilation)
+        if key != self._gkey:
+            # Geometry from the shapes, once per new shape (tuple work costs microseconds,
+            # as much as a small layer's kernel).
+            xs = _as3(tuple(x.shape[2:]), 1)
+            ys = _as3(tuple(out.shape[2:]), 1)
+            ks = _as3(self.kernel_shape, 1)
+            ss = _as3(tuple(stride), 1)
+            ps = _as3(tuple(pads_begin), 0)
+            ds = _as3(tuple(dilation), 1)
+            self._g.batch = x.shape[0]
+            self._g.d, self._g.h, self._g.w = xs
+            self._g.od, self._g.oh, self._g.ow = ys
+            self._g.kd, self._g.kh, self._g.kw = ks
+            self._g.sd, self._g.sh, self._g.sw = ss
+            self._g.pd, self._g.ph, self._g.pw = ps
+            self._g.dd, self._g.dh, self._g.dw = ds
+            self._g.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                                 and ps == (0, 0, 0) and xs == ys)
+            self._gkey = key
+        p = self._g
         cdef const float[::1] xv = x.reshape(-1)
         cdef float[::1] yv = out.reshape(-1)
-        cdef const float[::1] wv = self.weight.reshape(-1)
-        cdef const float[::1] bv
         cdef const float[::1] rv
         p.x = &xv[0] if xv.shape[0] else NULL
         p.y = &yv[0] if yv.shape[0] else NULL
-        p.weight = &wv[0]
-        p.bias = NULL
+        p.weight = self._wptr
+        p.bias = self._bptr
         p.residual = NULL
-        if self.bias is not None:
-            bv = self.bias
-            p.bias = &bv[0]
         if residual is not None:
             rv = residual.reshape(-1)
             p.residual = &rv[0]
         p.packed = self._pviews
-        p.batch = x.shape[0]
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
-        p.d, p.h, p.w = xs
-        p.od, p.oh, p.ow = ys
-        p.kd, p.kh, p.kw = ks
-        p.sd, p.sh, p.sw = ss
-        p.pd, p.ph, p.pw = ps
-        p.dd, p.dh, p.dw = ds
         p.act = activation_code(activation)
         p.act_a = act_alpha
         p.act_b = act_beta
@@ -551,8 +565,6 @@ cdef class ConvKernel:
         cdef float *ws
         cdef float *cols
         if not self.transposed:
-            p.pointwise = (ks == (1, 1, 1) and ss == (1, 1, 1) and ps == (0, 0, 0)
-                           and xs == ys)
             ws = NULL
             ws_stride = 0
             if self.direct:
@@ -565,7 +577,6 @@ cdef class ConvKernel:
             with nogil:
                 _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
         else:
-            p.pointwise = False
             ws = NULL
             cols = NULL
             if not self.direct:
