@@ -47,6 +47,7 @@ def _per_isa(stem):
 
 
 DWCONV_SOURCES = _per_isa("dwconv")
+POOL_SOURCES = _per_isa("pool")
 
 
 def _compiler_is_msvc(compiler):
@@ -110,7 +111,7 @@ class BuildExt(build_ext):
 
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
-                  "dwconv_common.inc"]
+                  "dwconv_common.inc", "pool.h", "pool_common.inc"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
 # so this lives beside them rather than as an attribute).
@@ -134,7 +135,7 @@ extensions = [
               ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
               ISA_SOURCES),
     extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"], DWCONV_SOURCES),
-    extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"]),
+    extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),
 ]
 
 setup(
