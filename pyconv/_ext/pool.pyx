@@ -29,8 +29,8 @@
 #
 # Max and average rows with stride 1 or 2 (any kernel, dilation, padding) run the vertical
 # pass and the interior columns in the per-ISA SIMD kernel of src/kernels/pool_* (same
-# dispatch as the GEMM); it hands a row back when max pooling meets a NaN, and the loops
-# below redo it with the NaN rule. Lp, indices, other strides, the border columns and the
+# dispatch as the GEMM); it hands back max-pooling planes that hold a NaN, which the loops
+# below do with the NaN rule. Lp, indices, other strides, the border columns and the
 # plane reductions stay here, auto-vectorised for the baseline ISA.
 import numpy as np
 
@@ -644,12 +644,13 @@ cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const ge
 cdef void _simd_rows(const pyconv_pool_kernel *kern, const pyconv_pool_geom *pg,
                      const float *x, float *y, const geom *g, const params *prm, int64_t r0,
                      int64_t r1, float *tmp) noexcept nogil:
-    """Rows [r0, r1) by the ISA kernel; the rows it hands back (max pooling that met a NaN)
-    by _pool_row, which applies the NaN rule."""
-    cdef int64_t r = r0
+    """Rows [r0, r1) by the ISA kernel; the rows it hands back (the rest of a plane that holds
+    a NaN, for max pooling) by _pool_row, which applies the NaN rule."""
+    cdef int64_t r = r0, plane_end, rows_per_plane = g.OD * g.OH
     while r < r1:
         r = kern.rows(pg, x, y, r, r1, tmp)
-        if r < r1:
+        plane_end = min(r1, (r // rows_per_plane + 1) * rows_per_plane)
+        while r < plane_end:
             _pool_row(x, y, g, prm, r, tmp)
             r = r + 1
 
