@@ -520,26 +520,29 @@ cdef class ConvKernel:
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
         key = (x.shape, out.shape, stride, pads_begin, dilation)
-        if key != self._gkey:
+        if key == self._gkey:
+            p = self._g
+        else:
             # Geometry from the shapes, once per new shape (tuple work costs microseconds,
-            # as much as a small layer's kernel).
+            # as much as a small layer's kernel). Built in p, then stored whole: another
+            # Python thread never sees a half-written cache.
             xs = _as3(tuple(x.shape[2:]), 1)
             ys = _as3(tuple(out.shape[2:]), 1)
             ks = _as3(self.kernel_shape, 1)
             ss = _as3(tuple(stride), 1)
             ps = _as3(tuple(pads_begin), 0)
             ds = _as3(tuple(dilation), 1)
-            self._g.batch = x.shape[0]
-            self._g.d, self._g.h, self._g.w = xs
-            self._g.od, self._g.oh, self._g.ow = ys
-            self._g.kd, self._g.kh, self._g.kw = ks
-            self._g.sd, self._g.sh, self._g.sw = ss
-            self._g.pd, self._g.ph, self._g.pw = ps
-            self._g.dd, self._g.dh, self._g.dw = ds
-            self._g.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
-                                 and ps == (0, 0, 0) and xs == ys)
+            p.batch = x.shape[0]
+            p.d, p.h, p.w = xs
+            p.od, p.oh, p.ow = ys
+            p.kd, p.kh, p.kw = ks
+            p.sd, p.sh, p.sw = ss
+            p.pd, p.ph, p.pw = ps
+            p.dd, p.dh, p.dw = ds
+            p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                           and ps == (0, 0, 0) and xs == ys)
+            self._g = p
             self._gkey = key
-        p = self._g
         cdef const float[::1] xv = x.reshape(-1)
         cdef float[::1] yv = out.reshape(-1)
         cdef const float[::1] rv
