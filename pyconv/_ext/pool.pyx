@@ -659,7 +659,8 @@ cdef bint _simd_geom(const pyconv_pool_kernel *kern, const geom *g, const params
                      pyconv_pool_geom *pg) noexcept nogil:
     """Fills pg; False when the ISA kernel does not take this problem."""
     cdef int i
-    if (prm.index_mode != 0 or prm.mode == MODE_LP or g.s[2] > kern.max_stride
+    if (kern.rows == NULL or prm.index_mode != 0 or prm.mode == MODE_LP
+            or g.s[2] > kern.max_stride
             or g.k[0] * g.k[1] > PYCONV_POOL_MAX_ROWS):
         return False
     pg.planes = g.planes
