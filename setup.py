@@ -40,6 +40,16 @@ if X86:
     ]
 
 
+def _per_isa(stem):
+    """The generic file of a kernel family, plus its AVX2 and AVX-512 builds on x86."""
+    flags = {name[len("sgemm_"):-len(".c")]: (gcc, msvc) for name, gcc, msvc in ISA_SOURCES}
+    return [(f"{stem}_{isa}.c", gcc, msvc) for isa, (gcc, msvc) in flags.items()]
+
+
+DWCONV_SOURCES = _per_isa("dwconv")
+POOL_SOURCES = _per_isa("pool")
+
+
 def _compiler_is_msvc(compiler):
     return compiler.compiler_type == "msvc"
 
@@ -95,11 +105,13 @@ class BuildExt(build_ext):
                 macros=ext.define_macros,
                 include_dirs=ext.include_dirs,
                 extra_postargs=common + (msvc_flags if msvc else gcc_flags),
-                depends=[os.path.join(KERNEL_DIR, "sgemm.h"),
-                         os.path.join(KERNEL_DIR, "sgemm_common.inc")],
+                depends=[os.path.join(KERNEL_DIR, f) for f in KERNEL_HEADERS],
             )
         return objects
 
+
+KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
+                  "dwconv_common.inc", "pool.h", "pool_common.inc"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
 # so this lives beside them rather than as an attribute).
@@ -122,8 +134,8 @@ extensions = [
     extension("pyconv._ext.gemm",
               ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
               ISA_SOURCES),
-    extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"]),
-    extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"]),
+    extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"], DWCONV_SOURCES),
+    extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),
 ]
 
 setup(

@@ -5,7 +5,8 @@
 #    the im2col matrix is never built: pack_b_im2col packs the GEMM's B panels straight from
 #    the image, resolving stride, padding and dilation;
 #  - 1x1, stride 1, no padding: the image itself is the B matrix;
-#  - depthwise (one input channel per group): a direct kernel over each plane;
+#  - depthwise (one input channel per group): the direct SIMD kernel of src/kernels/dwconv_*
+#    (per ISA, same dispatch as the GEMM) over blocks of output rows of each channel;
 #  - transposed conv: cols = W_g^T @ x_ng by GEMM, then col2im scatter-adds into the output
 #    (no zero insertion); one input channel per group goes through a direct scatter kernel.
 # Bias, residual and activation are applied by the GEMM epilogue, or per plane right after
@@ -22,7 +23,31 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_thread
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                current_kernel)
+from pyconv._ext.gemm cimport pyconv_epilogue_fn
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+cdef extern from "dwconv.h" nogil:
+    ctypedef struct pyconv_dw_geom:
+        int64_t d, h, w, od, oh, ow
+        int64_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    ctypedef struct pyconv_dw_channel:
+        const float *x
+        const float *taps
+        float bias
+        float *y
+        const float *residual
+        int act
+        float act_a, act_b
+        pyconv_epilogue_fn epilogue
+    ctypedef void (*pyconv_dwconv_rows_fn)(const pyconv_dw_geom *g, const pyconv_dw_channel *c,
+                                           int64_t zd, int64_t y0, int64_t y1,
+                                           float *ws) noexcept nogil
+    ctypedef struct pyconv_dwconv_kernel:
+        const char *isa
+        const char *name
+        pyconv_dwconv_rows_fn rows
+    const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa)
+    int64_t pyconv_dwconv_workspace_floats(const pyconv_dw_geom *g, int64_t rows)
 
 
 cdef struct geom3:
@@ -157,6 +182,7 @@ cdef struct conv_args:
     int act
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
+    int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
 
 
 cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
@@ -226,55 +252,70 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
                     &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
 
 
-cdef void _depthwise_plane(const conv_args *p, int64_t plane_index) noexcept nogil:
-    """Direct convolution of one output plane whose group has a single input channel."""
+cdef inline void _dw_geom(const conv_args *p, pyconv_dw_geom *g) noexcept nogil:
+    g.d = p.d
+    g.h = p.h
+    g.w = p.w
+    g.od = p.od
+    g.oh = p.oh
+    g.ow = p.ow
+    g.kd = p.kd
+    g.kh = p.kh
+    g.kw = p.kw
+    g.sd = p.sd
+    g.sh = p.sh
+    g.sw = p.sw
+    g.pd = p.pd
+    g.ph = p.ph
+    g.pw = p.pw
+    g.dd = p.dd
+    g.dh = p.dh
+    g.dw = p.dw
+
+
+cdef void _depthwise_task(const conv_args *p, const pyconv_dw_geom *g,
+                          const pyconv_dwconv_kernel *dk, pyconv_epilogue_fn epilogue,
+                          int64_t task, float *ws) noexcept nogil:
+    """Rows [y0, y1) of one output depth slice of one channel whose group has a single
+    input channel; task = ((n * C_out + oc) * OD + zd) * dw_blocks + block."""
+    cdef int64_t blk = task % p.dw_blocks, t = task // p.dw_blocks
+    cdef int64_t zd = t % p.od, plane_index = t // p.od
     cdef int64_t n = plane_index // p.cout, oc = plane_index - n * p.cout
-    cdef int64_t cout_g = p.cout // p.groups, grp = oc // cout_g
-    cdef int64_t kvol = p.kd * p.kh * p.kw
-    cdef const float *x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
-    cdef const float *wk = p.weight + oc * kvol
-    cdef float *y = p.y + plane_index * p.od * p.oh * p.ow
-    cdef int64_t zd, yh, a, b, e, iz, iy, off, lo, hi, o
-    cdef float wv
-    cdef float *out
-    cdef const float *src
-    cdef pyconv_epilogue ep
+    cdef int64_t grp = oc // (p.cout // p.groups), plane = p.od * p.oh * p.ow
+    cdef int64_t y0 = blk * p.dw_rows, y1 = min(p.oh, y0 + p.dw_rows)
+    cdef pyconv_dw_channel c
+    c.x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
+    c.taps = p.weight + oc * p.kd * p.kh * p.kw
+    c.bias = p.bias[oc] if p.bias != NULL else 0.0
+    c.y = p.y + plane_index * plane
+    c.residual = p.residual + plane_index * plane if p.residual != NULL else NULL
+    c.act = p.act
+    c.act_a = p.act_a
+    c.act_b = p.act_b
+    c.epilogue = epilogue
+    dk.rows(g, &c, zd, y0, y1, ws)
+
+
+cdef void _depthwise_forward(const conv_args *p, int nthreads, float *ws,
+                             int64_t ws_stride) noexcept nogil:
+    cdef pyconv_dw_geom g
     cdef const pyconv_sgemm_kernel *kern = current_kernel()
-    _fill_epilogue(p, oc, n, &ep)
-    for zd in range(p.od):
-        for yh in range(p.oh):
-            out = y + (zd * p.oh + yh) * p.ow
-            memset(out, 0, p.ow * sizeof(float))
-            for a in range(p.kd):
-                iz = zd * p.sd - p.pd + a * p.dd
-                if iz < 0 or iz >= p.d:
-                    continue
-                for b in range(p.kh):
-                    iy = yh * p.sh - p.ph + b * p.dh
-                    if iy < 0 or iy >= p.h:
-                        continue
-                    src = x + (iz * p.h + iy) * p.w
-                    for e in range(p.kw):
-                        wv = wk[(a * p.kh + b) * p.kw + e]
-                        off = e * p.dw - p.pw
-                        _valid_range(off, p.sw, p.w, p.ow, &lo, &hi)
-                        if p.sw == 1:
-                            for o in range(lo, hi):
-                                out[o] += wv * src[o + off]
-                        else:
-                            for o in range(lo, hi):
-                                out[o] += wv * src[o * p.sw + off]
-    # Bias, residual and activation while the plane is still in cache.
-    kern.epilogue(y, p.od * p.oh * p.ow, 1, p.od * p.oh * p.ow, &ep)
+    cdef const pyconv_dwconv_kernel *dk = pyconv_dwconv_kernel_for(kern.isa)
+    cdef int64_t tasks = p.batch * p.cout * p.od * p.dw_blocks, t
+    _dw_geom(p, &g)
+    if nthreads <= 1:
+        for t in range(tasks):
+            _depthwise_task(p, &g, dk, kern.epilogue, t, ws)
+        return
+    for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
+        _depthwise_task(p, &g, dk, kern.epilogue, t, ws + threadid() * ws_stride)
 
 
 cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads,
                         float *ws, int64_t ws_stride) noexcept nogil:
     cdef int64_t tasks, t
     if depthwise:
-        tasks = p.batch * p.cout
-        for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
-            _depthwise_plane(p, t)
+        _depthwise_forward(p, nthreads, ws, ws_stride)
         return
     tasks = p.batch * p.groups
     if nthreads > 1 and tasks >= nthreads:
@@ -389,6 +430,30 @@ cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads,
 # ---------------------------------------------------------------------------------------
 # Python side: packed weights + run.
 
+cdef enum:
+    DW_BLOCK_FLOATS = 16384     # packed input rows per depthwise task: 64 KiB, L2-resident
+
+
+cdef int64_t _depthwise_blocking(conv_args *p, int nthreads) noexcept:
+    """Splits each output slice into blocks of rows (a multiple of 4, the register tile)
+    small enough for the packed-row buffer to stay in L2, and into enough blocks that
+    every thread has work; returns the per-thread workspace in floats."""
+    cdef pyconv_dw_geom g
+    _dw_geom(p, &g)
+    cdef int64_t per_row = pyconv_dwconv_workspace_floats(&g, 2) - pyconv_dwconv_workspace_floats(&g, 1)
+    cdef int64_t rows = max(<int64_t>1, DW_BLOCK_FLOATS // max(per_row, <int64_t>1))
+    cdef int64_t slices = p.batch * p.cout * p.od
+    cdef int64_t want = (4 * nthreads + slices - 1) // slices    # blocks per slice
+    if want > 1:
+        rows = min(rows, (p.oh + want - 1) // want)
+    if rows >= 4:
+        rows = rows // 4 * 4
+    rows = min(rows, p.oh)
+    p.dw_rows = max(rows, <int64_t>1)
+    p.dw_blocks = (p.oh + p.dw_rows - 1) // p.dw_rows
+    return (pyconv_dwconv_workspace_floats(&g, p.dw_rows) + 15) // 16 * 16
+
+
 cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
@@ -413,6 +478,10 @@ cdef class ConvKernel:
     cdef list _packed_mats
     cdef object _views          # bytearray holding one packed_a per group
     cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
+    cdef const float *_wptr     # self.weight / self.bias data (owned, never reassigned)
+    cdef const float *_bptr
+    cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
+    cdef conv_args _g           # geometry part of the last run's arguments
 
     def __init__(self, weight, bias, int64_t groups, bint transposed=False):
         self.weight = np.require(weight, requirements="CA")
@@ -434,6 +503,14 @@ cdef class ConvKernel:
         self._packed_mats = []
         self._views = None
         self._pviews = NULL
+        self._gkey = None
+        cdef const float[::1] wflat = self.weight.reshape(-1)
+        cdef const float[::1] bflat
+        self._wptr = &wflat[0] if wflat.shape[0] else NULL
+        self._bptr = NULL
+        if self.bias is not None:
+            bflat = self.bias
+            self._bptr = &bflat[0] if bflat.shape[0] else NULL
         if self.direct:
             return
         for g in range(groups):
@@ -454,40 +531,45 @@ cdef class ConvKernel:
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
-        cdef int64_t nsp = self.nspatial
-        xs = _as3(tuple(x.shape[2:]), 1)
-        ys = _as3(tuple(out.shape[2:]), 1)
-        ks = _as3(self.kernel_shape, 1)
-        ss = _as3(tuple(stride), 1)
-        ps = _as3(tuple(pads_begin), 0)
-        ds = _as3(tuple(dilation), 1)
+        key = (x.shape, out.shape, stride, pads_begin, dilation)
+        if key == self._gkey:
+            p = self._g
+        else:
+            # Geometry from the shapes, once per new shape (tuple work costs microseconds,
+            # as much as a small layer's kernel). Built in p, then stored whole: another
+            # Python thread never sees a half-written cache.
+            xs = _as3(tuple(x.shape[2:]), 1)
+            ys = _as3(tuple(out.shape[2:]), 1)
+            ks = _as3(self.kernel_shape, 1)
+            ss = _as3(tuple(stride), 1)
+            ps = _as3(tuple(pads_begin), 0)
+            ds = _as3(tuple(dilation), 1)
+            p.batch = x.shape[0]
+            p.d, p.h, p.w = xs
+            p.od, p.oh, p.ow = ys
+            p.kd, p.kh, p.kw = ks
+            p.sd, p.sh, p.sw = ss
+            p.pd, p.ph, p.pw = ps
+            p.dd, p.dh, p.dw = ds
+            p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                           and ps == (0, 0, 0) and xs == ys)
+            self._g = p
+            self._gkey = key
         cdef const float[::1] xv = x.reshape(-1)
         cdef float[::1] yv = out.reshape(-1)
-        cdef const float[::1] wv = self.weight.reshape(-1)
-        cdef const float[::1] bv
         cdef const float[::1] rv
         p.x = &xv[0] if xv.shape[0] else NULL
         p.y = &yv[0] if yv.shape[0] else NULL
-        p.weight = &wv[0]
-        p.bias = NULL
+        p.weight = self._wptr
+        p.bias = self._bptr
         p.residual = NULL
-        if self.bias is not None:
-            bv = self.bias
-            p.bias = &bv[0]
         if residual is not None:
             rv = residual.reshape(-1)
             p.residual = &rv[0]
         p.packed = self._pviews
-        p.batch = x.shape[0]
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
-        p.d, p.h, p.w = xs
-        p.od, p.oh, p.ow = ys
-        p.kd, p.kh, p.kw = ks
-        p.sd, p.sh, p.sw = ss
-        p.pd, p.ph, p.pw = ps
-        p.dd, p.dh, p.dw = ds
         p.act = activation_code(activation)
         p.act_a = act_alpha
         p.act_b = act_beta
@@ -498,18 +580,18 @@ cdef class ConvKernel:
         cdef float *ws
         cdef float *cols
         if not self.transposed:
-            p.pointwise = (ks == (1, 1, 1) and ss == (1, 1, 1) and ps == (0, 0, 0)
-                           and xs == ys)
             ws = NULL
             ws_stride = 0
-            if not self.direct:
+            if self.direct:
+                ws_stride = _depthwise_blocking(&p, nthreads)
+                ws = workspace_floats(ws_stride * nthreads)
+            else:
                 ncols = p.od * p.oh * p.ow
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 ws = workspace_floats(ws_stride * nthreads)
             with nogil:
                 _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
         else:
-            p.pointwise = False
             ws = NULL
             cols = NULL
             if not self.direct:

@@ -27,8 +27,11 @@
 # Windows with no input element (possible with dilation) give -inf (max, index -1), and
 # 0 / count for the average (NaN when count_include_pad is off: nothing to count).
 #
-# Vectorisation is left to GCC's auto-vectoriser, for the ISA the extension is built for
-# (the baseline, SSE2 on x86-64); per-ISA pooling loops in src/kernels are the next step.
+# Max and average rows with stride 1 or 2 (any kernel, dilation, padding) run the vertical
+# pass and the interior columns in the per-ISA SIMD kernel of src/kernels/pool_* (same
+# dispatch as the GEMM); it hands back max-pooling planes that hold a NaN, which the loops
+# below do with the NaN rule. Lp, indices, other strides, the border columns and the
+# plane reductions stay here, auto-vectorised for the baseline ISA.
 import numpy as np
 
 from cython.parallel cimport parallel, prange, threadid
@@ -38,7 +41,31 @@ from libc.stdint cimport int64_t
 cdef extern from "math.h" nogil:
     bint isunordered(float x, float y)    # x or y is NaN (one compare instruction)
 
-from pyconv._ext.gemm cimport current_num_threads, workspace_floats
+from pyconv._ext.gemm cimport current_kernel, current_num_threads, workspace_floats
+
+cdef extern from "pool.h" nogil:
+    ctypedef struct pyconv_pool_geom:
+        int64_t planes, d, h, w, od, oh, ow
+        int64_t k[3]
+        int64_t s[3]
+        int64_t pb[3]
+        int64_t pe[3]
+        int64_t dl[3]
+        int64_t ow_lo, ow_hi
+        int is_max
+        int count_include_pad
+        float divisor
+    ctypedef int64_t (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x,
+                                            float *y, int64_t r0, int64_t r1,
+                                            float *tmp) noexcept nogil
+    ctypedef struct pyconv_pool_kernel:
+        const char *isa
+        const char *name
+        int max_stride
+        pyconv_pool_rows_fn rows
+    const pyconv_pool_kernel *pyconv_pool_kernel_for(const char *isa)
+    enum:
+        PYCONV_POOL_MAX_ROWS
 
 cdef enum:
     MODE_MAX = 0
@@ -359,6 +386,43 @@ cdef void _h_interior(float *out, const float *src, int64_t lo, int64_t hi, int6
 # ---------------------------------------------------------------------------------------
 # One output row of a sliding-window pooling.
 
+cdef void _pool_borders(float *out, const float *src, const geom *g, const params *prm,
+                        int64_t cnt_dh, bint is_max) noexcept nogil:
+    """Border columns [0, ow_lo) and [ow_hi, OW) of a row: clip the taps to src's W."""
+    cdef int64_t W = g.W, OW = g.OW, lo = g.ow_lo, hi = g.ow_hi
+    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef int64_t ow, c, c0, c1, cnt_w
+    cdef int mode = prm.mode
+    cdef float m, acc
+    ow = 0
+    while ow < OW:
+        if ow == lo and hi > lo:
+            ow = hi
+            if ow >= OW:
+                break
+        _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+        if is_max:
+            m = -INFINITY
+            for c in range(c0, c1):
+                m = _nanmax(src[ow * sw - pw + c * dw], m)
+            out[ow] = m
+        else:
+            acc = 0.0
+            for c in range(c0, c1):
+                acc = acc + src[ow * sw - pw + c * dw]
+            if mode == MODE_AVG:
+                if prm.divisor != 0.0:
+                    acc = acc / prm.divisor
+                else:
+                    if prm.count_include_pad:
+                        cnt_w = _padded_taps(ow, sw, pw, g.pe[2], dw, kw, W)
+                    else:
+                        cnt_w = c1 - c0
+                    acc = acc / <float>(cnt_dh * cnt_w)    # 0 / 0: NaN, nothing counts
+            out[ow] = acc
+        ow = ow + 1
+
+
 cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, int64_t r,
                     float *tmp) noexcept nogil:
     """Output row r = (plane, od, oh) of max / avg / Lp pooling; tmp holds W floats."""
@@ -381,6 +445,18 @@ cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, 
     _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
     _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
     nrows = (a1 - a0) * (b1 - b0)
+
+    # Average divisor of the rows (d, h): taps inside the input, or inside the padded input.
+    cnt_dh = nrows
+    if mode == MODE_AVG and prm.count_include_pad:
+        cnt_dh = (_padded_taps(od, g.s[0], g.pb[0], g.pe[0], g.dl[0], g.k[0], D)
+                  * _padded_taps(oh, g.s[1], g.pb[1], g.pe[1], g.dl[1], g.k[1], H))
+    if mode != MODE_AVG:
+        scale = 1.0
+    elif prm.divisor != 0.0:
+        scale = 1.0 / prm.divisor
+    else:
+        scale = 1.0 / <float>(cnt_dh * kw)      # inf when nothing counts: 0 * inf = NaN
 
     # Vertical pass: combine the window's input rows into one row `src`. Max runs a plain
     # max first and redoes the row NaN-aware if it met a NaN.
@@ -416,50 +492,11 @@ cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, 
             nan_aware = True
         src = tmp
 
-    # Average divisor of the rows (d, h): taps inside the input, or inside the padded input.
-    cnt_dh = nrows
-    if mode == MODE_AVG and prm.count_include_pad:
-        cnt_dh = (_padded_taps(od, g.s[0], g.pb[0], g.pe[0], g.dl[0], g.k[0], D)
-                  * _padded_taps(oh, g.s[1], g.pb[1], g.pe[1], g.dl[1], g.k[1], H))
-    if mode != MODE_AVG:
-        scale = 1.0
-    elif prm.divisor != 0.0:
-        scale = 1.0 / prm.divisor
-    else:
-        scale = 1.0 / <float>(cnt_dh * kw)      # inf when nothing counts: 0 * inf = NaN
-
     # Horizontal pass, interior columns.
     if hi > lo:
         _h_interior(out, src, lo, hi, sw, -pw, kw, dw, is_max, nan_aware, scale)
 
-    # Border columns [0, lo) and [hi, OW): clip the taps.
-    ow = 0
-    while ow < OW:
-        if ow == lo and hi > lo:
-            ow = hi
-            if ow >= OW:
-                break
-        _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
-        if is_max:
-            m = -INFINITY
-            for c in range(c0, c1):
-                m = _nanmax(src[ow * sw - pw + c * dw], m)
-            out[ow] = m
-        else:
-            acc = 0.0
-            for c in range(c0, c1):
-                acc = acc + src[ow * sw - pw + c * dw]
-            if mode == MODE_AVG:
-                if prm.divisor != 0.0:
-                    acc = acc / prm.divisor
-                else:
-                    if prm.count_include_pad:
-                        cnt_w = _padded_taps(ow, sw, pw, g.pe[2], dw, kw, W)
-                    else:
-                        cnt_w = c1 - c0
-                    acc = acc / <float>(cnt_dh * cnt_w)    # 0 / 0: NaN, nothing counts
-            out[ow] = acc
-        ow = ow + 1
+    _pool_borders(out, src, g, prm, cnt_dh, is_max)
 
     # Lp: the root.
     if mode == MODE_LP:
@@ -604,6 +641,49 @@ cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const ge
                         oi[ow] = rowbase + j
 
 
+cdef void _simd_rows(const pyconv_pool_kernel *kern, const pyconv_pool_geom *pg,
+                     const float *x, float *y, const geom *g, const params *prm, int64_t r0,
+                     int64_t r1, float *tmp) noexcept nogil:
+    """Rows [r0, r1) by the ISA kernel; the rows it hands back (the rest of a plane that holds
+    a NaN, for max pooling) by _pool_row, which applies the NaN rule."""
+    cdef int64_t r = r0, plane_end, rows_per_plane = g.OD * g.OH
+    while r < r1:
+        r = kern.rows(pg, x, y, r, r1, tmp)
+        plane_end = min(r1, (r // rows_per_plane + 1) * rows_per_plane)
+        while r < plane_end:
+            _pool_row(x, y, g, prm, r, tmp)
+            r = r + 1
+
+
+cdef bint _simd_geom(const pyconv_pool_kernel *kern, const geom *g, const params *prm,
+                     pyconv_pool_geom *pg) noexcept nogil:
+    """Fills pg; False when the ISA kernel does not take this problem."""
+    cdef int i
+    if (kern.rows == NULL or prm.index_mode != 0 or prm.mode == MODE_LP
+            or g.s[2] > kern.max_stride
+            or g.k[0] * g.k[1] > PYCONV_POOL_MAX_ROWS):
+        return False
+    pg.planes = g.planes
+    pg.d = g.D
+    pg.h = g.H
+    pg.w = g.W
+    pg.od = g.OD
+    pg.oh = g.OH
+    pg.ow = g.OW
+    for i in range(3):
+        pg.k[i] = g.k[i]
+        pg.s[i] = g.s[i]
+        pg.pb[i] = g.pb[i]
+        pg.pe[i] = g.pe[i]
+        pg.dl[i] = g.dl[i]
+    pg.ow_lo = g.ow_lo
+    pg.ow_hi = g.ow_hi
+    pg.is_max = prm.mode == MODE_MAX
+    pg.count_include_pad = prm.count_include_pad
+    pg.divisor = prm.divisor
+    return True
+
+
 cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
                      const params *prm, float *ws, int64_t ws_stride,
                      int nthreads) noexcept nogil:
@@ -612,8 +692,20 @@ cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
     cdef float *tmp = ws
     cdef bint with_indices = prm.index_mode != 0
     cdef bint wide = g.D * g.H * g.W >= 2147483647
+    cdef const pyconv_pool_kernel *kern = pyconv_pool_kernel_for(current_kernel().isa)
+    cdef pyconv_pool_geom pg
+    cdef int t
     if nthreads > rows:
         nthreads = <int>rows
+    if _simd_geom(kern, g, prm, &pg):
+        # Contiguous blocks of rows per thread (whole planes when there are many).
+        if nthreads <= 1:
+            _simd_rows(kern, &pg, x, y, g, prm, 0, rows, ws)
+            return
+        for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule="static"):
+            _simd_rows(kern, &pg, x, y, g, prm, rows * t // nthreads,
+                       rows * (t + 1) // nthreads, ws + t * ws_stride)
+        return
     if nthreads <= 1:
         for r in range(rows):
             if not with_indices:
@@ -735,7 +827,8 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
-    cdef int64_t ws_stride = _round_up(max(g.W, g.OW), 16)    # W floats or OW int32
+    # W floats + 32 of padding for the SIMD row kernel, or OW int32
+    cdef int64_t ws_stride = _round_up(max(g.W + 32, g.OW), 16)
     cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
         _pool_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm, ws, ws_stride, nthreads)

@@ -90,6 +90,9 @@ class ConvPlan:
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
         self.kernel = ConvKernel(weight, bias, self.groups, self.transposed)
+        # (output shape, pads_begin) per (input shape, output_size): the arithmetic costs
+        # more than a small layer's kernel, and a plan's attributes do not change.
+        self._geometry = {}
 
     def pads(self, spatial):
         """(pads_begin, pads_end) for an input of the given spatial shape."""
@@ -136,7 +139,15 @@ class ConvPlan:
         returned (a memory planner's buffer; it must not overlap ``x`` or
         ``residual``)."""
         x = _float32(x, "input", self.op)
-        out_shape = self.output_shape(x.shape, output_size)
+        key = (x.shape, None if output_size is None else tuple(output_size))
+        geometry = self._geometry.get(key)
+        if geometry is None:
+            out_shape = arithmetic.check_tensor_size(self.output_shape(x.shape, output_size),
+                                                     self.op)
+            geometry = (out_shape, self.pads(tuple(x.shape[2:]))[0])
+            if len(self._geometry) < 64:
+                self._geometry[key] = geometry
+        out_shape, pb = geometry
         x = np.require(x, requirements="CA")  # C order, aligned for the kernels
         if residual is not None:
             residual = np.require(_float32(residual, "residual", self.op), requirements="CA")
@@ -144,7 +155,7 @@ class ConvPlan:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
         if out is None:
-            out = np.empty(arithmetic.check_tensor_size(out_shape, self.op), dtype=np.float32)
+            out = np.empty(out_shape, dtype=np.float32)
         elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
               or out.shape != out_shape or not out.flags.c_contiguous
               or not out.flags.aligned or not out.flags.writeable):
@@ -152,7 +163,6 @@ class ConvPlan:
                                   f"float32 array of shape {out_shape}, got "
                                   f"{getattr(out, 'dtype', type(out).__name__)} "
                                   f"{getattr(out, 'shape', '')}")
-        pb, _ = self.pads(tuple(x.shape[2:]))
         return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
                                self.activation, self.act_alpha, self.act_beta)
 

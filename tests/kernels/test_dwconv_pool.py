@@ -1,0 +1,186 @@
+"""Depthwise convolution and max / average pooling kernels (src/kernels/dwconv_*, pool_*)
+against the naive reference, under every ISA and 1 and 2 threads.
+
+The cases aim at the kernels' edges: widths around the vector lengths (8, 16) and the
+masked-load table limit (wide rows), stride 1 / 2 (phase-split rows) and 3 (generic
+packing), dilation, padding wider than the kernel, 1-D and 3-D, depth taps that all fall in
+the padding, channel multipliers, row blocks (tall planes), 3x3 / 5x5 specialisations, fused
+bias / residual / activation, NaN planes handed back by the pooling kernel."""
+import numpy as np
+import pytest
+
+import reference as R
+import pyconv.functional as F
+
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(got, ref, k):
+    """float32 accumulation over k terms against a float64 reference."""
+    ref = np.asarray(ref)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
+
+
+def _tup(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+# (batch, channels, multiplier, spatial, kernel, stride, padding, dilation)
+DW_CASES = [
+    (2, 13, 1, (9, 17), 3, 1, 1, 1),             # odd sizes, batch 2
+    (1, 16, 1, (25, 33), 3, 2, 1, 1),            # stride 2, widths past 2 vectors
+    (1, 24, 1, (8, 16), 3, 1, 1, 1),             # widths = the vector lengths
+    (1, 3, 1, (15, 31), 5, 1, 2, 1),             # 5x5 stride 1
+    (2, 3, 1, (16, 17), 5, 2, 2, 1),             # 5x5 stride 2
+    (1, 1, 1, (7, 9), 3, 3, 1, 1),               # stride 3: generic phase split
+    (1, 5, 1, (11, 13), 3, 1, 2, 2),             # dilation 2
+    (1, 4, 1, (6, 7), 3, 1, 4, 1),               # padding wider than the kernel
+    (1, 4, 2, (9, 10), 3, (2, 1), (2, 0), 1),     # multiplier 2, mixed strides and pads
+    (1, 2, 1, (3, 600), 3, 1, 1, 1),             # wide rows: the unmasked packing path
+    (1, 2, 1, (300, 70), 3, 1, 1, 1),            # tall plane: several row blocks
+    (1, 3, 1, (5, 40), (1, 3), (1, 2), (0, 1), 1),   # one-row kernel
+    (1, 2, 1, (1, 1), 3, 1, 1, 1),               # 1x1 plane, all taps but one padding
+    (2, 13, 1, (37,), 3, 2, 1, 1),               # 1-D
+    (1, 3, 1, (33,), 7, 1, 3, 3),                # 1-D, long dilated kernel
+    (2, 3, 1, (4, 5, 6), 3, 1, 1, 1),            # 3-D
+    (1, 4, 1, (3, 6, 7), (2, 3, 3), 1, (3, 1, 1), 1),   # 3-D, depth taps all in padding
+    (1, 2, 3, (3, 9, 17), 3, (1, 2, 2), 1, (2, 1, 1)),  # 3-D, multiplier 3, depth dilation
+]
+
+
+def _dw_id(c):
+    return "-".join(str(v).replace(" ", "") for v in c)
+
+
+@pytest.mark.parametrize("case", DW_CASES, ids=_dw_id)
+def test_depthwise_matches_reference(isa, threads, rng, case):
+    n, c, mult, sp, k, s, p, d = case
+    nd = len(sp)
+    k = _tup(k, nd)
+    x = rand(rng, n, c, *sp)
+    w = rand(rng, c * mult, 1, *k)
+    b = rand(rng, c * mult)
+    got = CONV[nd](x, w, b, stride=s, padding=p, dilation=d, groups=c)
+    ref = R.conv_nd(x, w, b, s, p, p, d, c)
+    assert_close(got, ref, int(np.prod(k)))
+
+
+ACTIVATIONS = [
+    (None, 0.0, 0.0, lambda v: v),
+    ("relu", 0.0, 0.0, lambda v: np.maximum(v, 0)),
+    ("clip", 0.0, 6.0, lambda v: np.clip(v, 0, 6)),
+    ("leaky_relu", 0.1, 0.0, lambda v: np.where(v < 0, 0.1 * v, v)),
+    ("hardswish", 0.0, 0.0, lambda v: v * np.clip(v + 3, 0, 6) / 6),
+    ("sigmoid", 0.0, 0.0, lambda v: 1 / (1 + np.exp(-v))),
+]
+
+
+@pytest.mark.parametrize("act,a,b_,fn", ACTIVATIONS, ids=lambda v: str(v)[:10])
+@pytest.mark.parametrize("sp,k,s,p", [((13, 19), 3, 1, 1), ((13, 19), 3, 2, 1),
+                                      ((4, 6, 9), 3, 1, 1), ((12, 40), 5, 2, 2),
+                                      ((7, 11), 3, 3, 0)])
+def test_depthwise_fused_bias_residual_activation(isa, threads, rng, act, a, b_, fn, sp, k, s,
+                                                  p):
+    nd = len(sp)
+    c = 5
+    x = 3 * rand(rng, 2, c, *sp)
+    w = rand(rng, c, 1, *(k,) * nd)
+    bias = rand(rng, c)
+    plan = F.ConvPlan(w, bias, stride=s, padding=p, groups=c, activation=act, act_alpha=a,
+                      act_beta=b_)
+    ref = R.conv_nd(x, w, bias, s, p, p, 1, c)
+    res = rand(rng, *ref.shape)
+    assert_close(plan.run(x), fn(ref), k ** nd)
+    assert_close(plan.run(x, residual=res), fn(ref + res), k ** nd)
+
+
+def test_depthwise_relu_keeps_nan(isa, rng):
+    x = rand(rng, 1, 3, 6, 20)
+    x[0, 1, 2, 5] = np.nan
+    w = rand(rng, 3, 1, 3, 3)
+    for act, b_ in (("relu", 0.0), ("clip", 6.0)):
+        y = F.ConvPlan(w, None, padding=1, groups=3, activation=act, act_beta=b_).run(x)
+        assert np.isnan(y[0, 1, 1:4, 4:7]).all()
+        assert not np.isnan(np.delete(y[0], 1, axis=0)).any()
+
+
+# (spatial, kernel, stride, padding, dilation, ceil_mode)
+POOL_CASES = [
+    ((112, 112), 3, 2, 1, 1, False),     # the ResNet stem pool
+    ((9, 7), 2, 2, 0, 1, False),
+    ((8, 16), 3, 1, 1, 1, False),        # widths = the vector lengths
+    ((15, 17), 3, 2, 1, 1, True),        # ceil_mode
+    ((11, 33), 3, 2, 1, 2, False),       # dilation 2
+    ((13, 31), 2, 1, 0, 1, False),
+    ((10, 23), (3, 4), (2, 1), (1, 2), 1, False),
+    ((6, 700), 3, 2, 1, 1, False),       # wide rows
+    ((7, 9), 3, 3, 1, 1, False),         # stride 3: the AVX kernels hand it back
+    ((1, 1), 1, 1, 0, 1, False),
+    ((37,), 3, 2, 1, 1, True),           # 1-D
+    ((40,), 4, 1, 2, 1, False),
+    ((4, 6, 9), 3, 2, 1, 1, False),      # 3-D
+    ((5, 5, 18), 5, 1, 2, 1, False),     # 3-D, 25 window rows
+    ((9, 9, 12), (9, 9, 3), 1, 0, 1, False),    # 81 window rows: past the kernel's limit
+]
+
+
+def _pool_id(c):
+    return "-".join(str(v).replace(" ", "") for v in c)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 13, 16, 24])
+@pytest.mark.parametrize("case", POOL_CASES, ids=_pool_id)
+def test_max_pool_matches_reference(isa, threads, rng, case, channels):
+    sp, k, s, p, d, ceil = case
+    nd = len(sp)
+    x = rand(rng, 2, channels, *sp)
+    got = MAX_POOL[nd](x, k, s, p, d, ceil_mode=ceil)
+    ref = R.max_pool_nd(x, _tup(k, nd), _tup(s, nd), p, p, d, ceil)[0]
+    np.testing.assert_array_equal(got, ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case", [c for c in POOL_CASES if c[4] == 1], ids=_pool_id)
+def test_avg_pool_matches_reference(isa, threads, rng, case, count_include_pad):
+    sp, k, s, p, _, ceil = case
+    nd = len(sp)
+    if 2 * max(_tup(p, nd)) > min(_tup(k, nd)):
+        pytest.skip("torch's rule: padding at most half the kernel")
+    x = rand(rng, 2, 3, *sp)
+    got = AVG_POOL[nd](x, k, s, p, ceil_mode=ceil, count_include_pad=count_include_pad)
+    ref = R.avg_pool_nd(x, _tup(k, nd), _tup(s, nd), p, p, 1, ceil, count_include_pad)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_avg_pool_divisor_override(isa, threads, rng):
+    x = rand(rng, 2, 5, 10, 37)
+    got = F.avg_pool2d(x, 3, 2, 1, divisor_override=4)
+    ref = R.avg_pool_nd(x, (3, 3), (2, 2), 1, 1, 1, False, True) * 9 / 4
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
+    """A NaN anywhere in a window gives NaN (torch); the SIMD kernel hands NaN planes back
+    to the loops with that rule, the other planes stay on the fast path."""
+    x = rand(rng, 2, 4, 12, 40)
+    x[0, 1, 5, 17] = np.nan
+    x[1, 3, 0, 0] = np.nan
+    x[1, 2] = -np.inf
+    x[0, 2, 3, 3] = np.inf
+    for s in (1, 2):
+        got = F.max_pool2d(x, 3, s, 1)
+        ref = R.max_pool_nd(x, (3, 3), (s, s), 1, 1, 1, False)[0]
+        np.testing.assert_array_equal(got, ref.astype(np.float32))
+    # +inf and -inf in one window (the kernel's NaN check sees a NaN sum): still right
+    y = rand(rng, 1, 2, 5, 20)
+    y[0, 0, 2, 3], y[0, 0, 2, 4] = np.inf, -np.inf
+    np.testing.assert_array_equal(F.max_pool2d(y, 2, 2),
+                                  R.max_pool_nd(y, (2, 2), (2, 2), 0, 0, 1, False)[0])
