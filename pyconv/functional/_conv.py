@@ -101,6 +101,21 @@ class ConvPlan:
 
     def output_shape(self, input_shape, output_size=None):
         """Output shape (N, C_out, *spatial) for an input shape; validates the geometry."""
+        return self._geometry_for(tuple(input_shape), output_size)[0]
+
+    def _geometry_for(self, input_shape, output_size):
+        """(output shape, pads_begin), computed once per input shape (a plan meets few)."""
+        key = (input_shape, None if output_size is None else tuple(output_size))
+        geometry = self._geometry.get(key)
+        if geometry is None:
+            out_shape = arithmetic.check_tensor_size(
+                self._compute_output_shape(input_shape, output_size), self.op)
+            geometry = (out_shape, self.pads(input_shape[2:])[0])
+            if len(self._geometry) < 64:
+                self._geometry[key] = geometry
+        return geometry
+
+    def _compute_output_shape(self, input_shape, output_size):
         if len(input_shape) != self.nspatial + 2:
             raise ShapeError(f"{self.op}: expected a {self.nspatial + 2}-D input (N, C, "
                              f"{', '.join('*' * self.nspatial)}), got shape {tuple(input_shape)}")
@@ -139,15 +154,7 @@ class ConvPlan:
         returned (a memory planner's buffer; it must not overlap ``x`` or
         ``residual``)."""
         x = _float32(x, "input", self.op)
-        key = (x.shape, None if output_size is None else tuple(output_size))
-        geometry = self._geometry.get(key)
-        if geometry is None:
-            out_shape = arithmetic.check_tensor_size(self.output_shape(x.shape, output_size),
-                                                     self.op)
-            geometry = (out_shape, self.pads(tuple(x.shape[2:]))[0])
-            if len(self._geometry) < 64:
-                self._geometry[key] = geometry
-        out_shape, pb = geometry
+        out_shape, pb = self._geometry_for(x.shape, output_size)
         x = np.require(x, requirements="CA")  # C order, aligned for the kernels
         if residual is not None:
             residual = np.require(_float32(residual, "residual", self.op), requirements="CA")
