@@ -405,6 +405,13 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         tid = threadid()
         team = pyconv_team_size()
         bbuf = workspace + tid * stride
+        # Assigned here so that Cython makes them thread-private: _split writes them
+        # through pointers, which alone left them shared (a race: threads computed each
+        # other's tiles and left some unwritten).
+        plo = 0
+        phi = 0
+        qlo = 0
+        qhi = 0
         # Loop rather than assume one tile per thread: the runtime may give fewer threads.
         t = tid
         while t < ntiles:
