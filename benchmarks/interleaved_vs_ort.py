@@ -22,15 +22,17 @@ from test_layers import (CASES, CONV_CASES, make_case, onnxruntime_runner,  # no
 
 
 def bench(fa, fb, reps=300, block=10):
-    """Blocks of `block` calls of each, alternating (the worker threads of one library
-    slow the other down just after a switch, so single calls are not interleaved).
-    Returns (min a, median a, min b, median b) in seconds."""
+    """Blocks of `block` calls of each, alternating. After a switch the other library's
+    worker threads keep spinning for a while (onnxruntime's do by default) and take the
+    core a waking OpenMP thread needs, so each block starts after a short pause and an
+    untimed call. Returns (min a, median a, min b, median b) in seconds."""
     ta, tb = [], []
     for _ in range(20):
         fa()
         fb()
     for _ in range(max(1, reps // block)):
         for f, t in ((fa, ta), (fb, tb)):
+            time.sleep(0.02)
             f()
             for _ in range(block):
                 t0 = time.perf_counter()

@@ -7,11 +7,14 @@ __version__ = "0.1.0"
 
 import os as _os
 
-# OpenMP threads that spin at barriers (libgomp's default) lose whole time slices when the
-# CPU is shared or oversubscribed: measured on the 2-core CI VM under load, whole-model runs
-# at 2 threads were 3-10x slower than with sleeping waits, at no cost at 1 thread. Set
-# before the extensions load libgomp; export OMP_WAIT_POLICY=ACTIVE to spin instead.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How idle OpenMP threads wait between parallel regions (read once, when the extensions
+# load libgomp). Spinning forever (OMP_WAIT_POLICY=ACTIVE) starves other processes and
+# other thread pools on a shared CPU; sleeping at once (PASSIVE) pays a wake-up on every
+# region, which on the 2-core VM cost 1.5-3x at 2 threads. The default here spins briefly
+# and then sleeps, like onnxruntime's pool: 100k spins (~0.1 ms) bridge the gaps between
+# the regions of one run. Either variable set by the user wins.
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
 from pyconv import errors
 from pyconv._config import (config, get_isa, get_num_threads, set_isa, set_num_threads,
