@@ -18,7 +18,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads,
+from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads, threads_for,
                                pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
@@ -575,7 +575,13 @@ cdef class ConvKernel:
         p.act_b = act_beta
         if p.batch == 0 or yv.shape[0] == 0:
             return out
-        cdef int nthreads = current_num_threads()
+        # Multiply-adds of the whole call: small layers (depthwise ones especially) run on
+        # fewer threads, since a fork/join costs more than their work.
+        cdef int64_t kvol = p.kd * p.kh * p.kw
+        cdef int64_t macs = (p.batch * (p.cin if self.transposed else p.cout) * kvol
+                             * (p.d * p.h * p.w if self.transposed else p.od * p.oh * p.ow)
+                             * ((p.cout if self.transposed else p.cin) // p.groups))
+        cdef int nthreads = threads_for(macs, current_num_threads())
         cdef int64_t ncols, ws_stride, cols_floats
         cdef float *ws
         cdef float *cols

@@ -41,7 +41,7 @@ from libc.stdint cimport int64_t
 cdef extern from "math.h" nogil:
     bint isunordered(float x, float y)    # x or y is NaN (one compare instruction)
 
-from pyconv._ext.gemm cimport current_kernel, current_num_threads, workspace_floats
+from pyconv._ext.gemm cimport current_kernel, current_num_threads, threads_for, workspace_floats
 
 cdef extern from "pool.h" nogil:
     ctypedef struct pyconv_pool_geom:
@@ -823,7 +823,7 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     if ind is not None:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    cdef int nthreads = current_num_threads()
+    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
@@ -910,7 +910,7 @@ def global_pool(x, bint is_max):
     if size == 0:
         raise ValueError("global_pool: empty input plane")
     cdef float[::1] yv = y
-    cdef int nthreads = current_num_threads()
+    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
     with nogil:
         _global_planes(&xv[0, 0], &yv[0], planes, size, is_max, nthreads)
     return y
@@ -1026,7 +1026,7 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
     if with_ind:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    cdef int nthreads = current_num_threads()
+    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
     cdef int mode = MODE_MAX if is_max else MODE_AVG
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
@@ -1111,7 +1111,7 @@ def max_unpool(x, indices, int64_t out_plane, bint whole_tensor):
     cdef float[:, ::1] yv = y
     first_bad = np.empty(planes, dtype=np.int64)
     cdef int64_t[::1] fb = first_bad
-    cdef int nthreads = current_num_threads()
+    cdef int nthreads = threads_for(y.size, current_num_threads())  # small maps: fewer threads
     cdef int64_t bad
     with nogil:
         _unpool_planes(&xv[0, 0], &iv[0, 0], &yv[0, 0], planes, n_in, out_plane,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import reference as R
+import pyconv
 import pyconv.functional as F
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -184,3 +185,26 @@ def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
     y[0, 0, 2, 3], y[0, 0, 2, 4] = np.inf, -np.inf
     np.testing.assert_array_equal(F.max_pool2d(y, 2, 2),
                                   R.max_pool_nd(y, (2, 2), (2, 2), 0, 0, 1, False)[0])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_large_maps_split_over_threads_match_one_thread(isa, rng, stride):
+    """Small layers now run on one thread (threads_for); these are big enough to be split,
+    so the parallel paths of the depthwise and pooling kernels stay covered."""
+    x = rng.standard_normal((2, 32, 64, 96)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    calls = [lambda: F.conv2d(x, w, b, stride=stride, padding=1, groups=32),
+             lambda: F.max_pool2d(x, 3, stride, 1),
+             lambda: F.avg_pool2d(x, 2, stride)]
+    previous = pyconv.get_num_threads()
+    try:
+        pyconv.set_num_threads(1)
+        single = [f() for f in calls]
+        pyconv.set_num_threads(2)
+        for f, want in zip(calls, single):
+            np.testing.assert_array_equal(f(), want)
+    finally:
+        pyconv.set_num_threads(previous)
+    np.testing.assert_allclose(single[0], R.conv_nd(x, w, b, stride, 1, 1, 1, 32),
+                               rtol=1e-4, atol=1e-4)
