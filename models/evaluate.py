@@ -67,10 +67,8 @@ def open_session(path, engine="onnxruntime", threads=None):
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     if engine == "pyconv":
         import pyconv
-        if not hasattr(pyconv, "InferenceSession"):
-            raise RuntimeError("this pyconv build has no InferenceSession yet (issue 4)")
-        opts = pyconv.SessionOptions() if hasattr(pyconv, "SessionOptions") else None
-        if threads and opts is not None:
+        opts = pyconv.SessionOptions()
+        if threads:
             opts.intra_op_num_threads = threads
         return pyconv.InferenceSession(path, opts)
     raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")

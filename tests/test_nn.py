@@ -10,12 +10,9 @@ import pytest
 
 import pyconv.functional as F
 import pyconv.nn as nn
+from _helpers import rand
 import reference as R
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
-
-
-def rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 class Net(nn.Module):

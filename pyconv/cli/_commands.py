@@ -8,8 +8,9 @@ import onnx
 import pyconv
 from pyconv.cli import _engines
 from pyconv.cli._info import ModelSummary, format_table, print_info
-from pyconv.cli._inputs import load_feed, parse_shape, random_feed
+from pyconv.cli._inputs import concrete_shape, load_feed, parse_shape, random_feed
 from pyconv.errors import InvalidArgument, InvalidModel
+from pyconv.session import NodeArg
 
 
 def _check_file(path):
@@ -37,33 +38,22 @@ def _threads(args):
     return pyconv.get_num_threads()
 
 
-def _input_shapes(session, overrides):
-    from pyconv.cli._inputs import concrete_shape
-    return {arg.name: concrete_shape(arg, overrides) for arg in session.get_inputs()}
-
-
 def cmd_info(args):
     model = _load_model(args.model)
     overrides = _shape_overrides(args)
-    shapes = {}
+    weights = {t.name for t in model.graph.initializer}   # old exporters list them as inputs
+    inputs = {}
     for vi in model.graph.input:
-        if vi.name in {t.name for t in model.graph.initializer}:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = _NodeArg(vi.name, dims, "")
-    unknown = set(overrides) - set(shapes)
+        if vi.name not in weights:
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                    for d in vi.type.tensor_type.shape.dim]
+            inputs[vi.name] = NodeArg(vi.name, dims, "")
+    unknown = set(overrides) - set(inputs)
     if unknown:
         raise InvalidArgument(f"--shape {', '.join(sorted(unknown))}: no such input "
-                              f"(inputs: {', '.join(shapes)})")
-    from pyconv.cli._inputs import concrete_shape
-    concrete = {name: concrete_shape(arg, overrides) for name, arg in shapes.items()}
+                              f"(inputs: {', '.join(inputs)})")
+    concrete = {name: concrete_shape(arg, overrides) for name, arg in inputs.items()}
     return print_info(model, concrete, args.model)
-
-
-class _NodeArg:
-    def __init__(self, name, shape, type_):
-        self.name, self.shape, self.type = name, shape, type_
 
 
 def _softmax(x):

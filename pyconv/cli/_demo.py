@@ -31,51 +31,33 @@ def models_dir(explicit=None):
                           f"expected {CLASSIFIER} and {SEGMENTER} (use --models DIR)")
 
 
-def load_shapes_module(directory):
-    """models/shapes.py, the NumPy-only generator of the synthetic dataset."""
-    spec = importlib.util.spec_from_file_location("pyconv_models_shapes",
-                                                  Path(directory) / "shapes.py")
-    if spec is None or not (Path(directory) / "shapes.py").is_file():
-        raise InvalidArgument(f"{directory}/shapes.py (the dataset generator) is missing")
+def load_evaluate_module(directory):
+    """models/evaluate.py: sessions, batched prediction and latency for the bundled models
+    (it loads models/shapes.py, the NumPy-only generator of the synthetic dataset)."""
+    path = Path(directory) / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("pyconv_models_evaluate", path)
+    if spec is None or not path.is_file():
+        raise InvalidArgument(f"{path} (the models' evaluation helpers) is missing")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def predict(session, images, batch=50):
-    """Argmax over axis 1 of the first output, batch by batch (labels or masks)."""
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0].argmax(1)
-                           for i in range(0, len(images), batch)])
-
-
-def latency_ms(session, image, runs=20):
-    """Median batch-1 latency in milliseconds."""
-    name = session.get_inputs()[0].name
-    feed = {name: image[None]}
-    session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
-
-
-def evaluate(sessions, shapes, n, seed):
+def evaluate(sessions, ev, n, seed):
     """{engine: figures} for every session pair (classifier, segmenter)."""
+    shapes = ev.shapes
     cls_x, cls_y = shapes.make_classification(n, seed)
     seg_x, seg_y = shapes.make_segmentation(n, seed + 1)
     figures, preds = {}, {}
     for engine, (classifier, segmenter) in sessions.items():
         t0 = time.perf_counter()
-        labels = predict(classifier, cls_x)
-        masks = predict(segmenter, seg_x)
+        labels = ev.predict(classifier, cls_x, batch=50)
+        masks = ev.predict(segmenter, seg_x, batch=50)
         elapsed = time.perf_counter() - t0
         miou, _ = shapes.mean_iou(masks, seg_y)
         figures[engine] = dict(accuracy=float((labels == cls_y).mean()), miou=float(miou),
-                               cls_ms=latency_ms(classifier, cls_x[0]),
-                               seg_ms=latency_ms(segmenter, seg_x[0]),
+                               cls_ms=ev.latency_ms(classifier, cls_x[:1], runs=20),
+                               seg_ms=ev.latency_ms(segmenter, seg_x[:1], runs=20),
                                images_per_s=2 * n / elapsed)
         preds[engine] = (labels, masks)
     return figures, (cls_x, cls_y, seg_x, seg_y), preds
@@ -123,32 +105,25 @@ def write_picture(path, shapes, data, preds, count=6):
 
 def run_demo(args):
     directory = models_dir(args.models)
-    shapes = load_shapes_module(directory)
+    ev = load_evaluate_module(directory)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     threads = pyconv.get_num_threads()
-    opts = pyconv.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sessions = {"pyconv": tuple(pyconv.InferenceSession(str(directory / m), opts)
-                                for m in (CLASSIFIER, SEGMENTER))}
+    models = [str(directory / m) for m in (CLASSIFIER, SEGMENTER)]
+    sessions = {"pyconv": tuple(ev.open_session(m, "pyconv", threads) for m in models)}
     try:
-        import onnxruntime as ort
-        o = ort.SessionOptions()
-        o.intra_op_num_threads = threads
-        o.log_severity_level = 3
-        sessions["onnxruntime"] = tuple(
-            ort.InferenceSession(str(directory / m), o, providers=["CPUExecutionProvider"])
-            for m in (CLASSIFIER, SEGMENTER))
-    except ImportError:
+        sessions["onnxruntime"] = tuple(ev.open_session(m, "onnxruntime", threads)
+                                        for m in models)
+    except ImportError:   # onnxruntime is optional: pyconv's figures alone
         pass
     print(f"pyconv {pyconv.__version__} demo: {args.samples} fresh images per model "
           f"(seed {seed}), {threads} thread(s), models from {directory}")
-    figures, data, preds = evaluate(sessions, shapes, args.samples, seed)
+    figures, data, preds = evaluate(sessions, ev, args.samples, seed)
     print(f"{'engine':12s} {'accuracy':>9s} {'mean IoU':>9s} {'classify ms':>12s} "
           f"{'segment ms':>11s} {'images/s':>9s}")
     for engine, f in figures.items():
         print(f"{engine:12s} {f['accuracy']:9.3f} {f['miou']:9.3f} {f['cls_ms']:12.3f} "
               f"{f['seg_ms']:11.3f} {f['images_per_s']:9.1f}")
-    write_picture(args.picture, shapes, data, preds["pyconv"])
+    write_picture(args.picture, ev.shapes, data, preds["pyconv"])
     print(f"wrote {args.picture} (inputs, ground truth and predicted masks)")
     f = figures["pyconv"]
     ok = f["accuracy"] >= MIN_ACCURACY and f["miou"] >= MIN_MEAN_IOU

@@ -198,6 +198,12 @@ class Program:
     def run(self, feeds, wanted, profile=None):
         """Runs with ``feeds`` (slot order of the graph inputs); returns the values of the
         slots in ``wanted``."""
+        # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
+        # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
+        with np.errstate(all="ignore"):
+            return self._run(feeds, wanted, profile)
+
+    def _run(self, feeds, wanted, profile):
         vals = list(self.template)
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
@@ -216,10 +222,6 @@ class Program:
         # Without a plan (the first run of an input signature) the live bytes are counted
         # as values appear, so the run stops at the first node that crosses the limit.
         live = {} if self.memory_limit and plan is None else None
-        # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
-        # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
-        errstate = np.errstate(all="ignore")
-        errstate.__enter__()
         try:
             for t, step in enumerate(self.steps):
                 ins = [vals[i] if i >= 0 else None for i in step.ins]
@@ -258,7 +260,6 @@ class Program:
                         live.pop(i, None)
             result = [vals[s] for s in wanted]
         finally:
-            errstate.__exit__(None, None, None)
             if arena is not None:
                 plan.release(arena)
         if record is not None:

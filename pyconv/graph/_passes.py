@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
-from pyconv.ops import Node, lookup
+from pyconv.ops import lookup
 
 #: Activations the fused epilogue implements: ONNX type -> (name, alpha, beta) builder.
 def _act_params(node, opset, constants):

@@ -12,13 +12,6 @@ __all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "Avg
            "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d"]
 
 
-def _op(name):
-    fn = getattr(F, name, None)
-    if fn is None:
-        raise NotImplementedError(f"pyconv.functional.{name} is not available in this build")
-    return fn
-
-
 class _MaxPoolNd(Module):
     _n = 0
 
@@ -41,7 +34,7 @@ class _MaxPoolNd(Module):
 
         Returns (N, C, *out) float32, plus the int64 flat indices when
         ``return_indices``."""
-        return _op(f"max_pool{self._n}d")(
+        return getattr(F, f"max_pool{self._n}d")(
             x, self.kernel_size, stride=self.stride, padding=self.padding,
             dilation=self.dilation, ceil_mode=self.ceil_mode,
             return_indices=self.return_indices)
@@ -93,7 +86,7 @@ class _AvgPoolNd(Module):
         kwargs = {}
         if self.divisor_override is not None:
             kwargs["divisor_override"] = self.divisor_override
-        return _op(f"avg_pool{self._n}d")(
+        return getattr(F, f"avg_pool{self._n}d")(
             x, self.kernel_size, stride=self.stride, padding=self.padding,
             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, **kwargs)
 
@@ -134,7 +127,7 @@ class _AdaptivePoolNd(Module):
 
     def forward(self, x):
         """Pool ``x`` (N, C, *spatial) float32 to (N, C, *output_size) float32."""
-        return _op(f"adaptive_{self._kind}_pool{self._n}d")(x, self.output_size)
+        return getattr(F, f"adaptive_{self._kind}_pool{self._n}d")(x, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -167,8 +160,8 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     def forward(self, x):
         """Pool ``x`` (N, C, *spatial) float32 to (N, C, *output_size) float32
         (and int64 indices when ``return_indices``)."""
-        return _op(f"adaptive_max_pool{self._n}d")(x, self.output_size,
-                                                  return_indices=self.return_indices)
+        return getattr(F, f"adaptive_max_pool{self._n}d")(
+            x, self.output_size, return_indices=self.return_indices)
 
 
 class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
@@ -200,8 +193,9 @@ class _MaxUnpoolNd(Module):
     def forward(self, x, indices, output_size=None):
         """Scatter ``x`` (N, C, *spatial) float32 to the positions ``indices`` (int64, as
         returned by max pooling with ``return_indices=True``); zeros elsewhere."""
-        return _op(f"max_unpool{self._n}d")(x, indices, self.kernel_size, stride=self.stride,
-                                            padding=self.padding, output_size=output_size)
+        return getattr(F, f"max_unpool{self._n}d")(
+            x, indices, self.kernel_size, stride=self.stride, padding=self.padding,
+            output_size=output_size)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

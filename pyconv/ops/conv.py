@@ -100,8 +100,6 @@ class _ConvBase(Op):
                 y = _elementwise(y.astype(np.float32, copy=False), True, self.activation,
                                  self.node.label, self.alpha, self.beta)
             return [y]
-        if residual is not None:
-            residual = np.ascontiguousarray(residual)
         out = take_out(out, shape)
         if out is not None and (np.may_share_memory(out, x) or (
                 residual is not None and np.may_share_memory(out, residual))):

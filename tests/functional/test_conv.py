@@ -1,10 +1,9 @@
 """Convolution family vs the naive reference (tests/reference.py), onnxruntime and torch."""
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from _helpers import assert_close, rand
 import reference as R
 import pyconv
 import pyconv.functional as F
@@ -13,18 +12,6 @@ from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-def rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def assert_close(got, ref, k):
-    """float32 accumulation over k terms against a float64 reference."""
-    ref = np.asarray(ref)
-    assert got.dtype == np.float32 and got.shape == ref.shape
-    tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
 
 
 # (batch, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)

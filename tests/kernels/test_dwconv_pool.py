@@ -9,6 +9,7 @@ bias / residual / activation, NaN planes handed back by the pooling kernel."""
 import numpy as np
 import pytest
 
+from _helpers import assert_close, rand
 import reference as R
 import pyconv
 import pyconv.functional as F
@@ -16,18 +17,6 @@ import pyconv.functional as F
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-def rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def assert_close(got, ref, k):
-    """float32 accumulation over k terms against a float64 reference."""
-    ref = np.asarray(ref)
-    assert got.dtype == np.float32 and got.shape == ref.shape
-    tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
 
 
 def _tup(v, n):

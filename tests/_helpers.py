@@ -1,0 +1,15 @@
+"""Small helpers shared by the test modules (tests/ is on sys.path via tests/conftest.py)."""
+import numpy as np
+
+
+def rand(rng, *shape):
+    """Standard-normal float32 array of the given shape."""
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def assert_close(got, ref, k):
+    """float32 accumulation over k terms against a float64 reference."""
+    ref = np.asarray(ref)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
