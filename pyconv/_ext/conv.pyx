@@ -16,14 +16,14 @@ import numpy as np
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads, threads_for,
                                pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                current_kernel)
-from pyconv._ext.gemm cimport pyconv_epilogue_fn
+from pyconv._ext.gemm cimport PYCONV_ACT_NONE, pyconv_epilogue_fn
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 cdef extern from "dwconv.h" nogil:
@@ -169,6 +169,21 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
             _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
 
 
+cdef struct shifted_geom:
+    # Each input channel of an (image, group) is zero-padded and split into sh x sw stride
+    # phases, each a plane of hq rows of wq floats; the output is computed on an oh x wq
+    # grid (columns ow..wq-1 are dropped), so the B row of every kernel tap is one
+    # contiguous run of a plane, at off[k] (no im2col).
+    int64_t hq, wq, plane    # phase plane: rows, row length, floats (hq * wq)
+    int64_t nplanes          # C_in_g * sh * sw planes per (image, group)
+    int64_t image            # floats per (image, group), slack included
+    int64_t ncols            # oh * wq grid columns
+    int64_t nchunks          # NR-wide column chunks
+    int64_t mblocks          # row blocks each chunk is split into (tasks for the threads)
+    int64_t wave             # (image, group) pairs padded at a time (workspace bound)
+    const int64_t *off       # C_in_g * kvol B-row offsets
+
+
 cdef struct conv_args:
     const float *x
     float *y
@@ -183,6 +198,8 @@ cdef struct conv_args:
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
+    bint shifted             # 2-D conv through _shifted_forward (instead of im2col GEMM)
+    shifted_geom sg
 
 
 cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
@@ -325,6 +342,199 @@ cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads,
     else:
         for t in range(tasks):
             _conv_gemm_task(p, t, nthreads, ws, ws_stride)
+
+
+# ---------------------------------------------------------------------------------------
+# Shifted-B convolution (2-D): GEMM whose B rows are runs of a padded copy of the input.
+
+cdef enum:
+    ALGO_AUTO = 0
+    ALGO_IM2COL = 1
+    ALGO_SHIFTED = 2
+
+cdef int _algorithm = ALGO_AUTO
+_ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED}
+
+# Padded copies of at most this many floats are made at once (then the next images').
+DEF SHIFTED_WAVE_FLOATS = 1 << 21
+
+
+def set_algorithm(name):
+    """Forces the dense-convolution algorithm: 'auto' (the default: per shape), 'im2col'
+    (implicit im2col packed into the GEMM) or 'shifted' (GEMM on a padded copy of the
+    input, 2-D only; other shapes keep their usual path). For tests and benchmarks;
+    returns the previous setting."""
+    global _algorithm
+    if name not in _ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}, got {name!r}")
+    previous = get_algorithm()
+    _algorithm = _ALGORITHMS[name]
+    return previous
+
+
+def get_algorithm():
+    return {v: k for k, v in _ALGORITHMS.items()}[_algorithm]
+
+
+cdef bint _prefer_shifted(const conv_args *p, const pyconv_sgemm_kernel *kern,
+                          bint transposed, bint depthwise) noexcept:
+    """2-D (and 1-D) convs with a spatial kernel, when the estimated cost is lower than
+    im2col's. Costs in multiply-add equivalents per group: the shifted path computes whole
+    NR-wide chunks of the oh x wq grid (the wq - ow extra columns are dropped) and copies
+    the padded input; im2col computes the oh*ow columns in vectors of 16 and packs each
+    of the K x oh*ow values, measured at about 12 multiply-adds each on AVX-512."""
+    cdef int64_t wq, hq, m, k, n, chunks
+    if (_algorithm == ALGO_IM2COL or transposed or depthwise or p.pointwise or p.kd != 1
+            or p.d != 1 or p.od != 1 or p.sd != 1):
+        return False
+    if _algorithm == ALGO_SHIFTED:
+        return True
+    if p.kh * p.kw == 1:
+        return False
+    wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
+    hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
+    m = p.cout // p.groups
+    k = p.cin // p.groups * p.kh * p.kw
+    n = p.oh * p.ow
+    chunks = (p.oh * wq + kern.nr - 1) // kern.nr
+    return (m * k * chunks * kern.nr + 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
+            < m * k * ((n + 15) // 16 * 16) + 12 * k * n)
+
+
+cdef object _shifted_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
+    """Fills p.sg (but for its offsets) and returns the B-row offsets (int64 ndarray)."""
+    cdef shifted_geom *sg = &p.sg
+    cdef int64_t cin_g = p.cin // p.groups, kvol = p.kh * p.kw, c, b, e, k
+    sg.wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
+    sg.hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
+    sg.plane = sg.hq * sg.wq
+    sg.nplanes = cin_g * p.sh * p.sw
+    # Grid columns past ow (and past the last row) read up to wq + NR floats beyond the
+    # last plane: they are dropped, but must be readable.
+    sg.image = (sg.nplanes * sg.plane + sg.wq + kern.nr + 15) // 16 * 16
+    sg.ncols = p.oh * sg.wq
+    sg.nchunks = (sg.ncols + kern.nr - 1) // kern.nr
+    sg.wave = max(<int64_t>1, min(p.batch * p.groups, SHIFTED_WAVE_FLOATS // sg.image))
+    off = np.empty(cin_g * kvol, dtype=np.int64)
+    cdef int64_t[::1] ov = off
+    for c in range(cin_g):
+        for b in range(p.kh):
+            for e in range(p.kw):
+                k = (c * p.kh + b) * p.kw + e
+                ov[k] = (((c * p.sh + (b * p.dh) % p.sh) * p.sw + (e * p.dw) % p.sw) * sg.plane
+                         + (b * p.dh) // p.sh * sg.wq + (e * p.dw) // p.sw)
+    return off
+
+
+cdef int64_t _shifted_blocking(conv_args *p, int nthreads) noexcept:
+    """Sets p.sg.mblocks for nthreads; returns the workspace in floats."""
+    cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+    cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr
+    cdef int64_t chunks = p.sg.wave * p.sg.nchunks
+    # Enough tasks for every thread: split the rows when the chunks alone are too few.
+    p.sg.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + chunks - 1) // chunks))
+    return p.sg.wave * p.sg.image + nthreads * ((kern.mr * kern.nr + 15) // 16 * 16)
+
+
+cdef void _shifted_fill(const conv_args *p, int64_t ng, int64_t pl, float *dst) noexcept nogil:
+    """Phase plane pl of (image, group) ng: dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw],
+    zero outside the input."""
+    cdef const shifted_geom *sg = &p.sg
+    cdef int64_t nph = p.sh * p.sw, c = pl // nph, ph = pl - c * nph
+    cdef int64_t py = ph // p.sw, px = ph - py * p.sw, i, j, iy, lo, hi
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef const float *xc = p.x + ((n * p.cin + grp * (p.cin // p.groups) + c) * p.h) * p.w
+    cdef const float *src
+    cdef float *row
+    _valid_range(px - p.pw, p.sw, p.w, sg.wq, &lo, &hi)
+    for i in range(sg.hq):
+        row = dst + i * sg.wq
+        iy = i * p.sh + py - p.ph
+        if iy < 0 or iy >= p.h or hi <= lo:
+            _zero(row, sg.wq)
+            continue
+        _zero(row, lo)
+        src = xc + iy * p.w + px - p.pw
+        if p.sw == 1:
+            for j in range(lo, hi):
+                row[j] = src[j]
+        else:
+            for j in range(lo, hi):
+                row[j] = src[j * p.sw]
+        _zero(row + hi, sg.wq - hi)
+
+
+cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
+                        float *tile) noexcept nogil:
+    """Row block of one NR-wide chunk of grid columns of one (image, group) of the wave:
+    tiles by the shifted micro-kernel, then bias, residual and activation on the tile and
+    the kept columns copied out row run by row run."""
+    cdef const shifted_geom *sg = &p.sg
+    cdef int64_t mb = task % sg.mblocks, t = task // sg.mblocks
+    cdef int64_t chunk = t % sg.nchunks, img = t // sg.nchunks, ng = wave0 + img
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef const packed_a *a = &p.packed[grp]
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t mr = kern.mr, nr = kern.nr, cout_g = p.cout // p.groups
+    cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
+    cdef int64_t per = (npan + sg.mblocks - 1) // sg.mblocks
+    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, sg.ncols), j, oy, ox, run
+    cdef int64_t cnt, i, plane = p.oh * p.ow
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
+    cdef float *dst
+    cdef pyconv_epilogue ep, seg
+    cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    for pan in range(mb * per, min(npan, (mb + 1) * per)):
+        ir = pan * mr
+        rows = min(mr, a.m - ir)
+        kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * sg.image + n0, sg.off, tile)
+        j = n0
+        while j < n1:
+            oy = j // sg.wq
+            ox = j - oy * sg.wq
+            run = min(sg.wq - ox, n1 - j)
+            if ox < p.ow:
+                cnt = min(run, p.ow - ox)
+                if has_ep:
+                    seg = ep
+                    seg.bias = ep.bias + ir if ep.bias != NULL else NULL
+                    seg.residual = (ep.residual + ir * plane + oy * p.ow + ox
+                                    if ep.residual != NULL else NULL)
+                    kern.epilogue(tile + (j - n0), nr, rows, cnt, &seg)
+                dst = y + ir * plane + oy * p.ow + ox
+                for i in range(rows):
+                    memcpy(dst + i * plane, tile + i * nr + (j - n0), cnt * sizeof(float))
+            j += run
+
+
+cdef void _shifted_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
+    """ws: wave * image floats for the padded copies, then a tile per thread."""
+    cdef const shifted_geom *sg = &p.sg
+    cdef int64_t total = p.batch * p.groups, wave0, count, t, tasks, w
+    cdef int64_t tile_floats = (p.packed[0].kernel.mr * p.packed[0].kernel.nr + 15) // 16 * 16
+    cdef float *tiles = ws + sg.wave * sg.image
+    for w in range((total + sg.wave - 1) // sg.wave):
+        wave0 = w * sg.wave
+        count = min(sg.wave, total - wave0)
+        tasks = count * sg.nplanes
+        if nthreads > 1:
+            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="static"):
+                _shifted_fill(p, wave0 + t // sg.nplanes, t % sg.nplanes,
+                              ws + (t // sg.nplanes) * sg.image + (t % sg.nplanes) * sg.plane)
+        else:
+            for t in range(tasks):
+                _shifted_fill(p, wave0 + t // sg.nplanes, t % sg.nplanes,
+                              ws + (t // sg.nplanes) * sg.image + (t % sg.nplanes) * sg.plane)
+        for t in range(count):    # the slack past the last plane: read, never used
+            _zero(ws + t * sg.image + sg.nplanes * sg.plane, sg.image - sg.nplanes * sg.plane)
+        tasks = count * sg.nchunks * sg.mblocks
+        if nthreads > 1:
+            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
+                _shifted_task(p, wave0, t, ws, tiles + threadid() * tile_floats)
+        else:
+            for t in range(tasks):
+                _shifted_task(p, wave0, t, ws, tiles)
 
 
 # ---------------------------------------------------------------------------------------
@@ -482,6 +692,7 @@ cdef class ConvKernel:
     cdef const float *_bptr
     cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
     cdef conv_args _g           # geometry part of the last run's arguments
+    cdef object _goffsets       # its shifted-path B-row offsets (None: other paths)
 
     def __init__(self, weight, bias, int64_t groups, bint transposed=False):
         self.weight = np.require(weight, requirements="CA")
@@ -504,6 +715,7 @@ cdef class ConvKernel:
         self._views = None
         self._pviews = NULL
         self._gkey = None
+        self._goffsets = None
         cdef const float[::1] wflat = self.weight.reshape(-1)
         cdef const float[::1] bflat
         self._wptr = &wflat[0] if wflat.shape[0] else NULL
@@ -526,14 +738,28 @@ cdef class ConvKernel:
             views[g] = (<PackedMatrix>self._packed_mats[g]).view
         self._pviews = views
 
+    @property
+    def last_algorithm(self):
+        """The path of the last run: 'depthwise', 'pointwise', 'im2col', 'shifted' or, for
+        a transposed conv, 'col2im' / 'depthwise'; None before the first run."""
+        if self._gkey is None:
+            return None
+        if self.direct:
+            return "depthwise"
+        if self.transposed:
+            return "col2im"
+        return ("shifted" if self._g.shifted else "pointwise" if self._g.pointwise
+                else "im2col")
+
     def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
             float act_alpha=0.0, float act_beta=0.0):
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
-        key = (x.shape, out.shape, stride, pads_begin, dilation)
+        key = (x.shape, out.shape, stride, pads_begin, dilation, _algorithm)
         if key == self._gkey:
             p = self._g
+            offsets = self._goffsets
         else:
             # Geometry from the shapes, once per new shape (tuple work costs microseconds,
             # as much as a small layer's kernel). Built in p, then stored whole: another
@@ -553,7 +779,16 @@ cdef class ConvKernel:
             p.dd, p.dh, p.dw = ds
             p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
                            and ps == (0, 0, 0) and xs == ys)
+            p.groups = self.groups
+            p.cin = self.cin
+            p.cout = self.cout
+            p.shifted = (not self.direct and
+                         _prefer_shifted(&p, self._pviews[0].kernel, self.transposed, False))
+            offsets = None
+            if p.shifted:
+                offsets = _shifted_setup(&p, self._pviews[0].kernel)
             self._g = p
+            self._goffsets = offsets
             self._gkey = key
         cdef const float[::1] xv = x.reshape(-1)
         cdef float[::1] yv = out.reshape(-1)
@@ -567,9 +802,10 @@ cdef class ConvKernel:
             rv = residual.reshape(-1)
             p.residual = &rv[0]
         p.packed = self._pviews
-        p.groups = self.groups
-        p.cin = self.cin
-        p.cout = self.cout
+        cdef const int64_t[::1] offv
+        if p.shifted:
+            offv = offsets
+            p.sg.off = &offv[0]
         p.act = activation_code(activation)
         p.act_a = act_alpha
         p.act_b = act_beta
@@ -591,12 +827,17 @@ cdef class ConvKernel:
             if self.direct:
                 ws_stride = _depthwise_blocking(&p, nthreads)
                 ws = workspace_floats(ws_stride * nthreads)
+            elif p.shifted:
+                ws = workspace_floats(_shifted_blocking(&p, nthreads))
             else:
                 ncols = p.od * p.oh * p.ow
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 ws = workspace_floats(ws_stride * nthreads)
             with nogil:
-                _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
+                if p.shifted:
+                    _shifted_forward(&p, nthreads, ws)
+                else:
+                    _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
         else:
             ws = NULL
             cols = NULL

@@ -22,6 +22,9 @@ cdef extern from "sgemm.h" nogil:
                                      int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                      float beta, float *y, int64_t sy) noexcept nogil
     ctypedef double (*pyconv_fma_peak_fn)(int64_t iterations) noexcept nogil
+    ctypedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                            const float *a, const float *src,
+                                            const int64_t *off, float *tile) noexcept nogil
 
     ctypedef struct pyconv_sgemm_kernel:
         const char *isa
@@ -33,6 +36,7 @@ cdef extern from "sgemm.h" nogil:
         pyconv_epilogue_fn epilogue
         pyconv_sgemv_fn gemv
         pyconv_fma_peak_fn fma_peak
+        pyconv_shifted_ukernel shifted
 
     enum:
         PYCONV_ACT_NONE

@@ -53,6 +53,14 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
                                 int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                 float beta, float *y, int64_t sy);
 
+/* The convolution's shifted-B tile: tile[i * NR + j] = sum_k A[k][ir + i] * src[off[k] + j]
+ * for i < MR, j < NR. A is packed as for the ukernel (KC-deep blocks of MR-row panels, mpad
+ * rows, panel ir of block k0 at a + k0 * mpad + ir * kcb); B row k is the contiguous run at
+ * src + off[k], read straight from the caller's padded input instead of a packed panel. */
+typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                       const float *a, const float *src, const int64_t *off,
+                                       float *tile);
+
 /* Times an FMA-only loop: returns the flops executed (used to measure machine peak). */
 typedef double (*pyconv_fma_peak_fn)(int64_t iterations);
 
@@ -65,6 +73,7 @@ typedef struct {
     pyconv_epilogue_fn epilogue;
     pyconv_sgemv_fn gemv;
     pyconv_fma_peak_fn fma_peak;
+    pyconv_shifted_ukernel shifted;
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */

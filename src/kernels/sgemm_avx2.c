@@ -102,6 +102,33 @@ static void sgemm_ukernel_6x16_edge_avx2(int64_t kc, const float *restrict a,
     else edge_6xnv_avx2(2, kc, a, b, c, ldc, alpha, beta, m, n);
 }
 
+static void shifted_ukernel_avx2(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                 const float *restrict apacked, const float *restrict src,
+                                 const int64_t *restrict off, float *restrict tile)
+{
+    __m256 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t k0 = 0; k0 < k; k0 += kc) {
+        const int64_t kcb = k - k0 < kc ? k - k0 : kc;
+        const float *restrict a = apacked + k0 * mpad + ir * kcb;
+        for (int64_t kk = k0; kk < k0 + kcb; kk++) {
+            const float *b = src + off[kk];
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+            for (int i = 0; i < MR; i++) {
+                const __m256 ai = _mm256_broadcast_ss(a + i);
+                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+            }
+            a += MR;
+        }
+    }
+    for (int i = 0; i < MR; i++) {
+        _mm256_store_ps(tile + i * NR, acc[i][0]);
+        _mm256_store_ps(tile + i * NR + 8, acc[i][1]);
+    }
+}
+
 /* 12 independent FMA chains: covers 2 FMA ports x 5-cycle latency with room to spare. */
 static double fma_peak_avx2(int64_t iterations)
 {
@@ -125,5 +152,5 @@ static double fma_peak_avx2(int64_t iterations)
 
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx2 = {
     "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, sgemm_ukernel_6x16_avx2, sgemm_ukernel_6x16_edge_avx2,
-    epilogue_avx2, gemv_avx2, fma_peak_avx2,
+    epilogue_avx2, gemv_avx2, fma_peak_avx2, shifted_ukernel_avx2,
 };

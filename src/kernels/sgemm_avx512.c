@@ -102,6 +102,35 @@ static void sgemm_ukernel_8x48_edge_avx512(int64_t kc, const float *restrict a,
     else edge_8xnv_avx512(3, kc, a, b, c, ldc, alpha, beta, m, n);
 }
 
+static void shifted_ukernel_avx512(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                   const float *restrict apacked, const float *restrict src,
+                                   const int64_t *restrict off, float *restrict tile)
+{
+    ROW_DECL(0); ROW_DECL(1); ROW_DECL(2); ROW_DECL(3);
+    ROW_DECL(4); ROW_DECL(5); ROW_DECL(6); ROW_DECL(7);
+    for (int64_t k0 = 0; k0 < k; k0 += kc) {
+        const int64_t kcb = k - k0 < kc ? k - k0 : kc;
+        const float *restrict a = apacked + k0 * mpad + ir * kcb;
+        for (int64_t kk = k0; kk < k0 + kcb; kk++) {
+            const float *b = src + off[kk];
+            const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+            const __m512 b2 = _mm512_loadu_ps(b + 32);
+            ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3);
+            ROW_FMA(4); ROW_FMA(5); ROW_FMA(6); ROW_FMA(7);
+            a += MR;
+        }
+    }
+#define TILE_STORE(i)                                                                         \
+    do {                                                                                      \
+        _mm512_store_ps(tile + (i) * NR, c##i##0);                                            \
+        _mm512_store_ps(tile + (i) * NR + 16, c##i##1);                                       \
+        _mm512_store_ps(tile + (i) * NR + 32, c##i##2);                                       \
+    } while (0)
+    TILE_STORE(0); TILE_STORE(1); TILE_STORE(2); TILE_STORE(3);
+    TILE_STORE(4); TILE_STORE(5); TILE_STORE(6); TILE_STORE(7);
+#undef TILE_STORE
+}
+
 /* 16 independent FMA chains of 16 floats. */
 static double fma_peak_avx512(int64_t iterations)
 {
@@ -122,4 +151,5 @@ static double fma_peak_avx512(int64_t iterations)
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx512 = {
     "avx512", "sgemm_ukernel_8x48_avx512", MR, NR, sgemm_ukernel_8x48_avx512,
     sgemm_ukernel_8x48_edge_avx512,    epilogue_avx512, gemv_avx512, fma_peak_avx512,
+    shifted_ukernel_avx512,
 };

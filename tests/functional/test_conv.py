@@ -8,6 +8,7 @@ import reference as R
 import pyconv
 import pyconv.functional as F
 from pyconv import arithmetic
+from pyconv._ext import conv as conv_ext
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -30,7 +31,20 @@ CASES = [
     (1, 6, 12, (10,), (4,), 1, (0, 3), 1, 3),
     (1, 2, 4, (5, 6, 7), (2, 3, 2), (1, 2, 1), 1, (2, 1, 1), 2),   # 3-D
     (2, 3, 3, (4, 5, 6), (3, 3, 3), 1, 1, 1, 3),             # 3-D depthwise
+    (2, 16, 40, (30, 29), (3, 3), 1, 1, 1, 2),               # many column chunks, row edge
+    (3, 5, 9, (17, 50), (5, 3), (2, 3), (2, 1, 0, 3), (1, 2), 1),   # both strides, phases
 ]
+
+# Dense convs run through im2col packing or the shifted path (GEMM on a padded copy of the
+# input); 'auto' picks per shape, so each test below also forces each one.
+ALGORITHMS = ["im2col", "shifted"]
+
+
+@pytest.fixture(params=ALGORITHMS)
+def algorithm(request):
+    previous = conv_ext.set_algorithm(request.param)
+    yield request.param
+    conv_ext.set_algorithm(previous)
 
 
 def case_id(c):
@@ -38,7 +52,7 @@ def case_id(c):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_conv_matches_reference(isa, threads, rng, case):
+def test_conv_matches_reference(isa, threads, algorithm, rng, case):
     n, cin, cout, sp, k, s, p, d, g = case
     x, w, b = rand(rng, n, cin, *sp), rand(rng, cout, cin // g, *k), rand(rng, cout)
     pb, pe = arithmetic.resolve_padding(p, len(sp))
@@ -111,7 +125,8 @@ def test_same_padding_matches_onnxruntime(rng, auto_pad):
     ("sigmoid", (0, 0), lambda v: 1 / (1 + np.exp(-v))),
 ])
 @pytest.mark.parametrize("transposed,groups", [(False, 1), (False, 8), (True, 1), (True, 8)])
-def test_fused_bias_residual_activation(rng, activation, params, fn, transposed, groups):
+def test_fused_bias_residual_activation(rng, algorithm, activation, params, fn, transposed,
+                                        groups):
     x, b = rand(rng, 2, 8, 9, 7), rand(rng, 16)
     if transposed:
         w = rand(rng, 8, 16 // groups, 3, 3)
@@ -126,6 +141,26 @@ def test_fused_bias_residual_activation(rng, activation, params, fn, transposed,
     got = plan.run(x, residual=residual)
     assert_close(got, fn(ref + residual), 72)
     np.testing.assert_array_equal(plan.run(x, residual=residual), got)   # plan reused
+
+
+def test_algorithm_setting_is_checked():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        conv_ext.set_algorithm("winograd")
+    assert conv_ext.get_algorithm() == "auto"
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),    # wide rows: 2 of 58 grid columns dropped
+    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "im2col"),       # 8-wide rows on a 12-wide grid
+    ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),  # the image is the GEMM's B already
+    ((1, 16, 9, 9, 16, 3, 1, 1, 1), "shifted"),
+])
+def test_auto_algorithm_choice(rng, shape, expected):
+    n, cin, h, w, cout, k, s, p, d = shape
+    plan = F.ConvPlan(rand(rng, cout, cin, k, k), None, stride=s, padding=p, dilation=d)
+    x = rand(rng, n, cin, h, w)
+    assert_close(plan.run(x), R.conv_nd(x, plan.kernel.weight, None, s, p, p, d, 1), cin * k * k)
+    assert plan.kernel.last_algorithm == expected
 
 
 @settings(max_examples=40, deadline=None)
