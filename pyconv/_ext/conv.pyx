@@ -530,7 +530,9 @@ cdef void _shifted_forward(const conv_args *p, int nthreads, float *ws) noexcept
             _zero(ws + t * sg.image + sg.nplanes * sg.plane, sg.image - sg.nplanes * sg.plane)
         tasks = count * sg.nchunks * sg.mblocks
         if nthreads > 1:
-            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
+            # Contiguous runs of chunks per thread: neighbouring chunks share the cache lines
+            # at their edges in every output row, so interleaving them would false-share.
+            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="static"):
                 _shifted_task(p, wave0, t, ws, tiles + threadid() * tile_floats)
         else:
             for t in range(tasks):
