@@ -13,6 +13,7 @@
 # the plane is finished.
 import numpy as np
 
+cimport numpy as cnp
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -25,6 +26,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_thread
                                current_kernel)
 from pyconv._ext.gemm cimport PYCONV_ACT_NONE, pyconv_epilogue_fn
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+
+cnp.import_array()
 
 cdef extern from "dwconv.h" nogil:
     ctypedef struct pyconv_dw_geom:
@@ -357,6 +360,8 @@ _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED
 
 # Padded copies of at most this many floats are made at once (then the next images').
 DEF SHIFTED_WAVE_FLOATS = 1 << 21
+# Larger strides take im2col (their phase planes would cost more than they save).
+DEF MAX_SHIFTED_STRIDE = 8
 
 
 def set_algorithm(name):
@@ -385,7 +390,7 @@ cdef bint _prefer_shifted(const conv_args *p, const pyconv_sgemm_kernel *kern,
     of the K x oh*ow values, measured at about 12 multiply-adds each on AVX-512."""
     cdef int64_t wq, hq, m, k, n, chunks
     if (_algorithm == ALGO_IM2COL or transposed or depthwise or p.pointwise or p.kd != 1
-            or p.d != 1 or p.od != 1 or p.sd != 1):
+            or p.d != 1 or p.od != 1 or p.sd != 1 or p.sw > MAX_SHIFTED_STRIDE):
         return False
     if _algorithm == ALGO_SHIFTED:
         return True
@@ -436,32 +441,48 @@ cdef int64_t _shifted_blocking(conv_args *p, int nthreads) noexcept:
     return p.sg.wave * p.sg.image + nthreads * ((kern.mr * kern.nr + 15) // 16 * 16)
 
 
-cdef void _shifted_fill(const conv_args *p, int64_t ng, int64_t pl, float *dst) noexcept nogil:
-    """Phase plane pl of (image, group) ng: dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw],
-    zero outside the input."""
+cdef void _shifted_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) noexcept nogil:
+    """The sw phase planes (py, 0..sw-1) of channel c of (image, group) ng, cy = c*sh + py:
+    plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input.
+    All phases of a row are filled in one pass over the input row."""
     cdef const shifted_geom *sg = &p.sg
-    cdef int64_t nph = p.sh * p.sw, c = pl // nph, ph = pl - c * nph
-    cdef int64_t py = ph // p.sw, px = ph - py * p.sw, i, j, iy, lo, hi
+    cdef int64_t c = cy // p.sh, py = cy - c * p.sh, i, j, q, iy, lo, hi
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef int64_t lo_all = 0, hi_all = sg.wq
+    cdef int64_t los[MAX_SHIFTED_STRIDE]
+    cdef int64_t his[MAX_SHIFTED_STRIDE]
     cdef const float *xc = p.x + ((n * p.cin + grp * (p.cin // p.groups) + c) * p.h) * p.w
     cdef const float *src
     cdef float *row
-    _valid_range(px - p.pw, p.sw, p.w, sg.wq, &lo, &hi)
+    cdef float *row1
+    for q in range(p.sw):
+        _valid_range(q - p.pw, p.sw, p.w, sg.wq, &los[q], &his[q])
+        lo_all = max(lo_all, los[q])
+        hi_all = min(hi_all, his[q])
     for i in range(sg.hq):
-        row = dst + i * sg.wq
         iy = i * p.sh + py - p.ph
-        if iy < 0 or iy >= p.h or hi <= lo:
-            _zero(row, sg.wq)
-            continue
-        _zero(row, lo)
-        src = xc + iy * p.w + px - p.pw
-        if p.sw == 1:
-            for j in range(lo, hi):
-                row[j] = src[j]
-        else:
-            for j in range(lo, hi):
-                row[j] = src[j * p.sw]
-        _zero(row + hi, sg.wq - hi)
+        src = xc + iy * p.w - p.pw
+        for q in range(p.sw):
+            row = dst + q * sg.plane + i * sg.wq
+            if iy < 0 or iy >= p.h or his[q] <= los[q]:
+                _zero(row, sg.wq)
+                continue
+            _zero(row, los[q])
+            _zero(row + his[q], sg.wq - his[q])
+            if p.sw != 2 or hi_all <= lo_all:
+                for j in range(los[q], his[q]):
+                    row[j] = src[j * p.sw + q]
+            else:    # the two phases' common columns are copied together below
+                for j in range(los[q], lo_all):
+                    row[j] = src[j * 2 + q]
+                for j in range(hi_all, his[q]):
+                    row[j] = src[j * 2 + q]
+        if p.sw == 2 and hi_all > lo_all and 0 <= iy < p.h:
+            row = dst + i * sg.wq
+            row1 = row + sg.plane
+            for j in range(lo_all, hi_all):
+                row[j] = src[2 * j]
+                row1[j] = src[2 * j + 1]
 
 
 cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
@@ -511,21 +532,22 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
 cdef void _shifted_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
     """ws: wave * image floats for the padded copies, then a tile per thread."""
     cdef const shifted_geom *sg = &p.sg
-    cdef int64_t total = p.batch * p.groups, wave0, count, t, tasks, w
+    cdef int64_t total = p.batch * p.groups, wave0, count, t, tasks, w, rows
     cdef int64_t tile_floats = (p.packed[0].kernel.mr * p.packed[0].kernel.nr + 15) // 16 * 16
     cdef float *tiles = ws + sg.wave * sg.image
     for w in range((total + sg.wave - 1) // sg.wave):
         wave0 = w * sg.wave
         count = min(sg.wave, total - wave0)
-        tasks = count * sg.nplanes
+        rows = sg.nplanes // p.sw        # (channel, row phase) pairs per image
+        tasks = count * rows
         if nthreads > 1:
             for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="static"):
-                _shifted_fill(p, wave0 + t // sg.nplanes, t % sg.nplanes,
-                              ws + (t // sg.nplanes) * sg.image + (t % sg.nplanes) * sg.plane)
+                _shifted_fill(p, wave0 + t // rows, t % rows,
+                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
         else:
             for t in range(tasks):
-                _shifted_fill(p, wave0 + t // sg.nplanes, t % sg.nplanes,
-                              ws + (t // sg.nplanes) * sg.image + (t % sg.nplanes) * sg.plane)
+                _shifted_fill(p, wave0 + t // rows, t % rows,
+                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
         for t in range(count):    # the slack past the last plane: read, never used
             _zero(ws + t * sg.image + sg.nplanes * sg.plane, sg.image - sg.nplanes * sg.plane)
         tasks = count * sg.nchunks * sg.mblocks
@@ -666,6 +688,19 @@ cdef int64_t _depthwise_blocking(conv_args *p, int nthreads) noexcept:
     return (pyconv_dwconv_workspace_floats(&g, p.dw_rows) + 15) // 16 * 16
 
 
+cdef float *_float_data(object a, str name, bint write) except? NULL:
+    """The data of a float32 C-contiguous ndarray (NULL when empty), without the cost of
+    a memoryview; anything else is refused."""
+    if (not isinstance(a, np.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>a) != cnp.NPY_FLOAT32
+            or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            or (write and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a))):
+        raise ValueError(f"ConvKernel.run: {name} must be a{' writeable' if write else 'n'} "
+                         f"float32 C-contiguous array, got {getattr(a, 'dtype', type(a))}")
+    if cnp.PyArray_SIZE(<cnp.ndarray>a) == 0:
+        return NULL
+    return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
@@ -792,26 +827,19 @@ cdef class ConvKernel:
             self._g = p
             self._goffsets = offsets
             self._gkey = key
-        cdef const float[::1] xv = x.reshape(-1)
-        cdef float[::1] yv = out.reshape(-1)
-        cdef const float[::1] rv
-        p.x = &xv[0] if xv.shape[0] else NULL
-        p.y = &yv[0] if yv.shape[0] else NULL
+        p.x = _float_data(x, "x", False)
+        p.y = _float_data(out, "out", True)
         p.weight = self._wptr
         p.bias = self._bptr
-        p.residual = NULL
-        if residual is not None:
-            rv = residual.reshape(-1)
-            p.residual = &rv[0]
+        p.residual = NULL if residual is None else _float_data(residual, "residual", False)
         p.packed = self._pviews
-        cdef const int64_t[::1] offv
         if p.shifted:
-            offv = offsets
-            p.sg.off = &offv[0]
+            p.sg.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
+        cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
         p.act = activation_code(activation)
         p.act_a = act_alpha
         p.act_b = act_beta
-        if p.batch == 0 or yv.shape[0] == 0:
+        if p.batch == 0 or ysize == 0:
             return out
         # Multiply-adds of the whole call: small layers (depthwise ones especially) run on
         # fewer threads, since a fork/join costs more than their work.

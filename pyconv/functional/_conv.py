@@ -12,6 +12,14 @@ __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
 CONV_MATRIX_MAX_ELEMENTS = 1 << 26
 
 
+def _c_aligned(x):
+    """x in C order and aligned, as the kernels read it (a copy only when it is not)."""
+    flags = x.flags
+    if flags.c_contiguous and flags.aligned:
+        return x                         # the common case, without np.require's overhead
+    return np.require(x, requirements="CA")
+
+
 def _float32(x, name, op):
     if isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=np.float32)
@@ -155,9 +163,9 @@ class ConvPlan:
         ``residual``)."""
         x = _float32(x, "input", self.op)
         out_shape, pb = self._geometry_for(x.shape, output_size)
-        x = np.require(x, requirements="CA")  # C order, aligned for the kernels
+        x = _c_aligned(x)
         if residual is not None:
-            residual = np.require(_float32(residual, "residual", self.op), requirements="CA")
+            residual = _c_aligned(_float32(residual, "residual", self.op))
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
