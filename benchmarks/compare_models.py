@@ -4,7 +4,7 @@
 
 Runs the two engines alternately in one process (so machine noise hits both alike) and
 prints the median latency of each, their ratio (pyconv / onnxruntime, < 1: pyconv faster)
-and the geometric mean per thread count. The pytest-benchmark version is test_model_latency.py.
+and the geometric mean per thread count. The pytest-benchmark version is test_models.py.
 """
 import argparse
 import os
@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]      # this checkout's pyconv, then _bench
+sys.path.insert(0, os.path.dirname(HERE))      # this checkout: pyconv, benchmarks
 import pyconv  # noqa: E402
-from test_model_latency import MODELS, make_session, model_bytes  # noqa: E402
+from benchmarks.test_models import MODELS, make_session, model_bytes  # noqa: E402
 
 
 def main():

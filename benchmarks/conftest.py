@@ -1,7 +1,7 @@
 """Prints a summary after a benchmark run: GFLOP/s, % of measured peak, ratio to reference."""
 import math
 
-from _bench import _PEAK, peak_gflops
+from benchmarks._bench import _PEAK, peak_gflops
 
 
 def _model_summary(tr, benchmarks):

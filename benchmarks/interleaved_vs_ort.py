@@ -14,10 +14,10 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]      # this checkout's pyconv, then _bench
+sys.path.insert(0, os.path.dirname(HERE))      # this checkout: pyconv, benchmarks
 import pyconv  # noqa: E402
-from _bench import peak_gflops  # noqa: E402
-from test_layers import (CASES, CONV_CASES, make_case, onnxruntime_runner,  # noqa: E402
+from benchmarks._bench import peak_gflops  # noqa: E402
+from benchmarks.test_layers import (CASES, CONV_CASES, make_case, onnxruntime_runner,  # noqa: E402
                          ort_session, pyconv_runner)
 
 

@@ -5,7 +5,7 @@
 
 Each engine in its own process: two thread pools in one process (compare_models.py) steal
 the cores from each other at 2 threads, whichever spins. Same models and inputs as
-test_model_latency.py (the light zoo with random weights, models/*.onnx), batch 1."""
+test_models.py (the light zoo with random weights, models/*.onnx), batch 1."""
 import os
 import sys
 import time
@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]      # this checkout's pyconv, then _bench
+sys.path.insert(0, os.path.dirname(HERE))      # this checkout: pyconv, benchmarks
 import pyconv  # noqa: E402
-from test_model_latency import MODELS, make_session, model_bytes  # noqa: E402
+from benchmarks.test_models import MODELS, make_session, model_bytes  # noqa: E402
 
 
 def main(engine, threads):

@@ -8,7 +8,7 @@ import pytest
 
 import pyconv
 
-from _bench import limit_threads, record
+from benchmarks._bench import limit_threads, record
 
 SQUARE = [(s, s, s) for s in (128, 256, 512, 1024, 2048)]
 # (M, K, N) of convolutions as GEMMs: ResNet 3x3 64ch @56^2, 3x3 256ch @14^2, 1x1 64ch @56^2,

@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import pyconv.functional as F
 from pyconv import arithmetic
 
-from _bench import limit_threads, record
+from benchmarks._bench import limit_threads, record
 
 THREADS = [1, 2]
 IMPLS = ["pyconv", "onnxruntime", "numpy"]

@@ -1,6 +1,6 @@
 """Whole models: pyconv.InferenceSession beside onnxruntime, batch 1, 1 and 2 threads.
 
-    pytest benchmarks/test_model_latency.py --benchmark-columns=median,ops
+    pytest benchmarks/test_models.py --benchmark-columns=median,ops
 
 Models: the nine `light` models of the onnx wheel (their ConstantOfShape weights replaced
 by random ones so the outputs can be compared; the compute is the same) and every
@@ -29,7 +29,7 @@ import pytest
 
 import pyconv
 
-from _bench import limit_threads
+from benchmarks._bench import limit_threads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
