@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(HERE))      # this checkout: pyconv, benchmar
 import pyconv  # noqa: E402
 from benchmarks._bench import peak_gflops  # noqa: E402
 from benchmarks.test_layers import (CASES, CONV_CASES, make_case, onnxruntime_runner,  # noqa: E402
-                         ort_session, pyconv_runner)
+                                     ort_session, pyconv_runner)
 
 
 def bench(fa, fb, reps=300, block=10):

@@ -3,6 +3,7 @@ import numpy as np
 
 from pyconv import arithmetic
 from pyconv._ext.conv import ConvKernel
+from pyconv.functional._arrays import c_aligned
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -10,14 +11,6 @@ __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
 
 #: conv_matrix refuses matrices with more elements than this (256 MiB of float32).
 CONV_MATRIX_MAX_ELEMENTS = 1 << 26
-
-
-def _c_aligned(x):
-    """x in C order and aligned, as the kernels read it (a copy only when it is not)."""
-    flags = x.flags
-    if flags.c_contiguous and flags.aligned:
-        return x                         # the common case, without np.require's overhead
-    return np.require(x, requirements="CA")
 
 
 def _float32(x, name, op):
@@ -163,9 +156,9 @@ class ConvPlan:
         ``residual``)."""
         x = _float32(x, "input", self.op)
         out_shape, pb = self._geometry_for(x.shape, output_size)
-        x = _c_aligned(x)
+        x = c_aligned(x)
         if residual is not None:
-            residual = _c_aligned(_float32(residual, "residual", self.op))
+            residual = c_aligned(_float32(residual, "residual", self.op))
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")

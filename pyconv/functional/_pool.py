@@ -23,6 +23,7 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv._ext import pool as _kernels
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+from pyconv.functional._arrays import c_aligned
 
 __all__ = [
     "max_pool1d", "max_pool2d", "max_pool3d",
@@ -74,7 +75,7 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
                              f"({x.ndim}-D)")
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: {name} has an empty spatial dim: shape {x.shape}")
-    return np.require(x, requirements="CA"), added
+    return c_aligned(x), added
 
 
 def _prefixed(name, fn, *args, **kwargs):
@@ -88,12 +89,13 @@ def _prefixed(name, fn, *args, **kwargs):
         raise type(e)(f"{name}: {msg}") from None
 
 
-def _freeze(value):
-    """A hashable key for an argument, tagged with types (so True and 1 differ)."""
-    if isinstance(value, (list, tuple)):
-        return (type(value),) + tuple(_freeze(v) for v in value)
-    hash(value)                                  # TypeError for arrays and the like
-    return type(value), value
+def _freeze(args):
+    """A hashable key for an argument tuple that tells types apart (True, 1, 1.0 and
+    np.int64(1) all print differently): its repr, once hash() has refused unhashable
+    values (arrays, lists), whose repr could be ambiguous. About 3x cheaper than
+    tagging each value with its type, which small pooling layers feel."""
+    hash(args)                                   # TypeError for arrays and the like
+    return repr(args)
 
 
 def _memoized(fn):
@@ -191,9 +193,9 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
     """Runs a validated sliding-window pooling; returns y or (y, indices).
 
     out / out_indices: preallocated results (N, C, *out_spatial), checked here."""
-    ks, ss, pb, pe, ds, out_sp = geo
+    ks, ss, pb, pe, ds, out_sp, kernel_geometry = geo
     full = x.shape[:2] + tuple(out_sp)
-    planes = (full[0] * full[1],) + _lead(out_sp, 1)
+    planes = (full[0] * full[1],) + kernel_geometry[0]
     if out is not None:
         out = _check_out(op, "out", out, full, np.float32)
         kw["out"] = out.reshape(planes)
@@ -206,8 +208,7 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
         if arr is not None and np.may_share_memory(arr, x):
             raise InvalidArgument(f"{op}: {name} overlaps the input x (pooling cannot run "
                                   f"in place)")
-    res = _kernels.pool(mode, _planes(x), _lead(out_sp, 1), _lead(ks, 1), _lead(ss, 1),
-                        _lead(pb, 0), _lead(pe, 0), _lead(ds, 1), **kw)
+    res = _kernels.pool(mode, _planes(x), *kernel_geometry, **kw)
     if isinstance(res, tuple):
         y = out if out is not None else _finish(res[0], x.shape, out_sp, added)
         i = out_indices if out_indices is not None else _finish(res[1], x.shape, out_sp, added)
@@ -215,10 +216,19 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
     return out if out is not None else _finish(res, x.shape, out_sp, added)
 
 
+def _with_kernel_geometry(ks, ss, pb, pe, ds, out):
+    """The geometry, plus the kernel's 3-D form of it (out, kernel, stride, pads, dilation),
+    computed once with the cached geometry rather than on every call."""
+    return (ks, ss, pb, pe, ds, out,
+            (_lead(out, 1), _lead(ks, 1), _lead(ss, 1), _lead(pb, 0), _lead(pe, 0),
+             _lead(ds, 1)))
+
+
 @_memoized
 def _onnx_geometry(op, spatial, kernel_shape, strides, pads_begin, pads_end, dilations,
                    ceil_mode):
-    """(kernel, strides, pads_begin, pads_end, dilations, out_spatial) of an N-d entry point."""
+    """(kernel, strides, pads_begin, pads_end, dilations, out_spatial, kernel form) of an
+    N-d entry point."""
     n = len(spatial)
     ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
     ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
@@ -226,7 +236,7 @@ def _onnx_geometry(op, spatial, kernel_shape, strides, pads_begin, pads_end, dil
     ceil_mode = _bool(ceil_mode, "ceil_mode", op)
     out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
                     op=op)
-    return ks, ss, pb, pe, ds, out
+    return _with_kernel_geometry(ks, ss, pb, pe, ds, out)
 
 
 @_memoized
@@ -239,7 +249,7 @@ def _torch_geometry(op, spatial, kernel_size, stride, padding, dilation, ceil_mo
     ceil_mode = _bool(ceil_mode, "ceil_mode", op)
     out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
                     op=op)
-    return ks, ss, pb, pe, ds, out
+    return _with_kernel_geometry(ks, ss, pb, pe, ds, out)
 
 
 def _divisor(op, divisor_override):
@@ -895,7 +905,7 @@ def _global(op, x, is_max):
                          f"got shape {x.shape} ({x.ndim}-D)")
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
-    x = np.require(x, requirements="CA")
+    x = c_aligned(x)
     n, c = x.shape[:2]
     y = _kernels.global_pool(x.reshape(n * c, -1), is_max)
     return y.reshape((n, c) + (1,) * (x.ndim - 2))

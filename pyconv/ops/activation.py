@@ -4,6 +4,8 @@ The float32 activations run :func:`pyconv._ext.gemm.apply_activation`, the very 
 the fused convolution epilogue (so fusing an activation into a Conv changes nothing)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv import functional as F
@@ -165,7 +167,7 @@ class _Softmax(Op):
         if self.opset < 13:
             # Opsets 1-12: the input is coerced to 2-D at `axis` (default 1).
             axis = self.check_axis(1 if axis is None else axis, x.ndim)
-            rows = int(np.prod(x.shape[:axis]))
+            rows = math.prod(x.shape[:axis])
             y = wrap_errors(self, type(self).fn, x.reshape(rows, -1), 1)
             return [y.reshape(x.shape)]
         axis = self.check_axis(-1 if axis is None else axis, x.ndim)

@@ -2,6 +2,7 @@
 :func:`pyconv.functional.linear` path as ``nn.Linear``."""
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -31,7 +32,7 @@ class _Linear(Op):
         return self._packed
 
     def linear(self, x, weight, bias, const):
-        rows = int(np.prod(x.shape[:-1]))
+        rows = math.prod(x.shape[:-1])
         packed = self.packed(weight, rows) if const else None
         return wrap_errors(self, _linear_checked, x, weight, bias, packed, self.node.label)
 

@@ -4,6 +4,8 @@ Reshape-like operators return views of their input where NumPy can (the memory p
 tracks aliases); nothing here writes into an input."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv import functional as F
@@ -193,7 +195,7 @@ class Flatten(Op):
             self.fail(f"axis {axis} is out of range for rank {x.ndim}")
         if axis < 0:
             axis += x.ndim
-        return [x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))]
+        return [x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))]
 
 
 @register("Transpose")

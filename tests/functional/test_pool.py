@@ -708,3 +708,15 @@ def test_global_pools_and_unpool_match_onnx(rng, runner):
                {"x": pooled, "i": idx, "s": shape})
     assert y.shape == x.shape
     np.testing.assert_array_equal(F.max_unpool(pooled, idx, y.shape, convention="onnx"), y)
+
+
+def test_geometry_cache_tells_types_apart(rng):
+    """The per-arguments geometry cache must not hand a bool the result cached for 1, nor
+    skip validating a list because an equal tuple was seen."""
+    x = rand(rng, 1, 2, 6, 6)
+    assert F.max_pool2d(x, 1).shape == (1, 2, 6, 6)
+    with pytest.raises(InvalidArgument, match="kernel_size must be an int, got bool"):
+        F.max_pool2d(x, True)
+    assert F.max_pool2d(x, (2, 2)).shape == F.max_pool2d(x, [2, 2]).shape == (1, 2, 3, 3)
+    with pytest.raises(InvalidArgument, match="kernel_size"):
+        F.max_pool2d(x, (2, True))
