@@ -14,7 +14,7 @@
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -539,24 +539,23 @@ cdef void _shifted_forward(const conv_args *p, int nthreads, float *ws) noexcept
         wave0 = w * sg.wave
         count = min(sg.wave, total - wave0)
         rows = sg.nplanes // p.sw        # (channel, row phase) pairs per image
-        tasks = count * rows
-        if nthreads > 1:
-            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="static"):
-                _shifted_fill(p, wave0 + t // rows, t % rows,
-                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
-        else:
-            for t in range(tasks):
-                _shifted_fill(p, wave0 + t // rows, t % rows,
-                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
         for t in range(count):    # the slack past the last plane: read, never used
             _zero(ws + t * sg.image + sg.nplanes * sg.plane, sg.image - sg.nplanes * sg.plane)
         tasks = count * sg.nchunks * sg.mblocks
         if nthreads > 1:
-            # Contiguous runs of chunks per thread: neighbouring chunks share the cache lines
-            # at their edges in every output row, so interleaving them would false-share.
-            for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="static"):
-                _shifted_task(p, wave0, t, ws, tiles + threadid() * tile_floats)
+            # One parallel region: the copy, a barrier, then the tiles in contiguous runs
+            # of chunks per thread (neighbouring chunks share the cache lines at their
+            # edges in every output row, so interleaving them would false-share).
+            with parallel(num_threads=nthreads):
+                for t in prange(count * rows, schedule="static"):
+                    _shifted_fill(p, wave0 + t // rows, t % rows,
+                                  ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
+                for t in prange(tasks, schedule="static"):
+                    _shifted_task(p, wave0, t, ws, tiles + threadid() * tile_floats)
         else:
+            for t in range(count * rows):
+                _shifted_fill(p, wave0 + t // rows, t % rows,
+                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
             for t in range(tasks):
                 _shifted_task(p, wave0, t, ws, tiles)
 
