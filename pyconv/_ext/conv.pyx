@@ -4,6 +4,9 @@
 #  - general conv: per (batch, group) GEMM  W_g (Cout_g x Cin_g*kvol) @ im2col(x_ng), where
 #    the im2col matrix is never built: pack_b_im2col packs the GEMM's B panels straight from
 #    the image, resolving stride, padding and dilation;
+#  - 1-D / 2-D conv (most of them, by a cost model): the same product on a zero-padded,
+#    stride-phase-split copy of the input (phase_copy), either read in place by the
+#    shifted micro-kernel or packed from it with plain copies (padded im2col);
 #  - 1x1, stride 1, no padding: the image itself is the B matrix;
 #  - depthwise (one input channel per group): the direct SIMD kernel of src/kernels/dwconv_*
 #    (per ISA, same dispatch as the GEMM) over blocks of output rows of each channel;
@@ -172,17 +175,22 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
             _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
 
 
-cdef struct shifted_geom:
+cdef struct phase_copy:
     # Each input channel of an (image, group) is zero-padded and split into sh x sw stride
-    # phases, each a plane of hq rows of wq floats; the output is computed on an oh x wq
-    # grid (columns ow..wq-1 are dropped), so the B row of every kernel tap is one
-    # contiguous run of a plane, at off[k] (no im2col).
+    # phases, each a plane of hq rows of wq floats. Output (oy, ox) under kernel tap k
+    # then reads the plane value at off[k] + oy * wq + ox: no bounds, no stride.
+    #  - shifted: the output is computed on an oh x wq grid (columns ow..wq-1 dropped), so
+    #    the B row of every tap is one contiguous run, read in place by the micro-kernel;
+    #  - padded im2col: B panels are packed from the copy (plain row copies) for a GEMM
+    #    on the oh*ow real columns.
     int64_t hq, wq, plane    # phase plane: rows, row length, floats (hq * wq)
     int64_t nplanes          # C_in_g * sh * sw planes per (image, group)
     int64_t image            # floats per (image, group), slack included
-    int64_t ncols            # oh * wq grid columns
-    int64_t nchunks          # NR-wide column chunks
+    int64_t ncols            # shifted: oh * wq grid columns; padded im2col: oh * ow
+    int64_t nchunks          # column chunks (tasks): NR wide (shifted) or `chunk` wide
+    int64_t chunk            # padded im2col: columns per task (a multiple of NR)
     int64_t mblocks          # row blocks each chunk is split into (tasks for the threads)
+    int64_t ws_stride        # per-thread scratch: a tile, or a packed B block + tile
     int64_t wave             # (image, group) pairs padded at a time (workspace bound)
     const int64_t *off       # C_in_g * kvol B-row offsets
 
@@ -201,8 +209,8 @@ cdef struct conv_args:
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
-    bint shifted             # 2-D conv through _shifted_forward (instead of im2col GEMM)
-    shifted_geom sg
+    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED or ALGO_PADDED
+    phase_copy pc
 
 
 cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
@@ -348,26 +356,29 @@ cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads,
 
 
 # ---------------------------------------------------------------------------------------
-# Shifted-B convolution (2-D): GEMM whose B rows are runs of a padded copy of the input.
+# 2-D convolution from a padded, stride-phase-split copy of the input (see phase_copy).
 
 cdef enum:
     ALGO_AUTO = 0
-    ALGO_IM2COL = 1
-    ALGO_SHIFTED = 2
+    ALGO_IM2COL = 1          # implicit im2col packed straight from the image (any rank)
+    ALGO_SHIFTED = 2         # shifted-B micro-kernel on the phase copy (1-D / 2-D)
+    ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
 
 cdef int _algorithm = ALGO_AUTO
-_ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED}
+_ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
+               "padded": ALGO_PADDED}
 
-# Padded copies of at most this many floats are made at once (then the next images').
-DEF SHIFTED_WAVE_FLOATS = 1 << 21
+# Phase copies of at most this many floats are made at once (then the next images').
+DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
 # Larger strides take im2col (their phase planes would cost more than they save).
-DEF MAX_SHIFTED_STRIDE = 8
+DEF MAX_PHASE_STRIDE = 8
 
 
 def set_algorithm(name):
     """Forces the dense-convolution algorithm: 'auto' (the default: per shape), 'im2col'
-    (implicit im2col packed into the GEMM) or 'shifted' (GEMM on a padded copy of the
-    input, 2-D only; other shapes keep their usual path). For tests and benchmarks;
+    (implicit im2col packed from the image), 'shifted' (GEMM reading B in place from a
+    padded copy of the input) or 'padded' (im2col packed from that copy); the last two
+    are 1-D / 2-D only, other shapes keep their usual path. For tests and benchmarks;
     returns the previous setting."""
     global _algorithm
     if name not in _ALGORITHMS:
@@ -381,94 +392,185 @@ def get_algorithm():
     return {v: k for k, v in _ALGORITHMS.items()}[_algorithm]
 
 
-cdef bint _prefer_shifted(const conv_args *p, const pyconv_sgemm_kernel *kern,
-                          bint transposed, bint depthwise) noexcept:
-    """2-D (and 1-D) convs with a spatial kernel, when the estimated cost is lower than
-    im2col's. Costs in multiply-add equivalents per group: the shifted path computes whole
-    NR-wide chunks of the oh x wq grid (the wq - ow extra columns are dropped) and copies
-    the padded input; im2col computes the oh*ow columns in vectors of 16 and packs each
-    of the K x oh*ow values, measured at about 12 multiply-adds each on AVX-512."""
-    cdef int64_t wq, hq, m, k, n, chunks
-    if (_algorithm == ALGO_IM2COL or transposed or depthwise or p.pointwise or p.kd != 1
-            or p.d != 1 or p.od != 1 or p.sd != 1 or p.sw > MAX_SHIFTED_STRIDE):
-        return False
-    if _algorithm == ALGO_SHIFTED:
-        return True
+cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern) noexcept:
+    """The cheapest path by a cost model in multiply-add equivalents per group, for
+    2-D (and 1-D) dense convs: every path computes M x K x (its columns): the shifted
+    one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row), the
+    others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
+    value from the image (bounds and zero fill per run) and 8 from the phase copy, which
+    itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512)."""
+    cdef int64_t wq, hq, m, k, n, chunks, copy, gemm, shifted, padded, im2col
+    if (_algorithm == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
+            or p.sw > MAX_PHASE_STRIDE or p.sh > MAX_PHASE_STRIDE):
+        return ALGO_IM2COL
+    if _algorithm != ALGO_AUTO:
+        return _algorithm
     if p.kh * p.kw == 1:
-        return False
+        return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
     wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
     hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
     m = p.cout // p.groups
     k = p.cin // p.groups * p.kh * p.kw
     n = p.oh * p.ow
     chunks = (p.oh * wq + kern.nr - 1) // kern.nr
-    return (m * k * chunks * kern.nr + 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
-            < m * k * ((n + 15) // 16 * 16) + 12 * k * n)
+    copy = 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
+    gemm = m * k * ((n + 15) // 16 * 16)
+    shifted = m * k * chunks * kern.nr + copy
+    padded = gemm + 8 * k * n + copy
+    im2col = gemm + 12 * k * n
+    if shifted <= padded and shifted <= im2col:
+        return ALGO_SHIFTED
+    return ALGO_PADDED if padded < im2col else ALGO_IM2COL
 
 
-cdef object _shifted_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
-    """Fills p.sg (but for its offsets) and returns the B-row offsets (int64 ndarray)."""
-    cdef shifted_geom *sg = &p.sg
+cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
+    """Fills the shape part of p.pc and returns the B-row offsets (int64 ndarray)."""
+    cdef phase_copy *pc = &p.pc
     cdef int64_t cin_g = p.cin // p.groups, kvol = p.kh * p.kw, c, b, e, k
-    sg.wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
-    sg.hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
-    sg.plane = sg.hq * sg.wq
-    sg.nplanes = cin_g * p.sh * p.sw
-    # Grid columns past ow (and past the last row) read up to wq + NR floats beyond the
-    # last plane: they are dropped, but must be readable.
-    sg.image = (sg.nplanes * sg.plane + sg.wq + kern.nr + 15) // 16 * 16
-    sg.ncols = p.oh * sg.wq
-    sg.nchunks = (sg.ncols + kern.nr - 1) // kern.nr
-    sg.wave = max(<int64_t>1, min(p.batch * p.groups, SHIFTED_WAVE_FLOATS // sg.image))
+    pc.wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
+    pc.hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
+    pc.plane = pc.hq * pc.wq
+    pc.nplanes = cin_g * p.sh * p.sw
+    # Shifted grid columns past ow (and past the last row) read up to wq + NR floats
+    # beyond the last plane: they are dropped, but must be readable.
+    pc.image = (pc.nplanes * pc.plane + pc.wq + kern.nr + 15) // 16 * 16
+    pc.wave = max(<int64_t>1, min(p.batch * p.groups, PHASE_COPY_WAVE_FLOATS // pc.image))
     off = np.empty(cin_g * kvol, dtype=np.int64)
     cdef int64_t[::1] ov = off
     for c in range(cin_g):
         for b in range(p.kh):
             for e in range(p.kw):
                 k = (c * p.kh + b) * p.kw + e
-                ov[k] = (((c * p.sh + (b * p.dh) % p.sh) * p.sw + (e * p.dw) % p.sw) * sg.plane
-                         + (b * p.dh) // p.sh * sg.wq + (e * p.dw) // p.sw)
+                ov[k] = (((c * p.sh + (b * p.dh) % p.sh) * p.sw + (e * p.dw) % p.sw) * pc.plane
+                         + (b * p.dh) // p.sh * pc.wq + (e * p.dw) // p.sw)
     return off
 
 
-cdef int64_t _shifted_blocking(conv_args *p, int nthreads) noexcept:
-    """Sets p.sg.mblocks for nthreads; returns the workspace in floats."""
+cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
+    """Splits the work into tasks for nthreads (p.pc columns, chunks, row blocks and
+    per-thread scratch); returns the workspace in floats."""
+    cdef phase_copy *pc = &p.pc
     cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
-    cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr
-    cdef int64_t chunks = p.sg.wave * p.sg.nchunks
+    cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr, want
+    if p.algo == ALGO_SHIFTED:
+        pc.ncols = p.oh * pc.wq
+        pc.chunk = kern.nr
+        pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
+    else:
+        pc.ncols = p.oh * p.ow
+        # Chunks for at least 4 tasks per thread, but no narrower than a micro-tile.
+        want = 1 if nthreads == 1 else (4 * nthreads + pc.wave - 1) // pc.wave
+        pc.chunk = max(kern.nr, ((pc.ncols + want - 1) // want + kern.nr - 1) // kern.nr
+                       * kern.nr)
+        pc.ws_stride = sgemm_workspace_floats(&p.packed[0], pc.chunk, 1)
+    pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
     # Enough tasks for every thread: split the rows when the chunks alone are too few.
-    p.sg.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + chunks - 1) // chunks))
-    return p.sg.wave * p.sg.image + nthreads * ((kern.mr * kern.nr + 15) // 16 * 16)
+    want = pc.wave * pc.nchunks
+    pc.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + want - 1) // want)
+                     if nthreads > 1 else 1)
+    return pc.wave * pc.image + nthreads * pc.ws_stride
 
 
-cdef void _shifted_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) noexcept nogil:
+cdef struct padded_b:
+    const float *x          # the phase copy of one (image, group)
+    const int64_t *off      # B row k starts at x + off[k]
+    int64_t wq, ow
+
+
+cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        int64_t nr, float *dst) noexcept nogil:
+    """pack_b_im2col's panels, copied from the phase copy: column n = (oy, ox) of row k
+    is x[off[k] + oy * wq + ox], so every run inside one output row and one NR panel is a
+    plain copy (no bounds, no zero fill)."""
+    cdef const padded_b *b = <const padded_b *>ctx
+    cdef int64_t kk, j, q, run, p, nseg = 0, oy = n0 // b.ow, ox = n0 - oy * b.ow, tail
+    cdef const float *src
+    cdef float *d
+    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    if seg == NULL:
+        return
+    j = 0
+    while j < nc:
+        run = min(min(b.ow - ox, nc - j), nr - j % nr)
+        seg[nseg].x0 = oy * b.wq + ox                # source offset within a B row
+        seg[nseg].n = run
+        seg[nseg].dst = (j // nr) * kc * nr + j % nr
+        nseg += 1
+        j += run
+        ox += run
+        if ox == b.ow:
+            ox = 0
+            oy += 1
+    for kk in range(kc):
+        src = b.x + b.off[k0 + kk]
+        for p in range(nseg):
+            d = dst + seg[p].dst + kk * nr
+            for q in range(seg[p].n):
+                d[q] = src[seg[p].x0 + q]
+    free(seg)
+    tail = (nc + nr - 1) // nr * nr - nc
+    if tail:
+        p = nc // nr
+        for kk in range(kc):
+            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
+
+
+cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
+                       float *ws) noexcept nogil:
+    """Rows [m0, m1) x columns [n0, n1) of one (image, group) of the wave, by the packed
+    GEMM with B panels copied from the phase copy."""
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
+    cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups, cout_g = p.cout // p.groups
+    cdef const packed_a *a = &p.packed[grp]
+    cdef int64_t mr = a.kernel.mr, npan = (a.m + mr - 1) // mr
+    cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
+    cdef int64_t m0 = mb * per * mr, m1 = min(a.m, (mb + 1) * per * mr)
+    cdef int64_t n0 = chunk * pc.chunk, n1 = min(n0 + pc.chunk, pc.ncols), nc
+    cdef padded_b ctx
+    cdef pyconv_epilogue ep
+    if m0 >= m1:
+        return
+    ctx.x = xp + img * pc.image
+    ctx.off = pc.off
+    ctx.wq = pc.wq
+    ctx.ow = p.ow
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    nc = sgemm_nc(a, n1 - n0)
+    sgemm_block(a, m0, m1, n0, n1, nc, pack_b_padded, &ctx,
+                p.y + (n * p.cout + grp * cout_g) * pc.ncols, pc.ncols, 1.0, 0.0, &ep, ws,
+                ws + min(a.kc, a.k) * nc)
+
+
+cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) noexcept nogil:
     """The sw phase planes (py, 0..sw-1) of channel c of (image, group) ng, cy = c*sh + py:
     plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input.
     All phases of a row are filled in one pass over the input row."""
-    cdef const shifted_geom *sg = &p.sg
+    cdef const phase_copy *pc = &p.pc
     cdef int64_t c = cy // p.sh, py = cy - c * p.sh, i, j, q, iy, lo, hi
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
-    cdef int64_t lo_all = 0, hi_all = sg.wq
-    cdef int64_t los[MAX_SHIFTED_STRIDE]
-    cdef int64_t his[MAX_SHIFTED_STRIDE]
+    cdef int64_t lo_all = 0, hi_all = pc.wq
+    cdef int64_t los[MAX_PHASE_STRIDE]
+    cdef int64_t his[MAX_PHASE_STRIDE]
     cdef const float *xc = p.x + ((n * p.cin + grp * (p.cin // p.groups) + c) * p.h) * p.w
     cdef const float *src
     cdef float *row
     cdef float *row1
     for q in range(p.sw):
-        _valid_range(q - p.pw, p.sw, p.w, sg.wq, &los[q], &his[q])
+        _valid_range(q - p.pw, p.sw, p.w, pc.wq, &los[q], &his[q])
         lo_all = max(lo_all, los[q])
         hi_all = min(hi_all, his[q])
-    for i in range(sg.hq):
+    for i in range(pc.hq):
         iy = i * p.sh + py - p.ph
         src = xc + iy * p.w - p.pw
         for q in range(p.sw):
-            row = dst + q * sg.plane + i * sg.wq
+            row = dst + q * pc.plane + i * pc.wq
             if iy < 0 or iy >= p.h or his[q] <= los[q]:
-                _zero(row, sg.wq)
+                _zero(row, pc.wq)
                 continue
             _zero(row, los[q])
-            _zero(row + his[q], sg.wq - his[q])
+            _zero(row + his[q], pc.wq - his[q])
             if p.sw != 2 or hi_all <= lo_all:
                 for j in range(los[q], his[q]):
                     row[j] = src[j * p.sw + q]
@@ -478,8 +580,8 @@ cdef void _shifted_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) 
                 for j in range(hi_all, his[q]):
                     row[j] = src[j * 2 + q]
         if p.sw == 2 and hi_all > lo_all and 0 <= iy < p.h:
-            row = dst + i * sg.wq
-            row1 = row + sg.plane
+            row = dst + i * pc.wq
+            row1 = row + pc.plane
             for j in range(lo_all, hi_all):
                 row[j] = src[2 * j]
                 row1[j] = src[2 * j + 1]
@@ -490,16 +592,16 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     """Row block of one NR-wide chunk of grid columns of one (image, group) of the wave:
     tiles by the shifted micro-kernel, then bias, residual and activation on the tile and
     the kept columns copied out row run by row run."""
-    cdef const shifted_geom *sg = &p.sg
-    cdef int64_t mb = task % sg.mblocks, t = task // sg.mblocks
-    cdef int64_t chunk = t % sg.nchunks, img = t // sg.nchunks, ng = wave0 + img
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
+    cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
     cdef const packed_a *a = &p.packed[grp]
     cdef const pyconv_sgemm_kernel *kern = a.kernel
     cdef int64_t mr = kern.mr, nr = kern.nr, cout_g = p.cout // p.groups
     cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
-    cdef int64_t per = (npan + sg.mblocks - 1) // sg.mblocks
-    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, sg.ncols), j, oy, ox, run
+    cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
+    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
     cdef int64_t cnt, i, plane = p.oh * p.ow
     cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
     cdef float *dst
@@ -509,12 +611,12 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
         rows = min(mr, a.m - ir)
-        kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * sg.image + n0, sg.off, tile)
+        kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
         j = n0
         while j < n1:
-            oy = j // sg.wq
-            ox = j - oy * sg.wq
-            run = min(sg.wq - ox, n1 - j)
+            oy = j // pc.wq
+            ox = j - oy * pc.wq
+            run = min(pc.wq - ox, n1 - j)
             if ox < p.ow:
                 cnt = min(run, p.ow - ox)
                 if has_ep:
@@ -529,35 +631,41 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             j += run
 
 
-cdef void _shifted_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
-    """ws: wave * image floats for the padded copies, then a tile per thread."""
-    cdef const shifted_geom *sg = &p.sg
+cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
+    """ws: wave * image floats for the phase copies, then pc.ws_stride per thread."""
+    cdef const phase_copy *pc = &p.pc
     cdef int64_t total = p.batch * p.groups, wave0, count, t, tasks, w, rows
-    cdef int64_t tile_floats = (p.packed[0].kernel.mr * p.packed[0].kernel.nr + 15) // 16 * 16
-    cdef float *tiles = ws + sg.wave * sg.image
-    for w in range((total + sg.wave - 1) // sg.wave):
-        wave0 = w * sg.wave
-        count = min(sg.wave, total - wave0)
-        rows = sg.nplanes // p.sw        # (channel, row phase) pairs per image
+    cdef float *scratch = ws + pc.wave * pc.image     # per thread: pc.ws_stride floats
+    cdef bint shifted = p.algo == ALGO_SHIFTED
+    for w in range((total + pc.wave - 1) // pc.wave):
+        wave0 = w * pc.wave
+        count = min(pc.wave, total - wave0)
+        rows = pc.nplanes // p.sw        # (channel, row phase) pairs per image
         for t in range(count):    # the slack past the last plane: read, never used
-            _zero(ws + t * sg.image + sg.nplanes * sg.plane, sg.image - sg.nplanes * sg.plane)
-        tasks = count * sg.nchunks * sg.mblocks
+            _zero(ws + t * pc.image + pc.nplanes * pc.plane, pc.image - pc.nplanes * pc.plane)
+        tasks = count * pc.nchunks * pc.mblocks
         if nthreads > 1:
             # One parallel region: the copy, a barrier, then the tiles in contiguous runs
             # of chunks per thread (neighbouring chunks share the cache lines at their
             # edges in every output row, so interleaving them would false-share).
             with parallel(num_threads=nthreads):
                 for t in prange(count * rows, schedule="static"):
-                    _shifted_fill(p, wave0 + t // rows, t % rows,
-                                  ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
+                    _phase_copy_fill(p, wave0 + t // rows, t % rows,
+                                     ws + (t // rows) * pc.image + (t % rows) * p.sw * pc.plane)
                 for t in prange(tasks, schedule="static"):
-                    _shifted_task(p, wave0, t, ws, tiles + threadid() * tile_floats)
+                    if shifted:
+                        _shifted_task(p, wave0, t, ws, scratch + threadid() * pc.ws_stride)
+                    else:
+                        _padded_task(p, wave0, t, ws, scratch + threadid() * pc.ws_stride)
         else:
             for t in range(count * rows):
-                _shifted_fill(p, wave0 + t // rows, t % rows,
-                              ws + (t // rows) * sg.image + (t % rows) * p.sw * sg.plane)
+                _phase_copy_fill(p, wave0 + t // rows, t % rows,
+                                 ws + (t // rows) * pc.image + (t % rows) * p.sw * pc.plane)
             for t in range(tasks):
-                _shifted_task(p, wave0, t, ws, tiles)
+                if shifted:
+                    _shifted_task(p, wave0, t, ws, scratch)
+                else:
+                    _padded_task(p, wave0, t, ws, scratch)
 
 
 # ---------------------------------------------------------------------------------------
@@ -776,16 +884,18 @@ cdef class ConvKernel:
 
     @property
     def last_algorithm(self):
-        """The path of the last run: 'depthwise', 'pointwise', 'im2col', 'shifted' or, for
-        a transposed conv, 'col2im' / 'depthwise'; None before the first run."""
+        """The path of the last run: 'depthwise', 'pointwise', 'im2col', 'shifted',
+        'padded' or, for a transposed conv, 'col2im' / 'depthwise'; None before the first
+        run."""
         if self._gkey is None:
             return None
         if self.direct:
             return "depthwise"
         if self.transposed:
             return "col2im"
-        return ("shifted" if self._g.shifted else "pointwise" if self._g.pointwise
-                else "im2col")
+        if self._g.pointwise:
+            return "pointwise"
+        return {ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded"}.get(self._g.algo, "im2col")
 
     def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
             float act_alpha=0.0, float act_beta=0.0):
@@ -818,11 +928,12 @@ cdef class ConvKernel:
             p.groups = self.groups
             p.cin = self.cin
             p.cout = self.cout
-            p.shifted = (not self.direct and
-                         _prefer_shifted(&p, self._pviews[0].kernel, self.transposed, False))
+            p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
+            if not (self.direct or self.transposed or p.pointwise):
+                p.algo = _choose_algorithm(&p, self._pviews[0].kernel)
             offsets = None
-            if p.shifted:
-                offsets = _shifted_setup(&p, self._pviews[0].kernel)
+            if p.algo != ALGO_IM2COL:
+                offsets = _phase_copy_setup(&p, self._pviews[0].kernel)
             self._g = p
             self._goffsets = offsets
             self._gkey = key
@@ -832,8 +943,8 @@ cdef class ConvKernel:
         p.bias = self._bptr
         p.residual = NULL if residual is None else _float_data(residual, "residual", False)
         p.packed = self._pviews
-        if p.shifted:
-            p.sg.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
+        if p.algo != ALGO_IM2COL:
+            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
         cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
         p.act = activation_code(activation)
         p.act_a = act_alpha
@@ -856,15 +967,15 @@ cdef class ConvKernel:
             if self.direct:
                 ws_stride = _depthwise_blocking(&p, nthreads)
                 ws = workspace_floats(ws_stride * nthreads)
-            elif p.shifted:
-                ws = workspace_floats(_shifted_blocking(&p, nthreads))
+            elif p.algo != ALGO_IM2COL:
+                ws = workspace_floats(_phase_copy_blocking(&p, nthreads))
             else:
                 ncols = p.od * p.oh * p.ow
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 ws = workspace_floats(ws_stride * nthreads)
             with nogil:
-                if p.shifted:
-                    _shifted_forward(&p, nthreads, ws)
+                if p.algo != ALGO_IM2COL and not self.direct:
+                    _phase_copy_forward(&p, nthreads, ws)
                 else:
                     _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
         else:

@@ -35,9 +35,10 @@ CASES = [
     (3, 5, 9, (17, 50), (5, 3), (2, 3), (2, 1, 0, 3), (1, 2), 1),   # both strides, phases
 ]
 
-# Dense convs run through im2col packing or the shifted path (GEMM on a padded copy of the
-# input); 'auto' picks per shape, so each test below also forces each one.
-ALGORITHMS = ["im2col", "shifted"]
+# Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
+# in place from a padded, stride-phase-split copy of the input) or im2col packed from
+# that copy ('padded'); 'auto' picks per shape, so each test below forces each one.
+ALGORITHMS = ["im2col", "shifted", "padded"]
 
 
 @pytest.fixture(params=ALGORITHMS)
@@ -151,9 +152,9 @@ def test_algorithm_setting_is_checked():
 
 @pytest.mark.parametrize("shape,expected", [
     ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),    # wide rows: 2 of 58 grid columns dropped
-    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "im2col"),       # 8-wide rows on a 12-wide grid
+    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "padded"),       # 8-wide rows on a 12-wide grid
     ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),  # the image is the GEMM's B already
-    ((1, 16, 9, 9, 16, 3, 1, 1, 1), "shifted"),
+    ((1, 16, 32, 32, 16, 1, 2, 0, 1), "im2col"),     # strided 1x1: a copy of 4 phases to use 1
 ])
 def test_auto_algorithm_choice(rng, shape, expected):
     n, cin, h, w, cout, k, s, p, d = shape
