@@ -225,7 +225,11 @@ def _channel_vector(c, channels, rank):
 
 def _is_conv(n):
     return (n.op_type in ("Conv", "ConvTranspose") and n.domain in ("", "ai.onnx")) or (
-        n.op_type == "FusedConv" and n.domain == "pyconv")
+        n.op_type in ("FusedConv", "FusedConvTranspose") and n.domain == "pyconv")
+
+
+def _is_transposed(n):
+    return n.op_type in ("ConvTranspose", "FusedConvTranspose")
 
 
 def _conv_params(graph, n):
@@ -242,7 +246,7 @@ def _conv_params(graph, n):
 
 
 def _out_channels(n, w):
-    if n.op_type == "ConvTranspose":
+    if _is_transposed(n):
         return w.shape[1] * int(n.attrs.get("group", 1))
     return w.shape[0]
 
@@ -264,7 +268,7 @@ def _scale_conv(graph, n, scale, shift):
     w, b = _conv_params(graph, n)
     cout = _out_channels(n, w)
     s64 = scale.astype(np.float64)
-    if n.op_type == "ConvTranspose":
+    if _is_transposed(n):
         g = int(n.attrs.get("group", 1))
         cin, cog = w.shape[0], w.shape[1]
         w2 = w.astype(np.float64).reshape(g, cin // g, cog, -1) * \
@@ -394,7 +398,7 @@ def fuse_residual(graph):
         for vi, ri in ((0, 1), (1, 0)):
             p = producer.get(n.inputs[vi])
             if p is None or id(p) in remove or not _is_conv(p) or \
-                    p.op_type == "ConvTranspose" or n.inputs[ri] in graph.constants or \
+                    _is_transposed(p) or n.inputs[ri] in graph.constants or \
                     not _single_use(graph, users, n.inputs[vi]) or \
                     p.attrs.get("_pyconv_activation") or len(p.inputs) > 3 or \
                     n.inputs[0] == n.inputs[1]:
@@ -416,8 +420,8 @@ def fuse_residual(graph):
 
 
 def fuse_activation(graph):
-    """Conv / FusedConv / ChannelAffine -> activation: the activation runs in the
-    producer's epilogue."""
+    """Conv / ConvTranspose / ChannelAffine -> activation: the activation runs in the
+    producer's epilogue (FusedConv / FusedConvTranspose)."""
     users = _consumers(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs}
     remove = set()
@@ -432,8 +436,9 @@ def fuse_activation(graph):
             continue
         if p.attrs.get("_pyconv_activation"):
             continue
-        if _is_conv(p) and p.op_type != "ConvTranspose":
-            p.op_type, p.domain = "FusedConv", "pyconv"
+        if _is_conv(p):
+            p.op_type = "FusedConvTranspose" if _is_transposed(p) else "FusedConv"
+            p.domain = "pyconv"
         elif not (p.op_type == "ChannelAffine" and p.domain == "pyconv"):
             continue
         p.attrs = dict(p.attrs, _pyconv_activation=params[0], _pyconv_alpha=params[1],

@@ -176,3 +176,9 @@ class ConvTranspose(_ConvBase):
             if plan is self.plan:
                 self._variants[key] = v
         return v
+
+
+@register("FusedConvTranspose", domain="pyconv")
+class FusedConvTranspose(ConvTranspose):
+    """ConvTranspose with an activation fused by the optimizer (``_pyconv_activation``,
+    parameters ``_pyconv_alpha/_beta``), applied as each output plane is finished."""

@@ -126,6 +126,18 @@ def test_activation_fused_into_conv(rng, act, attrs, extra):
     assert s._graph.nodes[0].attrs["_pyconv_activation"]
 
 
+@pytest.mark.parametrize("act,attrs,extra", ACTIVATIONS[:3], ids=[a[0] for a in ACTIVATIONS[:3]])
+def test_activation_fused_into_conv_transpose(rng, act, attrs, extra):
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["c"], strides=[2, 2],
+                              pads=[1, 1, 1, 1], group=2),
+             helper.make_node(act, ["c"] + extra, ["y"], **attrs)]
+    m = B.model(nodes, [("x", [1, 4, 5, 6])], [("y", [1, 6, 9, 11])],
+                {"w": B.rand(rng, 4, 3, 3, 3), "b": B.rand(rng, 6)})
+    s = check_unchanged(m, {"x": B.rand(rng, 1, 4, 5, 6)})
+    assert B.op_types(s) == ["FusedConvTranspose"]
+    assert s._graph.nodes[0].attrs["_pyconv_activation"]
+
+
 def test_residual_add_and_relu_fused(rng):
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["r"]),
