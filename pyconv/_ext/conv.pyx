@@ -571,7 +571,9 @@ cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *ds
                 continue
             _zero(row, los[q])
             _zero(row + his[q], pc.wq - his[q])
-            if p.sw != 2 or hi_all <= lo_all:
+            if p.sw == 1:
+                memcpy(row + los[0], src + los[0], (his[0] - los[0]) * sizeof(float))
+            elif p.sw != 2 or hi_all <= lo_all:
                 for j in range(los[q], his[q]):
                     row[j] = src[j * p.sw + q]
             else:    # the two phases' common columns are copied together below
