@@ -392,14 +392,17 @@ def get_algorithm():
     return {v: k for k, v in _ALGORITHMS.items()}[_algorithm]
 
 
-cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern) noexcept:
+cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
+                           int nthreads) noexcept:
     """The cheapest path by a cost model in multiply-add equivalents per group, for
     2-D (and 1-D) dense convs: every path computes M x K x (its columns): the shifted
     one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row), the
     others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
     value from the image (bounds and zero fill per run) and 8 from the phase copy, which
-    itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512)."""
-    cdef int64_t wq, hq, m, k, n, chunks, copy, gemm, shifted, padded, im2col
+    itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512). With more
+    threads than NR-wide column panels, padded im2col splits the rows too and every row
+    block packs the same B (see _padded_split); the shifted path reads B in place."""
+    cdef int64_t wq, hq, m, k, n, chunks, copy, gemm, shifted, padded, im2col, packers
     if (_algorithm == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
             or p.sw > MAX_PHASE_STRIDE or p.sh > MAX_PHASE_STRIDE):
         return ALGO_IM2COL
@@ -416,7 +419,10 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern) 
     copy = 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
     gemm = m * k * ((n + 15) // 16 * 16)
     shifted = m * k * chunks * kern.nr + copy
-    padded = gemm + 8 * k * n + copy
+    packers = max(<int64_t>1, min((m + kern.mr - 1) // kern.mr,
+                                  nthreads // max(<int64_t>1, p.batch * p.groups
+                                                  * ((n + kern.nr - 1) // kern.nr))))
+    padded = gemm + 8 * k * n * packers + copy
     im2col = gemm + 12 * k * n
     if shifted <= padded and shifted <= im2col:
         return ALGO_SHIFTED
@@ -458,17 +464,47 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
         pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
     else:
         pc.ncols = p.oh * p.ow
-        # Chunks for at least 4 tasks per thread, but no narrower than a micro-tile.
-        want = 1 if nthreads == 1 else (4 * nthreads + pc.wave - 1) // pc.wave
-        pc.chunk = max(kern.nr, ((pc.ncols + want - 1) // want + kern.nr - 1) // kern.nr
-                       * kern.nr)
+        _padded_split(p, kern, mpanels, nthreads)
         pc.ws_stride = sgemm_workspace_floats(&p.packed[0], pc.chunk, 1)
+        return pc.wave * pc.image + nthreads * pc.ws_stride
     pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
-    # Enough tasks for every thread: split the rows when the chunks alone are too few.
+    # Enough tasks for every thread: split the rows when the chunks alone are too few
+    # (free here: B is read in place, not packed per task).
     want = pc.wave * pc.nchunks
     pc.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + want - 1) // want)
                      if nthreads > 1 else 1)
     return pc.wave * pc.image + nthreads * pc.ws_stride
+
+
+cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t mpanels,
+                        int nthreads) noexcept:
+    """Padded im2col tasks: column chunks x row blocks per (image, group). Each task packs
+    its own B, so rows are split only when the columns cannot feed the threads: among
+    the splits into at least nthreads tasks, the one whose largest task (multiply-adds plus
+    packing, as in _choose_algorithm) is cheapest."""
+    cdef phase_copy *pc = &p.pc
+    cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr, k = p.cin // p.groups * p.kh * p.kw
+    cdef int64_t nch, mb, cols, rows, cost, best = -1, per_image
+    pc.chunk = pc.ncols
+    pc.nchunks = 1
+    pc.mblocks = 1
+    per_image = (nthreads + pc.wave - 1) // pc.wave      # tasks each image must provide
+    if nthreads == 1 or per_image <= 1:
+        return
+    if panels >= 4 * per_image:                            # plenty of columns
+        pc.chunk = (panels + 4 * per_image - 1) // (4 * per_image) * kern.nr
+        pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
+        return
+    for nch in range(1, min(panels, per_image) + 1):
+        mb = min(mpanels, (per_image + nch - 1) // nch)
+        cols = min((panels + nch - 1) // nch * kern.nr, pc.ncols)   # the widest chunk
+        rows = (mpanels + mb - 1) // mb * kern.mr
+        cost = rows * k * ((cols + 15) // 16 * 16) + 8 * k * cols
+        if best < 0 or cost < best:
+            best = cost
+            pc.chunk = (panels + nch - 1) // nch * kern.nr
+            pc.mblocks = mb
+    pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
 
 
 cdef struct padded_b:
@@ -810,6 +846,15 @@ cdef float *_float_data(object a, str name, bint write) except? NULL:
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef int64_t _conv_macs(const conv_args *p, bint transposed) noexcept:
+    """Multiply-adds of a whole call: small layers (depthwise ones especially) run on
+    fewer threads, since a fork/join costs more than their work."""
+    cdef int64_t kvol = p.kd * p.kh * p.kw
+    return (p.batch * (p.cin if transposed else p.cout) * kvol
+            * (p.d * p.h * p.w if transposed else p.od * p.oh * p.ow)
+            * ((p.cout if transposed else p.cin) // p.groups))
+
+
 cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
@@ -904,7 +949,8 @@ cdef class ConvKernel:
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
-        key = (x.shape, out.shape, stride, pads_begin, dilation, _algorithm)
+        cdef int threads = current_num_threads()
+        key = (x.shape, out.shape, stride, pads_begin, dilation, _algorithm, threads)
         if key == self._gkey:
             p = self._g
             offsets = self._goffsets
@@ -932,7 +978,8 @@ cdef class ConvKernel:
             p.cout = self.cout
             p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
             if not (self.direct or self.transposed or p.pointwise):
-                p.algo = _choose_algorithm(&p, self._pviews[0].kernel)
+                p.algo = _choose_algorithm(&p, self._pviews[0].kernel,
+                                           threads_for(_conv_macs(&p, False), threads))
             offsets = None
             if p.algo != ALGO_IM2COL:
                 offsets = _phase_copy_setup(&p, self._pviews[0].kernel)
@@ -953,13 +1000,7 @@ cdef class ConvKernel:
         p.act_b = act_beta
         if p.batch == 0 or ysize == 0:
             return out
-        # Multiply-adds of the whole call: small layers (depthwise ones especially) run on
-        # fewer threads, since a fork/join costs more than their work.
-        cdef int64_t kvol = p.kd * p.kh * p.kw
-        cdef int64_t macs = (p.batch * (p.cin if self.transposed else p.cout) * kvol
-                             * (p.d * p.h * p.w if self.transposed else p.od * p.oh * p.ow)
-                             * ((p.cout if self.transposed else p.cin) // p.groups))
-        cdef int nthreads = threads_for(macs, current_num_threads())
+        cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), threads)
         cdef int64_t ncols, ws_stride, cols_floats
         cdef float *ws
         cdef float *cols
