@@ -11,8 +11,8 @@ import os as _os
 # load libgomp). Spinning forever (OMP_WAIT_POLICY=ACTIVE) starves other processes and
 # other thread pools on a shared CPU; sleeping at once (PASSIVE) pays a wake-up on every
 # region, which on the 2-core VM cost 1.5-3x at 2 threads. The default here spins briefly
-# and then sleeps, like onnxruntime's pool: 100k spins (~0.1 ms) bridge the gaps between
-# the regions of one run. Either variable set by the user wins.
+# and then sleeps, like onnxruntime's pool: 100k spins (about 3 ms on the 2-core VM)
+# bridge the gaps between the regions of one run. Either variable set by the user wins.
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
