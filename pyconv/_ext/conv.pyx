@@ -716,16 +716,25 @@ cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_gro
     cols rows: (oc_in_group, a, b, e); columns: input positions. Here (d, h, w) is the
     INPUT size and (od, oh, ow) the OUTPUT size of the transposed convolution."""
     cdef int64_t kvol = p.kd * p.kh * p.kw, in_plane = p.d * p.h * p.w
-    cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, i
+    cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, lo1, hi1, i, row
     cdef const float *src
+    cdef const float *src1
     cdef float *dst
+    # Stride 2, dilation 1: taps e and e + 1 fill the even and odd output columns of the
+    # same pairs, so one loop adds both (contiguous stores instead of two strided passes).
+    cdef bint pairs = p.sw == 2 and p.dw == 1
     for a in range(p.kd):
         for b in range(p.kh):
-            for e in range(p.kw):
+            e = 0
+            while e < p.kw:
                 src = cols + (oc_in_group * kvol + (a * p.kh + b) * p.kw + e) * in_plane
                 off = e * p.dw - p.pw
                 # Input columns i whose output column i * sw + off is inside [0, ow).
                 _valid_range(off, p.sw, p.ow, p.w, &lo, &hi)
+                lo1 = hi1 = 0
+                if pairs and e + 1 < p.kw:
+                    src1 = src + in_plane
+                    _valid_range(off + 1, 2, p.ow, p.w, &lo1, &hi1)
                 for iz in range(p.d):
                     zo = iz * p.sd - p.pd + a * p.dd
                     if zo < 0 or zo >= p.od:
@@ -735,8 +744,23 @@ cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_gro
                         if yo < 0 or yo >= p.oh:
                             continue
                         dst = y + (zo * p.oh + yo) * p.ow + off
-                        for i in range(lo, hi):
-                            dst[i * p.sw] += src[(iz * p.h + iy) * p.w + i]
+                        row = (iz * p.h + iy) * p.w
+                        if hi1 <= lo1:       # a single tap (or any other stride)
+                            for i in range(lo, hi):
+                                dst[i * p.sw] += src[row + i]
+                            continue
+                        for i in range(lo, min(hi, lo1)):
+                            dst[2 * i] += src[row + i]
+                        for i in range(lo1, min(hi1, lo)):
+                            dst[2 * i + 1] += src1[row + i]
+                        for i in range(max(lo, lo1), min(hi, hi1)):
+                            dst[2 * i] += src[row + i]
+                            dst[2 * i + 1] += src1[row + i]
+                        for i in range(max(lo, hi1), hi):
+                            dst[2 * i] += src[row + i]
+                        for i in range(max(lo1, hi), hi1):
+                            dst[2 * i + 1] += src1[row + i]
+                e += 2 if hi1 > lo1 else 1
 
 
 cdef void _finish_plane(const conv_args *p, int64_t n, int64_t oc, float *y) noexcept nogil:
