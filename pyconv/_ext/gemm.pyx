@@ -53,7 +53,7 @@ cdef enum:
     # Up to this many columns (or rows) a GEMM tile would be mostly padding: use GEMV.
     GEMV_MAX_N = 1
     # Work units per thread below which fewer threads are used (see threads_for).
-    WORK_PER_THREAD = 1 << 18
+    WORK_PER_THREAD = 1 << 17
 
 cdef const pyconv_sgemm_kernel *_kernel = pyconv_sgemm_kernel_best()
 cdef int _num_threads = 1
