@@ -69,6 +69,8 @@ def main():
     for threads in args.threads:
         pyconv.set_num_threads(threads)
         peak = peak_gflops(threads)
+        # Measured now, so a slow phase of a shared machine lowers it (and raises %peak).
+        print(f"# peak at {threads} thread(s), measured FMA loop: {peak:.1f} GFLOP/s")
         for name, flops, run, run_ort in layers(threads):
             if args.filter not in name:
                 continue
