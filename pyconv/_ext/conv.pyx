@@ -584,7 +584,7 @@ cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *ds
     plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input.
     All phases of a row are filled in one pass over the input row."""
     cdef const phase_copy *pc = &p.pc
-    cdef int64_t c = cy // p.sh, py = cy - c * p.sh, i, j, q, iy, lo, hi
+    cdef int64_t c = cy // p.sh, py = cy - c * p.sh, i, j, q, iy
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
     cdef int64_t lo_all = 0, hi_all = pc.wq
     cdef int64_t los[MAX_PHASE_STRIDE]
@@ -718,7 +718,7 @@ cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_gro
     cdef int64_t kvol = p.kd * p.kh * p.kw, in_plane = p.d * p.h * p.w
     cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, lo1, hi1, i, row
     cdef const float *src
-    cdef const float *src1
+    cdef const float *src1 = NULL
     cdef float *dst
     # Stride 2, dilation 1: taps e and e + 1 fill the even and odd output columns of the
     # same pairs, so one loop adds both (contiguous stores instead of two strided passes).
