@@ -5,7 +5,7 @@ basic:    remove Identity / inference Dropout, fold constants, remove dead nodes
 all:      + BatchNormalization folded into Conv / ConvTranspose weights, standalone
           BatchNormalization (and per-channel Mul / Add after it or after a Conv) as one
           ChannelAffine, residual Add fused into the Conv epilogue, activations fused into
-          Conv / ChannelAffine, then dead nodes again.
+          Conv / ConvTranspose / ChannelAffine, then dead nodes again.
 """
 from __future__ import annotations
 
