@@ -97,6 +97,43 @@ cdef inline void _zero(float *d, int64_t n) noexcept nogil:
         d[q] = 0.0
 
 
+cdef im2col_segment *_column_runs(int64_t n0, int64_t nc, int64_t kc, int64_t nr,
+                                  int64_t oh, int64_t ow, int64_t *nseg) noexcept nogil:
+    """Columns [n0, n0+nc) of an (od, oh, ow) output cut into runs that stay inside one
+    output row and one NR panel of a kc-deep packed block (malloc'd; NULL on failure)."""
+    cdef int64_t ohw = oh * ow, j = 0, run, count = 0
+    cdef int64_t zd = n0 // ohw, t = n0 - zd * ohw, yh = t // ow, xw = t - yh * ow
+    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    if seg == NULL:
+        return NULL
+    while j < nc:
+        run = min(min(ow - xw, nc - j), nr - j % nr)
+        seg[count].zd = zd
+        seg[count].yh = yh
+        seg[count].x0 = xw
+        seg[count].n = run
+        seg[count].dst = (j // nr) * kc * nr + j % nr
+        count += 1
+        j += run
+        xw += run
+        if xw == ow:
+            xw = 0
+            yh += 1
+            if yh == oh:
+                yh = 0
+                zd += 1
+    nseg[0] = count
+    return seg
+
+
+cdef inline void _zero_last_panel(float *dst, int64_t kc, int64_t nc, int64_t nr) noexcept nogil:
+    """Zeroes the columns past nc of the last, partial NR panel of a kc-deep block."""
+    cdef int64_t p = nc // nr, tail = (nc + nr - 1) // nr * nr - nc, kk
+    if tail:
+        for kk in range(kc):
+            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
+
+
 cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                         int64_t nr, float *dst) noexcept nogil:
     """Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the virtual im2col matrix.
@@ -106,36 +143,15 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     one NR panel; every row then fills each segment with one strided copy between zero
     fills (plain loops the compiler vectorises, no per-piece library calls)."""
     cdef const geom3 *g = <const geom3 *>ctx
-    cdef int64_t kvol = g.kd * g.kh * g.kw, khw = g.kh * g.kw, ohw = g.oh * g.ow
-    cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, j, zd, yh, xw, run, iz, iy
-    cdef int64_t lo, hi, tail, p, q, nseg = 0, sw = g.sw, x1
+    cdef int64_t kvol = g.kd * g.kh * g.kw, khw = g.kh * g.kw
+    cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, iz, iy
+    cdef int64_t lo, hi, p, q, nseg = 0, sw = g.sw, x1
     cdef const float *xc
     cdef const float *src
     cdef float *d
-    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, g.oh, g.ow, &nseg)
     if seg == NULL:
         return
-    zd = n0 // ohw
-    t = n0 - zd * ohw
-    yh = t // g.ow
-    xw = t - yh * g.ow
-    j = 0
-    while j < nc:
-        run = min(min(g.ow - xw, nc - j), nr - j % nr)
-        seg[nseg].zd = zd
-        seg[nseg].yh = yh
-        seg[nseg].x0 = xw
-        seg[nseg].n = run
-        seg[nseg].dst = (j // nr) * kc * nr + j % nr
-        nseg += 1
-        j += run
-        xw += run
-        if xw == g.ow:
-            xw = 0
-            yh += 1
-            if yh == g.oh:
-                yh = 0
-                zd += 1
     for kk in range(kc):
         r = k0 + kk
         c = r // kvol
@@ -168,11 +184,7 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
                     d[q] = src[q * sw]
             _zero(d + hi - lo, x1 - hi)
     free(seg)
-    tail = (nc + nr - 1) // nr * nr - nc
-    if tail:
-        p = nc // nr
-        for kk in range(kc):
-            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
+    _zero_last_panel(dst, kc, nc, nr)
 
 
 cdef struct phase_copy:
@@ -510,7 +522,7 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
 cdef struct padded_b:
     const float *x          # the phase copy of one (image, group)
     const int64_t *off      # B row k starts at x + off[k]
-    int64_t wq, ow
+    int64_t wq, oh, ow      # 2-D output (od == 1)
 
 
 cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
@@ -519,24 +531,14 @@ cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     is x[off[k] + oy * wq + ox], so every run inside one output row and one NR panel is a
     plain copy (no bounds, no zero fill)."""
     cdef const padded_b *b = <const padded_b *>ctx
-    cdef int64_t kk, j, q, run, p, nseg = 0, oy = n0 // b.ow, ox = n0 - oy * b.ow, tail
+    cdef int64_t kk, q, p, nseg = 0
     cdef const float *src
     cdef float *d
-    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, b.oh, b.ow, &nseg)
     if seg == NULL:
         return
-    j = 0
-    while j < nc:
-        run = min(min(b.ow - ox, nc - j), nr - j % nr)
-        seg[nseg].x0 = oy * b.wq + ox                # source offset within a B row
-        seg[nseg].n = run
-        seg[nseg].dst = (j // nr) * kc * nr + j % nr
-        nseg += 1
-        j += run
-        ox += run
-        if ox == b.ow:
-            ox = 0
-            oy += 1
+    for p in range(nseg):
+        seg[p].x0 += seg[p].yh * b.wq        # now the run's offset within a B row
     for kk in range(kc):
         src = b.x + b.off[k0 + kk]
         for p in range(nseg):
@@ -544,11 +546,7 @@ cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
             for q in range(seg[p].n):
                 d[q] = src[seg[p].x0 + q]
     free(seg)
-    tail = (nc + nr - 1) // nr * nr - nc
-    if tail:
-        p = nc // nr
-        for kk in range(kc):
-            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
+    _zero_last_panel(dst, kc, nc, nr)
 
 
 cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
@@ -571,6 +569,7 @@ cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const fl
     ctx.x = xp + img * pc.image
     ctx.off = pc.off
     ctx.wq = pc.wq
+    ctx.oh = p.oh
     ctx.ow = p.ow
     _fill_epilogue(p, grp * cout_g, n, &ep)
     nc = sgemm_nc(a, n1 - n0)
