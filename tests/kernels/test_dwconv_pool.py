@@ -106,6 +106,9 @@ def test_depthwise_relu_keeps_nan(isa, rng):
 POOL_CASES = [
     ((112, 112), 3, 2, 1, 1, False),     # the ResNet stem pool
     ((9, 7), 2, 2, 0, 1, False),
+    ((32, 32), 2, 2, 0, 1, False),       # 2x2 / 2, every window inside: the direct rows
+    ((6, 45), 2, 2, 0, 1, False),        # ... with a partial vector at the row's end
+    ((3, 8, 10), (1, 2, 2), (1, 2, 2), 0, 1, False),   # ... and 3-D with a 1-deep window
     ((8, 16), 3, 1, 1, 1, False),        # widths = the vector lengths
     ((15, 17), 3, 2, 1, 1, True),        # ceil_mode
     ((11, 33), 3, 2, 1, 2, False),       # dilation 2
@@ -165,9 +168,9 @@ def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
     x[1, 3, 0, 0] = np.nan
     x[1, 2] = -np.inf
     x[0, 2, 3, 3] = np.inf
-    for s in (1, 2):
-        got = F.max_pool2d(x, 3, s, 1)
-        ref = R.max_pool_nd(x, (3, 3), (s, s), 1, 1, 1, False)[0]
+    for k, s, p in ((3, 1, 1), (3, 2, 1), (2, 2, 0)):
+        got = F.max_pool2d(x, k, s, p)
+        ref = R.max_pool_nd(x, (k, k), (s, s), p, p, 1, False)[0]
         np.testing.assert_array_equal(got, ref.astype(np.float32))
     # +inf and -inf in one window (the kernel's NaN check sees a NaN sum): still right
     y = rand(rng, 1, 2, 5, 20)
