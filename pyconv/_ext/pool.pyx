@@ -843,10 +843,14 @@ cdef enum:
 
 
 cdef double _sum_f64(const float *x, int64_t n) noexcept nogil:
-    """Sum of n floats: CHUNK float lanes add at most 16 values each, then go to a double."""
+    """Sum of n floats: CHUNK float lanes add at most 16 values each, then go to 8 double
+    partial sums (8 independent chains: one double chain costs an add latency per value,
+    which made a 96 x 8 x 8 global average pool 9 us)."""
     cdef float acc[CHUNK]
-    cdef double total = 0.0
-    cdef int64_t i = 0, j, block_end
+    cdef double part[8]
+    cdef int64_t i = 0, j, q, block_end
+    for q in range(8):
+        part[q] = 0.0
     while n - i >= CHUNK:
         _copy(acc, x + i, CHUNK)
         i = i + CHUNK
@@ -854,11 +858,16 @@ cdef double _sum_f64(const float *x, int64_t n) noexcept nogil:
         while n - i >= CHUNK and i < block_end:
             _add2(acc, acc, x + i, CHUNK)
             i = i + CHUNK
-        for j in range(CHUNK):
-            total += acc[j]
+        for j in range(0, CHUNK, 8):
+            for q in range(8):
+                part[q] += acc[j + q]
+    while n - i >= 8:
+        for q in range(8):
+            part[q] += x[i + q]
+        i = i + 8
     for j in range(i, n):
-        total += x[j]
-    return total
+        part[j - i] += x[j]
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))
 
 
 cdef float _max_nan(const float *x, int64_t n) noexcept nogil:
