@@ -496,7 +496,7 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
     packing, as in _choose_algorithm) is cheapest."""
     cdef phase_copy *pc = &p.pc
     cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr, k = p.cin // p.groups * p.kh * p.kw
-    cdef int64_t nch, mb, cols, rows, cost, best = -1, per_image
+    cdef int64_t nch, mb, cols, rows, cost, best = -1, per_image, units
     pc.chunk = pc.ncols
     pc.nchunks = 1
     pc.mblocks = 1
@@ -507,14 +507,17 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
         pc.chunk = (panels + 4 * per_image - 1) // (4 * per_image) * kern.nr
         pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
         return
-    for nch in range(1, min(panels, per_image) + 1):
+    # Few columns: chunks of whole 16-float vectors (the edge micro-kernel computes only
+    # those), so that 64 columns split 32 + 32 rather than 48 + 16.
+    units = (pc.ncols + 15) // 16
+    for nch in range(1, min(units, per_image) + 1):
         mb = min(mpanels, (per_image + nch - 1) // nch)
-        cols = min((panels + nch - 1) // nch * kern.nr, pc.ncols)   # the widest chunk
+        cols = min((units + nch - 1) // nch * 16, pc.ncols)   # the widest chunk
         rows = (mpanels + mb - 1) // mb * kern.mr
         cost = rows * k * ((cols + 15) // 16 * 16) + 8 * k * cols
         if best < 0 or cost < best:
             best = cost
-            pc.chunk = (panels + nch - 1) // nch * kern.nr
+            pc.chunk = (units + nch - 1) // nch * 16
             pc.mblocks = mb
     pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
 

@@ -33,6 +33,7 @@ CASES = [
     (2, 3, 3, (4, 5, 6), (3, 3, 3), 1, 1, 1, 3),             # 3-D depthwise
     (2, 16, 40, (30, 29), (3, 3), 1, 1, 1, 2),               # many column chunks, row edge
     (3, 5, 9, (17, 50), (5, 3), (2, 3), (2, 1, 0, 3), (1, 2), 1),   # both strides, phases
+    (1, 40, 20, (9, 7), (3, 3), 1, 2, 2, 1),                 # few columns: 16-wide chunks
 ]
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
