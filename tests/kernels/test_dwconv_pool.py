@@ -108,6 +108,7 @@ POOL_CASES = [
     ((9, 7), 2, 2, 0, 1, False),
     ((32, 32), 2, 2, 0, 1, False),       # 2x2 / 2, every window inside: the direct rows
     ((6, 45), 2, 2, 0, 1, False),        # ... with a partial vector at the row's end
+    ((9, 12), 2, 2, 0, 2, False),        # 2x2 / 2 dilated: not the direct rows
     ((3, 8, 10), (1, 2, 2), (1, 2, 2), 0, 1, False),   # ... and 3-D with a 1-deep window
     ((8, 16), 3, 1, 1, 1, False),        # widths = the vector lengths
     ((15, 17), 3, 2, 1, 1, True),        # ceil_mode
