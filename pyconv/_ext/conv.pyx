@@ -26,7 +26,7 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_thread
                                pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
-                               current_kernel)
+                               current_kernel, planned_array, arrays_overlap)
 from pyconv._ext.gemm cimport PYCONV_ACT_NONE, pyconv_epilogue_fn
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
@@ -881,6 +881,9 @@ cdef int64_t _conv_macs(const conv_args *p, bint transposed) noexcept:
             * ((p.cout if transposed else p.cin) // p.groups))
 
 
+cdef class ConvCall
+
+
 cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
@@ -984,34 +987,73 @@ cdef class ConvKernel:
             # Geometry from the shapes, once per new shape (tuple work costs microseconds,
             # as much as a small layer's kernel). Built in p, then stored whole: another
             # Python thread never sees a half-written cache.
-            xs = _as3(tuple(x.shape[2:]), 1)
-            ys = _as3(tuple(out.shape[2:]), 1)
-            ks = _as3(self.kernel_shape, 1)
-            ss = _as3(tuple(stride), 1)
-            ps = _as3(tuple(pads_begin), 0)
-            ds = _as3(tuple(dilation), 1)
-            p.batch = x.shape[0]
-            p.d, p.h, p.w = xs
-            p.od, p.oh, p.ow = ys
-            p.kd, p.kh, p.kw = ks
-            p.sd, p.sh, p.sw = ss
-            p.pd, p.ph, p.pw = ps
-            p.dd, p.dh, p.dw = ds
-            p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
-                           and ps == (0, 0, 0) and xs == ys)
-            p.groups = self.groups
-            p.cin = self.cin
-            p.cout = self.cout
-            p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
-            if not (self.direct or self.transposed or p.pointwise):
-                p.algo = _choose_algorithm(&p, self._pviews[0].kernel,
-                                           threads_for(_conv_macs(&p, False), threads))
-            offsets = None
-            if p.algo != ALGO_IM2COL:
-                offsets = _phase_copy_setup(&p, self._pviews[0].kernel)
+            offsets = self._geometry(&p, x.shape, out.shape, stride, pads_begin, dilation,
+                                     threads)
             self._g = p
             self._goffsets = offsets
             self._gkey = key
+        p.act = activation_code(activation)
+        p.act_a = act_alpha
+        p.act_b = act_beta
+        return self._execute(&p, offsets, x, out, residual, threads)
+
+    def bind(self, x_shape, out, stride, pads_begin, dilation, activation=None,
+             float act_alpha=0.0, float act_beta=0.0):
+        """A :class:`ConvCall`: ``run`` with everything but the data resolved once, for
+        inputs of shape ``x_shape`` written into ``out`` (a memory planner's buffer)."""
+        cdef ConvCall call = ConvCall.__new__(ConvCall)
+        cdef int threads = current_num_threads()
+        if not isinstance(out, np.ndarray) or out.ndim != len(x_shape) or len(x_shape) > 5:
+            raise ValueError(f"ConvKernel.bind: out must be an ndarray of the input's rank, "
+                             f"got {type(out).__name__} for input shape {x_shape}")
+        call.kernel = self
+        call.offsets = self._geometry(&call.p, tuple(x_shape), out.shape, stride, pads_begin,
+                                      dilation, threads)
+        call.p.act = activation_code(activation)
+        call.p.act_a = act_alpha
+        call.p.act_b = act_beta
+        call.out = out
+        call.threads = threads
+        call.algorithm = _algorithm
+        call.ndim = len(x_shape)
+        for i in range(call.ndim):
+            call.x_dims[i] = x_shape[i]
+        return call
+
+    cdef object _geometry(self, conv_args *p, tuple x_shape, tuple out_shape, stride,
+                          pads_begin, dilation, int threads):
+        """Fills the shape part of p (and the algorithm); returns the phase-copy B-row
+        offsets, or None on the other paths."""
+        xs = _as3(x_shape[2:], 1)
+        ys = _as3(out_shape[2:], 1)
+        ks = _as3(self.kernel_shape, 1)
+        ss = _as3(tuple(stride), 1)
+        ps = _as3(tuple(pads_begin), 0)
+        ds = _as3(tuple(dilation), 1)
+        p.batch = x_shape[0]
+        p.d, p.h, p.w = xs
+        p.od, p.oh, p.ow = ys
+        p.kd, p.kh, p.kw = ks
+        p.sd, p.sh, p.sw = ss
+        p.pd, p.ph, p.pw = ps
+        p.dd, p.dh, p.dw = ds
+        p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                       and ps == (0, 0, 0) and xs == ys)
+        p.groups = self.groups
+        p.cin = self.cin
+        p.cout = self.cout
+        p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
+        if not (self.direct or self.transposed or p.pointwise):
+            p.algo = _choose_algorithm(p, self._pviews[0].kernel,
+                                       threads_for(_conv_macs(p, False), threads))
+        if p.algo != ALGO_IM2COL:
+            return _phase_copy_setup(p, self._pviews[0].kernel)
+        return None
+
+    cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual,
+                         int threads):
+        """The data part of the arguments, the workspace, then the kernels (GIL released)."""
+        cdef conv_args p = geometry[0]
         p.x = _float_data(x, "x", False)
         p.y = _float_data(out, "out", True)
         p.weight = self._wptr
@@ -1021,9 +1063,6 @@ cdef class ConvKernel:
         if p.algo != ALGO_IM2COL:
             p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
         cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
-        p.act = activation_code(activation)
-        p.act_a = act_alpha
-        p.act_b = act_beta
         if p.batch == 0 or ysize == 0:
             return out
         cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), threads)
@@ -1060,3 +1099,30 @@ cdef class ConvKernel:
             with nogil:
                 _conv_transpose_forward(&p, self.direct, nthreads, cols, ws)
         return out
+
+
+cdef class ConvCall:
+    """One convolution bound to an input shape and an output buffer (see
+    :meth:`ConvKernel.bind`). ``call(x, residual=None)`` writes and returns ``out``, or
+    returns None, computing nothing, when the arguments are not what it was bound for
+    (another shape or dtype, a non-contiguous array, an overlap with ``out``, or another
+    thread count or algorithm setting): the caller then takes the general path."""
+    cdef ConvKernel kernel
+    cdef conv_args p
+    cdef object offsets
+    cdef readonly object out
+    cdef int threads, algorithm, ndim
+    cdef cnp.npy_intp x_dims[5]
+
+    def __call__(self, x, residual=None):
+        if self.threads != current_num_threads() or self.algorithm != _algorithm:
+            return None
+        if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
+            return None
+        if residual is not None and (
+                not planned_array(residual, self.ndim,
+                                      cnp.PyArray_DIMS(<cnp.ndarray>self.out))
+                or arrays_overlap(residual, self.out)):
+            return None
+        return self.kernel._execute(&self.p, self.offsets, x, self.out, residual,
+                                    self.threads)

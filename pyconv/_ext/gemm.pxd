@@ -1,4 +1,5 @@
 # C-level interface of the SGEMM engine, cimported by the convolution modules.
+cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 cdef extern from "sgemm.h" nogil:
@@ -85,3 +86,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
                        float *workspace) noexcept nogil
 cdef float *workspace_floats(int64_t count) except NULL
 cdef int activation_code(object activation) except -1
+# float32, aligned, C-contiguous, of exactly this shape (a bound call's planned input).
+cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept
+# The byte ranges of two C-contiguous ndarrays intersect.
+cdef bint arrays_overlap(object a, object b) noexcept

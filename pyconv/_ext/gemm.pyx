@@ -480,6 +480,31 @@ cdef inline pyconv_epilogue _activation_epilogue(int act, float a, float b) noex
     return ep
 
 
+# Checks of the bound calls (ConvCall, PoolCall): a few C tests instead of Python ones.
+
+cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept:
+    """a is a float32, aligned, C-contiguous ndarray of exactly this shape."""
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+        return False
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(arr)
+    for i in range(ndim):
+        if shape[i] != dims[i]:
+            return False
+    return True
+
+
+cdef bint arrays_overlap(object a, object b) noexcept:
+    """The byte ranges of two C-contiguous arrays intersect."""
+    cdef char *pa = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef char *pb = <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+    return (pa < pb + cnp.PyArray_NBYTES(<cnp.ndarray>b)
+            and pb < pa + cnp.PyArray_NBYTES(<cnp.ndarray>a))
+
+
 cdef int activation_code(object activation) except -1:
     if activation is None:
         return 0

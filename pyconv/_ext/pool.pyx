@@ -34,6 +34,7 @@
 # plane reductions stay here, auto-vectorised for the baseline ISA.
 import numpy as np
 
+cimport numpy as cnp
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, NAN, fabsf, powf, sqrtf
 from libc.stdint cimport int64_t
@@ -41,7 +42,10 @@ from libc.stdint cimport int64_t
 cdef extern from "math.h" nogil:
     bint isunordered(float x, float y)    # x or y is NaN (one compare instruction)
 
-from pyconv._ext.gemm cimport current_kernel, current_num_threads, threads_for, workspace_floats
+cnp.import_array()
+
+from pyconv._ext.gemm cimport (arrays_overlap, current_kernel, current_num_threads,
+                               planned_array, threads_for, workspace_floats)
 
 cdef extern from "pool.h" nogil:
     ctypedef struct pyconv_pool_geom:
@@ -775,38 +779,10 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     """
     cdef geom g
     cdef params prm
-    cdef int i
-    if mode not in MODES:
-        raise ValueError(f"pool: unknown mode {mode!r}")
-    if indices not in INDEX_MODES:
-        raise ValueError(f"pool: indices must be one of {INDEX_MODES}, got {indices!r}")
-    prm.mode = MODES[mode]
-    prm.count_include_pad = count_include_pad
-    prm.divisor = <float>divisor
-    prm.p = <float>p
-    prm.index_mode = INDEX_MODES.index(indices)
-    if prm.index_mode and prm.mode != MODE_MAX:
-        raise ValueError("pool: indices are only computed by max pooling")
     cdef const float[:, :, :, ::1] xv = _contiguous(x, "pool")
-    g.planes = xv.shape[0]
-    g.D = xv.shape[1]
-    g.H = xv.shape[2]
-    g.W = xv.shape[3]
-    g.OD, g.OH, g.OW = out_shape
-    for i in range(3):
-        g.k[i] = kernel[i]
-        g.s[i] = stride[i]
-        g.pb[i] = pads_begin[i]
-        g.pe[i] = pads_end[i]
-        g.dl[i] = dilation[i]
-        # Taps are clipped to the input whatever the output size; these keep the clipping
-        # arithmetic valid (pyconv.functional has already checked the geometry).
-        if g.k[i] < 1 or g.s[i] < 1 or g.dl[i] < 1 or g.pb[i] < 0 or g.pe[i] < 0:
-            raise ValueError(f"pool: invalid geometry kernel={kernel} stride={stride} "
-                             f"pads={pads_begin}/{pads_end} dilation={dilation}")
-    if g.OD < 0 or g.OH < 0 or g.OW < 0:
-        raise ValueError(f"pool: invalid output shape {out_shape}")
-    _interior(&g)
+    _pool_setup(&g, &prm, mode, xv.shape[0], xv.shape[1], xv.shape[2], xv.shape[3],
+                out_shape, kernel, stride, pads_begin, pads_end, dilation,
+                count_include_pad, divisor, p, indices)
     shape = (g.planes, g.OD, g.OH, g.OW)
     y = np.empty(shape, dtype=np.float32) if out is None else _checked_out(out, shape, "out")
     ind = None
@@ -823,7 +799,51 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     if ind is not None:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
+    _pool_run(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm)
+    return y if ind is None else (y, ind)
+
+
+cdef int _pool_setup(geom *g, params *prm, str mode, int64_t planes, int64_t D, int64_t H,
+                     int64_t W, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
+                     tuple pads_end, tuple dilation, bint count_include_pad, double divisor,
+                     double p, str indices) except -1:
+    """Fills g and prm from pool()'s arguments, refusing what the kernels cannot run."""
+    cdef int i
+    if mode not in MODES:
+        raise ValueError(f"pool: unknown mode {mode!r}")
+    if indices not in INDEX_MODES:
+        raise ValueError(f"pool: indices must be one of {INDEX_MODES}, got {indices!r}")
+    prm.mode = MODES[mode]
+    prm.count_include_pad = count_include_pad
+    prm.divisor = <float>divisor
+    prm.p = <float>p
+    prm.index_mode = INDEX_MODES.index(indices)
+    if prm.index_mode and prm.mode != MODE_MAX:
+        raise ValueError("pool: indices are only computed by max pooling")
+    g.planes, g.D, g.H, g.W = planes, D, H, W
+    g.OD, g.OH, g.OW = out_shape
+    for i in range(3):
+        g.k[i] = kernel[i]
+        g.s[i] = stride[i]
+        g.pb[i] = pads_begin[i]
+        g.pe[i] = pads_end[i]
+        g.dl[i] = dilation[i]
+        # Taps are clipped to the input whatever the output size; these keep the clipping
+        # arithmetic valid (pyconv.functional has already checked the geometry).
+        if g.k[i] < 1 or g.s[i] < 1 or g.dl[i] < 1 or g.pb[i] < 0 or g.pe[i] < 0:
+            raise ValueError(f"pool: invalid geometry kernel={kernel} stride={stride} "
+                             f"pads={pads_begin}/{pads_end} dilation={dilation}")
+    if g.OD < 0 or g.OH < 0 or g.OW < 0:
+        raise ValueError(f"pool: invalid output shape {out_shape}")
+    _interior(g)
+    return 0
+
+
+cdef int _pool_run(const float *x, float *y, int64_t *ind, const geom *g,
+                   const params *prm) except -1:
+    """The rows of a set-up problem (non-empty input and output) on the threads."""
+    cdef int nthreads = threads_for(g.planes * g.D * g.H * g.W,  # small maps: fewer threads
+                                    current_num_threads())
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
@@ -831,8 +851,54 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     cdef int64_t ws_stride = _round_up(max(g.W + 32, g.OW), 16)
     cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
-        _pool_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm, ws, ws_stride, nthreads)
-    return y if ind is None else (y, ind)
+        _pool_rows(x, y, ind, g, prm, ws, ws_stride, nthreads)
+    return 0
+
+
+cdef class PoolCall:
+    """pool() bound to an input shape and an output buffer (see :func:`bind_pool`).
+    ``call(x)`` writes and returns ``out``, or returns None, computing nothing, when x is
+    not a float32 aligned C-contiguous array of the bound shape or overlaps ``out``."""
+    cdef geom g
+    cdef params prm
+    cdef readonly object out
+    cdef int ndim
+    cdef cnp.npy_intp x_dims[5]
+
+    def __call__(self, x):
+        if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
+            return None
+        _pool_run(<const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
+                  <float *>cnp.PyArray_DATA(<cnp.ndarray>self.out), NULL, &self.g, &self.prm)
+        return self.out
+
+
+def bind_pool(str mode, tuple x_shape, tuple out_shape, tuple kernel, tuple stride,
+              tuple pads_begin, tuple pads_end, tuple dilation, out, *,
+              bint count_include_pad=True, double divisor=0.0, double p=2.0):
+    """A :class:`PoolCall`: :func:`pool` without indices, for inputs of ``x_shape``
+    (N, C, *spatial; seen as P = N * C planes of (D, H, W)) written into ``out``, a
+    float32 C-contiguous array of N * C * OD * OH * OW values. Geometry as in pool()."""
+    cdef PoolCall call = PoolCall.__new__(PoolCall)
+    if not 3 <= len(x_shape) <= 5:
+        raise ValueError(f"bind_pool: x_shape must be (N, C, *spatial), got {x_shape}")
+    spatial = (1,) * (5 - len(x_shape)) + x_shape[2:]
+    _pool_setup(&call.g, &call.prm, mode, x_shape[0] * x_shape[1], spatial[0], spatial[1],
+                spatial[2], out_shape, kernel, stride, pads_begin, pads_end, dilation,
+                count_include_pad, divisor, p, "none")
+    cdef int64_t size = call.g.planes * call.g.OD * call.g.OH * call.g.OW
+    if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.size != size
+            or size == 0 or call.g.D * call.g.H * call.g.W == 0
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"bind_pool: out must be a writeable C-contiguous float32 array of "
+                         f"{size} values (a non-empty problem), got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    call.out = out
+    call.ndim = len(x_shape)
+    for i in range(call.ndim):
+        call.x_dims[i] = x_shape[i]
+    return call
 
 
 # ---------------------------------------------------------------------------------------

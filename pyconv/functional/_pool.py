@@ -33,7 +33,7 @@ __all__ = [
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "max_unpool1d", "max_unpool2d", "max_unpool3d",
     "global_avg_pool", "global_max_pool",
-    "max_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
+    "max_pool", "avg_pool", "bind_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
     "adaptive_max_pool",
 ]
 
@@ -371,6 +371,26 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
     return _run_sliding("avg", x, geo, False, op, out,
                         count_include_pad=_bool(count_include_pad, "count_include_pad", op),
                         divisor=_divisor(op, divisor_override))
+
+
+def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilations,
+              ceil_mode, out, *, count_include_pad=False, op="pool"):
+    """:func:`max_pool` (``mode='max'``, no indices) or :func:`avg_pool` (``'avg'``) for
+    inputs of shape ``x_shape``, written into the preallocated ``out``, with the geometry
+    validated and resolved once (a memory planner's step).
+
+    Returns ``call(x)``: ``out``, written, or None without computing anything when x is not
+    a float32 aligned C-contiguous array of ``x_shape`` (the caller then takes the
+    general entry point, which converts or reports)."""
+    x_shape = tuple(x_shape)
+    if not 3 <= len(x_shape) <= 5 or 0 in x_shape[2:]:
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
+                         f"dims, got shape {x_shape}")
+    geo = _onnx_geometry(op, x_shape[2:], kernel_shape, strides, pads_begin, pads_end,
+                         dilations, ceil_mode)
+    _check_out(op, "out", out, x_shape[:2] + tuple(geo[5]), np.float32)
+    return _kernels.bind_pool(mode, x_shape, *geo[6], out, count_include_pad=_bool(
+        count_include_pad, "count_include_pad", op))
 
 
 def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,

@@ -7,16 +7,19 @@ float32 result of an operator that can write into a given buffer (``supports_out
 at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
 size, the intervals being [producing step, last step reading it or any view of it]).
 Later runs take an arena from a pool (one per concurrent run, so runs from several
-threads never share a buffer) and hand each operator its planned ``out``.
+threads never share a buffer) and hand each operator its planned ``out``. Each arena also
+holds the steps bound to its buffers (:meth:`pyconv.ops.Op.bind`): the kernels with their
+geometry resolved for the planned shapes, so a run costs little Python beyond the kernels.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import numpy as np
 
-from pyconv.errors import MemoryLimitExceeded, PyconvError
+from pyconv.errors import InvalidArgument, MemoryLimitExceeded, PyconvError
 
 ALIGN = 64
 
@@ -26,6 +29,15 @@ class Step:
 
     def __init__(self, op, node, ins, outs):
         self.op, self.node, self.ins, self.outs = op, node, ins, outs
+
+
+class Arena:
+    """One run's buffers: the bytes, the planned slots' views into them, and the steps
+    bound to those views (built by the Program on first use)."""
+    __slots__ = ("buf", "views", "calls", "steps")
+
+    def __init__(self, buf, views):
+        self.buf, self.views, self.calls, self.steps = buf, views, None, None
 
 
 class MemoryPlan:
@@ -43,6 +55,8 @@ class MemoryPlan:
 
     def __init__(self, nslots, steps, record, output_slots, const_slots, input_slots):
         shapes, aliases = record["shapes"], record["aliases"]
+        #: (shape, dtype) of every value the recording run produced, by slot.
+        self.shapes = dict(shapes)
         self.slot_info = {}
         parent = list(range(nslots))
 
@@ -123,7 +137,7 @@ class MemoryPlan:
         for slot, (off, shape) in self.offsets.items():
             n = int(np.prod(shape, dtype=np.int64)) * 4
             views[slot] = buf[base + off:base + off + n].view(np.float32).reshape(shape)
-        return buf, views
+        return Arena(buf, views)
 
     def release(self, arena):
         with self._lock:
@@ -161,7 +175,13 @@ class Program:
             slot(o)
         self.nslots = len(names)
         self.output_slot = {n: names[n] for n in self.output_names}
-        template = [None] * self.nslots
+        # Two slots past the graph's: an absent input (-1) reads the first, always None;
+        # an absent output writes the second. The bound loop then needs no tests.
+        self._absent_in, self._absent_out = self.nslots, self.nslots + 1
+        self._fast_ins = [[self._absent_in if i < 0 else i for i in s.ins] for s in self.steps]
+        self._fast_outs = [[self._absent_out if o < 0 else o for o in s.outs]
+                           for s in self.steps]
+        template = [None] * (self.nslots + 2)
         for s, v in self.const_slots.items():
             template[s] = v
         self.template = template
@@ -203,22 +223,58 @@ class Program:
         with np.errstate(all="ignore"):
             return self._run(feeds, wanted, profile)
 
+    def _failure(self, step, ins, exc):
+        """The error for an operator that raised a non-pyconv exception."""
+        shapes = ", ".join(f"{step.node.inputs[i]}: "
+                           f"{getattr(v, 'shape', None)} {getattr(v, 'dtype', '')}"
+                           for i, v in enumerate(ins) if v is not None)
+        return InvalidArgument(f"{step.node.label} failed on inputs ({shapes}): "
+                               f"{type(exc).__name__}: {exc}")
+
+    def _bind(self, plan, views):
+        """Per step, ``call(inputs) -> outputs``: the operator bound to the planned shapes
+        and this arena's buffer (:meth:`pyconv.ops.Op.bind`), else its plain ``run``."""
+        calls = []
+        for step in self.steps:
+            out = views.get(step.outs[0])
+            call = None
+            if out is not None:
+                specs = [self._spec(plan, i) for i in step.ins]
+                if all(sp is not None for sp, i in zip(specs, step.ins) if i >= 0):
+                    call = step.op.bind(specs, out)
+            if call is None:
+                call = _unbound(step.op, out)
+            calls.append(call)
+        return calls
+
+    def _spec(self, plan, slot):
+        """(shape, dtype) of a slot under a plan: recorded, or a constant's."""
+        if slot < 0:
+            return None
+        const = self.const_slots.get(slot)
+        if isinstance(const, np.ndarray):
+            return const.shape, const.dtype
+        return plan.shapes.get(slot)
+
     def _run(self, feeds, wanted, profile):
         vals = list(self.template)
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
-        key = tuple((v.shape, v.dtype.str) for v in feeds)
+        key = tuple([(v.shape, v.dtype.str) for v in feeds])
         plan = self.plans.get(key) if self.plan_memory else None
+        if plan is not None and profile is None and not self.memory_limit:
+            return self._run_bound(plan, vals, wanted)
         record = None
         arena = None
         views = {}
         if plan is None and self.plan_memory:
-            record = {"shapes": {}, "aliases": []}
+            record = {"shapes": {s: (v.shape, v.dtype) for s, v in zip(self.input_slots, feeds)},
+                      "aliases": []}
         elif plan is not None:
             self._check_limit(plan.arena_bytes + plan.unplanned_bytes, "the memory plan for "
                               f"inputs {[v.shape for v in feeds]}")
             arena = plan.acquire()
-            views = arena[1]
+            views = arena.views
         # Without a plan (the first run of an input signature) the live bytes are counted
         # as values appear, so the run stops at the first node that crosses the limit.
         live = {} if self.memory_limit and plan is None else None
@@ -232,14 +288,8 @@ class Program:
                     res = step.op.run(ins, out)
                 except PyconvError:
                     raise
-                except (ValueError, TypeError, IndexError, ArithmeticError, MemoryError,
-                        AttributeError, KeyError, RecursionError) as exc:
-                    from pyconv.errors import InvalidArgument
-                    shapes = ", ".join(f"{step.node.inputs[i]}: "
-                                       f"{getattr(v, 'shape', None)} {getattr(v, 'dtype', '')}"
-                                       for i, v in enumerate(ins) if v is not None)
-                    raise InvalidArgument(f"{step.node.label} failed on inputs ({shapes}): "
-                                          f"{type(exc).__name__}: {exc}") from exc
+                except _OP_ERRORS as exc:
+                    raise self._failure(step, ins, exc) from exc
                 if profile is not None:
                     t1 = time.perf_counter()
                     profile.append((step.node, t0, t1, [getattr(r, "shape", None)
@@ -269,3 +319,39 @@ class Program:
             with self._plan_lock:
                 self.plans.setdefault(key, plan)
         return result
+
+    def _run_bound(self, plan, vals, wanted):
+        """A planned run without profiling or limit accounting: the arena's bound steps."""
+        arena = plan.acquire()
+        try:
+            if arena.steps is None:
+                arena.calls = self._bind(plan, arena.views)
+                arena.steps = list(zip(arena.calls, self._fast_ins, self._fast_outs,
+                                       self.free_after, self.steps))
+            for call, ins_at, outs_at, free, step in arena.steps:
+                ins = [vals[i] for i in ins_at]
+                try:
+                    res = call(ins)
+                except PyconvError:
+                    raise
+                except _OP_ERRORS as exc:
+                    raise self._failure(step, ins, exc) from exc
+                if len(outs_at) == 1:
+                    vals[outs_at[0]] = res[0]
+                else:
+                    for o, v in zip(outs_at, res):
+                        vals[o] = v
+                for i in free:
+                    vals[i] = None
+            return [vals[s] for s in wanted]
+        finally:
+            plan.release(arena)
+
+
+_OP_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError, MemoryError, AttributeError,
+              KeyError, RecursionError)
+
+
+def _unbound(op, out):
+    """``op.run`` with its planned ``out`` (or None), as a one-argument call."""
+    return functools.partial(op.run, out=out)

@@ -122,6 +122,16 @@ class Op:
         inputs); returns a list of ndarrays, one per node output."""
         raise NotImplementedError
 
+    def bind(self, specs, out):
+        """A faster ``run`` for one memory plan, or None (the default: ``run`` is used).
+
+        ``specs`` holds the ``(shape, dtype)`` each input had when the plan was recorded
+        (None for an absent optional input) and ``out`` is the planned buffer of output 0.
+        The returned ``call(inputs) -> outputs`` must give what ``run(inputs, out)``
+        gives; since shapes can depend on data, it checks that its inputs still match
+        ``specs`` and falls back to ``run`` when they do not."""
+        return None
+
     # -- helpers -------------------------------------------------------------------------
     def fail(self, message, cls=InvalidArgument):
         """Raises ``cls`` with a message naming this node."""

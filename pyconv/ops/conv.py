@@ -8,6 +8,7 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv.functional import ConvPlan
 from pyconv.functional._activation import _elementwise
+from pyconv.errors import PyconvError
 from pyconv.ops._base import Op, register, take_out, wrap_errors
 
 _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -105,6 +106,32 @@ class _ConvBase(Op):
                 residual is not None and np.may_share_memory(out, residual))):
             out = np.empty(shape, np.float32)
         return [wrap_errors(self, plan.run, x, residual, None, out)]
+
+    def bind(self, specs, out):
+        """The packed kernel bound to the planned input shape and ``out``
+        (:meth:`pyconv._ext.conv.ConvKernel.bind`): no per-call geometry or checks in
+        Python. Constant weights and fixed pads only."""
+        plan = self.plan
+        if plan is None or getattr(self, "dynamic", False) or specs[0] is None:
+            return None
+        x_shape, dtype = specs[0]
+        residual = len(specs) > 3 and specs[3] is not None
+        if dtype != np.float32 or (residual and specs[3] != (out.shape, np.float32)):
+            return None
+        try:
+            shape, pads_begin = plan._geometry_for(tuple(x_shape), None)
+        except PyconvError:
+            return None
+        if shape != out.shape:
+            return None
+        kernel = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
+                                  plan.activation, plan.act_alpha, plan.act_beta)
+        run = self.run
+
+        def call(inputs):
+            y = kernel(inputs[0], inputs[3] if residual else None)
+            return [y] if y is not None else run(inputs, out)
+        return call
 
     def _without_activation(self, plan):
         if not plan.activation:

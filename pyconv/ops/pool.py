@@ -7,6 +7,7 @@ import numpy as np
 
 from pyconv import arithmetic
 from pyconv import functional as F
+from pyconv.errors import PyconvError
 from pyconv.ops._base import REQUIRED, Op, register, wrap_errors
 
 _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -39,16 +40,38 @@ class _Pool(Op):
         self.ceil_mode = bool(self.attrs.get("ceil_mode", 0))
 
     def _pads(self, x):
-        if x.ndim != self.n + 2:
-            self.fail(f"input '{self.input_name(0)}' has shape {x.shape}; kernel_shape "
+        return self._pads_for(x.shape)
+
+    def _pads_for(self, shape):
+        if len(shape) != self.n + 2:
+            self.fail(f"input '{self.input_name(0)}' has shape {shape}; kernel_shape "
                       f"{list(self.kernel)} needs a {self.n + 2}-D input (N, C, *spatial)")
         if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             return wrap_errors(self, arithmetic.resolve_padding, self.auto_pad.lower(),
-                               self.n, x.shape[2:], self.kernel, self.strides,
+                               self.n, shape[2:], self.kernel, self.strides,
                                self.dilations)
         if self.auto_pad == "VALID":
             return (0,) * self.n, (0,) * self.n
         return self.pads
+
+    def _bind(self, mode, specs, out, count_include_pad=False):
+        """The pooling kernel bound to the planned input shape and ``out``
+        (:func:`pyconv.functional.bind_pool`); None where ``run`` must decide."""
+        if specs[0] is None or specs[0][1] != np.float32:
+            return None
+        try:
+            pb, pe = self._pads_for(specs[0][0])
+            kernel = F.bind_pool(mode, specs[0][0], self.kernel, self.strides, pb, pe,
+                                 self.dilations, self.ceil_mode, out,
+                                 count_include_pad=count_include_pad, op=self.node.label)
+        except (PyconvError, ValueError):
+            return None
+        run = self.run
+
+        def call(inputs):
+            y = kernel(inputs[0])
+            return [y] if y is not None else run(inputs, out)
+        return call
 
 
 @register("MaxPool")
@@ -84,6 +107,11 @@ class MaxPool(_Pool):
             idx = base * plane + r
         return [y, idx]
 
+    def bind(self, specs, out):
+        if len(self.node.outputs) > 1 and self.node.outputs[1]:
+            return None     # Indices: the general path
+        return self._bind("max", specs, out)
+
     def _call(self, x, pb, pe, indices, out):
         try:
             return wrap_errors(self, F.max_pool, x, self.kernel, self.strides, pb, pe,
@@ -101,6 +129,9 @@ class AveragePool(_Pool):
     attributes = {"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0,
                   "dilations": None, "kernel_shape": REQUIRED, "pads": None,
                   "strides": None}
+
+    def bind(self, specs, out):
+        return self._bind("avg", specs, out, bool(self.attrs["count_include_pad"]))
 
     def run(self, inputs, out=None):
         x = self.float32(inputs[0])

@@ -249,3 +249,86 @@ def test_backend_run_node_and_device():
     y = pyconv.backend.run_node(node, [x, w])[0]
     np.testing.assert_allclose(y, pyconv.functional.conv2d(x, w, padding=1), rtol=1e-6)
     assert pyconv.backend.supports_device("CPU") and not pyconv.backend.supports_device("CUDA")
+
+
+def bound_steps(session):
+    """Op types of the steps the planned runs of the session's only plan call bound."""
+    import functools
+    (plan,) = session._program.plans.values()
+    arena = plan._pool[-1]
+    return [step.node.op_type for step, call in zip(session._program.steps, arena.calls)
+            if not isinstance(call, functools.partial)]
+
+
+def test_bound_steps_match_onnxruntime(rng):
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Add", ["c2", "p1"], ["a2"]),          # residual, fused
+             helper.make_node("AveragePool", ["a2"], ["p2"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["p2", "w3"], ["c3"], strides=[2, 2]),
+             helper.make_node("Sigmoid", ["c3"], ["s3"]),            # fused
+             helper.make_node("GlobalAveragePool", ["s3"], ["y"])]
+    m = B.model(nodes, [("x", [1, 3, 10, 12])], [("y", None)],
+                {"w1": B.rand(rng, 8, 3, 3, 3), "b1": B.rand(rng, 8),
+                 "w2": B.rand(rng, 8, 1, 3, 3), "w3": B.rand(rng, 8, 4, 2, 2)})
+    s = pyconv.InferenceSession(m)
+    for _ in range(3):
+        x = B.rand(rng, 1, 3, 10, 12)
+        want = B.ort_run(m, {"x": x})[0]
+        for _ in range(2):
+            np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    assert bound_steps(s) == ["FusedConv", "MaxPool", "FusedConv", "AveragePool",
+                              "FusedConvTranspose"]
+
+
+def test_bound_steps_take_the_general_path_when_shapes_depend_on_data(rng):
+    # The conv's input shape comes from the values of an input: every feed has the same
+    # signature (one plan), but the planned shapes only hold for the first.
+    i64 = TensorProto.INT64
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["r"]),
+         helper.make_node("Conv", ["r", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [96]),
+              helper.make_tensor_value_info("s", i64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(B.rand(rng, 4, 3, 3, 3), "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    s = pyconv.InferenceSession(m)
+    x = B.rand(rng, 96)
+    for shape in ([1, 3, 4, 8], [2, 3, 4, 4], [1, 3, 8, 4], [1, 3, 4, 8]):
+        feed = {"x": x, "s": np.array(shape, np.int64)}
+        want = B.ort_run(m, feed)[0]
+        for _ in range(2):
+            np.testing.assert_allclose(s.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
+    assert len(s._program.plans) == 1 and bound_steps(s) == ["Conv"]
+
+
+def test_bound_steps_follow_the_thread_count(rng):
+    m = conv_model(rng)
+    s = pyconv.InferenceSession(m)          # intra_op_num_threads 0: the process setting
+    x = B.rand(rng, 1, 3, 40, 36)
+    want = B.ort_run(m, {"x": x})[0]
+    previous = pyconv.get_num_threads()
+    try:
+        for n in (1, 1, 2, 2, 1):
+            pyconv.set_num_threads(n)
+            np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    finally:
+        pyconv.set_num_threads(previous)
+    assert bound_steps(s) == ["FusedConv"]
+
+
+def test_a_checked_feed_signature_does_not_admit_other_feeds(rng):
+    s = pyconv.InferenceSession(conv_model(rng))
+    x = B.rand(rng, 1, 3, 8, 8)
+    s.run(None, {"x": x})
+    for feed, match in [({"x": x.astype(np.float64)}, "received dtype float64"),
+                        ({"x": x, "z": x}, "unknown input"), ({}, "missing input"),
+                        ({"x": x[0]}, "expected rank 4")]:
+        with pytest.raises(InvalidArgument, match=match):
+            s.run(None, feed)
+    np.testing.assert_array_equal(s.run(None, {"x": x.tolist()})[0], s.run(None, {"x": x})[0])

@@ -1,0 +1,137 @@
+"""Bound calls, the memory planner's fast path (ConvKernel.bind, functional.bind_pool):
+they give exactly what the general entry points give, and decline (None, nothing
+written) any call they were not bound for."""
+import numpy as np
+import pytest
+
+from _helpers import rand
+import pyconv
+import pyconv.functional as F
+from pyconv._ext import conv as conv_ext
+from tests.functional.test_conv import CASES, case_id
+
+
+@pytest.fixture(params=["auto", "im2col", "shifted", "padded"])
+def algorithm(request):
+    previous = conv_ext.set_algorithm(request.param)
+    yield request.param
+    conv_ext.set_algorithm(previous)
+
+
+def bound_conv(plan, x_shape, fill=np.nan):
+    shape, pads_begin = plan._geometry_for(tuple(x_shape), None)
+    out = np.full(shape, fill, np.float32)
+    call = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
+                            plan.activation, plan.act_alpha, plan.act_beta)
+    return call, out
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_bound_conv_matches_run(threads, algorithm, rng, case):
+    n, cin, cout, sp, k, s, p, d, g = case
+    plan = F.ConvPlan(rand(rng, cout, cin // g, *k), rand(rng, cout), s, p, d, g,
+                      activation="leaky_relu", act_alpha=0.1)
+    x, residual = rand(rng, n, cin, *sp), None
+    call, out = bound_conv(plan, x.shape)
+    assert call(x) is out
+    np.testing.assert_array_equal(out, plan.run(x))
+    residual = rand(rng, *out.shape)
+    assert call(x, residual) is out
+    np.testing.assert_array_equal(out, plan.run(x, residual))
+
+
+# (batch, C_in, C_out, spatial, kernel, stride, padding, output_padding, dilation, groups)
+TRANSPOSED = [
+    (2, 3, 5, (9, 7), (3, 3), 2, 1, 1, 1, 1),
+    (1, 8, 8, (6, 5), (4, 4), 2, 1, 0, 1, 8),          # one input channel per group
+    (1, 4, 6, (7,), (3,), 3, 0, 2, 2, 2),
+    (1, 2, 4, (3, 4, 5), (2, 3, 2), (1, 2, 1), 0, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED, ids=str)
+def test_bound_conv_transpose_matches_run(threads, rng, case):
+    n, cin, cout, sp, k, s, p, op, d, g = case
+    plan = F.ConvPlan(rand(rng, cin, cout // g, *k), rand(rng, cout), s, p, d, g,
+                      transposed=True, output_padding=op, activation="relu")
+    x = rand(rng, n, cin, *sp)
+    call, out = bound_conv(plan, x.shape)
+    assert call(x) is out
+    np.testing.assert_array_equal(out, plan.run(x))
+
+
+def test_bound_conv_declines_what_it_was_not_bound_for(rng):
+    plan = F.ConvPlan(rand(rng, 8, 4, 3, 3), rand(rng, 8), 1, 1)
+    x = rand(rng, 2, 4, 9, 7)
+    call, out = bound_conv(plan, x.shape, fill=7.0)
+    wrong = [x[:, :, :, :-1], rand(rng, 2, 4, 9, 8), x[None], x.astype(np.float64),
+             np.asfortranarray(x), x[:, ::-1], x.tolist(), None]
+    for bad in wrong:
+        assert call(bad) is None
+    for bad in (rand(rng, 2, 8, 9, 6), out.astype(np.float64), out.T):
+        assert call(x, bad) is None
+    assert call(x, out) is None                       # the residual is the output
+    # An input sharing the output's bytes (convolution cannot run in place).
+    shared = np.zeros(max(x.size, out.size), np.float32)
+    call2 = plan.kernel.bind(x.shape, shared[:out.size].reshape(out.shape), plan.stride,
+                             (1, 1), plan.dilation)
+    assert call2(shared[:x.size].reshape(x.shape)) is None
+    assert (out == 7).all() and not shared.any()
+    # Another thread count or algorithm setting: the geometry it holds is stale.
+    previous = pyconv.get_num_threads()
+    pyconv.set_num_threads(previous + 1)
+    try:
+        assert call(x) is None
+    finally:
+        pyconv.set_num_threads(previous)
+    previous = conv_ext.set_algorithm("im2col")
+    try:
+        assert call(x) is None
+    finally:
+        conv_ext.set_algorithm(previous)
+    assert (out == 7).all()
+    assert call(x) is out and np.array_equal(out, plan.run(x))
+
+
+# (shape, kernel, strides, pads_begin, pads_end, dilations, ceil_mode)
+POOLS = [
+    ((1, 32, 32, 32), (2, 2), (2, 2), (0, 0), (0, 0), (1, 1), False),
+    ((2, 3, 9, 12), (3, 3), (2, 2), (1, 1), (1, 0), (1, 1), True),
+    ((1, 4, 9, 12), (2, 2), (2, 2), (0, 0), (0, 0), (2, 2), False),
+    ((1, 2, 7), (3,), (1,), (1,), (1,), (1,), False),
+    ((1, 2, 5, 6, 7), (2, 2, 2), (1, 2, 2), (0, 0, 0), (1, 1, 1), (1, 1, 1), False),
+]
+
+
+@pytest.mark.parametrize("case", POOLS, ids=lambda c: "x".join(map(str, c[0])))
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("count_include_pad", [False, True])
+def test_bound_pool_matches_the_entry_points(threads, rng, case, mode, count_include_pad):
+    shape, k, s, pb, pe, d, ceil = case
+    x = rand(rng, *shape)
+    x.flat[::17] = np.nan                             # NaN windows take their own path
+    want = (F.max_pool(x, k, s, pb, pe, d, ceil) if mode == "max" else
+            F.avg_pool(x, k, s, pb, pe, d, ceil, count_include_pad))
+    out = np.full(want.shape, 7, np.float32)
+    call = F.bind_pool(mode, x.shape, k, s, pb, pe, d, ceil, out,
+                       count_include_pad=count_include_pad)
+    assert call(x) is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_bound_pool_declines_and_checks(rng):
+    x = rand(rng, 1, 4, 8, 8)
+    out = np.full((1, 4, 4, 4), 7, np.float32)
+    call = F.bind_pool("max", x.shape, 2, 2, 0, 0, 1, False, out)
+    for bad in (x[..., :-1], x.astype(np.float64), x[:, ::-1], rand(rng, 1, 4, 8, 9),
+                x[0], x.tolist()):
+        assert call(bad) is None
+    shared = np.zeros(x.size, np.float32)
+    call2 = F.bind_pool("avg", x.shape, 2, 2, 0, 0, 1, False, shared[:out.size].reshape(
+        out.shape))
+    assert call2(shared.reshape(x.shape)) is None
+    assert (out == 7).all() and not shared.any()
+    with pytest.raises(pyconv.errors.InvalidArgument, match="out must be"):
+        F.bind_pool("max", x.shape, 2, 2, 0, 0, 1, False, np.empty((1, 4, 4, 5), np.float32))
+    with pytest.raises(pyconv.errors.ShapeError, match="x must be"):
+        F.bind_pool("max", (4, 8), 2, 2, 0, 0, 1, False, out)
