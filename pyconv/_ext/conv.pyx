@@ -27,7 +27,7 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_thread
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                current_kernel, planned_array, arrays_overlap)
-from pyconv._ext.gemm cimport PYCONV_ACT_NONE, pyconv_epilogue_fn
+from pyconv._ext.gemm cimport PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 cnp.import_array()
@@ -382,8 +382,6 @@ _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED
 
 # Phase copies of at most this many floats are made at once (then the next images').
 DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
-# Larger strides take im2col (their phase planes would cost more than they save).
-DEF MAX_PHASE_STRIDE = 8
 
 
 def set_algorithm(name):
@@ -416,7 +414,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     block packs the same B (see _padded_split); the shifted path reads B in place."""
     cdef int64_t wq, hq, m, k, n, chunks, copy, gemm, shifted, padded, im2col, packers
     if (_algorithm == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
-            or p.sw > MAX_PHASE_STRIDE or p.sh > MAX_PHASE_STRIDE):
+            or p.sw > PYCONV_MAX_PHASE_STRIDE or p.sh > PYCONV_MAX_PHASE_STRIDE):
         return ALGO_IM2COL
     if _algorithm != ALGO_AUTO:
         return _algorithm
@@ -583,48 +581,13 @@ cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const fl
 
 cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) noexcept nogil:
     """The sw phase planes (py, 0..sw-1) of channel c of (image, group) ng, cy = c*sh + py:
-    plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input.
-    All phases of a row are filled in one pass over the input row."""
-    cdef const phase_copy *pc = &p.pc
-    cdef int64_t c = cy // p.sh, py = cy - c * p.sh, i, j, q, iy
+    plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input
+    (the per-ISA phase_split of src/kernels/sgemm_common.inc)."""
+    cdef int64_t c = cy // p.sh, py = cy - c * p.sh
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
-    cdef int64_t lo_all = 0, hi_all = pc.wq
-    cdef int64_t los[MAX_PHASE_STRIDE]
-    cdef int64_t his[MAX_PHASE_STRIDE]
     cdef const float *xc = p.x + ((n * p.cin + grp * (p.cin // p.groups) + c) * p.h) * p.w
-    cdef const float *src
-    cdef float *row
-    cdef float *row1
-    for q in range(p.sw):
-        _valid_range(q - p.pw, p.sw, p.w, pc.wq, &los[q], &his[q])
-        lo_all = max(lo_all, los[q])
-        hi_all = min(hi_all, his[q])
-    for i in range(pc.hq):
-        iy = i * p.sh + py - p.ph
-        src = xc + iy * p.w - p.pw
-        for q in range(p.sw):
-            row = dst + q * pc.plane + i * pc.wq
-            if iy < 0 or iy >= p.h or his[q] <= los[q]:
-                _zero(row, pc.wq)
-                continue
-            _zero(row, los[q])
-            _zero(row + his[q], pc.wq - his[q])
-            if p.sw == 1:
-                memcpy(row + los[0], src + los[0], (his[0] - los[0]) * sizeof(float))
-            elif p.sw != 2 or hi_all <= lo_all:
-                for j in range(los[q], his[q]):
-                    row[j] = src[j * p.sw + q]
-            else:    # the two phases' common columns are copied together below
-                for j in range(los[q], lo_all):
-                    row[j] = src[j * 2 + q]
-                for j in range(hi_all, his[q]):
-                    row[j] = src[j * 2 + q]
-        if p.sw == 2 and hi_all > lo_all and 0 <= iy < p.h:
-            row = dst + i * pc.wq
-            row1 = row + pc.plane
-            for j in range(lo_all, hi_all):
-                row[j] = src[2 * j]
-                row1[j] = src[2 * j + 1]
+    p.packed[0].kernel.phase_split(xc, p.h, p.w, p.sh, p.sw, py, p.ph, p.pw, p.pc.hq,
+                                   p.pc.wq, p.pc.plane, dst)
 
 
 cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,

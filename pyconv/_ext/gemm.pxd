@@ -27,6 +27,11 @@ cdef extern from "sgemm.h" nogil:
                                             const float *a, const float *src,
                                             const int64_t *off, float *tile) noexcept nogil
 
+    ctypedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
+                                           int64_t sw, int64_t py, int64_t ph, int64_t pw,
+                                           int64_t hq, int64_t wq, int64_t plane,
+                                           float *dst) noexcept nogil
+
     ctypedef struct pyconv_sgemm_kernel:
         const char *isa
         const char *ukernel_name
@@ -38,10 +43,12 @@ cdef extern from "sgemm.h" nogil:
         pyconv_sgemv_fn gemv
         pyconv_fma_peak_fn fma_peak
         pyconv_shifted_ukernel shifted
+        pyconv_phase_split_fn phase_split
 
     enum:
         PYCONV_ACT_NONE
         PYCONV_ACT_COUNT
+        PYCONV_MAX_PHASE_STRIDE
 
 # Packs columns [n0, n0 + nc) of rows [k0, k0 + kc) of the B operand into NR-wide panels
 # (dst[p * kc * nr + k * nr + j]), zero-filling the last panel's missing columns.

@@ -61,6 +61,18 @@ typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int6
                                        const float *a, const float *src, const int64_t *off,
                                        float *tile);
 
+/* Larger strides take im2col: their phase planes would cost more than they save. */
+#define PYCONV_MAX_PHASE_STRIDE 8
+
+/* The convolution's phase copy of one input channel (see conv.pyx, phase_copy): for
+ * row phase py, the sw planes q = 0..sw-1, each hq rows of wq floats (planes `plane`
+ * floats apart), get dst[q * plane + i * wq + j] = x[iy * w + ix] with iy = i * sh + py - ph
+ * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0.
+ * sw <= PYCONV_MAX_PHASE_STRIDE. */
+typedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
+                                      int64_t sw, int64_t py, int64_t ph, int64_t pw,
+                                      int64_t hq, int64_t wq, int64_t plane, float *dst);
+
 /* Times an FMA-only loop: returns the flops executed (used to measure machine peak). */
 typedef double (*pyconv_fma_peak_fn)(int64_t iterations);
 
@@ -74,6 +86,7 @@ typedef struct {
     pyconv_sgemv_fn gemv;
     pyconv_fma_peak_fn fma_peak;
     pyconv_shifted_ukernel shifted;
+    pyconv_phase_split_fn phase_split;
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */
