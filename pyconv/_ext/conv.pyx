@@ -610,11 +610,18 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef float *dst
     cdef pyconv_epilogue ep, seg
     cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
+    # Without a residual the epilogue does not depend on the position: one call on the
+    # whole tile (dropped columns included) instead of one per row run.
+    cdef bint whole_tile = has_ep and p.residual == NULL
     _fill_epilogue(p, grp * cout_g, n, &ep)
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
         rows = min(mr, a.m - ir)
         kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
+        if whole_tile:
+            seg = ep
+            seg.bias = ep.bias + ir if ep.bias != NULL else NULL
+            kern.epilogue(tile, nr, rows, n1 - n0, &seg)
         j = n0
         while j < n1:
             oy = j // pc.wq
@@ -622,7 +629,7 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             run = min(pc.wq - ox, n1 - j)
             if ox < p.ow:
                 cnt = min(run, p.ow - ox)
-                if has_ep:
+                if has_ep and not whole_tile:
                     seg = ep
                     seg.bias = ep.bias + ir if ep.bias != NULL else NULL
                     seg.residual = (ep.residual + ir * plane + oy * p.ow + ox
