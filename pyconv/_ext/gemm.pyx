@@ -677,6 +677,61 @@ def matmul(a, b):
     return out
 
 
+cdef class LinearCall:
+    """``x @ weight.T + bias`` for a (rows, in_features) float32 input of one shape, row by
+    row on the GEMV kernel with the bias as its ``beta * y`` term (see :func:`bind_linear`).
+    ``call(x)`` returns a new (rows, out_features) array, or None, computing nothing, when
+    x is not a float32 aligned C-contiguous array of the bound shape."""
+    cdef object weight          # (out, in) float32 C-contiguous
+    cdef object bias            # (out,) float32 C-contiguous, or None
+    cdef cnp.npy_intp x_dims[2]
+
+    def __call__(self, x):
+        if not planned_array(x, 2, self.x_dims):
+            return None
+        cdef int64_t rows = self.x_dims[0], k = self.x_dims[1], n = self.weight.shape[0], i
+        y = np.empty((rows, n), dtype=np.float32)
+        cdef const float *w = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.weight)
+        cdef const float *b = (NULL if self.bias is None
+                               else <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias))
+        cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        cdef const pyconv_sgemm_kernel *kern = _kernel
+        cdef int nthreads = _num_threads
+        with nogil:
+            for i in range(rows):
+                if b != NULL:
+                    memcpy(yp + i * n, b, n * sizeof(float))
+                _gemv_parallel(kern, n, k, 1.0, w, k, 1, xp + i * k, 1,
+                               1.0 if b != NULL else 0.0, yp + i * n, 1, nthreads)
+        return y
+
+
+def bind_linear(weight, bias, x_shape):
+    """A :class:`LinearCall` computing ``x @ weight.T + bias`` for inputs of ``x_shape``
+    (rows, in_features), or None when the GEMV rows are not the right path (an empty
+    dimension). weight: (out_features, in_features), bias: (out_features,) or None; both
+    float32, C-contiguous, kept (not copied)."""
+    if (not isinstance(weight, np.ndarray) or weight.dtype != np.float32 or weight.ndim != 2
+            or not weight.flags.c_contiguous or len(x_shape) != 2
+            or x_shape[1] != weight.shape[1]):
+        raise ValueError(f"bind_linear: weight must be a C-contiguous float32 (out, in) array "
+                         f"matching x of shape {x_shape}")
+    if bias is not None and (not isinstance(bias, np.ndarray) or bias.dtype != np.float32
+                             or bias.shape != (weight.shape[0],)
+                             or not bias.flags.c_contiguous):
+        raise ValueError(f"bind_linear: bias must be a C-contiguous float32 array of shape "
+                         f"({weight.shape[0]},)")
+    if 0 in x_shape or 0 in weight.shape:
+        return None
+    cdef LinearCall call = LinearCall.__new__(LinearCall)
+    call.weight = weight
+    call.bias = bias
+    call.x_dims[0] = x_shape[0]
+    call.x_dims[1] = x_shape[1]
+    return call
+
+
 # ---------------------------------------------------------------------------------------
 # Machine peak.
 

@@ -991,6 +991,47 @@ def global_pool(x, bint is_max):
     return y
 
 
+cdef class GlobalPoolCall:
+    """global_pool() bound to an input shape (see :func:`bind_global_pool`). ``call(x)``
+    returns a new (N, C, 1, ...) array, or None, computing nothing, when x is not a float32
+    aligned C-contiguous array of the bound shape."""
+    cdef bint is_max
+    cdef int ndim
+    cdef cnp.npy_intp x_dims[8]
+    cdef int64_t planes, size
+    cdef tuple out_shape
+
+    def __call__(self, x):
+        if not planned_array(x, self.ndim, self.x_dims):
+            return None
+        y = np.empty(self.out_shape, dtype=np.float32)
+        cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        cdef int nthreads = threads_for(self.planes * self.size, current_num_threads())
+        with nogil:
+            _global_planes(xp, yp, self.planes, self.size, self.is_max, nthreads)
+        return y
+
+
+def bind_global_pool(tuple x_shape, bint is_max):
+    """A :class:`GlobalPoolCall`: the mean (or max) of each (n, c) plane of inputs of
+    ``x_shape`` (N, C, *spatial, 1 to 6 spatial dims, none empty), as (N, C, 1, ...)."""
+    if not 3 <= len(x_shape) <= 8 or any(s <= 0 for s in x_shape[2:]) or min(x_shape) < 0:
+        raise ValueError(f"bind_global_pool: x_shape must be (N, C, *spatial) with 1 to 6 "
+                         f"non-empty spatial dims, got {x_shape}")
+    cdef GlobalPoolCall call = GlobalPoolCall.__new__(GlobalPoolCall)
+    call.is_max = is_max
+    call.ndim = len(x_shape)
+    for i in range(call.ndim):
+        call.x_dims[i] = x_shape[i]
+    call.planes = x_shape[0] * x_shape[1]
+    call.size = 1
+    for s in x_shape[2:]:
+        call.size *= s
+    call.out_shape = x_shape[:2] + (1,) * (len(x_shape) - 2)
+    return call
+
+
 cdef inline void _adaptive_bounds(int64_t o, int64_t size, int64_t out, int64_t *lo,
                                   int64_t *hi) noexcept nogil:
     """torch: [floor(o * size / out), ceil((o + 1) * size / out))."""

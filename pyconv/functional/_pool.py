@@ -32,7 +32,7 @@ __all__ = [
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "max_unpool1d", "max_unpool2d", "max_unpool3d",
-    "global_avg_pool", "global_max_pool",
+    "global_avg_pool", "global_max_pool", "bind_global_pool",
     "max_pool", "avg_pool", "bind_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
     "adaptive_max_pool",
 ]
@@ -375,13 +375,31 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
 
 def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilations,
               ceil_mode, out, *, count_include_pad=False, op="pool"):
-    """:func:`max_pool` (``mode='max'``, no indices) or :func:`avg_pool` (``'avg'``) for
-    inputs of shape ``x_shape``, written into the preallocated ``out``, with the geometry
-    validated and resolved once (a memory planner's step).
+    """:func:`max_pool` (``mode='max'``, no indices) or :func:`avg_pool` (``'avg'``) bound
+    to one input shape and a preallocated output, with the geometry validated and resolved
+    once (a memory planner's step).
 
-    Returns ``call(x)``: ``out``, written, or None without computing anything when x is not
-    a float32 aligned C-contiguous array of ``x_shape`` (the caller then takes the
-    general entry point, which converts or reports)."""
+    Parameters
+    ----------
+    mode : {'max', 'avg'}
+    x_shape : tuple of int
+        (N, C, *spatial), 1 to 3 spatial dims.
+    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode
+        As in :func:`max_pool`.
+    out : ndarray
+        Writeable C-contiguous float32 array of the output shape.
+    count_include_pad : bool
+        Average pooling, as in :func:`avg_pool`.
+    op : str
+        Name used in error messages.
+
+    Returns
+    -------
+    call : callable
+        ``call(x)`` writes and returns ``out``, or returns None without computing
+        anything when x is not a float32 aligned C-contiguous array of ``x_shape`` (the
+        caller then takes the general entry point, which converts or reports).
+    """
     x_shape = tuple(x_shape)
     if not 3 <= len(x_shape) <= 5 or 0 in x_shape[2:]:
         raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
@@ -929,6 +947,30 @@ def _global(op, x, is_max):
     n, c = x.shape[:2]
     y = _kernels.global_pool(x.reshape(n * c, -1), is_max)
     return y.reshape((n, c) + (1,) * (x.ndim - 2))
+
+
+def bind_global_pool(x_shape, is_max, *, op="global_pool"):
+    """:func:`global_avg_pool` (``is_max`` false) or :func:`global_max_pool` bound to one
+    input shape, with the checks done once (a memory planner's step).
+
+    Parameters
+    ----------
+    x_shape : tuple of int
+        (N, C, *spatial), at least one spatial dim, none empty.
+    is_max : bool
+
+    Returns
+    -------
+    call : callable
+        ``call(x)`` returns a new float32 (N, C, 1, ..., 1) array, or None without
+        computing anything when x is not a float32 aligned C-contiguous array of
+        ``x_shape`` (the caller then takes the general entry point).
+    """
+    x_shape = tuple(x_shape)
+    if len(x_shape) < 3 or 0 in x_shape[2:]:
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with non-empty spatial dims, "
+                         f"got shape {x_shape}")
+    return _kernels.bind_global_pool(x_shape, bool(is_max))
 
 
 def global_avg_pool(x):

@@ -238,10 +238,9 @@ class Program:
         for step in self.steps:
             out = views.get(step.outs[0])
             call = None
-            if out is not None:
-                specs = [self._spec(plan, i) for i in step.ins]
-                if all(sp is not None for sp, i in zip(specs, step.ins) if i >= 0):
-                    call = step.op.bind(specs, out)
+            specs = [self._spec(plan, i) for i in step.ins]
+            if all(sp is not None for sp, i in zip(specs, step.ins) if i >= 0):
+                call = step.op.bind(specs, out)
             if call is None:
                 call = _unbound(step.op, out)
             calls.append(call)

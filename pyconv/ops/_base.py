@@ -126,7 +126,8 @@ class Op:
         """A faster ``run`` for one memory plan, or None (the default: ``run`` is used).
 
         ``specs`` holds the ``(shape, dtype)`` each input had when the plan was recorded
-        (None for an absent optional input) and ``out`` is the planned buffer of output 0.
+        (None for an absent optional input) and ``out`` is the planned buffer of output 0
+        (None when output 0 has no place in the arena).
         The returned ``call(inputs) -> outputs`` must give what ``run(inputs, out)``
         gives; since shapes can depend on data, it checks that its inputs still match
         ``specs`` and falls back to ``run`` when they do not."""

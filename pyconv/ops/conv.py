@@ -112,7 +112,8 @@ class _ConvBase(Op):
         (:meth:`pyconv._ext.conv.ConvKernel.bind`): no per-call geometry or checks in
         Python. Constant weights and fixed pads only."""
         plan = self.plan
-        if plan is None or getattr(self, "dynamic", False) or specs[0] is None:
+        if (plan is None or out is None or getattr(self, "dynamic", False)
+                or specs[0] is None):
             return None
         x_shape, dtype = specs[0]
         residual = len(specs) > 3 and specs[3] is not None

@@ -71,6 +71,26 @@ class Gemm(_Linear):
             return np.ascontiguousarray(c.reshape(-1) * np.float32(self.beta))
         return None
 
+    def bind(self, specs, out):
+        """Batch-1 inference: the GEMV rows bound to the planned input shape, for a
+        constant B and a C that is absent or a constant per-column bias."""
+        if (self.weight is None or specs[0] is None or specs[0][1] != np.float32
+                or int(self.attrs["transA"]) or len(specs[0][0]) != 2
+                or specs[0][0][0] > _GEMV_MAX_ROWS or specs[0][0][1] != self.weight.shape[1]):
+            return None
+        has_c = len(specs) > 2 and specs[2] is not None
+        if has_c and (self.bias is None or self.bias.shape != self.weight.shape[:1]):
+            return None
+        kernel = gemm.bind_linear(self.weight, self.bias if has_c else None, specs[0][0])
+        if kernel is None:
+            return None
+        run = self.run
+
+        def call(inputs):
+            y = kernel(inputs[0])
+            return [y] if y is not None else run(inputs, out)
+        return call
+
     def run(self, inputs, out=None):
         a = self.float32(inputs[0])
         if a.ndim != 2:

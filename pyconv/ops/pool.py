@@ -57,7 +57,7 @@ class _Pool(Op):
     def _bind(self, mode, specs, out, count_include_pad=False):
         """The pooling kernel bound to the planned input shape and ``out``
         (:func:`pyconv.functional.bind_pool`); None where ``run`` must decide."""
-        if specs[0] is None or specs[0][1] != np.float32:
+        if out is None or specs[0] is None or specs[0][1] != np.float32:
             return None
         try:
             pb, pe = self._pads_for(specs[0][0])
@@ -162,8 +162,26 @@ class LpPool(_Pool):
                             op=self.node.label)]
 
 
+class _GlobalPool(Op):
+    is_max = False
+
+    def bind(self, specs, out):
+        if specs[0] is None or specs[0][1] != np.float32:
+            return None
+        try:
+            kernel = F.bind_global_pool(specs[0][0], self.is_max, op=self.node.label)
+        except (PyconvError, ValueError):
+            return None
+        run = self.run
+
+        def call(inputs):
+            y = kernel(inputs[0])
+            return [y] if y is not None else run(inputs, out)
+        return call
+
+
 @register("GlobalAveragePool")
-class GlobalAveragePool(Op):
+class GlobalAveragePool(_GlobalPool):
     """ONNX GlobalAveragePool: mean over all spatial dims (kept as 1s)."""
 
     def run(self, inputs, out=None):
@@ -171,8 +189,9 @@ class GlobalAveragePool(Op):
 
 
 @register("GlobalMaxPool")
-class GlobalMaxPool(Op):
+class GlobalMaxPool(_GlobalPool):
     """ONNX GlobalMaxPool: max over all spatial dims (kept as 1s)."""
+    is_max = True
 
     def run(self, inputs, out=None):
         return [wrap_errors(self, F.global_max_pool, self.float32(inputs[0]))]

@@ -135,3 +135,37 @@ def test_bound_pool_declines_and_checks(rng):
         F.bind_pool("max", x.shape, 2, 2, 0, 0, 1, False, np.empty((1, 4, 4, 5), np.float32))
     with pytest.raises(pyconv.errors.ShapeError, match="x must be"):
         F.bind_pool("max", (4, 8), 2, 2, 0, 0, 1, False, out)
+
+
+@pytest.mark.parametrize("shape", [(1, 96, 8, 8), (2, 3, 7), (1, 2, 3, 4, 5), (3, 5, 1, 1)],
+                         ids=str)
+@pytest.mark.parametrize("is_max", [False, True])
+def test_bound_global_pool_matches_the_entry_points(threads, rng, shape, is_max):
+    x = rand(rng, *shape)
+    x.flat[::13] = np.nan if is_max else 1e30       # NaN propagation / float64 sums
+    call = F.bind_global_pool(x.shape, is_max)
+    want = F.global_max_pool(x) if is_max else F.global_avg_pool(x)
+    np.testing.assert_array_equal(call(x), want)
+    for bad in (x[..., :-1] if shape[-1] > 1 else x[:1, :1], x.astype(np.float64),
+                np.asfortranarray(x) if x.ndim > 2 and not x.flags.f_contiguous else x[None],
+                x.tolist()):
+        assert call(bad) is None
+    with pytest.raises(pyconv.errors.ShapeError, match="non-empty spatial"):
+        F.bind_global_pool((1, 2, 0), is_max)
+
+
+@pytest.mark.parametrize("rows,k,n", [(1, 96, 6), (1, 1, 1), (1, 300, 37)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bound_linear_matches_linear(threads, rng, rows, k, n, with_bias):
+    from pyconv._ext import gemm
+    w, b = rand(rng, n, k), rand(rng, n) if with_bias else None
+    x = rand(rng, rows, k)
+    call = gemm.bind_linear(w, b, x.shape)
+    np.testing.assert_allclose(call(x), F.linear(x, w, b), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(call(x), x.astype(np.float64) @ w.T + (0 if b is None else b),
+                               rtol=1e-4, atol=1e-4)
+    for bad in (x[:, :-1], x.astype(np.float64), rand(rng, rows + 1, k), x[0], x.tolist()):
+        assert call(bad) is None
+    assert gemm.bind_linear(w[:, :0].copy(), b, (rows, 0)) is None
+    with pytest.raises(ValueError, match="weight must be"):
+        gemm.bind_linear(w.astype(np.float64), b, x.shape)

@@ -270,10 +270,13 @@ def test_bound_steps_match_onnxruntime(rng):
                               pads=[1, 1, 1, 1]),
              helper.make_node("ConvTranspose", ["p2", "w3"], ["c3"], strides=[2, 2]),
              helper.make_node("Sigmoid", ["c3"], ["s3"]),            # fused
-             helper.make_node("GlobalAveragePool", ["s3"], ["y"])]
+             helper.make_node("GlobalAveragePool", ["s3"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], transB=1)]
     m = B.model(nodes, [("x", [1, 3, 10, 12])], [("y", None)],
                 {"w1": B.rand(rng, 8, 3, 3, 3), "b1": B.rand(rng, 8),
-                 "w2": B.rand(rng, 8, 1, 3, 3), "w3": B.rand(rng, 8, 4, 2, 2)})
+                 "w2": B.rand(rng, 8, 1, 3, 3), "w3": B.rand(rng, 8, 4, 2, 2),
+                 "wg": B.rand(rng, 5, 4), "bg": B.rand(rng, 5)})
     s = pyconv.InferenceSession(m)
     for _ in range(3):
         x = B.rand(rng, 1, 3, 10, 12)
@@ -281,7 +284,7 @@ def test_bound_steps_match_onnxruntime(rng):
         for _ in range(2):
             np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
     assert bound_steps(s) == ["FusedConv", "MaxPool", "FusedConv", "AveragePool",
-                              "FusedConvTranspose"]
+                              "FusedConvTranspose", "GlobalAveragePool", "Gemm"]
 
 
 def test_bound_steps_take_the_general_path_when_shapes_depend_on_data(rng):
