@@ -173,6 +173,22 @@ def take_out(out, shape, dtype=np.float32):
     return np.empty(check_tensor_size(shape), dtype)
 
 
+def bound_step(kernel, op, out, second=None):
+    """The ``call(inputs)`` an :meth:`Op.bind` returns for a bound kernel: ``kernel(x)``
+    (or ``kernel(x, inputs[second])``) as the one output, or ``op.run(inputs, out)`` when
+    the kernel declines the inputs (returns None)."""
+    run = op.run
+    if second is None:
+        def call(inputs):
+            y = kernel(inputs[0])
+            return [y] if y is not None else run(inputs, out)
+    else:
+        def call(inputs):
+            y = kernel(inputs[0], inputs[second])
+            return [y] if y is not None else run(inputs, out)
+    return call
+
+
 def wrap_errors(owner, fn, /, *args, **kwargs):
     """Calls fn, prefixing pyconv errors with the node when they do not name it."""
     try:

@@ -9,7 +9,7 @@ from pyconv import arithmetic
 from pyconv.functional import ConvPlan
 from pyconv.functional._activation import _elementwise
 from pyconv.errors import PyconvError
-from pyconv.ops._base import Op, register, take_out, wrap_errors
+from pyconv.ops._base import Op, bound_step, register, take_out, wrap_errors
 
 _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -127,12 +127,7 @@ class _ConvBase(Op):
             return None
         kernel = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
                                   plan.activation, plan.act_alpha, plan.act_beta)
-        run = self.run
-
-        def call(inputs):
-            y = kernel(inputs[0], inputs[3] if residual else None)
-            return [y] if y is not None else run(inputs, out)
-        return call
+        return bound_step(kernel, self, out, 3 if residual else None)
 
     def _without_activation(self, plan):
         if not plan.activation:

@@ -10,7 +10,7 @@ import numpy as np
 from pyconv._ext import gemm
 from pyconv.errors import ShapeError
 from pyconv.functional._misc import _GEMV_MAX_ROWS, _linear_checked
-from pyconv.ops._base import Op, register, wrap_errors
+from pyconv.ops._base import Op, bound_step, register, wrap_errors
 
 
 class _Linear(Op):
@@ -84,12 +84,7 @@ class Gemm(_Linear):
         kernel = gemm.bind_linear(self.weight, self.bias if has_c else None, specs[0][0])
         if kernel is None:
             return None
-        run = self.run
-
-        def call(inputs):
-            y = kernel(inputs[0])
-            return [y] if y is not None else run(inputs, out)
-        return call
+        return bound_step(kernel, self, out)
 
     def run(self, inputs, out=None):
         a = self.float32(inputs[0])

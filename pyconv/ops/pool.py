@@ -8,7 +8,7 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv import functional as F
 from pyconv.errors import PyconvError
-from pyconv.ops._base import REQUIRED, Op, register, wrap_errors
+from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
 
 _AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -66,12 +66,7 @@ class _Pool(Op):
                                  count_include_pad=count_include_pad, op=self.node.label)
         except (PyconvError, ValueError):
             return None
-        run = self.run
-
-        def call(inputs):
-            y = kernel(inputs[0])
-            return [y] if y is not None else run(inputs, out)
-        return call
+        return bound_step(kernel, self, out)
 
 
 @register("MaxPool")
@@ -172,12 +167,7 @@ class _GlobalPool(Op):
             kernel = F.bind_global_pool(specs[0][0], self.is_max, op=self.node.label)
         except (PyconvError, ValueError):
             return None
-        run = self.run
-
-        def call(inputs):
-            y = kernel(inputs[0])
-            return [y] if y is not None else run(inputs, out)
-        return call
+        return bound_step(kernel, self, out)
 
 
 @register("GlobalAveragePool")
