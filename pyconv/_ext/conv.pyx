@@ -27,7 +27,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_thread
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                current_kernel, planned_array, arrays_overlap)
-from pyconv._ext.gemm cimport PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn
+from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
+                               pyconv_run)
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 cnp.import_array()
@@ -524,6 +525,7 @@ cdef struct padded_b:
     const float *x          # the phase copy of one (image, group)
     const int64_t *off      # B row k starts at x + off[k]
     int64_t wq, oh, ow      # 2-D output (od == 1)
+    const pyconv_sgemm_kernel *kernel   # its pack_runs copies the runs
 
 
 cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
@@ -532,20 +534,18 @@ cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     is x[off[k] + oy * wq + ox], so every run inside one output row and one NR panel is a
     plain copy (no bounds, no zero fill)."""
     cdef const padded_b *b = <const padded_b *>ctx
-    cdef int64_t kk, q, p, nseg = 0
-    cdef const float *src
-    cdef float *d
+    cdef int64_t p, nseg = 0
     cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, b.oh, b.ow, &nseg)
     if seg == NULL:
         return
-    for p in range(nseg):
-        seg[p].x0 += seg[p].yh * b.wq        # now the run's offset within a B row
-    for kk in range(kc):
-        src = b.x + b.off[k0 + kk]
+    cdef pyconv_run *runs = <pyconv_run *>malloc(max(nseg, <int64_t>1) * sizeof(pyconv_run))
+    if runs != NULL:
         for p in range(nseg):
-            d = dst + seg[p].dst + kk * nr
-            for q in range(seg[p].n):
-                d[q] = src[seg[p].x0 + q]
+            runs[p].src = seg[p].yh * b.wq + seg[p].x0      # the run's offset in a B row
+            runs[p].n = seg[p].n
+            runs[p].dst = seg[p].dst
+        b.kernel.pack_runs(b.x, b.off + k0, kc, runs, nseg, nr, dst)
+        free(runs)
     free(seg)
     _zero_last_panel(dst, kc, nc, nr)
 
@@ -572,6 +572,7 @@ cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const fl
     ctx.wq = pc.wq
     ctx.oh = p.oh
     ctx.ow = p.ow
+    ctx.kernel = a.kernel
     _fill_epilogue(p, grp * cout_g, n, &ep)
     nc = sgemm_nc(a, n1 - n0)
     sgemm_block(a, m0, m1, n0, n1, nc, pack_b_padded, &ctx,

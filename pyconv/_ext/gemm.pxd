@@ -32,6 +32,14 @@ cdef extern from "sgemm.h" nogil:
                                            int64_t hq, int64_t wq, int64_t plane,
                                            float *dst) noexcept nogil
 
+    ctypedef struct pyconv_run:
+        int64_t src
+        int64_t n
+        int64_t dst
+    ctypedef void (*pyconv_pack_runs_fn)(const float *src, const int64_t *off, int64_t kc,
+                                         const pyconv_run *runs, int64_t nruns, int64_t nr,
+                                         float *dst) noexcept nogil
+
     ctypedef struct pyconv_sgemm_kernel:
         const char *isa
         const char *ukernel_name
@@ -44,6 +52,7 @@ cdef extern from "sgemm.h" nogil:
         pyconv_fma_peak_fn fma_peak
         pyconv_shifted_ukernel shifted
         pyconv_phase_split_fn phase_split
+        pyconv_pack_runs_fn pack_runs
 
     enum:
         PYCONV_ACT_NONE

@@ -73,6 +73,18 @@ typedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int6
                                       int64_t sw, int64_t py, int64_t ph, int64_t pw,
                                       int64_t hq, int64_t wq, int64_t plane, float *dst);
 
+/* One run of consecutive floats: src offset, length, dst offset. */
+typedef struct {
+    int64_t src, n, dst;
+} pyconv_run;
+
+/* Packs runs of B rows into GEMM panels (the padded im2col path, see conv.pyx
+ * pack_b_padded): for kk < kc and every run r,
+ * dst[runs[r].dst + kk * nr + q] = src[off[kk] + runs[r].src + q] for q < runs[r].n. */
+typedef void (*pyconv_pack_runs_fn)(const float *src, const int64_t *off, int64_t kc,
+                                    const pyconv_run *runs, int64_t nruns, int64_t nr,
+                                    float *dst);
+
 /* Times an FMA-only loop: returns the flops executed (used to measure machine peak). */
 typedef double (*pyconv_fma_peak_fn)(int64_t iterations);
 
@@ -87,6 +99,7 @@ typedef struct {
     pyconv_fma_peak_fn fma_peak;
     pyconv_shifted_ukernel shifted;
     pyconv_phase_split_fn phase_split;
+    pyconv_pack_runs_fn pack_runs;
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */

@@ -151,5 +151,5 @@ static double fma_peak_avx512(int64_t iterations)
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx512 = {
     "avx512", "sgemm_ukernel_8x48_avx512", MR, NR, sgemm_ukernel_8x48_avx512,
     sgemm_ukernel_8x48_edge_avx512,    epilogue_avx512, gemv_avx512, fma_peak_avx512,
-    shifted_ukernel_avx512, phase_split_avx512,
+    shifted_ukernel_avx512, phase_split_avx512, pack_runs_avx512,
 };
