@@ -187,6 +187,8 @@ class InferenceSession:
         # Feed signatures ((shape, dtype) per input) that passed _check_feed: a repeated
         # signature is accepted on a dict lookup.
         self._feed_signatures = set()
+        self._all_output_slots = [self._program.output_slot[o.name]
+                                  for o in self._outputs_info]
         self.profile = []
         self._profile_lock = threading.Lock()
         self._profile_start = time.perf_counter()
@@ -319,14 +321,15 @@ class InferenceSession:
             operator failing on the given shapes (names the node).
         """
         feeds = self._check_feed(input_feed)
-        all_outs = [o.name for o in self._outputs_info]
         if output_names is None:
-            output_names = all_outs
-        for n in output_names:
-            if n not in all_outs:
-                raise InvalidArgument(f"unknown output '{n}'; the model's outputs are "
-                                      f"{all_outs}")
-        wanted = [self._program.output_slot[n] for n in output_names]
+            wanted = self._all_output_slots
+        else:
+            all_outs = [o.name for o in self._outputs_info]
+            for n in output_names:
+                if n not in all_outs:
+                    raise InvalidArgument(f"unknown output '{n}'; the model's outputs are "
+                                          f"{all_outs}")
+            wanted = [self._program.output_slot[n] for n in output_names]
         threads = int(self._options.intra_op_num_threads or 0)
         previous = _config.get_num_threads() if threads > 0 else None
         if threads > 0 and previous != threads:
@@ -341,7 +344,8 @@ class InferenceSession:
             self._add_profile(profile)
         result = []
         for v in outs:
-            v = np.asarray(v)
+            if type(v) is not np.ndarray:
+                v = np.asarray(v)
             # Never hand out an initializer, a feed or a read-only view of one.
             if not v.flags.writeable or any(v is f for f in feeds):
                 v = v.copy()

@@ -259,7 +259,7 @@ class Program:
         vals = list(self.template)
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
-        key = tuple([(v.shape, v.dtype.str) for v in feeds])
+        key = tuple([(v.shape, v.dtype) for v in feeds])
         plan = self.plans.get(key) if self.plan_memory else None
         if plan is not None and profile is None and not self.memory_limit:
             return self._run_bound(plan, vals, wanted)
