@@ -413,7 +413,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512). With more
     threads than NR-wide column panels, padded im2col splits the rows too and every row
     block packs the same B (see _padded_split); the shifted path reads B in place."""
-    cdef int64_t wq, hq, m, k, n, chunks, copy, gemm, shifted, padded, im2col, packers
+    cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
     if (_algorithm == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
             or p.sw > PYCONV_MAX_PHASE_STRIDE or p.sh > PYCONV_MAX_PHASE_STRIDE):
         return ALGO_IM2COL
@@ -426,10 +426,14 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     m = p.cout // p.groups
     k = p.cin // p.groups * p.kh * p.kw
     n = p.oh * p.ow
-    chunks = (p.oh * wq + kern.nr - 1) // kern.nr
+    # Shifted grid columns, counted as whole NR-wide chunks even where the edge kernel
+    # computes a partial last chunk in fewer vectors: the static split of the tiles gives
+    # a thread whole chunks, so the full ones set the time (fewer columns chose the
+    # shifted path for 7x7 maps, 34% slower than padded im2col there at 2 threads).
+    computed = (p.oh * wq + kern.nr - 1) // kern.nr * kern.nr
     copy = 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
     gemm = m * k * ((n + 15) // 16 * 16)
-    shifted = m * k * chunks * kern.nr + copy
+    shifted = m * k * computed + copy
     packers = max(<int64_t>1, min((m + kern.mr - 1) // kern.mr,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))
@@ -618,7 +622,11 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
         rows = min(mr, a.m - ir)
-        kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
+        if n1 - n0 < nr and kern.shifted_edge != NULL:   # a partial last chunk
+            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off,
+                              tile, n1 - n0)
+        else:
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
         if whole_tile:
             seg = ep
             seg.bias = ep.bias + ir if ep.bias != NULL else NULL

@@ -40,6 +40,11 @@ cdef extern from "sgemm.h" nogil:
                                          const pyconv_run *runs, int64_t nruns, int64_t nr,
                                          float *dst) noexcept nogil
 
+    ctypedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
+                                                 int64_t ir, const float *a, const float *src,
+                                                 const int64_t *off, float *tile,
+                                                 int64_t n) noexcept nogil
+
     ctypedef struct pyconv_sgemm_kernel:
         const char *isa
         const char *ukernel_name
@@ -51,6 +56,7 @@ cdef extern from "sgemm.h" nogil:
         pyconv_sgemv_fn gemv
         pyconv_fma_peak_fn fma_peak
         pyconv_shifted_ukernel shifted
+        pyconv_shifted_edge_ukernel shifted_edge
         pyconv_phase_split_fn phase_split
         pyconv_pack_runs_fn pack_runs
 

@@ -61,6 +61,12 @@ typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int6
                                        const float *a, const float *src, const int64_t *off,
                                        float *tile);
 
+/* The same for the first n < NR columns only (the last chunk of a row of tiles): only
+ * the vectors holding them are computed and stored; NULL where NR is one vector. */
+typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                            const float *a, const float *src,
+                                            const int64_t *off, float *tile, int64_t n);
+
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
 
@@ -98,6 +104,7 @@ typedef struct {
     pyconv_sgemv_fn gemv;
     pyconv_fma_peak_fn fma_peak;
     pyconv_shifted_ukernel shifted;
+    pyconv_shifted_edge_ukernel shifted_edge;
     pyconv_phase_split_fn phase_split;
     pyconv_pack_runs_fn pack_runs;
 } pyconv_sgemm_kernel;

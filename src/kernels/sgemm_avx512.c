@@ -131,6 +131,42 @@ static void shifted_ukernel_avx512(int64_t k, int64_t kc, int64_t mpad, int64_t 
 #undef TILE_STORE
 }
 
+/* The shifted tile for n < NR columns: NV = 1 or 2 vectors (a partial last chunk). */
+static inline __attribute__((always_inline)) void
+shifted_nv_avx512(const int nv, int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                  const float *restrict apacked, const float *restrict src,
+                  const int64_t *restrict off, float *restrict tile)
+{
+    __m512 acc[MR][2];
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < k; k0 += kc) {
+        const int64_t kcb = k - k0 < kc ? k - k0 : kc;
+        const float *restrict a = apacked + k0 * mpad + ir * kcb;
+        for (int64_t kk = k0; kk < k0 + kcb; kk++) {
+            const float *b = src + off[kk];
+            __m512 bv[2];
+            for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+            for (int i = 0; i < MR; i++) {
+                const __m512 ai = _mm512_set1_ps(a[i]);
+                for (int v = 0; v < nv; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+            }
+            a += MR;
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int v = 0; v < nv; v++) _mm512_store_ps(tile + i * NR + 16 * v, acc[i][v]);
+}
+
+static void shifted_edge_avx512(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
+                                const float *restrict apacked, const float *restrict src,
+                                const int64_t *restrict off, float *restrict tile, int64_t n)
+{
+    if (n <= 16) shifted_nv_avx512(1, k, kc, mpad, ir, apacked, src, off, tile);
+    else if (n <= 32) shifted_nv_avx512(2, k, kc, mpad, ir, apacked, src, off, tile);
+    else shifted_ukernel_avx512(k, kc, mpad, ir, apacked, src, off, tile);
+}
+
 /* 16 independent FMA chains of 16 floats. */
 static double fma_peak_avx512(int64_t iterations)
 {
@@ -151,5 +187,5 @@ static double fma_peak_avx512(int64_t iterations)
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx512 = {
     "avx512", "sgemm_ukernel_8x48_avx512", MR, NR, sgemm_ukernel_8x48_avx512,
     sgemm_ukernel_8x48_edge_avx512,    epilogue_avx512, gemv_avx512, fma_peak_avx512,
-    shifted_ukernel_avx512, phase_split_avx512, pack_runs_avx512,
+    shifted_ukernel_avx512, shifted_edge_avx512, phase_split_avx512, pack_runs_avx512,
 };

@@ -68,5 +68,5 @@ static double fma_peak_generic(int64_t iterations)
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_generic = {
     "generic", "sgemm_ukernel_4x16_generic", MR, NR, sgemm_ukernel_4x16_generic, NULL,
     epilogue_generic, gemv_generic, fma_peak_generic, shifted_ukernel_generic,
-    phase_split_generic, pack_runs_generic,
+    NULL, phase_split_generic, pack_runs_generic,
 };

@@ -34,6 +34,8 @@ CASES = [
     (2, 16, 40, (30, 29), (3, 3), 1, 1, 1, 2),               # many column chunks, row edge
     (3, 5, 9, (17, 50), (5, 3), (2, 3), (2, 1, 0, 3), (1, 2), 1),   # both strides, phases
     (1, 40, 20, (9, 7), (3, 3), 1, 2, 2, 1),                 # few columns: 16-wide chunks
+    (1, 8, 16, (8, 8), (3, 3), 1, 1, 1, 1),      # shifted grid 8 x 10: last chunk 32 wide
+    (2, 8, 12, (3, 3), (3, 3), 1, 1, 1, 1),      # shifted grid 3 x 5: one 15-wide chunk
 ]
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
