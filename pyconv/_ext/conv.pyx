@@ -627,9 +627,9 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
                               tile, n1 - n0)
         else:
             kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
+        seg = ep
+        seg.bias = ep.bias + ir if ep.bias != NULL else NULL
         if whole_tile:
-            seg = ep
-            seg.bias = ep.bias + ir if ep.bias != NULL else NULL
             kern.epilogue(tile, nr, rows, n1 - n0, &seg)
         j = n0
         while j < n1:
@@ -638,11 +638,8 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             run = min(pc.wq - ox, n1 - j)
             if ox < p.ow:
                 cnt = min(run, p.ow - ox)
-                if has_ep and not whole_tile:
-                    seg = ep
-                    seg.bias = ep.bias + ir if ep.bias != NULL else NULL
-                    seg.residual = (ep.residual + ir * plane + oy * p.ow + ox
-                                    if ep.residual != NULL else NULL)
+                if has_ep and not whole_tile:      # with a residual: this run's part of it
+                    seg.residual = ep.residual + ir * plane + oy * p.ow + ox
                     kern.epilogue(tile + (j - n0), nr, rows, cnt, &seg)
                 dst = y + ir * plane + oy * p.ow + ox
                 for i in range(rows):

@@ -33,11 +33,12 @@ class Step:
 
 class Arena:
     """One run's buffers: the bytes, the planned slots' views into them, and the steps
-    bound to those views (built by the Program on first use)."""
-    __slots__ = ("buf", "views", "calls", "steps")
+    bound to those views (built by the Program on first use): per step, (call, input
+    slots, output slots, slots freed after it, Step)."""
+    __slots__ = ("buf", "views", "steps")
 
     def __init__(self, buf, views):
-        self.buf, self.views, self.calls, self.steps = buf, views, None, None
+        self.buf, self.views, self.steps = buf, views, None
 
 
 class MemoryPlan:
@@ -324,9 +325,8 @@ class Program:
         arena = plan.acquire()
         try:
             if arena.steps is None:
-                arena.calls = self._bind(plan, arena.views)
-                arena.steps = list(zip(arena.calls, self._fast_ins, self._fast_outs,
-                                       self.free_after, self.steps))
+                arena.steps = list(zip(self._bind(plan, arena.views), self._fast_ins,
+                                       self._fast_outs, self.free_after, self.steps))
             for call, ins_at, outs_at, free, step in arena.steps:
                 ins = [vals[i] for i in ins_at]
                 try:

@@ -256,7 +256,7 @@ def bound_steps(session):
     import functools
     (plan,) = session._program.plans.values()
     arena = plan._pool[-1]
-    return [step.node.op_type for step, call in zip(session._program.steps, arena.calls)
+    return [step.node.op_type for call, *_, step in arena.steps
             if not isinstance(call, functools.partial)]
 
 
