@@ -1,7 +1,10 @@
 """Build script: Cython extensions plus the C micro-kernels, each ISA with its own flags.
 
 Environment:
-  PYCONV_NO_OPENMP=1        build without OpenMP (serial kernels)
+  PYCONV_THREADING=pool     how the kernels run in parallel: 'pool' (pyconv's own thread
+                            pool, the default on POSIX), 'openmp' (the same loops in OpenMP
+                            regions, the default elsewhere when the compiler has it) or
+                            'serial'; see src/runtime/parallel.h
   PYCONV_SANITIZE=address,undefined
                             build with AddressSanitizer / UBSan (see SECURITY.md)
 """
@@ -28,6 +31,8 @@ CYTHON_DIRECTIVES = {
 }
 
 KERNEL_DIR = os.path.join("src", "kernels")
+RUNTIME_DIR = os.path.join("src", "runtime")
+THREADING_BACKENDS = ("pool", "openmp", "serial")
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 
 # (source, flags for GCC/Clang, flags for MSVC): each kernel file is compiled for one ISA
@@ -79,22 +84,33 @@ class BuildExt(build_ext):
     def build_extensions(self):
         msvc = _compiler_is_msvc(self.compiler)
         omp_flag = "/openmp" if msvc else "-fopenmp"
-        openmp = os.environ.get("PYCONV_NO_OPENMP") != "1" and _probe_openmp(self.compiler,
-                                                                             omp_flag)
-        if not openmp:
-            bar = "!" * 78
-            self.warn(f"\n{bar}\n  pyconv: OpenMP is not available with this compiler: building "
-                      f"SERIAL kernels.\n  Install an OpenMP runtime (e.g. libgomp / libomp) "
-                      f"for multi-threading.\n{bar}")
+        threading, flags = self._threading(msvc, omp_flag)
         opt = ["/O2"] if msvc else ["-O3", "-fno-math-errno"]
         sanitize = os.environ.get("PYCONV_SANITIZE", "")
         san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         for ext in self.extensions:
-            ext.extra_compile_args = opt + san + ([omp_flag] if openmp else [])
-            ext.extra_link_args = san + ([omp_flag] if openmp and not msvc else [])
+            ext.define_macros.append((f"PYCONV_THREADS_{threading.upper()}", "1"))
+            ext.extra_compile_args = opt + san + flags
+            ext.extra_link_args = san + ([] if msvc else flags)
             ext.extra_objects = self._compile_isa_sources(ext, opt + san + (
                 [] if msvc else ["-fopenmp-simd"]), msvc)
         super().build_extensions()
+
+    def _threading(self, msvc, omp_flag):
+        """The parallel backend (PYCONV_THREADING) and its compiler/linker flags."""
+        default = "openmp" if msvc else "pool"
+        choice = os.environ.get("PYCONV_THREADING", default).strip().lower()
+        if choice not in THREADING_BACKENDS:
+            raise SystemExit(f"PYCONV_THREADING={choice!r}: expected one of "
+                             f"{', '.join(THREADING_BACKENDS)}")
+        if choice == "openmp" and not _probe_openmp(self.compiler, omp_flag):
+            bar = "!" * 78
+            self.warn(f"\n{bar}\n  pyconv: OpenMP is not available with this compiler: building "
+                      f"SERIAL kernels.\n  Install an OpenMP runtime (e.g. libgomp / libomp) "
+                      f"or build with PYCONV_THREADING=pool.\n{bar}")
+            choice = "serial"
+        return choice, {"pool": [] if msvc else ["-pthread"], "openmp": [omp_flag],
+                        "serial": []}[choice]
 
     def _compile_isa_sources(self, ext, common, msvc):
         objects = []
@@ -112,6 +128,7 @@ class BuildExt(build_ext):
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
                   "dwconv_common.inc", "pool.h", "pool_common.inc"]
+RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
 # so this lives beside them rather than as an attribute).
@@ -123,16 +140,19 @@ def extension(name, sources, isa_sources=()):
     return Extension(
         name,
         sources=sources,
-        include_dirs=[KERNEL_DIR, np.get_include()],
+        include_dirs=[KERNEL_DIR, RUNTIME_DIR, np.get_include()],
+        depends=[os.path.join(RUNTIME_DIR, h) for h in RUNTIME_HEADERS],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         + ([("PYCONV_HAVE_X86_KERNELS", "1")] if X86 else []),
     )
 
 
-# Convolution and pooling cimport the engine from pyconv._ext.gemm (one dispatch state).
+# Convolution and pooling cimport the engine and its parallel-for from pyconv._ext.gemm
+# (one kernel table, one thread pool per process).
 extensions = [
     extension("pyconv._ext.gemm",
-              ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c")],
+              ["pyconv/_ext/gemm.pyx", os.path.join(KERNEL_DIR, "cpu_features.c"),
+               os.path.join(RUNTIME_DIR, "parallel.c")],
               ISA_SOURCES),
     extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"], DWCONV_SOURCES),
     extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),

@@ -23,6 +23,13 @@ def _init_from_environment():
             raise UnsupportedISA(f"PYCONV_ISA={requested!r}: {exc}") from None
 
 
+_THREADING = {
+    "pool": "pool (pyconv's thread pool: the caller runs what no worker has taken)",
+    "openmp": "OpenMP (PYCONV_THREADING=openmp build)",
+    "serial": "OFF (serial build)",
+}
+
+
 def config():
     """The configuration show_config() prints, as a dict."""
     info = _gemm.kernel_info()
@@ -33,13 +40,15 @@ def config():
         "register_tile": f"{info['mr']}x{info['nr']}",
         "blocking": {"MR": info["mr"], "NR": info["nr"], "KC": info["kc"], "NC": info["nc"]},
         "caches": {"L1d": info["l1_bytes"], "L2": info["l2_bytes"], "L3": info["l3_bytes"]},
-        "openmp": _gemm.openmp_enabled(),
+        "threading": _gemm.parallel_backend(),
+        "openmp": _gemm.parallel_backend() == "openmp",
         "num_threads": _gemm.get_num_threads(),
+        "max_threads": _gemm.max_threads(),
     }
 
 
 def show_config(file=None):
-    """Print the ISA path, OpenMP status, thread count and blocking sizes in use."""
+    """Print the ISA path, threading backend, thread count and blocking sizes in use."""
     from pyconv import __version__
 
     c = config()
@@ -51,7 +60,8 @@ def show_config(file=None):
         f"  micro-kernel  : {c['micro_kernel']} (MR x NR = {c['register_tile']})",
         "  blocking      : " + ", ".join(f"{k}={v}" for k, v in c["blocking"].items()),
         "  caches        : " + ", ".join(f"{k} {kib(v)}" for k, v in c["caches"].items()),
-        f"  OpenMP        : {'on' if c['openmp'] else 'OFF (serial build)'}",
-        f"  threads       : {c['num_threads']} (set_num_threads / OMP_NUM_THREADS)",
+        f"  threading     : {_THREADING[c['threading']]}",
+        f"  threads       : {c['num_threads']} (set_num_threads / OMP_NUM_THREADS; at most "
+        f"{c['max_threads']})",
     ]
     print("\n".join(lines), file=file or sys.stdout)

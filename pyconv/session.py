@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from pyconv import _config
+from pyconv._ext.gemm import ExecutionContext, check_num_threads
 from pyconv.errors import InvalidArgument, InvalidModel, PyconvError
 from pyconv.graph import _passes
 from pyconv.graph._executor import Program
@@ -47,8 +47,10 @@ class SessionOptions:
     Attributes
     ----------
     intra_op_num_threads : int
-        Threads for the kernels during ``run`` (0: keep ``pyconv.get_num_threads()``).
-        The OpenMP thread count is process-wide: it is set for the duration of each run.
+        Threads for the kernels (0: ``pyconv.get_num_threads()`` when the session is
+        made). Fixed at creation, in the session's execution context: sessions with
+        different thread counts run side by side, from any Python threads, without
+        affecting each other or the process default.
     graph_optimization_level : GraphOptimizationLevel
         Default ``ORT_ENABLE_ALL``.
     enable_profiling : bool
@@ -168,13 +170,17 @@ class InferenceSession:
         level = int(self._options.graph_optimization_level)
         _passes.optimize(graph, level, shapes)
         self._graph = graph
+        threads = self._options.intra_op_num_threads
+        self.context = ExecutionContext(
+            check_num_threads(threads, "SessionOptions.intra_op_num_threads")
+            if threads != 0 else None)
         ops = []
         for n in graph.nodes:
             cls = lookup(n.op_type, n.domain)
             consts = {i: graph.constants[x] for i, x in enumerate(n.inputs)
                       if x and x in graph.constants}
             try:
-                ops.append(cls(n, graph.opset, consts))
+                ops.append(cls(n, graph.opset, consts, self.context))
             except PyconvError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, AttributeError,
@@ -330,16 +336,8 @@ class InferenceSession:
                     raise InvalidArgument(f"unknown output '{n}'; the model's outputs are "
                                           f"{all_outs}")
             wanted = [self._program.output_slot[n] for n in output_names]
-        threads = int(self._options.intra_op_num_threads or 0)
-        previous = _config.get_num_threads() if threads > 0 else None
-        if threads > 0 and previous != threads:
-            _config.set_num_threads(threads)
         profile = [] if self._options.enable_profiling else None
-        try:
-            outs = self._program.run(feeds, wanted, profile)
-        finally:
-            if previous is not None and previous != threads:
-                _config.set_num_threads(previous)
+        outs = self._program.run(feeds, wanted, profile)
         if profile is not None:
             self._add_profile(profile)
         result = []

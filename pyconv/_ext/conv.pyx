@@ -17,16 +17,17 @@
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from pyconv._ext.gemm cimport (PackedMatrix, activation_code, current_num_threads, threads_for,
-                               pack_b_fn, pack_b_strided, packed_a, pyconv_epilogue,
+from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_b_fn,
+                               pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
-                               current_kernel, planned_array, arrays_overlap)
+                               planned_array, arrays_overlap, exec_ctx, context_of,
+                               parallel_for, grain_for)
+from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
@@ -224,6 +225,10 @@ cdef struct conv_args:
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
     int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED or ALGO_PADDED
     phase_copy pc
+    const pyconv_sgemm_kernel *kernel    # the plan's: epilogues of the direct paths
+    const pyconv_dwconv_kernel *dw_kernel    # its depthwise rows
+    float *ws                # per-thread scratch: slot * ws_stride floats in
+    int64_t ws_stride
 
 
 cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
@@ -337,35 +342,36 @@ cdef void _depthwise_task(const conv_args *p, const pyconv_dw_geom *g,
     dk.rows(g, &c, zd, y0, y1, ws)
 
 
-cdef void _depthwise_forward(const conv_args *p, int nthreads, float *ws,
-                             int64_t ws_stride) noexcept nogil:
+cdef void _depthwise_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const conv_args *p = <const conv_args *>arg
     cdef pyconv_dw_geom g
-    cdef const pyconv_sgemm_kernel *kern = current_kernel()
-    cdef const pyconv_dwconv_kernel *dk = pyconv_dwconv_kernel_for(kern.isa)
-    cdef int64_t tasks = p.batch * p.cout * p.od * p.dw_blocks, t
+    cdef int64_t t
     _dw_geom(p, &g)
-    if nthreads <= 1:
-        for t in range(tasks):
-            _depthwise_task(p, &g, dk, kern.epilogue, t, ws)
-        return
-    for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
-        _depthwise_task(p, &g, dk, kern.epilogue, t, ws + threadid() * ws_stride)
+    for t in range(lo, hi):
+        _depthwise_task(p, &g, p.dw_kernel, p.kernel.epilogue, t, p.ws + slot * p.ws_stride)
 
 
-cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads,
-                        float *ws, int64_t ws_stride) noexcept nogil:
+cdef void _gemm_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """(batch, group) GEMMs lo..hi, each on this thread alone."""
+    cdef const conv_args *p = <const conv_args *>arg
+    cdef int64_t t
+    for t in range(lo, hi):
+        _conv_gemm_task(p, t, 1, p.ws + slot * p.ws_stride, p.ws_stride)
+
+
+cdef void _conv_forward(const conv_args *p, bint depthwise, int nthreads) noexcept nogil:
     cdef int64_t tasks, t
     if depthwise:
-        _depthwise_forward(p, nthreads, ws, ws_stride)
+        tasks = p.batch * p.cout * p.od * p.dw_blocks
+        parallel_for(nthreads, tasks, 1, _depthwise_tasks, <void *>p)
         return
     tasks = p.batch * p.groups
     if nthreads > 1 and tasks >= nthreads:
-        # Enough independent GEMMs: one per thread, each single-threaded.
-        for t in prange(tasks, nogil=True, num_threads=nthreads, schedule="dynamic"):
-            _conv_gemm_task(p, t, 1, ws + threadid() * ws_stride, ws_stride)
+        # Enough independent GEMMs: whole ones per task, each single-threaded.
+        parallel_for(nthreads, tasks, 1, _gemm_tasks, <void *>p)
     else:
         for t in range(tasks):
-            _conv_gemm_task(p, t, nthreads, ws, ws_stride)
+            _conv_gemm_task(p, t, nthreads, p.ws, p.ws_stride)
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +383,6 @@ cdef enum:
     ALGO_SHIFTED = 2         # shifted-B micro-kernel on the phase copy (1-D / 2-D)
     ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
 
-cdef int _algorithm = ALGO_AUTO
 _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
                "padded": ALGO_PADDED}
 
@@ -386,25 +391,25 @@ DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
 
 
 def set_algorithm(name):
-    """Forces the dense-convolution algorithm: 'auto' (the default: per shape), 'im2col'
-    (implicit im2col packed from the image), 'shifted' (GEMM reading B in place from a
-    padded copy of the input) or 'padded' (im2col packed from that copy); the last two
-    are 1-D / 2-D only, other shapes keep their usual path. For tests and benchmarks;
-    returns the previous setting."""
-    global _algorithm
+    """Forces the dense-convolution algorithm of plans made afterwards (their execution
+    context keeps it): 'auto' (the default: per shape), 'im2col' (implicit im2col packed
+    from the image), 'shifted' (GEMM reading B in place from a padded copy of the input)
+    or 'padded' (im2col packed from that copy); the last two are 1-D / 2-D only, other
+    shapes keep their usual path. For tests and benchmarks; returns the previous
+    setting."""
     if name not in _ALGORITHMS:
         raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}, got {name!r}")
     previous = get_algorithm()
-    _algorithm = _ALGORITHMS[name]
+    _gemm.set_default_conv_algorithm(_ALGORITHMS[name])
     return previous
 
 
 def get_algorithm():
-    return {v: k for k, v in _ALGORITHMS.items()}[_algorithm]
+    return {v: k for k, v in _ALGORITHMS.items()}[_gemm.get_default_conv_algorithm()]
 
 
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
-                           int nthreads) noexcept:
+                           int nthreads, int forced) noexcept:
     """The cheapest path by a cost model in multiply-add equivalents per group, for
     2-D (and 1-D) dense convs: every path computes M x K x (its columns): the shifted
     one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row), the
@@ -414,11 +419,11 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     threads than NR-wide column panels, padded im2col splits the rows too and every row
     block packs the same B (see _padded_split); the shifted path reads B in place."""
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
-    if (_algorithm == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
+    if (forced == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
             or p.sw > PYCONV_MAX_PHASE_STRIDE or p.sh > PYCONV_MAX_PHASE_STRIDE):
         return ALGO_IM2COL
-    if _algorithm != ALGO_AUTO:
-        return _algorithm
+    if forced != ALGO_AUTO:
+        return forced
     if p.kh * p.kw == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
     wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
@@ -647,41 +652,55 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             j += run
 
 
+cdef struct _wave_job:
+    const conv_args *p
+    float *copies            # the wave's phase copies, pc.image floats per (image, group)
+    int64_t wave0            # first (image, group) of the wave
+    int64_t rows             # (channel, row phase) pairs per image
+
+
+cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Phase planes of (image, channel row phase) pairs lo..hi of the wave."""
+    cdef const _wave_job *j = <const _wave_job *>arg
+    cdef const conv_args *p = j.p
+    cdef int64_t t
+    for t in range(lo, hi):
+        _phase_copy_fill(p, j.wave0 + t // j.rows, t % j.rows,
+                         j.copies + (t // j.rows) * p.pc.image + (t % j.rows) * p.sw * p.pc.plane)
+
+
+cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Tiles lo..hi of the wave: a contiguous run (neighbouring chunks share the cache
+    lines at their edges in every output row; one thread writing both avoids false
+    sharing)."""
+    cdef const _wave_job *j = <const _wave_job *>arg
+    cdef const conv_args *p = j.p
+    cdef float *scratch = p.ws + slot * p.pc.ws_stride
+    cdef int64_t t
+    for t in range(lo, hi):
+        if p.algo == ALGO_SHIFTED:
+            _shifted_task(p, j.wave0, t, j.copies, scratch)
+        else:
+            _padded_task(p, j.wave0, t, j.copies, scratch)
+
+
 cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
-    """ws: wave * image floats for the phase copies, then pc.ws_stride per thread."""
+    """ws: wave * image floats for the phase copies, then per-thread scratch (p.ws)."""
     cdef const phase_copy *pc = &p.pc
-    cdef int64_t total = p.batch * p.groups, wave0, count, t, tasks, w, rows
-    cdef float *scratch = ws + pc.wave * pc.image     # per thread: pc.ws_stride floats
-    cdef bint shifted = p.algo == ALGO_SHIFTED
+    cdef int64_t total = p.batch * p.groups, count, t, tasks, w
+    cdef _wave_job j
+    j.p = p
+    j.copies = ws
+    j.rows = pc.nplanes // p.sw
     for w in range((total + pc.wave - 1) // pc.wave):
-        wave0 = w * pc.wave
-        count = min(pc.wave, total - wave0)
-        rows = pc.nplanes // p.sw        # (channel, row phase) pairs per image
+        j.wave0 = w * pc.wave
+        count = min(pc.wave, total - j.wave0)
         for t in range(count):    # the slack past the last plane: read, never used
             _zero(ws + t * pc.image + pc.nplanes * pc.plane, pc.image - pc.nplanes * pc.plane)
+        parallel_for(nthreads, count * j.rows, grain_for(count * j.rows, nthreads),
+                     _fill_tasks, &j)
         tasks = count * pc.nchunks * pc.mblocks
-        if nthreads > 1:
-            # One parallel region: the copy, a barrier, then the tiles in contiguous runs
-            # of chunks per thread (neighbouring chunks share the cache lines at their
-            # edges in every output row, so interleaving them would false-share).
-            with parallel(num_threads=nthreads):
-                for t in prange(count * rows, schedule="static"):
-                    _phase_copy_fill(p, wave0 + t // rows, t % rows,
-                                     ws + (t // rows) * pc.image + (t % rows) * p.sw * pc.plane)
-                for t in prange(tasks, schedule="static"):
-                    if shifted:
-                        _shifted_task(p, wave0, t, ws, scratch + threadid() * pc.ws_stride)
-                    else:
-                        _padded_task(p, wave0, t, ws, scratch + threadid() * pc.ws_stride)
-        else:
-            for t in range(count * rows):
-                _phase_copy_fill(p, wave0 + t // rows, t % rows,
-                                 ws + (t // rows) * pc.image + (t % rows) * p.sw * pc.plane)
-            for t in range(tasks):
-                if shifted:
-                    _shifted_task(p, wave0, t, ws, scratch)
-                else:
-                    _padded_task(p, wave0, t, ws, scratch)
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _tile_tasks, &j)
 
 
 # ---------------------------------------------------------------------------------------
@@ -745,7 +764,7 @@ cdef void _finish_plane(const conv_args *p, int64_t n, int64_t oc, float *y) noe
     cdef pyconv_epilogue ep
     cdef int64_t plane = p.od * p.oh * p.ow
     _fill_epilogue(p, oc, n, &ep)
-    current_kernel().epilogue(y, plane, 1, plane, &ep)
+    p.kernel.epilogue(y, plane, 1, plane, &ep)
 
 
 cdef void _transposed_direct_plane(const conv_args *p, int64_t plane_index) noexcept nogil:
@@ -783,29 +802,50 @@ cdef void _transposed_direct_plane(const conv_args *p, int64_t plane_index) noex
     _finish_plane(p, n, oc, y)
 
 
+cdef void _direct_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef int64_t t
+    for t in range(lo, hi):
+        _transposed_direct_plane(<const conv_args *>arg, t)
+
+
+cdef struct _col2im_job:
+    const conv_args *p
+    const float *cols
+    float *y                 # the group's first output plane
+    int64_t n, first_oc
+
+
+cdef void _col2im_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _col2im_job *j = <const _col2im_job *>arg
+    cdef int64_t plane = j.p.od * j.p.oh * j.p.ow, oc
+    for oc in range(lo, hi):
+        memset(j.y + oc * plane, 0, plane * sizeof(float))
+        _col2im_plane(j.p, j.cols, oc, j.y + oc * plane)
+        _finish_plane(j.p, j.n, j.first_oc + oc, j.y + oc * plane)
+
+
 cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads, float *cols,
                                   float *ws) noexcept nogil:
-    cdef int64_t t, n, grp, oc, in_plane = p.d * p.h * p.w, plane = p.od * p.oh * p.ow
+    cdef int64_t t, grp, in_plane = p.d * p.h * p.w, plane = p.od * p.oh * p.ow
     cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
     cdef strided_b sb
-    cdef float *y
+    cdef _col2im_job j
     if direct:
-        for t in prange(p.batch * p.cout, nogil=True, num_threads=nthreads, schedule="dynamic"):
-            _transposed_direct_plane(p, t)
+        parallel_for(nthreads, p.batch * p.cout, 1, _direct_planes, <void *>p)
         return
+    j.p = p
+    j.cols = cols
     for t in range(p.batch * p.groups):
-        n = t // p.groups
-        grp = t - n * p.groups
-        sb.data = p.x + (n * p.cin + grp * cin_g) * in_plane
+        j.n = t // p.groups
+        grp = t - j.n * p.groups
+        sb.data = p.x + (j.n * p.cin + grp * cin_g) * in_plane
         sb.sk = in_plane
         sb.sn = 1
         sgemm_packed(&p.packed[grp], in_plane, pack_b_strided, &sb, cols, in_plane, 1.0, 0.0,
                      NULL, nthreads, ws)
-        y = p.y + (n * p.cout + grp * cout_g) * plane
-        for oc in prange(cout_g, nogil=True, num_threads=nthreads, schedule="static"):
-            memset(y + oc * plane, 0, plane * sizeof(float))
-            _col2im_plane(p, cols, oc, y + oc * plane)
-            _finish_plane(p, n, grp * cout_g + oc, y + oc * plane)
+        j.first_oc = grp * cout_g
+        j.y = p.y + (j.n * p.cout + j.first_oc) * plane
+        parallel_for(nthreads, cout_g, grain_for(cout_g, nthreads), _col2im_planes, &j)
 
 
 # ---------------------------------------------------------------------------------------
@@ -875,6 +915,8 @@ cdef class ConvKernel:
     bias : ndarray float32 (C_out,) or None
     groups : int
     transposed : bool
+    context : ExecutionContext, optional
+        Threads, ISA and algorithm setting of every run (None: the process defaults now).
     """
     cdef readonly object weight
     cdef readonly object bias
@@ -889,8 +931,14 @@ cdef class ConvKernel:
     cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
     cdef conv_args _g           # geometry part of the last run's arguments
     cdef object _goffsets       # its shifted-path B-row offsets (None: other paths)
+    cdef exec_ctx ctx
+    cdef readonly object context
 
-    def __init__(self, weight, bias, int64_t groups, bint transposed=False):
+    def __init__(self, weight, bias, int64_t groups, bint transposed=False, context=None):
+        if context is None:
+            context = _gemm.ExecutionContext()
+        self.ctx = context_of(context)
+        self.context = context
         self.weight = np.require(weight, requirements="CA")
         self.bias = None if bias is None else np.require(bias, requirements="CA")
         self.groups = groups
@@ -926,7 +974,7 @@ cdef class ConvKernel:
                 wg = self.weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
             else:
                 wg = self.weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
-            self._packed_mats.append(PackedMatrix(wg))
+            self._packed_mats.append(PackedMatrix(wg, context))
         self._views = bytearray(groups * sizeof(packed_a))
         cdef unsigned char[::1] raw = self._views
         cdef packed_a *views = <packed_a *>&raw[0]
@@ -954,8 +1002,7 @@ cdef class ConvKernel:
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
         C-contiguous, with geometry already validated by pyconv.functional."""
         cdef conv_args p
-        cdef int threads = current_num_threads()
-        key = (x.shape, out.shape, stride, pads_begin, dilation, _algorithm, threads)
+        key = (x.shape, out.shape, stride, pads_begin, dilation)
         if key == self._gkey:
             p = self._g
             offsets = self._goffsets
@@ -963,41 +1010,37 @@ cdef class ConvKernel:
             # Geometry from the shapes, once per new shape (tuple work costs microseconds,
             # as much as a small layer's kernel). Built in p, then stored whole: another
             # Python thread never sees a half-written cache.
-            offsets = self._geometry(&p, x.shape, out.shape, stride, pads_begin, dilation,
-                                     threads)
+            offsets = self._geometry(&p, x.shape, out.shape, stride, pads_begin, dilation)
             self._g = p
             self._goffsets = offsets
             self._gkey = key
         p.act = activation_code(activation)
         p.act_a = act_alpha
         p.act_b = act_beta
-        return self._execute(&p, offsets, x, out, residual, threads)
+        return self._execute(&p, offsets, x, out, residual)
 
     def bind(self, x_shape, out, stride, pads_begin, dilation, activation=None,
              float act_alpha=0.0, float act_beta=0.0):
         """A :class:`ConvCall`: ``run`` with everything but the data resolved once, for
         inputs of shape ``x_shape`` written into ``out`` (a memory planner's buffer)."""
         cdef ConvCall call = ConvCall.__new__(ConvCall)
-        cdef int threads = current_num_threads()
         if not isinstance(out, np.ndarray) or out.ndim != len(x_shape) or len(x_shape) > 5:
             raise ValueError(f"ConvKernel.bind: out must be an ndarray of the input's rank, "
                              f"got {type(out).__name__} for input shape {x_shape}")
         call.kernel = self
         call.offsets = self._geometry(&call.p, tuple(x_shape), out.shape, stride, pads_begin,
-                                      dilation, threads)
+                                      dilation)
         call.p.act = activation_code(activation)
         call.p.act_a = act_alpha
         call.p.act_b = act_beta
         call.out = out
-        call.threads = threads
-        call.algorithm = _algorithm
         call.ndim = len(x_shape)
         for i in range(call.ndim):
             call.x_dims[i] = x_shape[i]
         return call
 
     cdef object _geometry(self, conv_args *p, tuple x_shape, tuple out_shape, stride,
-                          pads_begin, dilation, int threads):
+                          pads_begin, dilation):
         """Fills the shape part of p (and the algorithm); returns the phase-copy B-row
         offsets, or None on the other paths."""
         xs = _as3(x_shape[2:], 1)
@@ -1018,16 +1061,18 @@ cdef class ConvKernel:
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
+        p.kernel = self.ctx.kernel
+        p.dw_kernel = pyconv_dwconv_kernel_for(self.ctx.kernel.isa)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
         if not (self.direct or self.transposed or p.pointwise):
             p.algo = _choose_algorithm(p, self._pviews[0].kernel,
-                                       threads_for(_conv_macs(p, False), threads))
+                                       threads_for(_conv_macs(p, False), self.ctx.nthreads),
+                                       self.ctx.conv_algorithm)
         if p.algo != ALGO_IM2COL:
             return _phase_copy_setup(p, self._pviews[0].kernel)
         return None
 
-    cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual,
-                         int threads):
+    cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual):
         """The data part of the arguments, the workspace, then the kernels (GIL released)."""
         cdef conv_args p = geometry[0]
         p.x = _float_data(x, "x", False)
@@ -1041,7 +1086,7 @@ cdef class ConvKernel:
         cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
         if p.batch == 0 or ysize == 0:
             return out
-        cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), threads)
+        cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), self.ctx.nthreads)
         cdef int64_t ncols, ws_stride, cols_floats
         cdef float *ws
         cdef float *cols
@@ -1057,11 +1102,14 @@ cdef class ConvKernel:
                 ncols = p.od * p.oh * p.ow
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 ws = workspace_floats(ws_stride * nthreads)
+            p.ws = ws
+            p.ws_stride = ws_stride
             with nogil:
                 if p.algo != ALGO_IM2COL and not self.direct:
+                    p.ws = ws + p.pc.wave * p.pc.image      # after the phase copies
                     _phase_copy_forward(&p, nthreads, ws)
                 else:
-                    _conv_forward(&p, self.direct, nthreads, ws, ws_stride)
+                    _conv_forward(&p, self.direct, nthreads)
         else:
             ws = NULL
             cols = NULL
@@ -1081,18 +1129,16 @@ cdef class ConvCall:
     """One convolution bound to an input shape and an output buffer (see
     :meth:`ConvKernel.bind`). ``call(x, residual=None)`` writes and returns ``out``, or
     returns None, computing nothing, when the arguments are not what it was bound for
-    (another shape or dtype, a non-contiguous array, an overlap with ``out``, or another
-    thread count or algorithm setting): the caller then takes the general path."""
+    (another shape or dtype, a non-contiguous array, an overlap with ``out``): the
+    caller then takes the general path."""
     cdef ConvKernel kernel
     cdef conv_args p
     cdef object offsets
     cdef readonly object out
-    cdef int threads, algorithm, ndim
+    cdef int ndim
     cdef cnp.npy_intp x_dims[5]
 
     def __call__(self, x, residual=None):
-        if self.threads != current_num_threads() or self.algorithm != _algorithm:
-            return None
         if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
             return None
         if residual is not None and (
@@ -1100,5 +1146,4 @@ cdef class ConvCall:
                                       cnp.PyArray_DIMS(<cnp.ndarray>self.out))
                 or arrays_overlap(residual, self.out)):
             return None
-        return self.kernel._execute(&self.p, self.offsets, x, self.out, residual,
-                                    self.threads)
+        return self.kernel._execute(&self.p, self.offsets, x, self.out, residual)

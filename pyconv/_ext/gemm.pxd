@@ -65,6 +65,24 @@ cdef extern from "sgemm.h" nogil:
         PYCONV_ACT_COUNT
         PYCONV_MAX_PHASE_STRIDE
 
+cdef extern from "parallel.h" nogil:
+    ctypedef void (*pyconv_range_fn)(void *ctx, int64_t begin, int64_t end,
+                                     int slot) noexcept nogil
+    void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
+                             void *ctx)
+    const char *pyconv_parallel_backend()
+    int pyconv_parallel_workers()
+
+# An execution context: what a plan runs with, captured when it is made and passed down
+# to every kernel call (nothing on the run path reads process-wide settings).
+cdef struct exec_ctx:
+    int nthreads
+    const pyconv_sgemm_kernel *kernel
+    int conv_algorithm          # 0 auto, else forced (pyconv._ext.conv.set_algorithm)
+
+cdef class ExecutionContext:
+    cdef exec_ctx c
+
 # Packs columns [n0, n0 + nc) of rows [k0, k0 + kc) of the B operand into NR-wide panels
 # (dst[p * kc * nr + k * nr + j]), zero-filling the last panel's missing columns.
 ctypedef void (*pack_b_fn)(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
@@ -89,8 +107,12 @@ cdef class PackedMatrix:
     cdef object buffer            # NumPy array that owns view.data
     cdef readonly tuple shape
 
-cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil
-cdef int current_num_threads() noexcept nogil
+cdef exec_ctx context_of(object context) except *
+# fn over [0, n) in tasks of `grain` items on the caller and up to nthreads - 1 workers
+# (src/runtime/parallel.h); slot indexes per-thread scratch.
+cdef void parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
+                       void *ctx) noexcept nogil
+cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil
 cdef int threads_for(int64_t work, int nthreads) noexcept nogil
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                          int64_t nr, float *dst) noexcept nogil

@@ -14,7 +14,6 @@ import numpy as np
 
 cimport cython
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
@@ -29,20 +28,6 @@ cdef extern from "sgemm.h" nogil:
     const pyconv_sgemm_kernel *pyconv_sgemm_kernel_best()
     int64_t pyconv_cache_size(int level)
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int pyconv_team_size(void) { return omp_get_num_threads(); }
-    static const int pyconv_openmp_enabled = 1;
-    #else
-    static int pyconv_team_size(void) { return 1; }
-    static const int pyconv_openmp_enabled = 0;
-    #endif
-    """
-    int pyconv_team_size() noexcept nogil
-    const int pyconv_openmp_enabled
-
 ISAS = ("avx512", "avx2", "generic")
 ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "leaky_relu": 3, "sigmoid": 4,
                "hardsigmoid": 5, "hardswish": 6, "tanh": 7, "silu": 8, "elu": 9}
@@ -54,23 +39,32 @@ cdef enum:
     GEMV_MAX_N = 1
     # Work units per thread below which fewer threads are used (see threads_for).
     WORK_PER_THREAD = 1 << 17
+    # Tasks per thread of a parallel loop (see grain_for).
+    TASKS_PER_THREAD = 4
 
+# Process defaults, read only when an execution context is made (a session, a layer
+# plan, a functional call); the kernels read their context, never these.
 cdef const pyconv_sgemm_kernel *_kernel = pyconv_sgemm_kernel_best()
 cdef int _num_threads = 1
+cdef int _conv_algorithm = 0
 cdef int64_t _l2_bytes = pyconv_cache_size(2) or 512 * 1024
+cdef int _threaded = pyconv_parallel_backend() != b"serial"
 
 
-cdef const pyconv_sgemm_kernel *current_kernel() noexcept nogil:
-    return _kernel
+def parallel_backend():
+    """How the kernels run in parallel: 'pool' (pyconv's thread pool, the default build),
+    'openmp' (built with PYCONV_THREADING=openmp) or 'serial'."""
+    return pyconv_parallel_backend().decode()
 
 
-cdef int current_num_threads() noexcept nogil:
-    return _num_threads
+def pool_workers():
+    """Worker threads the pool has started so far (they start on first use)."""
+    return pyconv_parallel_workers()
 
 
 def openmp_enabled():
-    """True when the extensions were built with OpenMP."""
-    return bool(pyconv_openmp_enabled)
+    """True when the kernels run in parallel (any backend but 'serial')."""
+    return bool(_threaded)
 
 
 def supported_isas():
@@ -78,41 +72,57 @@ def supported_isas():
     return tuple(name for name in ISAS if pyconv_sgemm_kernel_for(name.encode()) != NULL)
 
 
-def set_isa(name):
-    """Select the micro-kernel path: 'avx512', 'avx2', 'generic' or 'auto' (best available).
-
-    Weights packed before the change keep the kernel they were packed for.
-    """
-    global _kernel
+cdef const pyconv_sgemm_kernel *_kernel_named(name) except NULL:
     if name is None or name == "auto":
-        _kernel = pyconv_sgemm_kernel_best()
-        return get_isa()
-    if name not in ISAS:
+        return pyconv_sgemm_kernel_best()
+    if not isinstance(name, str) or name not in ISAS:
         raise InvalidArgument(f"unknown ISA {name!r}; expected one of {ISAS} or 'auto'")
     cdef const pyconv_sgemm_kernel *k = pyconv_sgemm_kernel_for(name.encode())
     if k == NULL:
         raise UnsupportedISA(
             f"ISA {name!r} was requested but this CPU (or build) cannot run it; "
             f"supported here: {', '.join(supported_isas())}")
-    _kernel = k
+    return k
+
+
+def set_isa(name):
+    """Select the default micro-kernel path: 'avx512', 'avx2', 'generic' or 'auto' (best
+    available). Plans and sessions made afterwards use it; existing ones keep theirs."""
+    global _kernel
+    _kernel = _kernel_named(name)
     return get_isa()
 
 
 def get_isa():
-    """Name of the micro-kernel path in use."""
+    """Name of the default micro-kernel path."""
     return _kernel.isa.decode()
 
 
 def kernel_info():
-    """Name, register tile and blocking of the micro-kernel in use."""
+    """Name, register tile and blocking of the default micro-kernel."""
     return {"isa": _kernel.isa.decode(), "ukernel": _kernel.ukernel_name.decode(),
             "mr": _kernel.mr, "nr": _kernel.nr, "kc": KC_DEFAULT,
             "nc": _nc_for(_kernel.nr, KC_DEFAULT), "l1_bytes": pyconv_cache_size(1),
             "l2_bytes": pyconv_cache_size(2), "l3_bytes": pyconv_cache_size(3)}
 
 
+def available_cores():
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def max_threads():
+    """The largest thread count accepted: 4x the cores (at least 8), at most 256.
+    More threads than that only oversubscribe the machine."""
+    return min(256, max(8, 4 * available_cores()))
+
+
 def default_num_threads():
-    """OMP_NUM_THREADS when set (its first level), else the cores this process may use."""
+    """OMP_NUM_THREADS when set (its first level, capped at max_threads()), else the
+    cores this process may use."""
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env:
         try:
@@ -120,24 +130,105 @@ def default_num_threads():
         except ValueError:
             n = 0
         if n >= 1:
-            return n
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+            return min(n, max_threads())
+    return available_cores()
+
+
+def check_num_threads(n, what="num_threads"):
+    """n as an int in [1, max_threads()], else InvalidArgument naming `what`."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= max_threads():
+        raise InvalidArgument(f"{what}: expected an integer from 1 to {max_threads()} "
+                              f"(4x the {available_cores()} cores here), got {n!r}")
+    return int(n)
 
 
 def set_num_threads(n):
-    """Set the number of threads the kernels use (an int >= 1)."""
+    """Set the default number of threads: plans and sessions made afterwards use it."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InvalidArgument(f"set_num_threads: expected an integer >= 1, got {n!r}")
-    _num_threads = int(n) if pyconv_openmp_enabled else 1
+    n = check_num_threads(n, "set_num_threads")
+    _num_threads = n if _threaded else 1
 
 
 def get_num_threads():
-    """Number of threads the kernels use."""
+    """The default number of threads of new plans and sessions."""
     return _num_threads
+
+
+def set_default_conv_algorithm(int code):
+    """Used by pyconv._ext.conv.set_algorithm (the default of new contexts)."""
+    global _conv_algorithm
+    _conv_algorithm = code
+
+
+def get_default_conv_algorithm():
+    return _conv_algorithm
+
+
+cdef class ExecutionContext:
+    """What a plan runs with, fixed when it is made: thread count, micro-kernel table
+    (ISA) and dense-convolution algorithm.
+
+    ``ExecutionContext()`` snapshots the process defaults (``set_num_threads``,
+    ``set_isa``); arguments override them. Sessions and layer plans keep theirs, so
+    changing a default, or running plans with other contexts from other threads, never
+    affects them.
+    """
+
+    def __init__(self, num_threads=None, isa=None):
+        if num_threads is None:
+            self.c.nthreads = _num_threads
+        else:
+            num_threads = check_num_threads(num_threads)
+            self.c.nthreads = num_threads if _threaded else 1
+        self.c.kernel = _kernel if isa is None else _kernel_named(isa)
+        self.c.conv_algorithm = _conv_algorithm
+
+    @property
+    def num_threads(self):
+        return self.c.nthreads
+
+    @property
+    def isa(self):
+        return self.c.kernel.isa.decode()
+
+    def __repr__(self):
+        return f"ExecutionContext(num_threads={self.c.nthreads}, isa={self.isa!r})"
+
+    def __eq__(self, other):
+        return (isinstance(other, ExecutionContext)
+                and self.c.nthreads == (<ExecutionContext>other).c.nthreads
+                and self.c.kernel == (<ExecutionContext>other).c.kernel
+                and self.c.conv_algorithm == (<ExecutionContext>other).c.conv_algorithm)
+
+    def __hash__(self):
+        return hash((self.c.nthreads, self.isa, self.c.conv_algorithm))
+
+
+cdef exec_ctx context_of(object context) except *:
+    """The C context of an ExecutionContext, or of the process defaults for None."""
+    cdef exec_ctx c
+    if context is None:
+        c.nthreads = _num_threads
+        c.kernel = _kernel
+        c.conv_algorithm = _conv_algorithm
+        return c
+    if not isinstance(context, ExecutionContext):
+        raise InvalidArgument(f"context: expected a pyconv ExecutionContext or None, got "
+                              f"{type(context).__name__}")
+    return (<ExecutionContext>context).c
+
+
+cdef void parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
+                       void *ctx) noexcept nogil:
+    pyconv_parallel_for(nthreads, n, grain, fn, ctx)
+
+
+cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil:
+    """Items per task so that each thread has about TASKS_PER_THREAD tasks to take:
+    enough that a late thread's share is picked up by the others, few enough that
+    claiming a task (one atomic operation) stays negligible."""
+    cdef int64_t tasks = <int64_t>nthreads * TASKS_PER_THREAD
+    return max(<int64_t>1, (n + tasks - 1) // tasks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,22 +291,42 @@ cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int
             dst[kk * mr + i] = src[i * sm + kk * sk]
 
 
+cdef struct _pack_a_job:
+    const float *src
+    int64_t sm, sk, m, k, kc, mr, npanels
+    float *dst
+
+
+cdef void _pack_a_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Panels lo..hi of the (k block, M panel) sequence."""
+    cdef const _pack_a_job *j = <const _pack_a_job *>arg
+    cdef int64_t mpad = j.npanels * j.mr, t, p, b, k0, kcb, rows
+    for t in range(lo, hi):
+        b = t // j.npanels
+        p = t - b * j.npanels
+        k0 = b * j.kc
+        kcb = min(j.kc, j.k - k0)
+        rows = min(j.mr, j.m - p * j.mr)
+        _pack_a_panel(j.src + p * j.mr * j.sm + k0 * j.sk, j.sm, j.sk, j.m, rows, kcb, j.mr,
+                      j.dst + k0 * mpad + p * j.mr * kcb)
+
+
 cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k,
                   int64_t kc, int64_t mr, float *dst, int nthreads) noexcept nogil:
     """Packs an m x k matrix (strides sm, sk) into KC-deep blocks of MR-row panels."""
-    cdef int64_t npanels = (m + mr - 1) // mr
-    cdef int64_t nkb = (k + kc - 1) // kc
-    cdef int64_t mpad = npanels * mr
-    cdef int64_t t, p, b, k0, kcb, rows
+    cdef _pack_a_job j
+    j.src = src
+    j.sm = sm
+    j.sk = sk
+    j.m = m
+    j.k = k
+    j.kc = kc
+    j.mr = mr
+    j.npanels = (m + mr - 1) // mr
+    j.dst = dst
+    cdef int64_t tasks = j.npanels * ((k + kc - 1) // kc)
     nthreads = threads_for(m * k, nthreads)
-    for t in prange(npanels * nkb, nogil=True, num_threads=nthreads, schedule="static"):
-        b = t // npanels
-        p = t - b * npanels
-        k0 = b * kc
-        kcb = min(kc, k - k0)
-        rows = min(mr, m - p * mr)
-        _pack_a_panel(src + p * mr * sm + k0 * sk, sm, sk, m, rows, kcb, mr,
-                      dst + k0 * mpad + p * mr * kcb)
+    parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _pack_a_tasks, &j)
 
 
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
@@ -245,7 +356,8 @@ cdef inline int64_t _packed_a_floats(const pyconv_sgemm_kernel *kern, int64_t m,
     return _round_up(m, kern.mr) * k
 
 
-cdef packed_a _pack_into(object a, const pyconv_sgemm_kernel *kern, float *dst):
+cdef packed_a _pack_into(object a, const pyconv_sgemm_kernel *kern, float *dst,
+                         int nthreads):
     """Packs the float32 matrix `a` for `kern` into dst (_packed_a_floats floats)."""
     cdef packed_a view
     cdef const float[:, :] av = a
@@ -254,7 +366,6 @@ cdef packed_a _pack_into(object a, const pyconv_sgemm_kernel *kern, float *dst):
     view.k = av.shape[1]
     view.kc = KC_DEFAULT
     view.kernel = kern
-    cdef int nthreads = _num_threads
     if view.m > 0 and view.k > 0:
         with nogil:
             _pack_a(&av[0, 0], av.strides[0] // 4, av.strides[1] // 4, view.m, view.k,
@@ -266,15 +377,17 @@ cdef class PackedMatrix:
     """A float32 matrix packed once into micro-kernel panels, reused by many products.
 
     Holds the left operand (e.g. convolution weights, shape (M, K)) in the layout of the
-    micro-kernel selected when it was packed.
+    micro-kernel of ``context`` (an :class:`ExecutionContext`; None: the defaults).
     """
 
-    def __init__(self, a):
+    def __init__(self, a, context=None):
         a = _as_float32_2d(a, "a")
-        cdef int64_t size = _packed_a_floats(_kernel, a.shape[0], a.shape[1])
+        cdef exec_ctx ctx = context_of(context)
+        cdef int64_t size = _packed_a_floats(ctx.kernel, a.shape[0], a.shape[1])
         self.buffer = np.empty(size + 16, dtype=np.float32)
         cdef uintptr_t base = self.buffer.ctypes.data
-        self.view = _pack_into(a, _kernel, <float *>((base + 63) & ~(<uintptr_t>63)))
+        self.view = _pack_into(a, ctx.kernel, <float *>((base + 63) & ~(<uintptr_t>63)),
+                               ctx.nthreads)
         self.shape = a.shape
 
     @property
@@ -384,6 +497,35 @@ cdef void _scale_rows(float *c, int64_t ldc, int64_t m, int64_t n, float beta) n
             c[i * ldc + j] = 0.0 if beta == 0.0 else beta * c[i * ldc + j]
 
 
+cdef struct _tiles_job:
+    const packed_a *a
+    int64_t n, mpanels, npanels, tm, tn, nc, kc, stride, ldc
+    pack_b_fn pack_b
+    const void *bctx
+    float *c
+    float alpha, beta
+    const pyconv_epilogue *ep
+    float *workspace
+
+
+cdef void _tiles_task(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Tiles lo..hi of the (tm x tn) grid of C; scratch of thread `slot`."""
+    cdef const _tiles_job *j = <const _tiles_job *>arg
+    cdef int64_t mr = j.a.kernel.mr, nr = j.a.kernel.nr, t, ti, tj, plo, phi, qlo, qhi
+    cdef float *bbuf = j.workspace + slot * j.stride
+    for t in range(lo, hi):
+        ti = t // j.tn
+        tj = t - ti * j.tn
+        plo = _split(j.mpanels, j.tm, ti)
+        phi = _split(j.mpanels, j.tm, ti + 1)
+        qlo = _split(j.npanels, j.tn, tj)
+        qhi = _split(j.npanels, j.tn, tj + 1)
+        if plo < phi and qlo < qhi:
+            sgemm_block(j.a, plo * mr, min(phi * mr, j.a.m), qlo * nr, min(qhi * nr, j.n),
+                        j.nc, j.pack_b, j.bctx, j.c, j.ldc, j.alpha, j.beta, j.ep, bbuf,
+                        bbuf + j.kc * j.nc)
+
+
 cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
                        float *c, int64_t ldc, float alpha, float beta,
                        const pyconv_epilogue *ep, int nthreads,
@@ -403,38 +545,31 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
             kern.epilogue(c, ldc, m, n, ep)
         return
     cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
-    cdef int64_t tm, tn
+    cdef _tiles_job j
     nthreads = threads_for(m * n * a.k, nthreads)
-    _thread_grid(mpanels, npanels, nthreads, &tm, &tn)
-    cdef int64_t ntiles = tm * tn
     cdef int64_t kc = min(a.kc, a.k)
-    cdef int64_t nc = sgemm_nc(a, n)
-    cdef int64_t stride = _round_up(kc * nc + mr * nr, 16)
-    cdef int64_t t, ti, tj, plo, phi, qlo, qhi, tid, team
-    cdef float *bbuf
-    if ntiles == 1:
-        sgemm_block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
-               workspace + kc * nc)
+    j.nc = sgemm_nc(a, n)
+    if nthreads == 1:
+        sgemm_block(a, 0, m, 0, n, j.nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
+                    workspace + kc * j.nc)
         return
-    with parallel(num_threads=ntiles):
-        tid = threadid()
-        team = pyconv_team_size()
-        bbuf = workspace + tid * stride
-        # Loop rather than assume one tile per thread: the runtime may give fewer threads.
-        t = tid
-        while t < ntiles:
-            ti = t // tn
-            tj = t - ti * tn
-            # Assigned directly (never through a pointer) so Cython makes them private to
-            # the thread; an out-parameter left them shared and the threads raced on them.
-            plo = _split(mpanels, tm, ti)
-            phi = _split(mpanels, tm, ti + 1)
-            qlo = _split(npanels, tn, tj)
-            qhi = _split(npanels, tn, tj + 1)
-            if plo < phi and qlo < qhi:
-                sgemm_block(a, plo * mr, min(phi * mr, m), qlo * nr, min(qhi * nr, n), nc, pack_b,
-                       bctx, c, ldc, alpha, beta, ep, bbuf, bbuf + kc * nc)
-            t = t + team
+    # About TASKS_PER_THREAD tiles per thread, taken one at a time (see grain_for).
+    _thread_grid(mpanels, npanels, nthreads * TASKS_PER_THREAD, &j.tm, &j.tn)
+    j.a = a
+    j.n = n
+    j.mpanels = mpanels
+    j.npanels = npanels
+    j.pack_b = pack_b
+    j.bctx = bctx
+    j.c = c
+    j.ldc = ldc
+    j.alpha = alpha
+    j.beta = beta
+    j.ep = ep
+    j.workspace = workspace
+    j.stride = _round_up(kc * j.nc + mr * nr, 16)
+    j.kc = kc
+    parallel_for(nthreads, j.tm * j.tn, 1, _tiles_task, &j)
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,23 +649,48 @@ cdef int activation_code(object activation) except -1:
     return ACTIVATIONS[activation]
 
 
+cdef struct _gemv_job:
+    const pyconv_sgemm_kernel *kern
+    int64_t m, k, sxi, sxk, sv, sy
+    float alpha, beta
+    const float *x
+    const float *v
+    float *y
+
+
+cdef void _gemv_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _gemv_job *j = <const _gemv_job *>arg
+    j.kern.gemv(hi - lo, j.k, j.alpha, j.x + lo * j.sxi, j.sxi, j.sxk, j.v, j.sv, j.beta,
+                j.y + lo * j.sy, j.sy)
+
+
 cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, float alpha,
                          const float *x, int64_t sxi, int64_t sxk, const float *v,
                          int64_t sv, float beta, float *y, int64_t sy,
                          int nthreads) noexcept nogil:
-    cdef int64_t chunks = min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64)
-    cdef int64_t t, lo, hi
-    if chunks <= 1:
+    """y = alpha * x @ v + beta * y over blocks of at least 16 rows."""
+    nthreads = <int>min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64)
+    if nthreads <= 1:
         kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
         return
-    for t in prange(chunks, nogil=True, num_threads=chunks, schedule="static"):
-        lo = m * t // chunks
-        hi = m * (t + 1) // chunks
-        kern.gemv(hi - lo, k, alpha, x + lo * sxi, sxi, sxk, v, sv, beta, y + lo * sy, sy)
+    cdef _gemv_job j
+    j.kern = kern
+    j.m = m
+    j.k = k
+    j.sxi = sxi
+    j.sxk = sxk
+    j.sv = sv
+    j.sy = sy
+    j.alpha = alpha
+    j.beta = beta
+    j.x = x
+    j.v = v
+    j.y = y
+    parallel_for(nthreads, m, max(grain_for(m, nthreads), <int64_t>16), _gemv_rows, &j)
 
 
 def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activation=None,
-          float act_alpha=0.0, float act_beta=0.0, residual=None):
+          float act_alpha=0.0, float act_beta=0.0, residual=None, context=None):
     """C = act(alpha * A @ B + beta * C + bias[:, None] + residual), float32.
 
     The engine's internal entry point, with the epilogue convolutions use.
@@ -549,11 +709,14 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
         (clip: min/max, leaky_relu and elu: alpha, hardsigmoid: alpha/beta).
     residual : ndarray (M, N) float32, optional
         Added before the activation (a fused residual connection).
+    context : ExecutionContext, optional
+        Threads and ISA (None: the process defaults; a PackedMatrix keeps its ISA).
 
     Returns
     -------
     ndarray (M, N) float32
     """
+    cdef exec_ctx ctx = context_of(context)
     cdef packed_a view
     cdef int64_t pack_floats = 0
     cdef bint needs_pack = not isinstance(a, PackedMatrix)
@@ -563,7 +726,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     else:
         a = _as_float32_2d(a, "a")
         a_shape = a.shape
-        pack_floats = _round_up(_packed_a_floats(_kernel, a.shape[0], a.shape[1]), 16)
+        pack_floats = _round_up(_packed_a_floats(ctx.kernel, a.shape[0], a.shape[1]), 16)
     b = _as_float32_2d(b, "b")
     cdef int64_t m = a_shape[0], k = a_shape[1], n = b.shape[1]
     if b.shape[0] != k:
@@ -606,24 +769,24 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     bdesc.data = &bv[0, 0] if k > 0 else NULL
     bdesc.sk = bv.strides[0] // 4
     bdesc.sn = bv.strides[1] // 4
-    cdef int nthreads = _num_threads
+    cdef int nthreads = ctx.nthreads
     # An unpacked A is packed into the reused workspace, ahead of the engine's scratch.
     cdef float *ws
     if needs_pack:
         view.m = m
         view.k = k
         view.kc = KC_DEFAULT
-        view.kernel = _kernel
+        view.kernel = ctx.kernel
     ws = workspace_floats(pack_floats + sgemm_workspace_floats(&view, n, nthreads))
     if needs_pack:
-        view = _pack_into(a, _kernel, ws)
+        view = _pack_into(a, ctx.kernel, ws, nthreads)
     with nogil:
         sgemm_packed(&view, n, pack_b_strided, &bdesc, &cv[0, 0], n, alpha, beta, epp,
                      nthreads, ws + pack_floats)
     return out
 
 
-def matmul(a, b):
+def matmul(a, b, *, context=None):
     """Matrix product of two float32 matrices, like ``numpy.matmul`` for 2-D inputs.
 
     Parameters
@@ -632,6 +795,8 @@ def matmul(a, b):
     b : ndarray, shape (K, N), float32
         Any strides (transposed or sliced views are read in place by the packing
         routines, not copied).
+    context : ExecutionContext, optional
+        Threads and ISA (None: the process defaults).
 
     Returns
     -------
@@ -653,7 +818,8 @@ def matmul(a, b):
             f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
     cdef int64_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
     if m == 0 or n == 0 or k == 0 or (n > GEMV_MAX_N and m > GEMV_MAX_N):
-        return sgemm(a, b)
+        return sgemm(a, b, context=context)
+    cdef exec_ctx ctx = context_of(context)
     # Matrix-vector shapes: a GEMM tile would be mostly padding, and packing would cost
     # as much as the product itself.
     out = np.empty((m, n), dtype=np.float32)
@@ -663,8 +829,8 @@ def matmul(a, b):
     cdef int64_t sa0 = av.strides[0] // 4, sa1 = av.strides[1] // 4
     cdef int64_t sb0 = bv.strides[0] // 4, sb1 = bv.strides[1] // 4
     cdef int64_t j
-    cdef const pyconv_sgemm_kernel *kern = _kernel
-    cdef int nthreads = _num_threads
+    cdef const pyconv_sgemm_kernel *kern = ctx.kernel
+    cdef int nthreads = ctx.nthreads
     with nogil:
         if n <= GEMV_MAX_N:      # each column: c[:, j] = a @ b[:, j]
             for j in range(n):
@@ -685,6 +851,7 @@ cdef class LinearCall:
     cdef object weight          # (out, in) float32 C-contiguous
     cdef object bias            # (out,) float32 C-contiguous, or None
     cdef cnp.npy_intp x_dims[2]
+    cdef exec_ctx ctx
 
     def __call__(self, x):
         if not planned_array(x, 2, self.x_dims):
@@ -696,8 +863,8 @@ cdef class LinearCall:
                                else <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias))
         cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        cdef const pyconv_sgemm_kernel *kern = _kernel
-        cdef int nthreads = _num_threads
+        cdef const pyconv_sgemm_kernel *kern = self.ctx.kernel
+        cdef int nthreads = self.ctx.nthreads
         with nogil:
             for i in range(rows):
                 if b != NULL:
@@ -707,7 +874,7 @@ cdef class LinearCall:
         return y
 
 
-def bind_linear(weight, bias, x_shape):
+def bind_linear(weight, bias, x_shape, context=None):
     """A :class:`LinearCall` computing ``x @ weight.T + bias`` for inputs of ``x_shape``
     (rows, in_features), or None when the GEMV rows are not the right path (an empty
     dimension). weight: (out_features, in_features), bias: (out_features,) or None; both
@@ -725,6 +892,7 @@ def bind_linear(weight, bias, x_shape):
     if 0 in x_shape or 0 in weight.shape:
         return None
     cdef LinearCall call = LinearCall.__new__(LinearCall)
+    call.ctx = context_of(context)
     call.weight = weight
     call.bias = bias
     call.x_dims[0] = x_shape[0]
@@ -735,14 +903,36 @@ def bind_linear(weight, bias, x_shape):
 # ---------------------------------------------------------------------------------------
 # Machine peak.
 
+cdef struct _fma_job:
+    const pyconv_sgemm_kernel *kern
+    int64_t iterations
+    double *flops               # one per task
+
+
+cdef void _fma_task(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _fma_job *j = <const _fma_job *>arg
+    cdef int64_t t
+    for t in range(lo, hi):
+        j.flops[t] = j.kern.fma_peak(j.iterations)
+
+
 cdef double _fma_flops_parallel(const pyconv_sgemm_kernel *kern, int64_t iterations,
                                 int nthreads) noexcept nogil:
+    """FMA flops of nthreads loops of `iterations`, one per thread when the threads are
+    free (a busy thread's loop runs on another afterwards, lowering the measured rate)."""
+    cdef double flops[256]
     cdef double total = 0.0
+    cdef _fma_job j
     cdef int t
+    nthreads = min(nthreads, 256)
     if nthreads <= 1:
         return kern.fma_peak(iterations)
-    for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule="static", chunksize=1):
-        total += kern.fma_peak(iterations)
+    j.kern = kern
+    j.iterations = iterations
+    j.flops = flops
+    parallel_for(nthreads, nthreads, 1, _fma_task, &j)
+    for t in range(nthreads):
+        total += flops[t]
     return total
 
 
@@ -757,7 +947,7 @@ def measure_peak_gflops(threads=1, isa=None, seconds=0.2):
         kern = pyconv_sgemm_kernel_for(isa.encode())
         if kern == NULL:
             raise UnsupportedISA(f"measure_peak_gflops: ISA {isa!r} is not available here")
-    cdef int nthreads = int(threads)
+    cdef int nthreads = check_num_threads(threads, "measure_peak_gflops: threads")
     cdef int64_t iters = 1 << 16
     cdef double flops
     while True:
@@ -777,7 +967,18 @@ def measure_peak_gflops(threads=1, isa=None, seconds=0.2):
     return best / 1e9
 
 
-def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
+cdef struct _activation_job:
+    const pyconv_sgemm_kernel *kern
+    float *data
+    pyconv_epilogue ep
+
+
+cdef void _activation_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _activation_job *j = <const _activation_job *>arg
+    j.kern.epilogue(j.data + lo, hi - lo, 1, hi - lo, &j.ep)
+
+
+def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0, context=None):
     """Applies a fused-epilogue activation to a float32 array in place and returns it.
 
     The same C code the GEMM epilogue runs, so layers and fused convolutions agree exactly.
@@ -786,19 +987,20 @@ def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0):
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
         raise InvalidDType(f"{activation}: expected a float32 ndarray, got "
                            f"{getattr(x, 'dtype', type(x).__name__)}")
+    cdef exec_ctx ctx = context_of(context)
     if act == 0 or x.size == 0:
         return x
     work = x if x.flags.c_contiguous and x.flags.writeable and x.flags.aligned else np.require(x, requirements="CAW")
     cdef float[::1] flat = work.reshape(-1)
-    cdef int64_t total = flat.shape[0]
-    cdef int64_t chunk = 16384, nchunks = (total + chunk - 1) // chunk, t, lo, n
-    cdef pyconv_epilogue ep = _activation_epilogue(act, act_alpha, act_beta)
-    cdef const pyconv_sgemm_kernel *kern = _kernel
-    cdef int nthreads = _num_threads if nchunks > 1 else 1
-    for t in prange(nchunks, nogil=True, num_threads=nthreads, schedule="static"):
-        lo = t * chunk
-        n = min(chunk, total - lo)
-        kern.epilogue(&flat[lo], n, 1, n, &ep)
+    cdef int64_t total = flat.shape[0], chunk = 16384
+    cdef _activation_job j
+    j.kern = ctx.kernel
+    j.data = &flat[0]
+    j.ep = _activation_epilogue(act, act_alpha, act_beta)
+    cdef int nthreads = ctx.nthreads if total > chunk else 1
+    with nogil:
+        parallel_for(nthreads, total, max(chunk, grain_for(total, nthreads)),
+                     _activation_range, &j)
     if work is not x:
         x[...] = work
     return x

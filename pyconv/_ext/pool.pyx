@@ -35,7 +35,6 @@
 import numpy as np
 
 cimport numpy as cnp
-from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, NAN, fabsf, powf, sqrtf
 from libc.stdint cimport int64_t
 
@@ -44,7 +43,7 @@ cdef extern from "math.h" nogil:
 
 cnp.import_array()
 
-from pyconv._ext.gemm cimport (arrays_overlap, current_kernel, current_num_threads,
+from pyconv._ext.gemm cimport (arrays_overlap, context_of, exec_ctx, grain_for, parallel_for,
                                planned_array, threads_for, workspace_floats)
 
 cdef extern from "pool.h" nogil:
@@ -688,46 +687,52 @@ cdef bint _simd_geom(const pyconv_pool_kernel *kern, const geom *g, const params
     return True
 
 
-cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
-                     const params *prm, float *ws, int64_t ws_stride,
-                     int nthreads) noexcept nogil:
-    cdef int64_t rows = g.planes * g.OD * g.OH
+cdef struct _rows_job:
+    const float *x
+    float *y
+    int64_t *ind
+    const geom *g
+    const params *prm
+    const pyconv_pool_kernel *kern
+    const pyconv_pool_geom *pg      # NULL: the rows below, else the ISA kernel's
+    float *ws
+    int64_t ws_stride
+
+
+cdef void _row_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Output rows lo..hi (a contiguous block: whole planes when there are many)."""
+    cdef const _rows_job *j = <const _rows_job *>arg
+    cdef float *tmp = j.ws + slot * j.ws_stride
     cdef int64_t r
-    cdef float *tmp = ws
-    cdef bint with_indices = prm.index_mode != 0
-    cdef bint wide = g.D * g.H * g.W >= 2147483647
-    cdef const pyconv_pool_kernel *kern = pyconv_pool_kernel_for(current_kernel().isa)
+    cdef bint wide = j.g.D * j.g.H * j.g.W >= 2147483647
+    if j.pg != NULL:
+        _simd_rows(j.kern, j.pg, j.x, j.y, j.g, j.prm, lo, hi, tmp)
+        return
+    for r in range(lo, hi):
+        if j.prm.index_mode == 0:
+            _pool_row(j.x, j.y, j.g, j.prm, r, tmp)
+        elif wide:
+            _max_row_indices_wide(j.x, j.y, j.ind, j.g, j.prm, r)
+        else:
+            _max_row_indices(j.x, j.y, j.ind, j.g, j.prm, r, <int *>tmp)
+
+
+cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
+                     const params *prm, const pyconv_pool_kernel *kern, float *ws,
+                     int64_t ws_stride, int nthreads) noexcept nogil:
+    cdef int64_t rows = g.planes * g.OD * g.OH
     cdef pyconv_pool_geom pg
-    cdef int t
-    if nthreads > rows:
-        nthreads = <int>rows
-    if _simd_geom(kern, g, prm, &pg):
-        # Contiguous blocks of rows per thread (whole planes when there are many).
-        if nthreads <= 1:
-            _simd_rows(kern, &pg, x, y, g, prm, 0, rows, ws)
-            return
-        for t in prange(nthreads, nogil=True, num_threads=nthreads, schedule="static"):
-            _simd_rows(kern, &pg, x, y, g, prm, rows * t // nthreads,
-                       rows * (t + 1) // nthreads, ws + t * ws_stride)
-        return
-    if nthreads <= 1:
-        for r in range(rows):
-            if not with_indices:
-                _pool_row(x, y, g, prm, r, ws)
-            elif wide:
-                _max_row_indices_wide(x, y, ind, g, prm, r)
-            else:
-                _max_row_indices(x, y, ind, g, prm, r, <int *>ws)
-        return
-    with parallel(num_threads=nthreads):
-        tmp = ws + threadid() * ws_stride
-        for r in prange(rows, schedule="static"):
-            if not with_indices:
-                _pool_row(x, y, g, prm, r, tmp)
-            elif wide:
-                _max_row_indices_wide(x, y, ind, g, prm, r)
-            else:
-                _max_row_indices(x, y, ind, g, prm, r, <int *>tmp)
+    cdef _rows_job j
+    j.x = x
+    j.y = y
+    j.ind = ind
+    j.g = g
+    j.prm = prm
+    j.kern = kern
+    j.pg = &pg if _simd_geom(kern, g, prm, &pg) else NULL
+    j.ws = ws
+    j.ws_stride = ws_stride
+    parallel_for(nthreads, rows, grain_for(rows, nthreads), _row_tasks, &j)
 
 
 cdef object _checked_out(object arr, tuple shape, str name):
@@ -750,7 +755,7 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
 
 def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
          tuple pads_end, tuple dilation, *, bint count_include_pad=True, double divisor=0.0,
-         double p=2.0, str indices="none", out=None, out_indices=None):
+         double p=2.0, str indices="none", out=None, out_indices=None, context=None):
     """Sliding-window pooling on a validated problem (internal: pyconv.functional checks).
 
     Parameters
@@ -772,6 +777,8 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
         over the whole input tensor ('onnx' MaxPool ``Indices``, storage_order 0).
     out, out_indices : ndarray (P, OD, OH, OW), C-contiguous float32 / int64, optional
         Written instead of new arrays (checked by the caller; shape and dtype checked here).
+    context : ExecutionContext, optional
+        Threads and ISA (None: the process defaults).
 
     Returns
     -------
@@ -779,6 +786,7 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     """
     cdef geom g
     cdef params prm
+    cdef exec_ctx ctx = context_of(context)
     cdef const float[:, :, :, ::1] xv = _contiguous(x, "pool")
     _pool_setup(&g, &prm, mode, xv.shape[0], xv.shape[1], xv.shape[2], xv.shape[3],
                 out_shape, kernel, stride, pads_begin, pads_end, dilation,
@@ -799,7 +807,8 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     if ind is not None:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    _pool_run(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm)
+    _pool_run(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm,
+              pyconv_pool_kernel_for(ctx.kernel.isa), ctx.nthreads)
     return y if ind is None else (y, ind)
 
 
@@ -840,10 +849,11 @@ cdef int _pool_setup(geom *g, params *prm, str mode, int64_t planes, int64_t D, 
 
 
 cdef int _pool_run(const float *x, float *y, int64_t *ind, const geom *g,
-                   const params *prm) except -1:
+                   const params *prm, const pyconv_pool_kernel *kern,
+                   int threads) except -1:
     """The rows of a set-up problem (non-empty input and output) on the threads."""
     cdef int nthreads = threads_for(g.planes * g.D * g.H * g.W,  # small maps: fewer threads
-                                    current_num_threads())
+                                    threads)
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
@@ -851,7 +861,7 @@ cdef int _pool_run(const float *x, float *y, int64_t *ind, const geom *g,
     cdef int64_t ws_stride = _round_up(max(g.W + 32, g.OW), 16)
     cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
-        _pool_rows(x, y, ind, g, prm, ws, ws_stride, nthreads)
+        _pool_rows(x, y, ind, g, prm, kern, ws, ws_stride, nthreads)
     return 0
 
 
@@ -864,22 +874,28 @@ cdef class PoolCall:
     cdef readonly object out
     cdef int ndim
     cdef cnp.npy_intp x_dims[5]
+    cdef const pyconv_pool_kernel *kern
+    cdef int nthreads
 
     def __call__(self, x):
         if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
             return None
         _pool_run(<const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
-                  <float *>cnp.PyArray_DATA(<cnp.ndarray>self.out), NULL, &self.g, &self.prm)
+                  <float *>cnp.PyArray_DATA(<cnp.ndarray>self.out), NULL, &self.g, &self.prm,
+                  self.kern, self.nthreads)
         return self.out
 
 
 def bind_pool(str mode, tuple x_shape, tuple out_shape, tuple kernel, tuple stride,
               tuple pads_begin, tuple pads_end, tuple dilation, out, *,
-              bint count_include_pad=True, double divisor=0.0, double p=2.0):
+              bint count_include_pad=True, double divisor=0.0, double p=2.0, context=None):
     """A :class:`PoolCall`: :func:`pool` without indices, for inputs of ``x_shape``
     (N, C, *spatial; seen as P = N * C planes of (D, H, W)) written into ``out``, a
     float32 C-contiguous array of N * C * OD * OH * OW values. Geometry as in pool()."""
     cdef PoolCall call = PoolCall.__new__(PoolCall)
+    cdef exec_ctx ctx = context_of(context)
+    call.kern = pyconv_pool_kernel_for(ctx.kernel.isa)
+    call.nthreads = ctx.nthreads
     if not 3 <= len(x_shape) <= 5:
         raise ValueError(f"bind_pool: x_shape must be (N, C, *spatial), got {x_shape}")
     spatial = (1,) * (5 - len(x_shape)) + x_shape[2:]
@@ -958,24 +974,34 @@ cdef float _max_nan(const float *x, int64_t n) noexcept nogil:
     return NAN if bad else m
 
 
+cdef struct _planes_job:
+    const float *x
+    float *y
+    int64_t size
+    bint is_max
+
+
+cdef void _plane_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _planes_job *j = <const _planes_job *>arg
+    cdef int64_t p
+    for p in range(lo, hi):
+        if j.is_max:
+            j.y[p] = _max_nan(j.x + p * j.size, j.size)
+        else:
+            j.y[p] = <float>(_sum_f64(j.x + p * j.size, j.size) / j.size)
+
+
 cdef void _global_planes(const float *x, float *y, int64_t planes, int64_t size, bint is_max,
                          int nthreads) noexcept nogil:
-    cdef int64_t p
-    if nthreads > planes:
-        nthreads = <int>planes
-    if nthreads <= 1:
-        for p in range(planes):
-            y[p] = _max_nan(x + p * size, size) if is_max else \
-                <float>(_sum_f64(x + p * size, size) / size)
-        return
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
-        if is_max:
-            y[p] = _max_nan(x + p * size, size)
-        else:
-            y[p] = <float>(_sum_f64(x + p * size, size) / size)
+    cdef _planes_job j
+    j.x = x
+    j.y = y
+    j.size = size
+    j.is_max = is_max
+    parallel_for(nthreads, planes, grain_for(planes, nthreads), _plane_tasks, &j)
 
 
-def global_pool(x, bint is_max):
+def global_pool(x, bint is_max, context=None):
     """Mean (or max) of each plane of a validated (P, S) float32 C-contiguous array: (P,)."""
     cdef const float[:, ::1] xv = _contiguous(x, "global_pool")
     cdef int64_t planes = xv.shape[0], size = xv.shape[1]
@@ -985,7 +1011,7 @@ def global_pool(x, bint is_max):
     if size == 0:
         raise ValueError("global_pool: empty input plane")
     cdef float[::1] yv = y
-    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
+    cdef int nthreads = threads_for(x.size, context_of(context).nthreads)  # small maps: fewer
     with nogil:
         _global_planes(&xv[0, 0], &yv[0], planes, size, is_max, nthreads)
     return y
@@ -1000,6 +1026,7 @@ cdef class GlobalPoolCall:
     cdef cnp.npy_intp x_dims[8]
     cdef int64_t planes, size
     cdef tuple out_shape
+    cdef int nthreads
 
     def __call__(self, x):
         if not planned_array(x, self.ndim, self.x_dims):
@@ -1007,13 +1034,12 @@ cdef class GlobalPoolCall:
         y = np.empty(self.out_shape, dtype=np.float32)
         cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        cdef int nthreads = threads_for(self.planes * self.size, current_num_threads())
         with nogil:
-            _global_planes(xp, yp, self.planes, self.size, self.is_max, nthreads)
+            _global_planes(xp, yp, self.planes, self.size, self.is_max, self.nthreads)
         return y
 
 
-def bind_global_pool(tuple x_shape, bint is_max):
+def bind_global_pool(tuple x_shape, bint is_max, context=None):
     """A :class:`GlobalPoolCall`: the mean (or max) of each (n, c) plane of inputs of
     ``x_shape`` (N, C, *spatial, 1 to 6 spatial dims, none empty), as (N, C, 1, ...)."""
     if not 3 <= len(x_shape) <= 8 or any(s <= 0 for s in x_shape[2:]) or min(x_shape) < 0:
@@ -1029,6 +1055,7 @@ def bind_global_pool(tuple x_shape, bint is_max):
     for s in x_shape[2:]:
         call.size *= s
     call.out_shape = x_shape[:2] + (1,) * (len(x_shape) - 2)
+    call.nthreads = threads_for(call.planes * call.size, context_of(context).nthreads)
     return call
 
 
@@ -1100,24 +1127,24 @@ cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const geom *g, i
         ind[r * OW + ow] = best
 
 
-cdef void _adaptive_rows(const float *x, float *y, int64_t *ind, const geom *g, int mode,
-                         float *ws, int64_t ws_stride, int nthreads) noexcept nogil:
-    cdef int64_t rows = g.planes * g.OD * g.OH
+cdef struct _adaptive_job:
+    const float *x
+    float *y
+    int64_t *ind
+    const geom *g
+    int mode
+    float *ws
+    int64_t ws_stride
+
+
+cdef void _adaptive_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _adaptive_job *j = <const _adaptive_job *>arg
     cdef int64_t r
-    cdef float *tmp = ws
-    if nthreads > rows:
-        nthreads = <int>rows
-    if nthreads <= 1:
-        for r in range(rows):
-            _adaptive_row(x, y, ind, g, mode, r, ws)
-        return
-    with parallel(num_threads=nthreads):
-        tmp = ws + threadid() * ws_stride
-        for r in prange(rows, schedule="static"):
-            _adaptive_row(x, y, ind, g, mode, r, tmp)
+    for r in range(lo, hi):
+        _adaptive_row(j.x, j.y, j.ind, j.g, j.mode, r, j.ws + slot * j.ws_stride)
 
 
-def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
+def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, context=None):
     """Adaptive average / max pooling of a validated (P, D, H, W) float32 C-contiguous
     array to (P, *out_shape); max also returns int64 per-plane indices when asked."""
     cdef geom g
@@ -1142,16 +1169,20 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False):
     if with_ind:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    cdef int nthreads = threads_for(x.size, current_num_threads())  # small maps: fewer threads
-    cdef int mode = MODE_MAX if is_max else MODE_AVG
+    cdef int nthreads = threads_for(x.size, context_of(context).nthreads)  # small maps: fewer
     cdef int64_t rows = g.planes * g.OD * g.OH
     if nthreads > rows:
         nthreads = <int>rows
-    cdef int64_t ws_stride = _round_up(g.W, 16)
-    cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
+    cdef _adaptive_job j
+    j.x = &xv[0, 0, 0, 0]
+    j.y = &yv[0, 0, 0, 0]
+    j.ind = indp
+    j.g = &g
+    j.mode = MODE_MAX if is_max else MODE_AVG
+    j.ws_stride = _round_up(g.W, 16)
+    j.ws = workspace_floats(j.ws_stride * max(nthreads, 1))
     with nogil:
-        _adaptive_rows(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, mode, ws, ws_stride,
-                       nthreads)
+        parallel_for(nthreads, rows, grain_for(rows, nthreads), _adaptive_tasks, &j)
     return (y, ind) if with_ind else y
 
 
@@ -1169,24 +1200,26 @@ cdef int64_t _unpool_plane(const float *x, const int64_t *idx, float *y, int64_t
     return -1
 
 
-cdef void _unpool_planes(const float *x, const int64_t *idx, float *y, int64_t planes,
-                         int64_t n_in, int64_t n_out, bint whole_tensor, int64_t *first_bad,
-                         int nthreads) noexcept nogil:
+cdef struct _unpool_job:
+    const float *x
+    const int64_t *idx
+    float *y
+    int64_t n_in, n_out
+    bint whole_tensor
+    int64_t *first_bad
+
+
+cdef void _unpool_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     """Scatters each plane's values to its indices (per plane, or whole-tensor indices
     that must stay in their own plane); an index outside the plane stops that plane and
     records its position in first_bad[plane] (-1 when the plane is fine). Never writes
     outside y."""
+    cdef const _unpool_job *j = <const _unpool_job *>arg
     cdef int64_t p
-    if nthreads > planes:
-        nthreads = <int>planes
-    if nthreads <= 1:
-        for p in range(planes):
-            first_bad[p] = _unpool_plane(x + p * n_in, idx + p * n_in, y + p * n_out, n_in,
-                                         n_out, p * n_out if whole_tensor else 0)
-        return
-    for p in prange(planes, nogil=True, num_threads=nthreads, schedule="static"):
-        first_bad[p] = _unpool_plane(x + p * n_in, idx + p * n_in, y + p * n_out, n_in,
-                                     n_out, p * n_out if whole_tensor else 0)
+    for p in range(lo, hi):
+        j.first_bad[p] = _unpool_plane(j.x + p * j.n_in, j.idx + p * j.n_in,
+                                       j.y + p * j.n_out, j.n_in, j.n_out,
+                                       p * j.n_out if j.whole_tensor else 0)
 
 
 cdef int64_t _unpool_global(const float *x, const int64_t *idx, float *y, int64_t n,
@@ -1203,7 +1236,7 @@ cdef int64_t _unpool_global(const float *x, const int64_t *idx, float *y, int64_
     return -1
 
 
-def max_unpool(x, indices, int64_t out_plane, bint whole_tensor):
+def max_unpool(x, indices, int64_t out_plane, bint whole_tensor, context=None):
     """Scatters a validated (P, S) float32 array to (P, out_plane) zeros at `indices`.
 
     indices : (P, S) int64, C-contiguous; per-plane positions (torch), or positions in the
@@ -1227,11 +1260,18 @@ def max_unpool(x, indices, int64_t out_plane, bint whole_tensor):
     cdef float[:, ::1] yv = y
     first_bad = np.empty(planes, dtype=np.int64)
     cdef int64_t[::1] fb = first_bad
-    cdef int nthreads = threads_for(y.size, current_num_threads())  # small maps: fewer threads
+    cdef int nthreads = threads_for(y.size, context_of(context).nthreads)  # small maps: fewer
     cdef int64_t bad
+    cdef _unpool_job j
+    j.x = &xv[0, 0]
+    j.idx = &iv[0, 0]
+    j.y = &yv[0, 0]
+    j.n_in = n_in
+    j.n_out = out_plane
+    j.whole_tensor = whole_tensor
+    j.first_bad = &fb[0]
     with nogil:
-        _unpool_planes(&xv[0, 0], &iv[0, 0], &yv[0, 0], planes, n_in, out_plane,
-                       whole_tensor, &fb[0], nthreads)
+        parallel_for(nthreads, planes, grain_for(planes, nthreads), _unpool_tasks, &j)
     hits = np.flatnonzero(first_bad >= 0)
     if hits.size == 0:
         return y, -1

@@ -129,7 +129,7 @@ def build_parser():
     p.add_argument("--threads", type=_positive, default=None, help="kernel threads")
     p.set_defaults(func=_commands.cmd_selfcheck)
 
-    p = sub.add_parser("config", help="show the ISA path, OpenMP, threads and blocking")
+    p = sub.add_parser("config", help="show the ISA path, threading, threads and blocking")
     p.set_defaults(func=_commands.cmd_config)
     return parser
 

@@ -48,7 +48,7 @@ def _as_float32(x, name="input", op=""):
     return arr.astype(np.float32)
 
 
-def _elementwise(x, inplace, act, op, a=0.0, b=0.0):
+def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
     if inplace:
         if not isinstance(x, np.ndarray):
             raise InvalidArgument(
@@ -57,9 +57,10 @@ def _elementwise(x, inplace, act, op, a=0.0, b=0.0):
         _as_float32(x, "input", op)
         if not x.flags.writeable:
             raise InvalidArgument(f"{op}: inplace=True but the input array is read-only")
-        return gemm.apply_activation(x, act, a, b)
+        return gemm.apply_activation(x, act, a, b, context)
     x = _as_float32(x, "input", op)
-    return gemm.apply_activation(np.array(x, dtype=np.float32, order="C", copy=True), act, a, b)
+    return gemm.apply_activation(np.array(x, dtype=np.float32, order="C", copy=True), act, a, b,
+                                 context)
 
 
 def _as_float_scalar(value, name, op):

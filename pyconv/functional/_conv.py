@@ -46,11 +46,13 @@ class ConvPlan:
         are its parameters.
     op : str
         Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads, ISA and algorithm setting of every run (None: the process defaults now).
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                  transposed=False, output_padding=0, activation=None, act_alpha=0.0,
-                 act_beta=0.0, op=None):
+                 act_beta=0.0, op=None, context=None):
         self.op = op or ("conv_transpose" if transposed else "conv")
         weight = _float32(weight, "weight", self.op)
         if not 3 <= weight.ndim <= 5:
@@ -90,7 +92,7 @@ class ConvPlan:
                                   f"convolutions")
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
-        self.kernel = ConvKernel(weight, bias, self.groups, self.transposed)
+        self.kernel = ConvKernel(weight, bias, self.groups, self.transposed, context)
         # (output shape, pads_begin) per (input shape, output_size): the arithmetic costs
         # more than a small layer's kernel, and a plan's attributes do not change.
         self._geometry = {}

@@ -28,7 +28,7 @@ _GEMV_MAX_ROWS = 1
 # ---------------------------------------------------------------------------------------
 # linear
 
-def _linear_checked(x, weight, bias, packed=None, op="linear"):
+def _linear_checked(x, weight, bias, packed=None, op="linear", context=None):
     """Shared by :func:`linear` and :class:`pyconv.nn.Linear`.
 
     ``weight`` (out, in) and ``bias`` are validated float32 arrays; ``packed`` is an
@@ -49,13 +49,13 @@ def _linear_checked(x, weight, bias, packed=None, op="linear"):
             y += bias
         return y
     if n <= _GEMV_MAX_ROWS:
-        y = gemm.matmul(rows, weight.T)         # GEMV path, reads the weight in place
+        y = gemm.matmul(rows, weight.T, context=context)     # GEMV: the weight in place
         if bias is not None:
             y += bias
         return y.reshape(lead + (out_features,))
     # (out, in) @ (in, n): the weight is the (packed) left operand and the bias is fused
     # into the epilogue (one value per output row); rows.T is read in place.
-    yt = gemm.sgemm(weight if packed is None else packed, rows.T, bias=bias)
+    yt = gemm.sgemm(weight if packed is None else packed, rows.T, bias=bias, context=context)
     return np.ascontiguousarray(yt.T).reshape(lead + (out_features,))
 
 

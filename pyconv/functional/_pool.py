@@ -281,7 +281,8 @@ def _norm(op, p, allow_inf):
 # N-d entry points (ONNX semantics).
 
 def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
-             ceil_mode=False, indices="none", *, out=None, out_indices=None, op="max_pool"):
+             ceil_mode=False, indices="none", *, out=None, out_indices=None, op="max_pool",
+             context=None):
     """N-d max pooling with per-side pads (ONNX ``MaxPool``).
 
     Padding is never a candidate (as if padded with ``-inf``). NaN propagates (torch's
@@ -309,6 +310,8 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         shape), written and returned instead of new arrays (e.g. by a memory planner).
     op : str
         Name used in error messages (the ONNX node).
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -331,12 +334,13 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
                               f"got {indices!r}")
     geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
                          dilations, ceil_mode)
-    return _run_sliding("max", x, geo, False, op, out, out_indices, indices=indices)
+    return _run_sliding("max", x, geo, False, op, out, out_indices, indices=indices,
+                        context=context)
 
 
 def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
              ceil_mode=False, count_include_pad=False, divisor_override=None, *, out=None,
-             op="avg_pool"):
+             op="avg_pool", context=None):
     """N-d average pooling with per-side pads (ONNX ``AveragePool``, with dilations).
 
     Each output is the sum of the window's elements inside the input divided by: the
@@ -358,6 +362,8 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         Preallocated result, as in :func:`max_pool`.
     op : str
         Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -370,11 +376,11 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
                          dilations, ceil_mode)
     return _run_sliding("avg", x, geo, False, op, out,
                         count_include_pad=_bool(count_include_pad, "count_include_pad", op),
-                        divisor=_divisor(op, divisor_override))
+                        divisor=_divisor(op, divisor_override), context=context)
 
 
 def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilations,
-              ceil_mode, out, *, count_include_pad=False, op="pool"):
+              ceil_mode, out, *, count_include_pad=False, op="pool", context=None):
     """:func:`max_pool` (``mode='max'``, no indices) or :func:`avg_pool` (``'avg'``) bound
     to one input shape and a preallocated output, with the geometry validated and resolved
     once (a memory planner's step).
@@ -392,6 +398,8 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         Average pooling, as in :func:`avg_pool`.
     op : str
         Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -408,11 +416,11 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
                          dilations, ceil_mode)
     _check_out(op, "out", out, x_shape[:2] + tuple(geo[5]), np.float32)
     return _kernels.bind_pool(mode, x_shape, *geo[6], out, count_include_pad=_bool(
-        count_include_pad, "count_include_pad", op))
+        count_include_pad, "count_include_pad", op), context=context)
 
 
 def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,
-            ceil_mode=False, *, out=None, op="lp_pool"):
+            ceil_mode=False, *, out=None, op="lp_pool", context=None):
     """N-d Lp pooling (ONNX ``LpPool``): ``(sum over the window of |x| ** p) ** (1 / p)``.
 
     Padding contributes zeros.
@@ -428,6 +436,8 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
         As in :func:`max_pool`.
     op : str
         Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -437,7 +447,7 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     p = _norm(op, p, allow_inf=False)
     geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
                          dilations, ceil_mode)
-    return _run_sliding("lp", x, geo, False, op, out, p=p)
+    return _run_sliding("lp", x, geo, False, op, out, p=p, context=context)
 
 
 def _adaptive_size(op, output_size, spatial):
@@ -496,7 +506,7 @@ def adaptive_max_pool(x, output_size, return_indices=False, *, op="adaptive_max_
                      False)
 
 
-def _unpool(op, x, indices, out, convention, added):
+def _unpool(op, x, indices, out, convention, added, context=None):
     ind = np.asarray(indices)
     if not np.issubdtype(ind.dtype, np.integer):
         raise InvalidDType(f"{op}: indices must be an integer array (int64), got dtype "
@@ -511,8 +521,8 @@ def _unpool(op, x, indices, out, convention, added):
     plane = math.prod(out)
     arithmetic.check_tensor_size((n, c) + tuple(out), op)
     in_plane = math.prod(x.shape[2:])   # explicit: reshape(0, -1) is ambiguous for N*C == 0
-    y, bad = _kernels.max_unpool(x.reshape(n * c, in_plane), ind.reshape(n * c, in_plane), plane,
-                                 convention == "onnx")
+    y, bad = _kernels.max_unpool(x.reshape(n * c, in_plane), ind.reshape(n * c, in_plane),
+                                 plane, convention == "onnx", context)
     if bad >= 0:
         pos = np.unravel_index(bad, ind.shape)
         if added:
@@ -527,7 +537,8 @@ def _unpool(op, x, indices, out, convention, added):
     return _finish(y, x.shape, out, added)
 
 
-def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool"):
+def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool",
+               context=None):
     """N-d max unpooling: scatter ``x`` into zeros at ``indices`` (ONNX ``MaxUnpool``).
 
     Parameters
@@ -543,6 +554,8 @@ def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool")
         the whole output tensor.
     op : str
         Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -568,7 +581,7 @@ def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool")
                              f"channels of x {x.shape}")
         shape = shape[2:]
     out = arithmetic.normalize_tuple(shape, n, f"{op}: output_shape")
-    return _unpool(op, x, indices, out, convention, False)
+    return _unpool(op, x, indices, out, convention, False, context)
 
 
 # ---------------------------------------------------------------------------------------
@@ -930,7 +943,7 @@ def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=No
                           output_size)
 
 
-def _global(op, x, is_max):
+def _global(op, x, is_max, context=None):
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
         if x.dtype == np.float64:
@@ -945,11 +958,11 @@ def _global(op, x, is_max):
         raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
     x = c_aligned(x)
     n, c = x.shape[:2]
-    y = _kernels.global_pool(x.reshape(n * c, -1), is_max)
+    y = _kernels.global_pool(x.reshape(n * c, -1), is_max, context)
     return y.reshape((n, c) + (1,) * (x.ndim - 2))
 
 
-def bind_global_pool(x_shape, is_max, *, op="global_pool"):
+def bind_global_pool(x_shape, is_max, *, op="global_pool", context=None):
     """:func:`global_avg_pool` (``is_max`` false) or :func:`global_max_pool` bound to one
     input shape, with the checks done once (a memory planner's step).
 
@@ -958,6 +971,8 @@ def bind_global_pool(x_shape, is_max, *, op="global_pool"):
     x_shape : tuple of int
         (N, C, *spatial), at least one spatial dim, none empty.
     is_max : bool
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
@@ -970,10 +985,10 @@ def bind_global_pool(x_shape, is_max, *, op="global_pool"):
     if len(x_shape) < 3 or 0 in x_shape[2:]:
         raise ShapeError(f"{op}: x must be (N, C, *spatial) with non-empty spatial dims, "
                          f"got shape {x_shape}")
-    return _kernels.bind_global_pool(x_shape, bool(is_max))
+    return _kernels.bind_global_pool(x_shape, bool(is_max), context)
 
 
-def global_avg_pool(x):
+def global_avg_pool(x, *, context=None):
     """Mean over all spatial dims, kept as size-1 dims (ONNX ``GlobalAveragePool``).
 
     Accumulates in double precision.
@@ -982,15 +997,17 @@ def global_avg_pool(x):
     ----------
     x : ndarray, shape (N, C, *spatial), float32
         Any number (>= 1) of spatial dims.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
     ndarray, shape (N, C, 1, ..., 1), float32
     """
-    return _global("global_avg_pool", x, False)
+    return _global("global_avg_pool", x, False, context)
 
 
-def global_max_pool(x):
+def global_max_pool(x, *, context=None):
     """Max over all spatial dims, kept as size-1 dims (ONNX ``GlobalMaxPool``).
 
     NaN propagates.
@@ -999,9 +1016,11 @@ def global_max_pool(x):
     ----------
     x : ndarray, shape (N, C, *spatial), float32
         Any number (>= 1) of spatial dims.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of the kernels (None: the process defaults).
 
     Returns
     -------
     ndarray, shape (N, C, 1, ..., 1), float32
     """
-    return _global("global_max_pool", x, True)
+    return _global("global_max_pool", x, True, context)

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._ext.gemm import ExecutionContext
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional import _conv as _fconv
 from pyconv.functional._activation import _as_float32
@@ -75,10 +76,14 @@ class _ConvNd(Module):
         self.register_parameter("bias", _uniform((out_channels,), bound) if bias else None)
 
     def _plan(self):
-        """The prepared convolution, rebuilt when ``weight`` or ``bias`` was replaced."""
+        """The prepared convolution, rebuilt when ``weight`` or ``bias`` was replaced or
+        the process defaults (``pyconv.set_num_threads``, ``set_isa``) changed, as torch's
+        layers follow ``torch.set_num_threads``."""
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         cache = self.__dict__.get("_cache_plan")
-        if cache is None or cache[0] is not weight or cache[1] is not bias:
+        context = ExecutionContext()
+        if (cache is None or cache[0] is not weight or cache[1] is not bias
+                or cache[2].kernel.context != context):
             expected = ((self.in_channels, self.out_channels // self.groups)
                         if self.transposed else
                         (self.out_channels, self.in_channels // self.groups)) + self.kernel_size
@@ -88,7 +93,8 @@ class _ConvNd(Module):
                                  f"{expected}")
             plan = _fconv.ConvPlan(weight, bias, self.stride, self.padding, self.dilation,
                                    self.groups, transposed=self.transposed,
-                                   output_padding=self.output_padding, op=self._get_name())
+                                   output_padding=self.output_padding, op=self._get_name(),
+                                   context=context)
             # One tuple, replaced at once: safe when several threads call the layer.
             cache = (weight, bias, plan)
             self.__dict__["_cache_plan"] = cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._ext.gemm import ExecutionContext
 from pyconv._ext import gemm
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional import _activation as A
@@ -216,15 +217,18 @@ class Linear(Module):
         """x: (*, in_features) float32 -> (*, out_features) float32."""
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         cache = self.__dict__.get("_cache_packed")
-        if cache is None or cache[0] is not weight or cache[1] is not bias:
+        context = ExecutionContext()      # the defaults now (torch.set_num_threads-like)
+        if (cache is None or cache[0] is not weight or cache[1] is not bias
+                or cache[3].isa != context.isa):
             weight, bias = M._check_linear_params(weight, bias, "Linear")
             if weight.shape != (self.out_features, self.in_features):
                 raise ShapeError(f"Linear: weight has shape {weight.shape}, expected "
                                  f"{(self.out_features, self.in_features)}")
-            packed = gemm.PackedMatrix(weight) if weight.size else None
-            cache = (weight, bias, packed)
+            packed = gemm.PackedMatrix(weight, context) if weight.size else None
+            cache = (weight, bias, packed, context)
             self.__dict__["_cache_packed"] = cache
-        return M._linear_checked(x, cache[0], cache[1], cache[2], op="Linear")
+        return M._linear_checked(x, cache[0], cache[1], cache[2], op="Linear",
+                                 context=context)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -5,12 +5,14 @@ its attributes with their ONNX names and defaults (``attributes = {"group": 1}``
 constructed once per node (``__init__`` validates the attributes and, through
 :meth:`Op.setup`, prepares whatever depends only on constant inputs: packed weights,
 resolved pads), and is then run many times (:meth:`Op.run`). ``run`` must not mutate
-the operator: one session may run from several threads at once.
+the operator: one session may run from several threads at once. ``context`` (an
+:class:`pyconv.ExecutionContext`) is what its kernels run with.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from pyconv._ext.gemm import ExecutionContext
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, PyconvError
 
@@ -84,8 +86,10 @@ class Op:
     #: Number of leading inputs that must be present (an int, or a callable of opset).
     required_inputs = 1
 
-    def __init__(self, node: Node, opset: int, consts: dict | None = None):
+    def __init__(self, node: Node, opset: int, consts: dict | None = None, context=None):
         self.node = node
+        # What the kernels run with (threads, ISA): the session's, fixed at creation.
+        self.context = context if context is not None else ExecutionContext()
         self.opset = opset
         self.name = node.name
         need = self.required_inputs

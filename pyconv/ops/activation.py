@@ -21,7 +21,7 @@ def activate(op, x, name, a=0.0, b=0.0, out=None):
         out = np.array(x, dtype=np.float32, order="C", copy=True)
     else:
         np.copyto(out, x)
-    return gemm.apply_activation(out, name, a, b)
+    return gemm.apply_activation(out, name, a, b, op.context)
 
 
 class _Activation(Op):

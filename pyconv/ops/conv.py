@@ -58,7 +58,8 @@ class _ConvBase(Op):
         return wrap_errors(self, ConvPlan, weight, bias, self.strides, self._plan_padding(),
                            self.dilations, self.group, transposed=self.transposed,
                            output_padding=self._output_padding(), activation=activation,
-                           act_alpha=alpha, act_beta=beta, op=self.node.label)
+                           act_alpha=alpha, act_beta=beta, op=self.node.label,
+                           context=self.context)
 
     def _plan_padding(self):
         return self.padding
@@ -99,7 +100,7 @@ class _ConvBase(Op):
                 y.shape, residual.shape) else None)
             if self.activation:
                 y = _elementwise(y.astype(np.float32, copy=False), True, self.activation,
-                                 self.node.label, self.alpha, self.beta)
+                                 self.node.label, self.alpha, self.beta, self.context)
             return [y]
         out = take_out(out, shape)
         if out is not None and (np.may_share_memory(out, x) or (

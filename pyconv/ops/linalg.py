@@ -28,13 +28,14 @@ class _Linear(Op):
         if self._packed is None:
             with self._lock:
                 if self._packed is None:
-                    self._packed = gemm.PackedMatrix(weight)
+                    self._packed = gemm.PackedMatrix(weight, self.context)
         return self._packed
 
     def linear(self, x, weight, bias, const):
         rows = math.prod(x.shape[:-1])
         packed = self.packed(weight, rows) if const else None
-        return wrap_errors(self, _linear_checked, x, weight, bias, packed, self.node.label)
+        return wrap_errors(self, _linear_checked, x, weight, bias, packed, self.node.label,
+                           self.context)
 
 
 @register("Gemm")
@@ -81,7 +82,8 @@ class Gemm(_Linear):
         has_c = len(specs) > 2 and specs[2] is not None
         if has_c and (self.bias is None or self.bias.shape != self.weight.shape[:1]):
             return None
-        kernel = gemm.bind_linear(self.weight, self.bias if has_c else None, specs[0][0])
+        kernel = gemm.bind_linear(self.weight, self.bias if has_c else None, specs[0][0],
+                                  self.context)
         if kernel is None:
             return None
         return bound_step(kernel, self, out)
@@ -145,7 +147,7 @@ class MatMul(_Linear):
         bb = np.broadcast_to(b2, batch + b2.shape[-2:])
         y = np.empty(batch + (a2.shape[-2], b2.shape[-1]), np.float32)
         for idx in np.ndindex(*batch):
-            y[idx] = gemm.matmul(ab[idx], bb[idx])
+            y[idx] = gemm.matmul(ab[idx], bb[idx], context=self.context)
         if a.ndim == 1:
             y = y[..., 0, :]
         if b.ndim == 1:

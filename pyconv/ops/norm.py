@@ -26,7 +26,7 @@ class _Affine(Op):
         np.multiply(x, scale.reshape(shape), out=y)
         y += shift.reshape(shape)
         if activation:
-            gemm.apply_activation(y, activation, a, b)
+            gemm.apply_activation(y, activation, a, b, self.context)
         return y
 
 

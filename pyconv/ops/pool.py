@@ -63,7 +63,8 @@ class _Pool(Op):
             pb, pe = self._pads_for(specs[0][0])
             kernel = F.bind_pool(mode, specs[0][0], self.kernel, self.strides, pb, pe,
                                  self.dilations, self.ceil_mode, out,
-                                 count_include_pad=count_include_pad, op=self.node.label)
+                                 count_include_pad=count_include_pad, op=self.node.label,
+                                 context=self.context)
         except (PyconvError, ValueError):
             return None
         return bound_step(kernel, self, out)
@@ -111,7 +112,7 @@ class MaxPool(_Pool):
         try:
             return wrap_errors(self, F.max_pool, x, self.kernel, self.strides, pb, pe,
                                self.dilations, self.ceil_mode, indices, op=self.node.label,
-                               out=out)
+                               out=out, context=self.context)
         except Exception:
             if out is None:
                 raise
@@ -135,12 +136,13 @@ class AveragePool(_Pool):
         try:
             return [wrap_errors(self, F.avg_pool, x, self.kernel, self.strides, pb, pe,
                                 self.dilations, self.ceil_mode, cip, op=self.node.label,
-                                out=out)]
+                                out=out, context=self.context)]
         except Exception:
             if out is None:
                 raise
             return [wrap_errors(self, F.avg_pool, x, self.kernel, self.strides, pb, pe,
-                                self.dilations, self.ceil_mode, cip, op=self.node.label)]
+                                self.dilations, self.ceil_mode, cip, op=self.node.label,
+                                context=self.context)]
 
 
 @register("LpPool")
@@ -154,7 +156,7 @@ class LpPool(_Pool):
         pb, pe = self._pads(x)
         return [wrap_errors(self, F.lp_pool, x, self.kernel, float(self.attrs["p"]),
                             self.strides, pb, pe, self.dilations, self.ceil_mode,
-                            op=self.node.label)]
+                            op=self.node.label, context=self.context)]
 
 
 class _GlobalPool(Op):
@@ -164,7 +166,8 @@ class _GlobalPool(Op):
         if specs[0] is None or specs[0][1] != np.float32:
             return None
         try:
-            kernel = F.bind_global_pool(specs[0][0], self.is_max, op=self.node.label)
+            kernel = F.bind_global_pool(specs[0][0], self.is_max, op=self.node.label,
+                                        context=self.context)
         except (PyconvError, ValueError):
             return None
         return bound_step(kernel, self, out)
@@ -175,7 +178,8 @@ class GlobalAveragePool(_GlobalPool):
     """ONNX GlobalAveragePool: mean over all spatial dims (kept as 1s)."""
 
     def run(self, inputs, out=None):
-        return [wrap_errors(self, F.global_avg_pool, self.float32(inputs[0]))]
+        return [wrap_errors(self, F.global_avg_pool, self.float32(inputs[0]),
+                            context=self.context)]
 
 
 @register("GlobalMaxPool")
@@ -184,7 +188,8 @@ class GlobalMaxPool(_GlobalPool):
     is_max = True
 
     def run(self, inputs, out=None):
-        return [wrap_errors(self, F.global_max_pool, self.float32(inputs[0]))]
+        return [wrap_errors(self, F.global_max_pool, self.float32(inputs[0]),
+                            context=self.context)]
 
 
 @register("MaxUnpool")
@@ -208,7 +213,7 @@ class MaxUnpool(Op):
         shape = tuple((i - 1) * s + k - b - e for i, s, k, b, e in zip(
             x.shape[2:], self.strides, self.kernel, self.pb, self.pe))
         y = wrap_errors(self, F.max_unpool, x, idx, shape, convention="onnx",
-                        op=self.node.label)
+                        op=self.node.label, context=self.context)
         if requested is not None:
             # Indices address the default output; output_shape adds (or removes) room at
             # the end of each spatial dim, as onnxruntime does.

@@ -77,20 +77,30 @@ def test_bound_conv_declines_what_it_was_not_bound_for(rng):
                              (1, 1), plan.dilation)
     assert call2(shared[:x.size].reshape(x.shape)) is None
     assert (out == 7).all() and not shared.any()
-    # Another thread count or algorithm setting: the geometry it holds is stale.
-    previous = pyconv.get_num_threads()
-    pyconv.set_num_threads(previous + 1)
-    try:
-        assert call(x) is None
-    finally:
-        pyconv.set_num_threads(previous)
-    previous = conv_ext.set_algorithm("im2col")
-    try:
-        assert call(x) is None
-    finally:
-        conv_ext.set_algorithm(previous)
     assert (out == 7).all()
     assert call(x) is out and np.array_equal(out, plan.run(x))
+
+
+def test_bound_conv_keeps_its_plans_context(rng):
+    """A plan's context is fixed when it is made: later default changes (threads,
+    algorithm) reach new plans only, never a bound call of an existing one."""
+    plan = F.ConvPlan(rand(rng, 8, 4, 3, 3), rand(rng, 8), 1, 1)
+    x = rand(rng, 2, 4, 9, 7)
+    call, out = bound_conv(plan, x.shape, fill=7.0)
+    expected = plan.run(x).copy()
+    algorithm = plan.kernel.last_algorithm
+    previous_threads = pyconv.get_num_threads()
+    previous_algorithm = conv_ext.set_algorithm("im2col" if algorithm != "im2col" else "padded")
+    pyconv.set_num_threads(previous_threads % 2 + 1)
+    try:
+        assert call(x) is out and np.array_equal(out, expected)
+        assert plan.kernel.last_algorithm == algorithm
+        assert plan.kernel.context.num_threads == previous_threads
+        fresh = F.ConvPlan(plan.kernel.weight, plan.kernel.bias, 1, 1)
+        assert fresh.kernel.context.num_threads == previous_threads % 2 + 1
+    finally:
+        pyconv.set_num_threads(previous_threads)
+        conv_ext.set_algorithm(previous_algorithm)
 
 
 # (shape, kernel, strides, pads_begin, pads_end, dilations, ceil_mode)

@@ -310,19 +310,17 @@ def test_bound_steps_take_the_general_path_when_shapes_depend_on_data(rng):
     assert len(s._program.plans) == 1 and bound_steps(s) == ["Conv"]
 
 
-def test_bound_steps_follow_the_thread_count(rng):
+def test_bound_steps_at_every_thread_count(rng):
     m = conv_model(rng)
-    s = pyconv.InferenceSession(m)          # intra_op_num_threads 0: the process setting
     x = B.rand(rng, 1, 3, 40, 36)
     want = B.ort_run(m, {"x": x})[0]
-    previous = pyconv.get_num_threads()
-    try:
-        for n in (1, 1, 2, 2, 1):
-            pyconv.set_num_threads(n)
+    for n in (1, 2, 3):
+        opts = pyconv.SessionOptions()
+        opts.intra_op_num_threads = n
+        s = pyconv.InferenceSession(m, opts)
+        for _ in range(3):
             np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
-    finally:
-        pyconv.set_num_threads(previous)
-    assert bound_steps(s) == ["FusedConv"]
+        assert bound_steps(s) == ["FusedConv"]
 
 
 def test_a_checked_feed_signature_does_not_admit_other_feeds(rng):

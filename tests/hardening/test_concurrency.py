@@ -70,23 +70,36 @@ def test_keyboard_interrupt_leaves_the_session_usable(model):
         np.testing.assert_array_equal(got, want)
 
 
-def test_thread_count_changes_between_runs_are_honoured(model):
-    """set_num_threads between runs takes effect, and the answer does not depend on it:
-    GEMM threads split rows and columns of the output, never the reduction, so every
+def test_answers_do_not_depend_on_the_thread_count(model):
+    """GEMM tasks split rows and columns of the output, never the reduction, so every
     output element is summed in the same order at any thread count (bitwise equal)."""
+    x = inputs(1)[0]
+    outs = {}
+    for n in (1, 2, 3, 5):
+        opts = pyconv.SessionOptions()
+        opts.intra_op_num_threads = n
+        outs[n] = pyconv.InferenceSession(model, opts).run(None, {"x": x})
+    for n in (2, 3, 5):
+        for got, want in zip(outs[n], outs[1]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_session_keeps_its_context_when_the_default_changes(model):
+    """set_num_threads / set_isa are the defaults of sessions made afterwards; a session
+    keeps the thread count and ISA it was made with, and running it changes no default."""
     previous = pyconv.get_num_threads()
     sess = pyconv.InferenceSession(model)
+    made_with = sess.context.num_threads
     x = inputs(1)[0]
+    want = sess.run(None, {"x": x})
     try:
-        outs = {}
-        for n in (1, 2, 3, 1):
+        for n in (1, 3, 2):
             pyconv.set_num_threads(n)
+            for got, ref in zip(sess.run(None, {"x": x}), want):
+                np.testing.assert_array_equal(got, ref)
             assert pyconv.get_num_threads() == n
-            outs[n] = sess.run(None, {"x": x})
-            assert pyconv.get_num_threads() == n   # a run does not change the setting
-        for n in (2, 3):
-            for got, want in zip(outs[n], outs[1]):
-                np.testing.assert_array_equal(got, want)
+            assert sess.context.num_threads == made_with
+            assert pyconv.InferenceSession(model).context.num_threads == n
     finally:
         pyconv.set_num_threads(previous)
 
@@ -96,6 +109,7 @@ def test_session_option_threads_apply_to_its_runs_only(model):
     opts = pyconv.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = pyconv.InferenceSession(model, opts)
+    assert sess.context.num_threads == (2 if pyconv.config()["threading"] != "serial" else 1)
     try:
         pyconv.set_num_threads(1)
         out2 = sess.run(None, {"x": inputs(1)[0]})
@@ -105,3 +119,43 @@ def test_session_option_threads_apply_to_its_runs_only(model):
             np.testing.assert_array_equal(a, b)
     finally:
         pyconv.set_num_threads(previous)
+
+
+def test_sessions_with_different_thread_counts_run_concurrently(model):
+    """Sessions at 1, 2 and 3 threads, each run from several Python threads at once,
+    give their serial answers and leave the process default as it was."""
+    previous = pyconv.get_num_threads()
+    sessions = []
+    for n in (1, 2, 3):
+        opts = pyconv.SessionOptions()
+        opts.intra_op_num_threads = n
+        sessions.append(pyconv.InferenceSession(model, opts))
+    feeds = inputs(4, batch=1, seed=3)
+    serial = [[s.run(None, {"x": x}) for x in feeds] for s in sessions]
+    barrier = threading.Barrier(9)
+
+    def work(i):
+        barrier.wait()
+        s = i % 3
+        return [(s, j, sessions[s].run(None, {"x": feeds[j]})) for j in range(4)
+                for _ in range(3)]
+    with ThreadPoolExecutor(9) as pool:
+        results = [r for rs in pool.map(work, range(9)) for r in rs]
+    assert len(results) == 9 * 12
+    for s, j, out in results:
+        for got, want in zip(out, serial[s][j]):
+            np.testing.assert_array_equal(got, want)
+    assert pyconv.get_num_threads() == previous
+    assert [s.context.num_threads for s in sessions] == (
+        [1, 2, 3] if pyconv.config()["threading"] != "serial" else [1, 1, 1])
+
+
+@pytest.mark.parametrize("bad", [-1, 1500, 2**31, 2.5, "two", True])
+def test_absurd_thread_counts_are_refused_before_any_thread_starts(model, bad):
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = bad
+    with pytest.raises(pyconv.errors.InvalidArgument,
+                       match="SessionOptions.intra_op_num_threads: expected an integer from 1"):
+        pyconv.InferenceSession(model, opts)
+    with pytest.raises(pyconv.errors.InvalidArgument, match="expected an integer from 1"):
+        pyconv.ExecutionContext(num_threads=bad)

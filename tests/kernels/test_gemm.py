@@ -217,10 +217,26 @@ def test_sgemm_bad_epilogue_arguments(rng):
         gemm.sgemm(a, b, beta=1.0)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None, 2**31, 10**30,
+                                 "max_threads() + 1"])
 def test_set_num_threads_rejects_bad_values(bad):
-    with pytest.raises(InvalidArgument, match="set_num_threads: expected an integer >= 1"):
+    if bad == "max_threads() + 1":
+        bad = gemm.max_threads() + 1
+    previous = pyconv.get_num_threads()
+    with pytest.raises(InvalidArgument, match="set_num_threads: expected an integer from 1 to "
+                                              f"{gemm.max_threads()}"):
         pyconv.set_num_threads(bad)
+    assert pyconv.get_num_threads() == previous
+
+
+def test_thread_cap_is_accepted_and_computes():
+    previous = pyconv.get_num_threads()
+    try:
+        pyconv.set_num_threads(gemm.max_threads())
+        a = np.random.default_rng(0).random((64, 300), dtype=np.float32)
+        np.testing.assert_allclose(pyconv.matmul(a, a.T), a @ a.T, rtol=1e-4, atol=1e-4)
+    finally:
+        pyconv.set_num_threads(previous)
 
 
 def test_set_isa_rejects_unknown_and_unsupported():
@@ -264,7 +280,7 @@ def test_show_config_reports_isa_threads_openmp_and_blocking(capsys):
     assert info["ukernel"] in out
     assert f"KC={info['kc']}" in out and f"NC={info['nc']}" in out
     assert f"threads       : {pyconv.get_num_threads()}" in out
-    assert ("OpenMP        : on" in out) == gemm.openmp_enabled()
+    assert f"threading     : {gemm.parallel_backend()}" in out
 
 
 def test_measured_peak_is_plausible():

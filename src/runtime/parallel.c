@@ -1,0 +1,284 @@
+/* parallel.c: the parallel-for of parallel.h: a pthread pool (default), OpenMP, or serial. */
+#include "parallel.h"
+
+#if !defined(PYCONV_THREADS_POOL) && !defined(PYCONV_THREADS_OPENMP)
+
+const char *pyconv_parallel_backend(void) { return "serial"; }
+int pyconv_parallel_workers(void) { return 0; }
+
+void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn, void *ctx)
+{
+    (void)nthreads;
+    if (n > 0) fn(ctx, 0, n, 0);
+    (void)grain;
+}
+
+#elif defined(PYCONV_THREADS_OPENMP)
+/* The OpenMP build: the same claiming loop inside one parallel region. Its closing
+ * barrier waits for every thread of the team, late or not; the pool below does not. */
+#include <omp.h>
+#include <stdatomic.h>
+
+const char *pyconv_parallel_backend(void) { return "openmp"; }
+int pyconv_parallel_workers(void) { return 0; }
+
+void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    const int64_t tasks = (n + grain - 1) / grain;
+    if (nthreads > tasks) nthreads = (int)tasks;
+    if (nthreads <= 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    _Atomic int64_t next = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        const int slot = omp_get_thread_num();
+        for (int64_t t; (t = atomic_fetch_add(&next, 1)) < tasks;)
+            fn(ctx, t * grain, t + 1 == tasks ? n : (t + 1) * grain, slot);
+    }
+}
+
+#else /* PYCONV_THREADS_POOL */
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+enum {
+    /* Jobs that can be in flight at once (one per concurrent caller); a caller that finds
+     * none free runs its loop alone. */
+    MAX_JOBS = 32,
+    /* Helpers per job: the joined count has 8 bits in the job word. */
+    MAX_WORKERS = 255,
+    /* An idle worker polls for new jobs this long, then sleeps until one is published.
+     * First with pause (a few ns per poll: the gaps between the parallel loops of one
+     * model run are microseconds), then yielding its core, so that on a busy machine a
+     * polling worker gives way to whoever else has work. */
+    SPIN_PAUSE_NS = 50 * 1000,
+    SPIN_YIELD_NS = 500 * 1000,
+    WORKER_STACK_BYTES = 4 << 20,
+};
+
+/* A job's word: generation (24 bits) | helpers joined (8) | next task (32). One
+ * compare-and-swap joins or claims, and it fails once the slot holds a newer job, so a
+ * worker that read a finished job's fields can never run a task of it. */
+#define GEN_SHIFT 40
+#define JOINED_SHIFT 32
+#define NEXT_MASK 0xffffffffULL
+#define JOINED_MASK 0xffULL
+#define MAX_TASKS ((int64_t)1 << 30)
+
+typedef struct {
+    _Alignas(64) _Atomic uint64_t word;
+    _Atomic int64_t done;               /* tasks finished */
+    _Atomic(pyconv_range_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t n, grain, tasks;
+    _Atomic int max_helpers;
+    _Atomic int busy;                   /* owned by a caller */
+} job_slot;
+
+static job_slot jobs[MAX_JOBS];
+static _Alignas(64) _Atomic uint64_t epoch;       /* bumped by every publish */
+static _Atomic int sleepers;
+static _Atomic int workers_started;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;   /* sleeping, starting */
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+const char *pyconv_parallel_backend(void) { return "pool"; }
+int pyconv_parallel_workers(void) { return atomic_load(&workers_started); }
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Claims and runs tasks of the job in `s` that `word` describes until none is left. */
+static void run_tasks(job_slot *s, uint64_t word, pyconv_range_fn fn, void *ctx, int64_t n,
+                      int64_t grain, int64_t tasks, int slot)
+{
+    const uint64_t gen = word >> GEN_SHIFT;
+    for (;;) {
+        const int64_t t = (int64_t)(word & NEXT_MASK);
+        if (t >= tasks || (word >> GEN_SHIFT) != gen) return;
+        if (!atomic_compare_exchange_weak(&s->word, &word, word + 1))
+            continue;                               /* word reloaded: retry or stop */
+        const int64_t begin = t * grain;
+        fn(ctx, begin, t + 1 == tasks ? n : begin + grain, slot);
+        atomic_fetch_add_explicit(&s->done, 1, memory_order_release);
+        word = atomic_load(&s->word);
+    }
+}
+
+/* Joins one job with work left and a free helper place; false when there is none. */
+static bool help_one(void)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        job_slot *s = &jobs[i];
+        uint64_t word = atomic_load(&s->word);
+        for (;;) {
+            /* Fields first, then the compare-and-swap validates them (same generation). */
+            const int64_t tasks = atomic_load(&s->tasks);
+            const int max_helpers = atomic_load(&s->max_helpers);
+            const uint64_t joined = (word >> JOINED_SHIFT) & JOINED_MASK;
+            if ((int64_t)(word & NEXT_MASK) >= tasks || (int)joined >= max_helpers) break;
+            pyconv_range_fn fn = atomic_load(&s->fn);
+            void *ctx = atomic_load(&s->ctx);
+            const int64_t n = atomic_load(&s->n);
+            const int64_t grain = atomic_load(&s->grain);
+            const uint64_t joined_word = word + ((uint64_t)1 << JOINED_SHIFT);
+            if (atomic_compare_exchange_weak(&s->word, &word, joined_word)) {
+                run_tasks(s, joined_word, fn, ctx, n, grain, tasks, (int)joined + 1);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        uint64_t seen = atomic_load(&epoch);
+        if (help_one()) continue;
+        const uint64_t start = now_ns();
+        bool published = false;
+        for (unsigned polls = 1; !published; polls++) {
+            if (atomic_load_explicit(&epoch, memory_order_relaxed) != seen) {
+                published = true;
+                break;
+            }
+            if (polls % 64 == 0) {
+                const uint64_t waited = now_ns() - start;
+                if (waited > SPIN_YIELD_NS) break;
+                if (waited > SPIN_PAUSE_NS) sched_yield();
+            }
+            CPU_RELAX();
+        }
+        if (published) continue;
+        pthread_mutex_lock(&lock);
+        atomic_fetch_add(&sleepers, 1);
+        while (atomic_load(&epoch) == seen) pthread_cond_wait(&wake, &lock);
+        atomic_fetch_sub(&sleepers, 1);
+        pthread_mutex_unlock(&lock);
+    }
+    return NULL;
+}
+
+/* Starts workers until there are `want` (fewer when the system refuses threads: the
+ * callers then simply do more of the work themselves). */
+static void ensure_workers(int want)
+{
+    if (want > MAX_WORKERS) want = MAX_WORKERS;
+    if (atomic_load(&workers_started) >= want) return;
+    pthread_mutex_lock(&lock);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, WORKER_STACK_BYTES);
+    while (atomic_load(&workers_started) < want) {
+        pthread_t tid;
+        if (pthread_create(&tid, &attr, worker_main, NULL) != 0) break;
+        atomic_fetch_add(&workers_started, 1);
+    }
+    pthread_attr_destroy(&attr);
+    pthread_mutex_unlock(&lock);
+}
+
+/* In a forked child only the forking thread exists: forget the parent's workers and
+ * jobs, and start new workers on first use. */
+static void after_fork_in_child(void)
+{
+    pthread_mutex_init(&lock, NULL);
+    pthread_cond_init(&wake, NULL);
+    atomic_store(&workers_started, 0);
+    atomic_store(&sleepers, 0);
+    for (int i = 0; i < MAX_JOBS; i++) {
+        atomic_store(&jobs[i].busy, 0);
+        atomic_store(&jobs[i].tasks, 0);
+    }
+}
+
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+
+static job_slot *acquire_slot(void)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        int free_ = 0;
+        if (atomic_load_explicit(&jobs[i].busy, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&jobs[i].busy, &free_, 1))
+            return &jobs[i];
+    }
+    return NULL;
+}
+
+void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    if ((n + grain - 1) / grain > MAX_TASKS) grain = (n + MAX_TASKS - 1) / MAX_TASKS;
+    const int64_t tasks = (n + grain - 1) / grain;
+    if (nthreads > tasks) nthreads = (int)tasks;
+    if (nthreads > MAX_WORKERS + 1) nthreads = MAX_WORKERS + 1;
+    job_slot *s = nthreads > 1 ? acquire_slot() : NULL;
+    if (s == NULL) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    pthread_once(&fork_handler_once, install_fork_handler);
+    ensure_workers(nthreads - 1);
+
+    /* A new generation, closed (no place, no task) while the fields change: a worker
+     * that read the previous job's word then fails its compare-and-swap, whichever
+     * job's fields it saw. The stores are sequentially consistent to keep that order. */
+    const uint64_t gen = ((atomic_load(&s->word) >> GEN_SHIFT) + 1) & 0xffffffULL;
+    const uint64_t word = gen << GEN_SHIFT;
+    atomic_store(&s->word, word | (JOINED_MASK << JOINED_SHIFT) | NEXT_MASK);
+    atomic_store(&s->fn, fn);
+    atomic_store(&s->ctx, ctx);
+    atomic_store(&s->n, n);
+    atomic_store(&s->grain, grain);
+    atomic_store(&s->tasks, tasks);
+    atomic_store(&s->max_helpers, nthreads - 1);
+    atomic_store(&s->done, 0);
+    atomic_store(&s->word, word);             /* opens the job */
+    atomic_fetch_add(&epoch, 1);
+    if (atomic_load(&sleepers) > 0) {
+        pthread_mutex_lock(&lock);
+        if (nthreads - 1 >= atomic_load(&sleepers)) pthread_cond_broadcast(&wake);
+        else for (int i = 0; i < nthreads - 1; i++) pthread_cond_signal(&wake);
+        pthread_mutex_unlock(&lock);
+    }
+
+    run_tasks(s, word, fn, ctx, n, grain, tasks, 0);
+
+    /* Every task is claimed; wait only for those still running on a worker. */
+    const uint64_t start = now_ns();
+    for (unsigned polls = 1;
+         atomic_load_explicit(&s->done, memory_order_acquire) < tasks; polls++) {
+        if (polls % 64 == 0 && now_ns() - start > SPIN_PAUSE_NS) sched_yield();
+        else CPU_RELAX();
+    }
+    atomic_store(&s->busy, 0);
+}
+
+#endif

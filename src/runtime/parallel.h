@@ -1,0 +1,36 @@
+/* parallel.h: pyconv's parallel runtime: a parallel-for whose caller runs what no worker claimed. */
+#ifndef PYCONV_PARALLEL_H
+#define PYCONV_PARALLEL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Work of one task: items [begin, end) of the loop, run by the participant `slot`.
+ * Slots are 0 (the caller) to nthreads - 1 and are unique among the participants of
+ * one call, so they index per-thread scratch memory. */
+typedef void (*pyconv_range_fn)(void *ctx, int64_t begin, int64_t end, int slot);
+
+/* Runs fn over [0, n) in tasks of `grain` items (the last may be shorter) on the calling
+ * thread and at most nthreads - 1 pool workers, and returns when every task is done.
+ *
+ * Workers take tasks one at a time from a shared counter; the caller does the same and
+ * never waits for a worker that has not claimed a task. A worker that is late (no core
+ * for it on a busy machine) therefore costs nothing: the caller runs its share. Calls
+ * from several threads at once each get their own job; any number of them may run. */
+void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
+                         void *ctx);
+
+/* "pool" (pthreads, the default), "openmp" (a build option) or "serial". */
+const char *pyconv_parallel_backend(void);
+
+/* Pool workers started so far (0 for the other backends). */
+int pyconv_parallel_workers(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
