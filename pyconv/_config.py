@@ -25,8 +25,8 @@ def _init_from_environment():
 
 _THREADING = {
     "pool": "pool (pyconv's thread pool: the caller runs what no worker has taken)",
-    "openmp": "OpenMP (PYCONV_THREADING=openmp build)",
-    "serial": "OFF (serial build)",
+    "openmp": "openmp (OpenMP regions: a PYCONV_THREADING=openmp build)",
+    "serial": "serial (no threads: a PYCONV_THREADING=serial build, or no OpenMP)",
 }
 
 

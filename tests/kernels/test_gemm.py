@@ -280,7 +280,7 @@ def test_show_config_reports_isa_threads_openmp_and_blocking(capsys):
     assert info["ukernel"] in out
     assert f"KC={info['kc']}" in out and f"NC={info['nc']}" in out
     assert f"threads       : {pyconv.get_num_threads()}" in out
-    assert f"threading     : {gemm.parallel_backend()}" in out
+    assert f"threading     : {gemm.parallel_backend()} (" in out
 
 
 def test_measured_peak_is_plausible():
