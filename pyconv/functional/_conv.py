@@ -2,6 +2,7 @@
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._activations import ACTIVATIONS
 from pyconv._ext.conv import ConvKernel
 from pyconv.functional._arrays import c_aligned
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
@@ -43,8 +44,8 @@ class ConvPlan:
     output_padding : int or tuple
         Extra size added at the end of each output dim (transposed only).
     activation : str, optional
-        Fused activation (see ``pyconv._ext.gemm.ACTIVATIONS``); ``act_alpha``/``act_beta``
-        are its parameters.
+        Fused activation, a name of :data:`pyconv._activations.ACTIVATIONS`;
+        ``act_alpha``/``act_beta`` are its parameters.
     op : str
         Name used in error messages.
     attributes : pyconv.arithmetic.ConvAttributes, optional
@@ -97,6 +98,9 @@ class ConvPlan:
         self.attributes = attributes
         self.stride, self.dilation = attributes.strides, attributes.dilations
         self.transposed = bool(transposed)
+        if activation is not None and activation not in ACTIVATIONS:
+            raise InvalidArgument(f"{self.op}: activation must be one of "
+                                  f"{sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
         self.kernel = ConvKernel(weight, bias, self.groups, self.transposed)

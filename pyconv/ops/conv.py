@@ -5,9 +5,9 @@ import copy
 
 import numpy as np
 
+from pyconv._ext import gemm
 from pyconv.arithmetic import ConvAttributes
 from pyconv.functional import ConvPlan
-from pyconv.functional._activation import _elementwise
 from pyconv.errors import PyconvError
 from pyconv.ops._base import Op, bound_step, register, take_out, wrap_errors
 
@@ -58,8 +58,8 @@ class _ConvBase(Op):
             y = np.add(y, residual, out=y if y.shape == np.broadcast_shapes(
                 y.shape, residual.shape) else None)
             if self.activation:
-                y = _elementwise(y.astype(np.float32, copy=False), True, self.activation,
-                                 self.node.label, self.alpha, self.beta)
+                y = gemm.apply_activation(y.astype(np.float32, copy=False), self.activation,
+                                          self.alpha, self.beta)
             return [y]
         out = take_out(out, shape)
         if out is not None and (np.may_share_memory(out, x) or (
