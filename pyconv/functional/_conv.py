@@ -3,26 +3,15 @@ import numpy as np
 
 from pyconv import arithmetic
 from pyconv._activations import ACTIVATIONS
+from pyconv._arrays import as_float32, c_aligned
 from pyconv._ext.conv import ConvKernel
-from pyconv.functional._arrays import c_aligned
-from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "conv_matrix", "ConvPlan"]
 
 #: conv_matrix refuses matrices with more elements than this (256 MiB of float32).
 CONV_MATRIX_MAX_ELEMENTS = 1 << 26
-
-
-def _float32(x, name, op):
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x, dtype=np.float32)
-    if not isinstance(x, np.ndarray):
-        raise InvalidDType(f"{op}: {name} must be a float32 ndarray, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
-    return x
 
 
 class ConvPlan:
@@ -61,7 +50,7 @@ class ConvPlan:
             transposed = attributes.kind == "conv_transpose"
             op = attributes.op
         self.op = op or ("conv_transpose" if transposed else "conv")
-        weight = _float32(weight, "weight", self.op)
+        weight = as_float32(weight, "weight", self.op)
         if not 3 <= weight.ndim <= 5:
             raise ShapeError(f"{self.op}: weight must have 3 to 5 dims (C, C, *kernel), "
                              f"got shape {weight.shape}")
@@ -80,7 +69,7 @@ class ConvPlan:
                                  f"divisible by groups={self.groups}")
         self.in_channels, self.out_channels = cin, cout
         if bias is not None:
-            bias = _float32(bias, "bias", self.op)
+            bias = as_float32(bias, "bias", self.op)
             if bias.shape != (cout,):
                 raise ShapeError(f"{self.op}: bias must have shape ({cout},), got {bias.shape}")
         self.kernel_shape = tuple(weight.shape[2:])
@@ -148,11 +137,11 @@ class ConvPlan:
         preallocated C-contiguous float32 array of the output shape, written and
         returned (a memory planner's buffer; it must not overlap ``x`` or
         ``residual``)."""
-        x = _float32(x, "input", self.op)
+        x = as_float32(x, "input", self.op)
         out_shape, geometry = self._resolve(x.shape, output_size)
         x = c_aligned(x)
         if residual is not None:
-            residual = c_aligned(_float32(residual, "residual", self.op))
+            residual = c_aligned(as_float32(residual, "residual", self.op))
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
@@ -170,8 +159,8 @@ class ConvPlan:
 
 
 def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):
-    x = _float32(x, "input", op)
-    weight = _float32(weight, "weight", op)
+    x = as_float32(x, "input", op)
+    weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_out, C_in/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
@@ -230,8 +219,8 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups, dilation,
                     output_size, op):
-    x = _float32(x, "input", op)
-    weight = _float32(weight, "weight", op)
+    x = as_float32(x, "input", op)
+    weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
@@ -312,7 +301,7 @@ def conv_matrix(weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
     InvalidArgument
         If the matrix would exceed ``CONV_MATRIX_MAX_ELEMENTS`` (2**26) elements.
     """
-    weight = _float32(weight, "weight", "conv_matrix")
+    weight = as_float32(weight, "weight", "conv_matrix")
     plan = ConvPlan(weight, None, stride, padding, dilation, groups, op="conv_matrix")
     input_shape = tuple(int(s) for s in input_shape)
     out_shape = plan.output_shape((1,) + input_shape)

@@ -21,9 +21,9 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._arrays import as_float32, c_aligned
 from pyconv._ext import pool as _kernels
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
-from pyconv.functional._arrays import c_aligned
 
 __all__ = [
     "max_pool1d", "max_pool2d", "max_pool3d",
@@ -50,13 +50,7 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     n: number of spatial dims (None: 1 to 3, from x.ndim). unbatched: also accept
     (C, *spatial) as torch does.
     """
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-        if x.dtype == np.float64:      # Python floats
-            x = x.astype(np.float32)
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
+    x = as_float32(x, name, op)
     added = False
     if n is None:
         if not 3 <= x.ndim <= 5:
@@ -891,13 +885,7 @@ def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=No
 
 
 def _global(op, x, is_max):
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-        if x.dtype == np.float64:
-            x = x.astype(np.float32)
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: x must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
+    x = as_float32(x, "x", op)
     if x.ndim < 3:
         raise ShapeError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
                          f"got shape {x.shape} ({x.ndim}-D)")

@@ -6,9 +6,9 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional import _conv as _fconv
-from pyconv.functional._activation import _as_float32
 from pyconv.nn._module import Module, _kaiming_uniform_bound, _uniform
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -91,7 +91,7 @@ class _ConvNd(Module):
 
     def _run(self, x, output_size=None):
         name, n = self._get_name(), self._n
-        x = _as_float32(x, "input", name)
+        x = as_float32(x, "input", name)
         if x.ndim == n + 1:          # unbatched (C, *spatial), as torch accepts
             return self._run(x[None], output_size)[0]
         if x.ndim != n + 2:

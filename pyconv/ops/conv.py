@@ -18,9 +18,7 @@ class _ConvBase(Op):
     supports_out = True
 
     def _make_plan(self, weight, bias, activation=None, alpha=0.0, beta=0.0):
-        if weight.dtype != np.float32:
-            self.fail(f"weight '{self.input_name(1)}' has dtype {weight.dtype}; convolutions "
-                      f"run on float32 only")
+        self.float32(weight, 1)
         if weight.ndim < 3:
             self.fail(f"weight '{self.input_name(1)}' has shape {weight.shape}; expected "
                       f"(C, C, *kernel) with at least one spatial dim")
