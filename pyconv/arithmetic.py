@@ -22,7 +22,6 @@ asymmetric padding as in the ONNX operator specification and
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 from typing import NamedTuple
@@ -157,6 +156,13 @@ def normalize_tuple(value, n: int, name: str, *, minimum: int = 1) -> tuple[int,
     >>> normalize_tuple([1, 2], 2, "stride")
     (1, 2)
     """
+    # Fast path for what the layers pass once normalised: plain ints in range.
+    if type(n) is int and n >= 1:
+        if type(value) is tuple and len(value) == n and all(
+                type(v) is int and minimum <= v <= MAX_DIM for v in value):
+            return value
+        if type(value) is int and minimum <= value <= MAX_DIM:
+            return (value,) * n
     n = _as_int(n, "n", 1)
     items = _as_items(value, name)
     if items is not None:
@@ -863,15 +869,24 @@ class ConvGeometry(NamedTuple):
     output_padding: tuple[int, ...]
 
 
-@contextlib.contextmanager
-def prefixed_errors(op: str):
+class prefixed_errors:
     """Context manager: prefixes the InvalidArgument and ShapeError raised inside with
-    ``"op: "``, unless their message already starts with it."""
-    try:
-        yield
-    except (InvalidArgument, ShapeError) as exc:
-        if not op or str(exc).startswith(f"{op}:"):
-            raise
+    ``"op: "``, unless their message already starts with it. (A class: a generator-based
+    one costs more than the checks it wraps.)"""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, cls, exc, tb):
+        op = self.op
+        if exc is None or not op or not isinstance(exc, (InvalidArgument, ShapeError)) \
+                or str(exc).startswith(f"{op}:"):
+            return False
         raise type(exc)(f"{op}: {exc}") from None
 
 
