@@ -162,9 +162,9 @@ class MaxUnpool(Op):
         x = self.float32(inputs[0])
         idx = inputs[1]
         requested = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-        a = self.window
-        shape = max_unpool_output_shape(x.shape[2:], a.kernel_shape, a.strides, a.pads_begin,
-                                        a.pads_end, op=self.node.label)
+        w = self.window
+        shape = max_unpool_output_shape(x.shape[2:], w.kernel_shape, w.strides, w.pads_begin,
+                                        w.pads_end, op=self.node.label)
         y = wrap_errors(self, F.max_unpool, x, idx, shape, convention="onnx",
                         op=self.node.label)
         if requested is not None:
