@@ -22,6 +22,7 @@ asymmetric padding as in the ONNX operator specification and
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import NamedTuple
 
@@ -41,7 +42,13 @@ __all__ = [
     "conv_transpose_output_shape",
     "conv_transpose_output_padding",
     "conv_transpose_pads_for_output_shape",
+    "max_unpool_output_shape",
     "TransposePads",
+    "AUTO_PAD_MODES",
+    "ConvAttributes",
+    "ConvGeometry",
+    "prefixed_errors",
+    "as_bool",
     "check_groups",
     "check_tensor_size",
     "MAX_DIM",
@@ -57,6 +64,9 @@ MAX_TENSOR_ELEMENTS = 2**31
 
 #: Padding mode strings accepted by :func:`resolve_padding` (lower case).
 PADDING_MODES = ("valid", "same", "same_upper", "same_lower")
+#: ONNX ``auto_pad`` values; each padding mode string is one of them (``'same'`` is
+#: ``SAME_UPPER``).
+AUTO_PAD_MODES = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +156,13 @@ def normalize_tuple(value, n: int, name: str, *, minimum: int = 1) -> tuple[int,
     >>> normalize_tuple([1, 2], 2, "stride")
     (1, 2)
     """
+    # Fast path for what the layers pass once normalised: plain ints in range.
+    if type(n) is int and n >= 1:
+        if type(value) is tuple and len(value) == n and all(
+                type(v) is int and minimum <= v <= MAX_DIM for v in value):
+            return value
+        if type(value) is int and minimum <= value <= MAX_DIM:
+            return (value,) * n
     n = _as_int(n, "n", 1)
     items = _as_items(value, name)
     if items is not None:
@@ -518,14 +535,9 @@ def resolve_padding(padding, n: int, input_size=None, kernel_size=None, stride=1
     """
     n = _as_int(n, "n", 1)
     if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
+        auto_pad = _auto_pad_of(padding, n)
+        if auto_pad == "VALID":
             return (0,) * n, (0,) * n
-        if mode not in PADDING_MODES:
-            raise InvalidArgument(
-                f"padding must be an int, a sequence of {n} or {2 * n} ints, or one of "
-                f"{', '.join(repr(m) for m in PADDING_MODES)}; got {padding!r}"
-            )
         if input_size is None or kernel_size is None:
             raise InvalidArgument(
                 f"padding={padding!r} needs input_size and kernel_size to compute the pads"
@@ -534,7 +546,7 @@ def resolve_padding(padding, n: int, input_size=None, kernel_size=None, stride=1
         ks = normalize_tuple(kernel_size, n, "kernel_size")
         ss = normalize_tuple(stride, n, "stride")
         ds = normalize_tuple(dilation, n, "dilation")
-        split = "same_lower" if mode == "same_lower" else "same_upper"
+        split = auto_pad.lower()
         pairs = [split_padding(same_padding(i, k, s, d), split)
                  for i, k, s, d in zip(sizes, ks, ss, ds)]
         return _unzip(pairs)
@@ -549,6 +561,17 @@ def resolve_padding(padding, n: int, input_size=None, kernel_size=None, stride=1
         )
     pads = normalize_tuple(padding, n, "padding", minimum=0)
     return pads, pads
+
+
+def _auto_pad_of(padding: str, n: int) -> str:
+    """The ONNX ``auto_pad`` value of a padding mode string (case-insensitive)."""
+    mode = padding.lower()
+    if mode not in PADDING_MODES:
+        raise InvalidArgument(
+            f"padding must be an int, a sequence of {n} or {2 * n} ints, or one of "
+            f"{', '.join(repr(m) for m in PADDING_MODES)}; got {padding!r}"
+        )
+    return "SAME_UPPER" if mode == "same" else mode.upper()
 
 
 def _check_pads(pads_begin, pads_end, n):
@@ -637,6 +660,34 @@ def conv_transpose_output_shape(input_shape, kernel_shape, stride=1, pads_begin=
     pb, pe = _check_pads(pads_begin, pads_end, n)
     return tuple(conv_transpose_output_size(*args, op=op, dim=i)
                  for i, args in enumerate(zip(sizes, ks, ss, pb, pe, ds, ops)))
+
+
+def max_unpool_output_shape(input_shape, kernel_shape, stride, pads_begin=0, pads_end=0,
+                            *, op: str = "max_unpool") -> tuple[int, ...]:
+    """Default spatial output shape of max unpooling: the input shape of the pooling it
+    inverts, ``(in - 1) * stride + kernel - pad_begin - pad_end`` (``torch`` and ONNX
+    ``MaxUnpool``).
+
+    Raises
+    ------
+    ShapeError
+        If the pads leave an empty output.
+
+    Examples
+    --------
+    >>> max_unpool_output_shape((2, 3), 2, 2)
+    (4, 6)
+    """
+    sizes = _spatial(input_shape)
+    n = len(sizes)
+    ks = normalize_tuple(kernel_shape, n, "kernel_shape")
+    ss = normalize_tuple(stride, n, "stride")
+    pb, pe = _check_pads(pads_begin, pads_end, n)
+    out = tuple((i - 1) * s + k - b - e for i, s, k, b, e in zip(sizes, ss, ks, pb, pe))
+    if min(out) < 1:
+        raise ShapeError(f"{op}: pads {pb}+{pe} leave an empty output {out} for input "
+                         f"{sizes}, kernel {ks}, stride {ss}")
+    return out
 
 
 class TransposePads(NamedTuple):
@@ -792,3 +843,333 @@ def check_groups(in_channels: int, out_channels: int, groups: int, *, op: str = 
         if c % g:
             raise InvalidArgument(f"{op}: groups {g} does not divide {name} {c}")
     return g
+
+
+# ---------------------------------------------------------------------------
+# the attributes of one layer, resolved per input shape
+# ---------------------------------------------------------------------------
+
+class ConvGeometry(NamedTuple):
+    """The geometry of one input shape (see :meth:`ConvAttributes.resolve`).
+
+    Attributes
+    ----------
+    output_shape : tuple of int
+        Spatial output sizes.
+    pads_begin, pads_end : tuple of int
+        Padding actually applied at each side (``auto_pad`` and, for a transposed
+        convolution, ``output_shape`` resolved).
+    output_padding : tuple of int
+        Extra elements at the end of a transposed convolution's output; zeros otherwise.
+    """
+
+    output_shape: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]
+    output_padding: tuple[int, ...]
+
+
+class prefixed_errors:
+    """Context manager: prefixes the InvalidArgument and ShapeError raised inside with
+    ``"op: "``, unless their message already starts with it. (A class: a generator-based
+    one costs more than the checks it wraps.)"""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: str):
+        self.op = op
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, cls, exc, tb):
+        op = self.op
+        if exc is None or not op or not isinstance(exc, (InvalidArgument, ShapeError)) \
+                or str(exc).startswith(f"{op}:"):
+            return False
+        raise type(exc)(f"{op}: {exc}") from None
+
+
+def as_bool(value, name: str) -> bool:
+    """``value`` as a bool: a bool, a NumPy bool or an int (not a float or a string)."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
+        return bool(value)
+    try:
+        return bool(operator.index(value))
+    except TypeError:
+        raise InvalidArgument(
+            f"{name} must be a bool, got {type(value).__name__} {value!r}") from None
+
+
+_KINDS = ("conv", "conv_transpose", "pool")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAttributes:
+    """The geometry attributes of a convolution, transposed convolution or pooling.
+
+    Created once per layer (from ONNX attributes with :meth:`from_onnx`, from
+    ``torch``-style arguments with :meth:`from_torch`), validated and normalised
+    there, then resolved for each input shape by :meth:`resolve` into a
+    :class:`ConvGeometry`. This is the one place where ``auto_pad``, pads,
+    strides, dilations, ``output_padding`` / ``output_shape`` and ``ceil_mode``
+    are interpreted, after onnxruntime's ``ConvAttributes`` / ``PoolAttributes``;
+    the formulas themselves are the functions of this module.
+
+    Parameters
+    ----------
+    kind : {'conv', 'conv_transpose', 'pool'}
+    kernel_shape : sequence of int
+        Spatial kernel sizes; its length is the number of spatial dims ``n``.
+    strides, dilations : int or sequence of int
+        Positive.
+    pads : int or sequence of int
+        ``2 * n`` ints in ONNX order (``begin..., end...``), ``n`` symmetric ones, or
+        one int; used when ``auto_pad`` is ``NOTSET``.
+    auto_pad : {'NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'}
+        Case-insensitive. ``SAME_*`` give an output of ``ceil(input / stride)``
+        (``input * stride`` for a transposed convolution).
+    output_padding : int or sequence of int
+        Transposed convolution only: extra elements at the end of each output dim,
+        smaller than ``max(stride, dilation)``.
+    output_shape : sequence of int, optional
+        Transposed convolution only: the spatial output shape to reach by padding
+        (ONNX ``output_shape``; see :func:`conv_transpose_pads_for_output_shape`).
+    ceil_mode : bool
+        Pooling only: round the window count up (see :func:`pool_output_size`).
+    op : str
+        Names the layer in error messages (e.g. ``"Conv node 'c1'"``).
+
+    Raises
+    ------
+    InvalidArgument, ShapeError
+        On invalid attributes; messages start with ``op``.
+
+    Examples
+    --------
+    >>> a = ConvAttributes("conv", (3, 3), strides=2, auto_pad="SAME_LOWER")
+    >>> a.resolve((7, 8))
+    ConvGeometry(output_shape=(4, 4), pads_begin=(1, 1), pads_end=(1, 0), output_padding=(0, 0))
+    """
+
+    kind: str
+    kernel_shape: tuple[int, ...]
+    strides: tuple[int, ...] = 1
+    dilations: tuple[int, ...] = 1
+    pads: tuple[int, ...] = 0
+    auto_pad: str = "NOTSET"
+    output_padding: tuple[int, ...] = 0
+    output_shape: tuple[int, ...] | None = None
+    ceil_mode: bool = False
+    op: str = ""
+
+    def __post_init__(self):
+        with prefixed_errors(self.op):
+            if self.kind not in _KINDS:
+                raise InvalidArgument(f"kind must be one of {_KINDS}, got {self.kind!r}")
+            ks = _spatial(self.kernel_shape, "kernel_shape")
+            n = len(ks)
+            ss = normalize_tuple(self.strides, n, "strides")
+            ds = normalize_tuple(self.dilations, n, "dilations")
+            if isinstance(self.pads, str):
+                raise InvalidArgument(f"pads must be ints, got {self.pads!r} (a padding "
+                                      f"mode is an auto_pad)")
+            pb, pe = resolve_padding(self.pads, n)
+            auto_pad = str(self.auto_pad).upper()
+            if auto_pad not in AUTO_PAD_MODES:
+                raise InvalidArgument(f"auto_pad must be one of {AUTO_PAD_MODES}, "
+                                      f"got {self.auto_pad!r}")
+            out_pad = normalize_tuple(self.output_padding, n, "output_padding", minimum=0)
+            out_shape = self.output_shape
+            transposed = self.kind == "conv_transpose"
+            if any(out_pad) and not transposed:
+                raise InvalidArgument("output_padding is only for transposed convolutions")
+            for dim, (p, s, d) in enumerate(zip(out_pad, ss, ds)):
+                if p >= max(s, d):
+                    raise InvalidArgument(
+                        f"output_padding {p} must be smaller than either stride {s} or "
+                        f"dilation {d} along dim {dim}")
+            if out_shape is not None:
+                if not transposed:
+                    raise InvalidArgument("output_shape is only for transposed convolutions")
+                out_shape = _spatial(out_shape, "output_shape")
+                if len(out_shape) != n:
+                    raise InvalidArgument(f"output_shape {list(out_shape)} must have {n} "
+                                          f"spatial values")
+            ceil_mode = as_bool(self.ceil_mode, "ceil_mode")
+            if ceil_mode and self.kind != "pool":
+                raise InvalidArgument("ceil_mode is only for pooling")
+        for name, value in (("kernel_shape", ks), ("strides", ss), ("dilations", ds),
+                            ("pads", pb + pe), ("auto_pad", auto_pad),
+                            ("output_padding", out_pad), ("output_shape", out_shape),
+                            ("ceil_mode", ceil_mode)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def pads_begin(self) -> tuple[int, ...]:
+        """The explicit pads at the beginning of each axis (used with ``NOTSET``)."""
+        return self.pads[:len(self.kernel_shape)]
+
+    @property
+    def pads_end(self) -> tuple[int, ...]:
+        """The explicit pads at the end of each axis (used with ``NOTSET``)."""
+        return self.pads[len(self.kernel_shape):]
+
+    @classmethod
+    def from_onnx(cls, kind: str, attrs: dict, kernel_shape=None, *,
+                  op: str = "") -> "ConvAttributes":
+        """Attributes of an ONNX Conv, ConvTranspose or MaxPool / AveragePool / LpPool node.
+
+        Parameters
+        ----------
+        kind : {'conv', 'conv_transpose', 'pool'}
+        attrs : dict
+            The node's attributes by ONNX name; absent or None ones take the ONNX
+            defaults (strides and dilations 1, no pads, ``auto_pad`` NOTSET).
+        kernel_shape : sequence of int, optional
+            The weight's kernel: ``attrs['kernel_shape']`` is optional for
+            convolutions and must then agree with it.
+        op : str
+            Names the node in error messages.
+        """
+        def get(name, default=None):
+            value = attrs.get(name)
+            return default if value is None else value
+
+        with prefixed_errors(op):
+            ks = get("kernel_shape")
+            if ks is not None and kernel_shape is not None and \
+                    tuple(ks) != tuple(kernel_shape):
+                raise InvalidArgument(f"kernel_shape {list(ks)} does not match the "
+                                      f"weight's kernel {list(kernel_shape)}")
+            ks = ks if ks is not None else kernel_shape
+            if ks is None or not len(ks):
+                raise InvalidArgument(f"kernel_shape must be a non-empty list of positive "
+                                      f"ints, got {ks}")
+            n = len(ks)
+            pads = get("pads", 0)
+            if pads != 0 and len(pads) != 2 * n:
+                raise InvalidArgument(f"pads {list(pads)} must have {2 * n} values (begin "
+                                      f"and end of each spatial dim)")
+            output_shape = get("output_shape")
+            if output_shape is not None and len(output_shape) == n + 2:
+                output_shape = output_shape[2:]   # (N, C, *spatial), as some exporters write
+            return cls(kind, tuple(ks), get("strides", 1), get("dilations", 1), pads,
+                       get("auto_pad", "NOTSET"), get("output_padding", 0), output_shape,
+                       bool(get("ceil_mode", 0)), op)
+
+    @classmethod
+    def from_torch(cls, kind: str, n: int, kernel_size, stride=1, padding=0, dilation=1,
+                   output_padding=0, ceil_mode=False, *, op: str = "") -> "ConvAttributes":
+        """Attributes from ``torch.nn.functional``-style arguments.
+
+        Parameters
+        ----------
+        kind : {'conv', 'conv_transpose', 'pool'}
+        n : int
+            Number of spatial dims.
+        kernel_size, stride, dilation, output_padding, ceil_mode
+            As in ``torch``; a pooling ``stride`` of None (or ``()``) is the kernel size.
+        padding : int, sequence of int, or str
+            As in :func:`resolve_padding`: ``n`` ints (symmetric), ``2 * n`` (ONNX
+            order), or ``'valid'``, ``'same'`` / ``'same_upper'``, ``'same_lower'``.
+            Symmetric pooling pads obey torch's ``pad <= kernel_size // 2``.
+        op : str
+            Names the function or layer in error messages.
+        """
+        with prefixed_errors(op):
+            ks = normalize_tuple(kernel_size, n, "kernel_size")
+            if kind == "pool" and (stride is None or (isinstance(stride, (tuple, list))
+                                                      and len(stride) == 0)):
+                ss = ks
+            else:
+                ss = normalize_tuple(stride, n, "stride")
+            ds = normalize_tuple(dilation, n, "dilation")
+            auto_pad, pads = "NOTSET", 0
+            if isinstance(padding, str):
+                auto_pad = _auto_pad_of(padding, n)
+            else:
+                pb, pe = resolve_padding(padding, n)
+                pads = pb + pe
+                symmetric = _as_items(padding, "padding") is None or len(padding) == n
+                for dim, (p, k) in enumerate(zip(pb, ks)):
+                    if kind == "pool" and symmetric and p > k // 2:
+                        raise InvalidArgument(
+                            f"padding {p} must be at most half the kernel size {k} along "
+                            f"dim {dim} (torch's rule pad <= kernel_size // 2; give "
+                            f"per-side pads (begin..., end...) to use pads up to "
+                            f"kernel_size - 1)")
+            out_pad = normalize_tuple(output_padding, n, "output_padding", minimum=0)
+            ceil_mode = as_bool(ceil_mode, "ceil_mode")
+        return cls(kind, ks, ss, ds, pads, auto_pad, out_pad, None, ceil_mode, op)
+
+    def resolve(self, input_shape, output_size=None) -> ConvGeometry:
+        """The geometry for an input of spatial shape ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : sequence of int
+            Spatial input sizes (no batch or channel dims).
+        output_size : sequence of int, optional
+            Transposed convolution only: the spatial output size to reach with
+            ``output_padding``, the pads staying (``torch``'s
+            ``ConvTranspose.forward(x, output_size)``).
+
+        Returns
+        -------
+        ConvGeometry
+
+        Raises
+        ------
+        ShapeError
+            If the kernel does not fit, the rank is wrong or a size is out of reach.
+        InvalidArgument
+            On an invalid pad (a pooling pad must be smaller than the kernel).
+
+        Examples
+        --------
+        >>> ConvAttributes("conv_transpose", (3,), strides=2, auto_pad="SAME_UPPER").resolve((5,))
+        ConvGeometry(output_shape=(10,), pads_begin=(0,), pads_end=(1,), output_padding=(0,))
+        """
+        op = self.op
+        ks, ss, ds = self.kernel_shape, self.strides, self.dilations
+        n = len(ks)
+        with prefixed_errors(op):
+            spatial = _spatial(input_shape, "input spatial shape")
+            if len(spatial) != n:
+                raise ShapeError(f"the input has {len(spatial)} spatial dims {spatial}, "
+                                 f"kernel_shape {ks} has {n}")
+            if output_size is not None and self.kind != "conv_transpose":
+                raise InvalidArgument("output_size is only for transposed convolutions")
+            auto_pad = self.auto_pad
+            if self.kind == "conv_transpose":
+                if self.output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+                    pb, pe, out_pad = conv_transpose_pads_for_output_shape(
+                        spatial, ks, ss, ds, self.output_padding, self.output_shape,
+                        auto_pad, op=op)
+                else:
+                    pb, pe = self._explicit_pads()
+                    out_pad = self.output_padding
+                if output_size is not None:
+                    target = normalize_tuple(output_size, n, "output_size")
+                    out_pad = tuple(
+                        conv_transpose_output_padding(*args, op=op, dim=dim)
+                        for dim, args in enumerate(zip(spatial, ks, target, ss, pb, pe, ds)))
+                out = conv_transpose_output_shape(spatial, ks, ss, pb, pe, ds, out_pad, op=op)
+                return ConvGeometry(out, pb, pe, out_pad)
+            if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+                pb, pe = resolve_padding(auto_pad.lower(), n, spatial, ks, ss, ds)
+            else:
+                pb, pe = self._explicit_pads()
+            if self.kind == "pool":
+                out = pool_output_shape(spatial, ks, ss, pb, pe, ds, self.ceil_mode, op=op)
+            else:
+                out = conv_output_shape(spatial, ks, ss, pb, pe, ds, op=op)
+            return ConvGeometry(out, pb, pe, (0,) * n)
+
+    def _explicit_pads(self):
+        """The pads of ``NOTSET`` (``VALID``: none)."""
+        if self.auto_pad == "VALID":
+            n = len(self.kernel_shape)
+            return (0,) * n, (0,) * n
+        return self.pads_begin, self.pads_end

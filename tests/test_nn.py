@@ -69,7 +69,7 @@ def test_parameters_are_read_only_copies():
     assert (conv.weight == 1).all()
     with pytest.raises(ValueError, match="read-only"):
         conv.weight[0] = 2.0
-    with pytest.raises(InvalidDType, match=r"Conv2d.weight: expected float32, got dtype float64"):
+    with pytest.raises(InvalidDType, match=r"Conv2d.weight must be float32, got dtype float64"):
         conv.weight = np.ones((3, 2, 1, 1))
     conv.bias = None
     assert "bias" not in conv.state_dict() and conv.bias is None
@@ -137,7 +137,7 @@ def test_load_state_dict_errors_name_keys_and_shapes():
 
     bad = dict(good)
     bad["features.1.running_var"] = np.ones(8)
-    with pytest.raises(InvalidDType, match=r"'features.1.running_var': expected float32, "
+    with pytest.raises(InvalidDType, match=r"'features.1.running_var' must be float32, "
                                            r"got dtype float64"):
         net.load_state_dict(bad)
     bad["features.1.running_var"] = np.ones(8, np.float32)

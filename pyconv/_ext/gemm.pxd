@@ -60,9 +60,22 @@ cdef extern from "sgemm.h" nogil:
         pyconv_phase_split_fn phase_split
         pyconv_pack_runs_fn pack_runs
 
-    enum:
+    # The fused activations, by name (values from sgemm.h; pyconv._activations is the
+    # Python registry over them).
+    cpdef enum pyconv_act:
         PYCONV_ACT_NONE
+        PYCONV_ACT_RELU
+        PYCONV_ACT_CLIP
+        PYCONV_ACT_LEAKY_RELU
+        PYCONV_ACT_SIGMOID
+        PYCONV_ACT_HARDSIGMOID
+        PYCONV_ACT_HARDSWISH
+        PYCONV_ACT_TANH
+        PYCONV_ACT_SILU
+        PYCONV_ACT_ELU
         PYCONV_ACT_COUNT
+
+    enum:
         PYCONV_MAX_PHASE_STRIDE
 
 cdef extern from "parallel.h" nogil:

@@ -29,8 +29,9 @@ cdef extern from "sgemm.h" nogil:
     int64_t pyconv_cache_size(int level)
 
 ISAS = ("avx512", "avx2", "generic")
-ACTIVATIONS = {"none": 0, "relu": 1, "clip": 2, "leaky_relu": 3, "sigmoid": 4,
-               "hardsigmoid": 5, "hardswish": 6, "tanh": 7, "silu": 8, "elu": 9}
+# The C enum by name: PYCONV_ACT_LEAKY_RELU is "leaky_relu" (see gemm.pxd).
+ACTIVATIONS = {name[len("PYCONV_ACT_"):].lower(): int(code)
+               for name, code in pyconv_act.__members__.items() if code != PYCONV_ACT_COUNT}
 
 cdef enum:
     # K-block depth: an MR x KC A panel (8 KiB for 8 x 256 floats) stays in L1.

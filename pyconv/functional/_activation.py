@@ -16,36 +16,12 @@ import warnings
 
 import numpy as np
 
+from pyconv._arrays import as_float32
 from pyconv._ext import gemm
-from pyconv.errors import InvalidArgument, InvalidDType
+from pyconv.errors import InvalidArgument
 
 __all__ = ["relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
            "tanh", "silu", "elu", "clip", "softmax", "log_softmax"]
-
-
-def _as_float32(x, name="input", op=""):
-    """``x`` as a float32 ndarray (not copied when it already is one).
-
-    Non-array inputs (lists, tuples, Python scalars) of floating-point numbers are
-    converted; arrays of another dtype are refused: pyconv never narrows silently.
-    """
-    prefix = f"{op}: " if op else ""
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.float32:
-            raise InvalidDType(
-                f"{prefix}{name} must be float32, got dtype {x.dtype} "
-                f"(convert explicitly with .astype(np.float32))")
-        return x
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{prefix}{name} must be a float32 array, got "
-                              f"{type(x).__name__}: {exc}") from None
-    if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
-        raise InvalidDType(
-            f"{prefix}{name} must be a float32 array (or a list of floats), got "
-            f"{type(x).__name__} of dtype {arr.dtype}")
-    return arr.astype(np.float32)
 
 
 def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
@@ -54,11 +30,11 @@ def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
             raise InvalidArgument(
                 f"{op}: inplace=True needs a float32 ndarray to write into, "
                 f"got {type(x).__name__}")
-        _as_float32(x, "input", op)
+        as_float32(x, "input", op)
         if not x.flags.writeable:
             raise InvalidArgument(f"{op}: inplace=True but the input array is read-only")
         return gemm.apply_activation(x, act, a, b, context)
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     return gemm.apply_activation(np.array(x, dtype=np.float32, order="C", copy=True), act, a, b,
                                  context)
 
@@ -288,7 +264,7 @@ def _softmax_dim(ndim, dim, op):
 
 
 def _shifted(x, dim, op):
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     d = _softmax_dim(x.ndim, dim, op)
     work = x.reshape(1) if x.ndim == 0 else x
     # Subtracting the maximum keeps exp() from overflowing; NaN propagates, as in torch.

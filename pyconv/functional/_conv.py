@@ -2,26 +2,16 @@
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._activations import ACTIVATIONS
+from pyconv._arrays import as_float32, c_aligned
 from pyconv._ext.conv import ConvKernel
-from pyconv.functional._arrays import c_aligned
-from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
+from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "conv_matrix", "ConvPlan"]
 
 #: conv_matrix refuses matrices with more elements than this (256 MiB of float32).
 CONV_MATRIX_MAX_ELEMENTS = 1 << 26
-
-
-def _float32(x, name, op):
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x, dtype=np.float32)
-    if not isinstance(x, np.ndarray):
-        raise InvalidDType(f"{op}: {name} must be a float32 ndarray, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
-    return x
 
 
 class ConvPlan:
@@ -35,26 +25,34 @@ class ConvPlan:
     stride, dilation : int or tuple
     padding : int, tuple of n or 2n ints (ONNX per-side order), 'valid', 'same',
         'same_upper' or 'same_lower'
-        The ``same`` modes follow ONNX SAME_UPPER / SAME_LOWER, so they work with any stride
-        (output = ceil(input / stride)); pads are resolved for each input size.
+        The ``same`` modes follow ONNX ``auto_pad`` SAME_UPPER / SAME_LOWER, so they work
+        with any stride (output ``ceil(input / stride)``, ``input * stride`` when
+        transposed); pads are resolved for each input size.
     groups : int
     transposed : bool
     output_padding : int or tuple
         Extra size added at the end of each output dim (transposed only).
     activation : str, optional
-        Fused activation (see ``pyconv._ext.gemm.ACTIVATIONS``); ``act_alpha``/``act_beta``
-        are its parameters.
+        Fused activation, a name of :data:`pyconv._activations.ACTIVATIONS`;
+        ``act_alpha``/``act_beta`` are its parameters.
     op : str
         Name used in error messages.
     context : pyconv.ExecutionContext, optional
         Threads, ISA and algorithm setting of every run (None: the process defaults now).
+    attributes : pyconv.arithmetic.ConvAttributes, optional
+        The geometry in ONNX terms (e.g. an ONNX node's ``auto_pad`` or ``output_shape``),
+        given instead of ``stride``, ``padding``, ``dilation``, ``transposed``,
+        ``output_padding`` and ``op``.
     """
 
     def __init__(self, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                  transposed=False, output_padding=0, activation=None, act_alpha=0.0,
-                 act_beta=0.0, op=None, context=None):
+                 act_beta=0.0, op=None, context=None, *, attributes=None):
+        if attributes is not None:
+            transposed = attributes.kind == "conv_transpose"
+            op = attributes.op
         self.op = op or ("conv_transpose" if transposed else "conv")
-        weight = _float32(weight, "weight", self.op)
+        weight = as_float32(weight, "weight", self.op)
         if not 3 <= weight.ndim <= 5:
             raise ShapeError(f"{self.op}: weight must have 3 to 5 dims (C, C, *kernel), "
                              f"got shape {weight.shape}")
@@ -73,76 +71,61 @@ class ConvPlan:
                                  f"divisible by groups={self.groups}")
         self.in_channels, self.out_channels = cin, cout
         if bias is not None:
-            bias = _float32(bias, "bias", self.op)
+            bias = as_float32(bias, "bias", self.op)
             if bias.shape != (cout,):
                 raise ShapeError(f"{self.op}: bias must have shape ({cout},), got {bias.shape}")
         self.kernel_shape = tuple(weight.shape[2:])
         if min(self.kernel_shape) < 1:
             raise ShapeError(f"{self.op}: weight has an empty kernel, shape {weight.shape}")
-        self.stride = arithmetic.normalize_tuple(stride, n, "stride")
-        self.dilation = arithmetic.normalize_tuple(dilation, n, "dilation")
-        self.padding = padding
-        if not isinstance(padding, str):
-            arithmetic.resolve_padding(padding, n)     # validate now, not at first run
+        kind = "conv_transpose" if transposed else "conv"
+        if attributes is None:
+            attributes = arithmetic.ConvAttributes.from_torch(
+                kind, n, self.kernel_shape, stride, padding, dilation, output_padding,
+                op=self.op)
+        elif attributes.kind != kind or attributes.kernel_shape != self.kernel_shape:
+            raise ShapeError(f"{self.op}: the {attributes.kind} attributes with kernel_shape "
+                             f"{attributes.kernel_shape} do not fit the weight of shape "
+                             f"{weight.shape}")
+        self.attributes = attributes
+        self.stride, self.dilation = attributes.strides, attributes.dilations
         self.transposed = bool(transposed)
-        self.output_padding = arithmetic.normalize_tuple(output_padding, n, "output_padding",
-                                                         minimum=0)
-        if not transposed and any(self.output_padding):
-            raise InvalidArgument(f"{self.op}: output_padding is only for transposed "
-                                  f"convolutions")
+        if activation is not None and activation not in ACTIVATIONS:
+            raise InvalidArgument(f"{self.op}: activation must be one of "
+                                  f"{sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
         self.kernel = ConvKernel(weight, bias, self.groups, self.transposed, context)
-        # (output shape, pads_begin) per (input shape, output_size): the arithmetic costs
+        # (output shape, ConvGeometry) per (input shape, output_size): the arithmetic costs
         # more than a small layer's kernel, and a plan's attributes do not change.
-        self._geometry = {}
+        self._resolved = {}
 
-    def pads(self, spatial):
-        """(pads_begin, pads_end) for an input of the given spatial shape."""
-        return arithmetic.resolve_padding(self.padding, self.nspatial, spatial,
-                                          self.kernel_shape, self.stride, self.dilation)
+    def geometry(self, input_shape, output_size=None):
+        """The :class:`~pyconv.arithmetic.ConvGeometry` (spatial output shape, pads) of an
+        input shape (N, C_in, *spatial); validates it. Cached per shape."""
+        return self._resolve(tuple(input_shape), output_size)[1]
 
     def output_shape(self, input_shape, output_size=None):
         """Output shape (N, C_out, *spatial) for an input shape; validates the geometry."""
-        return self._geometry_for(tuple(input_shape), output_size)[0]
+        return self._resolve(tuple(input_shape), output_size)[0]
 
-    def _geometry_for(self, input_shape, output_size):
-        """(output shape, pads_begin), computed once per input shape (a plan meets few)."""
+    def _resolve(self, input_shape, output_size):
+        """(output shape, ConvGeometry), computed once per input shape (a plan meets few)."""
         key = (input_shape, None if output_size is None else tuple(output_size))
-        geometry = self._geometry.get(key)
-        if geometry is None:
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            if len(input_shape) != self.nspatial + 2:
+                raise ShapeError(f"{self.op}: expected a {self.nspatial + 2}-D input (N, C, "
+                                 f"{', '.join('*' * self.nspatial)}), got shape {input_shape}")
+            if input_shape[1] != self.in_channels:
+                raise ShapeError(f"{self.op}: input has {input_shape[1]} channels, the weight "
+                                 f"expects {self.in_channels} (input shape {input_shape})")
+            geometry = self.attributes.resolve(input_shape[2:], key[1])
             out_shape = arithmetic.check_tensor_size(
-                self._compute_output_shape(input_shape, output_size), self.op)
-            geometry = (out_shape, self.pads(input_shape[2:])[0])
-            if len(self._geometry) < 64:
-                self._geometry[key] = geometry
-        return geometry
-
-    def _compute_output_shape(self, input_shape, output_size):
-        if len(input_shape) != self.nspatial + 2:
-            raise ShapeError(f"{self.op}: expected a {self.nspatial + 2}-D input (N, C, "
-                             f"{', '.join('*' * self.nspatial)}), got shape {tuple(input_shape)}")
-        if input_shape[1] != self.in_channels:
-            raise ShapeError(f"{self.op}: input has {input_shape[1]} channels, the weight "
-                             f"expects {self.in_channels} (input shape {tuple(input_shape)})")
-        spatial = tuple(input_shape[2:])
-        pb, pe = self.pads(spatial)
-        if self.transposed:
-            out_pad = self.output_padding
-            if output_size is not None:
-                out_pad = tuple(
-                    arithmetic.conv_transpose_output_padding(i, k, o, s, b, e, d, op=self.op,
-                                                             dim=j)
-                    for j, (i, k, o, s, b, e, d) in enumerate(zip(
-                        spatial, self.kernel_shape, output_size, self.stride, pb, pe,
-                        self.dilation)))
-            out = arithmetic.conv_transpose_output_shape(spatial, self.kernel_shape,
-                                                         self.stride, pb, pe, self.dilation,
-                                                         out_pad, op=self.op)
-        else:
-            out = arithmetic.conv_output_shape(spatial, self.kernel_shape, self.stride, pb, pe,
-                                               self.dilation, op=self.op)
-        return (input_shape[0], self.out_channels) + tuple(out)
+                (input_shape[0], self.out_channels) + geometry.output_shape, self.op)
+            resolved = (out_shape, geometry)
+            if len(self._resolved) < 64:
+                self._resolved[key] = resolved
+        return resolved
 
     def __call__(self, x, residual=None, output_size=None, out=None):
         return self.run(x, residual, output_size, out)
@@ -156,11 +139,11 @@ class ConvPlan:
         preallocated C-contiguous float32 array of the output shape, written and
         returned (a memory planner's buffer; it must not overlap ``x`` or
         ``residual``)."""
-        x = _float32(x, "input", self.op)
-        out_shape, pb = self._geometry_for(x.shape, output_size)
+        x = as_float32(x, "input", self.op)
+        out_shape, geometry = self._resolve(x.shape, output_size)
         x = c_aligned(x)
         if residual is not None:
-            residual = c_aligned(_float32(residual, "residual", self.op))
+            residual = c_aligned(as_float32(residual, "residual", self.op))
             if residual.shape != out_shape:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
@@ -173,13 +156,13 @@ class ConvPlan:
                                   f"float32 array of shape {out_shape}, got "
                                   f"{getattr(out, 'dtype', type(out).__name__)} "
                                   f"{getattr(out, 'shape', '')}")
-        return self.kernel.run(x, out, self.stride, pb, self.dilation, residual,
+        return self.kernel.run(x, out, self.stride, geometry.pads_begin, self.dilation, residual,
                                self.activation, self.act_alpha, self.act_beta)
 
 
 def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):
-    x = _float32(x, "input", op)
-    weight = _float32(weight, "weight", op)
+    x = as_float32(x, "input", op)
+    weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_out, C_in/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
@@ -238,8 +221,8 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups, dilation,
                     output_size, op):
-    x = _float32(x, "input", op)
-    weight = _float32(weight, "weight", op)
+    x = as_float32(x, "input", op)
+    weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
@@ -320,7 +303,7 @@ def conv_matrix(weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
     InvalidArgument
         If the matrix would exceed ``CONV_MATRIX_MAX_ELEMENTS`` (2**26) elements.
     """
-    weight = _float32(weight, "weight", "conv_matrix")
+    weight = as_float32(weight, "weight", "conv_matrix")
     plan = ConvPlan(weight, None, stride, padding, dilation, groups, op="conv_matrix")
     input_shape = tuple(int(s) for s in input_shape)
     out_shape = plan.output_shape((1,) + input_shape)

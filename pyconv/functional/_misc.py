@@ -13,10 +13,10 @@ import operator
 
 import numpy as np
 
+from pyconv._arrays import as_float32
 from pyconv._ext import gemm
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
-from pyconv.functional._activation import _as_float32
 
 __all__ = ["linear", "batch_norm", "interpolate", "pad", "flatten", "dropout"]
 
@@ -35,7 +35,7 @@ def _linear_checked(x, weight, bias, packed=None, op="linear", context=None):
     optional :class:`~pyconv._ext.gemm.PackedMatrix` of ``weight``, reused as is.
     """
     out_features, in_features = weight.shape
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     if x.ndim < 1 or x.shape[-1] != in_features:
         raise ShapeError(
             f"{op}: input has shape {x.shape}, expected (*, {in_features}) "
@@ -60,12 +60,12 @@ def _linear_checked(x, weight, bias, packed=None, op="linear", context=None):
 
 
 def _check_linear_params(weight, bias, op="linear"):
-    weight = _as_float32(weight, "weight", op)
+    weight = as_float32(weight, "weight", op)
     if weight.ndim != 2:
         raise ShapeError(f"{op}: weight must be 2-D (out_features, in_features), "
                          f"got shape {weight.shape}")
     if bias is not None:
-        bias = _as_float32(bias, "bias", op)
+        bias = as_float32(bias, "bias", op)
         if bias.shape != (weight.shape[0],):
             raise ShapeError(f"{op}: bias has shape {bias.shape}, expected "
                              f"({weight.shape[0]},) for a weight of shape {weight.shape}")
@@ -110,7 +110,7 @@ def _bn_scale_shift(running_mean, running_var, weight, bias, eps, channels, op):
         if value is None:
             arrays[name] = None
             continue
-        value = _as_float32(value, name, op)
+        value = as_float32(value, name, op)
         if value.shape != (channels,):
             raise ShapeError(f"{op}: {name} has shape {value.shape}, expected ({channels},) "
                              f"for an input with {channels} channels")
@@ -165,7 +165,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             f"running ones) is not supported: pyconv is inference-only; pass training=False")
     if running_mean is None or running_var is None:
         raise InvalidArgument(f"{op}: running_mean and running_var are required at inference")
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     if x.ndim < 2:
         raise ShapeError(f"{op}: input must have shape (N, C, *), got {x.shape}")
     channels = x.shape[1]
@@ -202,7 +202,7 @@ def dropout(x, p=0.5, training=False, inplace=False):
     if training:
         raise InvalidArgument("dropout: training=True is not supported: pyconv is "
                               "inference-only (dropout is the identity at inference)")
-    x = _as_float32(x, "input", "dropout")
+    x = as_float32(x, "input", "dropout")
     return x if inplace else x.copy()
 
 
@@ -235,7 +235,7 @@ def flatten(x, start_dim=0, end_dim=-1):
         A view of ``x`` when the memory layout allows it, else a copy (as torch).
         A 0-d input gives a 1-element 1-D array.
     """
-    x = _as_float32(x, "input", "flatten")
+    x = as_float32(x, "input", "flatten")
     s = _axis(start_dim, x.ndim, "start_dim", "flatten")
     e = _axis(end_dim, x.ndim, "end_dim", "flatten")
     if s > e:
@@ -275,7 +275,7 @@ def pad(x, pad, mode="constant", value=0):
     ndarray, float32, C-contiguous
     """
     op = "pad"
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     if mode not in _PAD_MODES:
         raise InvalidArgument(f"{op}: mode must be one of {sorted(_PAD_MODES)}, got {mode!r}")
     if isinstance(pad, (str, bytes)) or not hasattr(pad, "__len__"):
@@ -432,7 +432,7 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         non-positive output size.
     """
     op = "interpolate"
-    x = _as_float32(x, "input", op)
+    x = as_float32(x, "input", op)
     if mode in _NEAREST_MODES:
         if align_corners is not None:
             raise InvalidArgument(

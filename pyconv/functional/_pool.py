@@ -21,9 +21,9 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._arrays import as_float32, c_aligned
 from pyconv._ext import pool as _kernels
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
-from pyconv.functional._arrays import c_aligned
 
 __all__ = [
     "max_pool1d", "max_pool2d", "max_pool3d",
@@ -50,13 +50,7 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     n: number of spatial dims (None: 1 to 3, from x.ndim). unbatched: also accept
     (C, *spatial) as torch does.
     """
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-        if x.dtype == np.float64:      # Python floats
-            x = x.astype(np.float32)
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: {name} must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
+    x = as_float32(x, name, op)
     added = False
     if n is None:
         if not 3 <= x.ndim <= 5:
@@ -76,17 +70,6 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: {name} has an empty spatial dim: shape {x.shape}")
     return c_aligned(x), added
-
-
-def _prefixed(name, fn, *args, **kwargs):
-    """Calls an arithmetic helper, naming the function `name` in its error messages."""
-    try:
-        return fn(*args, **kwargs)
-    except InvalidArgument as e:
-        msg = str(e)
-        if msg.startswith(f"{name}:"):
-            raise
-        raise type(e)(f"{name}: {msg}") from None
 
 
 def _freeze(args):
@@ -122,42 +105,13 @@ def _memoized(fn):
 
 
 def _bool(value, name, op):
-    if not isinstance(value, (bool, np.bool_, int, np.integer)):
-        raise InvalidArgument(f"{op}: {name} must be a bool, got {type(value).__name__} "
-                              f"{value!r}")
-    return bool(value)
+    with arithmetic.prefixed_errors(op):
+        return arithmetic.as_bool(value, name)
 
 
-def _kernel_stride(op, n, kernel_size, stride, stride_default_kernel):
-    ks = arithmetic.normalize_tuple(kernel_size, n, f"{op}: kernel_size")
-    if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
-        if not stride_default_kernel:
-            stride = 1
-        else:
-            return ks, ks
-    return ks, arithmetic.normalize_tuple(stride, n, f"{op}: stride")
-
-
-def _torch_padding(op, n, spatial, ks, ss, ds, padding):
-    """Per-side pads from a torch-style `padding`; symmetric pads obey torch's
-    ``pad <= kernel_size // 2``."""
-    symmetric = not isinstance(padding, str) and (
-        np.ndim(padding) == 0 or len(padding) == n)
-    pb, pe = _prefixed(op, arithmetic.resolve_padding, padding, n, spatial, ks, ss, ds)
-    if symmetric:
-        for dim, (p, k) in enumerate(zip(pb, ks)):
-            if p > k // 2:
-                raise InvalidArgument(
-                    f"{op}: padding {p} must be at most half the kernel size {k} along dim "
-                    f"{dim} (torch's rule pad <= kernel_size // 2; give per-side pads "
-                    f"(begin..., end...) to use pads up to kernel_size - 1)")
-    return pb, pe
-
-
-def _explicit_pads(op, n, pads_begin, pads_end):
-    pb = arithmetic.normalize_tuple(pads_begin, n, f"{op}: pads_begin", minimum=0)
-    pe = arithmetic.normalize_tuple(pads_end, n, f"{op}: pads_end", minimum=0)
-    return pb, pe
+def _unset(stride):
+    """A stride left to its default: None or empty (torch accepts ``stride=()``)."""
+    return stride is None or (isinstance(stride, (tuple, list)) and not stride)
 
 
 def _lead(t, fill):
@@ -193,7 +147,7 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
     """Runs a validated sliding-window pooling; returns y or (y, indices).
 
     out / out_indices: preallocated results (N, C, *out_spatial), checked here."""
-    ks, ss, pb, pe, ds, out_sp, kernel_geometry = geo
+    out_sp, kernel_geometry = geo
     full = x.shape[:2] + tuple(out_sp)
     planes = (full[0] * full[1],) + kernel_geometry[0]
     if out is not None:
@@ -216,40 +170,38 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
     return out if out is not None else _finish(res, x.shape, out_sp, added)
 
 
-def _with_kernel_geometry(ks, ss, pb, pe, ds, out):
-    """The geometry, plus the kernel's 3-D form of it (out, kernel, stride, pads, dilation),
-    computed once with the cached geometry rather than on every call."""
-    return (ks, ss, pb, pe, ds, out,
-            (_lead(out, 1), _lead(ks, 1), _lead(ss, 1), _lead(pb, 0), _lead(pe, 0),
-             _lead(ds, 1)))
+def _window(attributes, spatial):
+    """(out_spatial, the kernels' 3-D form of the geometry: out, kernel, stride, pads,
+    dilation) of a pooling, resolved once per cached call signature."""
+    g = attributes.resolve(spatial)
+    out = g.output_shape
+    return out, (_lead(out, 1), _lead(attributes.kernel_shape, 1), _lead(attributes.strides, 1),
+                 _lead(g.pads_begin, 0), _lead(g.pads_end, 0), _lead(attributes.dilations, 1))
 
 
 @_memoized
 def _onnx_geometry(op, spatial, kernel_shape, strides, pads_begin, pads_end, dilations,
-                   ceil_mode):
-    """(kernel, strides, pads_begin, pads_end, dilations, out_spatial, kernel form) of an
-    N-d entry point."""
+                   ceil_mode, auto_pad):
+    """The window of an N-d entry point (ONNX arguments)."""
     n = len(spatial)
-    ks, ss = _kernel_stride(op, n, kernel_shape, strides, False)
-    ds = arithmetic.normalize_tuple(dilations, n, f"{op}: dilations")
-    pb, pe = _explicit_pads(op, n, pads_begin, pads_end)
-    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
-    out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
-                    op=op)
-    return _with_kernel_geometry(ks, ss, pb, pe, ds, out)
+    if _unset(strides):
+        strides = 1
+    with arithmetic.prefixed_errors(op):
+        kernel_shape = arithmetic.normalize_tuple(kernel_shape, n, "kernel_shape")
+        pads = (arithmetic.normalize_tuple(pads_begin, n, "pads_begin", minimum=0)
+                + arithmetic.normalize_tuple(pads_end, n, "pads_end", minimum=0))
+    attributes = arithmetic.ConvAttributes("pool", kernel_shape, strides, dilations, pads,
+                                           auto_pad, ceil_mode=ceil_mode, op=op)
+    return _window(attributes, spatial)
 
 
 @_memoized
 def _torch_geometry(op, spatial, kernel_size, stride, padding, dilation, ceil_mode):
     """Same for a torch-style call (stride defaults to the kernel, torch's padding rule)."""
-    n = len(spatial)
-    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
-    ds = arithmetic.normalize_tuple(dilation, n, f"{op}: dilation")
-    pb, pe = _torch_padding(op, n, spatial, ks, ss, ds, padding)
-    ceil_mode = _bool(ceil_mode, "ceil_mode", op)
-    out = _prefixed(op, arithmetic.pool_output_shape, spatial, ks, ss, pb, pe, ds, ceil_mode,
-                    op=op)
-    return _with_kernel_geometry(ks, ss, pb, pe, ds, out)
+    attributes = arithmetic.ConvAttributes.from_torch(
+        "pool", len(spatial), kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+        op=op)
+    return _window(attributes, spatial)
 
 
 def _divisor(op, divisor_override):
@@ -281,8 +233,8 @@ def _norm(op, p, allow_inf):
 # N-d entry points (ONNX semantics).
 
 def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
-             ceil_mode=False, indices="none", *, out=None, out_indices=None, op="max_pool",
-             context=None):
+             ceil_mode=False, indices="none", *, auto_pad="NOTSET", out=None, out_indices=None,
+             op="max_pool", context=None):
     """N-d max pooling with per-side pads (ONNX ``MaxPool``).
 
     Padding is never a candidate (as if padded with ``-inf``). NaN propagates (torch's
@@ -299,6 +251,9 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
     ceil_mode : bool
         Round the output size up; a last window that would start in the end padding is
         dropped (see :func:`pyconv.arithmetic.pool_output_size`).
+    auto_pad : {'NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'}
+        ONNX ``auto_pad``: other than ``NOTSET``, it replaces the pads (``SAME_*``: an
+        output of ``ceil(input / stride)``, see :class:`pyconv.arithmetic.ConvAttributes`).
     indices : {'none', 'torch', 'onnx'}
         Also return the position of each maximum as int64: ``'torch'`` flattened within
         the unpadded ``(n, c)`` plane (``h * W + w``), ``'onnx'`` flattened over the whole
@@ -333,14 +288,14 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
                               f"got {indices!r}")
     geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode)
+                         dilations, ceil_mode, auto_pad)
     return _run_sliding("max", x, geo, False, op, out, out_indices, indices=indices,
                         context=context)
 
 
 def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
-             ceil_mode=False, count_include_pad=False, divisor_override=None, *, out=None,
-             op="avg_pool", context=None):
+             ceil_mode=False, count_include_pad=False, divisor_override=None, *,
+             auto_pad="NOTSET", out=None, op="avg_pool", context=None):
     """N-d average pooling with per-side pads (ONNX ``AveragePool``, with dilations).
 
     Each output is the sum of the window's elements inside the input divided by: the
@@ -352,7 +307,7 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
     ----------
     x : ndarray, shape (N, C, *spatial), float32
         1 to 3 spatial dims.
-    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode
+    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode, auto_pad
         As in :func:`max_pool`.
     count_include_pad : bool
         Default False (the ONNX default; torch's is True).
@@ -373,14 +328,15 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
     """
     x, _ = _as_input(x, op)
     geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode)
+                         dilations, ceil_mode, auto_pad)
     return _run_sliding("avg", x, geo, False, op, out,
                         count_include_pad=_bool(count_include_pad, "count_include_pad", op),
                         divisor=_divisor(op, divisor_override), context=context)
 
 
 def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilations,
-              ceil_mode, out, *, count_include_pad=False, op="pool", context=None):
+              ceil_mode, out, *, count_include_pad=False, auto_pad="NOTSET", op="pool",
+              context=None):
     """:func:`max_pool` (``mode='max'``, no indices) or :func:`avg_pool` (``'avg'``) bound
     to one input shape and a preallocated output, with the geometry validated and resolved
     once (a memory planner's step).
@@ -390,7 +346,7 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
     mode : {'max', 'avg'}
     x_shape : tuple of int
         (N, C, *spatial), 1 to 3 spatial dims.
-    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode
+    kernel_shape, strides, pads_begin, pads_end, dilations, ceil_mode, auto_pad
         As in :func:`max_pool`.
     out : ndarray
         Writeable C-contiguous float32 array of the output shape.
@@ -413,14 +369,14 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
                          f"dims, got shape {x_shape}")
     geo = _onnx_geometry(op, x_shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode)
-    _check_out(op, "out", out, x_shape[:2] + tuple(geo[5]), np.float32)
-    return _kernels.bind_pool(mode, x_shape, *geo[6], out, count_include_pad=_bool(
+                         dilations, ceil_mode, auto_pad)
+    _check_out(op, "out", out, x_shape[:2] + tuple(geo[0]), np.float32)
+    return _kernels.bind_pool(mode, x_shape, *geo[1], out, count_include_pad=_bool(
         count_include_pad, "count_include_pad", op), context=context)
 
 
 def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,
-            ceil_mode=False, *, out=None, op="lp_pool", context=None):
+            ceil_mode=False, *, auto_pad="NOTSET", out=None, op="lp_pool", context=None):
     """N-d Lp pooling (ONNX ``LpPool``): ``(sum over the window of |x| ** p) ** (1 / p)``.
 
     Padding contributes zeros.
@@ -432,7 +388,7 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     kernel_shape : int or sequence of int
     p : float
         Positive and finite (ONNX default 2).
-    strides, pads_begin, pads_end, dilations, ceil_mode, out
+    strides, pads_begin, pads_end, dilations, ceil_mode, auto_pad, out
         As in :func:`max_pool`.
     op : str
         Name used in error messages.
@@ -446,7 +402,7 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     x, _ = _as_input(x, op)
     p = _norm(op, p, allow_inf=False)
     geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode)
+                         dilations, ceil_mode, auto_pad)
     return _run_sliding("lp", x, geo, False, op, out, p=p, context=context)
 
 
@@ -810,18 +766,16 @@ def _adaptive_nd(op, n, x, output_size, is_max, return_indices):
 
 def _max_unpool_nd(op, n, x, indices, kernel_size, stride, padding, output_size):
     x, added = _as_input(x, op, n, unbatched=True)
-    ks, ss = _kernel_stride(op, n, kernel_size, stride, True)
     if isinstance(padding, str):
         raise InvalidArgument(f"{op}: padding must be an int or a tuple of {n} or {2 * n} "
                               f"ints, got {padding!r}")
-    pb, pe = _prefixed(op, arithmetic.resolve_padding, padding, n)
-    default = tuple((i - 1) * s + k - b - e
-                    for i, s, k, b, e in zip(x.shape[2:], ss, ks, pb, pe))
+    with arithmetic.prefixed_errors(op):
+        ks = arithmetic.normalize_tuple(kernel_size, n, "kernel_size")
+        ss = ks if _unset(stride) else arithmetic.normalize_tuple(stride, n, "stride")
+        pb, pe = arithmetic.resolve_padding(padding, n)
+        default = arithmetic.max_unpool_output_shape(x.shape[2:], ks, ss, pb, pe, op=op)
     if output_size is None:
         out = default
-        if any(o < 1 for o in out):
-            raise ShapeError(f"{op}: padding {pb}+{pe} leaves an empty output {out} for "
-                             f"input {x.shape}, kernel_size {ks}, stride {ss}")
     else:
         shape = tuple(output_size)
         if len(shape) == n + 2:
@@ -944,13 +898,7 @@ def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=No
 
 
 def _global(op, x, is_max, context=None):
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-        if x.dtype == np.float64:
-            x = x.astype(np.float32)
-    if x.dtype != np.float32:
-        raise InvalidDType(f"{op}: x must be float32, got dtype {x.dtype} "
-                           f"(convert explicitly with .astype(np.float32))")
+    x = as_float32(x, "x", op)
     if x.ndim < 3:
         raise ShapeError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
                          f"got shape {x.shape} ({x.ndim}-D)")

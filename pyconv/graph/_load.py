@@ -49,6 +49,8 @@ class ValueInfo:
         from onnx import TensorProto
         if not self.elem_type:
             return "tensor(undefined)"
+        if self.elem_type not in TensorProto.DataType.values():
+            return f"tensor(unknown type {self.elem_type})"    # a corrupt or newer model
         name = TensorProto.DataType.Name(self.elem_type).lower()
         return "tensor(" + {"float": "float", "double": "double"}.get(name, name) + ")"
 

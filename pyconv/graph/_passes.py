@@ -13,42 +13,26 @@ from collections import defaultdict
 
 import numpy as np
 
+from pyconv._activations import ONNX_ACTIVATIONS
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
 from pyconv.ops import lookup
 
-#: Activations the fused epilogue implements: ONNX type -> (name, alpha, beta) builder.
+
 def _act_params(node, opset, constants):
-    t, a = node.op_type, node.attrs
-    if t == "Relu":
-        return "relu", 0.0, 0.0
-    if t == "LeakyRelu":
-        return "leaky_relu", float(a.get("alpha", 0.01)), 0.0
-    if t == "Sigmoid":
-        return "sigmoid", 0.0, 0.0
-    if t == "Tanh":
-        return "tanh", 0.0, 0.0
-    if t == "HardSwish":
-        return "hardswish", 0.0, 0.0
-    if t == "HardSigmoid":
-        return "hardsigmoid", float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
-    if t == "Elu":
-        return "elu", float(a.get("alpha", 1.0)), 0.0
-    if t == "Clip":
-        if opset < 11:
-            lo, hi = a.get("min"), a.get("max")
-        else:
-            lo = hi = None
-            for i in (1, 2):
-                if len(node.inputs) > i and node.inputs[i]:
-                    c = constants.get(node.inputs[i])
-                    if c is None or c.size != 1 or c.dtype != np.float32:
-                        return None
-                    if i == 1:
-                        lo = float(c.reshape(()))
-                    else:
-                        hi = float(c.reshape(()))
-        return "clip", -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi)
-    return None
+    """(name, alpha, beta) of the epilogue computing an activation node, or None."""
+    act = ONNX_ACTIVATIONS.get(node.op_type)
+    if act is None:
+        return None
+    values = node.attrs
+    if act.takes_inputs(opset):
+        values = {}
+        for param, name in zip((act.alpha, act.beta), node.inputs[1:]):
+            if name:
+                c = constants.get(name)
+                if c is None or c.size != 1 or c.dtype != np.float32:
+                    return None     # a bound known only at run time: not fusable
+                values[param[0]] = float(c.reshape(()))
+    return (act.name,) + act.params(values)
 
 
 # ---------------------------------------------------------------------------------------

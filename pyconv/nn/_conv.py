@@ -6,10 +6,10 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._arrays import as_float32
 from pyconv._ext.gemm import ExecutionContext
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional import _conv as _fconv
-from pyconv.functional._activation import _as_float32
 from pyconv.nn._module import Module, _kaiming_uniform_bound, _uniform
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -37,27 +37,22 @@ class _ConvNd(Module):
         in_channels = arithmetic._as_int(in_channels, "in_channels", 1, name)
         out_channels = arithmetic._as_int(out_channels, "out_channels", 1, name)
         groups = arithmetic.check_groups(in_channels, out_channels, groups, op=name)
-        kernel_size = arithmetic.normalize_tuple(kernel_size, n, "kernel_size")
-        stride = arithmetic.normalize_tuple(stride, n, "stride")
-        dilation = arithmetic.normalize_tuple(dilation, n, "dilation")
         if isinstance(padding, str):
+            # torch's layers: 'same' and 'valid' only, not for a strided or transposed one.
             if self._transposed or padding not in ("same", "valid"):
                 allowed = "an int or a tuple" + ("" if self._transposed
                                                  else ", 'same' or 'valid'")
                 raise InvalidArgument(f"{name}: padding must be {allowed}, got {padding!r}")
-            if padding == "same" and any(s != 1 for s in stride):
-                raise InvalidArgument(f"{name}: padding='same' is not supported for strided "
-                                      f"convolutions (stride={stride})")
         else:
             padding = arithmetic.normalize_tuple(padding, n, "padding", minimum=0)
-        output_padding = arithmetic.normalize_tuple(output_padding, n, "output_padding",
-                                                    minimum=0)
-        if self._transposed:
-            for i, (p, s, d) in enumerate(zip(output_padding, stride, dilation)):
-                if p >= max(s, d):
-                    raise InvalidArgument(
-                        f"{name}: output_padding {output_padding} must be smaller than "
-                        f"either stride {stride} or dilation {dilation} (dim {i})")
+        geometry = arithmetic.ConvAttributes.from_torch(
+            "conv_transpose" if self._transposed else "conv", n, kernel_size, stride, padding,
+            dilation, output_padding, op=name)
+        kernel_size, stride = geometry.kernel_shape, geometry.strides
+        dilation, output_padding = geometry.dilations, geometry.output_padding
+        if padding == "same" and any(s != 1 for s in stride):
+            raise InvalidArgument(f"{name}: padding='same' is not supported for strided "
+                                  f"convolutions (stride={stride})")
         if padding_mode != "zeros":
             raise InvalidArgument(f"{name}: only padding_mode='zeros' is supported, "
                                   f"got {padding_mode!r}")
@@ -102,7 +97,7 @@ class _ConvNd(Module):
 
     def _run(self, x, output_size=None):
         name, n = self._get_name(), self._n
-        x = _as_float32(x, "input", name)
+        x = as_float32(x, "input", name)
         if x.ndim == n + 1:          # unbatched (C, *spatial), as torch accepts
             return self._run(x[None], output_size)[0]
         if x.ndim != n + 2:

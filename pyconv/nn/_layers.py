@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._arrays import as_float32
 from pyconv._ext.gemm import ExecutionContext
 from pyconv._ext import gemm
 from pyconv.errors import InvalidArgument, ShapeError
@@ -330,7 +331,7 @@ class _BatchNorm(Module):
         if self.training:
             raise InvalidArgument(f"{name}: training mode (batch statistics) is not "
                                   f"supported: pyconv is inference-only; call .eval()")
-        x = A._as_float32(x, "input", name)
+        x = as_float32(x, "input", name)
         if x.ndim not in self._ranks:
             want = " or ".join(f"{r}D" for r in self._ranks)
             raise ShapeError(f"{name}: expected {want} input, got {x.ndim}D input of shape "

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = ["Module", "Sequential", "manual_seed", "IncompatibleKeys"]
@@ -79,23 +80,17 @@ def _frozen(value, where, dtype=np.float32):
     """
     value = _to_numpy(value)
     dtype = np.dtype(dtype)
-    if isinstance(value, np.ndarray):
-        ok = value.dtype == dtype if dtype.kind == "f" else value.dtype.kind in "iu"
-        if not ok:
-            want = "float32" if dtype.kind == "f" else "an integer dtype"
-            hint = " (convert explicitly with .astype(np.float32))" if dtype.kind == "f" else ""
-            raise InvalidDType(f"{where}: expected {want}, got dtype {value.dtype}{hint}")
+    if dtype == np.float32:
+        value = as_float32(value, where)
     else:
         try:
             arr = np.asarray(value)
         except (TypeError, ValueError):
             raise InvalidArgument(f"{where}: expected an array, got "
                                   f"{type(value).__name__}") from None
-        kinds = "f" if dtype.kind == "f" else "iu"
-        if arr.dtype.kind not in kinds:
-            raise InvalidDType(f"{where}: expected an array of "
-                               f"{'floats' if dtype.kind == 'f' else 'integers'}, got "
-                               f"{type(value).__name__} of dtype {arr.dtype}")
+        if arr.dtype.kind not in "iu":
+            raise InvalidDType(f"{where}: expected integers, got {type(value).__name__} of "
+                               f"dtype {arr.dtype}")
         value = arr
     out = np.array(value, dtype=dtype, order="C", copy=True)
     out.flags.writeable = False

@@ -63,16 +63,11 @@ _EXPORTABLE = (_conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._Adaptiv
                _layers.Upsample, _layers.Identity, _layers.Dropout)
 
 
-def _spatial_pads(padding, n, spatial, kernel, stride, dilation):
-    pb, pe = arithmetic.resolve_padding(padding, n, spatial, kernel, stride, dilation)
-    return list(pb) + list(pe)
-
-
-def _pool_geometry(layer, n):
-    k = arithmetic.normalize_tuple(layer.kernel_size, n, "kernel_size")
-    s = arithmetic.normalize_tuple(layer.stride, n, "stride")
-    p = arithmetic.normalize_tuple(layer.padding, n, "padding", minimum=0)
-    return list(k), list(s), list(p) + list(p)
+def _window(layer, n):
+    """The ONNX attributes kernel_shape, strides and pads of a pooling layer."""
+    a = arithmetic.ConvAttributes.from_torch("pool", n, layer.kernel_size, layer.stride,
+                                             layer.padding, op=type(layer).__name__)
+    return list(a.kernel_shape), list(a.strides), list(a.pads)
 
 
 def _adaptive_windows(path, layer, in_shape):
@@ -112,21 +107,24 @@ def _emit(b, path, layer, x, out, in_shape, out_shape, opset):
         inputs = [x, b.const(f"{path}.weight", layer.weight)]
         if layer.bias is not None:
             inputs.append(b.const(f"{path}.bias", layer.bias))
-        spatial = in_shape[2:]
         attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
                      dilations=list(layer.dilation), group=layer.groups)
+        # 'same' / 'valid' become the pads resolved for this input: exported models
+        # have fixed shapes.
+        geometry = arithmetic.ConvAttributes.from_torch(
+            "conv_transpose" if layer.transposed else "conv", n, layer.kernel_size,
+            layer.stride, layer.padding, layer.dilation, layer.output_padding,
+            op=type(layer).__name__).resolve(in_shape[2:])
+        attrs["pads"] = list(geometry.pads_begin + geometry.pads_end)
         if layer.transposed:
-            attrs["pads"] = list(layer.padding) * 2
-            attrs["output_padding"] = list(layer.output_padding)
+            attrs["output_padding"] = list(geometry.output_padding)
             return b.node("ConvTranspose", inputs, out, path, **attrs)
-        attrs["pads"] = _spatial_pads(layer.padding, n, spatial, layer.kernel_size,
-                                      layer.stride, layer.dilation)
         return b.node("Conv", inputs, out, path, **attrs)
     if isinstance(layer, _pool._MaxPoolNd):
         if layer.return_indices:
             raise InvalidArgument(f"to_onnx: layer {path!r} returns indices, which a "
                                   f"Sequential cannot pass on")
-        k, s, pads = _pool_geometry(layer, n)
+        k, s, pads = _window(layer, n)
         d = list(arithmetic.normalize_tuple(layer.dilation, n, "dilation"))
         attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=int(layer.ceil_mode))
         if any(v != 1 for v in d):
@@ -136,7 +134,7 @@ def _emit(b, path, layer, x, out, in_shape, out_shape, opset):
         if layer.divisor_override is not None:
             raise InvalidArgument(f"to_onnx: layer {path!r}: divisor_override has no ONNX "
                                   f"AveragePool equivalent")
-        k, s, pads = _pool_geometry(layer, n)
+        k, s, pads = _window(layer, n)
         return b.node("AveragePool", [x], out, path, kernel_shape=k, strides=s, pads=pads,
                       ceil_mode=int(layer.ceil_mode),
                       count_include_pad=int(layer.count_include_pad))

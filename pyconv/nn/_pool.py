@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pyconv import functional as F
-from pyconv.arithmetic import normalize_tuple
+from pyconv.arithmetic import ConvAttributes, normalize_tuple
 from pyconv.errors import InvalidArgument
 from pyconv.nn._module import Module
 
@@ -12,6 +12,14 @@ __all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "Avg
            "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d"]
 
 
+def _validate(layer, kernel_size, stride, padding, dilation, ceil_mode):
+    """Checks a pooling layer's geometry (padding: an int or one per spatial dim)."""
+    n = layer._n
+    ConvAttributes.from_torch("pool", n, kernel_size, stride,
+                              normalize_tuple(padding, n, "padding", minimum=0), dilation,
+                              ceil_mode=ceil_mode, op=type(layer).__name__)
+
+
 class _MaxPoolNd(Module):
     _n = 0
 
@@ -19,11 +27,7 @@ class _MaxPoolNd(Module):
                  ceil_mode=False):
         super().__init__()
         # Stored as given (like torch), validated now so that errors come early.
-        normalize_tuple(kernel_size, self._n, "kernel_size")
-        if stride is not None:
-            normalize_tuple(stride, self._n, "stride")
-        normalize_tuple(padding, self._n, "padding", minimum=0)
-        normalize_tuple(dilation, self._n, "dilation")
+        _validate(self, kernel_size, stride, padding, dilation, ceil_mode)
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
@@ -66,10 +70,7 @@ class _AvgPoolNd(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
         super().__init__()
-        normalize_tuple(kernel_size, self._n, "kernel_size")
-        if stride is not None:
-            normalize_tuple(stride, self._n, "stride")
-        normalize_tuple(padding, self._n, "padding", minimum=0)
+        _validate(self, kernel_size, stride, padding, 1, ceil_mode)
         if divisor_override is not None and (isinstance(divisor_override, bool)
                                              or int(divisor_override) != divisor_override
                                              or divisor_override < 1):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyconv._arrays import as_float32
 from pyconv._ext.gemm import ExecutionContext
 from pyconv.arithmetic import check_tensor_size
-from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, PyconvError
+from pyconv.errors import InvalidArgument, InvalidModel, PyconvError
 
 __all__ = ["Node", "Op", "register", "lookup", "registered_ops", "REQUIRED"]
 
@@ -149,10 +150,7 @@ class Op:
         """Input ``i`` must be float32 (the dtype of the compute kernels)."""
         if not isinstance(x, np.ndarray):
             self.fail(f"input '{self.input_name(i)}' is missing")
-        if x.dtype != np.float32:
-            self.fail(f"input '{self.input_name(i)}' has dtype {x.dtype}; this operator "
-                      f"runs on float32 only", InvalidDType)
-        return x
+        return as_float32(x, f"input '{self.input_name(i)}'", self.node.label)
 
     def ints(self, key, n=None):
         v = self.attrs[key]

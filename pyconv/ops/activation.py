@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from pyconv import functional as F
+from pyconv._activations import ACTIVATIONS
 from pyconv._ext import gemm
 from pyconv.ops._base import Op, register, wrap_errors
 
@@ -25,21 +26,25 @@ def activate(op, x, name, a=0.0, b=0.0, out=None):
 
 
 class _Activation(Op):
-    """An element-wise activation known to the fused epilogue."""
-    act = "none"
+    """An element-wise activation of the fused epilogue: its ONNX attributes, defaults and
+    parameters come from the registry entry ``activation``."""
+    activation = ACTIVATIONS["none"]
     supports_out = True
 
-    def params(self):
-        return 0.0, 0.0
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.attributes = cls.activation.onnx_attributes
+
+    def setup(self, consts):
+        self.alpha, self.beta = self.activation.params(self.attrs)
 
     def run(self, inputs, out=None):
-        a, b = self.params()
-        return [activate(self, inputs[0], self.act, a, b, out)]
+        return [activate(self, inputs[0], self.activation.name, self.alpha, self.beta, out)]
 
 
 @register("Relu")
 class Relu(_Activation):
-    act = "relu"
+    activation = ACTIVATIONS["relu"]
 
     def run(self, inputs, out=None):
         x = inputs[0]
@@ -50,44 +55,32 @@ class Relu(_Activation):
 
 @register("LeakyRelu")
 class LeakyRelu(_Activation):
-    act = "leaky_relu"
-    attributes = {"alpha": 0.01}
-
-    def params(self):
-        return float(self.attrs["alpha"]), 0.0
+    activation = ACTIVATIONS["leaky_relu"]
 
 
 @register("Elu")
 class Elu(_Activation):
-    act = "elu"
-    attributes = {"alpha": 1.0}
-
-    def params(self):
-        return float(self.attrs["alpha"]), 0.0
+    activation = ACTIVATIONS["elu"]
 
 
 @register("Sigmoid")
 class Sigmoid(_Activation):
-    act = "sigmoid"
+    activation = ACTIVATIONS["sigmoid"]
 
 
 @register("Tanh")
 class Tanh(_Activation):
-    act = "tanh"
+    activation = ACTIVATIONS["tanh"]
 
 
 @register("HardSwish")
 class HardSwish(_Activation):
-    act = "hardswish"
+    activation = ACTIVATIONS["hardswish"]
 
 
 @register("HardSigmoid")
 class HardSigmoid(_Activation):
-    act = "hardsigmoid"
-    attributes = {"alpha": 0.2, "beta": 0.5}
-
-    def params(self):
-        return float(self.attrs["alpha"]), float(self.attrs["beta"])
+    activation = ACTIVATIONS["hardsigmoid"]
 
 
 @register("Clip")
@@ -97,7 +90,7 @@ class Clip(Op):
     supports_out = True
 
     def bounds(self, inputs):
-        if self.opset < 11:
+        if not ACTIVATIONS["clip"].takes_inputs(self.opset):
             lo, hi = self.attrs["min"], self.attrs["max"]
         else:
             lo = inputs[1] if len(inputs) > 1 else None
@@ -119,8 +112,7 @@ class Clip(Op):
             if hi is not None:
                 np.minimum(y, np.asarray(hi, x.dtype), out=y)
             return [y]
-        lo = -np.inf if lo is None else float(lo)
-        hi = np.inf if hi is None else float(hi)
+        lo, hi = ACTIVATIONS["clip"].params({"min": lo, "max": hi})
         return [activate(self, x, "clip", lo, hi, out)]
 
 

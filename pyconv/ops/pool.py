@@ -5,54 +5,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyconv import arithmetic
 from pyconv import functional as F
+from pyconv.arithmetic import ConvAttributes, max_unpool_output_shape
 from pyconv.errors import PyconvError
 from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
-
-_AUTO_PAD = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
 
 class _Pool(Op):
     supports_out = True
 
     def setup(self, consts):
-        ks = self.ints("kernel_shape")
-        if not ks or min(ks) < 1:
-            self.fail(f"kernel_shape must be a non-empty list of positive ints, got {ks}")
-        n = len(ks)
-        self.n = n
-        self.kernel = tuple(ks)
-        self.strides = tuple(self.ints("strides", n) or (1,) * n)
-        dil = self.ints("dilations", n) if "dilations" in self.attrs else None
-        self.dilations = tuple(dil or (1,) * n)
-        if min(self.strides + self.dilations) < 1:
-            self.fail(f"strides {self.strides} and dilations {self.dilations} must be "
-                      f"positive")
-        pads = self.ints("pads", 2 * n)
-        if pads is not None and min(pads) < 0:
-            self.fail(f"pads {pads} must be non-negative")
-        self.pads = (tuple(pads[:n]), tuple(pads[n:])) if pads else ((0,) * n, (0,) * n)
-        auto_pad = str(self.attrs.get("auto_pad", "NOTSET")).upper()
-        if auto_pad not in _AUTO_PAD:
-            self.fail(f"auto_pad must be one of {_AUTO_PAD}, got {auto_pad!r}")
-        self.auto_pad = auto_pad
-        self.ceil_mode = bool(self.attrs.get("ceil_mode", 0))
+        self.window = ConvAttributes.from_onnx("pool", self.attrs, op=self.node.label)
 
-    def _pads(self, x):
-        return self._pads_for(x.shape)
-
-    def _pads_for(self, shape):
-        if len(shape) != self.n + 2:
-            self.fail(f"input '{self.input_name(0)}' has shape {shape}; kernel_shape "
-                      f"{list(self.kernel)} needs a {self.n + 2}-D input (N, C, *spatial)")
-        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            return wrap_errors(self, arithmetic.resolve_padding, self.auto_pad.lower(),
-                               self.n, shape[2:], self.kernel, self.strides,
-                               self.dilations)
-        if self.auto_pad == "VALID":
-            return (0,) * self.n, (0,) * self.n
-        return self.pads
+    def _geometry(self):
+        """The window as the positional arguments of the functional entry points."""
+        a = self.window
+        return a.kernel_shape, a.strides, a.pads_begin, a.pads_end, a.dilations, a.ceil_mode
 
     def _bind(self, mode, specs, out, count_include_pad=False):
         """The pooling kernel bound to the planned input shape and ``out``
@@ -60,10 +28,9 @@ class _Pool(Op):
         if out is None or specs[0] is None or specs[0][1] != np.float32:
             return None
         try:
-            pb, pe = self._pads_for(specs[0][0])
-            kernel = F.bind_pool(mode, specs[0][0], self.kernel, self.strides, pb, pe,
-                                 self.dilations, self.ceil_mode, out,
-                                 count_include_pad=count_include_pad, op=self.node.label,
+            kernel = F.bind_pool(mode, specs[0][0], *self._geometry(), out,
+                                 count_include_pad=count_include_pad,
+                                 auto_pad=self.window.auto_pad, op=self.node.label,
                                  context=self.context)
         except (PyconvError, ValueError):
             return None
@@ -84,9 +51,8 @@ class MaxPool(_Pool):
             res = self.run([x.astype(np.float32)] + list(inputs[1:]))
             return [res[0].astype(x.dtype)] + res[1:]
         x = self.float32(x)
-        pb, pe = self._pads(x)
         want = len(self.node.outputs) > 1 and bool(self.node.outputs[1])
-        res = self._call(x, pb, pe, "onnx" if want else "none", out)
+        res = self._call(x, "onnx" if want else "none", out)
         if not want:
             return [res]
         y, idx = res
@@ -108,15 +74,15 @@ class MaxPool(_Pool):
             return None     # Indices: the general path
         return self._bind("max", specs, out)
 
-    def _call(self, x, pb, pe, indices, out):
+    def _call(self, x, indices, out):
         try:
-            return wrap_errors(self, F.max_pool, x, self.kernel, self.strides, pb, pe,
-                               self.dilations, self.ceil_mode, indices, op=self.node.label,
-                               out=out, context=self.context)
+            return wrap_errors(self, F.max_pool, x, *self._geometry(), indices,
+                               auto_pad=self.window.auto_pad, op=self.node.label, out=out,
+                               context=self.context)
         except Exception:
             if out is None:
                 raise
-            return self._call(x, pb, pe, indices, None)
+            return self._call(x, indices, None)
 
 
 @register("AveragePool")
@@ -131,17 +97,16 @@ class AveragePool(_Pool):
 
     def run(self, inputs, out=None):
         x = self.float32(inputs[0])
-        pb, pe = self._pads(x)
         cip = bool(self.attrs["count_include_pad"])
         try:
-            return [wrap_errors(self, F.avg_pool, x, self.kernel, self.strides, pb, pe,
-                                self.dilations, self.ceil_mode, cip, op=self.node.label,
-                                out=out, context=self.context)]
+            return [wrap_errors(self, F.avg_pool, x, *self._geometry(), cip,
+                                auto_pad=self.window.auto_pad, op=self.node.label, out=out,
+                                context=self.context)]
         except Exception:
             if out is None:
                 raise
-            return [wrap_errors(self, F.avg_pool, x, self.kernel, self.strides, pb, pe,
-                                self.dilations, self.ceil_mode, cip, op=self.node.label,
+            return [wrap_errors(self, F.avg_pool, x, *self._geometry(), cip,
+                                auto_pad=self.window.auto_pad, op=self.node.label,
                                 context=self.context)]
 
 
@@ -153,10 +118,10 @@ class LpPool(_Pool):
 
     def run(self, inputs, out=None):
         x = self.float32(inputs[0])
-        pb, pe = self._pads(x)
-        return [wrap_errors(self, F.lp_pool, x, self.kernel, float(self.attrs["p"]),
-                            self.strides, pb, pe, self.dilations, self.ceil_mode,
-                            op=self.node.label, context=self.context)]
+        kernel, *rest = self._geometry()
+        return [wrap_errors(self, F.lp_pool, x, kernel, float(self.attrs["p"]), *rest,
+                            auto_pad=self.window.auto_pad, op=self.node.label,
+                            context=self.context)]
 
 
 class _GlobalPool(Op):
@@ -199,19 +164,15 @@ class MaxUnpool(Op):
     attributes = {"kernel_shape": REQUIRED, "pads": None, "strides": None}
 
     def setup(self, consts):
-        ks = self.ints("kernel_shape")
-        n = len(ks)
-        self.kernel = ks
-        self.strides = self.ints("strides", n) or [1] * n
-        pads = self.ints("pads", 2 * n) or [0] * (2 * n)
-        self.pb, self.pe = pads[:n], pads[n:]
+        self.window = ConvAttributes.from_onnx("pool", self.attrs, op=self.node.label)
 
     def run(self, inputs, out=None):
         x = self.float32(inputs[0])
         idx = inputs[1]
         requested = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-        shape = tuple((i - 1) * s + k - b - e for i, s, k, b, e in zip(
-            x.shape[2:], self.strides, self.kernel, self.pb, self.pe))
+        w = self.window
+        shape = max_unpool_output_shape(x.shape[2:], w.kernel_shape, w.strides, w.pads_begin,
+                                        w.pads_end, op=self.node.label)
         y = wrap_errors(self, F.max_unpool, x, idx, shape, convention="onnx",
                         op=self.node.label, context=self.context)
         if requested is not None:

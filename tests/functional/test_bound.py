@@ -19,7 +19,7 @@ def algorithm(request):
 
 
 def bound_conv(plan, x_shape, fill=np.nan):
-    shape, pads_begin = plan._geometry_for(tuple(x_shape), None)
+    shape, pads_begin = plan.output_shape(x_shape), plan.geometry(x_shape).pads_begin
     out = np.full(shape, fill, np.float32)
     call = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
                             plan.activation, plan.act_alpha, plan.act_beta)

@@ -7,6 +7,7 @@ from onnx import helper
 
 import pyconv
 from pyconv import GraphOptimizationLevel as L
+from pyconv._activations import ONNX_ACTIVATIONS
 from tests.graph import _build as B
 from tests.graph import _zoo
 
@@ -107,35 +108,57 @@ def test_per_channel_mul_add_folded_into_conv(rng):
     assert B.op_types(s) == ["Conv"]
 
 
-ACTIVATIONS = [
-    ("Relu", {}, []), ("LeakyRelu", {"alpha": 0.2}, []), ("Sigmoid", {}, []),
-    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, []), ("HardSwish", {}, []),
-    ("Tanh", {}, []), ("Elu", {"alpha": 0.7}, []), ("Clip", {}, ["lo", "hi"]),
-]
+def _activation_cases():
+    """(ONNX type, attributes, extra inputs, opset) of every activation of the registry
+    that an ONNX operator computes: with its ONNX defaults and with other values."""
+    cases = []
+    for act in ONNX_ACTIVATIONS.values():
+        if act.inputs_since is not None:       # Clip: bounds as inputs, then attributes
+            cases += [(act.onnx_type, {}, ["lo", "hi"], 17),
+                      (act.onnx_type, {}, ["", "hi"], 17),
+                      (act.onnx_type, {}, [], act.inputs_since - 1),
+                      (act.onnx_type, {"min": -0.5, "max": 0.8}, [], act.inputs_since - 1)]
+            continue
+        cases.append((act.onnx_type, {}, [], 17))
+        if act.onnx_attributes:
+            cases.append((act.onnx_type, {name: 0.3 + 0.2 * i for i, name
+                                          in enumerate(act.onnx_attributes)}, [], 17))
+    return cases
 
 
-@pytest.mark.parametrize("act,attrs,extra", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
-def test_activation_fused_into_conv(rng, act, attrs, extra):
+ACTIVATION_CASES = _activation_cases()
+CASE_IDS = [f"{t}-{attrs}-{extra}-opset{opset}" for t, attrs, extra, opset in ACTIVATION_CASES]
+
+
+def check_fused(m, feeds, fused_type, act_type):
+    """The activation ran in the producer's epilogue, with the very numbers of the
+    unfused graph (the same C code)."""
+    s = check_unchanged(m, feeds)
+    assert B.op_types(s) == [fused_type]
+    assert s._graph.nodes[0].attrs["_pyconv_activation"] == ONNX_ACTIVATIONS[act_type].name
+    plain = session(m, L.ORT_DISABLE_ALL)
+    np.testing.assert_array_equal(s.run(None, feeds)[0], plain.run(None, feeds)[0])
+
+
+@pytest.mark.parametrize("act,attrs,extra,opset", ACTIVATION_CASES, ids=CASE_IDS)
+def test_activation_fused_into_conv(rng, act, attrs, extra, opset):
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node(act, ["c"] + extra, ["y"], **attrs)]
     m = B.model(nodes, [("x", [1, 3, 7, 6])], [("y", [1, 8, 7, 6])],
                 {"w": B.rand(rng, 8, 3, 3, 3), "b": B.rand(rng, 8),
-                 "lo": np.float32(-0.5), "hi": np.float32(0.8)})
-    s = check_unchanged(m, {"x": B.rand(rng, 1, 3, 7, 6)})
-    assert B.op_types(s) == ["FusedConv"]
-    assert s._graph.nodes[0].attrs["_pyconv_activation"]
+                 "lo": np.float32(-0.5), "hi": np.float32(0.8)}, opset=opset)
+    check_fused(m, {"x": B.rand(rng, 1, 3, 7, 6)}, "FusedConv", act)
 
 
-@pytest.mark.parametrize("act,attrs,extra", ACTIVATIONS[:3], ids=[a[0] for a in ACTIVATIONS[:3]])
-def test_activation_fused_into_conv_transpose(rng, act, attrs, extra):
+@pytest.mark.parametrize("act,attrs,extra,opset", ACTIVATION_CASES, ids=CASE_IDS)
+def test_activation_fused_into_conv_transpose(rng, act, attrs, extra, opset):
     nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["c"], strides=[2, 2],
                               pads=[1, 1, 1, 1], group=2),
              helper.make_node(act, ["c"] + extra, ["y"], **attrs)]
     m = B.model(nodes, [("x", [1, 4, 5, 6])], [("y", [1, 6, 9, 11])],
-                {"w": B.rand(rng, 4, 3, 3, 3), "b": B.rand(rng, 6)})
-    s = check_unchanged(m, {"x": B.rand(rng, 1, 4, 5, 6)})
-    assert B.op_types(s) == ["FusedConvTranspose"]
-    assert s._graph.nodes[0].attrs["_pyconv_activation"]
+                {"w": B.rand(rng, 4, 3, 3, 3), "b": B.rand(rng, 6),
+                 "lo": np.float32(-0.5), "hi": np.float32(0.8)}, opset=opset)
+    check_fused(m, {"x": B.rand(rng, 1, 4, 5, 6)}, "FusedConvTranspose", act)
 
 
 def test_residual_add_and_relu_fused(rng):

@@ -38,6 +38,17 @@ def test_inputs_outputs_metadata(rng):
     assert s.get_providers() == ["CPUExecutionProvider"]
 
 
+def test_unknown_element_type_is_named_not_raised():
+    """A type this onnx release has no name for (a corrupt or newer model) is described,
+    not a ValueError from get_inputs (found by the model fuzzer)."""
+    nodes = [helper.make_node("Identity", ["x"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 250, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert pyconv.InferenceSession(m.SerializeToString()).get_inputs()[0].type == \
+        "tensor(unknown type 250)"
+
+
 def test_matches_onnxruntime_with_dynamic_dims_and_caches_plans(rng):
     m = conv_model(rng)
     s = pyconv.InferenceSession(m)

@@ -1,0 +1,96 @@
+"""The activations of the fused epilogue: one registry for the kernels' enum mirror, the
+fusion pass, the ONNX operators and the functional layer.
+
+The C enum ``pyconv_act`` (``src/kernels/sgemm.h``) is the list of what the kernels
+compute; :mod:`pyconv._ext.gemm` mirrors it by name (``PYCONV_ACT_RELU`` is
+``"relu"``). Each entry here adds what Python needs: the ONNX operator computing the
+activation and how that operator's attributes, with their ONNX defaults, become the
+epilogue's two parameters ``(alpha, beta)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from pyconv._ext import gemm
+
+__all__ = ["Activation", "ACTIVATIONS", "ONNX_ACTIVATIONS"]
+
+
+class Activation(NamedTuple):
+    """One activation of the fused epilogue.
+
+    Attributes
+    ----------
+    name : str
+        The epilogue's name, as the kernels take it (``activation="leaky_relu"``).
+    onnx_type : str or None
+        The ONNX operator computing it (None: none does).
+    alpha, beta : (str, float) or None
+        The ONNX attribute giving the epilogue's ``alpha`` / ``beta`` and its ONNX
+        default; None where the parameter is unused (0).
+    inputs_since : int or None
+        From this opset on, ``alpha`` and ``beta`` are the node's optional inputs 1
+        and 2 instead of attributes (Clip from opset 11).
+    """
+
+    name: str
+    onnx_type: str | None = None
+    alpha: tuple[str, float] | None = None
+    beta: tuple[str, float] | None = None
+    inputs_since: int | None = None
+
+    @property
+    def code(self) -> int:
+        """The value of ``PYCONV_ACT_<NAME>`` in the C enum."""
+        return gemm.ACTIVATIONS[self.name]
+
+    @property
+    def onnx_attributes(self) -> dict:
+        """ONNX attribute name -> ONNX default, as an operator declares its attributes."""
+        return dict(p for p in (self.alpha, self.beta) if p is not None)
+
+    def takes_inputs(self, opset: int) -> bool:
+        """Whether ``alpha`` / ``beta`` are the node's inputs 1 and 2 at this opset."""
+        return self.inputs_since is not None and opset >= self.inputs_since
+
+    def params(self, values=None) -> tuple[float, float]:
+        """The epilogue's ``(alpha, beta)`` from ONNX values by name.
+
+        Parameters
+        ----------
+        values : mapping, optional
+            ONNX attribute (or, see :meth:`takes_inputs`, input) name -> number; absent
+            or None values take the ONNX defaults.
+
+        Returns
+        -------
+        (float, float)
+        """
+        values = values or {}
+        result = []
+        for param in (self.alpha, self.beta):
+            if param is None:
+                result.append(0.0)
+            else:
+                value = values.get(param[0])
+                result.append(float(param[1] if value is None else value))
+        return result[0], result[1]
+
+
+#: Every activation of the epilogue by name; the C enum has exactly these (tested).
+ACTIVATIONS = {a.name: a for a in (
+    Activation("none"),
+    Activation("relu", "Relu"),
+    Activation("clip", "Clip", ("min", -math.inf), ("max", math.inf), inputs_since=11),
+    Activation("leaky_relu", "LeakyRelu", ("alpha", 0.01)),
+    Activation("sigmoid", "Sigmoid"),
+    Activation("hardsigmoid", "HardSigmoid", ("alpha", 0.2), ("beta", 0.5)),
+    Activation("hardswish", "HardSwish"),
+    Activation("tanh", "Tanh"),
+    Activation("silu"),
+    Activation("elu", "Elu", ("alpha", 1.0)),
+)}
+
+#: The activations an ONNX operator computes, by ONNX type (what the optimizer fuses).
+ONNX_ACTIVATIONS = {a.onnx_type: a for a in ACTIVATIONS.values() if a.onnx_type}

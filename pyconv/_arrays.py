@@ -1,0 +1,56 @@
+"""Array helpers shared by every layer: the one float32 coercion, and kernel alignment."""
+import numpy as np
+
+from pyconv.errors import InvalidArgument, InvalidDType
+
+
+def as_float32(x, name="input", op=""):
+    """``x`` as a float32 ndarray, not copied when it already is one.
+
+    NumPy arrays must be float32 (pyconv never narrows or widens an array silently);
+    other values (lists, tuples, Python scalars, array-likes) of floating-point numbers
+    are converted.
+
+    Parameters
+    ----------
+    x : array_like
+    name : str
+        What ``x`` is, for error messages (``"weight"``, ``"input 'x'"``).
+    op : str, optional
+        The function, layer or node, prefixed to error messages.
+
+    Returns
+    -------
+    ndarray, float32
+
+    Raises
+    ------
+    InvalidDType
+        If ``x`` is an array of another dtype, or holds something other than floats.
+    InvalidArgument
+        If ``x`` cannot be made an array at all.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.float32:
+        return x
+    prefix = f"{op}: " if op else ""
+    if isinstance(x, np.ndarray):
+        raise InvalidDType(f"{prefix}{name} must be float32, got dtype {x.dtype} "
+                           f"(convert explicitly with .astype(np.float32))")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{prefix}{name} must be a float32 array, got "
+                              f"{type(x).__name__}: {exc}") from None
+    if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
+        raise InvalidDType(f"{prefix}{name} must be a float32 array (or a list of floats), "
+                           f"got {type(x).__name__} of dtype {arr.dtype}")
+    return arr.astype(np.float32)
+
+
+def c_aligned(x):
+    """x in C order and aligned, as the kernels read it; a copy only when it is not (the
+    flags test costs far less than ``np.require``, which small layers feel)."""
+    flags = x.flags
+    if flags.c_contiguous and flags.aligned:
+        return x
+    return np.require(x, requirements="CA")
