@@ -123,6 +123,10 @@ def extension(name, sources, isa_sources=()):
     return Extension(
         name,
         sources=sources,
+        # The kernel objects are linked in as extra objects, which build_ext does not track:
+        # listed here, a change to a kernel source or header relinks the extension.
+        depends=[os.path.join(KERNEL_DIR, f)
+                 for f in KERNEL_HEADERS + [src for src, _, _ in isa_sources]],
         include_dirs=[KERNEL_DIR, np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         + ([("PYCONV_HAVE_X86_KERNELS", "1")] if X86 else []),
