@@ -110,8 +110,8 @@ class BuildExt(build_ext):
         return objects
 
 
-KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
-                  "dwconv_common.inc", "pool.h", "pool_common.inc"]
+KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
+                  "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
 # so this lives beside them rather than as an attribute).
