@@ -126,8 +126,8 @@ class BuildExt(build_ext):
         return objects
 
 
-KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
-                  "dwconv_common.inc", "pool.h", "pool_common.inc"]
+KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
+                  "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
@@ -140,8 +140,12 @@ def extension(name, sources, isa_sources=()):
     return Extension(
         name,
         sources=sources,
+        # The kernel objects are linked in as extra objects, which build_ext does not track:
+        # listed here, a change to a kernel source or header relinks the extension.
+        depends=[os.path.join(KERNEL_DIR, f)
+                 for f in KERNEL_HEADERS + [src for src, _, _ in isa_sources]]
+        + [os.path.join(RUNTIME_DIR, h) for h in RUNTIME_HEADERS],
         include_dirs=[KERNEL_DIR, RUNTIME_DIR, np.get_include()],
-        depends=[os.path.join(RUNTIME_DIR, h) for h in RUNTIME_HEADERS],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         + ([("PYCONV_HAVE_X86_KERNELS", "1")] if X86 else []),
     )

@@ -8,30 +8,23 @@
 # of rows inside a plane when there are fewer planes than threads. Each output element is
 # computed by the same code whatever the thread count, so results do not depend on it.
 #
-# Sliding-window pooling without indices is separable:
-#   vertical pass:   the (kd x kh) input rows of the window are combined element-wise into
-#                    one row of W floats (up to 3 rows per pass; contiguous, vectorised;
-#                    skipped for a single row);
-#   horizontal pass: each output column combines its kw taps of that row. Columns whose
-#                    taps are all inside the input ("interior", [ow_lo, ow_hi)) run as
-#                    vectorised loops over the output width (fused taps with constant
-#                    stride for kw <= 3, stride <= 2; one loop per tap otherwise); the few
-#                    border columns clip their taps one by one.
+# Sliding-window max and average pooling without indices run in the per-ISA C kernel of
+# src/kernels/pool_* (same dispatch as the GEMM; generic included), for any stride, window
+# and padding: separable passes (the window's input rows combined into one row, then each
+# output column's taps of that row), a plain max checked for NaN, and torch's NaN rule on
+# the rows that hold one (see pool.h).
+# Lp pooling is separable the same way and stays here: the vertical pass sums |x| ** p
+# over the window's rows (contiguous, vectorised), the horizontal pass sums each column's
+# taps (fused taps with constant stride for kw <= 3, stride <= 2 on the interior columns,
+# whose taps are all inside the input; clipped one by one at the borders), then the root.
 # Max pooling with indices runs the taps directly (tap outer, output column inner), in the
 # C order of the window so that ties keep the first tap; positions are tracked as int32
 # within the plane (planes of 2**31 elements or more take a scalar int64 path).
 #
 # NaN: max pooling takes a tap when it is larger than the running max OR is NaN (torch's
-# rule), so NaN propagates. The vertical pass runs a plain max (one instruction) while
-# checking its inputs for NaN, and redoes the row with the NaN rule when it found one.
-# Windows with no input element (possible with dilation) give -inf (max, index -1), and
-# 0 / count for the average (NaN when count_include_pad is off: nothing to count).
-#
-# Max and average rows with stride 1 or 2 (any kernel, dilation, padding) run the vertical
-# pass and the interior columns in the per-ISA SIMD kernel of src/kernels/pool_* (same
-# dispatch as the GEMM); it hands back max-pooling planes that hold a NaN, which the loops
-# below do with the NaN rule. Lp, indices, other strides, the border columns and the
-# plane reductions stay here, auto-vectorised for the baseline ISA.
+# rule), so NaN propagates. Windows with no input element (possible with dilation) give
+# -inf (max, index -1), and 0 / count for the average (NaN when count_include_pad is off:
+# nothing to count). The plane reductions stay here, auto-vectorised for the baseline ISA.
 import numpy as np
 
 cimport numpy as cnp
@@ -58,17 +51,13 @@ cdef extern from "pool.h" nogil:
         int is_max
         int count_include_pad
         float divisor
-    ctypedef int64_t (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x,
-                                            float *y, int64_t r0, int64_t r1,
-                                            float *tmp) noexcept nogil
+    ctypedef void (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
+                                         int64_t r0, int64_t r1, float *tmp) noexcept nogil
     ctypedef struct pyconv_pool_kernel:
         const char *isa
         const char *name
-        int max_stride
         pyconv_pool_rows_fn rows
     const pyconv_pool_kernel *pyconv_pool_kernel_for(const char *isa)
-    enum:
-        PYCONV_POOL_MAX_ROWS
 
 cdef enum:
     MODE_MAX = 0
@@ -118,18 +107,6 @@ cdef inline void _taps(int64_t o, int64_t s, int64_t pb, int64_t dl, int64_t k,
         b = a
     lo[0] = a
     hi[0] = b
-
-
-cdef inline int64_t _padded_taps(int64_t o, int64_t s, int64_t pb, int64_t pe, int64_t dl,
-                                 int64_t k, int64_t size) noexcept nogil:
-    """Taps of output o inside the padded input [-pb, size + pe) (a ceil_mode window may
-    reach beyond it; those taps never count)."""
-    cdef int64_t start = o * s - pb          # >= -pb
-    cdef int64_t b
-    if start >= size + pe:
-        return 0
-    b = (size + pe - 1 - start) // dl + 1
-    return k if b > k else b
 
 
 cdef void _interior(geom *g) noexcept nogil:
@@ -186,25 +163,6 @@ cdef inline int _max2(float *dst, const float *a, const float *b, int64_t n,
     return bad
 
 
-cdef inline int _max3(float *dst, const float *a, const float *b, const float *c,
-                      int64_t n, bint nan_aware) noexcept nogil:
-    cdef int64_t i
-    cdef int bad = 0
-    cdef float u, v, w
-    if nan_aware:
-        for i in range(n):
-            dst[i] = _nanmax(c[i], _nanmax(b[i], a[i]))
-        return 0
-    for i in range(n):
-        u = a[i]
-        v = b[i]
-        w = c[i]
-        u = v if v > u else u
-        dst[i] = w if w > u else u
-        bad = bad | isunordered(a[i], v) | isunordered(w, w)
-    return bad
-
-
 cdef inline int _has_nan(const float *a, int64_t n) noexcept nogil:
     cdef int64_t i
     cdef int bad = 0
@@ -219,13 +177,6 @@ cdef inline void _add2(float *dst, const float *a, const float *b, int64_t n) no
     cdef int64_t i
     for i in range(n):
         dst[i] = a[i] + b[i]
-
-
-cdef inline void _add3(float *dst, const float *a, const float *b, const float *c,
-                       int64_t n) noexcept nogil:
-    cdef int64_t i
-    for i in range(n):
-        dst[i] = (a[i] + b[i]) + c[i]
 
 
 cdef inline void _pow_add_into(float *dst, const float *src, int64_t n, float p,
@@ -258,55 +209,12 @@ cdef inline void _pow_add_into(float *dst, const float *src, int64_t n, float p,
                 dst[i] = dst[i] + powf(fabsf(src[i]), p)
 
 
-cdef inline int _combine(float *tmp, const float **rows, int cnt, bint started, int mode,
-                         int64_t n, bint nan_aware) noexcept nogil:
-    """Vertical pass step: tmp = op(rows) (first step) or op(tmp, rows); cnt <= 3 (2).
-
-    Returns the NaN flag of a plain max pass (see _max2)."""
-    if not started:
-        if cnt == 1:
-            _copy(tmp, rows[0], n)
-            return 0 if mode != MODE_MAX or nan_aware else _has_nan(rows[0], n)
-        elif mode == MODE_MAX:
-            if cnt == 2:
-                return _max2(tmp, rows[0], rows[1], n, nan_aware)
-            return _max3(tmp, rows[0], rows[1], rows[2], n, nan_aware)
-        elif cnt == 2:
-            _add2(tmp, rows[0], rows[1], n)
-        else:
-            _add3(tmp, rows[0], rows[1], rows[2], n)
-    elif mode == MODE_MAX:
-        if cnt == 1:
-            return _max2(tmp, tmp, rows[0], n, nan_aware)
-        return _max3(tmp, tmp, rows[0], rows[1], n, nan_aware)
-    elif cnt == 1:
-        _add2(tmp, tmp, rows[0], n)
-    else:
-        _add3(tmp, tmp, rows[0], rows[1], n)
-    return 0
-
-
-# Horizontal pass, interior columns: out[ow] = op over c < k of src[ow * s + off + c * dl],
-# (times scale for sums). Called with constant s, k, dl for the common windows so that GCC
-# unrolls the taps and sees constant-stride loads; other windows run one loop per tap.
-
-cdef inline void _h_max_fused(float *out, const float *src, int64_t lo, int64_t hi,
-                              int64_t s, int64_t off, int64_t k, int64_t dl) noexcept nogil:
-    cdef int64_t ow, c
-    cdef const float *p
-    cdef float m, v
-    for ow in range(lo, hi):
-        p = src + ow * s + off
-        m = p[0]
-        for c in range(1, k):
-            v = p[c * dl]
-            m = v if v > m else m           # the row holds no NaN: plain max
-        out[ow] = m
-
+# Lp horizontal pass, interior columns: out[ow] = sum over c < k of src[ow * s + off + c * dl].
+# Called with constant s, k, dl for the common windows so that GCC unrolls the taps and
+# sees constant-stride loads; other windows run one loop per tap.
 
 cdef inline void _h_sum_fused(float *out, const float *src, int64_t lo, int64_t hi,
-                              int64_t s, int64_t off, int64_t k, int64_t dl,
-                              float scale) noexcept nogil:
+                              int64_t s, int64_t off, int64_t k, int64_t dl) noexcept nogil:
     cdef int64_t ow, c
     cdef const float *p
     cdef float m
@@ -315,88 +223,44 @@ cdef inline void _h_sum_fused(float *out, const float *src, int64_t lo, int64_t 
         m = p[0]
         for c in range(1, k):
             m = m + p[c * dl]
-        out[ow] = m * scale
+        out[ow] = m
 
 
-cdef inline void _h_tap(float *out, const float *src, int64_t lo, int64_t hi, int64_t s,
-                        int64_t off, int op) noexcept nogil:
-    """One tap over the interior columns: op 0 set, 1 NaN-aware max, 2 add, 3 plain max."""
-    cdef int64_t ow
-    cdef float v, m
-    if op == 0:
-        for ow in range(lo, hi):
-            out[ow] = src[ow * s + off]
-    elif op == 1:
-        for ow in range(lo, hi):
-            out[ow] = _nanmax(src[ow * s + off], out[ow])
-    elif op == 3:
-        for ow in range(lo, hi):
-            v = src[ow * s + off]
-            m = out[ow]
-            out[ow] = v if v > m else m
-    else:
-        for ow in range(lo, hi):
-            out[ow] = out[ow] + src[ow * s + off]
-
-
-cdef void _h_interior(float *out, const float *src, int64_t lo, int64_t hi, int64_t s,
-                      int64_t off, int64_t k, int64_t dl, bint is_max, bint nan_aware,
-                      float scale) noexcept nogil:
-    """Interior columns of the horizontal pass; for max, src holds no NaN unless
-    nan_aware."""
+cdef void _h_sum(float *out, const float *src, int64_t lo, int64_t hi, int64_t s,
+                 int64_t off, int64_t k, int64_t dl) noexcept nogil:
     cdef int64_t c, ow
-    if dl == 1 and (s == 1 or s == 2) and 1 <= k <= 3 and not nan_aware:
-        if is_max:
-            if s == 1:
-                if k == 1:
-                    _h_max_fused(out, src, lo, hi, 1, off, 1, 1)
-                elif k == 2:
-                    _h_max_fused(out, src, lo, hi, 1, off, 2, 1)
-                else:
-                    _h_max_fused(out, src, lo, hi, 1, off, 3, 1)
+    if dl == 1 and (s == 1 or s == 2) and 1 <= k <= 3:
+        if s == 1:
+            if k == 1:
+                _h_sum_fused(out, src, lo, hi, 1, off, 1, 1)
+            elif k == 2:
+                _h_sum_fused(out, src, lo, hi, 1, off, 2, 1)
             else:
-                if k == 1:
-                    _h_max_fused(out, src, lo, hi, 2, off, 1, 1)
-                elif k == 2:
-                    _h_max_fused(out, src, lo, hi, 2, off, 2, 1)
-                else:
-                    _h_max_fused(out, src, lo, hi, 2, off, 3, 1)
+                _h_sum_fused(out, src, lo, hi, 1, off, 3, 1)
         else:
-            if s == 1:
-                if k == 1:
-                    _h_sum_fused(out, src, lo, hi, 1, off, 1, 1, scale)
-                elif k == 2:
-                    _h_sum_fused(out, src, lo, hi, 1, off, 2, 1, scale)
-                else:
-                    _h_sum_fused(out, src, lo, hi, 1, off, 3, 1, scale)
+            if k == 1:
+                _h_sum_fused(out, src, lo, hi, 2, off, 1, 1)
+            elif k == 2:
+                _h_sum_fused(out, src, lo, hi, 2, off, 2, 1)
             else:
-                if k == 1:
-                    _h_sum_fused(out, src, lo, hi, 2, off, 1, 1, scale)
-                elif k == 2:
-                    _h_sum_fused(out, src, lo, hi, 2, off, 2, 1, scale)
-                else:
-                    _h_sum_fused(out, src, lo, hi, 2, off, 3, 1, scale)
+                _h_sum_fused(out, src, lo, hi, 2, off, 3, 1)
         return
-    _h_tap(out, src, lo, hi, s, off, 0)
+    for ow in range(lo, hi):
+        out[ow] = src[ow * s + off]
     for c in range(1, k):
-        _h_tap(out, src, lo, hi, s, off + c * dl,
-               (1 if nan_aware else 3) if is_max else 2)
-    if not is_max and scale != 1.0:
         for ow in range(lo, hi):
-            out[ow] = out[ow] * scale
+            out[ow] = out[ow] + src[ow * s + off + c * dl]
 
 
 # ---------------------------------------------------------------------------------------
-# One output row of a sliding-window pooling.
+# One output row of Lp pooling (max and average rows: the ISA kernel).
 
-cdef void _pool_borders(float *out, const float *src, const geom *g, const params *prm,
-                        int64_t cnt_dh, bint is_max) noexcept nogil:
+cdef void _pool_borders(float *out, const float *src, const geom *g) noexcept nogil:
     """Border columns [0, ow_lo) and [ow_hi, OW) of a row: clip the taps to src's W."""
     cdef int64_t W = g.W, OW = g.OW, lo = g.ow_lo, hi = g.ow_hi
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
-    cdef int64_t ow, c, c0, c1, cnt_w
-    cdef int mode = prm.mode
-    cdef float m, acc
+    cdef int64_t ow, c, c0, c1
+    cdef float acc
     ow = 0
     while ow < OW:
         if ow == lo and hi > lo:
@@ -404,31 +268,16 @@ cdef void _pool_borders(float *out, const float *src, const geom *g, const param
             if ow >= OW:
                 break
         _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
-        if is_max:
-            m = -INFINITY
-            for c in range(c0, c1):
-                m = _nanmax(src[ow * sw - pw + c * dw], m)
-            out[ow] = m
-        else:
-            acc = 0.0
-            for c in range(c0, c1):
-                acc = acc + src[ow * sw - pw + c * dw]
-            if mode == MODE_AVG:
-                if prm.divisor != 0.0:
-                    acc = acc / prm.divisor
-                else:
-                    if prm.count_include_pad:
-                        cnt_w = _padded_taps(ow, sw, pw, g.pe[2], dw, kw, W)
-                    else:
-                        cnt_w = c1 - c0
-                    acc = acc / <float>(cnt_dh * cnt_w)    # 0 / 0: NaN, nothing counts
-            out[ow] = acc
+        acc = 0.0
+        for c in range(c0, c1):
+            acc = acc + src[ow * sw - pw + c * dw]
+        out[ow] = acc
         ow = ow + 1
 
 
 cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, int64_t r,
                     float *tmp) noexcept nogil:
-    """Output row r = (plane, od, oh) of max / avg / Lp pooling; tmp holds W floats."""
+    """Output row r = (plane, od, oh) of Lp pooling; tmp holds W floats."""
     cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
     cdef int64_t plane = r // (g.OD * g.OH)
@@ -437,79 +286,36 @@ cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, 
     cdef int64_t oh = q - od * g.OH
     cdef const float *xp = x + plane * D * H * W
     cdef float *out = y + r * OW
-    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, nrows, cnt_dh, cnt_w
+    cdef int64_t a0, a1, b0, b1, a, b, ow
     cdef int64_t lo = g.ow_lo, hi = g.ow_hi
-    cdef const float *src
-    cdef const float *rows[3]
-    cdef float m, v, acc, scale
-    cdef int mode = prm.mode, cnt = 0, bad
-    cdef bint started = False, is_max = mode == MODE_MAX, nan_aware = False
+    cdef float v
+    cdef bint started = False
 
+    # Vertical pass: tmp = sum of |x| ** p over the window's input rows.
     _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
     _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
-    nrows = (a1 - a0) * (b1 - b0)
+    if (a1 - a0) * (b1 - b0) == 0:
+        _fill(tmp, W, 0.0)
+    for a in range(a0, a1):
+        for b in range(b0, b1):
+            _pow_add_into(tmp, xp + ((od * g.s[0] - g.pb[0] + a * g.dl[0]) * H
+                                     + oh * g.s[1] - g.pb[1] + b * g.dl[1]) * W,
+                          W, prm.p, not started)
+            started = True
 
-    # Average divisor of the rows (d, h): taps inside the input, or inside the padded input.
-    cnt_dh = nrows
-    if mode == MODE_AVG and prm.count_include_pad:
-        cnt_dh = (_padded_taps(od, g.s[0], g.pb[0], g.pe[0], g.dl[0], g.k[0], D)
-                  * _padded_taps(oh, g.s[1], g.pb[1], g.pe[1], g.dl[1], g.k[1], H))
-    if mode != MODE_AVG:
-        scale = 1.0
-    elif prm.divisor != 0.0:
-        scale = 1.0 / prm.divisor
-    else:
-        scale = 1.0 / <float>(cnt_dh * kw)      # inf when nothing counts: 0 * inf = NaN
-
-    # Vertical pass: combine the window's input rows into one row `src`. Max runs a plain
-    # max first and redoes the row NaN-aware if it met a NaN.
-    if nrows == 1 and mode != MODE_LP:
-        src = xp + ((od * g.s[0] - g.pb[0] + a0 * g.dl[0]) * H
-                    + oh * g.s[1] - g.pb[1] + b0 * g.dl[1]) * W
-        nan_aware = is_max and _has_nan(src, W)
-    elif nrows == 0:
-        _fill(tmp, W, -INFINITY if is_max else 0.0)
-        src = tmp
-    else:
-        while True:
-            bad = 0
-            started = False
-            cnt = 0
-            for a in range(a0, a1):
-                for b in range(b0, b1):
-                    rows[cnt] = xp + ((od * g.s[0] - g.pb[0] + a * g.dl[0]) * H
-                                      + oh * g.s[1] - g.pb[1] + b * g.dl[1]) * W
-                    cnt = cnt + 1
-                    if mode == MODE_LP:
-                        _pow_add_into(tmp, rows[0], W, prm.p, not started)
-                        started = True
-                        cnt = 0
-                    elif cnt == (2 if started else 3):
-                        bad = bad | _combine(tmp, rows, cnt, started, mode, W, nan_aware)
-                        started = True
-                        cnt = 0
-            if cnt:
-                bad = bad | _combine(tmp, rows, cnt, started, mode, W, nan_aware)
-            if not bad:
-                break
-            nan_aware = True
-        src = tmp
-
-    # Horizontal pass, interior columns.
+    # Horizontal pass: the interior columns, then the border columns.
     if hi > lo:
-        _h_interior(out, src, lo, hi, sw, -pw, kw, dw, is_max, nan_aware, scale)
+        _h_sum(out, tmp, lo, hi, sw, -pw, kw, dw)
+    _pool_borders(out, tmp, g)
 
-    _pool_borders(out, src, g, prm, cnt_dh, is_max)
-
-    # Lp: the root.
-    if mode == MODE_LP:
-        if prm.p == 2.0:
-            for ow in range(OW):
-                out[ow] = sqrtf(out[ow])
-        elif prm.p != 1.0:
-            v = 1.0 / prm.p
-            for ow in range(OW):
-                out[ow] = powf(out[ow], v)
+    # The root.
+    if prm.p == 2.0:
+        for ow in range(OW):
+            out[ow] = sqrtf(out[ow])
+    elif prm.p != 1.0:
+        v = 1.0 / prm.p
+        for ow in range(OW):
+            out[ow] = powf(out[ow], v)
 
 
 cdef inline void _idx_tap(float *out, int *bt, const float *row, int64_t lo, int64_t hi,
@@ -644,27 +450,11 @@ cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const ge
                         oi[ow] = rowbase + j
 
 
-cdef void _simd_rows(const pyconv_pool_kernel *kern, const pyconv_pool_geom *pg,
-                     const float *x, float *y, const geom *g, const params *prm, int64_t r0,
-                     int64_t r1, float *tmp) noexcept nogil:
-    """Rows [r0, r1) by the ISA kernel; the rows it hands back (the rest of a plane that holds
-    a NaN, for max pooling) by _pool_row, which applies the NaN rule."""
-    cdef int64_t r = r0, plane_end, rows_per_plane = g.OD * g.OH
-    while r < r1:
-        r = kern.rows(pg, x, y, r, r1, tmp)
-        plane_end = min(r1, (r // rows_per_plane + 1) * rows_per_plane)
-        while r < plane_end:
-            _pool_row(x, y, g, prm, r, tmp)
-            r = r + 1
-
-
-cdef bint _simd_geom(const pyconv_pool_kernel *kern, const geom *g, const params *prm,
-                     pyconv_pool_geom *pg) noexcept nogil:
-    """Fills pg; False when the ISA kernel does not take this problem."""
+cdef bint _kernel_geom(const geom *g, const params *prm, pyconv_pool_geom *pg) noexcept nogil:
+    """Fills pg; False when the ISA kernels do not take this problem (Lp, indices). They
+    take every other row, NaN rows included."""
     cdef int i
-    if (kern.rows == NULL or prm.index_mode != 0 or prm.mode == MODE_LP
-            or g.s[2] > kern.max_stride
-            or g.k[0] * g.k[1] > PYCONV_POOL_MAX_ROWS):
+    if prm.index_mode != 0 or prm.mode == MODE_LP:
         return False
     pg.planes = g.planes
     pg.d = g.D
@@ -706,7 +496,7 @@ cdef void _row_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil
     cdef int64_t r
     cdef bint wide = j.g.D * j.g.H * j.g.W >= 2147483647
     if j.pg != NULL:
-        _simd_rows(j.kern, j.pg, j.x, j.y, j.g, j.prm, lo, hi, tmp)
+        j.kern.rows(j.pg, j.x, j.y, lo, hi, tmp)
         return
     for r in range(lo, hi):
         if j.prm.index_mode == 0:
@@ -729,7 +519,7 @@ cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
     j.g = g
     j.prm = prm
     j.kern = kern
-    j.pg = &pg if _simd_geom(kern, g, prm, &pg) else NULL
+    j.pg = &pg if _kernel_geom(g, prm, &pg) else NULL
     j.ws = ws
     j.ws_stride = ws_stride
     parallel_for(nthreads, rows, grain_for(rows, nthreads), _row_tasks, &j)

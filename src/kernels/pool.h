@@ -19,26 +19,20 @@ typedef struct {
     float divisor;           /* average: fixed divisor; 0: none */
 } pyconv_pool_geom;
 
-/* Window rows (kd * kh) the row kernels take. */
-#define PYCONV_POOL_MAX_ROWS 64
-
 /* Output rows [r0, r1), r = (plane * od + z) * oh + y, of max / average pooling without
- * indices, border columns included. Separable: the window's input rows are combined
- * element-wise into one row (vertical pass), then each output column combines its taps of
- * that row (horizontal pass; vectorised over the interior columns, whose taps are all
- * inside the row, and clipped one by one at the borders). Returns r1 when all are done,
- * else the first row left to the caller: a max-pooling window that holds a NaN (or +inf
- * with -inf); the caller does the rows from there to the end of that plane (or r1) with
- * the NaN rule, then calls again. tmp: w + 32 floats. Handles strides s[2] up to the
- * table's max_stride and at most PYCONV_POOL_MAX_ROWS window rows. */
-typedef int64_t (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
-                                       int64_t r0, int64_t r1, float *tmp);
+ * indices, border columns included, any geometry. Separable: the window's input rows are
+ * combined element-wise into one row (vertical pass), then each output column combines its
+ * taps of that row (horizontal pass; vectorised over the interior columns, whose taps are
+ * all inside the row, at strides 1 and 2, and clipped one by one at the borders). Max runs
+ * a plain max and checks its inputs for NaN (a NaN, or +inf with -inf): such a row is
+ * redone with torch's NaN rule. tmp: w + 32 floats. */
+typedef void (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
+                                    int64_t r0, int64_t r1, float *tmp);
 
 typedef struct {
     const char *isa;
     const char *name;        /* e.g. "pool_rows_avx512" */
-    int max_stride;          /* largest s[2] that rows handles */
-    pyconv_pool_rows_fn rows;   /* NULL: none (the caller's own loops) */
+    pyconv_pool_rows_fn rows;
 } pyconv_pool_kernel;
 
 extern const pyconv_pool_kernel pyconv_pool_kernel_generic;

@@ -1,11 +1,13 @@
-/* pool_generic.c: the pooling dispatch; the portable path is pool.pyx's own loops. */
+/* pool_generic.c: max / average pooling rows over portable vectors, and the per-ISA dispatch. */
 #include <string.h>
 
-#include "pool.h"
+#define PYCONV_SIMD_PORTABLE 4
+#define PYCONV_ISA_SUFFIX generic
+#include "simd_ops.inc"
+#include "pool_common.inc"
 
-/* No row kernel: the Cython loops, auto-vectorised for the baseline ISA, beat a
- * one-float-per-"vector" build of pool_common.inc (measured 2.5x on MaxPool 3x3/2). */
-const pyconv_pool_kernel pyconv_pool_kernel_generic = {"generic", "pool_rows_cython", 0, NULL};
+const pyconv_pool_kernel pyconv_pool_kernel_generic = {"generic", "pool_rows_generic",
+                                                       pool_rows_generic};
 
 const pyconv_pool_kernel *pyconv_pool_kernel_for(const char *isa)
 {

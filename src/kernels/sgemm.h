@@ -62,7 +62,7 @@ typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int6
                                        float *tile);
 
 /* The same for the first n < NR columns only (the last chunk of a row of tiles): only
- * the vectors holding them are computed and stored; NULL where NR is one vector. */
+ * the vectors holding them are computed and stored. */
 typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
                                             const int64_t *off, float *tile, int64_t n);

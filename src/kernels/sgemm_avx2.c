@@ -1,9 +1,9 @@
 /* sgemm_avx2.c: 6x16 SGEMM micro-kernel in AVX2+FMA intrinsics (built with -mavx2 -mfma). */
-#include <immintrin.h>
-
 #include "sgemm.h"
 
+#define PYCONV_SIMD_AVX2 1
 #define PYCONV_ISA_SUFFIX avx2
+#include "simd_ops.inc"
 #include "sgemm_common.inc"
 
 #define MR 6
@@ -59,75 +59,9 @@ static void sgemm_ukernel_6x16_avx2(int64_t kc, const float *restrict a, const f
 #undef STORE_ROW
 }
 
-/* Partial tiles: NV = 1..2 vector columns, masked loads/stores for the last one. */
-static inline __attribute__((always_inline)) void
-edge_6xnv_avx2(const int nv, int64_t kc, const float *restrict a, const float *restrict b,
-               float *restrict c, int64_t ldc, float alpha, float beta, int64_t m, int64_t n)
-{
-    __m256 acc[MR][2];
-    for (int i = 0; i < MR; i++)
-        for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kc; k++) {
-        __m256 bv[2];
-        for (int v = 0; v < nv; v++) bv[v] = _mm256_load_ps(b + 8 * v);
-        for (int i = 0; i < MR; i++) {
-            const __m256 ai = _mm256_broadcast_ss(a + i);
-            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
-        }
-        a += MR;
-        b += NR;
-    }
-    __m256i mask[2];
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int v = 0; v < nv; v++)
-        mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - 8 * v)), lane);
-    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-    for (int i = 0; i < m; i++) {
-        float *cr = c + i * ldc;
-        for (int v = 0; v < nv; v++) {
-            __m256 o = _mm256_mul_ps(va, acc[i][v]);
-            if (beta != 0.0f)
-                o = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8 * v, mask[v]), o);
-            _mm256_maskstore_ps(cr + 8 * v, mask[v], o);
-        }
-    }
-}
-
-static void sgemm_ukernel_6x16_edge_avx2(int64_t kc, const float *restrict a,
-                                         const float *restrict b, float *restrict c,
-                                         int64_t ldc, float alpha, float beta, int64_t m,
-                                         int64_t n)
-{
-    if (n <= 8) edge_6xnv_avx2(1, kc, a, b, c, ldc, alpha, beta, m, n);
-    else edge_6xnv_avx2(2, kc, a, b, c, ldc, alpha, beta, m, n);
-}
-
-static void shifted_ukernel_avx2(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
-                                 const float *restrict apacked, const float *restrict src,
-                                 const int64_t *restrict off, float *restrict tile)
-{
-    __m256 acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int64_t k0 = 0; k0 < k; k0 += kc) {
-        const int64_t kcb = k - k0 < kc ? k - k0 : kc;
-        const float *restrict a = apacked + k0 * mpad + ir * kcb;
-        for (int64_t kk = k0; kk < k0 + kcb; kk++) {
-            const float *b = src + off[kk];
-            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-#pragma GCC unroll 6
-            for (int i = 0; i < MR; i++) {
-                const __m256 ai = _mm256_broadcast_ss(a + i);
-                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
-            }
-            a += MR;
-        }
-    }
-    for (int i = 0; i < MR; i++) {
-        _mm256_store_ps(tile + i * NR, acc[i][0]);
-        _mm256_store_ps(tile + i * NR + 8, acc[i][1]);
-    }
-}
+/* Edge and shifted kernels: the shared template over 8-float vectors. The main tile
+ * above stays here, scheduled by hand for the 16 ymm registers; so does the peak loop. */
+#include "sgemm_tiles.inc"
 
 /* 12 independent FMA chains: covers 2 FMA ports x 5-cycle latency with room to spare. */
 static double fma_peak_avx2(int64_t iterations)
@@ -151,7 +85,7 @@ static double fma_peak_avx2(int64_t iterations)
 }
 
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx2 = {
-    "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, sgemm_ukernel_6x16_avx2, sgemm_ukernel_6x16_edge_avx2,
-    epilogue_avx2, gemv_avx2, fma_peak_avx2, shifted_ukernel_avx2,
-    NULL, phase_split_avx2, pack_runs_avx2,
+    "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, sgemm_ukernel_6x16_avx2, ukernel_edge_avx2,
+    epilogue_avx2, gemv_avx2, fma_peak_avx2, shifted_avx2,
+    shifted_edge_avx2, phase_split_avx2, pack_runs_avx2,
 };

@@ -1,7 +1,9 @@
 /* sgemm_generic.c: portable 4x16 SGEMM micro-kernel (plain C, auto-vectorised), any CPU. */
 #include "sgemm.h"
 
+#define PYCONV_SIMD_PORTABLE 4
 #define PYCONV_ISA_SUFFIX generic
+#include "simd_ops.inc"
 #include "sgemm_common.inc"
 
 #define MR 4
@@ -28,24 +30,8 @@ static void sgemm_ukernel_4x16_generic(int64_t kc, const float *restrict a,
     }
 }
 
-static void shifted_ukernel_generic(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
-                                    const float *restrict apacked, const float *restrict src,
-                                    const int64_t *restrict off, float *restrict tile)
-{
-    float acc[MR][NR] = {{0.0f}};
-    for (int64_t k0 = 0; k0 < k; k0 += kc) {
-        const int64_t kcb = k - k0 < kc ? k - k0 : kc;
-        const float *restrict a = apacked + k0 * mpad + ir * kcb;
-        for (int64_t kk = k0; kk < k0 + kcb; kk++) {
-            const float *b = src + off[kk];
-            for (int i = 0; i < MR; i++)
-                for (int j = 0; j < NR; j++) acc[i][j] += a[i] * b[j];
-            a += MR;
-        }
-    }
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) tile[i * NR + j] = acc[i][j];
-}
+/* Edge and shifted kernels: the shared template over portable 4-float vectors. */
+#include "sgemm_tiles.inc"
 
 /* Eight independent multiply-add chains of 16 floats: enough to fill any FMA pipeline the
  * compiler targets without extra flags. */
@@ -66,7 +52,7 @@ static double fma_peak_generic(int64_t iterations)
 }
 
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_generic = {
-    "generic", "sgemm_ukernel_4x16_generic", MR, NR, sgemm_ukernel_4x16_generic, NULL,
-    epilogue_generic, gemv_generic, fma_peak_generic, shifted_ukernel_generic,
-    NULL, phase_split_generic, pack_runs_generic,
+    "generic", "sgemm_ukernel_4x16_generic", MR, NR, sgemm_ukernel_4x16_generic,
+    ukernel_edge_generic, epilogue_generic, gemv_generic, fma_peak_generic, shifted_generic,
+    shifted_edge_generic, phase_split_generic, pack_runs_generic,
 };

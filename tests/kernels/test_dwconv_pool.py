@@ -180,6 +180,28 @@ def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
                                   R.max_pool_nd(y, (2, 2), (2, 2), 0, 0, 1, False)[0])
 
 
+@pytest.mark.parametrize("sp,k,s,p,d", [
+    ((12, 40), 3, 3, 1, 1),              # stride 3: one column at a time
+    ((12, 40), 3, 2, 1, 2),              # dilated
+    ((9, 9, 12), (9, 9, 3), 1, 0, 1),    # 81 window rows: two vertical steps
+    ((37,), 3, 2, 1, 1),                 # 1-D
+    ((6, 45), 2, 2, 0, 1),               # the direct 2x2 / 2 rows, a partial last vector
+])
+def test_max_pool_nan_rows_every_path(isa, threads, rng, sp, k, s, p, d):
+    """Rows whose window holds a NaN are redone with torch's rule on every path of the
+    kernel, NaN in a border column included; +inf with -inf is not a NaN."""
+    nd = len(sp)
+    x = rand(rng, 2, 3, *sp)
+    x[(0, 1) + (0,) * nd] = np.nan
+    x[(1, 0) + tuple(n // 2 for n in sp)] = np.nan
+    x[(1, 2) + tuple(n - 1 for n in sp)] = np.nan
+    x[(0, 2) + tuple(n // 3 for n in sp)] = np.inf
+    x[(0, 2) + tuple(n // 3 + 1 for n in sp)] = -np.inf
+    got = MAX_POOL[nd](x, k, s, p, d)
+    ref = R.max_pool_nd(x, _tup(k, nd), _tup(s, nd), p, p, d, False)[0]
+    np.testing.assert_array_equal(got, ref.astype(np.float32))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_large_maps_split_over_threads_match_one_thread(isa, rng, stride):
     """Small layers now run on one thread (threads_for); these are big enough to be split,

@@ -6,7 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+import reference as R
 import pyconv
+import pyconv.functional as F
+from pyconv._ext import conv as conv_ext
 from pyconv._ext import gemm
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
 
@@ -58,6 +61,35 @@ def test_mixed_edge_sizes(isa, threads, rng):
 def test_large_and_skinny(isa, threads, rng, m, k, n):
     a, b = random(rng, (m, k)), random(rng, (k, n))
     assert_gemm_close(pyconv.matmul(a, b), a, b)
+
+
+def test_partial_tiles_of_every_width(isa, rng):
+    """Every column count of a partial tile (each vector count of the edge kernels), with a
+    full and a one-row panel, accumulated onto C (beta) and not."""
+    info = gemm.kernel_info()
+    mr, nr = info["mr"], info["nr"]
+    for n in range(1, nr + 1):
+        a, b, c0 = random(rng, (mr + 1, 7)), random(rng, (7, n)), random(rng, (mr + 1, n))
+        assert_gemm_close(pyconv.matmul(a, b), a, b)
+        out = c0.copy()
+        gemm.sgemm(a, b, out, beta=0.5)
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b + 0.5 * c0, rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_shifted_tiles_of_every_width(isa, rng):
+    """The convolution's shifted-B kernel on last column chunks of every width: a 1-D conv
+    over w columns computes a grid of w + 2 (kernel 3, padding 1)."""
+    nr = gemm.kernel_info()["nr"]
+    previous = conv_ext.set_algorithm("shifted")
+    try:
+        for w in range(1, nr + 3):
+            x, wt, bias = random(rng, (1, 5, w)), random(rng, (11, 5, 3)), random(rng, 11)
+            got = F.conv1d(x, wt, bias, padding=1)
+            np.testing.assert_allclose(got, R.conv_nd(x, wt, bias, 1, 1, 1), rtol=1e-4,
+                                       atol=1e-4)
+    finally:
+        conv_ext.set_algorithm(previous)
 
 
 def test_transposed_strided_and_negative_stride_views(isa, threads, rng):
