@@ -126,7 +126,7 @@ class BuildExt(build_ext):
         return objects
 
 
-KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "dwconv.h",
+KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "simd_ops.inc", "conv_geom.h", "dwconv.h",
                   "dwconv_common.inc", "pool.h", "pool_common.inc"]
 RUNTIME_HEADERS = ["parallel.h"]
 

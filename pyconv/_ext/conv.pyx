@@ -40,14 +40,12 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)
+from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 cnp.import_array()
 
 cdef extern from "dwconv.h" nogil:
-    ctypedef struct pyconv_dw_geom:
-        int64_t d, h, w, od, oh, ow
-        int64_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
     ctypedef struct pyconv_dw_channel:
         const float *x
         const float *taps
@@ -57,33 +55,19 @@ cdef extern from "dwconv.h" nogil:
         int act
         float act_a, act_b
         pyconv_epilogue_fn epilogue
-    ctypedef void (*pyconv_dwconv_rows_fn)(const pyconv_dw_geom *g, const pyconv_dw_channel *c,
-                                           int64_t zd, int64_t y0, int64_t y1,
-                                           float *ws) noexcept nogil
+    ctypedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g,
+                                           const pyconv_dw_channel *c, int64_t zd, int64_t y0,
+                                           int64_t y1, float *ws) noexcept nogil
     ctypedef struct pyconv_dwconv_kernel:
         const char *isa
         const char *name
         pyconv_dwconv_rows_fn rows
     const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa)
-    int64_t pyconv_dwconv_workspace_floats(const pyconv_dw_geom *g, int64_t rows)
+    int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, int64_t rows)
 
 
-cdef inline int64_t _floor_div(int64_t a, int64_t b) noexcept nogil:
-    cdef int64_t q = a // b
-    return q - 1 if (a % b != 0) and ((a < 0) != (b < 0)) else q
-
-
-cdef inline int64_t _ceil_div(int64_t a, int64_t b) noexcept nogil:
-    return -_floor_div(-a, b)
-
-
-cdef inline void _valid_range(int64_t off, int64_t s, int64_t size, int64_t count,
-                              int64_t *lo, int64_t *hi) noexcept nogil:
-    """Outputs o in [lo, hi) with 0 <= o * s + off < size, clipped to [0, count)."""
-    lo[0] = max(<int64_t>0, _ceil_div(-off, s))
-    hi[0] = min(count, _floor_div(size - 1 - off, s) + 1)
-    if hi[0] < lo[0]:
-        hi[0] = lo[0]
+cdef inline int64_t _volume(const int64_t *size) noexcept nogil:
+    return size[0] * size[1] * size[2]
 
 
 cdef inline void _zero(float *d, int64_t n) noexcept nogil:
@@ -127,8 +111,8 @@ cdef struct conv_args:
     const float *residual    # same layout as y, or NULL
     const packed_a *packed   # one per group (GEMM paths)
     int64_t batch, groups, cin, cout
-    int64_t d, h, w, od, oh, ow
-    int64_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw
+    pyconv_conv_geom geom    # spatial geometry, read in place by the im2col packing and the
+                             # depthwise kernels
     int act
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
@@ -143,7 +127,7 @@ cdef struct conv_args:
 
 cdef inline void _fill_epilogue(const conv_args *p, int64_t first_channel, int64_t n,
                                 pyconv_epilogue *ep) noexcept nogil:
-    cdef int64_t plane = p.od * p.oh * p.ow
+    cdef int64_t plane = _volume(p.geom.out_size)
     ep.bias = p.bias + first_channel if p.bias != NULL else NULL
     ep.residual = (p.residual + (n * p.cout + first_channel) * plane
                    if p.residual != NULL else NULL)
@@ -194,25 +178,27 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512). With more
     threads than NR-wide column panels, padded im2col splits the rows too and every row
     block packs the same B (see _padded_split); the shifted path reads B in place."""
+    cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
-    if (forced == ALGO_IM2COL or p.kd != 1 or p.d != 1 or p.od != 1 or p.sd != 1
-            or p.sw > PYCONV_MAX_PHASE_STRIDE or p.sh > PYCONV_MAX_PHASE_STRIDE):
+    if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
+            or g.s[0] != 1 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
+            or g.s[2] > PYCONV_MAX_PHASE_STRIDE):
         return ALGO_IM2COL
     if forced != ALGO_AUTO:
         return forced
-    if p.kh * p.kw == 1:
+    if g.k[1] * g.k[2] == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
-    wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
-    hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
+    wq = g.out_size[2] + ((g.k[2] - 1) * g.dl[2]) // g.s[2]
+    hq = g.out_size[1] + ((g.k[1] - 1) * g.dl[1]) // g.s[1]
     m = p.cout // p.groups
-    k = p.cin // p.groups * p.kh * p.kw
-    n = p.oh * p.ow
+    k = p.cin // p.groups * g.k[1] * g.k[2]
+    n = g.out_size[1] * g.out_size[2]
     # Shifted grid columns, counted as whole NR-wide chunks even where the edge kernel
     # computes a partial last chunk in fewer vectors: the static split of the tiles gives
     # a thread whole chunks, so the full ones set the time (fewer columns chose the
     # shifted path for 7x7 maps, 34% slower than padded im2col there at 2 threads).
-    computed = (p.oh * wq + kern.nr - 1) // kern.nr * kern.nr
-    copy = 2 * (p.cin // p.groups) * p.sh * p.sw * hq * wq
+    computed = (g.out_size[1] * wq + kern.nr - 1) // kern.nr * kern.nr
+    copy = 2 * (p.cin // p.groups) * g.s[1] * g.s[2] * hq * wq
     gemm = m * k * ((n + 15) // 16 * 16)
     shifted = m * k * computed + copy
     packers = max(<int64_t>1, min((m + kern.mr - 1) // kern.mr,
@@ -241,9 +227,10 @@ cdef float *_float_data(object a, str name, bint write) except? NULL:
 cdef int64_t _conv_macs(const conv_args *p, bint transposed) noexcept:
     """Multiply-adds of a whole call: small layers (depthwise ones especially) run on
     fewer threads, since a fork/join costs more than their work."""
-    cdef int64_t kvol = p.kd * p.kh * p.kw
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t kvol = _volume(g.k)
     return (p.batch * (p.cin if transposed else p.cout) * kvol
-            * (p.d * p.h * p.w if transposed else p.od * p.oh * p.ow)
+            * (_volume(g.in_size) if transposed else _volume(g.out_size))
             * ((p.cout if transposed else p.cin) // p.groups))
 
 
@@ -393,6 +380,7 @@ cdef class ConvKernel:
                           pads_begin, dilation):
         """Fills the shape part of p (and the algorithm); returns the phase-copy B-row
         offsets, or None on the other paths."""
+        cdef pyconv_conv_geom *g = &p.geom
         xs = _as3(x_shape[2:], 1)
         ys = _as3(out_shape[2:], 1)
         ks = _as3(self.kernel_shape, 1)
@@ -400,12 +388,17 @@ cdef class ConvKernel:
         ps = _as3(tuple(pads_begin), 0)
         ds = _as3(tuple(dilation), 1)
         p.batch = x_shape[0]
-        p.d, p.h, p.w = xs
-        p.od, p.oh, p.ow = ys
-        p.kd, p.kh, p.kw = ks
-        p.sd, p.sh, p.sw = ss
-        p.pd, p.ph, p.pw = ps
-        p.dd, p.dh, p.dw = ds
+        g.in_size = xs
+        g.out_size = ys
+        g.k = ks
+        g.s = ss
+        g.pb = ps
+        g.dl = ds
+        for i in range(3):      # the padding the last window reaches (never read here)
+            if self.transposed:
+                g.pe[i] = (xs[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - ys[i] - ps[i]
+            else:
+                g.pe[i] = (ys[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - xs[i] - ps[i]
         p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
                        and ps == (0, 0, 0) and xs == ys)
         p.groups = self.groups
@@ -449,7 +442,7 @@ cdef class ConvKernel:
             elif p.algo != ALGO_IM2COL:
                 ws = workspace_floats(_phase_copy_blocking(&p, nthreads))
             else:
-                ncols = p.od * p.oh * p.ow
+                ncols = _volume(p.geom.out_size)
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 ws = workspace_floats(ws_stride * nthreads)
             p.ws = ws
@@ -466,7 +459,7 @@ cdef class ConvKernel:
             ws = NULL
             cols = NULL
             if not self.direct:
-                ncols = p.d * p.h * p.w
+                ncols = _volume(p.geom.in_size)
                 cols_floats = (p.packed[0].m * ncols + 15) // 16 * 16
                 ws = workspace_floats(cols_floats
                                       + sgemm_workspace_floats(&p.packed[0], ncols, nthreads))

@@ -9,56 +9,35 @@ cdef int64_t _depthwise_blocking(conv_args *p, int nthreads) noexcept:
     """Splits each output slice into blocks of rows (a multiple of 4, the register tile)
     small enough for the packed-row buffer to stay in L2, and into enough blocks that
     every thread has work; returns the per-thread workspace in floats."""
-    cdef pyconv_dw_geom g
-    _dw_geom(p, &g)
-    cdef int64_t per_row = pyconv_dwconv_workspace_floats(&g, 2) - pyconv_dwconv_workspace_floats(&g, 1)
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t oh = g.out_size[1]
+    cdef int64_t per_row = pyconv_dwconv_workspace_floats(g, 2) - pyconv_dwconv_workspace_floats(g, 1)
     cdef int64_t rows = max(<int64_t>1, DW_BLOCK_FLOATS // max(per_row, <int64_t>1))
-    cdef int64_t slices = p.batch * p.cout * p.od
+    cdef int64_t slices = p.batch * p.cout * g.out_size[0]
     cdef int64_t want = (4 * nthreads + slices - 1) // slices    # blocks per slice
     if want > 1:
-        rows = min(rows, (p.oh + want - 1) // want)
+        rows = min(rows, (oh + want - 1) // want)
     if rows >= 4:
         rows = rows // 4 * 4
-    rows = min(rows, p.oh)
+    rows = min(rows, oh)
     p.dw_rows = max(rows, <int64_t>1)
-    p.dw_blocks = (p.oh + p.dw_rows - 1) // p.dw_rows
-    return (pyconv_dwconv_workspace_floats(&g, p.dw_rows) + 15) // 16 * 16
+    p.dw_blocks = (oh + p.dw_rows - 1) // p.dw_rows
+    return (pyconv_dwconv_workspace_floats(g, p.dw_rows) + 15) // 16 * 16
 
 
-cdef inline void _dw_geom(const conv_args *p, pyconv_dw_geom *g) noexcept nogil:
-    g.d = p.d
-    g.h = p.h
-    g.w = p.w
-    g.od = p.od
-    g.oh = p.oh
-    g.ow = p.ow
-    g.kd = p.kd
-    g.kh = p.kh
-    g.kw = p.kw
-    g.sd = p.sd
-    g.sh = p.sh
-    g.sw = p.sw
-    g.pd = p.pd
-    g.ph = p.ph
-    g.pw = p.pw
-    g.dd = p.dd
-    g.dh = p.dh
-    g.dw = p.dw
-
-
-cdef void _depthwise_task(const conv_args *p, const pyconv_dw_geom *g,
-                          const pyconv_dwconv_kernel *dk, pyconv_epilogue_fn epilogue,
-                          int64_t task, float *ws) noexcept nogil:
+cdef void _depthwise_task(const conv_args *p, const pyconv_dwconv_kernel *dk,
+                          pyconv_epilogue_fn epilogue, int64_t task, float *ws) noexcept nogil:
     """Rows [y0, y1) of one output depth slice of one channel whose group has a single
     input channel; task = ((n * C_out + oc) * OD + zd) * dw_blocks + block."""
+    cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t blk = task % p.dw_blocks, t = task // p.dw_blocks
-    cdef int64_t zd = t % p.od, plane_index = t // p.od
+    cdef int64_t zd = t % g.out_size[0], plane_index = t // g.out_size[0]
     cdef int64_t n = plane_index // p.cout, oc = plane_index - n * p.cout
-    cdef int64_t grp = oc // (p.cout // p.groups), plane = p.od * p.oh * p.ow
-    cdef int64_t y0 = blk * p.dw_rows, y1 = min(p.oh, y0 + p.dw_rows)
+    cdef int64_t grp = oc // (p.cout // p.groups), plane = _volume(g.out_size)
+    cdef int64_t y0 = blk * p.dw_rows, y1 = min(g.out_size[1], y0 + p.dw_rows)
     cdef pyconv_dw_channel c
-    c.x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
-    c.taps = p.weight + oc * p.kd * p.kh * p.kw
+    c.x = p.x + (n * p.cin + grp) * _volume(g.in_size)
+    c.taps = p.weight + oc * _volume(g.k)
     c.bias = p.bias[oc] if p.bias != NULL else 0.0
     c.y = p.y + plane_index * plane
     c.residual = p.residual + plane_index * plane if p.residual != NULL else NULL
@@ -71,13 +50,11 @@ cdef void _depthwise_task(const conv_args *p, const pyconv_dw_geom *g,
 
 cdef void _depthwise_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef const conv_args *p = <const conv_args *>arg
-    cdef pyconv_dw_geom g
     cdef int64_t t
-    _dw_geom(p, &g)
     for t in range(lo, hi):
-        _depthwise_task(p, &g, p.dw_kernel, p.kernel.epilogue, t, p.ws + slot * p.ws_stride)
+        _depthwise_task(p, p.dw_kernel, p.kernel.epilogue, t, p.ws + slot * p.ws_stride)
 
 
 cdef void _depthwise_forward(const conv_args *p, int nthreads) noexcept nogil:
-    parallel_for(nthreads, p.batch * p.cout * p.od * p.dw_blocks, 1, _depthwise_tasks,
-                 <void *>p)
+    parallel_for(nthreads, p.batch * p.cout * p.geom.out_size[0] * p.dw_blocks, 1,
+                 _depthwise_tasks, <void *>p)

@@ -1,15 +1,9 @@
 # Implicit im2col (included by conv.pyx): the GEMM's B panels packed straight from the
 # image, and the pointwise GEMM that reads the image itself as B.
 
-cdef struct geom3:
-    const float *x          # first input channel of this (batch, group)
-    int64_t c               # input channels in the group
-    int64_t d, h, w         # input spatial size
-    int64_t kd, kh, kw
-    int64_t sd, sh, sw
-    int64_t pd, ph, pw      # padding at the beginning
-    int64_t dd, dh, dw
-    int64_t od, oh, ow      # output spatial size
+cdef struct im2col_b:
+    const float *x                  # first input channel of this (batch, group)
+    const pyconv_conv_geom *geom
 
 
 cdef struct im2col_segment:
@@ -63,14 +57,16 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     position. The columns are cut once into segments that stay inside one output row and
     one NR panel; every row then fills each segment with one strided copy between zero
     fills (plain loops the compiler vectorises, no per-piece library calls)."""
-    cdef const geom3 *g = <const geom3 *>ctx
-    cdef int64_t kvol = g.kd * g.kh * g.kw, khw = g.kh * g.kw
+    cdef const im2col_b *ib = <const im2col_b *>ctx
+    cdef const pyconv_conv_geom *g = ib.geom
+    cdef int64_t kvol = _volume(g.k), khw = g.k[1] * g.k[2], in_plane = _volume(g.in_size)
     cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, iz, iy
-    cdef int64_t lo, hi, p, q, nseg = 0, sw = g.sw, x1
+    cdef int64_t lo, hi, p, q, nseg = 0, sw = g.s[2], x1
     cdef const float *xc
     cdef const float *src
     cdef float *d
-    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, g.oh, g.ow, &nseg)
+    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, g.out_size[1], g.out_size[2],
+                                            &nseg)
     if seg == NULL:
         return
     for kk in range(kc):
@@ -79,24 +75,24 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
         t = r - c * kvol
         a = t // khw
         t = t - a * khw
-        b = t // g.kw
-        e = t - b * g.kw
-        xc = g.x + c * g.d * g.h * g.w
-        off_w = e * g.dw - g.pw
-        _valid_range(off_w, sw, g.w, g.ow, &ow_lo, &ow_hi)
+        b = t // g.k[2]
+        e = t - b * g.k[2]
+        xc = ib.x + c * in_plane
+        off_w = e * g.dl[2] - g.pb[2]
+        pyconv_inside_range(off_w, sw, 1, g.in_size[2], g.out_size[2], &ow_lo, &ow_hi)
         for p in range(nseg):
             d = dst + seg[p].dst + kk * nr
-            iz = seg[p].zd * g.sd - g.pd + a * g.dd
-            iy = seg[p].yh * g.sh - g.ph + b * g.dh
+            iz = seg[p].zd * g.s[0] - g.pb[0] + a * g.dl[0]
+            iy = seg[p].yh * g.s[1] - g.pb[1] + b * g.dl[1]
             x1 = seg[p].x0 + seg[p].n
             lo = max(seg[p].x0, ow_lo)
             hi = min(x1, ow_hi)
-            if iz < 0 or iz >= g.d or iy < 0 or iy >= g.h or hi <= lo:
+            if iz < 0 or iz >= g.in_size[0] or iy < 0 or iy >= g.in_size[1] or hi <= lo:
                 _zero(d, seg[p].n)
                 continue
             _zero(d, lo - seg[p].x0)
             d += lo - seg[p].x0
-            src = xc + (iz * g.h + iy) * g.w + lo * sw + off_w
+            src = xc + (iz * g.in_size[1] + iy) * g.in_size[2] + lo * sw + off_w
             if sw == 1:
                 for q in range(hi - lo):
                     d[q] = src[q]
@@ -108,39 +104,16 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     _zero_last_panel(dst, kc, nc, nr)
 
 
-cdef inline void _fill_geom(const conv_args *p, const float *x, geom3 *g) noexcept nogil:
-    g.x = x
-    g.c = p.cin // p.groups
-    g.d = p.d
-    g.h = p.h
-    g.w = p.w
-    g.kd = p.kd
-    g.kh = p.kh
-    g.kw = p.kw
-    g.sd = p.sd
-    g.sh = p.sh
-    g.sw = p.sw
-    g.pd = p.pd
-    g.ph = p.ph
-    g.pw = p.pw
-    g.dd = p.dd
-    g.dh = p.dh
-    g.dw = p.dw
-    g.od = p.od
-    g.oh = p.oh
-    g.ow = p.ow
-
-
 cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
                           int64_t ws_stride) noexcept nogil:
     """One (batch, group) GEMM; nthreads == 1 runs it on the calling thread only."""
     cdef int64_t n = task // p.groups, grp = task - n * p.groups
     cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
-    cdef int64_t ncols = p.od * p.oh * p.ow, in_plane = p.d * p.h * p.w
+    cdef int64_t ncols = _volume(p.geom.out_size), in_plane = _volume(p.geom.in_size)
     cdef const float *x = p.x + (n * p.cin + grp * cin_g) * in_plane
     cdef float *y = p.y + (n * p.cout + grp * cout_g) * ncols
     cdef const packed_a *a = &p.packed[grp]
-    cdef geom3 g
+    cdef im2col_b ib
     cdef strided_b sb
     cdef const void *ctx
     cdef pack_b_fn pack
@@ -153,8 +126,9 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
         ctx = &sb
         pack = pack_b_strided
     else:
-        _fill_geom(p, x, &g)
-        ctx = &g
+        ib.x = x
+        ib.geom = &p.geom
+        ctx = &ib
         pack = pack_b_im2col
     if nthreads > 1:
         sgemm_packed(a, ncols, pack, ctx, y, ncols, 1.0, 0.0, &ep, nthreads, ws)

@@ -8,12 +8,14 @@ DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
 
 cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
     """Fills the shape part of p.pc and returns the B-row offsets (int64 ndarray)."""
+    cdef const pyconv_conv_geom *g = &p.geom
     cdef phase_copy *pc = &p.pc
-    cdef int64_t cin_g = p.cin // p.groups, kvol = p.kh * p.kw, c, b, e, k
-    pc.wq = p.ow + ((p.kw - 1) * p.dw) // p.sw
-    pc.hq = p.oh + ((p.kh - 1) * p.dh) // p.sh
+    cdef int64_t sh = g.s[1], sw = g.s[2], dh = g.dl[1], dw = g.dl[2]
+    cdef int64_t cin_g = p.cin // p.groups, kvol = g.k[1] * g.k[2], c, b, e, k
+    pc.wq = g.out_size[2] + ((g.k[2] - 1) * dw) // sw
+    pc.hq = g.out_size[1] + ((g.k[1] - 1) * dh) // sh
     pc.plane = pc.hq * pc.wq
-    pc.nplanes = cin_g * p.sh * p.sw
+    pc.nplanes = cin_g * sh * sw
     # Shifted grid columns past ow (and past the last row) read up to wq + NR floats
     # beyond the last plane: they are dropped, but must be readable.
     pc.image = (pc.nplanes * pc.plane + pc.wq + kern.nr + 15) // 16 * 16
@@ -21,11 +23,11 @@ cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
     off = np.empty(cin_g * kvol, dtype=np.int64)
     cdef int64_t[::1] ov = off
     for c in range(cin_g):
-        for b in range(p.kh):
-            for e in range(p.kw):
-                k = (c * p.kh + b) * p.kw + e
-                ov[k] = (((c * p.sh + (b * p.dh) % p.sh) * p.sw + (e * p.dw) % p.sw) * pc.plane
-                         + (b * p.dh) // p.sh * pc.wq + (e * p.dw) // p.sw)
+        for b in range(g.k[1]):
+            for e in range(g.k[2]):
+                k = (c * g.k[1] + b) * g.k[2] + e
+                ov[k] = (((c * sh + (b * dh) % sh) * sw + (e * dw) % sw) * pc.plane
+                         + (b * dh) // sh * pc.wq + (e * dw) // sw)
     return off
 
 
@@ -36,11 +38,11 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
     cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
     cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr, want
     if p.algo == ALGO_SHIFTED:
-        pc.ncols = p.oh * pc.wq
+        pc.ncols = p.geom.out_size[1] * pc.wq
         pc.chunk = kern.nr
         pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
     else:
-        pc.ncols = p.oh * p.ow
+        pc.ncols = p.geom.out_size[1] * p.geom.out_size[2]
         _padded_split(p, kern, mpanels, nthreads)
         pc.ws_stride = sgemm_workspace_floats(&p.packed[0], pc.chunk, 1)
         return pc.wave * pc.image + nthreads * pc.ws_stride
@@ -60,7 +62,8 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
     the splits into at least nthreads tasks, the one whose largest task (multiply-adds plus
     packing, as in _choose_algorithm) is cheapest."""
     cdef phase_copy *pc = &p.pc
-    cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr, k = p.cin // p.groups * p.kh * p.kw
+    cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr
+    cdef int64_t k = p.cin // p.groups * p.geom.k[1] * p.geom.k[2]
     cdef int64_t nch, mb, cols, rows, cost, best = -1, per_image, units
     pc.chunk = pc.ncols
     pc.nchunks = 1
@@ -136,8 +139,8 @@ cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const fl
     ctx.x = xp + img * pc.image
     ctx.off = pc.off
     ctx.wq = pc.wq
-    ctx.oh = p.oh
-    ctx.ow = p.ow
+    ctx.oh = p.geom.out_size[1]
+    ctx.ow = p.geom.out_size[2]
     ctx.kernel = a.kernel
     _fill_epilogue(p, grp * cout_g, n, &ep)
     nc = sgemm_nc(a, n1 - n0)
@@ -150,10 +153,13 @@ cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *ds
     """The sw phase planes (py, 0..sw-1) of channel c of (image, group) ng, cy = c*sh + py:
     plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input
     (the per-ISA phase_split of src/kernels/sgemm_common.inc)."""
-    cdef int64_t c = cy // p.sh, py = cy - c * p.sh
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t c = cy // g.s[1], py = cy - c * g.s[1]
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
-    cdef const float *xc = p.x + ((n * p.cin + grp * (p.cin // p.groups) + c) * p.h) * p.w
-    p.packed[0].kernel.phase_split(xc, p.h, p.w, p.sh, p.sw, py, p.ph, p.pw, p.pc.hq,
+    cdef const float *xc = (p.x + (n * p.cin + grp * (p.cin // p.groups) + c)
+                            * g.in_size[1] * g.in_size[2])
+    p.packed[0].kernel.phase_split(xc, g.in_size[1], g.in_size[2], g.s[1], g.s[2], py, g.pb[1],
+                                   g.pb[2], p.pc.hq,
                                    p.pc.wq, p.pc.plane, dst)
 
 
@@ -162,6 +168,7 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     """Row block of one NR-wide chunk of grid columns of one (image, group) of the wave:
     tiles by the shifted micro-kernel, then bias, residual and activation on the tile and
     the kept columns copied out row run by row run."""
+    cdef const pyconv_conv_geom *g = &p.geom
     cdef const phase_copy *pc = &p.pc
     cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
     cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
@@ -172,7 +179,7 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
     cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
     cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
-    cdef int64_t cnt, i, plane = p.oh * p.ow
+    cdef int64_t cnt, i, plane = g.out_size[1] * g.out_size[2]
     cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
     cdef float *dst
     cdef pyconv_epilogue ep, seg
@@ -198,12 +205,12 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             oy = j // pc.wq
             ox = j - oy * pc.wq
             run = min(pc.wq - ox, n1 - j)
-            if ox < p.ow:
-                cnt = min(run, p.ow - ox)
+            if ox < g.out_size[2]:
+                cnt = min(run, g.out_size[2] - ox)
                 if has_ep and not whole_tile:      # with a residual: this run's part of it
-                    seg.residual = ep.residual + ir * plane + oy * p.ow + ox
+                    seg.residual = ep.residual + ir * plane + oy * g.out_size[2] + ox
                     kern.epilogue(tile + (j - n0), nr, rows, cnt, &seg)
-                dst = y + ir * plane + oy * p.ow + ox
+                dst = y + ir * plane + oy * g.out_size[2] + ox
                 for i in range(rows):
                     memcpy(dst + i * plane, tile + i * nr + (j - n0), cnt * sizeof(float))
             j += run
@@ -223,7 +230,8 @@ cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
     cdef int64_t t
     for t in range(lo, hi):
         _phase_copy_fill(p, j.wave0 + t // j.rows, t % j.rows,
-                         j.copies + (t // j.rows) * p.pc.image + (t % j.rows) * p.sw * p.pc.plane)
+                         j.copies + (t // j.rows) * p.pc.image
+                         + (t % j.rows) * p.geom.s[2] * p.pc.plane)
 
 
 cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -248,7 +256,7 @@ cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexc
     cdef _wave_job j
     j.p = p
     j.copies = ws
-    j.rows = pc.nplanes // p.sw
+    j.rows = pc.nplanes // p.geom.s[2]
     for w in range((total + pc.wave - 1) // pc.wave):
         j.wave0 = w * pc.wave
         count = min(pc.wave, total - j.wave0)

@@ -6,41 +6,42 @@ cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_gro
                         float *y) noexcept nogil:
     """Scatter-adds the kvol rows of cols that belong to one output channel into y.
 
-    cols rows: (oc_in_group, a, b, e); columns: input positions. Here (d, h, w) is the
-    INPUT size and (od, oh, ow) the OUTPUT size of the transposed convolution."""
-    cdef int64_t kvol = p.kd * p.kh * p.kw, in_plane = p.d * p.h * p.w
+    cols rows: (oc_in_group, a, b, e); columns: input positions (p.geom.in_size is the
+    transposed convolution's input, out_size its output)."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t kvol = _volume(g.k), in_plane = _volume(g.in_size)
     cdef int64_t a, b, e, iz, iy, zo, yo, off, lo, hi, lo1, hi1, i, row
     cdef const float *src
     cdef const float *src1 = NULL
     cdef float *dst
     # Stride 2, dilation 1: taps e and e + 1 fill the even and odd output columns of the
     # same pairs, so one loop adds both (contiguous stores instead of two strided passes).
-    cdef bint pairs = p.sw == 2 and p.dw == 1
-    for a in range(p.kd):
-        for b in range(p.kh):
+    cdef bint pairs = g.s[2] == 2 and g.dl[2] == 1
+    for a in range(g.k[0]):
+        for b in range(g.k[1]):
             e = 0
-            while e < p.kw:
-                src = cols + (oc_in_group * kvol + (a * p.kh + b) * p.kw + e) * in_plane
-                off = e * p.dw - p.pw
+            while e < g.k[2]:
+                src = cols + (oc_in_group * kvol + (a * g.k[1] + b) * g.k[2] + e) * in_plane
+                off = e * g.dl[2] - g.pb[2]
                 # Input columns i whose output column i * sw + off is inside [0, ow).
-                _valid_range(off, p.sw, p.ow, p.w, &lo, &hi)
+                pyconv_inside_range(off, g.s[2], 1, g.out_size[2], g.in_size[2], &lo, &hi)
                 lo1 = hi1 = 0
-                if pairs and e + 1 < p.kw:
+                if pairs and e + 1 < g.k[2]:
                     src1 = src + in_plane
-                    _valid_range(off + 1, 2, p.ow, p.w, &lo1, &hi1)
-                for iz in range(p.d):
-                    zo = iz * p.sd - p.pd + a * p.dd
-                    if zo < 0 or zo >= p.od:
+                    pyconv_inside_range(off + 1, 2, 1, g.out_size[2], g.in_size[2], &lo1, &hi1)
+                for iz in range(g.in_size[0]):
+                    zo = iz * g.s[0] - g.pb[0] + a * g.dl[0]
+                    if zo < 0 or zo >= g.out_size[0]:
                         continue
-                    for iy in range(p.h):
-                        yo = iy * p.sh - p.ph + b * p.dh
-                        if yo < 0 or yo >= p.oh:
+                    for iy in range(g.in_size[1]):
+                        yo = iy * g.s[1] - g.pb[1] + b * g.dl[1]
+                        if yo < 0 or yo >= g.out_size[1]:
                             continue
-                        dst = y + (zo * p.oh + yo) * p.ow + off
-                        row = (iz * p.h + iy) * p.w
+                        dst = y + (zo * g.out_size[1] + yo) * g.out_size[2] + off
+                        row = (iz * g.in_size[1] + iy) * g.in_size[2]
                         if hi1 <= lo1:       # a single tap (or any other stride)
                             for i in range(lo, hi):
-                                dst[i * p.sw] += src[row + i]
+                                dst[i * g.s[2]] += src[row + i]
                             continue
                         for i in range(lo, min(hi, lo1)):
                             dst[2 * i] += src[row + i]
@@ -58,17 +59,18 @@ cdef void _col2im_plane(const conv_args *p, const float *cols, int64_t oc_in_gro
 
 cdef void _finish_plane(const conv_args *p, int64_t n, int64_t oc, float *y) noexcept nogil:
     cdef pyconv_epilogue ep
-    cdef int64_t plane = p.od * p.oh * p.ow
+    cdef int64_t plane = _volume(p.geom.out_size)
     _fill_epilogue(p, oc, n, &ep)
     p.kernel.epilogue(y, plane, 1, plane, &ep)
 
 
 cdef void _transposed_direct_plane(const conv_args *p, int64_t plane_index) noexcept nogil:
     """Transposed convolution of one output plane whose group has one input channel."""
+    cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t n = plane_index // p.cout, oc = plane_index - n * p.cout
     cdef int64_t cout_g = p.cout // p.groups, grp = oc // cout_g
-    cdef int64_t kvol = p.kd * p.kh * p.kw, plane = p.od * p.oh * p.ow
-    cdef const float *x = p.x + (n * p.cin + grp) * p.d * p.h * p.w
+    cdef int64_t kvol = _volume(g.k), plane = _volume(g.out_size)
+    cdef const float *x = p.x + (n * p.cin + grp) * _volume(g.in_size)
     # weight layout (Cin, Cout_g, kvol): input channel grp, output channel oc % cout_g
     cdef const float *wk = p.weight + (grp * cout_g + (oc - grp * cout_g)) * kvol
     cdef float *y = p.y + plane_index * plane
@@ -77,24 +79,25 @@ cdef void _transposed_direct_plane(const conv_args *p, int64_t plane_index) noex
     cdef const float *src
     cdef float *dst
     memset(y, 0, plane * sizeof(float))
-    for iz in range(p.d):
-        for a in range(p.kd):
-            zo = iz * p.sd - p.pd + a * p.dd
-            if zo < 0 or zo >= p.od:
+    for iz in range(g.in_size[0]):
+        for a in range(g.k[0]):
+            zo = iz * g.s[0] - g.pb[0] + a * g.dl[0]
+            if zo < 0 or zo >= g.out_size[0]:
                 continue
-            for iy in range(p.h):
-                src = x + (iz * p.h + iy) * p.w
-                for b in range(p.kh):
-                    yo = iy * p.sh - p.ph + b * p.dh
-                    if yo < 0 or yo >= p.oh:
+            for iy in range(g.in_size[1]):
+                src = x + (iz * g.in_size[1] + iy) * g.in_size[2]
+                for b in range(g.k[1]):
+                    yo = iy * g.s[1] - g.pb[1] + b * g.dl[1]
+                    if yo < 0 or yo >= g.out_size[1]:
                         continue
-                    for e in range(p.kw):
-                        wv = wk[(a * p.kh + b) * p.kw + e]
-                        off = e * p.dw - p.pw
-                        _valid_range(off, p.sw, p.ow, p.w, &lo, &hi)
-                        dst = y + (zo * p.oh + yo) * p.ow + off
+                    for e in range(g.k[2]):
+                        wv = wk[(a * g.k[1] + b) * g.k[2] + e]
+                        off = e * g.dl[2] - g.pb[2]
+                        pyconv_inside_range(off, g.s[2], 1, g.out_size[2], g.in_size[2],
+                                            &lo, &hi)
+                        dst = y + (zo * g.out_size[1] + yo) * g.out_size[2] + off
                         for i in range(lo, hi):
-                            dst[i * p.sw] += wv * src[i]
+                            dst[i * g.s[2]] += wv * src[i]
     _finish_plane(p, n, oc, y)
 
 
@@ -113,7 +116,7 @@ cdef struct _col2im_job:
 
 cdef void _col2im_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef const _col2im_job *j = <const _col2im_job *>arg
-    cdef int64_t plane = j.p.od * j.p.oh * j.p.ow, oc
+    cdef int64_t plane = _volume(j.p.geom.out_size), oc
     for oc in range(lo, hi):
         memset(j.y + oc * plane, 0, plane * sizeof(float))
         _col2im_plane(j.p, j.cols, oc, j.y + oc * plane)
@@ -122,7 +125,8 @@ cdef void _col2im_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept n
 
 cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads, float *cols,
                                   float *ws) noexcept nogil:
-    cdef int64_t t, grp, in_plane = p.d * p.h * p.w, plane = p.od * p.oh * p.ow
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t t, grp, in_plane = _volume(g.in_size), plane = _volume(g.out_size)
     cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
     cdef strided_b sb
     cdef _col2im_job j
