@@ -127,7 +127,7 @@ class BuildExt(build_ext):
 
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
-                  "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc"]
+                  "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,

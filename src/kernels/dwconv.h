@@ -4,18 +4,12 @@
 
 #include <stdint.h>
 
+#include "conv_geom.h"
 #include "sgemm.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Geometry of one channel: input (d, h, w), output (od, oh, ow); 1-D and 2-D problems have
- * size-1 leading dims with a 1-tap kernel there. */
-typedef struct {
-    int64_t d, h, w, od, oh, ow;
-    int64_t kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw;
-} pyconv_dw_geom;
 
 /* One output channel: y = act(conv(x, taps) + bias + residual). */
 typedef struct {
@@ -29,9 +23,10 @@ typedef struct {
     pyconv_epilogue_fn epilogue;   /* the GEMM table's, for the other activations */
 } pyconv_dw_channel;
 
-/* Output rows [y0, y1) of output depth slice zd. ws: pyconv_dwconv_workspace_floats(g,
- * y1 - y0) floats, 64-byte aligned, private to the calling thread. */
-typedef void (*pyconv_dwconv_rows_fn)(const pyconv_dw_geom *g, const pyconv_dw_channel *c,
+/* Output rows [y0, y1) of output depth slice zd of one channel (g: its geometry). ws:
+ * pyconv_dwconv_workspace_floats(g, y1 - y0) floats, 64-byte aligned, private to the
+ * calling thread. */
+typedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g, const pyconv_dw_channel *c,
                                       int64_t zd, int64_t y0, int64_t y1, float *ws);
 
 typedef struct {
@@ -53,22 +48,22 @@ const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa);
 /* Padded input rows are stored split into sw phases (phase q holds columns q, q + sw, ...),
  * so every tap of every stride reads contiguous floats; each phase holds lp floats,
  * enough for the widest vector read past the last output column. */
-static inline int64_t pyconv_dw_phase_len(const pyconv_dw_geom *g)
+static inline int64_t pyconv_dw_phase_len(const pyconv_conv_geom *g)
 {
-    int64_t lp = ((g->kw - 1) * g->dw) / g->sw + g->ow + 16;
+    int64_t lp = ((g->k[2] - 1) * g->dl[2]) / g->s[2] + g->out_size[2] + 16;
     return (lp + 15) / 16 * 16;
 }
 
 /* Input rows packed for a block of `rows` output rows. */
-static inline int64_t pyconv_dw_block_in_rows(const pyconv_dw_geom *g, int64_t rows)
+static inline int64_t pyconv_dw_block_in_rows(const pyconv_conv_geom *g, int64_t rows)
 {
-    return (rows - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    return (rows - 1) * g->s[1] + (g->k[1] - 1) * g->dl[1] + 1;
 }
 
-static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_dw_geom *g, int64_t rows)
+static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, int64_t rows)
 {
     const int64_t lp = pyconv_dw_phase_len(g);
-    return pyconv_dw_block_in_rows(g, rows) * g->sw * lp;
+    return pyconv_dw_block_in_rows(g, rows) * g->s[2] * lp;
 }
 
 #ifdef __cplusplus

@@ -1,0 +1,156 @@
+# Implicit im2col (included by conv.pyx): the GEMM's B panels packed straight from the
+# image, and the pointwise GEMM that reads the image itself as B.
+
+cdef struct im2col_b:
+    const float *x                  # first input channel of this (batch, group)
+    const pyconv_conv_geom *geom
+
+
+cdef struct im2col_segment:
+    int64_t zd, yh           # output depth/row of the run
+    int64_t x0, n            # first output column of the run and its length
+    int64_t dst              # offset of its first value in the packed block (row kk = 0)
+
+
+cdef im2col_segment *_column_runs(int64_t n0, int64_t nc, int64_t kc, int64_t nr,
+                                  int64_t oh, int64_t ow, int64_t *nseg) noexcept nogil:
+    """Columns [n0, n0+nc) of an (od, oh, ow) output cut into runs that stay inside one
+    output row and one NR panel of a kc-deep packed block (malloc'd; NULL on failure)."""
+    cdef int64_t ohw = oh * ow, j = 0, run, count = 0
+    cdef int64_t zd = n0 // ohw, t = n0 - zd * ohw, yh = t // ow, xw = t - yh * ow
+    cdef im2col_segment *seg = <im2col_segment *>malloc((nc + nc // nr + 2) * sizeof(im2col_segment))
+    if seg == NULL:
+        return NULL
+    while j < nc:
+        run = min(min(ow - xw, nc - j), nr - j % nr)
+        seg[count].zd = zd
+        seg[count].yh = yh
+        seg[count].x0 = xw
+        seg[count].n = run
+        seg[count].dst = (j // nr) * kc * nr + j % nr
+        count += 1
+        j += run
+        xw += run
+        if xw == ow:
+            xw = 0
+            yh += 1
+            if yh == oh:
+                yh = 0
+                zd += 1
+    nseg[0] = count
+    return seg
+
+
+cdef inline void _zero_last_panel(float *dst, int64_t kc, int64_t nc, int64_t nr) noexcept nogil:
+    """Zeroes the columns past nc of the last, partial NR panel of a kc-deep block."""
+    cdef int64_t p = nc // nr, tail = (nc + nr - 1) // nr * nr - nc, kk
+    if tail:
+        for kk in range(kc):
+            _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
+
+
+cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        int64_t nr, float *dst) noexcept nogil:
+    """Packs rows [k0, k0+kc) x columns [n0, n0+nc) of the virtual im2col matrix.
+
+    Row r = (c, a, b, e) is an input channel and kernel tap; column = (zd, yh, xw) an output
+    position. The columns are cut once into segments that stay inside one output row and
+    one NR panel; every row then fills each segment with one strided copy between zero
+    fills (plain loops the compiler vectorises, no per-piece library calls)."""
+    cdef const im2col_b *ib = <const im2col_b *>ctx
+    cdef const pyconv_conv_geom *g = ib.geom
+    cdef int64_t kvol = _volume(g.k), khw = g.k[1] * g.k[2], in_plane = _volume(g.in_size)
+    cdef int64_t kk, r, c, t, a, b, e, off_w, ow_lo, ow_hi, iz, iy
+    cdef int64_t lo, hi, p, q, nseg = 0, sw = g.s[2], x1
+    cdef const float *xc
+    cdef const float *src
+    cdef float *d
+    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, g.out_size[1], g.out_size[2],
+                                            &nseg)
+    if seg == NULL:
+        return
+    for kk in range(kc):
+        r = k0 + kk
+        c = r // kvol
+        t = r - c * kvol
+        a = t // khw
+        t = t - a * khw
+        b = t // g.k[2]
+        e = t - b * g.k[2]
+        xc = ib.x + c * in_plane
+        off_w = e * g.dl[2] - g.pb[2]
+        pyconv_inside_range(off_w, sw, 1, g.in_size[2], g.out_size[2], &ow_lo, &ow_hi)
+        for p in range(nseg):
+            d = dst + seg[p].dst + kk * nr
+            iz = seg[p].zd * g.s[0] - g.pb[0] + a * g.dl[0]
+            iy = seg[p].yh * g.s[1] - g.pb[1] + b * g.dl[1]
+            x1 = seg[p].x0 + seg[p].n
+            lo = max(seg[p].x0, ow_lo)
+            hi = min(x1, ow_hi)
+            if iz < 0 or iz >= g.in_size[0] or iy < 0 or iy >= g.in_size[1] or hi <= lo:
+                _zero(d, seg[p].n)
+                continue
+            _zero(d, lo - seg[p].x0)
+            d += lo - seg[p].x0
+            src = xc + (iz * g.in_size[1] + iy) * g.in_size[2] + lo * sw + off_w
+            if sw == 1:
+                for q in range(hi - lo):
+                    d[q] = src[q]
+            else:
+                for q in range(hi - lo):
+                    d[q] = src[q * sw]
+            _zero(d + hi - lo, x1 - hi)
+    free(seg)
+    _zero_last_panel(dst, kc, nc, nr)
+
+
+cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
+                          int64_t ws_stride) noexcept nogil:
+    """One (batch, group) GEMM; nthreads == 1 runs it on the calling thread only."""
+    cdef int64_t n = task // p.groups, grp = task - n * p.groups
+    cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
+    cdef int64_t ncols = _volume(p.geom.out_size), in_plane = _volume(p.geom.in_size)
+    cdef const float *x = p.x + (n * p.cin + grp * cin_g) * in_plane
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * ncols
+    cdef const packed_a *a = &p.packed[grp]
+    cdef im2col_b ib
+    cdef strided_b sb
+    cdef const void *ctx
+    cdef pack_b_fn pack
+    cdef pyconv_epilogue ep
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    if p.pointwise:
+        sb.data = x
+        sb.sk = in_plane
+        sb.sn = 1
+        ctx = &sb
+        pack = pack_b_strided
+    else:
+        ib.x = x
+        ib.geom = &p.geom
+        ctx = &ib
+        pack = pack_b_im2col
+    if nthreads > 1:
+        sgemm_packed(a, ncols, pack, ctx, y, ncols, 1.0, 0.0, &ep, nthreads, ws)
+    else:
+        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, ncols, 1.0, 0.0,
+                    &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
+
+
+cdef void _gemm_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """(batch, group) GEMMs lo..hi, each on this thread alone."""
+    cdef const conv_args *p = <const conv_args *>arg
+    cdef int64_t t
+    for t in range(lo, hi):
+        _conv_gemm_task(p, t, 1, p.ws + slot * p.ws_stride, p.ws_stride)
+
+
+cdef void _im2col_forward(const conv_args *p, int nthreads) noexcept nogil:
+    """The (batch, group) GEMMs, implicit im2col or pointwise."""
+    cdef int64_t tasks = p.batch * p.groups, t
+    if nthreads > 1 and tasks >= nthreads:
+        # Enough independent GEMMs: whole ones per task, each single-threaded.
+        parallel_for(nthreads, tasks, 1, _gemm_tasks, <void *>p)
+    else:
+        for t in range(tasks):
+            _conv_gemm_task(p, t, nthreads, p.ws, p.ws_stride)

@@ -1,0 +1,268 @@
+# Phase copy (included by conv.pyx): 1-D / 2-D dense convolution from a zero-padded,
+# stride-phase-split copy of the input (see phase_copy in conv.pyx), read in place by
+# the shifted micro-kernel or packed from it with plain copies (padded im2col).
+
+# Phase copies of at most this many floats are made at once (then the next images').
+DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
+
+
+cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
+    """Fills the shape part of p.pc and returns the B-row offsets (int64 ndarray)."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef phase_copy *pc = &p.pc
+    cdef int64_t sh = g.s[1], sw = g.s[2], dh = g.dl[1], dw = g.dl[2]
+    cdef int64_t cin_g = p.cin // p.groups, kvol = g.k[1] * g.k[2], c, b, e, k
+    pc.wq = g.out_size[2] + ((g.k[2] - 1) * dw) // sw
+    pc.hq = g.out_size[1] + ((g.k[1] - 1) * dh) // sh
+    pc.plane = pc.hq * pc.wq
+    pc.nplanes = cin_g * sh * sw
+    # Shifted grid columns past ow (and past the last row) read up to wq + NR floats
+    # beyond the last plane: they are dropped, but must be readable.
+    pc.image = (pc.nplanes * pc.plane + pc.wq + kern.nr + 15) // 16 * 16
+    pc.wave = max(<int64_t>1, min(p.batch * p.groups, PHASE_COPY_WAVE_FLOATS // pc.image))
+    off = np.empty(cin_g * kvol, dtype=np.int64)
+    cdef int64_t[::1] ov = off
+    for c in range(cin_g):
+        for b in range(g.k[1]):
+            for e in range(g.k[2]):
+                k = (c * g.k[1] + b) * g.k[2] + e
+                ov[k] = (((c * sh + (b * dh) % sh) * sw + (e * dw) % sw) * pc.plane
+                         + (b * dh) // sh * pc.wq + (e * dw) // sw)
+    return off
+
+
+cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
+    """Splits the work into tasks for nthreads (p.pc columns, chunks, row blocks and
+    per-thread scratch); returns the workspace in floats."""
+    cdef phase_copy *pc = &p.pc
+    cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+    cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr, want
+    if p.algo == ALGO_SHIFTED:
+        pc.ncols = p.geom.out_size[1] * pc.wq
+        pc.chunk = kern.nr
+        pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
+    else:
+        pc.ncols = p.geom.out_size[1] * p.geom.out_size[2]
+        _padded_split(p, kern, mpanels, nthreads)
+        pc.ws_stride = sgemm_workspace_floats(&p.packed[0], pc.chunk, 1)
+        return pc.wave * pc.image + nthreads * pc.ws_stride
+    pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
+    # Enough tasks for every thread: split the rows when the chunks alone are too few
+    # (free here: B is read in place, not packed per task).
+    want = pc.wave * pc.nchunks
+    pc.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + want - 1) // want)
+                     if nthreads > 1 else 1)
+    return pc.wave * pc.image + nthreads * pc.ws_stride
+
+
+cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t mpanels,
+                        int nthreads) noexcept:
+    """Padded im2col tasks: column chunks x row blocks per (image, group). Each task packs
+    its own B, so rows are split only when the columns cannot feed the threads: among
+    the splits into at least nthreads tasks, the one whose largest task (multiply-adds plus
+    packing, as in _choose_algorithm) is cheapest."""
+    cdef phase_copy *pc = &p.pc
+    cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr
+    cdef int64_t k = p.cin // p.groups * p.geom.k[1] * p.geom.k[2]
+    cdef int64_t nch, mb, cols, rows, cost, best = -1, per_image, units
+    pc.chunk = pc.ncols
+    pc.nchunks = 1
+    pc.mblocks = 1
+    per_image = (nthreads + pc.wave - 1) // pc.wave      # tasks each image must provide
+    if nthreads == 1 or per_image <= 1:
+        return
+    if panels >= 4 * per_image:                            # plenty of columns
+        pc.chunk = (panels + 4 * per_image - 1) // (4 * per_image) * kern.nr
+        pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
+        return
+    # Few columns: chunks of whole 16-float vectors (the edge micro-kernel computes only
+    # those), so that 64 columns split 32 + 32 rather than 48 + 16.
+    units = (pc.ncols + 15) // 16
+    for nch in range(1, min(units, per_image) + 1):
+        mb = min(mpanels, (per_image + nch - 1) // nch)
+        cols = min((units + nch - 1) // nch * 16, pc.ncols)   # the widest chunk
+        rows = (mpanels + mb - 1) // mb * kern.mr
+        cost = rows * k * ((cols + 15) // 16 * 16) + 8 * k * cols
+        if best < 0 or cost < best:
+            best = cost
+            pc.chunk = (units + nch - 1) // nch * 16
+            pc.mblocks = mb
+    pc.nchunks = (pc.ncols + pc.chunk - 1) // pc.chunk
+
+
+cdef struct padded_b:
+    const float *x          # the phase copy of one (image, group)
+    const int64_t *off      # B row k starts at x + off[k]
+    int64_t wq, oh, ow      # 2-D output (od == 1)
+    const pyconv_sgemm_kernel *kernel   # its pack_runs copies the runs
+
+
+cdef void pack_b_padded(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        int64_t nr, float *dst) noexcept nogil:
+    """pack_b_im2col's panels, copied from the phase copy: column n = (oy, ox) of row k
+    is x[off[k] + oy * wq + ox], so every run inside one output row and one NR panel is a
+    plain copy (no bounds, no zero fill)."""
+    cdef const padded_b *b = <const padded_b *>ctx
+    cdef int64_t p, nseg = 0
+    cdef im2col_segment *seg = _column_runs(n0, nc, kc, nr, b.oh, b.ow, &nseg)
+    if seg == NULL:
+        return
+    cdef pyconv_run *runs = <pyconv_run *>malloc(max(nseg, <int64_t>1) * sizeof(pyconv_run))
+    if runs != NULL:
+        for p in range(nseg):
+            runs[p].src = seg[p].yh * b.wq + seg[p].x0      # the run's offset in a B row
+            runs[p].n = seg[p].n
+            runs[p].dst = seg[p].dst
+        b.kernel.pack_runs(b.x, b.off + k0, kc, runs, nseg, nr, dst)
+        free(runs)
+    free(seg)
+    _zero_last_panel(dst, kc, nc, nr)
+
+
+cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
+                       float *ws) noexcept nogil:
+    """Rows [m0, m1) x columns [n0, n1) of one (image, group) of the wave, by the packed
+    GEMM with B panels copied from the phase copy."""
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
+    cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups, cout_g = p.cout // p.groups
+    cdef const packed_a *a = &p.packed[grp]
+    cdef int64_t mr = a.kernel.mr, npan = (a.m + mr - 1) // mr
+    cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
+    cdef int64_t m0 = mb * per * mr, m1 = min(a.m, (mb + 1) * per * mr)
+    cdef int64_t n0 = chunk * pc.chunk, n1 = min(n0 + pc.chunk, pc.ncols), nc
+    cdef padded_b ctx
+    cdef pyconv_epilogue ep
+    if m0 >= m1:
+        return
+    ctx.x = xp + img * pc.image
+    ctx.off = pc.off
+    ctx.wq = pc.wq
+    ctx.oh = p.geom.out_size[1]
+    ctx.ow = p.geom.out_size[2]
+    ctx.kernel = a.kernel
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    nc = sgemm_nc(a, n1 - n0)
+    sgemm_block(a, m0, m1, n0, n1, nc, pack_b_padded, &ctx,
+                p.y + (n * p.cout + grp * cout_g) * pc.ncols, pc.ncols, 1.0, 0.0, &ep, ws,
+                ws + min(a.kc, a.k) * nc)
+
+
+cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, float *dst) noexcept nogil:
+    """The sw phase planes (py, 0..sw-1) of channel c of (image, group) ng, cy = c*sh + py:
+    plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input
+    (the per-ISA phase_split of src/kernels/sgemm_common.inc)."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t c = cy // g.s[1], py = cy - c * g.s[1]
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef const float *xc = (p.x + (n * p.cin + grp * (p.cin // p.groups) + c)
+                            * g.in_size[1] * g.in_size[2])
+    p.packed[0].kernel.phase_split(xc, g.in_size[1], g.in_size[2], g.s[1], g.s[2], py, g.pb[1],
+                                   g.pb[2], p.pc.hq,
+                                   p.pc.wq, p.pc.plane, dst)
+
+
+cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
+                        float *tile) noexcept nogil:
+    """Row block of one NR-wide chunk of grid columns of one (image, group) of the wave:
+    tiles by the shifted micro-kernel, then bias, residual and activation on the tile and
+    the kept columns copied out row run by row run."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
+    cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef const packed_a *a = &p.packed[grp]
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t mr = kern.mr, nr = kern.nr, cout_g = p.cout // p.groups
+    cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
+    cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
+    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
+    cdef int64_t cnt, i, plane = g.out_size[1] * g.out_size[2]
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
+    cdef float *dst
+    cdef pyconv_epilogue ep, seg
+    cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
+    # Without a residual the epilogue does not depend on the position: one call on the
+    # whole tile (dropped columns included) instead of one per row run.
+    cdef bint whole_tile = has_ep and p.residual == NULL
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    for pan in range(mb * per, min(npan, (mb + 1) * per)):
+        ir = pan * mr
+        rows = min(mr, a.m - ir)
+        if n1 - n0 < nr and kern.shifted_edge != NULL:   # a partial last chunk
+            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off,
+                              tile, n1 - n0)
+        else:
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
+        seg = ep
+        seg.bias = ep.bias + ir if ep.bias != NULL else NULL
+        if whole_tile:
+            kern.epilogue(tile, nr, rows, n1 - n0, &seg)
+        j = n0
+        while j < n1:
+            oy = j // pc.wq
+            ox = j - oy * pc.wq
+            run = min(pc.wq - ox, n1 - j)
+            if ox < g.out_size[2]:
+                cnt = min(run, g.out_size[2] - ox)
+                if has_ep and not whole_tile:      # with a residual: this run's part of it
+                    seg.residual = ep.residual + ir * plane + oy * g.out_size[2] + ox
+                    kern.epilogue(tile + (j - n0), nr, rows, cnt, &seg)
+                dst = y + ir * plane + oy * g.out_size[2] + ox
+                for i in range(rows):
+                    memcpy(dst + i * plane, tile + i * nr + (j - n0), cnt * sizeof(float))
+            j += run
+
+
+cdef struct _wave_job:
+    const conv_args *p
+    float *copies            # the wave's phase copies, pc.image floats per (image, group)
+    int64_t wave0            # first (image, group) of the wave
+    int64_t rows             # (channel, row phase) pairs per image
+
+
+cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Phase planes of (image, channel row phase) pairs lo..hi of the wave."""
+    cdef const _wave_job *j = <const _wave_job *>arg
+    cdef const conv_args *p = j.p
+    cdef int64_t t
+    for t in range(lo, hi):
+        _phase_copy_fill(p, j.wave0 + t // j.rows, t % j.rows,
+                         j.copies + (t // j.rows) * p.pc.image
+                         + (t % j.rows) * p.geom.s[2] * p.pc.plane)
+
+
+cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Tiles lo..hi of the wave: a contiguous run (neighbouring chunks share the cache
+    lines at their edges in every output row; one thread writing both avoids false
+    sharing)."""
+    cdef const _wave_job *j = <const _wave_job *>arg
+    cdef const conv_args *p = j.p
+    cdef float *scratch = p.ws + slot * p.pc.ws_stride
+    cdef int64_t t
+    for t in range(lo, hi):
+        if p.algo == ALGO_SHIFTED:
+            _shifted_task(p, j.wave0, t, j.copies, scratch)
+        else:
+            _padded_task(p, j.wave0, t, j.copies, scratch)
+
+
+cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexcept nogil:
+    """ws: wave * image floats for the phase copies, then per-thread scratch (p.ws)."""
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t total = p.batch * p.groups, count, t, tasks, w
+    cdef _wave_job j
+    j.p = p
+    j.copies = ws
+    j.rows = pc.nplanes // p.geom.s[2]
+    for w in range((total + pc.wave - 1) // pc.wave):
+        j.wave0 = w * pc.wave
+        count = min(pc.wave, total - j.wave0)
+        for t in range(count):    # the slack past the last plane: read, never used
+            _zero(ws + t * pc.image + pc.nplanes * pc.plane, pc.image - pc.nplanes * pc.plane)
+        parallel_for(nthreads, count * j.rows, grain_for(count * j.rows, nthreads),
+                     _fill_tasks, &j)
+        tasks = count * pc.nchunks * pc.mblocks
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _tile_tasks, &j)
