@@ -315,16 +315,8 @@ cdef void _pack_a_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept no
 cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k,
                   int64_t kc, int64_t mr, float *dst, int nthreads) noexcept nogil:
     """Packs an m x k matrix (strides sm, sk) into KC-deep blocks of MR-row panels."""
-    cdef _pack_a_job j
-    j.src = src
-    j.sm = sm
-    j.sk = sk
-    j.m = m
-    j.k = k
-    j.kc = kc
-    j.mr = mr
-    j.npanels = (m + mr - 1) // mr
-    j.dst = dst
+    cdef _pack_a_job j = _pack_a_job(src=src, sm=sm, sk=sk, m=m, k=k, kc=kc, mr=mr,
+                                     npanels=(m + mr - 1) // mr, dst=dst)
     cdef int64_t tasks = j.npanels * ((k + kc - 1) // kc)
     nthreads = threads_for(m * k, nthreads)
     parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _pack_a_tasks, &j)
@@ -674,19 +666,8 @@ cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, 
     if nthreads <= 1:
         kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
         return
-    cdef _gemv_job j
-    j.kern = kern
-    j.m = m
-    j.k = k
-    j.sxi = sxi
-    j.sxk = sxk
-    j.sv = sv
-    j.sy = sy
-    j.alpha = alpha
-    j.beta = beta
-    j.x = x
-    j.v = v
-    j.y = y
+    cdef _gemv_job j = _gemv_job(kern=kern, m=m, k=k, sxi=sxi, sxk=sxk, sv=sv, sy=sy,
+                                 alpha=alpha, beta=beta, x=x, v=v, y=y)
     parallel_for(nthreads, m, max(grain_for(m, nthreads), <int64_t>16), _gemv_rows, &j)
 
 

@@ -512,16 +512,9 @@ cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
                      int64_t ws_stride, int nthreads) noexcept nogil:
     cdef int64_t rows = g.planes * g.OD * g.OH
     cdef pyconv_pool_geom pg
-    cdef _rows_job j
-    j.x = x
-    j.y = y
-    j.ind = ind
-    j.g = g
-    j.prm = prm
-    j.kern = kern
-    j.pg = &pg if _kernel_geom(g, prm, &pg) else NULL
-    j.ws = ws
-    j.ws_stride = ws_stride
+    cdef const pyconv_pool_geom *kernel_pg = &pg if _kernel_geom(g, prm, &pg) else NULL
+    cdef _rows_job j = _rows_job(x=x, y=y, ind=ind, g=g, prm=prm, kern=kern, pg=kernel_pg,
+                                 ws=ws, ws_stride=ws_stride)
     parallel_for(nthreads, rows, grain_for(rows, nthreads), _row_tasks, &j)
 
 
