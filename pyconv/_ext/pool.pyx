@@ -36,21 +36,20 @@ cdef extern from "math.h" nogil:
 
 cnp.import_array()
 
+from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv._ext.gemm cimport (arrays_overlap, context_of, exec_ctx, grain_for, parallel_for,
                                planned_array, threads_for, workspace_floats)
 
 cdef extern from "pool.h" nogil:
     ctypedef struct pyconv_pool_geom:
-        int64_t planes, d, h, w, od, oh, ow
-        int64_t k[3]
-        int64_t s[3]
-        int64_t pb[3]
-        int64_t pe[3]
-        int64_t dl[3]
-        int64_t ow_lo, ow_hi
+        pyconv_conv_geom win
+        int64_t planes
+        int64_t ow_lo, ow_hi         # interior output columns: every w tap inside the input
         int is_max
-        int count_include_pad
-        float divisor
+        int count_include_pad        # average: divide by the taps inside the padded input
+        float divisor                # average: divisor_override; 0: none
+    void pyconv_pool_taps(const pyconv_conv_geom *g, int i, int64_t o, int64_t *lo,
+                          int64_t *hi)
     ctypedef void (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
                                          int64_t r0, int64_t r1, float *tmp) noexcept nogil
     ctypedef struct pyconv_pool_kernel:
@@ -68,60 +67,10 @@ MODES = {"max": MODE_MAX, "avg": MODE_AVG, "lp": MODE_LP}
 INDEX_MODES = ("none", "torch", "onnx")
 
 
-cdef struct geom:
-    int64_t planes, D, H, W          # input
-    int64_t OD, OH, OW               # output
-    int64_t k[3]                     # kernel (d, h, w)
-    int64_t s[3]                     # stride
-    int64_t pb[3]                    # padding at the beginning
-    int64_t pe[3]                    # padding at the end
-    int64_t dl[3]                    # dilation
-    int64_t ow_lo, ow_hi             # interior output columns: every w tap inside the input
-
-
 cdef struct params:
     int mode
-    bint count_include_pad
-    float divisor                    # divisor_override; 0: none
     float p                          # Lp norm
     int index_mode                   # 0 none, 1 torch (per plane), 2 onnx (whole tensor)
-
-
-# ---------------------------------------------------------------------------------------
-# Geometry helpers.
-
-cdef inline void _taps(int64_t o, int64_t s, int64_t pb, int64_t dl, int64_t k,
-                       int64_t size, int64_t *lo, int64_t *hi) noexcept nogil:
-    """Taps t in [lo, hi) of output o whose coordinate o*s - pb + t*dl lies in [0, size)."""
-    cdef int64_t start = o * s - pb
-    cdef int64_t a = 0, b
-    if start < 0:
-        a = (-start + dl - 1) // dl
-    if start >= size:
-        b = 0
-    else:
-        b = (size - 1 - start) // dl + 1
-        if b > k:
-            b = k
-    if b < a:
-        b = a
-    lo[0] = a
-    hi[0] = b
-
-
-cdef void _interior(geom *g) noexcept nogil:
-    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
-    cdef int64_t lo = (pw + sw - 1) // sw, hi
-    cdef int64_t num = g.W - 1 + pw - (kw - 1) * dw
-    hi = num // sw + 1 if num >= 0 else 0
-    if lo > g.OW:
-        lo = g.OW
-    if hi > g.OW:
-        hi = g.OW
-    if hi < lo:
-        hi = lo
-    g.ow_lo = lo
-    g.ow_hi = hi
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,10 +204,12 @@ cdef void _h_sum(float *out, const float *src, int64_t lo, int64_t hi, int64_t s
 # ---------------------------------------------------------------------------------------
 # One output row of Lp pooling (max and average rows: the ISA kernel).
 
-cdef void _pool_borders(float *out, const float *src, const geom *g) noexcept nogil:
+cdef void _pool_borders(float *out, const float *src,
+                        const pyconv_pool_geom *pg) noexcept nogil:
     """Border columns [0, ow_lo) and [ow_hi, OW) of a row: clip the taps to src's W."""
-    cdef int64_t W = g.W, OW = g.OW, lo = g.ow_lo, hi = g.ow_hi
-    cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int64_t OW = g.out_size[2], lo = pg.ow_lo, hi = pg.ow_hi
+    cdef int64_t sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
     cdef int64_t ow, c, c0, c1
     cdef float acc
     ow = 0
@@ -267,7 +218,7 @@ cdef void _pool_borders(float *out, const float *src, const geom *g) noexcept no
             ow = hi
             if ow >= OW:
                 break
-        _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+        pyconv_pool_taps(g, 2, ow, &c0, &c1)
         acc = 0.0
         for c in range(c0, c1):
             acc = acc + src[ow * sw - pw + c * dw]
@@ -275,25 +226,27 @@ cdef void _pool_borders(float *out, const float *src, const geom *g) noexcept no
         ow = ow + 1
 
 
-cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, int64_t r,
+cdef void _pool_row(const float *x, float *y, const pyconv_pool_geom *pg, const params *prm,
+                    int64_t r,
                     float *tmp) noexcept nogil:
     """Output row r = (plane, od, oh) of Lp pooling; tmp holds W floats."""
-    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2], OW = g.out_size[2]
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
-    cdef int64_t plane = r // (g.OD * g.OH)
-    cdef int64_t q = r - plane * (g.OD * g.OH)
-    cdef int64_t od = q // g.OH
-    cdef int64_t oh = q - od * g.OH
+    cdef int64_t plane = r // (g.out_size[0] * g.out_size[1])
+    cdef int64_t q = r - plane * (g.out_size[0] * g.out_size[1])
+    cdef int64_t od = q // g.out_size[1]
+    cdef int64_t oh = q - od * g.out_size[1]
     cdef const float *xp = x + plane * D * H * W
     cdef float *out = y + r * OW
     cdef int64_t a0, a1, b0, b1, a, b, ow
-    cdef int64_t lo = g.ow_lo, hi = g.ow_hi
+    cdef int64_t lo = pg.ow_lo, hi = pg.ow_hi
     cdef float v
     cdef bint started = False
 
     # Vertical pass: tmp = sum of |x| ** p over the window's input rows.
-    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
-    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    pyconv_pool_taps(g, 0, od, &a0, &a1)
+    pyconv_pool_taps(g, 1, oh, &b0, &b1)
     if (a1 - a0) * (b1 - b0) == 0:
         _fill(tmp, W, 0.0)
     for a in range(a0, a1):
@@ -306,7 +259,7 @@ cdef void _pool_row(const float *x, float *y, const geom *g, const params *prm, 
     # Horizontal pass: the interior columns, then the border columns.
     if hi > lo:
         _h_sum(out, tmp, lo, hi, sw, -pw, kw, dw)
-    _pool_borders(out, tmp, g)
+    _pool_borders(out, tmp, pg)
 
     # The root.
     if prm.p == 2.0:
@@ -336,30 +289,32 @@ cdef inline void _idx_tap(float *out, int *bt, const float *row, int64_t lo, int
         bt[ow] = rowbase + <int>j if better else t
 
 
-cdef void _max_row_indices(const float *x, float *y, int64_t *ind, const geom *g,
-                           const params *prm, int64_t r, int *bt) noexcept nogil:
+cdef void _max_row_indices(const float *x, float *y, int64_t *ind,
+                           const pyconv_pool_geom *pg, const params *prm, int64_t r,
+                           int *bt) noexcept nogil:
     """Output row r of max pooling with indices (per-plane, or whole-tensor for ONNX).
 
     Positions are tracked as int32 within the plane (bt: OW ints of scratch), which needs
     planes of fewer than 2**31 elements (see _max_row_indices_wide)."""
-    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2], OW = g.out_size[2]
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
-    cdef int64_t plane = r // (g.OD * g.OH)
-    cdef int64_t q = r - plane * (g.OD * g.OH)
-    cdef int64_t od = q // g.OH
-    cdef int64_t oh = q - od * g.OH
+    cdef int64_t plane = r // (g.out_size[0] * g.out_size[1])
+    cdef int64_t q = r - plane * (g.out_size[0] * g.out_size[1])
+    cdef int64_t od = q // g.out_size[1]
+    cdef int64_t oh = q - od * g.out_size[1]
     cdef const float *xp = x + plane * D * H * W
     cdef float *out = y + r * OW
     cdef int64_t *oi = ind + r * OW
     cdef int64_t base = plane * D * H * W if prm.index_mode == 2 else 0
-    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = g.ow_lo, hi = g.ow_hi
+    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = pg.ow_lo, hi = pg.ow_hi
     cdef int rowbase, j
     cdef int64_t off
     cdef const float *row
     cdef float v
 
-    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
-    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    pyconv_pool_taps(g, 0, od, &a0, &a1)
+    pyconv_pool_taps(g, 1, oh, &b0, &b1)
     for ow in range(OW):
         out[ow] = -INFINITY
         bt[ow] = -1
@@ -385,7 +340,7 @@ cdef void _max_row_indices(const float *x, float *y, int64_t *ind, const geom *g
                     ow = hi
                     if ow >= OW:
                         break
-                _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+                pyconv_pool_taps(g, 2, ow, &c0, &c1)
                 for c in range(c0, c1):
                     j = <int>(ow * sw - pw + c * dw)
                     v = row[j]
@@ -397,27 +352,29 @@ cdef void _max_row_indices(const float *x, float *y, int64_t *ind, const geom *g
         oi[ow] = base + bt[ow] if bt[ow] >= 0 else -1
 
 
-cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const geom *g,
-                           const params *prm, int64_t r) noexcept nogil:
+cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind,
+                                const pyconv_pool_geom *pg, const params *prm,
+                                int64_t r) noexcept nogil:
     """_max_row_indices for planes of 2**31 elements or more (int64 positions, scalar)."""
-    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2], OW = g.out_size[2]
     cdef int64_t kw = g.k[2], sw = g.s[2], pw = g.pb[2], dw = g.dl[2]
-    cdef int64_t plane = r // (g.OD * g.OH)
-    cdef int64_t q = r - plane * (g.OD * g.OH)
-    cdef int64_t od = q // g.OH
-    cdef int64_t oh = q - od * g.OH
+    cdef int64_t plane = r // (g.out_size[0] * g.out_size[1])
+    cdef int64_t q = r - plane * (g.out_size[0] * g.out_size[1])
+    cdef int64_t od = q // g.out_size[1]
+    cdef int64_t oh = q - od * g.out_size[1]
     cdef const float *xp = x + plane * D * H * W
     cdef float *out = y + r * OW
     cdef int64_t *oi = ind + r * OW
     cdef int64_t base = plane * D * H * W if prm.index_mode == 2 else 0
-    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = g.ow_lo, hi = g.ow_hi
+    cdef int64_t a0, a1, b0, b1, c0, c1, a, b, c, ow, lo = pg.ow_lo, hi = pg.ow_hi
     cdef int64_t rowbase, off, j
     cdef const float *row
     cdef float v, o
     cdef bint better
 
-    _taps(od, g.s[0], g.pb[0], g.dl[0], g.k[0], D, &a0, &a1)
-    _taps(oh, g.s[1], g.pb[1], g.dl[1], g.k[1], H, &b0, &b1)
+    pyconv_pool_taps(g, 0, od, &a0, &a1)
+    pyconv_pool_taps(g, 1, oh, &b0, &b1)
     for ow in range(OW):
         out[ow] = -INFINITY
         oi[ow] = -1
@@ -441,7 +398,7 @@ cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const ge
             for ow in range(OW):
                 if lo <= ow < hi:
                     continue
-                _taps(ow, sw, pw, dw, kw, W, &c0, &c1)
+                pyconv_pool_taps(g, 2, ow, &c0, &c1)
                 for c in range(c0, c1):
                     j = ow * sw - pw + c * dw
                     v = row[j]
@@ -450,41 +407,13 @@ cdef void _max_row_indices_wide(const float *x, float *y, int64_t *ind, const ge
                         oi[ow] = rowbase + j
 
 
-cdef bint _kernel_geom(const geom *g, const params *prm, pyconv_pool_geom *pg) noexcept nogil:
-    """Fills pg; False when the ISA kernels do not take this problem (Lp, indices). They
-    take every other row, NaN rows included."""
-    cdef int i
-    if prm.index_mode != 0 or prm.mode == MODE_LP:
-        return False
-    pg.planes = g.planes
-    pg.d = g.D
-    pg.h = g.H
-    pg.w = g.W
-    pg.od = g.OD
-    pg.oh = g.OH
-    pg.ow = g.OW
-    for i in range(3):
-        pg.k[i] = g.k[i]
-        pg.s[i] = g.s[i]
-        pg.pb[i] = g.pb[i]
-        pg.pe[i] = g.pe[i]
-        pg.dl[i] = g.dl[i]
-    pg.ow_lo = g.ow_lo
-    pg.ow_hi = g.ow_hi
-    pg.is_max = prm.mode == MODE_MAX
-    pg.count_include_pad = prm.count_include_pad
-    pg.divisor = prm.divisor
-    return True
-
-
 cdef struct _rows_job:
     const float *x
     float *y
     int64_t *ind
-    const geom *g
+    const pyconv_pool_geom *pg
     const params *prm
-    const pyconv_pool_kernel *kern
-    const pyconv_pool_geom *pg      # NULL: the rows below, else the ISA kernel's
+    const pyconv_pool_kernel *kern  # NULL: the rows below (Lp, indices), else the ISA kernel
     float *ws
     int64_t ws_stride
 
@@ -494,27 +423,29 @@ cdef void _row_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil
     cdef const _rows_job *j = <const _rows_job *>arg
     cdef float *tmp = j.ws + slot * j.ws_stride
     cdef int64_t r
-    cdef bint wide = j.g.D * j.g.H * j.g.W >= 2147483647
-    if j.pg != NULL:
+    cdef const pyconv_conv_geom *g = &j.pg.win
+    cdef bint wide = g.in_size[0] * g.in_size[1] * g.in_size[2] >= 2147483647
+    if j.kern != NULL:
         j.kern.rows(j.pg, j.x, j.y, lo, hi, tmp)
         return
     for r in range(lo, hi):
         if j.prm.index_mode == 0:
-            _pool_row(j.x, j.y, j.g, j.prm, r, tmp)
+            _pool_row(j.x, j.y, j.pg, j.prm, r, tmp)
         elif wide:
-            _max_row_indices_wide(j.x, j.y, j.ind, j.g, j.prm, r)
+            _max_row_indices_wide(j.x, j.y, j.ind, j.pg, j.prm, r)
         else:
-            _max_row_indices(j.x, j.y, j.ind, j.g, j.prm, r, <int *>tmp)
+            _max_row_indices(j.x, j.y, j.ind, j.pg, j.prm, r, <int *>tmp)
 
 
-cdef void _pool_rows(const float *x, float *y, int64_t *ind, const geom *g,
+cdef void _pool_rows(const float *x, float *y, int64_t *ind, const pyconv_pool_geom *pg,
                      const params *prm, const pyconv_pool_kernel *kern, float *ws,
                      int64_t ws_stride, int nthreads) noexcept nogil:
-    cdef int64_t rows = g.planes * g.OD * g.OH
-    cdef pyconv_pool_geom pg
-    cdef const pyconv_pool_geom *kernel_pg = &pg if _kernel_geom(g, prm, &pg) else NULL
-    cdef _rows_job j = _rows_job(x=x, y=y, ind=ind, g=g, prm=prm, kern=kern, pg=kernel_pg,
-                                 ws=ws, ws_stride=ws_stride)
+    cdef int64_t rows = pg.planes * pg.win.out_size[0] * pg.win.out_size[1]
+    # the ISA kernels take max and average without indices, NaN rows included
+    cdef const pyconv_pool_kernel *rows_kernel = (
+        kern if prm.index_mode == 0 and prm.mode != MODE_LP else NULL)
+    cdef _rows_job j = _rows_job(x=x, y=y, ind=ind, pg=pg, prm=prm, kern=rows_kernel, ws=ws,
+                                 ws_stride=ws_stride)
     parallel_for(nthreads, rows, grain_for(rows, nthreads), _row_tasks, &j)
 
 
@@ -567,14 +498,14 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     -------
     ndarray (P, OD, OH, OW) float32, or (values, indices int64) when indices != 'none'.
     """
-    cdef geom g
+    cdef pyconv_pool_geom pg
     cdef params prm
     cdef exec_ctx ctx = context_of(context)
     cdef const float[:, :, :, ::1] xv = _contiguous(x, "pool")
-    _pool_setup(&g, &prm, mode, xv.shape[0], xv.shape[1], xv.shape[2], xv.shape[3],
+    _pool_setup(&pg, &prm, mode, xv.shape[0], xv.shape[1], xv.shape[2], xv.shape[3],
                 out_shape, kernel, stride, pads_begin, pads_end, dilation,
                 count_include_pad, divisor, p, indices)
-    shape = (g.planes, g.OD, g.OH, g.OW)
+    shape = (pg.planes,) + out_shape
     y = np.empty(shape, dtype=np.float32) if out is None else _checked_out(out, shape, "out")
     ind = None
     if prm.index_mode:
@@ -582,7 +513,7 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
                else _checked_out(out_indices, shape, "out_indices"))
     if y.size == 0:
         return y if ind is None else (y, ind)
-    if g.D * g.H * g.W == 0:
+    if xv.shape[1] * xv.shape[2] * xv.shape[3] == 0:
         raise ValueError("pool: empty input plane")
     cdef float[:, :, :, ::1] yv = y
     cdef int64_t[:, :, :, ::1] iv
@@ -590,30 +521,33 @@ def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_be
     if ind is not None:
         iv = ind
         indp = &iv[0, 0, 0, 0]
-    _pool_run(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &g, &prm,
+    _pool_run(&xv[0, 0, 0, 0], &yv[0, 0, 0, 0], indp, &pg, &prm,
               pyconv_pool_kernel_for(ctx.kernel.isa), ctx.nthreads)
     return y if ind is None else (y, ind)
 
 
-cdef int _pool_setup(geom *g, params *prm, str mode, int64_t planes, int64_t D, int64_t H,
-                     int64_t W, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
-                     tuple pads_end, tuple dilation, bint count_include_pad, double divisor,
-                     double p, str indices) except -1:
-    """Fills g and prm from pool()'s arguments, refusing what the kernels cannot run."""
+cdef int _pool_setup(pyconv_pool_geom *pg, params *prm, str mode, int64_t planes, int64_t D,
+                     int64_t H, int64_t W, tuple out_shape, tuple kernel, tuple stride,
+                     tuple pads_begin, tuple pads_end, tuple dilation, bint count_include_pad,
+                     double divisor, double p, str indices) except -1:
+    """Fills pg and prm from pool()'s arguments, refusing what the kernels cannot run."""
+    cdef pyconv_conv_geom *g = &pg.win
     cdef int i
     if mode not in MODES:
         raise ValueError(f"pool: unknown mode {mode!r}")
     if indices not in INDEX_MODES:
         raise ValueError(f"pool: indices must be one of {INDEX_MODES}, got {indices!r}")
     prm.mode = MODES[mode]
-    prm.count_include_pad = count_include_pad
-    prm.divisor = <float>divisor
     prm.p = <float>p
     prm.index_mode = INDEX_MODES.index(indices)
     if prm.index_mode and prm.mode != MODE_MAX:
         raise ValueError("pool: indices are only computed by max pooling")
-    g.planes, g.D, g.H, g.W = planes, D, H, W
-    g.OD, g.OH, g.OW = out_shape
+    pg.planes = planes
+    pg.is_max = prm.mode == MODE_MAX
+    pg.count_include_pad = count_include_pad
+    pg.divisor = <float>divisor
+    g.in_size[0], g.in_size[1], g.in_size[2] = D, H, W
+    g.out_size[0], g.out_size[1], g.out_size[2] = out_shape
     for i in range(3):
         g.k[i] = kernel[i]
         g.s[i] = stride[i]
@@ -625,26 +559,29 @@ cdef int _pool_setup(geom *g, params *prm, str mode, int64_t planes, int64_t D, 
         if g.k[i] < 1 or g.s[i] < 1 or g.dl[i] < 1 or g.pb[i] < 0 or g.pe[i] < 0:
             raise ValueError(f"pool: invalid geometry kernel={kernel} stride={stride} "
                              f"pads={pads_begin}/{pads_end} dilation={dilation}")
-    if g.OD < 0 or g.OH < 0 or g.OW < 0:
+    if g.out_size[0] < 0 or g.out_size[1] < 0 or g.out_size[2] < 0:
         raise ValueError(f"pool: invalid output shape {out_shape}")
-    _interior(g)
+    # the interior output columns: every w tap inside the input
+    pyconv_inside_range(-g.pb[2], g.s[2], (g.k[2] - 1) * g.dl[2] + 1, W, g.out_size[2],
+                        &pg.ow_lo, &pg.ow_hi)
     return 0
 
 
-cdef int _pool_run(const float *x, float *y, int64_t *ind, const geom *g,
+cdef int _pool_run(const float *x, float *y, int64_t *ind, const pyconv_pool_geom *pg,
                    const params *prm, const pyconv_pool_kernel *kern,
                    int threads) except -1:
     """The rows of a set-up problem (non-empty input and output) on the threads."""
-    cdef int nthreads = threads_for(g.planes * g.D * g.H * g.W,  # small maps: fewer threads
-                                    threads)
-    cdef int64_t rows = g.planes * g.OD * g.OH
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int nthreads = threads_for(pg.planes * g.in_size[0] * g.in_size[1] * g.in_size[2],
+                                    threads)    # small maps: fewer threads
+    cdef int64_t rows = pg.planes * g.out_size[0] * g.out_size[1]
     if nthreads > rows:
         nthreads = <int>rows
     # W floats + 32 of padding for the SIMD row kernel, or OW int32
-    cdef int64_t ws_stride = _round_up(max(g.W + 32, g.OW), 16)
+    cdef int64_t ws_stride = _round_up(max(g.in_size[2] + 32, g.out_size[2]), 16)
     cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
     with nogil:
-        _pool_rows(x, y, ind, g, prm, kern, ws, ws_stride, nthreads)
+        _pool_rows(x, y, ind, pg, prm, kern, ws, ws_stride, nthreads)
     return 0
 
 
@@ -652,7 +589,7 @@ cdef class PoolCall:
     """pool() bound to an input shape and an output buffer (see :func:`bind_pool`).
     ``call(x)`` writes and returns ``out``, or returns None, computing nothing, when x is
     not a float32 aligned C-contiguous array of the bound shape or overlaps ``out``."""
-    cdef geom g
+    cdef pyconv_pool_geom pg
     cdef params prm
     cdef readonly object out
     cdef int ndim
@@ -664,7 +601,7 @@ cdef class PoolCall:
         if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
             return None
         _pool_run(<const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
-                  <float *>cnp.PyArray_DATA(<cnp.ndarray>self.out), NULL, &self.g, &self.prm,
+                  <float *>cnp.PyArray_DATA(<cnp.ndarray>self.out), NULL, &self.pg, &self.prm,
                   self.kern, self.nthreads)
         return self.out
 
@@ -682,12 +619,13 @@ def bind_pool(str mode, tuple x_shape, tuple out_shape, tuple kernel, tuple stri
     if not 3 <= len(x_shape) <= 5:
         raise ValueError(f"bind_pool: x_shape must be (N, C, *spatial), got {x_shape}")
     spatial = (1,) * (5 - len(x_shape)) + x_shape[2:]
-    _pool_setup(&call.g, &call.prm, mode, x_shape[0] * x_shape[1], spatial[0], spatial[1],
+    _pool_setup(&call.pg, &call.prm, mode, x_shape[0] * x_shape[1], spatial[0], spatial[1],
                 spatial[2], out_shape, kernel, stride, pads_begin, pads_end, dilation,
                 count_include_pad, divisor, p, "none")
-    cdef int64_t size = call.g.planes * call.g.OD * call.g.OH * call.g.OW
+    cdef const int64_t *osz = call.pg.win.out_size
+    cdef int64_t size = call.pg.planes * osz[0] * osz[1] * osz[2]
     if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.size != size
-            or size == 0 or call.g.D * call.g.H * call.g.W == 0
+            or size == 0 or spatial[0] * spatial[1] * spatial[2] == 0
             or not out.flags.c_contiguous or not out.flags.writeable):
         raise ValueError(f"bind_pool: out must be a writeable C-contiguous float32 array of "
                          f"{size} values (a non-empty problem), got "
@@ -849,14 +787,17 @@ cdef inline void _adaptive_bounds(int64_t o, int64_t size, int64_t out, int64_t 
     hi[0] = ((o + 1) * size + out - 1) // out
 
 
-cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const geom *g, int mode,
-                        int64_t r, float *tmp) noexcept nogil:
-    """Output row r = (plane, od, oh) of adaptive average / max pooling; tmp: W floats."""
-    cdef int64_t D = g.D, H = g.H, W = g.W, OW = g.OW
-    cdef int64_t plane = r // (g.OD * g.OH)
-    cdef int64_t q = r - plane * (g.OD * g.OH)
-    cdef int64_t od = q // g.OH
-    cdef int64_t oh = q - od * g.OH
+cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const pyconv_conv_geom *g,
+                        int mode, int64_t r, float *tmp) noexcept nogil:
+    """Output row r = (plane, od, oh) of adaptive average / max pooling; tmp: W floats.
+    Only g's sizes are read: adaptive windows are torch's floor / ceil bounds
+    (_adaptive_bounds), not strided taps, so kernel, stride and pads do not describe them."""
+    cdef int64_t D = g.in_size[0], H = g.in_size[1], W = g.in_size[2]
+    cdef int64_t OD = g.out_size[0], OH = g.out_size[1], OW = g.out_size[2]
+    cdef int64_t plane = r // (OD * OH)
+    cdef int64_t q = r - plane * (OD * OH)
+    cdef int64_t od = q // OH
+    cdef int64_t oh = q - od * OH
     cdef const float *xp = x + plane * D * H * W
     cdef float *out = y + r * OW
     cdef int64_t d0, d1, h0, h1, w0, w1, d, h, w, ow, best, off, cnt_dh
@@ -864,8 +805,8 @@ cdef void _adaptive_row(const float *x, float *y, int64_t *ind, const geom *g, i
     cdef float m, v
     cdef const float *row
     cdef bint first = True
-    _adaptive_bounds(od, D, g.OD, &d0, &d1)
-    _adaptive_bounds(oh, H, g.OH, &h0, &h1)
+    _adaptive_bounds(od, D, OD, &d0, &d1)
+    _adaptive_bounds(oh, H, OH, &h0, &h1)
     if ind == NULL:
         # Separable: combine the window's rows (vectorised), then each column range.
         for d in range(d0, d1):
@@ -914,7 +855,7 @@ cdef struct _adaptive_job:
     const float *x
     float *y
     int64_t *ind
-    const geom *g
+    const pyconv_conv_geom *g
     int mode
     float *ws
     int64_t ws_stride
@@ -930,21 +871,20 @@ cdef void _adaptive_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept 
 def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, context=None):
     """Adaptive average / max pooling of a validated (P, D, H, W) float32 C-contiguous
     array to (P, *out_shape); max also returns int64 per-plane indices when asked."""
-    cdef geom g
+    cdef pyconv_conv_geom g          # sizes only (see _adaptive_row)
     cdef const float[:, :, :, ::1] xv = _contiguous(x, "adaptive_pool")
-    g.planes = xv.shape[0]
-    g.D = xv.shape[1]
-    g.H = xv.shape[2]
-    g.W = xv.shape[3]
-    g.OD, g.OH, g.OW = out_shape
-    if g.OD < 0 or g.OH < 0 or g.OW < 0:
+    cdef int64_t planes = xv.shape[0]
+    g.in_size[0], g.in_size[1], g.in_size[2] = xv.shape[1], xv.shape[2], xv.shape[3]
+    g.out_size[0], g.out_size[1], g.out_size[2] = out_shape
+    if g.out_size[0] < 0 or g.out_size[1] < 0 or g.out_size[2] < 0:
         raise ValueError(f"adaptive_pool: invalid output shape {out_shape}")
-    y = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.float32)
+    shape = (planes,) + out_shape
+    y = np.empty(shape, dtype=np.float32)
     with_ind = is_max and return_indices
-    ind = np.empty((g.planes, g.OD, g.OH, g.OW), dtype=np.int64) if with_ind else None
+    ind = np.empty(shape, dtype=np.int64) if with_ind else None
     if y.size == 0:
         return (y, ind) if with_ind else y
-    if g.D * g.H * g.W == 0:
+    if g.in_size[0] * g.in_size[1] * g.in_size[2] == 0:
         raise ValueError("adaptive_pool: empty input plane")
     cdef float[:, :, :, ::1] yv = y
     cdef int64_t[:, :, :, ::1] iv
@@ -953,7 +893,7 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, co
         iv = ind
         indp = &iv[0, 0, 0, 0]
     cdef int nthreads = threads_for(x.size, context_of(context).nthreads)  # small maps: fewer
-    cdef int64_t rows = g.planes * g.OD * g.OH
+    cdef int64_t rows = planes * g.out_size[0] * g.out_size[1]
     if nthreads > rows:
         nthreads = <int>rows
     cdef _adaptive_job j
@@ -962,7 +902,7 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, co
     j.ind = indp
     j.g = &g
     j.mode = MODE_MAX if is_max else MODE_AVG
-    j.ws_stride = _round_up(g.W, 16)
+    j.ws_stride = _round_up(g.in_size[2], 16)
     j.ws = workspace_floats(j.ws_stride * max(nthreads, 1))
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _adaptive_tasks, &j)

@@ -23,6 +23,7 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv._arrays import as_float32, c_aligned
 from pyconv._ext import pool as _kernels
+from pyconv._ext.gemm import ExecutionContext
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "max_unpool1d", "max_unpool2d", "max_unpool3d",
     "global_avg_pool", "global_max_pool", "bind_global_pool",
     "max_pool", "avg_pool", "bind_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
-    "adaptive_max_pool",
+    "adaptive_max_pool", "PoolPlan",
 ]
 
 _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
@@ -143,6 +144,15 @@ def _check_out(op, name, arr, shape, dtype):
     return arr
 
 
+def _checked_shape(op, x_shape):
+    """x_shape as a tuple, checked as the sliding-window kernels take it."""
+    x_shape = tuple(x_shape)
+    if not 3 <= len(x_shape) <= 5 or 0 in x_shape[2:]:
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
+                         f"dims, got shape {x_shape}")
+    return x_shape
+
+
 def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw):
     """Runs a validated sliding-window pooling; returns y or (y, indices).
 
@@ -179,20 +189,23 @@ def _window(attributes, spatial):
                  _lead(g.pads_begin, 0), _lead(g.pads_end, 0), _lead(attributes.dilations, 1))
 
 
-@_memoized
-def _onnx_geometry(op, spatial, kernel_shape, strides, pads_begin, pads_end, dilations,
-                   ceil_mode, auto_pad):
-    """The window of an N-d entry point (ONNX arguments)."""
-    n = len(spatial)
+def _onnx_attributes(op, n, kernel_shape, strides, pads_begin, pads_end, dilations,
+                     ceil_mode, auto_pad):
+    """The pool attributes of an N-d entry point (ONNX arguments, n spatial dims)."""
     if _unset(strides):
         strides = 1
     with arithmetic.prefixed_errors(op):
         kernel_shape = arithmetic.normalize_tuple(kernel_shape, n, "kernel_shape")
         pads = (arithmetic.normalize_tuple(pads_begin, n, "pads_begin", minimum=0)
                 + arithmetic.normalize_tuple(pads_end, n, "pads_end", minimum=0))
-    attributes = arithmetic.ConvAttributes("pool", kernel_shape, strides, dilations, pads,
-                                           auto_pad, ceil_mode=ceil_mode, op=op)
-    return _window(attributes, spatial)
+    return arithmetic.ConvAttributes("pool", kernel_shape, strides, dilations, pads,
+                                     auto_pad, ceil_mode=ceil_mode, op=op)
+
+
+@_memoized
+def _onnx_geometry(op, spatial, *args):
+    """The window of an N-d entry point (ONNX arguments as :func:`_onnx_attributes`)."""
+    return _window(_onnx_attributes(op, len(spatial), *args), spatial)
 
 
 @_memoized
@@ -227,6 +240,98 @@ def _norm(op, p, allow_inf):
         kind = "a positive number or +-inf" if allow_inf else "a positive finite number"
         raise InvalidArgument(f"{op}: norm_type must be {kind}, got {p!r}")
     return p
+
+
+class PoolPlan:
+    """A sliding-window pooling prepared once and run on many inputs: the attributes and
+    the context are fixed at creation, the geometry is resolved once per input shape
+    (create -> reshape -> run, as :class:`pyconv.functional.ConvPlan`).
+
+    Parameters
+    ----------
+    mode : {'max', 'avg', 'lp'}
+    attributes : pyconv.arithmetic.ConvAttributes
+        Of kind ``'pool'``: window, strides, pads or ``auto_pad``, dilations, ceil_mode;
+        its ``op`` names the plan in error messages.
+    count_include_pad : bool
+        Average pooling, as in :func:`avg_pool`.
+    divisor_override : number, optional
+        Average pooling: non-zero fixed divisor (torch).
+    p : float
+        Lp pooling: positive and finite, as in :func:`lp_pool`.
+    indices : {'none', 'torch', 'onnx'}
+        Max pooling: also return indices, as in :func:`max_pool`.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of every run (None: the process defaults now).
+
+    Returns
+    -------
+    PoolPlan
+        ``run(x)`` takes float32 (N, C, *spatial) arrays and returns float32
+        (N, C, *out_spatial) ones (with int64 indices when asked); ``bind`` gives the
+        memory planner's bound call.
+    """
+
+    def __init__(self, mode, attributes, *, count_include_pad=False, divisor_override=None,
+                 p=2.0, indices="none", context=None):
+        self.op = op = attributes.op
+        if mode not in ("max", "avg", "lp") or attributes.kind != "pool":
+            raise InvalidArgument(f"{op}: a pool plan takes mode 'max', 'avg' or 'lp' and "
+                                  f"pool attributes, got {mode!r}, {attributes.kind!r}")
+        if indices not in _INDEX_CONVENTIONS:
+            raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
+                                  f"got {indices!r}")
+        self.mode, self.attributes, self.indices = mode, attributes, indices
+        self.context = ExecutionContext() if context is None else context
+        # the kernels' keyword arguments, all but out / out_indices
+        self._kw = {"context": self.context}
+        if mode == "max":
+            self._kw["indices"] = indices
+        elif mode == "avg":
+            self._kw["count_include_pad"] = _bool(count_include_pad, "count_include_pad", op)
+            self._kw["divisor"] = _divisor(op, divisor_override)
+        else:
+            self._kw["p"] = _norm(op, p, allow_inf=False)
+        # _window per spatial shape: the arithmetic costs more than a small pooling
+        self._resolved = {}
+
+    def _resolve(self, spatial):
+        hit = self._resolved.get(spatial)
+        if hit is None:
+            hit = _window(self.attributes, spatial)
+            if len(self._resolved) < 64:
+                self._resolved[spatial] = hit
+        return hit
+
+    def output_shape(self, x_shape):
+        """Output shape (N, C, *out_spatial) for an input shape; validates the geometry."""
+        x_shape = _checked_shape(self.op, x_shape)
+        return x_shape[:2] + tuple(self._resolve(x_shape[2:])[0])
+
+    def run(self, x, out=None, out_indices=None):
+        """Pools x (N, C, *spatial) float32: y, or (y, indices) for max pooling with
+        indices; ``out`` / ``out_indices`` are preallocated results, as in
+        :func:`max_pool`."""
+        x, _ = _as_input(x, self.op)
+        return _run_sliding(self.mode, x, self._resolve(x.shape[2:]), False, self.op, out,
+                            out_indices, **self._kw)
+
+    def bind(self, x_shape, out):
+        """The plan (max or average, no indices) bound to one input shape and a
+        preallocated output (a memory planner's step).
+
+        Returns a callable: ``call(x)`` writes and returns ``out``, or returns None
+        without computing anything when x is not a float32 aligned C-contiguous array of
+        ``x_shape`` (the caller then takes :meth:`run`, which converts or reports)."""
+        if self.mode == "lp" or self.indices != "none":
+            raise InvalidArgument(f"{self.op}: only max and average pooling without indices "
+                                  f"can be bound")
+        x_shape = tuple(x_shape)
+        _check_out(self.op, "out", out, self.output_shape(x_shape), np.float32)
+        kw = dict(self._kw)
+        kw.pop("indices", None)
+        return _kernels.bind_pool(self.mode, x_shape, *self._resolve(x_shape[2:])[1], out,
+                                  **kw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,15 +469,11 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         anything when x is not a float32 aligned C-contiguous array of ``x_shape`` (the
         caller then takes the general entry point, which converts or reports).
     """
-    x_shape = tuple(x_shape)
-    if not 3 <= len(x_shape) <= 5 or 0 in x_shape[2:]:
-        raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
-                         f"dims, got shape {x_shape}")
-    geo = _onnx_geometry(op, x_shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode, auto_pad)
-    _check_out(op, "out", out, x_shape[:2] + tuple(geo[0]), np.float32)
-    return _kernels.bind_pool(mode, x_shape, *geo[1], out, count_include_pad=_bool(
-        count_include_pad, "count_include_pad", op), context=context)
+    x_shape = _checked_shape(op, x_shape)
+    attributes = _onnx_attributes(op, len(x_shape) - 2, kernel_shape, strides, pads_begin,
+                                  pads_end, dilations, ceil_mode, auto_pad)
+    return PoolPlan(mode, attributes, count_include_pad=count_include_pad,
+                    context=context).bind(x_shape, out)
 
 
 def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations=1,

@@ -1,6 +1,7 @@
 """Pooling operators: MaxPool, AveragePool, LpPool, the global pools and MaxUnpool.
 
-All run the N-d ONNX entry points of :mod:`pyconv.functional` (one implementation)."""
+The sliding-window pools run a :class:`pyconv.functional.PoolPlan` made once in setup;
+the others the N-d entry points of :mod:`pyconv.functional` (one implementation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,25 +14,36 @@ from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
 
 class _Pool(Op):
     supports_out = True
+    mode = None
 
     def setup(self, consts):
-        self.window = ConvAttributes.from_onnx("pool", self.attrs, op=self.node.label)
+        attributes = ConvAttributes.from_onnx("pool", self.attrs, op=self.node.label)
+        self.plan = F.PoolPlan(self.mode, attributes, context=self.context,
+                               **self.options())
 
-    def _geometry(self):
-        """The window as the positional arguments of the functional entry points."""
-        a = self.window
-        return a.kernel_shape, a.strides, a.pads_begin, a.pads_end, a.dilations, a.ceil_mode
+    def options(self):
+        """The plan's options beyond the window (PoolPlan's keyword arguments)."""
+        return {}
 
-    def _bind(self, mode, specs, out, count_include_pad=False):
-        """The pooling kernel bound to the planned input shape and ``out``
-        (:func:`pyconv.functional.bind_pool`); None where ``run`` must decide."""
-        if out is None or specs[0] is None or specs[0][1] != np.float32:
+    def run(self, inputs, out=None):
+        return [self._run(self.float32(inputs[0]), out)]
+
+    def _run(self, x, out):
+        try:
+            return wrap_errors(self, self.plan.run, x, out)
+        except Exception:
+            if out is None:
+                raise
+            return self._run(x, None)
+
+    def bind(self, specs, out):
+        """The plan bound to the planned input shape and ``out``; None where ``run`` must
+        decide."""
+        if (out is None or specs[0] is None or specs[0][1] != np.float32
+                or self.mode == "lp" or self.plan.indices != "none"):
             return None
         try:
-            kernel = F.bind_pool(mode, specs[0][0], *self._geometry(), out,
-                                 count_include_pad=count_include_pad,
-                                 auto_pad=self.window.auto_pad, op=self.node.label,
-                                 context=self.context)
+            kernel = self.plan.bind(specs[0][0], out)
         except (PyconvError, ValueError):
             return None
         return bound_step(kernel, self, out)
@@ -43,6 +55,11 @@ class MaxPool(_Pool):
     attributes = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
                   "kernel_shape": REQUIRED, "pads": None, "storage_order": 0,
                   "strides": None}
+    mode = "max"
+
+    def options(self):
+        want = len(self.node.outputs) > 1 and bool(self.node.outputs[1])
+        return {"indices": "onnx" if want else "none"}
 
     def run(self, inputs, out=None):
         x = inputs[0]
@@ -51,9 +68,8 @@ class MaxPool(_Pool):
             res = self.run([x.astype(np.float32)] + list(inputs[1:]))
             return [res[0].astype(x.dtype)] + res[1:]
         x = self.float32(x)
-        want = len(self.node.outputs) > 1 and bool(self.node.outputs[1])
-        res = self._call(x, "onnx" if want else "none", out)
-        if not want:
+        res = self._run(x, out)
+        if self.plan.indices == "none":
             return [res]
         y, idx = res
         if int(self.attrs["storage_order"]) == 1:
@@ -69,21 +85,6 @@ class MaxPool(_Pool):
             idx = base * plane + r
         return [y, idx]
 
-    def bind(self, specs, out):
-        if len(self.node.outputs) > 1 and self.node.outputs[1]:
-            return None     # Indices: the general path
-        return self._bind("max", specs, out)
-
-    def _call(self, x, indices, out):
-        try:
-            return wrap_errors(self, F.max_pool, x, *self._geometry(), indices,
-                               auto_pad=self.window.auto_pad, op=self.node.label, out=out,
-                               context=self.context)
-        except Exception:
-            if out is None:
-                raise
-            return self._call(x, indices, None)
-
 
 @register("AveragePool")
 class AveragePool(_Pool):
@@ -91,23 +92,10 @@ class AveragePool(_Pool):
     attributes = {"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0,
                   "dilations": None, "kernel_shape": REQUIRED, "pads": None,
                   "strides": None}
+    mode = "avg"
 
-    def bind(self, specs, out):
-        return self._bind("avg", specs, out, bool(self.attrs["count_include_pad"]))
-
-    def run(self, inputs, out=None):
-        x = self.float32(inputs[0])
-        cip = bool(self.attrs["count_include_pad"])
-        try:
-            return [wrap_errors(self, F.avg_pool, x, *self._geometry(), cip,
-                                auto_pad=self.window.auto_pad, op=self.node.label, out=out,
-                                context=self.context)]
-        except Exception:
-            if out is None:
-                raise
-            return [wrap_errors(self, F.avg_pool, x, *self._geometry(), cip,
-                                auto_pad=self.window.auto_pad, op=self.node.label,
-                                context=self.context)]
+    def options(self):
+        return {"count_include_pad": bool(self.attrs["count_include_pad"])}
 
 
 @register("LpPool")
@@ -115,13 +103,10 @@ class LpPool(_Pool):
     """ONNX LpPool (1-22)."""
     attributes = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
                   "kernel_shape": REQUIRED, "p": 2, "pads": None, "strides": None}
+    mode = "lp"
 
-    def run(self, inputs, out=None):
-        x = self.float32(inputs[0])
-        kernel, *rest = self._geometry()
-        return [wrap_errors(self, F.lp_pool, x, kernel, float(self.attrs["p"]), *rest,
-                            auto_pad=self.window.auto_pad, op=self.node.label,
-                            context=self.context)]
+    def options(self):
+        return {"p": float(self.attrs["p"])}
 
 
 class _GlobalPool(Op):

@@ -4,20 +4,41 @@
 
 #include <stdint.h>
 
+#include "conv_geom.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Sliding-window geometry on (planes, d, h, w) -> (planes, od, oh, ow); ow_lo, ow_hi: the
- * interior output columns (every w tap inside the input). */
+/* Sliding-window pooling of (planes, in_size) -> (planes, out_size): the conv family's
+ * window geometry plus what pooling adds. ow_lo, ow_hi: the interior output columns (every
+ * w tap inside the input). */
 typedef struct {
-    int64_t planes, d, h, w, od, oh, ow;
-    int64_t k[3], s[3], pb[3], pe[3], dl[3];
+    pyconv_conv_geom win;
+    int64_t planes;
     int64_t ow_lo, ow_hi;
     int is_max;              /* else average */
     int count_include_pad;   /* average: divide by the taps inside the padded input */
     float divisor;           /* average: fixed divisor; 0: none */
 } pyconv_pool_geom;
+
+/* Taps [lo, hi) of output o along dim i (0, 1, 2 = d, h, w) that read the input, not the
+ * padding; empty when the window holds no input element. */
+static inline void pyconv_pool_taps(const pyconv_conv_geom *g, int i, int64_t o, int64_t *lo,
+                                    int64_t *hi)
+{
+    pyconv_inside_range(o * g->s[i] - g->pb[i], g->dl[i], 1, g->in_size[i], g->k[i], lo, hi);
+}
+
+/* How many taps of output o along dim i lie inside the padded input [-pb, in_size + pe)
+ * (count_include_pad's divisor); a ceil_mode window can reach past the end padding. */
+static inline int64_t pyconv_pool_padded_taps(const pyconv_conv_geom *g, int i, int64_t o)
+{
+    int64_t lo, hi;
+    pyconv_inside_range(o * g->s[i], g->dl[i], 1, g->in_size[i] + g->pb[i] + g->pe[i], g->k[i],
+                        &lo, &hi);
+    return hi - lo;
+}
 
 /* Output rows [r0, r1), r = (plane * od + z) * oh + y, of max / average pooling without
  * indices, border columns included, any geometry. Separable: the window's input rows are

@@ -720,3 +720,34 @@ def test_geometry_cache_tells_types_apart(rng):
     assert F.max_pool2d(x, (2, 2)).shape == F.max_pool2d(x, [2, 2]).shape == (1, 2, 3, 3)
     with pytest.raises(InvalidArgument, match="kernel_size"):
         F.max_pool2d(x, (2, True))
+
+
+def test_pool_plan_create_reshape_run(threads, rng):
+    """A PoolPlan resolves each input shape once and runs, binds and errs as the entry
+    points do."""
+    attrs = arithmetic.ConvAttributes("pool", (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "NOTSET",
+                           ceil_mode=True, op="pool_plan")
+    ctx = pyconv.ExecutionContext(num_threads=threads)
+    x, x2 = rand(rng, 2, 3, 9, 7), rand(rng, 1, 3, 12, 12)
+    for mode, opts, fn in (("max", {}, F.max_pool), ("lp", {"p": 3}, F.lp_pool),
+                           ("avg", {"count_include_pad": True}, F.avg_pool)):
+        plan = F.PoolPlan(mode, attrs, context=ctx, **opts)
+        for xi in (x, x2, x):
+            ref = fn(xi, 3, **opts, strides=2, pads_begin=1, pads_end=1, ceil_mode=True)
+            assert plan.output_shape(xi.shape) == ref.shape
+            np.testing.assert_array_equal(plan.run(xi), ref)
+        assert len(plan._resolved) == 2
+        if mode != "lp":
+            out = np.empty(ref.shape, np.float32)
+            assert plan.bind(x.shape, out)(x) is out
+            np.testing.assert_array_equal(out, ref)
+    y, idx = F.PoolPlan("max", attrs, indices="torch").run(x)
+    ref_y, ref_idx = F.max_pool(x, 3, 2, 1, 1, ceil_mode=True, indices="torch")
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(idx, ref_idx)
+    with pytest.raises(InvalidArgument, match="pool_plan: only max and average pooling"):
+        F.PoolPlan("max", attrs, indices="onnx").bind(x.shape, np.empty(ref.shape, np.float32))
+    with pytest.raises(InvalidArgument, match="pool_plan: norm_type must be"):
+        F.PoolPlan("lp", attrs, p=0)
+    with pytest.raises(ShapeError, match="pool_plan: x must be"):
+        F.PoolPlan("max", attrs).output_shape((2, 3))

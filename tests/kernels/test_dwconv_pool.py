@@ -161,6 +161,29 @@ def test_avg_pool_divisor_override(isa, threads, rng):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+# (spatial, kernel, stride, pads_begin, pads_end, dilation, ceil_mode)
+@pytest.mark.parametrize("sp,k,s,pb,pe,d,ceil", [
+    ((2, 3), 2, 1, 1, 1, 3, False),              # windows of padding only
+    ((3, 5), (2, 3), 2, (1, 2), (1, 2), 4, True),   # ... and past the end padding (ceil)
+    ((11, 13), 3, 2, 1, 1, 2, True),             # dilated ceil_mode windows
+    ((6, 40), 3, 3, 2, 0, (1, 2), True),         # stride 3, pads on one side only
+    ((4, 6, 9), (2, 2, 3), (1, 2, 2), (1, 0, 1), (0, 1, 1), (2, 1, 3), True),   # 3-D
+])
+def test_pool_dilated_and_padding_windows(isa, threads, rng, sp, k, s, pb, pe, d, ceil):
+    """ONNX MaxPool / AveragePool (dilations, per-side pads) on the SIMD kernel: windows
+    with no input element (-inf; 0 or NaN for the average) and ceil_mode windows past the
+    end padding, whose positions there do not count."""
+    nd = len(sp)
+    x = rand(rng, 2, 3, *sp)
+    geo = (_tup(k, nd), _tup(s, nd), _tup(pb, nd), _tup(pe, nd), _tup(d, nd), ceil)
+    np.testing.assert_array_equal(F.max_pool(x, *geo), R.max_pool_nd(x, *geo)[0].astype(
+        np.float32))
+    for cip in (True, False):
+        np.testing.assert_allclose(F.avg_pool(x, *geo, count_include_pad=cip),
+                                   R.avg_pool_nd(x, *geo, count_include_pad=cip),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
     """A NaN anywhere in a window gives NaN (torch); the SIMD kernel hands NaN planes back
     to the loops with that rule, the other planes stay on the fast path."""
