@@ -41,7 +41,6 @@ def config():
         "blocking": {"MR": info["mr"], "NR": info["nr"], "KC": info["kc"], "NC": info["nc"]},
         "caches": {"L1d": info["l1_bytes"], "L2": info["l2_bytes"], "L3": info["l3_bytes"]},
         "threading": _gemm.parallel_backend(),
-        "openmp": _gemm.parallel_backend() == "openmp",
         "num_threads": _gemm.get_num_threads(),
         "max_threads": _gemm.max_threads(),
     }

@@ -63,11 +63,6 @@ def pool_workers():
     return pyconv_parallel_workers()
 
 
-def openmp_enabled():
-    """True when the kernels run in parallel (any backend but 'serial')."""
-    return bool(_threaded)
-
-
 def supported_isas():
     """The ISA paths this CPU can run, best first."""
     return tuple(name for name in ISAS if pyconv_sgemm_kernel_for(name.encode()) != NULL)
@@ -143,11 +138,16 @@ def check_num_threads(n, what="num_threads"):
     return int(n)
 
 
+cdef int _usable_threads(n, what) except 0:
+    """A checked thread count, or 1 in a serial build (where the count is still checked)."""
+    n = check_num_threads(n, what)
+    return n if _threaded else 1
+
+
 def set_num_threads(n):
     """Set the default number of threads: plans and sessions made afterwards use it."""
     global _num_threads
-    n = check_num_threads(n, "set_num_threads")
-    _num_threads = n if _threaded else 1
+    _num_threads = _usable_threads(n, "set_num_threads")
 
 
 def get_num_threads():
@@ -176,11 +176,8 @@ cdef class ExecutionContext:
     """
 
     def __init__(self, num_threads=None, isa=None):
-        if num_threads is None:
-            self.c.nthreads = _num_threads
-        else:
-            num_threads = check_num_threads(num_threads)
-            self.c.nthreads = num_threads if _threaded else 1
+        self.c.nthreads = (_num_threads if num_threads is None
+                           else _usable_threads(num_threads, "num_threads"))
         self.c.kernel = _kernel if isa is None else _kernel_named(isa)
         self.c.conv_algorithm = _conv_algorithm
 
@@ -538,30 +535,18 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
             kern.epilogue(c, ldc, m, n, ep)
         return
     cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
-    cdef _tiles_job j
     nthreads = threads_for(m * n * a.k, nthreads)
-    cdef int64_t kc = min(a.kc, a.k)
-    j.nc = sgemm_nc(a, n)
+    cdef int64_t kc = min(a.kc, a.k), nc = sgemm_nc(a, n)
     if nthreads == 1:
-        sgemm_block(a, 0, m, 0, n, j.nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
-                    workspace + kc * j.nc)
+        sgemm_block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
+                    workspace + kc * nc)
         return
-    # About TASKS_PER_THREAD tiles per thread, taken one at a time (see grain_for).
+    cdef _tiles_job j = _tiles_job(a=a, n=n, mpanels=mpanels, npanels=npanels, tm=1, tn=1,
+                                   nc=nc, kc=kc, stride=_round_up(kc * nc + mr * nr, 16), ldc=ldc,
+                                   pack_b=pack_b, bctx=bctx, c=c, alpha=alpha, beta=beta,
+                                   ep=ep, workspace=workspace)
+    # About TASKS_PER_THREAD tiles per thread (tm x tn), taken one at a time (see grain_for).
     _thread_grid(mpanels, npanels, nthreads * TASKS_PER_THREAD, &j.tm, &j.tn)
-    j.a = a
-    j.n = n
-    j.mpanels = mpanels
-    j.npanels = npanels
-    j.pack_b = pack_b
-    j.bctx = bctx
-    j.c = c
-    j.ldc = ldc
-    j.alpha = alpha
-    j.beta = beta
-    j.ep = ep
-    j.workspace = workspace
-    j.stride = _round_up(kc * j.nc + mr * nr, 16)
-    j.kc = kc
     parallel_for(nthreads, j.tm * j.tn, 1, _tiles_task, &j)
 
 

@@ -161,7 +161,7 @@ static void *worker_main(void *arg)
         if (help_one()) continue;
         const uint64_t start = now_ns();
         bool published = false;
-        for (unsigned polls = 1; !published; polls++) {
+        for (unsigned polls = 1;; polls++) {
             if (atomic_load_explicit(&epoch, memory_order_relaxed) != seen) {
                 published = true;
                 break;

@@ -301,7 +301,7 @@ def test_pyconv_isa_environment_variable_error_is_clear():
 def test_omp_num_threads_sets_the_default():
     r = run_python("import pyconv; print(pyconv.get_num_threads())", OMP_NUM_THREADS="3")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ("3" if gemm.openmp_enabled() else "1")
+    assert r.stdout.strip() == ("3" if gemm.parallel_backend() != "serial" else "1")
 
 
 def test_show_config_reports_isa_threads_openmp_and_blocking(capsys):
