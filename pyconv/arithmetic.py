@@ -47,6 +47,8 @@ __all__ = [
     "AUTO_PAD_MODES",
     "ConvAttributes",
     "ConvGeometry",
+    "torch_attributes",
+    "exact_key",
     "prefixed_errors",
     "as_bool",
     "check_groups",
@@ -902,6 +904,50 @@ def as_bool(value, name: str) -> bool:
 
 
 _KINDS = ("conv", "conv_transpose", "pool")
+
+
+_EXACT_TYPES = frozenset((int, bool, float, str, type(None)))
+
+
+def exact_key(args: tuple) -> tuple | None:
+    """A dict key for a tuple of layer arguments that tells ``1``, ``1.0``, ``True`` and
+    ``np.int64(1)`` apart (they are equal as dict keys but not as arguments), or None when
+    an argument is not a plain int, bool, float, str, None or tuple of ints: such calls
+    are simply not cached. Much cheaper than the arguments' repr."""
+    types = []
+    for a in args:
+        t = type(a)
+        if t is tuple:
+            for e in a:
+                if type(e) is not int:
+                    return None
+        elif t not in _EXACT_TYPES:
+            return None
+        types.append(t)
+    return args + tuple(types)
+
+
+_TORCH_ATTRIBUTES: dict = {}
+
+
+def torch_attributes(kind: str, n: int, kernel_size, stride=1, padding=0, dilation=1,
+                     output_padding=0, ceil_mode=False, *, op: str = "") -> "ConvAttributes":
+    """:meth:`ConvAttributes.from_torch`, memoised by :func:`exact_key` (attributes are
+    immutable): one-shot functional calls then skip the validation, which costs more
+    than a small layer's kernel. Errors are not cached."""
+    args = (kind, n, kernel_size, stride, padding, dilation, output_padding, ceil_mode, op)
+    key = exact_key(args)
+    if key is None:
+        return ConvAttributes.from_torch(kind, n, kernel_size, stride, padding, dilation,
+                                         output_padding, ceil_mode, op=op)
+    attributes = _TORCH_ATTRIBUTES.get(key)
+    if attributes is None:
+        attributes = ConvAttributes.from_torch(kind, n, kernel_size, stride, padding, dilation,
+                                               output_padding, ceil_mode, op=op)
+        if len(_TORCH_ATTRIBUTES) >= 1024:
+            _TORCH_ATTRIBUTES.clear()
+        _TORCH_ATTRIBUTES[key] = attributes
+    return attributes
 
 
 @dataclasses.dataclass(frozen=True)
