@@ -1050,6 +1050,9 @@ class ConvAttributes:
                             ("output_padding", out_pad), ("output_shape", out_shape),
                             ("ceil_mode", ceil_mode)):
             object.__setattr__(self, name, value)
+        # ConvGeometry per (input shape, output_size) of plain ints: attributes are
+        # immutable and shared (torch_attributes), so one-shot calls resolve once.
+        object.__setattr__(self, "_resolved", {})
 
     @property
     def pads_begin(self) -> tuple[int, ...]:
@@ -1177,6 +1180,17 @@ class ConvAttributes:
         >>> ConvAttributes("conv_transpose", (3,), strides=2, auto_pad="SAME_UPPER").resolve((5,))
         ConvGeometry(output_shape=(10,), pads_begin=(0,), pads_end=(1,), output_padding=(0,))
         """
+        key = exact_key((input_shape, output_size))
+        geometry = None if key is None else self._resolved.get(key)
+        if geometry is None:
+            geometry = self._resolve(input_shape, output_size)
+            if key is not None:
+                if len(self._resolved) >= 64:
+                    self._resolved.clear()
+                self._resolved[key] = geometry
+        return geometry
+
+    def _resolve(self, input_shape, output_size):
         op = self.op
         ks, ss, ds = self.kernel_shape, self.strides, self.dilations
         n = len(ks)

@@ -196,3 +196,22 @@ def test_with_activation_shares_the_packed_weights(rng, transposed):
     assert plain.activation is None
     with pytest.raises(InvalidArgument, match="activation must be one of"):
         plan.with_activation("gelu")
+
+
+def test_one_shot_calls_share_attributes_and_geometry(rng):
+    """Functional calls build their ConvAttributes once per argument tuple and resolve a
+    geometry once per input shape (both immutable), never letting an argument of another
+    type through a cached entry."""
+    from pyconv import arithmetic
+    a = arithmetic.torch_attributes("conv", 2, (3, 3), 2, 1, 1, op="conv2d")
+    assert arithmetic.torch_attributes("conv", 2, (3, 3), 2, 1, 1, op="conv2d") is a
+    g = a.resolve((7, 8))
+    assert a.resolve((7, 8)) is g and g.output_shape == (4, 4)
+    with pytest.raises(InvalidArgument, match="input spatial shape.* must be an int, got float"):
+        a.resolve((7.0, 8))
+    x, w = rand(rng, 1, 2, 7, 8), rand(rng, 3, 2, 3, 3)
+    np.testing.assert_array_equal(F.conv2d(x, w, None, 2, 1), F.conv2d(x, w, None, 2, 1))
+    with pytest.raises(InvalidArgument, match="stride"):
+        F.conv2d(x, w, None, 2.0, 1)
+    with pytest.raises(InvalidArgument, match="stride"):
+        F.conv2d(x, w, None, True, 1)
