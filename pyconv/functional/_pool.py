@@ -280,9 +280,10 @@ def _input_shape(op, x_shape, min_spatial, max_spatial):
         raise InvalidArgument(f"{op}: x_shape must be a sequence of non-negative ints, got "
                               f"{x_shape!r}")
     if not min_spatial <= len(shape) - 2 <= max_spatial or 0 in shape[2:]:
-        dims = (f"1 to {max_spatial}" if max_spatial < 99 else "at least one")
-        raise ShapeError(f"{op}: x must be (N, C, *spatial) with {dims} non-empty spatial "
-                         f"dims, got x_shape {shape}")
+        dims = (f"{min_spatial} to {max_spatial} spatial dims" if max_spatial < 99
+                else f"at least {min_spatial} spatial dim")
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with {dims}, none empty, got "
+                         f"x_shape {shape}")
     return tuple(int(s) for s in shape)
 
 
