@@ -907,24 +907,23 @@ _KINDS = ("conv", "conv_transpose", "pool")
 
 
 _EXACT_TYPES = frozenset((int, bool, float, str, type(None)))
+_INT = frozenset((int,))
 
 
 def exact_key(args: tuple) -> tuple | None:
     """A dict key for a tuple of layer arguments that tells ``1``, ``1.0``, ``True`` and
     ``np.int64(1)`` apart (they are equal as dict keys but not as arguments), or None when
     an argument is not a plain int, bool, float, str, None or tuple of ints: such calls
-    are simply not cached. Much cheaper than the arguments' repr."""
-    types = []
-    for a in args:
-        t = type(a)
-        if t is tuple:
-            for e in a:
-                if type(e) is not int:
+    are simply not cached. Much cheaper than the arguments' repr (set operations in C)."""
+    types = tuple(map(type, args))
+    if not _EXACT_TYPES.issuperset(types):
+        for t, a in zip(types, args):
+            if t is tuple:
+                if not _INT.issuperset(map(type, a)):
                     return None
-        elif t not in _EXACT_TYPES:
-            return None
-        types.append(t)
-    return args + tuple(types)
+            elif t not in _EXACT_TYPES:
+                return None
+    return args + types
 
 
 _TORCH_ATTRIBUTES: dict = {}
