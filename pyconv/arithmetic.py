@@ -47,6 +47,8 @@ __all__ = [
     "AUTO_PAD_MODES",
     "ConvAttributes",
     "ConvGeometry",
+    "torch_attributes",
+    "exact_key",
     "prefixed_errors",
     "as_bool",
     "check_groups",
@@ -904,6 +906,49 @@ def as_bool(value, name: str) -> bool:
 _KINDS = ("conv", "conv_transpose", "pool")
 
 
+_EXACT_TYPES = frozenset((int, bool, float, str, type(None)))
+_INT = frozenset((int,))
+
+
+def exact_key(args: tuple) -> tuple | None:
+    """A dict key for a tuple of layer arguments that tells ``1``, ``1.0``, ``True`` and
+    ``np.int64(1)`` apart (they are equal as dict keys but not as arguments), or None when
+    an argument is not a plain int, bool, float, str, None or tuple of ints: such calls
+    are simply not cached. Much cheaper than the arguments' repr (set operations in C)."""
+    types = tuple(map(type, args))
+    if not _EXACT_TYPES.issuperset(types):
+        for t, a in zip(types, args):
+            if t is tuple:
+                if not _INT.issuperset(map(type, a)):
+                    return None
+            elif t not in _EXACT_TYPES:
+                return None
+    return args + types
+
+
+_TORCH_ATTRIBUTES: dict = {}
+
+
+def torch_attributes(kind: str, n: int, kernel_size, stride=1, padding=0, dilation=1,
+                     output_padding=0, ceil_mode=False, *, op: str = "") -> "ConvAttributes":
+    """:meth:`ConvAttributes.from_torch`, memoised by :func:`exact_key` (attributes are
+    immutable): one-shot functional calls then skip the validation, which costs more
+    than a small layer's kernel. Errors are not cached."""
+    args = (kind, n, kernel_size, stride, padding, dilation, output_padding, ceil_mode, op)
+    key = exact_key(args)
+    if key is None:
+        return ConvAttributes.from_torch(kind, n, kernel_size, stride, padding, dilation,
+                                         output_padding, ceil_mode, op=op)
+    attributes = _TORCH_ATTRIBUTES.get(key)
+    if attributes is None:
+        attributes = ConvAttributes.from_torch(kind, n, kernel_size, stride, padding, dilation,
+                                               output_padding, ceil_mode, op=op)
+        if len(_TORCH_ATTRIBUTES) >= 1024:
+            _TORCH_ATTRIBUTES.clear()
+        _TORCH_ATTRIBUTES[key] = attributes
+    return attributes
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvAttributes:
     """The geometry attributes of a convolution, transposed convolution or pooling.
@@ -1004,6 +1049,9 @@ class ConvAttributes:
                             ("output_padding", out_pad), ("output_shape", out_shape),
                             ("ceil_mode", ceil_mode)):
             object.__setattr__(self, name, value)
+        # ConvGeometry per (input shape, output_size) of plain ints: attributes are
+        # immutable and shared (torch_attributes), so one-shot calls resolve once.
+        object.__setattr__(self, "_resolved", {})
 
     @property
     def pads_begin(self) -> tuple[int, ...]:
@@ -1131,6 +1179,17 @@ class ConvAttributes:
         >>> ConvAttributes("conv_transpose", (3,), strides=2, auto_pad="SAME_UPPER").resolve((5,))
         ConvGeometry(output_shape=(10,), pads_begin=(0,), pads_end=(1,), output_padding=(0,))
         """
+        key = exact_key((input_shape, output_size))
+        geometry = None if key is None else self._resolved.get(key)
+        if geometry is None:
+            geometry = self._resolve(input_shape, output_size)
+            if key is not None:
+                if len(self._resolved) >= 64:
+                    self._resolved.clear()
+                self._resolved[key] = geometry
+        return geometry
+
+    def _resolve(self, input_shape, output_size):
         op = self.op
         ks, ss, ds = self.kernel_shape, self.strides, self.dilations
         n = len(ks)

@@ -1,10 +1,10 @@
 # Convolution and transposed convolution on the packed GEMM engine: the plan.
 #
 # Every problem is handled as 3-D (1-D and 2-D get leading size-1 spatial dims). This file
-# is the planning module: ConvKernel packs the weights (create), `_geometry` resolves an
-# input shape into a frozen conv_args and picks the algorithm (reshape), `_execute` sizes
-# the workspace and runs it (run); ConvCall is a reshape bound to an output buffer. The
-# algorithms live in the included files:
+# is the planning module: ConvKernel packs the weights (create); ConvKernel.reshape
+# resolves an input shape into a frozen ConvReshape (the conv_args geometry, the algorithm
+# and its task split, the workspace size); ConvKernel.run only computes; ConvCall is a
+# reshape bound to an output buffer. The algorithms live in the included files:
 #  - conv_im2col.pxi: general conv, per (batch, group) GEMM  W_g (Cout_g x Cin_g*kvol) @
 #    im2col(x_ng), the im2col matrix never built (B panels packed straight from the image,
 #    stride, padding and dilation resolved there); 1x1, stride 1, no padding: the image
@@ -235,10 +235,79 @@ cdef int64_t _conv_macs(const conv_args *p, bint transposed) noexcept:
 
 
 cdef class ConvCall
+cdef class ConvKernel
 
 
 cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
+
+
+_ALGORITHM_NAMES = {ALGO_IM2COL: "im2col", ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded"}
+
+
+cdef class ConvReshape:
+    """One input shape of a :class:`ConvKernel` resolved once (the reshape step of
+    create -> reshape -> run): the output shape, the geometry, the algorithm and its task
+    split for the kernel's threads, and the workspace a run needs. Immutable; made by
+    :meth:`ConvKernel.reshape` (through :meth:`pyconv.functional.ConvPlan.reshape`) and
+    used as is by every run and bound call.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        (N, C_in, *spatial) and (N, C_out, *out_spatial).
+    strides, dilations, pads_begin, pads_end, output_padding : tuple of int
+        The resolved geometry, one value per spatial dim (``auto_pad`` / ``output_shape``
+        applied; ``output_padding`` zeros for a convolution).
+    geometry : pyconv.arithmetic.ConvGeometry
+        The same as the arithmetic helper returned it.
+    algorithm : str
+        'depthwise', 'pointwise', 'im2col', 'shifted' or 'padded'; 'col2im' or
+        'depthwise' for a transposed convolution.
+    num_threads : int
+        Threads a run uses (the context's, fewer for a small problem).
+    workspace_bytes : int
+        Scratch memory a run takes (per calling Python thread, reused between runs).
+    """
+    cdef ConvKernel kernel
+    cdef conv_args p            # geometry part of the arguments; data pointers set per run
+    cdef object offsets         # phase-copy B-row offsets (int64 ndarray), or None
+    cdef int nthreads
+    cdef int64_t ws_floats      # workspace floats a run asks for
+    cdef int64_t cols_floats    # transposed GEMM: the columns' part of it
+    cdef int ndim
+    cdef cnp.npy_intp x_dims[5]
+    cdef cnp.npy_intp y_dims[5]
+    cdef readonly tuple input_shape, output_shape, strides, dilations
+    cdef readonly object geometry
+    cdef readonly str algorithm
+
+    @property
+    def pads_begin(self):
+        return self.geometry.pads_begin
+
+    @property
+    def pads_end(self):
+        return self.geometry.pads_end
+
+    @property
+    def output_padding(self):
+        return self.geometry.output_padding
+
+    @property
+    def num_threads(self):
+        return self.nthreads
+
+    @property
+    def workspace_bytes(self):
+        return int(self.ws_floats * sizeof(float))
+
+    def __repr__(self):
+        return (f"ConvReshape(input_shape={self.input_shape}, "
+                f"output_shape={self.output_shape}, algorithm={self.algorithm!r}, "
+                f"strides={self.strides}, pads_begin={self.pads_begin}, "
+                f"pads_end={self.pads_end}, dilations={self.dilations}, "
+                f"workspace_bytes={self.workspace_bytes})")
 
 
 cdef class ConvKernel:
@@ -265,9 +334,7 @@ cdef class ConvKernel:
     cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
     cdef const float *_wptr     # self.weight / self.bias data (owned, never reassigned)
     cdef const float *_bptr
-    cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
-    cdef conv_args _g           # geometry part of the last run's arguments
-    cdef object _goffsets       # its shifted-path B-row offsets (None: other paths)
+    cdef object _last           # the ConvReshape of the last run (last_algorithm)
     cdef exec_ctx ctx
     cdef readonly object context
 
@@ -295,8 +362,7 @@ cdef class ConvKernel:
         self._packed_mats = []
         self._views = None
         self._pviews = NULL
-        self._gkey = None
-        self._goffsets = None
+        self._last = None
         cdef const float[::1] wflat = self.weight.reshape(-1)
         cdef const float[::1] bflat
         self._wptr = &wflat[0] if wflat.shape[0] else NULL
@@ -321,72 +387,93 @@ cdef class ConvKernel:
 
     @property
     def last_algorithm(self):
-        """The path of the last run: 'depthwise', 'pointwise', 'im2col', 'shifted',
-        'padded' or, for a transposed conv, 'col2im' / 'depthwise'; None before the first
-        run."""
-        if self._gkey is None:
-            return None
+        """The algorithm of the last run (see :attr:`ConvReshape.algorithm`); None before
+        the first run."""
+        return None if self._last is None else (<ConvReshape>self._last).algorithm
+
+    def reshape(self, tuple x_shape, tuple out_shape, strides, dilations, geometry):
+        """A :class:`ConvReshape` for inputs of ``x_shape`` giving ``out_shape``: the
+        geometry (``strides``, ``dilations``, ``geometry.pads_begin``) validated by
+        pyconv.functional, resolved here into the kernels' struct, the algorithm chosen,
+        the work split for this kernel's threads and the workspace sized."""
+        cdef ConvReshape r = ConvReshape.__new__(ConvReshape)
+        cdef int i
+        if not 3 <= len(x_shape) <= 5 or len(out_shape) != len(x_shape):
+            raise ValueError(f"ConvKernel.reshape: shapes {x_shape} -> {out_shape} are not "
+                             f"(N, C, *spatial) of one rank")
+        r.kernel = self
+        r.input_shape = x_shape
+        r.output_shape = out_shape
+        r.strides = tuple(strides)
+        r.dilations = tuple(dilations)
+        r.geometry = geometry
+        r.ndim = len(x_shape)
+        for i in range(r.ndim):
+            r.x_dims[i] = x_shape[i]
+            r.y_dims[i] = out_shape[i]
+        r.offsets = self._geometry(&r.p, x_shape, out_shape, r.strides,
+                                   tuple(geometry.pads_begin), r.dilations)
+        self._plan_work(r)
         if self.direct:
-            return "depthwise"
-        if self.transposed:
-            return "col2im"
-        if self._g.pointwise:
-            return "pointwise"
-        return {ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded"}.get(self._g.algo, "im2col")
-
-    def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
-            float act_alpha=0.0, float act_beta=0.0):
-        """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
-        C-contiguous, with geometry already validated by pyconv.functional."""
-        cdef conv_args p
-        key = (x.shape, out.shape, stride, pads_begin, dilation)
-        if key == self._gkey:
-            p = self._g
-            offsets = self._goffsets
+            r.algorithm = "depthwise"
+        elif self.transposed:
+            r.algorithm = "col2im"
+        elif r.p.pointwise:
+            r.algorithm = "pointwise"
         else:
-            # Geometry from the shapes, once per new shape (tuple work costs microseconds,
-            # as much as a small layer's kernel). Built in p, then stored whole: another
-            # Python thread never sees a half-written cache.
-            offsets = self._geometry(&p, x.shape, out.shape, stride, pads_begin, dilation)
-            self._g = p
-            self._goffsets = offsets
-            self._gkey = key
-        p.act = activation_code(activation)
-        p.act_a = act_alpha
-        p.act_b = act_beta
-        return self._execute(&p, offsets, x, out, residual)
+            r.algorithm = _ALGORITHM_NAMES[r.p.algo]
+        return r
 
-    def bind(self, x_shape, out, stride, pads_begin, dilation, activation=None,
-             float act_alpha=0.0, float act_beta=0.0):
-        """A :class:`ConvCall`: ``run`` with everything but the data resolved once, for
-        inputs of shape ``x_shape`` written into ``out`` (a memory planner's buffer)."""
+    def run(self, ConvReshape shape not None, x, out, residual=None, activation=None,
+            float act_alpha=0.0, float act_beta=0.0):
+        """Runs ``shape`` (a reshape of this kernel) on x into out, both float32 aligned
+        C-contiguous arrays of its input and output shapes (residual too, of the output
+        shape, or None)."""
+        if shape.kernel is not self:
+            raise ValueError("ConvKernel.run: the reshape belongs to another kernel")
+        if not planned_array(x, shape.ndim, shape.x_dims) or not planned_array(
+                out, shape.ndim, shape.y_dims) or (residual is not None and not planned_array(
+                    residual, shape.ndim, shape.y_dims)):
+            raise ValueError(f"ConvKernel.run: x, out (and residual) must be float32 aligned "
+                             f"C-contiguous arrays of shapes {shape.input_shape} and "
+                             f"{shape.output_shape}")
+        self._last = shape
+        return self._execute(shape, activation_code(activation), act_alpha, act_beta, x, out,
+                             residual)
+
+    def bind(self, ConvReshape shape not None, out, activation=None, float act_alpha=0.0,
+             float act_beta=0.0):
+        """A :class:`ConvCall`: ``run`` of ``shape`` with the epilogue fixed, writing into
+        ``out`` (a memory planner's buffer, a writeable float32 aligned C-contiguous array
+        of the output shape)."""
+        if shape.kernel is not self:
+            raise ValueError("ConvKernel.bind: the reshape belongs to another kernel")
+        if not planned_array(out, shape.ndim, shape.y_dims) or not out.flags.writeable:
+            raise ValueError(f"ConvKernel.bind: out must be a writeable float32 aligned "
+                             f"C-contiguous array of shape {shape.output_shape}, got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
         cdef ConvCall call = ConvCall.__new__(ConvCall)
-        if not isinstance(out, np.ndarray) or out.ndim != len(x_shape) or len(x_shape) > 5:
-            raise ValueError(f"ConvKernel.bind: out must be an ndarray of the input's rank, "
-                             f"got {type(out).__name__} for input shape {x_shape}")
         call.kernel = self
-        call.offsets = self._geometry(&call.p, tuple(x_shape), out.shape, stride, pads_begin,
-                                      dilation)
-        call.p.act = activation_code(activation)
-        call.p.act_a = act_alpha
-        call.p.act_b = act_beta
+        call.shape = shape
+        call.act = activation_code(activation)
+        call.act_a = act_alpha
+        call.act_b = act_beta
         call.out = out
-        call.ndim = len(x_shape)
-        for i in range(call.ndim):
-            call.x_dims[i] = x_shape[i]
         return call
 
-    cdef object _geometry(self, conv_args *p, tuple x_shape, tuple out_shape, stride,
-                          pads_begin, dilation):
+    cdef object _geometry(self, conv_args *p, tuple x_shape, tuple out_shape, tuple stride,
+                          tuple pads_begin, tuple dilation):
         """Fills the shape part of p (and the algorithm); returns the phase-copy B-row
         offsets, or None on the other paths."""
         cdef pyconv_conv_geom *g = &p.geom
         xs = _as3(x_shape[2:], 1)
         ys = _as3(out_shape[2:], 1)
         ks = _as3(self.kernel_shape, 1)
-        ss = _as3(tuple(stride), 1)
-        ps = _as3(tuple(pads_begin), 0)
-        ds = _as3(tuple(dilation), 1)
+        ss = _as3(stride, 1)
+        ps = _as3(pads_begin, 0)
+        ds = _as3(dilation, 1)
+        memset(p, 0, sizeof(conv_args))
         p.batch = x_shape[0]
         g.in_size = xs
         g.out_size = ys
@@ -404,6 +491,7 @@ cdef class ConvKernel:
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
+        p.packed = self._pviews
         p.kernel = self.ctx.kernel
         p.dw_kernel = pyconv_dwconv_kernel_for(self.ctx.kernel.isa)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
@@ -415,38 +503,53 @@ cdef class ConvKernel:
             return _phase_copy_setup(p, self._pviews[0].kernel)
         return None
 
-    cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual):
-        """The data part of the arguments, the workspace, then the kernels (GIL released)."""
-        cdef conv_args p = geometry[0]
+    cdef int _plan_work(self, ConvReshape r) except -1:
+        """The threads, the task split (in r.p) and the workspace of a run of r."""
+        cdef conv_args *p = &r.p
+        cdef int64_t ncols
+        r.nthreads = threads_for(_conv_macs(p, self.transposed), self.ctx.nthreads)
+        r.ws_floats = 0
+        r.cols_floats = 0
+        if p.batch == 0 or _volume(p.geom.out_size) * p.cout == 0:
+            return 0                                 # nothing to compute
+        if not self.transposed:
+            if self.direct:
+                p.ws_stride = _depthwise_blocking(p, r.nthreads)
+                r.ws_floats = p.ws_stride * r.nthreads
+            elif p.algo != ALGO_IM2COL:
+                r.ws_floats = _phase_copy_blocking(p, r.nthreads)
+            else:
+                ncols = _volume(p.geom.out_size)
+                p.ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
+                r.ws_floats = p.ws_stride * r.nthreads
+        elif not self.direct:
+            ncols = _volume(p.geom.in_size)
+            r.cols_floats = (p.packed[0].m * ncols + 15) // 16 * 16
+            r.ws_floats = r.cols_floats + sgemm_workspace_floats(&p.packed[0], ncols,
+                                                                 r.nthreads)
+        return 0
+
+    cdef object _execute(self, ConvReshape r, int act, float act_a, float act_b, x, out,
+                         residual):
+        """The data part of the arguments, the workspace, then the kernels (GIL released).
+        x, out and residual are float32 C-contiguous arrays of r's shapes."""
+        cdef conv_args p = r.p
+        p.act = act
+        p.act_a = act_a
+        p.act_b = act_b
         p.x = _float_data(x, "x", False)
         p.y = _float_data(out, "out", True)
         p.weight = self._wptr
         p.bias = self._bptr
         p.residual = NULL if residual is None else _float_data(residual, "residual", False)
-        p.packed = self._pviews
         if p.algo != ALGO_IM2COL:
-            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
-        cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
-        if p.batch == 0 or ysize == 0:
+            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
+        if p.batch == 0 or cnp.PyArray_SIZE(<cnp.ndarray>out) == 0:
             return out
-        cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), self.ctx.nthreads)
-        cdef int64_t ncols, ws_stride, cols_floats
-        cdef float *ws
-        cdef float *cols
+        cdef int nthreads = r.nthreads
+        cdef float *ws = workspace_floats(r.ws_floats)
         if not self.transposed:
-            ws = NULL
-            ws_stride = 0
-            if self.direct:
-                ws_stride = _depthwise_blocking(&p, nthreads)
-                ws = workspace_floats(ws_stride * nthreads)
-            elif p.algo != ALGO_IM2COL:
-                ws = workspace_floats(_phase_copy_blocking(&p, nthreads))
-            else:
-                ncols = _volume(p.geom.out_size)
-                ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
-                ws = workspace_floats(ws_stride * nthreads)
             p.ws = ws
-            p.ws_stride = ws_stride
             with nogil:
                 if self.direct:
                     _depthwise_forward(&p, nthreads)
@@ -456,17 +559,8 @@ cdef class ConvKernel:
                 else:
                     _im2col_forward(&p, nthreads)
         else:
-            ws = NULL
-            cols = NULL
-            if not self.direct:
-                ncols = _volume(p.geom.in_size)
-                cols_floats = (p.packed[0].m * ncols + 15) // 16 * 16
-                ws = workspace_floats(cols_floats
-                                      + sgemm_workspace_floats(&p.packed[0], ncols, nthreads))
-                cols = ws
-                ws = ws + cols_floats
             with nogil:
-                _conv_transpose_forward(&p, self.direct, nthreads, cols, ws)
+                _conv_transpose_forward(&p, self.direct, nthreads, ws, ws + r.cols_floats)
         return out
 
 
@@ -477,18 +571,17 @@ cdef class ConvCall:
     (another shape or dtype, a non-contiguous array, an overlap with ``out``): the
     caller then takes the general path."""
     cdef ConvKernel kernel
-    cdef conv_args p
-    cdef object offsets
+    cdef ConvReshape shape
+    cdef int act
+    cdef float act_a, act_b
     cdef readonly object out
-    cdef int ndim
-    cdef cnp.npy_intp x_dims[5]
 
     def __call__(self, x, residual=None):
-        if not planned_array(x, self.ndim, self.x_dims) or arrays_overlap(x, self.out):
+        cdef ConvReshape r = self.shape
+        if not planned_array(x, r.ndim, r.x_dims) or arrays_overlap(x, self.out):
             return None
-        if residual is not None and (
-                not planned_array(residual, self.ndim,
-                                      cnp.PyArray_DIMS(<cnp.ndarray>self.out))
-                or arrays_overlap(residual, self.out)):
+        if residual is not None and (not planned_array(residual, r.ndim, r.y_dims)
+                                     or arrays_overlap(residual, self.out)):
             return None
-        return self.kernel._execute(&self.p, self.offsets, x, self.out, residual)
+        return self.kernel._execute(r, self.act, self.act_a, self.act_b, x, self.out,
+                                    residual)

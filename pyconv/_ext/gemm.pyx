@@ -17,6 +17,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
+from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
 
 cnp.import_array()
@@ -554,14 +555,9 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
 # Python entry points.
 
 cdef object _as_float32_2d(object x, str name):
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-        if x.dtype == np.float64:
-            x = x.astype(np.float32)
-    if x.dtype != np.float32:
-        raise InvalidDType(
-            f"{name}: pyconv computes in float32, got dtype {x.dtype} "
-            f"(convert explicitly with .astype(np.float32))")
+    """x as an aligned float32 matrix: the one float32 coercion (pyconv._arrays) plus the
+    rank and the alignment the kernels need."""
+    x = as_float32(x, name)
     if x.ndim != 2:
         raise ShapeError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
     if not x.flags.aligned:

@@ -567,19 +567,39 @@ cdef int _pool_setup(pyconv_pool_geom *pg, params *prm, str mode, int64_t planes
     return 0
 
 
+cdef int _pool_work(int64_t planes, const int64_t *in_size, const int64_t *out_size,
+                    int threads, int64_t *ws_stride) noexcept nogil:
+    """The threads of a pooling (fewer for small maps, at most one per output row) and
+    the per-thread workspace in floats (W + 32 for the SIMD row kernel, or OW int32)."""
+    cdef int nthreads = threads_for(planes * in_size[0] * in_size[1] * in_size[2], threads)
+    cdef int64_t rows = planes * out_size[0] * out_size[1]
+    if nthreads > rows:
+        nthreads = <int>rows
+    ws_stride[0] = _round_up(max(in_size[2] + 32, out_size[2]), 16)
+    return max(nthreads, 1)
+
+
+def pool_work(int64_t planes, tuple in_shape, tuple out_shape, context=None):
+    """(threads, workspace bytes) of a :func:`pool` run on ``planes`` planes of
+    ``in_shape`` (D, H, W) giving ``out_shape`` (OD, OH, OW) under ``context``."""
+    cdef int64_t ins[3]
+    cdef int64_t outs[3]
+    cdef int64_t ws_stride
+    ins[0], ins[1], ins[2] = in_shape
+    outs[0], outs[1], outs[2] = out_shape
+    cdef int nthreads = _pool_work(planes, ins, outs, context_of(context).nthreads,
+                                   &ws_stride)
+    return nthreads, int(ws_stride * nthreads * sizeof(float))
+
+
 cdef int _pool_run(const float *x, float *y, int64_t *ind, const pyconv_pool_geom *pg,
                    const params *prm, const pyconv_pool_kernel *kern,
                    int threads) except -1:
     """The rows of a set-up problem (non-empty input and output) on the threads."""
     cdef const pyconv_conv_geom *g = &pg.win
-    cdef int nthreads = threads_for(pg.planes * g.in_size[0] * g.in_size[1] * g.in_size[2],
-                                    threads)    # small maps: fewer threads
-    cdef int64_t rows = pg.planes * g.out_size[0] * g.out_size[1]
-    if nthreads > rows:
-        nthreads = <int>rows
-    # W floats + 32 of padding for the SIMD row kernel, or OW int32
-    cdef int64_t ws_stride = _round_up(max(g.in_size[2] + 32, g.out_size[2]), 16)
-    cdef float *ws = workspace_floats(ws_stride * max(nthreads, 1))
+    cdef int64_t ws_stride
+    cdef int nthreads = _pool_work(pg.planes, g.in_size, g.out_size, threads, &ws_stride)
+    cdef float *ws = workspace_floats(ws_stride * nthreads)
     with nogil:
         _pool_rows(x, y, ind, pg, prm, kern, ws, ws_stride, nthreads)
     return 0
@@ -736,6 +756,12 @@ def global_pool(x, bint is_max, context=None):
     with nogil:
         _global_planes(&xv[0, 0], &yv[0], planes, size, is_max, nthreads)
     return y
+
+
+def global_pool_threads(int64_t values, context=None):
+    """Threads of a global pooling over ``values`` input values under ``context`` (as
+    :func:`global_pool` and :func:`bind_global_pool` take them)."""
+    return threads_for(values, context_of(context).nthreads)
 
 
 cdef class GlobalPoolCall:

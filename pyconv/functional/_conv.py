@@ -17,6 +17,11 @@ CONV_MATRIX_MAX_ELEMENTS = 1 << 26
 class ConvPlan:
     """A convolution prepared once (weights packed per group) and run on many inputs.
 
+    Create -> reshape -> run: the constructor packs the weights and fixes the epilogue
+    (bias, activation); :meth:`reshape` resolves an input shape into a frozen
+    :class:`~pyconv._ext.conv.ConvReshape` (output shape, pads, algorithm, workspace),
+    once per shape; :meth:`run` and :meth:`bind` only compute.
+
     Parameters
     ----------
     weight : ndarray float32
@@ -79,7 +84,7 @@ class ConvPlan:
             raise ShapeError(f"{self.op}: weight has an empty kernel, shape {weight.shape}")
         kind = "conv_transpose" if transposed else "conv"
         if attributes is None:
-            attributes = arithmetic.ConvAttributes.from_torch(
+            attributes = arithmetic.torch_attributes(
                 kind, n, self.kernel_shape, stride, padding, dilation, output_padding,
                 op=self.op)
         elif attributes.kind != kind or attributes.kernel_shape != self.kernel_shape:
@@ -89,43 +94,93 @@ class ConvPlan:
         self.attributes = attributes
         self.stride, self.dilation = attributes.strides, attributes.dilations
         self.transposed = bool(transposed)
+        self.kernel = ConvKernel(weight, bias, self.groups, self.transposed, context)
+        # ConvReshape per (input shape, output_size): the arithmetic and the algorithm
+        # choice cost more than a small layer's kernel, and a plan's attributes do not
+        # change. Shared with the plans of with_activation (same weights and geometry).
+        self._reshapes = {}
+        self._set_epilogue(activation, act_alpha, act_beta)
+
+    def _set_epilogue(self, activation, act_alpha, act_beta):
         if activation is not None and activation not in ACTIVATIONS:
             raise InvalidArgument(f"{self.op}: activation must be one of "
                                   f"{sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
-        self.kernel = ConvKernel(weight, bias, self.groups, self.transposed, context)
-        # (output shape, ConvGeometry) per (input shape, output_size): the arithmetic costs
-        # more than a small layer's kernel, and a plan's attributes do not change.
-        self._resolved = {}
+
+    def with_activation(self, activation=None, act_alpha=0.0, act_beta=0.0):
+        """This convolution with another fused activation (None: bias only).
+
+        Returns a new plan sharing this one's packed weights, attributes, context and
+        reshapes (nothing is repacked or resolved again)."""
+        plan = ConvPlan.__new__(ConvPlan)
+        for name in _SHARED_BY_EPILOGUES:
+            setattr(plan, name, getattr(self, name))
+        plan._set_epilogue(activation, act_alpha, act_beta)
+        return plan
+
+    def reshape(self, input_shape, output_size=None):
+        """The plan resolved for one input shape (the reshape step; cached per shape).
+
+        Parameters
+        ----------
+        input_shape : sequence of int
+            (N, C_in, *spatial).
+        output_size : sequence of int, optional
+            Transposed only: the spatial output size (as in :meth:`run`).
+
+        Returns
+        -------
+        pyconv._ext.conv.ConvReshape
+            Frozen: ``output_shape``, ``strides``, ``pads_begin``, ``pads_end``,
+            ``dilations``, ``output_padding``, ``algorithm``, ``num_threads``,
+            ``workspace_bytes``; what :meth:`run` and :meth:`bind` use as is.
+
+        Raises
+        ------
+        ShapeError, InvalidArgument
+            When the input shape does not fit the weight or the geometry; the message
+            names the argument and the shapes.
+        """
+        try:
+            key = (tuple(input_shape), None if output_size is None else tuple(output_size))
+            resolved = self._reshapes.get(key)
+        except TypeError:
+            raise InvalidArgument(f"{self.op}: input_shape and output_size must be sequences "
+                                  f"of ints, got {input_shape!r} and {output_size!r}") from None
+        if resolved is None:
+            resolved = self._reshape(*key)
+            if len(self._reshapes) < 64:
+                self._reshapes[key] = resolved
+        return resolved
+
+    def _reshape(self, input_shape, output_size):
+        n = self.nspatial
+        if len(input_shape) != n + 2:
+            raise ShapeError(f"{self.op}: expected a {n + 2}-D input (N, C, "
+                             f"{', '.join('*' * n)}), got shape {input_shape}")
+        for dim, size in enumerate(input_shape):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+                raise InvalidArgument(f"{self.op}: input_shape must be non-negative ints, got "
+                                      f"{input_shape} (dim {dim})")
+        input_shape = tuple(int(s) for s in input_shape)
+        if input_shape[1] != self.in_channels:
+            raise ShapeError(f"{self.op}: input has {input_shape[1]} channels, the weight "
+                             f"expects {self.in_channels} (input shape {input_shape})")
+        geometry = self.attributes.resolve(input_shape[2:], output_size)
+        out_shape = arithmetic.check_tensor_size(
+            (input_shape[0], self.out_channels) + geometry.output_shape, self.op)
+        return self.kernel.reshape(input_shape, tuple(out_shape), self.stride, self.dilation,
+                                   geometry)
 
     def geometry(self, input_shape, output_size=None):
         """The :class:`~pyconv.arithmetic.ConvGeometry` (spatial output shape, pads) of an
-        input shape (N, C_in, *spatial); validates it. Cached per shape."""
-        return self._resolve(tuple(input_shape), output_size)[1]
+        input shape (N, C_in, *spatial): ``reshape(input_shape).geometry``."""
+        return self.reshape(input_shape, output_size).geometry
 
     def output_shape(self, input_shape, output_size=None):
         """Output shape (N, C_out, *spatial) for an input shape; validates the geometry."""
-        return self._resolve(tuple(input_shape), output_size)[0]
-
-    def _resolve(self, input_shape, output_size):
-        """(output shape, ConvGeometry), computed once per input shape (a plan meets few)."""
-        key = (input_shape, None if output_size is None else tuple(output_size))
-        resolved = self._resolved.get(key)
-        if resolved is None:
-            if len(input_shape) != self.nspatial + 2:
-                raise ShapeError(f"{self.op}: expected a {self.nspatial + 2}-D input (N, C, "
-                                 f"{', '.join('*' * self.nspatial)}), got shape {input_shape}")
-            if input_shape[1] != self.in_channels:
-                raise ShapeError(f"{self.op}: input has {input_shape[1]} channels, the weight "
-                                 f"expects {self.in_channels} (input shape {input_shape})")
-            geometry = self.attributes.resolve(input_shape[2:], key[1])
-            out_shape = arithmetic.check_tensor_size(
-                (input_shape[0], self.out_channels) + geometry.output_shape, self.op)
-            resolved = (out_shape, geometry)
-            if len(self._resolved) < 64:
-                self._resolved[key] = resolved
-        return resolved
+        return self.reshape(input_shape, output_size).output_shape
 
     def __call__(self, x, residual=None, output_size=None, out=None):
         return self.run(x, residual, output_size, out)
@@ -140,7 +195,8 @@ class ConvPlan:
         returned (a memory planner's buffer; it must not overlap ``x`` or
         ``residual``)."""
         x = as_float32(x, "input", self.op)
-        out_shape, geometry = self._resolve(x.shape, output_size)
+        shape = self.reshape(x.shape, output_size)
+        out_shape = shape.output_shape
         x = c_aligned(x)
         if residual is not None:
             residual = c_aligned(as_float32(residual, "residual", self.op))
@@ -156,8 +212,39 @@ class ConvPlan:
                                   f"float32 array of shape {out_shape}, got "
                                   f"{getattr(out, 'dtype', type(out).__name__)} "
                                   f"{getattr(out, 'shape', '')}")
-        return self.kernel.run(x, out, self.stride, geometry.pads_begin, self.dilation, residual,
-                               self.activation, self.act_alpha, self.act_beta)
+        return self.kernel.run(shape, x, out, residual, self.activation, self.act_alpha,
+                               self.act_beta)
+
+    def bind(self, input_shape, out, output_size=None):
+        """The plan bound to one input shape and a preallocated output (a memory
+        planner's step): :meth:`reshape` and the epilogue resolved once.
+
+        Returns a :class:`~pyconv._ext.conv.ConvCall`: ``call(x, residual=None)`` writes
+        and returns ``out``, or returns None without computing anything when x (or the
+        residual) is not a float32 aligned C-contiguous array of the bound shape, or
+        overlaps ``out`` (the caller then takes :meth:`run`).
+
+        Raises
+        ------
+        ShapeError, InvalidArgument
+            As :meth:`reshape`, or when ``out`` is not a writeable aligned C-contiguous
+            float32 array of the output shape.
+        """
+        shape = self.reshape(input_shape, output_size)
+        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                or out.shape != shape.output_shape or not out.flags.c_contiguous
+                or not out.flags.aligned or not out.flags.writeable):
+            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
+                                  f"float32 array of shape {shape.output_shape}, got "
+                                  f"{getattr(out, 'dtype', type(out).__name__)} "
+                                  f"{getattr(out, 'shape', '')}")
+        return self.kernel.bind(shape, out, self.activation, self.act_alpha, self.act_beta)
+
+
+#: What the plans of :meth:`ConvPlan.with_activation` share: all but the epilogue.
+_SHARED_BY_EPILOGUES = ("op", "nspatial", "groups", "in_channels", "out_channels",
+                        "kernel_shape", "attributes", "stride", "dilation", "transposed",
+                        "kernel", "_reshapes")
 
 
 def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):

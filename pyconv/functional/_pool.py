@@ -16,6 +16,7 @@ any number); outputs are new C-contiguous float32 arrays, indices int64. The geo
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ __all__ = [
     "max_unpool1d", "max_unpool2d", "max_unpool3d",
     "global_avg_pool", "global_max_pool", "bind_global_pool",
     "max_pool", "avg_pool", "bind_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
-    "adaptive_max_pool", "PoolPlan",
+    "adaptive_max_pool", "PoolPlan", "GlobalPoolPlan", "PoolReshape",
 ]
 
 _SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
@@ -71,38 +72,6 @@ def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     if any(s == 0 for s in x.shape[2:]):
         raise ShapeError(f"{op}: {name} has an empty spatial dim: shape {x.shape}")
     return c_aligned(x), added
-
-
-def _freeze(args):
-    """A hashable key for an argument tuple that tells types apart (True, 1, 1.0 and
-    np.int64(1) all print differently): its repr, once hash() has refused unhashable
-    values (arrays, lists), whose repr could be ambiguous. About 3x cheaper than
-    tagging each value with its type, which small pooling layers feel."""
-    hash(args)                                   # TypeError for arrays and the like
-    return repr(args)
-
-
-def _memoized(fn):
-    """Caches a pure geometry function by its (type-tagged) arguments; errors are not
-    cached, unhashable arguments bypass the cache. Layers called in a loop with the same
-    shapes then skip the Python validation."""
-    cache = {}
-
-    def wrapper(*args):
-        try:
-            key = _freeze(args)
-        except TypeError:
-            return fn(*args)
-        hit = cache.get(key)
-        if hit is None:
-            hit = fn(*args)
-            if len(cache) >= 1024:
-                cache.clear()
-            cache[key] = hit
-        return hit
-    wrapper.__wrapped__ = fn
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
 
 
 def _bool(value, name, op):
@@ -144,22 +113,15 @@ def _check_out(op, name, arr, shape, dtype):
     return arr
 
 
-def _checked_shape(op, x_shape):
-    """x_shape as a tuple, checked as the sliding-window kernels take it."""
-    x_shape = tuple(x_shape)
-    if not 3 <= len(x_shape) <= 5 or 0 in x_shape[2:]:
-        raise ShapeError(f"{op}: x must be (N, C, *spatial) with 1 to 3 non-empty spatial "
-                         f"dims, got shape {x_shape}")
-    return x_shape
-
-
-def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw):
-    """Runs a validated sliding-window pooling; returns y or (y, indices).
+def _run_sliding(mode, x, shape, added, op=None, out=None, out_indices=None, **kw):
+    """Runs a validated sliding-window pooling of x (N, C, *spatial), resolved by the
+    PoolReshape ``shape``; returns y or (y, indices).
 
     out / out_indices: preallocated results (N, C, *out_spatial), checked here."""
-    out_sp, kernel_geometry = geo
-    full = x.shape[:2] + tuple(out_sp)
-    planes = (full[0] * full[1],) + kernel_geometry[0]
+    full = shape.output_shape
+    out_sp = full[2:]
+    window = shape.window
+    planes = (full[0] * full[1],) + window[0]
     if out is not None:
         out = _check_out(op, "out", out, full, np.float32)
         kw["out"] = out.reshape(planes)
@@ -172,21 +134,12 @@ def _run_sliding(mode, x, geo, added, op=None, out=None, out_indices=None, **kw)
         if arr is not None and np.may_share_memory(arr, x):
             raise InvalidArgument(f"{op}: {name} overlaps the input x (pooling cannot run "
                                   f"in place)")
-    res = _kernels.pool(mode, _planes(x), *kernel_geometry, **kw)
+    res = _kernels.pool(mode, _planes(x), *window, **kw)
     if isinstance(res, tuple):
         y = out if out is not None else _finish(res[0], x.shape, out_sp, added)
         i = out_indices if out_indices is not None else _finish(res[1], x.shape, out_sp, added)
         return y, i
     return out if out is not None else _finish(res, x.shape, out_sp, added)
-
-
-def _window(attributes, spatial):
-    """(out_spatial, the kernels' 3-D form of the geometry: out, kernel, stride, pads,
-    dilation) of a pooling, resolved once per cached call signature."""
-    g = attributes.resolve(spatial)
-    out = g.output_shape
-    return out, (_lead(out, 1), _lead(attributes.kernel_shape, 1), _lead(attributes.strides, 1),
-                 _lead(g.pads_begin, 0), _lead(g.pads_end, 0), _lead(attributes.dilations, 1))
 
 
 def _onnx_attributes(op, n, kernel_shape, strides, pads_begin, pads_end, dilations,
@@ -202,19 +155,49 @@ def _onnx_attributes(op, n, kernel_shape, strides, pads_begin, pads_end, dilatio
                                      auto_pad, ceil_mode=ceil_mode, op=op)
 
 
-@_memoized
-def _onnx_geometry(op, spatial, *args):
-    """The window of an N-d entry point (ONNX arguments as :func:`_onnx_attributes`)."""
-    return _window(_onnx_attributes(op, len(spatial), *args), spatial)
+#: PoolPlan / GlobalPoolPlan of the functional entry points, by their arguments
+#: (arithmetic.exact_key) and context: a one-shot call finds its plan and the plan its
+#: reshape, so a layer called in a loop skips the Python validation.
+_PLANS = {}
 
 
-@_memoized
-def _torch_geometry(op, spatial, kernel_size, stride, padding, dilation, ceil_mode):
-    """Same for a torch-style call (stride defaults to the kernel, torch's padding rule)."""
-    attributes = arithmetic.ConvAttributes.from_torch(
-        "pool", len(spatial), kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
-        op=op)
-    return _window(attributes, spatial)
+def _cached_plan(args, context, build):
+    """The plan that ``build()`` makes for ``args`` under ``context`` (None: the process
+    defaults now), made once; arguments that are not plain values are never cached."""
+    key = arithmetic.exact_key(args)
+    if key is None:
+        return build(context)
+    context = ExecutionContext() if context is None else context
+    key = key + (context,)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = build(context)
+        if len(_PLANS) >= 512:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _torch_plan(op, n, mode, kernel_size, stride, padding, dilation, ceil_mode, **options):
+    """The plan of a torch-style call (stride defaults to the kernel, torch's padding
+    rule)."""
+    def build(context):
+        attributes = arithmetic.torch_attributes(
+            "pool", n, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, op=op)
+        return PoolPlan(mode, attributes, context=context, **options)
+    return _cached_plan((op, n, mode, kernel_size, stride, padding, dilation, ceil_mode)
+                        + tuple(options.values()), None, build)
+
+
+def _onnx_plan(op, n, mode, kernel_shape, strides, pads_begin, pads_end, dilations,
+               ceil_mode, auto_pad, context, **options):
+    """The plan of an N-d entry point (ONNX arguments as :func:`_onnx_attributes`)."""
+    def build(context):
+        attributes = _onnx_attributes(op, n, kernel_shape, strides, pads_begin, pads_end,
+                                      dilations, ceil_mode, auto_pad)
+        return PoolPlan(mode, attributes, context=context, **options)
+    return _cached_plan((op, n, mode, kernel_shape, strides, pads_begin, pads_end, dilations,
+                         ceil_mode, auto_pad) + tuple(options.values()), context, build)
 
 
 def _divisor(op, divisor_override):
@@ -242,10 +225,72 @@ def _norm(op, p, allow_inf):
     return p
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolReshape:
+    """A pooling plan resolved for one input shape (:meth:`PoolPlan.reshape`,
+    :meth:`GlobalPoolPlan.reshape`): frozen, used as is by every run and bound call.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        (N, C, *spatial) and (N, C, *out_spatial).
+    kernel_shape, strides, pads_begin, pads_end, dilations : tuple of int
+        The resolved window (``auto_pad`` and ``ceil_mode`` applied); a global pooling's
+        window is the whole input plane.
+    algorithm : str
+        ``'rows'`` (the ISA's SIMD row kernel: max or average without indices),
+        ``'generic'`` (scalar windows: Lp pooling, max pooling with indices) or
+        ``'global'`` (plane reductions).
+    num_threads : int
+        Threads a run uses (the context's, fewer for a small problem).
+    workspace_bytes : int
+        Scratch memory a run takes (per calling Python thread, reused between runs).
+
+    Returns
+    -------
+    PoolReshape
+        What a run on float32 (N, C, *spatial) arrays of ``input_shape`` produces:
+        float32 arrays of ``output_shape``.
+    """
+
+    input_shape: tuple
+    output_shape: tuple
+    kernel_shape: tuple
+    strides: tuple
+    pads_begin: tuple
+    pads_end: tuple
+    dilations: tuple
+    algorithm: str
+    num_threads: int
+    workspace_bytes: int
+    #: the kernels' 3-D form: out, kernel, stride, pads_begin, pads_end, dilation
+    window: tuple = dataclasses.field(default=(), repr=False, compare=False)
+
+
+def _input_shape(op, x_shape, min_spatial, max_spatial):
+    """x_shape as a tuple of ints (N, C, *spatial), checked against the spatial rank and
+    for empty spatial dims; errors name ``x_shape``."""
+    try:
+        shape = tuple(x_shape)
+        bad = any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0
+                  for s in shape)
+    except TypeError:
+        bad, shape = True, x_shape
+    if bad:
+        raise InvalidArgument(f"{op}: x_shape must be a sequence of non-negative ints, got "
+                              f"{x_shape!r}")
+    if not min_spatial <= len(shape) - 2 <= max_spatial or 0 in shape[2:]:
+        dims = (f"{min_spatial} to {max_spatial} spatial dims" if max_spatial < 99
+                else f"at least {min_spatial} spatial dim")
+        raise ShapeError(f"{op}: x must be (N, C, *spatial) with {dims}, none empty, got "
+                         f"x_shape {shape}")
+    return tuple(int(s) for s in shape)
+
+
 class PoolPlan:
-    """A sliding-window pooling prepared once and run on many inputs: the attributes and
-    the context are fixed at creation, the geometry is resolved once per input shape
-    (create -> reshape -> run, as :class:`pyconv.functional.ConvPlan`).
+    """A sliding-window pooling prepared once and run on many inputs: create (mode,
+    attributes, options and context fixed) -> :meth:`reshape` (the window resolved for
+    one input shape, once) -> :meth:`run`, as :class:`pyconv.functional.ConvPlan`.
 
     Parameters
     ----------
@@ -292,28 +337,57 @@ class PoolPlan:
             self._kw["divisor"] = _divisor(op, divisor_override)
         else:
             self._kw["p"] = _norm(op, p, allow_inf=False)
-        # _window per spatial shape: the arithmetic costs more than a small pooling
-        self._resolved = {}
+        self._algorithm = "rows" if mode != "lp" and indices == "none" else "generic"
+        # PoolReshape per input shape: the arithmetic costs more than a small pooling
+        self._reshapes = {}
 
-    def _resolve(self, spatial):
-        hit = self._resolved.get(spatial)
+    def reshape(self, x_shape):
+        """The plan resolved for inputs of ``x_shape`` (N, C, *spatial; 1 to 3 spatial
+        dims): a frozen :class:`PoolReshape` (output shape, window, threads, workspace),
+        cached per shape.
+
+        Raises
+        ------
+        ShapeError, InvalidArgument
+            On a wrong rank, an empty spatial dim or a window that does not fit; the
+            message names the argument and the shapes.
+        """
+        hit = self._reshapes.get(x_shape) if type(x_shape) is tuple else None
         if hit is None:
-            hit = _window(self.attributes, spatial)
-            if len(self._resolved) < 64:
-                self._resolved[spatial] = hit
+            shape = _input_shape(self.op, x_shape, 1, 3)
+            hit = self._reshapes.get(shape)
+            if hit is None:
+                hit = self._reshape(shape)
+                if len(self._reshapes) < 64:
+                    self._reshapes[shape] = hit
         return hit
+
+    def _reshape(self, x_shape):
+        a = self.attributes
+        g = a.resolve(x_shape[2:])
+        planes = x_shape[0] * x_shape[1]
+        window = (_lead(g.output_shape, 1), _lead(a.kernel_shape, 1), _lead(a.strides, 1),
+                  _lead(g.pads_begin, 0), _lead(g.pads_end, 0), _lead(a.dilations, 1))
+        nthreads, ws = _kernels.pool_work(planes, _lead(x_shape[2:], 1), window[0],
+                                          self.context)
+        return PoolReshape(x_shape, x_shape[:2] + g.output_shape, a.kernel_shape, a.strides,
+                           g.pads_begin, g.pads_end, a.dilations, self._algorithm, nthreads,
+                           ws, window)
 
     def output_shape(self, x_shape):
         """Output shape (N, C, *out_spatial) for an input shape; validates the geometry."""
-        x_shape = _checked_shape(self.op, x_shape)
-        return x_shape[:2] + tuple(self._resolve(x_shape[2:])[0])
+        return self.reshape(x_shape).output_shape
 
     def run(self, x, out=None, out_indices=None):
         """Pools x (N, C, *spatial) float32: y, or (y, indices) for max pooling with
         indices; ``out`` / ``out_indices`` are preallocated results, as in
         :func:`max_pool`."""
         x, _ = _as_input(x, self.op)
-        return _run_sliding(self.mode, x, self._resolve(x.shape[2:]), False, self.op, out,
+        return self._run(x, False, out, out_indices)
+
+    def _run(self, x, added, out=None, out_indices=None):
+        """run() on a validated x (a batch dim ``added`` to an unbatched input)."""
+        return _run_sliding(self.mode, x, self.reshape(x.shape), added, self.op, out,
                             out_indices, **self._kw)
 
     def bind(self, x_shape, out):
@@ -326,12 +400,80 @@ class PoolPlan:
         if self.mode == "lp" or self.indices != "none":
             raise InvalidArgument(f"{self.op}: only max and average pooling without indices "
                                   f"can be bound")
-        x_shape = tuple(x_shape)
-        _check_out(self.op, "out", out, self.output_shape(x_shape), np.float32)
+        shape = self.reshape(x_shape)
+        _check_out(self.op, "out", out, shape.output_shape, np.float32)
         kw = dict(self._kw)
         kw.pop("indices", None)
-        return _kernels.bind_pool(self.mode, x_shape, *self._resolve(x_shape[2:])[1], out,
-                                  **kw)
+        return _kernels.bind_pool(self.mode, shape.input_shape, *shape.window, out, **kw)
+
+
+class GlobalPoolPlan:
+    """Global average or max pooling (ONNX ``GlobalAveragePool`` / ``GlobalMaxPool``)
+    prepared once: create -> :meth:`reshape` -> :meth:`run` / :meth:`bind`, as
+    :class:`PoolPlan`.
+
+    Parameters
+    ----------
+    is_max : bool
+        Max (NaN propagates) rather than mean (accumulated in double precision).
+    op : str
+        Name used in error messages.
+    context : pyconv.ExecutionContext, optional
+        Threads and ISA of every run (None: the process defaults now).
+
+    Returns
+    -------
+    GlobalPoolPlan
+        ``run(x)`` takes float32 (N, C, *spatial) arrays and returns float32
+        (N, C, 1, ..., 1) ones; ``bind`` gives the memory planner's bound call.
+    """
+
+    def __init__(self, is_max, *, op="global_pool", context=None):
+        self.is_max, self.op = bool(is_max), op
+        self.context = ExecutionContext() if context is None else context
+        self._reshapes = {}
+
+    def reshape(self, x_shape):
+        """The frozen :class:`PoolReshape` of inputs of ``x_shape`` (N, C, *spatial, at
+        least one spatial dim, none empty): output (N, C, 1, ..., 1)."""
+        hit = self._reshapes.get(x_shape) if type(x_shape) is tuple else None
+        if hit is None:
+            shape = _input_shape(self.op, x_shape, 1, 99)
+            hit = self._reshapes.get(shape)
+            if hit is None:
+                n = len(shape) - 2
+                hit = PoolReshape(shape, shape[:2] + (1,) * n, shape[2:], (1,) * n, (0,) * n,
+                                  (0,) * n, (1,) * n, "global",
+                                  _kernels.global_pool_threads(math.prod(shape), self.context),
+                                  0)
+                if len(self._reshapes) < 64:
+                    self._reshapes[shape] = hit
+        return hit
+
+    def output_shape(self, x_shape):
+        """(N, C, 1, ..., 1) for an input shape; validates it."""
+        return self.reshape(x_shape).output_shape
+
+    def run(self, x):
+        """The mean (or max) of each (n, c) plane of x (N, C, *spatial) float32, as a new
+        (N, C, 1, ..., 1) array."""
+        x = as_float32(x, "x", self.op)
+        shape = self.reshape(x.shape)
+        x = c_aligned(x)
+        n, c = x.shape[:2]
+        y = _kernels.global_pool(x.reshape(n * c, -1), self.is_max, self.context)
+        return y.reshape(shape.output_shape)
+
+    def bind(self, x_shape):
+        """The plan bound to one input shape (a memory planner's step): ``call(x)``
+        returns a new float32 (N, C, 1, ..., 1) array, or None without computing anything
+        when x is not a float32 aligned C-contiguous array of ``x_shape`` (the caller
+        then takes :meth:`run`)."""
+        shape = self.reshape(x_shape)
+        if len(shape.input_shape) > 8:
+            raise ShapeError(f"{self.op}: at most 6 spatial dims can be bound, got x_shape "
+                             f"{shape.input_shape}")
+        return _kernels.bind_global_pool(shape.input_shape, self.is_max, self.context)
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,13 +531,9 @@ def max_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         On invalid geometry or ``indices`` value.
     """
     x, _ = _as_input(x, op)
-    if indices not in _INDEX_CONVENTIONS:
-        raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
-                              f"got {indices!r}")
-    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode, auto_pad)
-    return _run_sliding("max", x, geo, False, op, out, out_indices, indices=indices,
-                        context=context)
+    plan = _onnx_plan(op, x.ndim - 2, "max", kernel_shape, strides, pads_begin, pads_end,
+                      dilations, ceil_mode, auto_pad, context, indices=indices)
+    return plan._run(x, False, out, out_indices)
 
 
 def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
@@ -432,11 +570,10 @@ def avg_pool(x, kernel_shape, strides=1, pads_begin=0, pads_end=0, dilations=1,
         ``count_include_pad=False``).
     """
     x, _ = _as_input(x, op)
-    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode, auto_pad)
-    return _run_sliding("avg", x, geo, False, op, out,
-                        count_include_pad=_bool(count_include_pad, "count_include_pad", op),
-                        divisor=_divisor(op, divisor_override), context=context)
+    plan = _onnx_plan(op, x.ndim - 2, "avg", kernel_shape, strides, pads_begin, pads_end,
+                      dilations, ceil_mode, auto_pad, context,
+                      count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return plan._run(x, False, out)
 
 
 def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilations,
@@ -469,7 +606,7 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         anything when x is not a float32 aligned C-contiguous array of ``x_shape`` (the
         caller then takes the general entry point, which converts or reports).
     """
-    x_shape = _checked_shape(op, x_shape)
+    x_shape = _input_shape(op, x_shape, 1, 3)
     attributes = _onnx_attributes(op, len(x_shape) - 2, kernel_shape, strides, pads_begin,
                                   pads_end, dilations, ceil_mode, auto_pad)
     return PoolPlan(mode, attributes, count_include_pad=count_include_pad,
@@ -501,10 +638,9 @@ def lp_pool(x, kernel_shape, p=2, strides=1, pads_begin=0, pads_end=0, dilations
     ndarray, shape (N, C, *out_spatial), float32
     """
     x, _ = _as_input(x, op)
-    p = _norm(op, p, allow_inf=False)
-    geo = _onnx_geometry(op, x.shape[2:], kernel_shape, strides, pads_begin, pads_end,
-                         dilations, ceil_mode, auto_pad)
-    return _run_sliding("lp", x, geo, False, op, out, p=p, context=context)
+    plan = _onnx_plan(op, x.ndim - 2, "lp", kernel_shape, strides, pads_begin, pads_end,
+                      dilations, ceil_mode, auto_pad, context, p=p)
+    return plan._run(x, False, out)
 
 
 def _adaptive_size(op, output_size, spatial):
@@ -833,30 +969,28 @@ def _fmt(template, n):
 def _max_pool_nd(op, n, x, kernel_size, stride, padding, dilation, ceil_mode,
                  return_indices):
     x, added = _as_input(x, op, n, unbatched=True)
-    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
-    return _run_sliding(
-        "max", x, geo, added,
-        indices="torch" if _bool(return_indices, "return_indices", op) else "none")
+    indices = "torch" if _bool(return_indices, "return_indices", op) else "none"
+    return _torch_plan(op, n, "max", kernel_size, stride, padding, dilation, ceil_mode,
+                       indices=indices)._run(x, added)
 
 
 def _avg_pool_nd(op, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
                  divisor_override):
     x, added = _as_input(x, op, n, unbatched=True)
-    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
-    return _run_sliding("avg", x, geo, added,
-                        count_include_pad=_bool(count_include_pad, "count_include_pad", op),
-                        divisor=_divisor(op, divisor_override))
+    return _torch_plan(op, n, "avg", kernel_size, stride, padding, 1, ceil_mode,
+                       count_include_pad=count_include_pad,
+                       divisor_override=divisor_override)._run(x, added)
 
 
 def _lp_pool_nd(op, n, x, norm_type, kernel_size, stride, ceil_mode):
     x, added = _as_input(x, op, n, unbatched=True)
     p = _norm(op, norm_type, allow_inf=True)
-    geo = _torch_geometry(op, x.shape[2:], kernel_size, stride, 0, 1, ceil_mode)
     if math.isinf(p):
+        plan = _torch_plan(op, n, "max", kernel_size, stride, 0, 1, ceil_mode)
         if p > 0:
-            return _run_sliding("max", np.abs(x), geo, added)
-        return -_run_sliding("max", -np.abs(x), geo, added)
-    return _run_sliding("lp", x, geo, added, p=p)
+            return plan._run(np.abs(x), added)
+        return -plan._run(-np.abs(x), added)
+    return _torch_plan(op, n, "lp", kernel_size, stride, 0, 1, ceil_mode, p=p)._run(x, added)
 
 
 def _adaptive_nd(op, n, x, output_size, is_max, return_indices):
@@ -998,27 +1132,20 @@ def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=No
                           output_size)
 
 
-def _global(op, x, is_max, context=None):
-    x = as_float32(x, "x", op)
-    if x.ndim < 3:
-        raise ShapeError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
-                         f"got shape {x.shape} ({x.ndim}-D)")
-    if any(s == 0 for s in x.shape[2:]):
-        raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
-    x = c_aligned(x)
-    n, c = x.shape[:2]
-    y = _kernels.global_pool(x.reshape(n * c, -1), is_max, context)
-    return y.reshape((n, c) + (1,) * (x.ndim - 2))
+def _global_plan(op, is_max, context):
+    return _cached_plan((op, is_max), context,
+                        lambda context: GlobalPoolPlan(is_max, op=op, context=context))
 
 
 def bind_global_pool(x_shape, is_max, *, op="global_pool", context=None):
     """:func:`global_avg_pool` (``is_max`` false) or :func:`global_max_pool` bound to one
-    input shape, with the checks done once (a memory planner's step).
+    input shape, with the checks done once (a memory planner's step):
+    ``GlobalPoolPlan(is_max, op=op, context=context).bind(x_shape)``.
 
     Parameters
     ----------
     x_shape : tuple of int
-        (N, C, *spatial), at least one spatial dim, none empty.
+        (N, C, *spatial), 1 to 6 spatial dims, none empty.
     is_max : bool
     context : pyconv.ExecutionContext, optional
         Threads and ISA of the kernels (None: the process defaults).
@@ -1030,11 +1157,7 @@ def bind_global_pool(x_shape, is_max, *, op="global_pool", context=None):
         computing anything when x is not a float32 aligned C-contiguous array of
         ``x_shape`` (the caller then takes the general entry point).
     """
-    x_shape = tuple(x_shape)
-    if len(x_shape) < 3 or 0 in x_shape[2:]:
-        raise ShapeError(f"{op}: x must be (N, C, *spatial) with non-empty spatial dims, "
-                         f"got shape {x_shape}")
-    return _kernels.bind_global_pool(x_shape, bool(is_max), context)
+    return GlobalPoolPlan(is_max, op=op, context=context).bind(x_shape)
 
 
 def global_avg_pool(x, *, context=None):
@@ -1053,7 +1176,7 @@ def global_avg_pool(x, *, context=None):
     -------
     ndarray, shape (N, C, 1, ..., 1), float32
     """
-    return _global("global_avg_pool", x, False, context)
+    return _global_plan("global_avg_pool", False, context).run(x)
 
 
 def global_max_pool(x, *, context=None):
@@ -1072,4 +1195,4 @@ def global_max_pool(x, *, context=None):
     -------
     ndarray, shape (N, C, 1, ..., 1), float32
     """
-    return _global("global_max_pool", x, True, context)
+    return _global_plan("global_max_pool", True, context).run(x)

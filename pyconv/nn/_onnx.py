@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from pyconv import arithmetic
+from pyconv._activations import ACTIVATIONS
 from pyconv.errors import InvalidArgument
 from pyconv.nn import _conv, _layers, _pool
 from pyconv.nn._module import Sequential
@@ -56,11 +57,52 @@ class _Builder:
         return output
 
 
+#: The activation layers as entries of the epilogue registry (pyconv._activations):
+#: layer class -> (registry name, the layer's epilogue alpha, beta). The ONNX operator,
+#: its attribute names and Clip's bounds-as-inputs come from the registry.
+_ACTIVATION_LAYERS = {
+    _layers.ReLU: lambda layer: ("relu", 0.0, 0.0),
+    _layers.Hardtanh: lambda layer: ("clip", layer.min_val, layer.max_val),   # ReLU6 too
+    _layers.LeakyReLU: lambda layer: ("leaky_relu", layer.negative_slope, 0.0),
+    _layers.Sigmoid: lambda layer: ("sigmoid", 0.0, 0.0),
+    _layers.Hardsigmoid: lambda layer: ("hardsigmoid", 1.0 / 6.0, 0.5),   # relu6(x + 3) / 6
+    _layers.Hardswish: lambda layer: ("hardswish", 0.0, 0.0),
+    _layers.Tanh: lambda layer: ("tanh", 0.0, 0.0),
+    _layers.SiLU: lambda layer: ("silu", 0.0, 0.0),
+    _layers.ELU: lambda layer: ("elu", layer.alpha, 0.0),
+}
+
 _EXPORTABLE = (_conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._AdaptivePoolNd,
-               _layers._BatchNorm, _layers.ReLU, _layers.Hardtanh, _layers.LeakyReLU,
-               _layers.Sigmoid, _layers.Hardsigmoid, _layers.Hardswish, _layers.Tanh,
-               _layers.SiLU, _layers.ELU, _layers.Softmax, _layers.Linear, _layers.Flatten,
-               _layers.Upsample, _layers.Identity, _layers.Dropout)
+               _layers._BatchNorm, _layers.Softmax, _layers.Linear, _layers.Flatten,
+               _layers.Upsample, _layers.Identity, _layers.Dropout,
+               *_ACTIVATION_LAYERS)
+
+
+def _epilogue_of(layer):
+    """(registry name, alpha, beta) of an activation layer; None for other layers."""
+    for cls in type(layer).__mro__:
+        params = _ACTIVATION_LAYERS.get(cls)
+        if params is not None:
+            return params(layer)
+    return None
+
+
+def _activation_node(b, path, x, out, opset, name, alpha, beta):
+    """The ONNX node of an epilogue activation (its registry entry's operator, parameters
+    as attributes or, from the opset its entry names, as inputs); SiLU, which no ONNX
+    operator computes, and HardSwish before opset 14 as x * (their gate)."""
+    act = ACTIVATIONS[name]
+    if name == "silu" or (name == "hardswish" and opset < 14):
+        gate = _activation_node(b, path, x, None, opset,
+                                *(("sigmoid", 0.0, 0.0) if name == "silu"
+                                  else ("hardsigmoid", 1.0 / 6.0, 0.5)))
+        return b.node("Mul", [x, gate], out, path)
+    params = [(p[0], float(v)) for p, v in zip((act.alpha, act.beta), (alpha, beta))
+              if p is not None]
+    if act.takes_inputs(opset):
+        inputs = [x] + [b.const(f"{path}.{key}", np.array(v, np.float32)) for key, v in params]
+        return b.node(act.onnx_type, inputs, out, path)
+    return b.node(act.onnx_type, [x], out, path, **dict(params))
 
 
 def _window(layer, n):
@@ -159,30 +201,9 @@ def _emit(b, path, layer, x, out, in_shape, out_shape, opset):
                   b.const(f"{path}.running_mean", layer.running_mean),
                   b.const(f"{path}.running_var", layer.running_var)]
         return b.node("BatchNormalization", inputs, out, path, epsilon=float(layer.eps))
-    if isinstance(layer, _layers.ReLU):
-        return b.node("Relu", [x], out, path)
-    if isinstance(layer, _layers.Hardtanh):          # ReLU6 too
-        lo = b.const(f"{path}.min", np.array(layer.min_val, np.float32))
-        hi = b.const(f"{path}.max", np.array(layer.max_val, np.float32))
-        return b.node("Clip", [x, lo, hi], out, path)
-    if isinstance(layer, _layers.LeakyReLU):
-        return b.node("LeakyRelu", [x], out, path, alpha=float(layer.negative_slope))
-    if isinstance(layer, _layers.Sigmoid):
-        return b.node("Sigmoid", [x], out, path)
-    if isinstance(layer, _layers.Hardsigmoid):
-        return b.node("HardSigmoid", [x], out, path, alpha=1.0 / 6.0, beta=0.5)
-    if isinstance(layer, _layers.Hardswish):
-        if opset >= 14:
-            return b.node("HardSwish", [x], out, path)
-        hs = b.node("HardSigmoid", [x], None, path, alpha=1.0 / 6.0, beta=0.5)
-        return b.node("Mul", [x, hs], out, path)
-    if isinstance(layer, _layers.Tanh):
-        return b.node("Tanh", [x], out, path)
-    if isinstance(layer, _layers.SiLU):
-        s = b.node("Sigmoid", [x], None, path)
-        return b.node("Mul", [x, s], out, path)
-    if isinstance(layer, _layers.ELU):
-        return b.node("Elu", [x], out, path, alpha=float(layer.alpha))
+    epilogue = _epilogue_of(layer)
+    if epilogue is not None:
+        return _activation_node(b, path, x, out, opset, *epilogue)
     if isinstance(layer, _layers.Softmax):           # LogSoftmax too
         dim = layer.dim
         if dim is None:

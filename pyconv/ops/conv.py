@@ -1,8 +1,6 @@
 """Conv, ConvTranspose and the optimizer's FusedConv: all run :class:`ConvPlan`."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from pyconv._ext import gemm
@@ -33,6 +31,7 @@ class _ConvBase(Op):
         self.alpha = float(self.attrs.get("_pyconv_alpha", 0.0))
         self.beta = float(self.attrs.get("_pyconv_beta", 0.0))
         self.plan = None
+        self._plain_plan = None     # self.plan without the activation (broadcast residual)
         if 1 in consts and (len(self.node.inputs) < 3 or not self.node.inputs[2]
                             or 2 in consts):
             self.plan = self._make_plan(consts[1], consts.get(2), self.activation,
@@ -49,7 +48,7 @@ class _ConvBase(Op):
         x = self.float32(inputs[0])
         plan = self._plan_for(inputs)
         residual = inputs[3] if len(inputs) > 3 else None
-        shape = wrap_errors(self, plan.output_shape, x.shape)
+        shape = wrap_errors(self, plan.reshape, x.shape).output_shape
         if residual is not None and (residual.shape != shape or residual.dtype != np.float32):
             # A broadcast residual: no fused epilogue; convolve, add, then activate.
             y = wrap_errors(self, self._without_activation(plan).run, x)
@@ -66,8 +65,8 @@ class _ConvBase(Op):
         return [wrap_errors(self, plan.run, x, residual, None, out)]
 
     def bind(self, specs, out):
-        """The packed kernel bound to the planned input shape and ``out``
-        (:meth:`pyconv._ext.conv.ConvKernel.bind`): no per-call geometry or checks in
+        """The plan bound to the planned input shape and ``out``
+        (:meth:`pyconv.functional.ConvPlan.bind`): no per-call geometry or checks in
         Python. Constant weights only."""
         plan = self.plan
         if plan is None or out is None or specs[0] is None:
@@ -77,21 +76,21 @@ class _ConvBase(Op):
         if dtype != np.float32 or (residual and specs[3] != (out.shape, np.float32)):
             return None
         try:
-            shape, pads_begin = plan.output_shape(x_shape), plan.geometry(x_shape).pads_begin
+            kernel = plan.bind(x_shape, out)
         except PyconvError:
             return None
-        if shape != out.shape:
-            return None
-        kernel = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
-                                  plan.activation, plan.act_alpha, plan.act_beta)
         return bound_step(kernel, self, out, 3 if residual else None)
 
     def _without_activation(self, plan):
+        """plan with a bias-only epilogue (same packed weights); kept for the constant
+        plan."""
         if not plan.activation:
             return plan
-        p = copy.copy(plan)
-        p.activation = None
-        return p
+        if plan is not self.plan:
+            return plan.with_activation(None)
+        if self._plain_plan is None:
+            self._plain_plan = plan.with_activation(None)
+        return self._plain_plan
 
 
 @register("Conv")

@@ -1,7 +1,8 @@
 """Pooling operators: MaxPool, AveragePool, LpPool, the global pools and MaxUnpool.
 
-The sliding-window pools run a :class:`pyconv.functional.PoolPlan` made once in setup;
-the others the N-d entry points of :mod:`pyconv.functional` (one implementation)."""
+The sliding-window pools run a :class:`pyconv.functional.PoolPlan` made once in setup,
+the global pools a :class:`pyconv.functional.GlobalPoolPlan`; MaxUnpool the N-d entry
+point of :mod:`pyconv.functional` (one implementation)."""
 from __future__ import annotations
 
 import numpy as np
@@ -112,12 +113,17 @@ class LpPool(_Pool):
 class _GlobalPool(Op):
     is_max = False
 
+    def setup(self, consts):
+        self.plan = F.GlobalPoolPlan(self.is_max, op=self.node.label, context=self.context)
+
+    def run(self, inputs, out=None):
+        return [wrap_errors(self, self.plan.run, self.float32(inputs[0]))]
+
     def bind(self, specs, out):
         if specs[0] is None or specs[0][1] != np.float32:
             return None
         try:
-            kernel = F.bind_global_pool(specs[0][0], self.is_max, op=self.node.label,
-                                        context=self.context)
+            kernel = self.plan.bind(specs[0][0])
         except (PyconvError, ValueError):
             return None
         return bound_step(kernel, self, out)
@@ -127,19 +133,11 @@ class _GlobalPool(Op):
 class GlobalAveragePool(_GlobalPool):
     """ONNX GlobalAveragePool: mean over all spatial dims (kept as 1s)."""
 
-    def run(self, inputs, out=None):
-        return [wrap_errors(self, F.global_avg_pool, self.float32(inputs[0]),
-                            context=self.context)]
-
 
 @register("GlobalMaxPool")
 class GlobalMaxPool(_GlobalPool):
     """ONNX GlobalMaxPool: max over all spatial dims (kept as 1s)."""
     is_max = True
-
-    def run(self, inputs, out=None):
-        return [wrap_errors(self, F.global_max_pool, self.float32(inputs[0]),
-                            context=self.context)]
 
 
 @register("MaxUnpool")

@@ -9,7 +9,7 @@
 extern "C" {
 #endif
 
-/* Fused activations applied by the GEMM epilogue (order matters: Python mirrors it). */
+/* Fused epilogue activations; Python mirrors them by name (gemm.pxd, pyconv/_activations.py). */
 enum pyconv_act {
     PYCONV_ACT_NONE = 0,
     PYCONV_ACT_RELU = 1,

@@ -1,4 +1,4 @@
-"""Bound calls, the memory planner's fast path (ConvKernel.bind, functional.bind_pool):
+"""Bound calls, the memory planner's fast path (ConvPlan.bind, functional.bind_pool):
 they give exactly what the general entry points give, and decline (None, nothing
 written) any call they were not bound for."""
 import numpy as np
@@ -19,11 +19,8 @@ def algorithm(request):
 
 
 def bound_conv(plan, x_shape, fill=np.nan):
-    shape, pads_begin = plan.output_shape(x_shape), plan.geometry(x_shape).pads_begin
-    out = np.full(shape, fill, np.float32)
-    call = plan.kernel.bind(x_shape, out, plan.stride, pads_begin, plan.dilation,
-                            plan.activation, plan.act_alpha, plan.act_beta)
-    return call, out
+    out = np.full(plan.reshape(x_shape).output_shape, fill, np.float32)
+    return plan.bind(x_shape, out), out
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -73,8 +70,7 @@ def test_bound_conv_declines_what_it_was_not_bound_for(rng):
     assert call(x, out) is None                       # the residual is the output
     # An input sharing the output's bytes (convolution cannot run in place).
     shared = np.zeros(max(x.size, out.size), np.float32)
-    call2 = plan.kernel.bind(x.shape, shared[:out.size].reshape(out.shape), plan.stride,
-                             (1, 1), plan.dilation)
+    call2 = plan.bind(x.shape, shared[:out.size].reshape(out.shape))
     assert call2(shared[:x.size].reshape(x.shape)) is None
     assert (out == 7).all() and not shared.any()
     assert (out == 7).all()
@@ -160,7 +156,7 @@ def test_bound_global_pool_matches_the_entry_points(threads, rng, shape, is_max)
                 np.asfortranarray(x) if x.ndim > 2 and not x.flags.f_contiguous else x[None],
                 x.tolist()):
         assert call(bad) is None
-    with pytest.raises(pyconv.errors.ShapeError, match="non-empty spatial"):
+    with pytest.raises(pyconv.errors.ShapeError, match=r"none empty, got x_shape \(1, 2, 0\)"):
         F.bind_global_pool((1, 2, 0), is_max)
 
 
