@@ -582,12 +582,26 @@ class Einsum(Op):
             if a.dtype != inputs[0].dtype:
                 self.fail(f"input '{self.input_name(i)}' has dtype {a.dtype}, input "
                           f"'{self.input_name(0)}' has {inputs[0].dtype}", InvalidDType)
+        self.check_output_size(inputs)
         try:
             y = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
         except ValueError as exc:
             self.fail(f"equation {self.equation!r} does not fit the input shapes "
                       f"{[a.shape for a in inputs]}: {exc}", ShapeError)
         return [np.asarray(y, dtype=inputs[0].dtype)]
+
+    def check_output_size(self, inputs):
+        """Refuses an explicit output (``->``, no ``...``) too large to allocate before
+        NumPy tries."""
+        if "->" not in self.equation or "..." in self.equation:
+            return
+        terms, result = self.equation.split("->")
+        sizes = {}
+        for term, a in zip(terms.split(","), inputs):
+            if len(term) == a.ndim:
+                sizes.update({c: max(sizes.get(c, 1), d) for c, d in zip(term, a.shape)})
+        if all(c in sizes for c in result):
+            check_tensor_size([sizes[c] for c in result], self.node.label)
 
 
 @register("GatherElements")
@@ -626,10 +640,10 @@ class GatherND(Op):
             self.fail(f"batch_dims {b} does not fit data {data.shape} and indices "
                       f"{idx.shape}", ShapeError)
         k = idx.shape[-1]
-        if data.shape[:b] != idx.shape[:b] or b + k > data.ndim:
+        if data.shape[:b] != idx.shape[:b] or not 1 <= k <= data.ndim - b:
             self.fail(f"indices {idx.shape} do not fit data {data.shape} with batch_dims "
                       f"{b} (the leading {b} dims must match and the last dim of indices "
-                      f"must be at most {data.ndim - b})", ShapeError)
+                      f"must be from 1 to {data.ndim - b})", ShapeError)
         idx = _check_indices(self, idx, data.shape[b:b + k], "indices")
         batch = int(np.prod(data.shape[:b], dtype=np.int64))
         rows = data.reshape((batch,) + data.shape[b:])
