@@ -555,8 +555,8 @@ class NonZero(Op):
         x = inputs[0]
         if x.dtype.kind not in "biuf":
             self.fail(f"input dtype {x.dtype} is not supported", InvalidDType)
-        if x.ndim == 0:
-            return [np.zeros((0, int(x != 0)), np.int64)]
+        if x.ndim == 0:     # as onnxruntime: a (1, count) index into a 1-element view
+            return [np.zeros((1, int(x != 0)), np.int64)]
         return [np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)]
 
 

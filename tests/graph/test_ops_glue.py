@@ -318,6 +318,16 @@ def test_nonzero(rng, dtype):
     check(node_model("NonZero", {"x": x}, opset=13), {"x": x})
 
 
+@pytest.mark.parametrize("value", [0.0, 2.0])
+def test_nonzero_of_a_scalar_as_onnxruntime(value):
+    x = np.array(value, np.float32)
+    m = node_model("NonZero", {"x": x}, opset=13)
+    got, = pyconv.InferenceSession(m).run(None, {"x": x})
+    want, = ort.InferenceSession(m.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert got.dtype == want.dtype and got.shape == want.shape == (1, int(value != 0))
+
+
 @pytest.mark.parametrize("eq,shapes", [
     ("ij,jk->ik", [(3, 4), (4, 5)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
     ("ij->ji", [(3, 4)]), ("ii->i", [(4, 4)]), ("i,i", [(5,), (5,)]),
