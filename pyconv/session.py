@@ -269,7 +269,6 @@ class InferenceSession:
         if extra:
             raise InvalidArgument(f"unknown input(s) {extra}; the model's inputs are {names}")
         feeds = []
-        bound = {}
         for vi in self._inputs_info:
             if vi.name not in input_feed:
                 raise InvalidArgument(
@@ -296,12 +295,8 @@ class InferenceSession:
                         raise InvalidArgument(
                             f"input '{vi.name}': dim {axis} must be {want} (expected shape "
                             f"{vi.shape}), received shape {v.shape}")
-                    if isinstance(want, str):
-                        if bound.setdefault(want, (got, vi.name))[0] != got:
-                            raise InvalidArgument(
-                                f"input '{vi.name}': dim {axis} '{want}' is {got}, but input "
-                                f"'{bound[want][1]}' has '{want}' = {bound[want][0]} "
-                                f"(received shape {v.shape})")
+                    # Named dims are free, as in onnxruntime: it does not check that
+                    # inputs sharing a name ('batch') agree; the nodes check what matters.
             feeds.append(v)
         return feeds
 
@@ -313,7 +308,8 @@ class InferenceSession:
         output_names : list of str or None
             Outputs to return (None: all, in graph order).
         input_feed : dict str -> ndarray
-            One array per graph input, of the declared dtype, rank and fixed dims.
+            One array per graph input, of the declared dtype, rank and fixed dims
+            (named, negative and unknown dims take any size, as in onnxruntime).
 
         Returns
         -------

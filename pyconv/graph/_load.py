@@ -19,7 +19,12 @@ MAX_TENSOR_ELEMENTS = 1 << 34
 
 
 class ValueInfo:
-    """Name, ONNX element type and shape (ints, symbolic names as str, or None)."""
+    """Name, ONNX element type and shape (ints, symbolic names as str, or None).
+
+    As in onnxruntime, a dim is free (None) when it has no value, a negative value
+    (Paddle and tf2onnx write -1) or an empty name; a named dim (``'batch'``, ``'?'``)
+    keeps its name for reporting and is free too: sizes are not checked against it.
+    """
 
     __slots__ = ("name", "elem_type", "shape")
 
@@ -36,7 +41,7 @@ class ValueInfo:
         if tt.HasField("shape"):
             shape = []
             for d in tt.shape.dim:
-                if d.HasField("dim_value"):
+                if d.HasField("dim_value") and d.dim_value >= 0:
                     shape.append(int(d.dim_value))
                 elif d.HasField("dim_param") and d.dim_param:
                     shape.append(_s(d.dim_param))

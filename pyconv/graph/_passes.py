@@ -2,7 +2,8 @@
 
 Order (see :func:`optimize`): validate + topological sort, then by level
 basic:    remove Identity / inference Dropout, fold constants, remove dead nodes;
-all:      + BatchNormalization folded into Conv / ConvTranspose weights, standalone
+all:      + the decomposed layer norm as one LayerNormalization,
+          BatchNormalization folded into Conv / ConvTranspose weights, standalone
           BatchNormalization (and per-channel Mul / Add after it or after a Conv) as one
           ChannelAffine, residual Add fused into the Conv epilogue, activations fused into
           Conv / ConvTranspose / ChannelAffine, then dead nodes again.
@@ -433,6 +434,145 @@ def fuse_activation(graph):
     return graph
 
 
+def _scalar_const(graph, name):
+    """The value of a one-element float constant, or None."""
+    c = graph.constants.get(name)
+    if c is None or c.size != 1 or c.dtype.kind != "f":
+        return None
+    return float(c.reshape(()))
+
+
+def _reduce_mean_axis(graph, n, rank):
+    """For a ReduceMean that keeps dims and reduces the trailing axes, the first of them
+    as a negative axis (LayerNormalization's ``axis``); else None."""
+    if n.op_type != "ReduceMean" or n.domain not in ("", "ai.onnx") or \
+            not int(n.attrs.get("keepdims", 1)):
+        return None
+    if graph.opset >= 18:
+        c = graph.constants.get(n.inputs[1]) if len(n.inputs) > 1 and n.inputs[1] else None
+        axes = None if c is None or c.dtype.kind not in "iu" else c.reshape(-1).tolist()
+    else:
+        axes = n.attrs.get("axes")
+    if not axes:
+        return None
+    axes = [int(a) for a in axes]
+    if any(a >= 0 for a in axes):
+        if rank is None or any(not -rank <= a < rank for a in axes):
+            return None
+        axes = [a - rank if a >= 0 else a for a in axes]
+    if sorted(axes) != list(range(-len(axes), 0)) or len(set(axes)) != len(axes):
+        return None
+    return -len(axes)
+
+
+def _broadcasts_to(c, shape):
+    """True when constant ``c`` broadcasts to the (partly known) ``shape`` without
+    enlarging it, as LayerNormalization's Scale and B must."""
+    if shape is None or c.ndim > len(shape):
+        return False
+    return all(s == 1 or s == d for s, d in zip(c.shape[::-1], shape[::-1]))
+
+
+def fuse_layer_norm(graph, shapes=None):
+    """The layer norm exporters write out (ReduceMean -> Sub -> Pow 2 or Mul(d, d) ->
+    ReduceMean -> Add eps -> Sqrt -> Div, or Reciprocal -> Mul; then optionally Mul by a
+    constant scale and Add a constant bias) -> one LayerNormalization.
+
+    Only when it computes the same thing: float32 constants, exponent exactly 2, both
+    means over the same trailing axes (keepdims), eps a constant, and every intermediate
+    value used only inside the pattern."""
+    shapes = shapes or {}
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    outs = set(graph.output_names)
+
+    def only_user(name):
+        """The one node reading ``name`` (it may read it twice), or None."""
+        readers = {id(u): u for u in users.get(name, ())}
+        if name in outs or len(readers) != 1:
+            return None
+        return next(iter(readers.values()))
+
+    def is_op(n, op_type):
+        return n is not None and n.op_type == op_type and n.domain in ("", "ai.onnx")
+
+    def other_input(n, name):
+        return n.inputs[1] if n.inputs[0] == name else n.inputs[0]
+
+    remove = set()
+    for mean_node in list(graph.nodes):
+        if mean_node.op_type != "ReduceMean" or id(mean_node) in remove:
+            continue
+        x = mean_node.inputs[0]
+        x_shape = shapes.get(x)
+        rank = len(x_shape) if x_shape is not None else None
+        axis = _reduce_mean_axis(graph, mean_node, rank)
+        if axis is None:
+            continue
+        sub = only_user(mean_node.outputs[0])
+        if not is_op(sub, "Sub") or sub.inputs != [x, mean_node.outputs[0]]:
+            continue
+        d = sub.outputs[0]
+        readers = {id(u): u for u in users.get(d, ())}
+        if d in outs or len(readers) != 2:
+            continue
+        square = next((u for u in readers.values() if (
+            is_op(u, "Pow") and u.inputs[0] == d and _scalar_const(graph, u.inputs[1]) == 2.0)
+            or (is_op(u, "Mul") and u.inputs == [d, d])), None)
+        if square is None:
+            continue
+        divide = next(u for u in readers.values() if u is not square)
+        var_node = only_user(square.outputs[0])
+        if var_node is None or _reduce_mean_axis(graph, var_node, rank) != axis or \
+                var_node.inputs[0] != square.outputs[0]:
+            continue
+        add_eps = only_user(var_node.outputs[0])
+        if not is_op(add_eps, "Add") or len(add_eps.inputs) != 2:
+            continue
+        eps_name = other_input(add_eps, var_node.outputs[0])
+        eps = _scalar_const(graph, eps_name)
+        if eps is None or graph.constants[eps_name].dtype != np.float32:
+            continue
+        sqrt = only_user(add_eps.outputs[0])
+        if not is_op(sqrt, "Sqrt"):
+            continue
+        chain = [mean_node, sub, square, var_node, add_eps, sqrt]
+        if is_op(divide, "Div") and divide.inputs == [d, sqrt.outputs[0]]:
+            if only_user(sqrt.outputs[0]) is not divide:
+                continue
+        elif is_op(divide, "Mul"):
+            recip = only_user(sqrt.outputs[0])
+            if not is_op(recip, "Reciprocal") or sorted(divide.inputs) != \
+                    sorted([d, recip.outputs[0]]) or only_user(recip.outputs[0]) is not divide:
+                continue
+            chain.append(recip)
+        else:
+            continue
+        chain.append(divide)
+        last, scale, bias = divide, None, None
+        nxt = only_user(last.outputs[0])
+        if is_op(nxt, "Mul") and len(nxt.inputs) == 2:
+            c = graph.constants.get(other_input(nxt, last.outputs[0]))
+            if c is not None and c.dtype == np.float32 and _broadcasts_to(c, x_shape):
+                scale, last = other_input(nxt, last.outputs[0]), nxt
+                chain.append(nxt)
+                nxt = only_user(last.outputs[0])
+        if is_op(nxt, "Add") and len(nxt.inputs) == 2:
+            c = graph.constants.get(other_input(nxt, last.outputs[0]))
+            if c is not None and c.dtype == np.float32 and _broadcasts_to(c, x_shape):
+                bias, last = other_input(nxt, last.outputs[0]), nxt
+                chain.append(nxt)
+        if scale is None:
+            scale = _new_const(graph, mean_node.name + "_ln_scale", np.ones(1))
+        mean_node.op_type, mean_node.domain = "LayerNormalization", ""
+        mean_node.inputs = [x, scale] + ([bias] if bias else [])
+        mean_node.outputs = [last.outputs[0]]
+        mean_node.attrs = {"axis": axis, "epsilon": eps}
+        remove.update(id(n) for n in chain[1:])
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph
+
+
 LEVEL_BASIC = 1
 LEVEL_ALL = 99
 
@@ -458,6 +598,7 @@ def _optimize(graph, level, shapes):
         fold_constants(graph)
         eliminate_dead(graph)
     if level > LEVEL_BASIC:
+        fuse_layer_norm(graph, shapes)
         fold_batchnorm(graph)
         fold_channel_ops(graph, shapes)
         fuse_residual(graph)

@@ -1,11 +1,11 @@
 """Normalisation: BatchNormalization (inference), the optimizer's ChannelAffine,
-InstanceNormalization and LRN."""
+InstanceNormalization, LayerNormalization, GroupNormalization and LRN."""
 from __future__ import annotations
 
 import numpy as np
 
 from pyconv._ext import gemm
-from pyconv.errors import ShapeError
+from pyconv.errors import InvalidDType, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
@@ -89,6 +89,135 @@ class InstanceNormalization(Op):
         y = (x - mean) / np.sqrt(var + float(self.attrs["epsilon"]))
         y = y * scale.reshape(shape) + bias.reshape(shape)
         return [y.astype(np.float32)]
+
+
+def standardize_rows(x, eps):
+    """``(x - mean) / sqrt(var + eps)`` of each row of a 2-D array, with the row means and
+    ``1 / sqrt(var + eps)`` as (rows, 1) float64 columns.
+
+    Two passes (the variance from the centred values, as onnxruntime does), the sums
+    accumulated in float64, the element-wise work in the dtype of ``x``."""
+    mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
+    centred = x - mean.astype(x.dtype)
+    var = np.square(centred).mean(axis=1, keepdims=True, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):   # var + eps <= 0: inf/NaN, as ORT
+        inv_std = 1.0 / np.sqrt(var + eps)
+    centred *= inv_std.astype(x.dtype)
+    return centred, mean, inv_std
+
+
+_STASH = {1: np.float32}      # stash_type (ONNX TensorProto type) -> dtype of Mean / InvStdDev
+
+
+class _Standardize(Op):
+    """The input as a float tensor in its compute dtype (float16 computes in float32)."""
+
+    def compute_input(self, x):
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float16, np.float32,
+                                                            np.float64):
+            self.fail(f"input '{self.input_name(0)}' must be float16/32/64, got "
+                      f"{getattr(x, 'dtype', type(x).__name__)}", InvalidDType)
+        return x.astype(np.float32) if x.dtype == np.float16 else x
+
+    def check_stash_type(self):
+        stash = int(self.attrs["stash_type"])
+        if stash not in _STASH:
+            self.fail(f"stash_type {stash} is not supported (1: float32)")
+        return _STASH[stash]
+
+    def broadcast_param(self, p, i, x_shape):
+        """Optional input ``i`` (Scale / B), unidirectionally broadcast to ``x_shape``."""
+        if p is None:
+            return None
+        try:
+            ok = np.broadcast_shapes(p.shape, x_shape) == tuple(x_shape)
+        except ValueError:
+            ok = False
+        if not ok:
+            self.fail(f"input '{self.input_name(i)}' of shape {p.shape} does not broadcast "
+                      f"to the input shape {tuple(x_shape)}", ShapeError)
+        return p
+
+
+@register("LayerNormalization")
+class LayerNormalization(_Standardize):
+    """Normalises over the axes ``axis..rank-1``, then ``* Scale + B`` (broadcast).
+
+    Opset 17 (onnxruntime also runs it in models of older opsets). Outputs ``Mean`` and
+    ``InvStdDev`` (shape ``x.shape[:axis] + (1,) * (rank - axis)``, float32 for
+    ``stash_type`` 1, whatever the input dtype) are optional."""
+    required_inputs = 2
+    attributes = {"axis": -1, "epsilon": 1e-5, "stash_type": 1}
+
+    def setup(self, consts):
+        self.stash = self.check_stash_type()
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        scale = inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        xc = self.compute_input(x)
+        if xc.ndim == 0:
+            self.fail("input must have at least one dim, got a scalar", ShapeError)
+        axis = self.check_axis(self.attrs["axis"], xc.ndim)
+        self.broadcast_param(scale, 1, x.shape)
+        self.broadcast_param(bias, 2, x.shape)
+        rows = int(np.prod(x.shape[:axis], dtype=np.int64))
+        cols = int(np.prod(x.shape[axis:], dtype=np.int64))
+        y, mean, inv_std = standardize_rows(xc.reshape(rows, cols),
+                                            float(self.attrs["epsilon"]))
+        y = y.reshape(x.shape)
+        y *= scale.astype(y.dtype, copy=False)
+        if bias is not None:
+            y += bias.astype(y.dtype, copy=False)
+        stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+        outs = [y.astype(x.dtype, copy=False)]
+        wanted = [bool(o) for o in self.node.outputs[1:3]]
+        if any(wanted):
+            outs += [mean.astype(self.stash).reshape(stat_shape),
+                     inv_std.astype(self.stash).reshape(stat_shape)][:len(wanted)]
+        return outs
+
+
+@register("GroupNormalization")
+class GroupNormalization(_Standardize):
+    """Normalises each (n, group of channels) over its channels and spatial positions,
+    then applies ``scale`` and ``bias``: one value per group in opset 18 (deprecated),
+    one per channel from opset 21."""
+    required_inputs = 3
+    attributes = {"num_groups": REQUIRED, "epsilon": 1e-5, "stash_type": 1}
+
+    def setup(self, consts):
+        self.groups = int(self.attrs["num_groups"])
+        if self.groups < 1:
+            self.fail(f"num_groups must be positive, got {self.groups}")
+        if self.opset >= 21:
+            self.check_stash_type()
+
+    def run(self, inputs, out=None):
+        x, scale, bias = inputs[:3]
+        xc = self.compute_input(x)
+        g = self.groups
+        if xc.ndim < 2 or xc.shape[1] % g:
+            self.fail(f"input shape {x.shape}: expected (N, C, ...) with C divisible by "
+                      f"num_groups {g}", ShapeError)
+        n, c = xc.shape[:2]
+        per = g if self.opset < 21 else c
+        for i, p in ((1, scale), (2, bias)):
+            if p is None or p.shape != (per,):
+                self.fail(f"input '{self.input_name(i)}' must have shape ({per},) (one value "
+                          f"per {'group' if self.opset < 21 else 'channel'} at opset "
+                          f"{self.opset}), got {getattr(p, 'shape', None)}", ShapeError)
+        y, _, _ = standardize_rows(xc.reshape(n * g, -1), float(self.attrs["epsilon"]))
+        if self.opset < 21:
+            y = y.reshape(n, g, -1)
+            view = (1, g, 1)
+        else:
+            y = y.reshape(n, c, -1)
+            view = (1, c, 1)
+        y *= scale.astype(y.dtype).reshape(view)
+        y += bias.astype(y.dtype).reshape(view)
+        return [y.reshape(x.shape).astype(x.dtype, copy=False)]
 
 
 @register("LRN")

@@ -484,48 +484,202 @@ class ScatterND(Op):
         return [y]
 
 
-class _Reduce(Op):
-    attributes = {"axes": None, "keepdims": 1, "noop_with_empty_axes": 0}
-    axes_input_since = 18
+def _scalar(op, v, i, kinds="iuf"):
+    """Input ``i`` as a one-element tensor's value (ONNX scalars may arrive as (1,))."""
+    a = np.asarray(v)
+    if a.size != 1 or a.ndim > 1 or a.dtype.kind not in kinds:
+        op.fail(f"input '{op.input_name(i)}' must be a scalar, got shape {a.shape} dtype "
+                f"{a.dtype}")
+    return a.reshape(())[()]
+
+
+def _check_indices(op, idx, dims, what):
+    """Integer ``idx`` within ``[-dims, dims)`` (broadcast); returns them made
+    non-negative."""
+    if idx.dtype.kind not in "iu":
+        op.fail(f"{what} must be int32/int64, got {idx.dtype}", InvalidDType)
+    idx = idx.astype(np.int64, copy=False)
+    dims = np.asarray(dims, np.int64)
+    if idx.size and ((idx < -dims) | (idx >= dims)).any():
+        op.fail(f"{what} out of range for dims {dims.tolist()}")
+    return np.where(idx < 0, idx + dims, idx)
+
+
+@register("Tile")
+class Tile(Op):
+    """Repeats the input ``repeats[i]`` times along each axis (opset 6+: repeats input)."""
+    required_inputs = 2
 
     def run(self, inputs, out=None):
         x = inputs[0]
-        axes = _axes_from(self, inputs, 1, since=self.axes_input_since)
-        keep = bool(self.attrs["keepdims"])
-        if not axes:
-            if self.attrs["noop_with_empty_axes"] and axes is not None or (
-                    self.attrs["noop_with_empty_axes"] and axes is None
-                    and self.opset >= self.axes_input_since):
-                return [x]
-            axes = list(range(x.ndim))
-        axes = tuple(sorted({self.check_axis(a, x.ndim) for a in axes}))
-        return [np.asarray(self.reduce(x, axes, keep))]
+        reps = _int_list(self, inputs[1], "repeats")
+        if len(reps) != x.ndim or any(r < 0 for r in reps):
+            self.fail(f"repeats {reps} must be {x.ndim} non-negative values (input shape "
+                      f"{x.shape})", ShapeError)
+        check_tensor_size([d * r for d, r in zip(x.shape, reps)], self.node.label)
+        return [np.tile(x, reps)]
 
 
-@register("ReduceSum")
-class ReduceSum(_Reduce):
-    axes_input_since = 13
+@register("Range")
+class Range(Op):
+    """``start + i * delta`` for ``i < max(ceil((limit - start) / delta), 0)``, in the
+    dtype of the (scalar) inputs."""
+    required_inputs = 3
+    attributes = {"stash_type": 1}
 
-    def reduce(self, x, axes, keep):
-        return np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype)
+    def run(self, inputs, out=None):
+        dtypes = {np.asarray(v).dtype for v in inputs[:3]}
+        if len(dtypes) != 1:
+            self.fail(f"start, limit and delta must have one dtype, got "
+                      f"{sorted(map(str, dtypes))}", InvalidDType)
+        dtype = dtypes.pop()
+        start, limit, delta = (_scalar(self, v, i) for i, v in enumerate(inputs[:3]))
+        if delta == 0:
+            self.fail("delta must not be 0")
+        work = np.float32 if dtype == np.float16 else dtype.type   # stash_type 1: float32
+        if dtype.kind == "f":
+            count = np.ceil((float(limit) - float(start)) / float(delta))
+        else:
+            count = -((int(start) - int(limit)) // int(delta))   # exact integer ceil
+        n = int(max(count, 0))
+        check_tensor_size([n], self.node.label)
+        y = np.arange(n, dtype=work) * work(delta) + work(start)
+        return [y.astype(dtype, copy=False)]
 
 
-@register("ReduceMean")
-class ReduceMean(_Reduce):
-    def reduce(self, x, axes, keep):
-        if x.dtype.kind in "iu":
-            return np.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype)
+@register("NonZero")
+class NonZero(Op):
+    """int64 indices (rank, count) of the non-zero elements, in row-major order."""
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if x.dtype.kind not in "biuf":
+            self.fail(f"input dtype {x.dtype} is not supported", InvalidDType)
+        if x.ndim == 0:     # as onnxruntime: a (1, count) index into a 1-element view
+            return [np.zeros((1, int(x != 0)), np.int64)]
+        return [np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)]
 
 
-@register("ReduceMax")
-class ReduceMax(_Reduce):
-    def reduce(self, x, axes, keep):
-        if x.dtype == np.bool_:
-            return np.any(x, axis=axes, keepdims=keep)
-        init = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-        return np.max(x, axis=axes, keepdims=keep, initial=init)
+@register("Einsum")
+class Einsum(Op):
+    """``numpy.einsum`` of the equation (explicit ``->`` or implicit output, ``...``
+    broadcasting); inputs of one numeric dtype."""
+    required_inputs = 1
+    attributes = {"equation": REQUIRED}
+
+    def setup(self, consts):
+        eq = str(self.attrs["equation"]).replace(" ", "")
+        terms = eq.split("->")[0].split(",")
+        if len(terms) != len(self.node.inputs) or eq.count("->") > 1:
+            self.fail(f"equation {eq!r} has {len(terms)} operand(s), the node has "
+                      f"{len(self.node.inputs)} input(s)", InvalidModel)
+        self.equation = eq
+
+    def run(self, inputs, out=None):
+        if inputs[0].dtype.kind not in "iuf":
+            self.fail(f"input dtype {inputs[0].dtype} is not supported", InvalidDType)
+        for i, a in enumerate(inputs[1:], 1):
+            if a.dtype != inputs[0].dtype:
+                self.fail(f"input '{self.input_name(i)}' has dtype {a.dtype}, input "
+                          f"'{self.input_name(0)}' has {inputs[0].dtype}", InvalidDType)
+        self.check_output_size(inputs)
+        try:
+            y = np.einsum(self.equation, *inputs, optimize=len(inputs) > 2)
+        except ValueError as exc:
+            self.fail(f"equation {self.equation!r} does not fit the input shapes "
+                      f"{[a.shape for a in inputs]}: {exc}", ShapeError)
+        return [np.asarray(y, dtype=inputs[0].dtype)]
+
+    def check_output_size(self, inputs):
+        """Refuses an explicit output (``->``, no ``...``) too large to allocate before
+        NumPy tries."""
+        if "->" not in self.equation or "..." in self.equation:
+            return
+        terms, result = self.equation.split("->")
+        sizes = {}
+        for term, a in zip(terms.split(","), inputs):
+            if len(term) == a.ndim:
+                sizes.update({c: max(sizes.get(c, 1), d) for c, d in zip(term, a.shape)})
+        if all(c in sizes for c in result):
+            check_tensor_size([sizes[c] for c in result], self.node.label)
+
+
+@register("GatherElements")
+class GatherElements(Op):
+    """``y[i][j] = data[indices[i][j]][j]`` (for axis 0): indices of the data's rank,
+    each dim at most the data's outside ``axis``."""
+    required_inputs = 2
+    attributes = {"axis": 0}
+
+    def run(self, inputs, out=None):
+        data, idx = inputs
+        if idx.ndim != data.ndim or data.ndim == 0:
+            self.fail(f"indices of shape {idx.shape} must have the rank of data "
+                      f"{data.shape}", ShapeError)
+        axis = self.check_axis(self.attrs["axis"], data.ndim)
+        if any(i > d for a, (i, d) in enumerate(zip(idx.shape, data.shape)) if a != axis):
+            self.fail(f"indices of shape {idx.shape} exceed data {data.shape} outside axis "
+                      f"{axis}", ShapeError)
+        idx = _check_indices(self, idx, data.shape[axis], "indices")
+        part = data[tuple(slice(0, n) if a != axis else slice(None)
+                          for a, n in enumerate(idx.shape))]
+        return [np.take_along_axis(part, idx, axis=axis)]
+
+
+@register("GatherND")
+class GatherND(Op):
+    """Slices of ``data`` at the index tuples of ``indices``' last dim, the first
+    ``batch_dims`` dims shared (opset 12+)."""
+    required_inputs = 2
+    attributes = {"batch_dims": 0}
+
+    def run(self, inputs, out=None):
+        data, idx = inputs
+        b = int(self.attrs["batch_dims"])
+        if idx.ndim < 1 or not 0 <= b < min(data.ndim, idx.ndim):
+            self.fail(f"batch_dims {b} does not fit data {data.shape} and indices "
+                      f"{idx.shape}", ShapeError)
+        k = idx.shape[-1]
+        if data.shape[:b] != idx.shape[:b] or not 1 <= k <= data.ndim - b:
+            self.fail(f"indices {idx.shape} do not fit data {data.shape} with batch_dims "
+                      f"{b} (the leading {b} dims must match and the last dim of indices "
+                      f"must be from 1 to {data.ndim - b})", ShapeError)
+        idx = _check_indices(self, idx, data.shape[b:b + k], "indices")
+        batch = int(np.prod(data.shape[:b], dtype=np.int64))
+        rows = data.reshape((batch,) + data.shape[b:])
+        tuples = idx.reshape(batch, -1, k)
+        picked = rows[(np.arange(batch)[:, None],) + tuple(np.moveaxis(tuples, 2, 0))]
+        return [picked.reshape(idx.shape[:-1] + data.shape[b + k:])]
+
+
+@register("OneHot")
+class OneHot(Op):
+    """``values[1]`` where ``indices`` (made non-negative by adding ``depth``) equals the
+    position along the new ``axis``, ``values[0]`` elsewhere (indices out of range: all
+    off)."""
+    required_inputs = 3
+    attributes = {"axis": -1}
+
+    def run(self, inputs, out=None):
+        indices, depth, values = inputs
+        if indices.dtype.kind not in "iuf":
+            self.fail(f"indices dtype {indices.dtype} is not supported", InvalidDType)
+        depth = _scalar(self, depth, 1)
+        if values.shape not in ((2,), (1, 2)) and values.size != 2:
+            self.fail(f"values must hold [off, on], got shape {values.shape}", ShapeError)
+        depth = int(depth)
+        if depth < 1:
+            self.fail(f"depth must be positive, got {depth}")
+        axis = self.check_axis(self.attrs["axis"], indices.ndim + 1)
+        shape = list(indices.shape)
+        shape.insert(axis, depth)
+        check_tensor_size(shape, self.node.label)
+        idx = indices.astype(np.int64)
+        idx = np.where(idx < 0, idx + depth, idx)
+        positions = np.arange(depth).reshape((-1,) + (1,) * (indices.ndim - axis))
+        hot = np.expand_dims(idx, axis) == positions
+        off, on = values.reshape(-1)
+        return [np.where(hot, on, off).astype(values.dtype, copy=False)]
 
 
 __all__ = ["np_dtype", "InvalidArgument"]

@@ -18,14 +18,18 @@ warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 
 def _supported_node_cases():
-    names = []
+    """Name -> op types of every node case whose ops pyconv registers."""
+    cases = {}
     for case in load_model_tests(kind="node"):
         model = case.model
         if model is None:
             continue
         if all(lookup(n.op_type, n.domain) is not None for n in model.graph.node):
-            names.append(case.name)
-    return names
+            cases[case.name] = {n.op_type for n in model.graph.node}
+    return cases
+
+
+_SUPPORTED = _supported_node_cases()
 
 
 _PYTORCH = [
@@ -70,10 +74,30 @@ def _excluded_pattern():
 
 
 backend_test = onnx.backend.test.BackendTest(pyconv.backend, __name__)
-for name in _supported_node_cases():
+for name in _SUPPORTED:
     backend_test.include(f"^{re.escape(name)}_cpu$")
 for prefix in _PYTORCH:
     backend_test.include(f"^{prefix}.*_cpu$")
 backend_test.exclude(_excluded_pattern())
 
 globals().update(backend_test.test_cases)
+
+# Ops added for real exports (issue 14) whose conformance cases must keep running: a
+# registry or pattern change that drops them all fails here instead of going unnoticed.
+COVERED = ["LayerNormalization", "GroupNormalization", "Tile", "Range", "ArgMax", "ArgMin",
+           "TopK", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare",
+           "ReduceLogSum", "ReduceLogSumExp", "Floor", "Ceil", "Round", "Sign", "Less",
+           "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "NonZero",
+           "Einsum", "CumSum", "GatherElements", "GatherND", "OneHot", "Mod", "IsNaN",
+           "IsInf"]
+
+
+def test_new_ops_have_conformance_cases():
+    excluded = re.compile(_excluded_pattern())
+    counts = {op: 0 for op in COVERED}
+    for name, op_types in _SUPPORTED.items():
+        if not excluded.search(name):
+            for t in op_types & counts.keys():
+                counts[t] += 1
+    assert not [op for op, k in counts.items() if k == 0], counts
+
