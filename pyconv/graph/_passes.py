@@ -15,11 +15,17 @@ import numpy as np
 
 from pyconv._activations import ONNX_ACTIVATIONS
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
+from pyconv.graph._idioms import fuse_activation_idioms
 from pyconv.ops import lookup
 
 
 def _act_params(node, opset, constants):
     """(name, alpha, beta) of the epilogue computing an activation node, or None."""
+    if node.op_type == "Activation" and node.domain == "pyconv":
+        return (node.attrs["_pyconv_activation"], float(node.attrs.get("_pyconv_alpha", 0.0)),
+                float(node.attrs.get("_pyconv_beta", 0.0)))
+    if node.domain not in ("", "ai.onnx"):
+        return None
     act = ONNX_ACTIVATIONS.get(node.op_type)
     if act is None:
         return None
@@ -410,7 +416,7 @@ def fuse_activation(graph):
     producer = {o: n for n in graph.nodes for o in n.outputs}
     remove = set()
     for n in graph.nodes:
-        if n.domain not in ("", "ai.onnx") or not n.inputs:
+        if not n.inputs:
             continue
         params = _act_params(n, graph.opset, graph.constants)
         if params is None:
@@ -458,6 +464,7 @@ def _optimize(graph, level, shapes):
         fold_constants(graph)
         eliminate_dead(graph)
     if level > LEVEL_BASIC:
+        fuse_activation_idioms(graph)
         fold_batchnorm(graph)
         fold_channel_ops(graph, shapes)
         fuse_residual(graph)

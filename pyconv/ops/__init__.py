@@ -6,6 +6,7 @@ The convolution, pooling, resize and normalisation operators run the same code a
 :mod:`pyconv.functional`.
 """
 from pyconv.ops._base import REQUIRED, Node, Op, lookup, register, registered_ops
-from pyconv.ops import activation, conv, elementwise, linalg, norm, pool, resize, tensor  # noqa: F401
+from pyconv.ops import activation, conv, elementwise, fused, linalg, norm, pool, resize, tensor  # noqa: F401
+from pyconv.ops import _fallback_activations  # noqa: F401  (after the real ones)
 
 __all__ = ["Node", "Op", "REQUIRED", "lookup", "register", "registered_ops"]

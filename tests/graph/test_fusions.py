@@ -1,0 +1,253 @@
+"""Exporter idioms recognised by the optimizer (pyconv.graph._idioms and the folding
+passes), built as torch's TorchScript and dynamo exporters, tf2onnx and Paddle2ONNX
+write them: the rewrite happens (node types after optimisation), the outputs match
+onnxruntime on the original graph, and near misses are left alone."""
+import math
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import pyconv
+from pyconv import GraphOptimizationLevel as L
+from tests.graph import _build as B
+
+ort = pytest.importorskip("onnxruntime")
+
+SHAPE = [2, 8, 5, 7]
+
+
+def session(m, level=L.ORT_ENABLE_ALL):
+    opts = pyconv.SessionOptions()
+    opts.graph_optimization_level = level
+    return pyconv.InferenceSession(m, opts)
+
+
+def check(m, feeds, rtol=1e-5, atol=1e-5):
+    """Optimised and unoptimised pyconv agree with onnxruntime on the original graph;
+    returns the optimised session."""
+    want = B.ort_run(m, feeds)
+    s = session(m)
+    for level_session in (s, session(m, L.ORT_DISABLE_ALL)):
+        for _ in range(2):            # recording run, then the planned (bound) run
+            for g, w in zip(level_session.run(None, feeds), want):
+                np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    return s
+
+
+def const(name, value):
+    return name, np.float32(value)
+
+
+def unary_model(nodes, consts=(), opset=17, shape=SHAPE):
+    return B.model(nodes, [("x", shape)], [("y", shape)], dict(consts), opset=opset)
+
+
+def feeds(rng, shape=SHAPE, scale=3.0):
+    return {"x": B.rand(rng, *shape, scale=scale)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+def mk(op, ins, outs, **kw):
+    return helper.make_node(op, ins, outs, **kw)
+
+
+# -- SiLU ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["x_first", "sigmoid_first"])
+def test_silu_standalone(rng, order):
+    mul = ["x", "s"] if order == "x_first" else ["s", "x"]
+    m = unary_model([mk("Sigmoid", ["x"], ["s"]), mk("Mul", mul, ["y"])])
+    s = check(m, feeds(rng))
+    assert B.op_types(s) == ["Activation"]
+    assert s._graph.nodes[0].attrs["_pyconv_activation"] == "silu"
+
+
+@pytest.mark.parametrize("order", ["x_first", "sigmoid_first"])
+def test_silu_after_conv_and_bn_goes_into_the_epilogue(rng, order):
+    # EfficientNet as the TorchScript exporter writes it (BN kept: training-mode export).
+    mul = ["n", "s"] if order == "x_first" else ["s", "n"]
+    nodes = [mk("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), B.bn_node("c", "n"),
+             mk("Sigmoid", ["n"], ["s"]), mk("Mul", mul, ["y"])]
+    m = B.model(nodes, [("x", [1, 3, 9, 8])], [("y", [1, 8, 9, 8])],
+                {"w": B.rand(rng, 8, 3, 3, 3), **B.bn_params(rng, 8)})
+    s = check(m, {"x": B.rand(rng, 1, 3, 9, 8)})
+    assert B.op_types(s) == ["FusedConv"]
+    assert s._graph.nodes[0].attrs["_pyconv_activation"] == "silu"
+
+
+def test_silu_conv_output_with_another_consumer_is_not_fused_into_the_conv(rng):
+    nodes = [mk("Conv", ["x", "w"], ["c"]), mk("Sigmoid", ["c"], ["s"]),
+             mk("Mul", ["c", "s"], ["m"]), mk("Add", ["m", "c"], ["y"])]
+    m = B.model(nodes, [("x", [1, 3, 6, 6])], [("y", [1, 4, 4, 4])],
+                {"w": B.rand(rng, 4, 3, 3, 3)})
+    s = check(m, {"x": B.rand(rng, 1, 3, 6, 6)})
+    assert B.op_types(s) == ["Conv", "Activation", "Add"]
+
+
+@pytest.mark.parametrize("case", ["sigmoid_is_an_output", "other_tensor", "swish_beta_2",
+                                  "sigmoid_read_twice"])
+def test_silu_near_misses_are_kept(rng, case):
+    nodes = [mk("Sigmoid", ["x"], ["s"]), mk("Mul", ["x", "s"], ["y"])]
+    outputs = [("y", SHAPE)]
+    inputs = [("x", SHAPE)]
+    consts = {}
+    if case == "sigmoid_is_an_output":
+        outputs.append(("s", SHAPE))
+    elif case == "other_tensor":
+        nodes[0] = mk("Sigmoid", ["z"], ["s"])
+        inputs.append(("z", SHAPE))
+    elif case == "swish_beta_2":             # x * sigmoid(2 x)
+        nodes = [mk("Mul", ["x", "two"], ["d"]), mk("Sigmoid", ["d"], ["s"]),
+                 mk("Mul", ["x", "s"], ["y"])]
+        consts["two"] = np.float32(2)
+    else:
+        nodes[1] = mk("Mul", ["x", "s"], ["m"])
+        nodes.append(mk("Add", ["m", "s"], ["y"]))
+    m = B.model(nodes, inputs, outputs, consts)
+    f = {name: B.rand(rng, *shape) for name, shape in inputs}
+    s = check(m, f)
+    assert "Sigmoid" in B.op_types(s) and "Activation" not in B.op_types(s)
+
+
+# -- HardSwish -------------------------------------------------------------------------
+
+def _hardswish_nodes(form):
+    """(nodes, constants, opset) of x * relu6(x + 3) / 6 as exporters write it."""
+    if form == "torch_hardsigmoid":          # torch < opset 14: x * HardSigmoid(x)
+        return [mk("HardSigmoid", ["x"], ["h"], alpha=1 / 6),
+                mk("Mul", ["x", "h"], ["y"])], {}, 13
+    if form == "tf2onnx_div":                # x * relu6(x + 3) / 6
+        return [mk("Add", ["x", "three"], ["a"]), mk("Clip", ["a", "zero", "six"], ["r"]),
+                mk("Mul", ["x", "r"], ["m"]), mk("Div", ["m", "six"], ["y"])], \
+            {"three": 3, "zero": 0, "six": 6}, 13
+    if form == "paddle_mul_sixth":           # x * (relu6(x + 3) * (1/6))
+        return [mk("Add", ["three", "x"], ["a"]), mk("Clip", ["a", "zero", "six"], ["r"]),
+                mk("Mul", ["r", "sixth"], ["d"]), mk("Mul", ["d", "x"], ["y"])], \
+            {"three": 3, "zero": 0, "six": 6, "sixth": np.float32(1 / 6)}, 11
+    if form == "clip_attributes":            # opset 10: Clip bounds as attributes
+        return [mk("Add", ["x", "three"], ["a"]), mk("Clip", ["a"], ["r"], min=0.0, max=6.0),
+                mk("Div", ["r", "six"], ["d"]), mk("Mul", ["x", "d"], ["y"])], \
+            {"three": 3, "six": 6}, 10
+    raise ValueError(form)
+
+
+@pytest.mark.parametrize("form", ["torch_hardsigmoid", "tf2onnx_div", "paddle_mul_sixth",
+                                  "clip_attributes"])
+def test_hardswish_forms(rng, form):
+    nodes, consts, opset = _hardswish_nodes(form)
+    m = unary_model(nodes, {k: np.float32(v) for k, v in consts.items()}, opset=opset)
+    s = check(m, feeds(rng, scale=4.0))
+    assert B.op_types(s) == ["HardSwish"]
+
+
+@pytest.mark.parametrize("case", ["keras_hardsigmoid_alpha", "offset_2", "clip_to_5"])
+def test_hardswish_near_misses_are_kept(rng, case):
+    if case == "keras_hardsigmoid_alpha":    # HardSigmoid's default alpha 0.2 is not 1/6
+        nodes, consts = [mk("HardSigmoid", ["x"], ["h"]), mk("Mul", ["x", "h"], ["y"])], {}
+    else:
+        nodes, consts, _ = _hardswish_nodes("tf2onnx_div")
+        consts = dict(consts)
+        if case == "offset_2":
+            consts["three"] = 2
+        else:
+            nodes[1] = mk("Clip", ["a", "zero", "five"], ["r"])
+            consts["five"] = 5
+    m = unary_model(nodes, {k: np.float32(v) for k, v in consts.items()}, opset=13)
+    s = check(m, feeds(rng, scale=4.0))
+    assert "HardSwish" not in B.op_types(s)
+
+
+# -- GELU ------------------------------------------------------------------------------
+
+def _gelu_erf_nodes(form):
+    if form == "torchscript":   # x * 0.5 * (1 + erf(x / sqrt(2))), Div by 1.4142135
+        return [mk("Div", ["x", "sqrt2"], ["d"]), mk("Erf", ["d"], ["e"]),
+                mk("Add", ["e", "one"], ["a"]), mk("Mul", ["x", "a"], ["m"]),
+                mk("Mul", ["m", "half"], ["y"])]
+    if form == "paddle":        # (0.5 * x) * (1 + erf(x * 0.70710677)), constants first
+        return [mk("Mul", ["x", "rsqrt2"], ["d"]), mk("Erf", ["d"], ["e"]),
+                mk("Add", ["one", "e"], ["a"]), mk("Mul", ["half", "x"], ["h"]),
+                mk("Mul", ["h", "a"], ["y"])]
+    if form == "tf2onnx":       # 0.5 * (x * (1 + erf(x * 0.70710677)))
+        return [mk("Mul", ["rsqrt2", "x"], ["d"]), mk("Erf", ["d"], ["e"]),
+                mk("Add", ["e", "one"], ["a"]), mk("Mul", ["a", "x"], ["m"]),
+                mk("Mul", ["half", "m"], ["y"])]
+    raise ValueError(form)
+
+
+GELU_CONSTS = {"sqrt2": np.float32(math.sqrt(2)), "rsqrt2": np.float32(1 / math.sqrt(2)),
+               "one": np.float32(1), "half": np.float32(0.5), "three": np.float32(3),
+               "k": np.float32(0.044715), "c": np.float32(math.sqrt(2 / math.pi))}
+
+
+def _used(nodes, consts):
+    names = {x for n in nodes for x in n.input}
+    return {k: v for k, v in consts.items() if k in names}
+
+
+@pytest.mark.parametrize("form", ["torchscript", "paddle", "tf2onnx"])
+def test_gelu_erf_forms(rng, form):
+    nodes = _gelu_erf_nodes(form)
+    m = unary_model(nodes, _used(nodes, GELU_CONSTS))
+    s = check(m, feeds(rng))
+    assert B.op_types(s) == ["Gelu"]
+    assert s._graph.nodes[0].attrs.get("approximate", "none") == "none"
+
+
+def _gelu_tanh_nodes(form):
+    if form == "pow":        # torch: tanh(sqrt(2/pi) * (x + 0.044715 * x^3))
+        cube = [mk("Pow", ["x", "three"], ["p"])]
+    else:                    # x * x * x
+        cube = [mk("Mul", ["x", "x"], ["sq"]), mk("Mul", ["sq", "x"], ["p"])]
+    return cube + [mk("Mul", ["p", "k"], ["q"]), mk("Add", ["x", "q"], ["i"]),
+                   mk("Mul", ["c", "i"], ["u"]), mk("Tanh", ["u"], ["t"]),
+                   mk("Add", ["t", "one"], ["a"]), mk("Mul", ["x", "half"], ["h"]),
+                   mk("Mul", ["h", "a"], ["y"])]
+
+
+@pytest.mark.parametrize("form", ["pow", "mul"])
+def test_gelu_tanh_forms(rng, form):
+    nodes = _gelu_tanh_nodes(form)
+    m = unary_model(nodes, _used(nodes, GELU_CONSTS))
+    s = check(m, feeds(rng))
+    assert B.op_types(s) == ["Gelu"]
+    assert s._graph.nodes[0].attrs["approximate"] == "tanh"
+
+
+@pytest.mark.parametrize("case", ["wrong_sqrt2", "wrong_cubic", "erf_read_twice"])
+def test_gelu_near_misses_are_kept(rng, case):
+    consts = dict(GELU_CONSTS)
+    outputs = [("y", SHAPE)]
+    if case == "wrong_sqrt2":
+        nodes = _gelu_erf_nodes("torchscript")
+        consts["sqrt2"] = np.float32(1.5)
+    elif case == "wrong_cubic":
+        nodes = _gelu_tanh_nodes("pow")
+        consts["k"] = np.float32(0.05)
+    else:
+        nodes = _gelu_erf_nodes("torchscript")
+        outputs.append(("e", SHAPE))
+    m = B.model(nodes, [("x", SHAPE)], outputs, _used(nodes, consts))
+    s = check(m, feeds(rng))
+    assert "Gelu" not in B.op_types(s)
+
+
+# -- Mish ------------------------------------------------------------------------------
+
+def test_mish(rng):
+    m = unary_model([mk("Softplus", ["x"], ["p"]), mk("Tanh", ["p"], ["t"]),
+                     mk("Mul", ["t", "x"], ["y"])])
+    s = check(m, feeds(rng))
+    assert B.op_types(s) == ["Mish"]
+
+
+def test_mish_near_miss_softplus_of_another_tensor(rng):
+    m = B.model([mk("Softplus", ["z"], ["p"]), mk("Tanh", ["p"], ["t"]),
+                 mk("Mul", ["t", "x"], ["y"])], [("x", SHAPE), ("z", SHAPE)], [("y", SHAPE)])
+    s = check(m, {"x": B.rand(rng, *SHAPE), "z": B.rand(rng, *SHAPE)})
+    assert "Mish" not in B.op_types(s)
