@@ -245,3 +245,192 @@ def _match(g, poly, nodes):
             if poly.matches(want):
                 return x, nodes + [gate] + inner, replacement
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# Squeeze-and-excitation.
+
+def _pointwise_conv(g, n, mid_shape=None):
+    """(weight, bias or None, (activation, alpha, beta)) of a 1x1 Conv / FusedConv
+    without padding, groups or residual whose weight is constant, else None."""
+    if n is None or not ((n.op_type == "Conv" and n.domain in ("", "ai.onnx")) or
+                         (n.op_type == "FusedConv" and n.domain == "pyconv")):
+        return None
+    if len(n.inputs) > 3 or int(n.attrs.get("group", 1)) != 1 or \
+            any(int(p) for p in n.attrs.get("pads") or ()) or \
+            str(n.attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+        return None
+    w = g.graph.constants.get(n.inputs[1])
+    if w is None or w.dtype != np.float32 or w.ndim < 3 or any(k != 1 for k in w.shape[2:]):
+        return None
+    b = None
+    if len(n.inputs) > 2 and n.inputs[2]:
+        b = g.graph.constants.get(n.inputs[2])
+        if b is None or b.dtype != np.float32 or b.shape != w.shape[:1]:
+            return None
+    act = (n.attrs.get("_pyconv_activation") or "none",
+           float(n.attrs.get("_pyconv_alpha", 0.0)), float(n.attrs.get("_pyconv_beta", 0.0)))
+    return w, b, act
+
+
+def _global_mean_of(g, pool, rank):
+    """The input of a GlobalAveragePool, or of a ReduceMean over every spatial axis
+    keeping dims, else None."""
+    if pool is None or pool.domain not in ("", "ai.onnx"):
+        return None
+    if pool.op_type == "GlobalAveragePool":
+        return pool.inputs[0]
+    if pool.op_type != "ReduceMean" or not int(pool.attrs.get("keepdims", 1)):
+        return None
+    if g.graph.opset >= 18:
+        axes = g.graph.constants.get(pool.inputs[1]) if len(pool.inputs) > 1 and \
+            pool.inputs[1] else None
+    else:
+        axes = pool.attrs.get("axes")
+    if axes is None:
+        return None
+    axes = sorted(int(a) % rank for a in np.asarray(axes).reshape(-1))
+    return pool.inputs[0] if axes == list(range(2, rank)) else None
+
+
+def fuse_squeeze_excite(graph, shapes=None):
+    """``x * gate(conv1x1(act(conv1x1(mean(x)))))`` (global average pool or ReduceMean
+    over the spatial axes, the activations already in the convs' epilogues) -> one
+    pyconv ``SqueezeExcite`` node, when the pooled, hidden and gate values are read by
+    nothing else."""
+    shapes = shapes or {}
+    g = _Graph(graph)
+    remove = set()
+    for n in graph.nodes:
+        if n.op_type != "Mul" or n.domain not in ("", "ai.onnx") or len(n.inputs) != 2:
+            continue
+        for xi in (0, 1):
+            x, s = n.inputs[xi], n.inputs[1 - xi]
+            shape = shapes.get(x)
+            if shape is None or len(shape) < 3 or not g.is_float32(x) or \
+                    not g.single_use(s):
+                continue
+            expand = g.producer.get(s)
+            second = _pointwise_conv(g, expand)
+            if second is None or not g.single_use(expand.inputs[0]):
+                continue
+            reduce = g.producer.get(expand.inputs[0])
+            first = _pointwise_conv(g, reduce)
+            if first is None or not g.single_use(reduce.inputs[0]) or \
+                    _global_mean_of(g, g.producer.get(reduce.inputs[0]), len(shape)) != x:
+                continue
+            (w1, b1, act1), (w2, b2, act2) = first, second
+            mid, channels = w1.shape[:2]
+            if w1.ndim != len(shape) or w2.shape[:2] != (channels, mid) or \
+                    (isinstance(shape[1], int) and shape[1] != channels):
+                continue
+            w1, w2 = w1.reshape(mid, channels), w2.reshape(channels, mid)
+            pool = g.producer[reduce.inputs[0]]
+            names = []
+            for tag, value in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+                names.append("" if value is None else
+                             _new_constant(graph, f"{n.name or n.outputs[0]}_se_{tag}", value))
+            attrs = {}
+            for prefix, (act, alpha, beta) in (("reduce_", act1), ("gate_", act2)):
+                attrs.update({f"_pyconv_{prefix}activation": act,
+                              f"_pyconv_{prefix}alpha": alpha, f"_pyconv_{prefix}beta": beta})
+            n.op_type, n.domain, n.attrs = "SqueezeExcite", "pyconv", attrs
+            n.inputs = [x] + names
+            remove.update((id(pool), id(reduce), id(expand)))
+            break
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph
+
+
+def _new_constant(graph, base, value):
+    name, k = base, 0
+    while name in graph.constants:
+        k += 1
+        name = f"{base}__{k}"
+    value = np.ascontiguousarray(value, np.float32)
+    value.flags.writeable = False
+    graph.constants[name] = value
+    return name
+
+
+# ---------------------------------------------------------------------------------------
+# PixelShuffle / PixelUnshuffle written as Reshape -> Transpose -> Reshape.
+
+# perm of the Transpose -> (op type, mode): the 6-D views are (N, C', b, b, H, W) for
+# DepthToSpace CRD (torch's pixel_shuffle), (N, b, b, C', H, W) for DCR, and
+# (N, C, H', b, W', b) for SpaceToDepth.
+_BLOCK_PERMS = {(0, 1, 4, 2, 5, 3): ("DepthToSpace", "CRD"),
+                (0, 3, 4, 1, 5, 2): ("DepthToSpace", "DCR"),
+                (0, 1, 3, 5, 2, 4): ("SpaceToDepth", "CRD"),
+                (0, 3, 5, 1, 2, 4): ("SpaceToDepth", "DCR")}
+
+
+def _reshape_fits(target, want):
+    """Whether Reshape's ``target`` gives ``want`` (dim 0 may be unknown: None) for an
+    input whose dim 0 is ``want[0]``: equal dims, a 0 copying dim 0, one -1."""
+    if target is None or len(target) != len(want) or list(target).count(-1) > 1:
+        return False
+    for i, (t, w) in enumerate(zip(target, want)):
+        if t == -1 or (i == 0 and t == 0) or (w is not None and t == w):
+            continue
+        return False
+    return True
+
+
+def fuse_pixel_shuffle(graph, shapes=None):
+    """Reshape -> Transpose -> Reshape that moves channel blocks to space (torch's
+    pixel_shuffle as the dynamo exporter writes it) or back -> DepthToSpace or
+    SpaceToDepth, when the input shape is known and the intermediate values are read
+    by nothing else."""
+    shapes = shapes or {}
+    g = _Graph(graph)
+    remove = set()
+
+    def shape_of(reshape):
+        if reshape is None or len(reshape.inputs) < 2 or int(reshape.attrs.get("allowzero", 0)):
+            return None
+        s = graph.constants.get(reshape.inputs[1])
+        return None if s is None or s.dtype.kind not in "iu" else [int(v) for v in s.reshape(-1)]
+
+    for last in graph.nodes:
+        if last.op_type != "Reshape" or last.domain not in ("", "ai.onnx"):
+            continue
+        t = g.node(last.inputs[0], "Transpose")
+        if t is None or not g.single_use(t.outputs[0]):
+            continue
+        kind = _BLOCK_PERMS.get(tuple(int(p) for p in t.attrs.get("perm") or ()))
+        first = g.node(t.inputs[0], "Reshape")
+        if kind is None or first is None or not g.single_use(first.outputs[0]):
+            continue
+        x = first.inputs[0]
+        shape = shapes.get(x)
+        if shape is None or len(shape) != 4 or \
+                not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            continue
+        n = shape[0] if isinstance(shape[0], int) else None
+        _, c, h, w = shape
+        s1, s2 = shape_of(first), shape_of(last)
+        if s1 is None or s2 is None or len(s1) != 6:
+            continue
+        op_type, mode = kind
+        if op_type == "DepthToSpace":
+            b = s1[2] if mode == "CRD" else s1[1]
+            if b < 1 or c % (b * b):
+                continue
+            cb = c // (b * b)
+            view = [n, cb, b, b, h, w] if mode == "CRD" else [n, b, b, cb, h, w]
+            result = [n, cb, h * b, w * b]
+        else:
+            b = s1[3]
+            if b < 1 or h % b or w % b:
+                continue
+            view = [n, c, h // b, b, w // b, b]
+            result = [n, c * b * b, h // b, w // b]
+        if not (_reshape_fits(s1, view) and _reshape_fits(s2, result)):
+            continue
+        last.op_type, last.domain = op_type, ""
+        last.inputs = [x]
+        last.attrs = {"blocksize": b, "mode": mode}
+        remove.update((id(first), id(t)))
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
+    return graph

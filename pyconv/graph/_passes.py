@@ -15,7 +15,8 @@ import numpy as np
 
 from pyconv._activations import ONNX_ACTIVATIONS
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
-from pyconv.graph._idioms import fuse_activation_idioms
+from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
+                                  fuse_squeeze_excite)
 from pyconv.ops import lookup
 
 
@@ -465,9 +466,11 @@ def _optimize(graph, level, shapes):
         eliminate_dead(graph)
     if level > LEVEL_BASIC:
         fuse_activation_idioms(graph)
+        fuse_pixel_shuffle(graph, shapes)
         fold_batchnorm(graph)
         fold_channel_ops(graph, shapes)
         fuse_residual(graph)
         fuse_activation(graph)
+        fuse_squeeze_excite(graph, shapes)
         eliminate_dead(graph)
     return graph

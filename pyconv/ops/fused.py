@@ -3,10 +3,12 @@ activation without an ONNX operator of its own (SiLU, written ``x * Sigmoid(x)``
 exporters) and the squeeze-and-excitation block as one step."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv._activations import ACTIVATIONS
-from pyconv._ext import gemm
+from pyconv._ext import gemm, pool
 from pyconv.errors import InvalidModel, ShapeError
 from pyconv.ops._base import Op, register, take_out
 from pyconv.ops.activation import activate
@@ -40,7 +42,8 @@ class SqueezeExcite(Op):
     (global average pool, two 1x1 convs with their activations, channel scaling) in one
     step. Inputs: x (N, C, *spatial), W1 (C', C), b1 (C',) or absent, W2 (C, C'), b2
     (C,) or absent, all constant but x; the activations are ``_pyconv_reduce_*`` and
-    ``_pyconv_gate_*`` (epilogue names and parameters)."""
+    ``_pyconv_gate_*`` (epilogue names and parameters). The pooling is the
+    GlobalAveragePool kernel, the scaling one C pass."""
     required_inputs = 4
     supports_out = True
 
@@ -65,8 +68,12 @@ class SqueezeExcite(Op):
         if x.ndim < 3 or x.shape[1] != channels:
             self.fail(f"input '{self.input_name(0)}' has shape {x.shape}; expected "
                       f"(N, {channels}, *spatial)", ShapeError)
-        n = x.shape[0]
-        pooled = x.reshape(n, channels, -1).mean(axis=2, dtype=np.float32)
+        n, size = x.shape[0], math.prod(x.shape[2:])
+        if size == 0:
+            self.fail(f"input '{self.input_name(0)}' has shape {x.shape}: empty spatial "
+                      f"dims have no mean", ShapeError)
+        planes = np.ascontiguousarray(x).reshape(n * channels, size)
+        pooled = pool.global_pool(planes, False, self.context).reshape(n, channels)
         hidden = pooled @ self.w1t
         hidden += self.b1
         gemm.apply_activation(hidden, *self.reduce_act, self.context)
@@ -76,4 +83,6 @@ class SqueezeExcite(Op):
         y = take_out(out, x.shape)
         if np.may_share_memory(y, x):
             y = np.empty(x.shape, np.float32)
-        return [np.multiply(x, gate.reshape(gate.shape + (1,) * (x.ndim - 2)), out=y)]
+        pool.scale_planes(planes, gate.reshape(-1), y.reshape(n * channels, size),
+                          self.context)
+        return [y]

@@ -251,3 +251,119 @@ def test_mish_near_miss_softplus_of_another_tensor(rng):
                  mk("Mul", ["t", "x"], ["y"])], [("x", SHAPE), ("z", SHAPE)], [("y", SHAPE)])
     s = check(m, {"x": B.rand(rng, *SHAPE), "z": B.rand(rng, *SHAPE)})
     assert "Mish" not in B.op_types(s)
+
+
+# -- Squeeze-and-excitation ------------------------------------------------------------
+
+def _se_model(rng, form, c=16, mid=4, opset=17):
+    """An SE block over x = conv(input): (nodes, constants)."""
+    nodes = [mk("Conv", ["inp", "w0"], ["x"], pads=[1, 1, 1, 1])]
+    consts = {"w0": B.rand(rng, c, 3, 3, 3, scale=0.5), "w1": B.rand(rng, mid, c, 1, 1),
+              "b1": B.rand(rng, mid), "w2": B.rand(rng, c, mid, 1, 1), "b2": B.rand(rng, c)}
+    if form == "timm_efficientnet":      # x.mean((2, 3), keepdim=True), SiLU, Sigmoid
+        if opset >= 18:
+            nodes.append(mk("ReduceMean", ["x", "axes"], ["p"], keepdims=1))
+            consts["axes"] = np.array([2, 3], np.int64)
+        else:
+            nodes.append(mk("ReduceMean", ["x"], ["p"], axes=[-2, -1], keepdims=1))
+        nodes += [mk("Conv", ["p", "w1", "b1"], ["r"]), mk("Sigmoid", ["r"], ["rs"]),
+                  mk("Mul", ["r", "rs"], ["h"]), mk("Conv", ["h", "w2", "b2"], ["e"]),
+                  mk("Sigmoid", ["e"], ["s"]), mk("Mul", ["x", "s"], ["y"])]
+    elif form == "torchvision_mobilenetv3":   # AdaptiveAvgPool, ReLU, Hardsigmoid
+        nodes += [mk("GlobalAveragePool", ["x"], ["p"]), mk("Conv", ["p", "w1", "b1"], ["r"]),
+                  mk("Relu", ["r"], ["h"]), mk("Conv", ["h", "w2", "b2"], ["e"]),
+                  mk("HardSigmoid", ["e"], ["s"], alpha=1 / 6), mk("Mul", ["s", "x"], ["y"])]
+    elif form == "rexnet_bn":                 # conv, BN, ReLU, conv (no bias), Sigmoid
+        nodes += [mk("GlobalAveragePool", ["x"], ["p"]), mk("Conv", ["p", "w1", "b1"], ["r"]),
+                  B.bn_node("r", "rb"), mk("Relu", ["rb"], ["h"]),
+                  mk("Conv", ["h", "w2"], ["e"]), mk("Sigmoid", ["e"], ["s"]),
+                  mk("Mul", ["x", "s"], ["y"])]
+        consts.update(B.bn_params(rng, mid))
+        del consts["b2"]
+    else:
+        raise ValueError(form)
+    return nodes, consts
+
+
+@pytest.mark.parametrize("form,opset", [("timm_efficientnet", 17), ("timm_efficientnet", 18),
+                                        ("torchvision_mobilenetv3", 17), ("rexnet_bn", 13)])
+def test_squeeze_excite_is_one_step(rng, form, opset):
+    nodes, consts = _se_model(rng, form, opset=opset)
+    m = B.model(nodes, [("inp", [2, 3, 9, 7])], [("y", [2, 16, 9, 7])], consts, opset=opset)
+    s = check(m, {"inp": B.rand(rng, 2, 3, 9, 7)})
+    assert B.op_types(s) == ["Conv", "SqueezeExcite"]
+
+
+@pytest.mark.parametrize("case", ["pooled_read_twice", "scales_another_tensor",
+                                  "gate_is_an_output", "padded_conv"])
+def test_squeeze_excite_near_misses_are_kept(rng, case):
+    nodes, consts = _se_model(rng, "torchvision_mobilenetv3")
+    inputs, outputs = [("inp", [2, 3, 9, 7])], [("y", [2, 16, 9, 7])]
+    if case == "pooled_read_twice":
+        nodes[-1] = mk("Mul", ["s", "x"], ["m"])
+        nodes.append(mk("Add", ["m", "p"], ["y"]))
+    elif case == "scales_another_tensor":
+        nodes[-1] = mk("Mul", ["s", "z"], ["y"])
+        inputs.append(("z", [2, 16, 9, 7]))
+    elif case == "gate_is_an_output":
+        outputs.append(("s", [2, 16, 1, 1]))
+    else:
+        nodes[2] = mk("Conv", ["p", "w1", "b1"], ["r"], pads=[1, 1, 1, 1])
+        nodes[-1] = mk("Mul", ["s", "x"], ["y"])   # broadcast from (2, 16, 5, 5): wrong
+        consts["w1"] = B.rand(rng, 4, 16, 3, 3)
+        outputs = [("y", [2, 16, 9, 7])]
+        nodes[3:] = [mk("Relu", ["r"], ["h"]), mk("GlobalAveragePool", ["h"], ["hp"]),
+                     mk("Conv", ["hp", "w2", "b2"], ["e"]),
+                     mk("HardSigmoid", ["e"], ["s"], alpha=1 / 6), mk("Mul", ["s", "x"], ["y"])]
+    m = B.model(nodes, inputs, outputs, consts)
+    f = {name: B.rand(rng, *shape) for name, shape in inputs}
+    s = check(m, f)
+    assert "SqueezeExcite" not in B.op_types(s)
+
+
+# -- PixelShuffle / PixelUnshuffle ------------------------------------------------------
+
+def _i64(*v):
+    return np.array(v, np.int64)
+
+
+@pytest.mark.parametrize("case", [
+    # (input shape, first reshape, perm, last reshape, expected op, mode)
+    ("pixel_shuffle", [1, 12, 5, 7], _i64(1, 3, 2, 2, 5, 7), [0, 1, 4, 2, 5, 3],
+     _i64(1, 3, 10, 14), "DepthToSpace", "CRD"),
+    ("pixel_shuffle_batch_minus1", [2, 18, 4, 3], _i64(-1, 2, 3, 3, 4, 3),
+     [0, 1, 4, 2, 5, 3], _i64(-1, 2, 12, 9), "DepthToSpace", "CRD"),
+    ("depth_to_space_dcr_tf", [2, 8, 3, 5], _i64(0, 2, 2, 2, 3, 5), [0, 3, 4, 1, 5, 2],
+     _i64(0, 2, 6, 10), "DepthToSpace", "DCR"),
+    ("pixel_unshuffle", [1, 3, 6, 8], _i64(1, 3, 3, 2, 4, 2), [0, 1, 3, 5, 2, 4],
+     _i64(1, 12, 3, 4), "SpaceToDepth", "CRD"),
+], ids=lambda c: c[0] if isinstance(c, tuple) else None)
+def test_reshape_transpose_reshape_is_one_block_op(rng, case):
+    _, shape, s1, perm, s2, op_type, mode = case
+    out_shape = [int(v) for v in s2]
+    out_shape[0] = shape[0]
+    m = B.model([mk("Reshape", ["x", "s1"], ["a"]), mk("Transpose", ["a"], ["t"], perm=perm),
+                 mk("Reshape", ["t", "s2"], ["y"])], [("x", shape)], [("y", out_shape)],
+                {"s1": s1, "s2": s2})
+    s = check(m, {"x": B.rand(rng, *shape)}, rtol=0, atol=0)
+    assert B.op_types(s) == [op_type]
+    assert s._graph.nodes[0].attrs["mode"] == mode
+
+
+@pytest.mark.parametrize("case", ["wrong_perm", "fixed_batch_of_1_with_batch_2",
+                                  "transposed_value_read_twice"])
+def test_reshape_transpose_reshape_near_misses_are_kept(rng, case):
+    shape, perm, outputs = [2, 12, 5, 7], [0, 1, 4, 2, 5, 3], [("y", [2, 3, 10, 14])]
+    s1, s2 = _i64(-1, 3, 2, 2, 5, 7), _i64(-1, 3, 10, 14)
+    if case == "wrong_perm":
+        perm, outputs = [0, 1, 4, 3, 5, 2], outputs
+    elif case == "fixed_batch_of_1_with_batch_2":
+        s1, s2 = _i64(1, 6, 2, 2, 5, 7), _i64(1, 6, 10, 14)
+        outputs = [("y", [1, 6, 10, 14])]
+    else:
+        outputs.append(("t", [2, 3, 5, 2, 7, 2]))
+    m = B.model([mk("Reshape", ["x", "s1"], ["a"]), mk("Transpose", ["a"], ["t"], perm=perm),
+                 mk("Reshape", ["t", "s2"], ["y"])], [("x", shape)], outputs,
+                {"s1": s1, "s2": s2})
+    s = check(m, {"x": B.rand(rng, *shape)}, rtol=0, atol=0)
+    assert "DepthToSpace" not in B.op_types(s)

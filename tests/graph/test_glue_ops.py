@@ -1,0 +1,100 @@
+"""Glue operators of real exports made fast (vectorised or single copies): DepthToSpace /
+SpaceToDepth, ScatterND, batched MatMul and Resize, checked against the ONNX reference
+evaluator and onnxruntime."""
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from tests.graph import _build as B
+from tests.graph.test_fusions import session
+
+mk = helper.make_node
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(5)
+
+
+@pytest.mark.parametrize("op_type", ["DepthToSpace", "SpaceToDepth"])
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+@pytest.mark.parametrize("b", [1, 2, 3])
+def test_block_ops_match_the_reference_evaluator(rng, op_type, mode, b):
+    shape = [2, 2 * b * b, 3 * b, 2 * b]
+    m = B.model([mk(op_type, ["x"], ["y"], blocksize=b, mode=mode)], [("x", shape)],
+                [("y", None)], opset=13)
+    if op_type == "SpaceToDepth" and mode == "CRD":
+        # ONNX SpaceToDepth has no CRD mode before opset 28 (what the optimizer makes of
+        # pixel_unshuffle): the reference is pixel_unshuffle in NumPy.
+        x = B.rand(rng, *shape)
+        y = session(m).run(None, {"x": x})[0]
+        n, c, h, w = shape
+        want = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 1, 3, 5, 2, 4)
+        np.testing.assert_array_equal(y, want.reshape(n, c * b * b, h // b, w // b))
+        return
+    x = B.rand(rng, *shape)
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    s = session(m)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+
+
+def _scatter_model(data_shape, idx_shape, upd_shape, reduction):
+    g = helper.make_graph(
+        [mk("ScatterND", ["data", "idx", "upd"], ["y"], reduction=reduction)], "g",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, data_shape),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, idx_shape),
+         helper.make_tensor_value_info("upd", TensorProto.FLOAT, upd_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, data_shape)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_nd_matches_the_reference_evaluator(rng, k, reduction):
+    data_shape = [3, 4, 5, 6]
+    count = 40
+    dims = np.array(data_shape[:k])
+    if reduction == "none":     # duplicates are undefined without a reduction
+        flat = rng.choice(int(np.prod(dims)), size=min(count, int(np.prod(dims))) // 2 * 2,
+                          replace=False)
+        idx = np.stack(np.unravel_index(flat, dims), axis=-1)
+    else:                       # duplicates on purpose: every one must be reduced
+        idx = rng.integers(0, dims, size=(count, k))
+    idx = np.where(rng.random(idx.shape) < 0.3, idx - dims, idx)    # negative indices
+    idx = idx.reshape(2, -1, k).astype(np.int64)
+    upd_shape = list(idx.shape[:-1]) + data_shape[k:]
+    feeds = {"data": B.rand(rng, *data_shape), "idx": idx, "upd": B.rand(rng, *upd_shape)}
+    m = _scatter_model(data_shape, list(idx.shape), upd_shape, reduction)
+    want = ReferenceEvaluator(m).run(None, feeds)[0]
+    np.testing.assert_allclose(session(m).run(None, feeds)[0], want, rtol=1e-6)
+
+
+def test_scatter_nd_as_torch_exports_max_unpool2d(rng):
+    # torch's max_unpool2d export: zeros of the output size, flattened per (n, c) plane,
+    # ScatterND of the pooled values at MaxPool's indices (one index per row).
+    n, c, h, w = 2, 3, 8, 6
+    x = B.rand(rng, n, c, h, w)
+    planes = x.reshape(n * c, h // 2, 2, w // 2, 2).transpose(0, 1, 3, 2, 4)
+    planes = planes.reshape(n * c, (h // 2) * (w // 2), 4)
+    arg = planes.argmax(-1)
+    rows, cols = np.divmod(arg, 2)
+    oh = np.arange(h // 2)[None, :, None] * 2 + rows.reshape(n * c, h // 2, w // 2)
+    ow = np.arange(w // 2)[None, None, :] * 2 + cols.reshape(n * c, h // 2, w // 2)
+    flat = (np.arange(n * c)[:, None, None] * h * w + oh * w + ow).reshape(-1, 1)
+    upd = planes.max(-1).reshape(-1)
+    feeds = {"data": np.zeros(n * c * h * w, np.float32), "idx": flat.astype(np.int64),
+             "upd": upd}
+    m = _scatter_model([n * c * h * w], list(flat.shape), [upd.size], "none")
+    want = ReferenceEvaluator(m).run(None, feeds)[0]
+    np.testing.assert_array_equal(session(m).run(None, feeds)[0], want)
+
+
+def test_scatter_nd_rejects_out_of_range_indices(rng):
+    import pyconv
+    m = _scatter_model([4, 3], [2, 1], [2, 3], "none")
+    feeds = {"data": B.rand(rng, 4, 3), "idx": np.array([[1], [4]], np.int64),
+             "upd": B.rand(rng, 2, 3)}
+    with pytest.raises(pyconv.errors.InvalidArgument, match="out of range"):
+        session(m).run(None, feeds)
