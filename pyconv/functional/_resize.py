@@ -6,6 +6,7 @@ are separable: one gather-and-weigh pass per resized axis.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -95,6 +96,31 @@ def _taps(mode, x, in_size, scale, nearest_mode, cubic_a, exclude_outside, antia
     return np.clip(idx, 0, in_size - 1), w
 
 
+def _integer_repeat(x, sizes, scales, coordinate_mode, nearest_mode):
+    """Nearest resizing that repeats every input element k_d times along each axis d (the
+    common 2x upsampling) as prod(k_d) strided copies; None when some axis does
+    otherwise."""
+    factors = []
+    for axis, (in_size, out_size) in enumerate(zip(x.shape, sizes)):
+        k, rem = divmod(out_size, in_size)
+        if rem or k < 1:
+            return None
+        if k > 1 or scales[axis] != 1.0:
+            coords, _ = _source_coords(coordinate_mode, out_size, in_size, scales[axis],
+                                       (0.0, 1.0))
+            idx, _ = _taps("nearest", coords, in_size, scales[axis], nearest_mode, 0.0,
+                           False, False)
+            if not np.array_equal(idx[:, 0], np.arange(out_size) // k):
+                return None
+        factors.append(k)
+    # One plane copy per phase (NumPy copies long rows fast, stride-0 runs of k slowly).
+    y = np.empty(sizes, x.dtype)
+    view = y.reshape([d for s, k in zip(x.shape, factors) for d in (s, k)])
+    for phase in itertools.product(*(range(k) for k in factors)):
+        view[tuple(i for p in phase for i in (slice(None), p))] = x
+    return y
+
+
 def resize(x, sizes=None, scales=None, mode="nearest",
            coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
            cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
@@ -178,6 +204,11 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     check_tensor_size(sizes, "resize")
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)
+    if mode == "nearest" and not crop:
+        repeated = _integer_repeat(x, sizes, scales, coordinate_transformation_mode,
+                                   nearest_mode)
+        if repeated is not None:
+            return repeated
     y = x
     compute = np.float32 if x.dtype == np.float32 else np.float64
     for axis in range(r):

@@ -98,3 +98,50 @@ def test_scatter_nd_rejects_out_of_range_indices(rng):
              "upd": B.rand(rng, 2, 3)}
     with pytest.raises(pyconv.errors.InvalidArgument, match="out of range"):
         session(m).run(None, feeds)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ([8, 26, 64], [8, 64, 26]),          # attention scores in an OCR recogniser
+    ([8, 26, 26], [8, 26, 64]),          # attention-weighted values
+    ([2, 3, 40, 70], [70, 90]),          # 2-D right operand: packed weight
+    ([2, 1, 70, 80], [3, 80, 90]),       # large broadcast batch: packed GEMM per matrix
+    ([4, 1, 5, 6], [3, 6, 2]),           # small broadcast batch
+    ([6], [2, 6, 3]),                    # vector left operand
+    ([2, 5, 6], [6]),                    # vector right operand
+])
+def test_matmul_batched_matches_onnxruntime(rng, a_shape, b_shape):
+    g = helper.make_graph([mk("MatMul", ["a", "b"], ["y"])], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, b_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = {"a": B.rand(rng, *a_shape), "b": B.rand(rng, *b_shape)}
+    want = B.ort_run(m, feeds)[0]
+    s = session(m)
+    for _ in range(2):
+        got = s.run(None, feeds)[0]
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ctm,nearest_mode", [
+    ("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+    ("pytorch_half_pixel", "round_prefer_floor"), ("align_corners", "round_prefer_floor"),
+    ("half_pixel", "round_prefer_ceil"), ("asymmetric", "ceil")])
+@pytest.mark.parametrize("shape,scales", [
+    ([1, 3, 5, 7], [1, 1, 2, 2]), ([2, 4, 3, 3], [1, 1, 3, 2]), ([2, 6, 9], [1, 2, 4]),
+    ([1, 2, 4, 4], [1, 1, 2.5, 2])])
+def test_resize_nearest_integer_scales_match_onnxruntime(rng, ctm, nearest_mode, shape,
+                                                         scales):
+    g = helper.make_graph(
+        [mk("Resize", ["x", "", "s"], ["y"], mode="nearest",
+            coordinate_transformation_mode=ctm, nearest_mode=nearest_mode)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("s", TensorProto.FLOAT, [len(scales)], scales)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    feeds = {"x": B.rand(rng, *shape)}
+    want = B.ort_run(m, feeds)[0]
+    s = session(m)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, feeds)[0], want)
