@@ -367,3 +367,67 @@ def test_reshape_transpose_reshape_near_misses_are_kept(rng, case):
                 {"s1": s1, "s2": s2})
     s = check(m, {"x": B.rand(rng, *shape)}, rtol=0, atol=0)
     assert "DepthToSpace" not in B.op_types(s)
+
+
+# -- Constant Mul / Add folded into convolutions ------------------------------------------
+
+@pytest.mark.parametrize("op,const_first,shape", [
+    ("Mul", False, [6, 1, 1]), ("Mul", True, [1, 6, 1, 1]), ("Mul", False, []),
+    ("Add", True, [6, 1, 1]), ("Sub", False, [6, 1, 1]), ("Div", False, []),
+])
+def test_constant_after_conv_folded(rng, op, const_first, shape):
+    c = (rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)).astype(np.float32)
+    ins = ["k", "c"] if const_first else ["c", "k"]
+    nodes = [mk("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=2),
+             mk(op, ins, ["y"])]
+    m = B.model(nodes, [("x", [2, 4, 5, 6])], [("y", [2, 6, 5, 6])],
+                {"w": B.rand(rng, 6, 2, 3, 3), "b": B.rand(rng, 6), "k": c})
+    s = check(m, {"x": B.rand(rng, 2, 4, 5, 6)})
+    assert B.op_types(s) == ["Conv"]
+
+
+@pytest.mark.parametrize("op,pads,shape,folded", [
+    ("Mul", [1, 1, 1, 1], [4, 1, 1], True),      # scaling commutes with zero padding
+    ("Div", [1, 1, 1, 1], [1, 4, 1, 1], True),   # input normalisation: x / std
+    ("Mul", [0, 0, 0, 0], [], True),
+    ("Add", [0, 0, 0, 0], [4, 1, 1], True),      # no padding: sum(w * t) joins the bias
+    ("Sub", [0, 0, 0, 0], [1, 4, 1, 1], True),   # x - mean
+    ("Add", [1, 1, 1, 1], [4, 1, 1], False),     # padding would read 0, not t
+    ("Sub", [1, 0, 1, 0], [], False),
+])
+@pytest.mark.parametrize("group", [1, 2])
+def test_constant_before_conv_folded_only_where_exact(rng, op, pads, shape, folded, group):
+    c = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    nodes = [mk(op, ["x", "k"], ["a"]),
+             mk("Conv", ["a", "w", "b"], ["c"], pads=pads, group=group),
+             mk("Relu", ["c"], ["y"])]
+    h_out = 7 + pads[0] + pads[2] - 2
+    w_out = 6 + pads[1] + pads[3] - 2
+    m = B.model(nodes, [("x", [2, 4, 7, 6])], [("y", [2, 6, h_out, w_out])],
+                {"w": B.rand(rng, 6, 4 // group, 3, 3), "b": B.rand(rng, 6), "k": c})
+    s = check(m, {"x": B.rand(rng, 2, 4, 7, 6)}, rtol=1e-4, atol=1e-4)
+    assert B.op_types(s) == (["FusedConv"] if folded else [op, "FusedConv"])
+
+
+@pytest.mark.parametrize("case", ["scaled_value_read_twice", "broadcasts_channels",
+                                  "conv_output_read_twice"])
+def test_constant_folding_near_misses_are_kept(rng, case):
+    inputs, consts = [("x", [1, 4, 5, 5])], {"w": B.rand(rng, 3, 4, 1, 1),
+                                             "k": B.rand(rng, 4, 1, 1)}
+    outputs = [("y", [1, 3, 5, 5])]
+    if case == "scaled_value_read_twice":
+        nodes = [mk("Mul", ["x", "k"], ["a"]), mk("Conv", ["a", "w"], ["y"])]
+        outputs.append(("a", [1, 4, 5, 5]))
+        expect = "Mul"
+    elif case == "broadcasts_channels":       # (1, 1, H, W) * (4, 1, 1): 4 channels
+        inputs = [("x", [1, 1, 5, 5])]
+        nodes = [mk("Mul", ["x", "k"], ["a"]), mk("Conv", ["a", "w"], ["y"])]
+        expect = "Mul"
+    else:
+        consts["k"] = B.rand(rng, 3, 1, 1)
+        nodes = [mk("Conv", ["x", "w"], ["c"]), mk("Mul", ["c", "k"], ["m"]),
+                 mk("Add", ["m", "c"], ["y"])]
+        expect = "Mul"
+    m = B.model(nodes, inputs, outputs, consts)
+    s = check(m, {name: B.rand(rng, *shape) for name, shape in inputs})
+    assert expect in B.op_types(s)
