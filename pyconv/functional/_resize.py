@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from pyconv._ext import resize as _resize_kernels
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 
@@ -124,7 +125,7 @@ def _integer_repeat(x, sizes, scales, coordinate_mode, nearest_mode):
 def resize(x, sizes=None, scales=None, mode="nearest",
            coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
            cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
-           antialias=False, roi=None):
+           antialias=False, roi=None, context=None):
     """Resize every axis of ``x`` (ONNX ``Resize``, opset 10 to 19 semantics).
 
     Parameters
@@ -152,6 +153,8 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     roi : sequence of float, optional
         ``(start_0, ..., start_{r-1}, end_0, ..., end_{r-1})`` in normalised
         coordinates, for ``tf_crop_and_resize``.
+    context : ExecutionContext, optional
+        Threads of the C bilinear kernel (float32, the last two axes resized).
 
     Returns
     -------
@@ -209,6 +212,20 @@ def resize(x, sizes=None, scales=None, mode="nearest",
                                    nearest_mode)
         if repeated is not None:
             return repeated
+    if mode == "linear" and x.dtype == np.float32 and r >= 2 and not antialias and \
+            not exclude_outside and not crop and \
+            all(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
+            not any(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
+        # Bilinear over the last two axes (both resized): one C pass.
+        taps = [_taps(mode, _source_coords(coordinate_transformation_mode, sizes[a],
+                                           x.shape[a], scales[a], (0.0, 1.0))[0],
+                      x.shape[a], scales[a], nearest_mode, 0.0, False, False)
+                for a in (r - 2, r - 1)]
+        (iy, wy), (ix, wx) = taps
+        planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
+        y = _resize_kernels.linear_2d(planes, iy, wy.astype(np.float32), ix,
+                                      wx.astype(np.float32), context)
+        return y.reshape(sizes)
     y = x
     compute = np.float32 if x.dtype == np.float32 else np.float64
     for axis in range(r):

@@ -145,3 +145,31 @@ def test_resize_nearest_integer_scales_match_onnxruntime(rng, ctm, nearest_mode,
     s = session(m)
     for _ in range(2):
         np.testing.assert_array_equal(s.run(None, feeds)[0], want)
+
+
+@pytest.mark.parametrize("ctm", ["half_pixel", "align_corners", "pytorch_half_pixel",
+                                 "asymmetric", "half_pixel_symmetric"])
+@pytest.mark.parametrize("shape,out", [
+    ([1, 5, 7, 6], [1, 5, 28, 24]),      # 4x up (ASPP head)
+    ([2, 3, 9, 8], [2, 3, 4, 5]),        # down
+    ([1, 2, 1, 5], [1, 2, 3, 11]),       # a one-pixel axis
+    ([2, 4, 6], [2, 4, 13]),             # 1-D signal: only the last axis (NumPy path)
+    ([2, 5, 7], [2, 10, 14]),            # rank 3, both last axes resized
+])
+def test_resize_linear_matches_onnxruntime(rng, ctm, shape, out):
+    g = helper.make_graph(
+        [mk("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
+            coordinate_transformation_mode=ctm)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("sizes", TensorProto.INT64, [len(out)], out)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    feeds = {"x": B.rand(rng, *shape)}
+    want = ReferenceEvaluator(m).run(None, feeds)[0]
+    if ctm != "half_pixel_symmetric":     # newer than this onnxruntime's Resize
+        np.testing.assert_allclose(B.ort_run(m, feeds)[0], want, rtol=1e-5, atol=1e-5)
+    s = session(m)
+    for _ in range(2):
+        got = s.run(None, feeds)[0]
+        assert got.shape == tuple(out)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
