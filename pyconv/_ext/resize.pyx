@@ -78,3 +78,53 @@ def linear_2d(x, iy, wy, ix, wx, context=None):
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _linear_rows, &j)
     return y
+
+
+cdef struct _nearest_job:
+    const float *x
+    float *y
+    int64_t h, w, oh, ow
+    const int64_t *iy       # (oh,) source rows
+    const int64_t *ix       # (ow,) source columns
+
+
+cdef void _nearest_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _nearest_job *j = <const _nearest_job *>arg
+    cdef int64_t t, p, ox
+    cdef const float *row
+    cdef float *out
+    for t in range(lo, hi):             # t = plane * oh + output row
+        p = t // j.oh
+        row = j.x + (p * j.h + j.iy[t - p * j.oh]) * j.w
+        out = j.y + t * j.ow
+        for ox in range(j.ow):
+            out[ox] = row[j.ix[ox]]
+
+
+def nearest_2d(x, iy, ix, context=None):
+    """Nearest resizing of (P, H, W) float32 C-contiguous ``x`` to (P, OH, OW): output
+    pixel (oy, ox) of each plane copies (iy[oy], ix[ox]) (int64 indices inside the
+    input)."""
+    cdef const float[:, :, ::1] xv = x
+    cdef const int64_t[::1] iyv = np.ascontiguousarray(iy, np.int64).reshape(-1)
+    cdef const int64_t[::1] ixv = np.ascontiguousarray(ix, np.int64).reshape(-1)
+    cdef int64_t planes = xv.shape[0], h = xv.shape[1], w = xv.shape[2]
+    cdef int64_t oh = iyv.shape[0], ow = ixv.shape[0]
+    iy_a, ix_a = np.asarray(iyv), np.asarray(ixv)
+    if (oh and (iy_a.min() < 0 or iy_a.max() >= h)) or \
+            (ow and (ix_a.min() < 0 or ix_a.max() >= w)):
+        raise ValueError(f"nearest_2d: source indices outside the ({h}, {w}) input")
+    y = np.empty((planes, oh, ow), np.float32)
+    if planes == 0 or oh == 0 or ow == 0:
+        return y
+    cdef float[:, :, ::1] yv = y
+    cdef _nearest_job j
+    j.x = &xv[0, 0, 0]
+    j.y = &yv[0, 0, 0]
+    j.h, j.w, j.oh, j.ow = h, w, oh, ow
+    j.iy, j.ix = &iyv[0], &ixv[0]
+    cdef int64_t rows = planes * oh
+    cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
+    with nogil:
+        parallel_for(nthreads, rows, grain_for(rows, nthreads), _nearest_rows, &j)
+    return y

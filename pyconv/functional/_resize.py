@@ -207,25 +207,28 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     check_tensor_size(sizes, "resize")
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)
+    if mode in ("nearest", "linear") and x.dtype == np.float32 and r >= 2 and \
+            not antialias and not exclude_outside and not crop and \
+            all(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
+            not any(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
+        # Nearest / bilinear over the last two axes (both resized): one C pass.
+        (iy, wy), (ix, wx) = [
+            _taps(mode, _source_coords(coordinate_transformation_mode, sizes[a], x.shape[a],
+                                       scales[a], (0.0, 1.0))[0],
+                  x.shape[a], scales[a], nearest_mode, 0.0, False, False)
+            for a in (r - 2, r - 1)]
+        planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
+        if mode == "nearest":
+            y = _resize_kernels.nearest_2d(planes, iy, ix, context)
+        else:
+            y = _resize_kernels.linear_2d(planes, iy, wy.astype(np.float32), ix,
+                                          wx.astype(np.float32), context)
+        return y.reshape(sizes)
     if mode == "nearest" and not crop:
         repeated = _integer_repeat(x, sizes, scales, coordinate_transformation_mode,
                                    nearest_mode)
         if repeated is not None:
             return repeated
-    if mode == "linear" and x.dtype == np.float32 and r >= 2 and not antialias and \
-            not exclude_outside and not crop and \
-            all(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
-            not any(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
-        # Bilinear over the last two axes (both resized): one C pass.
-        taps = [_taps(mode, _source_coords(coordinate_transformation_mode, sizes[a],
-                                           x.shape[a], scales[a], (0.0, 1.0))[0],
-                      x.shape[a], scales[a], nearest_mode, 0.0, False, False)
-                for a in (r - 2, r - 1)]
-        (iy, wy), (ix, wx) = taps
-        planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
-        y = _resize_kernels.linear_2d(planes, iy, wy.astype(np.float32), ix,
-                                      wx.astype(np.float32), context)
-        return y.reshape(sizes)
     y = x
     compute = np.float32 if x.dtype == np.float32 else np.float64
     for axis in range(r):

@@ -202,29 +202,28 @@ def fuse_activation_idioms(graph):
     """Rewrites exporters' arithmetic forms of SiLU, HardSwish, GELU (erf and tanh forms)
     and Mish into one node each: pyconv ``Activation`` (silu), ``HardSwish``, ``Gelu``
     (``approximate``), ``Mish``. Float32 values only."""
-    changed = True
-    while changed:
-        changed = False
+    while True:     # one pass finds every disjoint match; a second, what they uncover
         g = _Graph(graph)
+        taken, replaced = set(), {}
         for root in graph.nodes:
-            if root.op_type not in ("Mul", "Div") or root.domain not in ("", "ai.onnx"):
+            if root.op_type not in ("Mul", "Div") or root.domain not in ("", "ai.onnx") \
+                    or id(root) in taken:
                 continue
             nodes = []
             poly = g.poly(root.outputs[0], nodes, top=True)
             if poly is None or len(poly.leaves) != 2:
                 continue
             found = _match(g, poly, nodes)
-            if found is None:
+            if found is None or any(id(n) in taken for n in found[1]):
                 continue
             x, remove, (op_type, domain, attrs) = found
-            root_out = root.outputs[0]
-            replaced = Node(op_type, [x], [root_out], attrs, name=root.name, domain=domain)
-            drop = {id(n) for n in remove}
-            graph.nodes = [replaced if n is root else n for n in graph.nodes
-                           if id(n) not in drop or n is root]
-            changed = True
-            break
-    return graph
+            taken.update(id(n) for n in remove)
+            replaced[id(root)] = Node(op_type, [x], [root.outputs[0]], attrs, name=root.name,
+                                      domain=domain)
+        if not replaced:
+            return graph
+        graph.nodes = [replaced.get(id(n), n) for n in graph.nodes
+                       if id(n) not in taken or id(n) in replaced]
 
 
 def _match(g, poly, nodes):

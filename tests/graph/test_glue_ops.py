@@ -130,9 +130,9 @@ def test_matmul_batched_matches_onnxruntime(rng, a_shape, b_shape):
     ("half_pixel", "round_prefer_ceil"), ("asymmetric", "ceil")])
 @pytest.mark.parametrize("shape,scales", [
     ([1, 3, 5, 7], [1, 1, 2, 2]), ([2, 4, 3, 3], [1, 1, 3, 2]), ([2, 6, 9], [1, 2, 4]),
-    ([1, 2, 4, 4], [1, 1, 2.5, 2])])
-def test_resize_nearest_integer_scales_match_onnxruntime(rng, ctm, nearest_mode, shape,
-                                                         scales):
+    ([1, 2, 4, 4], [1, 1, 2.5, 2]), ([1, 2, 3, 4, 5], [1, 1, 2, 2, 2]),  # 3-D volume
+    ([2, 3, 4, 5], [1, 1, 1, 3])])                                        # one axis
+def test_resize_nearest_matches_onnxruntime(rng, ctm, nearest_mode, shape, scales):
     g = helper.make_graph(
         [mk("Resize", ["x", "", "s"], ["y"], mode="nearest",
             coordinate_transformation_mode=ctm, nearest_mode=nearest_mode)], "g",
