@@ -23,7 +23,7 @@ from pyconv.ops import Node
 _ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Neg", "Pow")
 _MAX_NODES = 16         # arithmetic nodes one expression may span
 _MAX_TERMS = 8
-_RTOL = 2e-6            # float32 constants written with 6-7 significant digits
+_RTOL = 1e-5            # constants written with 5-7 significant digits (1.41421)
 
 
 def _close(a, b):
@@ -97,7 +97,8 @@ class _Graph:
 
     def poly(self, name, nodes, top=False):
         """``name`` as a polynomial over its leaves; the arithmetic nodes expanded are
-        appended to ``nodes``. None when a constant is not a float32 scalar."""
+        appended to ``nodes``. None for a constant that is not a float32 scalar (the
+        node reading it then stays a leaf)."""
         s = self.scalar(name)
         if s is not None:
             return _Poly({(): s} if s else {})
@@ -112,8 +113,8 @@ class _Graph:
         nodes.append(p)
         r = self._expand(p, nodes)
         if r is None or len(r) > _MAX_TERMS:
-            del nodes[mark:]
-            return None if r is None else _Poly({(name,): 1.0})
+            del nodes[mark:]        # not a polynomial over scalars: an opaque value
+            return _Poly({(name,): 1.0})
         return r
 
     def _expand(self, p, nodes):

@@ -44,7 +44,6 @@ class SqueezeExcite(Op):
     (C,) or absent, all constant but x; the activations are ``_pyconv_reduce_*`` and
     ``_pyconv_gate_*`` (epilogue names and parameters). The pooling is the
     GlobalAveragePool kernel, the scaling one C pass."""
-    required_inputs = 4
     supports_out = True
 
     def setup(self, consts):

@@ -280,13 +280,19 @@ def _se_model(rng, form, c=16, mid=4, opset=17):
                   mk("Mul", ["x", "s"], ["y"])]
         consts.update(B.bn_params(rng, mid))
         del consts["b2"]
+    elif form == "no_biases":                 # Keras-style convs without bias
+        nodes += [mk("GlobalAveragePool", ["x"], ["p"]), mk("Conv", ["p", "w1"], ["r"]),
+                  mk("Relu", ["r"], ["h"]), mk("Conv", ["h", "w2"], ["e"]),
+                  mk("Sigmoid", ["e"], ["s"]), mk("Mul", ["x", "s"], ["y"])]
+        del consts["b1"], consts["b2"]
     else:
         raise ValueError(form)
     return nodes, consts
 
 
 @pytest.mark.parametrize("form,opset", [("timm_efficientnet", 17), ("timm_efficientnet", 18),
-                                        ("torchvision_mobilenetv3", 17), ("rexnet_bn", 13)])
+                                        ("torchvision_mobilenetv3", 17), ("rexnet_bn", 13),
+                                        ("no_biases", 17)])
 def test_squeeze_excite_is_one_step(rng, form, opset):
     nodes, consts = _se_model(rng, form, opset=opset)
     m = B.model(nodes, [("inp", [2, 3, 9, 7])], [("y", [2, 16, 9, 7])], consts, opset=opset)
@@ -431,3 +437,15 @@ def test_constant_folding_near_misses_are_kept(rng, case):
     m = B.model(nodes, inputs, outputs, consts)
     s = check(m, {name: B.rand(rng, *shape) for name, shape in inputs})
     assert expect in B.op_types(s)
+
+
+def test_gelu_with_a_five_digit_sqrt2_and_a_per_channel_scale_nearby(rng):
+    # 1.41421 (within 1e-5 of sqrt(2)) is still GELU; a Mul by a (C, 1, 1) tensor in the
+    # same graph stays an opaque value.
+    nodes = _gelu_erf_nodes("torchscript")[:-1] + [mk("Mul", ["m", "half"], ["g"]),
+                                                   mk("Mul", ["g", "scale"], ["y"])]
+    consts = dict(GELU_CONSTS, sqrt2=np.float32(1.41421),
+                  scale=B.rand(rng, SHAPE[1], 1, 1))
+    m = unary_model(nodes, _used(nodes, consts))
+    s = check(m, feeds(rng))
+    assert B.op_types(s) == ["Gelu", "Mul"]
