@@ -160,6 +160,7 @@ extensions = [
               ISA_SOURCES),
     extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"], DWCONV_SOURCES),
     extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),
+    extension("pyconv._ext.resize", ["pyconv/_ext/resize.pyx"]),
 ]
 
 setup(

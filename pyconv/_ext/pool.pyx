@@ -1033,3 +1033,48 @@ def max_unpool(x, indices, int64_t out_plane, bint whole_tensor, context=None):
         bad = _unpool_global(&xv[0, 0], &iv[0, 0], &yv[0, 0], planes * n_in,
                              planes * out_plane)
     return y, bad
+
+
+cdef struct _scale_job:
+    const float *x
+    const float *scale
+    float *y
+    int64_t size
+
+
+cdef void _scale_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _scale_job *j = <const _scale_job *>arg
+    cdef int64_t p, i
+    cdef const float *xp
+    cdef float *yp
+    cdef float s
+    for p in range(lo, hi):
+        xp = j.x + p * j.size
+        yp = j.y + p * j.size
+        s = j.scale[p]
+        for i in range(j.size):
+            yp[i] = xp[i] * s
+
+
+def scale_planes(x, scale, out, context=None):
+    """``out[p, :] = x[p, :] * scale[p]`` for (P, S) float32 C-contiguous ``x`` and
+    ``out`` and (P,) ``scale`` (the channel scaling of squeeze-and-excitation); returns
+    ``out``, which may be ``x``."""
+    cdef const float[:, ::1] xv = _contiguous(x, "scale_planes")
+    cdef const float[::1] sv = np.ascontiguousarray(scale, np.float32).reshape(-1)
+    cdef float[:, ::1] yv = out
+    cdef int64_t planes = xv.shape[0], size = xv.shape[1]
+    if sv.shape[0] != planes or yv.shape[0] != planes or yv.shape[1] != size:
+        raise ValueError(f"scale_planes: x {tuple(x.shape)}, scale {tuple(scale.shape)} and "
+                         f"out {tuple(out.shape)} do not match")
+    if planes == 0 or size == 0:
+        return out
+    cdef _scale_job j
+    j.x = &xv[0, 0]
+    j.scale = &sv[0]
+    j.y = &yv[0, 0]
+    j.size = size
+    cdef int nthreads = threads_for(planes * size, context_of(context).nthreads)
+    with nogil:
+        parallel_for(nthreads, planes, grain_for(planes, nthreads), _scale_tasks, &j)
+    return out

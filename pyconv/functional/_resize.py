@@ -6,10 +6,12 @@ are separable: one gather-and-weigh pass per resized axis.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
+from pyconv._ext import resize as _resize_kernels
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 
@@ -95,10 +97,35 @@ def _taps(mode, x, in_size, scale, nearest_mode, cubic_a, exclude_outside, antia
     return np.clip(idx, 0, in_size - 1), w
 
 
+def _integer_repeat(x, sizes, scales, coordinate_mode, nearest_mode):
+    """Nearest resizing that repeats every input element k_d times along each axis d (the
+    common 2x upsampling) as prod(k_d) strided copies; None when some axis does
+    otherwise."""
+    factors = []
+    for axis, (in_size, out_size) in enumerate(zip(x.shape, sizes)):
+        k, rem = divmod(out_size, in_size)
+        if rem or k < 1:
+            return None
+        if k > 1 or scales[axis] != 1.0:
+            coords, _ = _source_coords(coordinate_mode, out_size, in_size, scales[axis],
+                                       (0.0, 1.0))
+            idx, _ = _taps("nearest", coords, in_size, scales[axis], nearest_mode, 0.0,
+                           False, False)
+            if not np.array_equal(idx[:, 0], np.arange(out_size) // k):
+                return None
+        factors.append(k)
+    # One plane copy per phase (NumPy copies long rows fast, stride-0 runs of k slowly).
+    y = np.empty(sizes, x.dtype)
+    view = y.reshape([d for s, k in zip(x.shape, factors) for d in (s, k)])
+    for phase in itertools.product(*(range(k) for k in factors)):
+        view[tuple(i for p in phase for i in (slice(None), p))] = x
+    return y
+
+
 def resize(x, sizes=None, scales=None, mode="nearest",
            coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
            cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
-           antialias=False, roi=None):
+           antialias=False, roi=None, context=None):
     """Resize every axis of ``x`` (ONNX ``Resize``, opset 10 to 19 semantics).
 
     Parameters
@@ -126,6 +153,8 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     roi : sequence of float, optional
         ``(start_0, ..., start_{r-1}, end_0, ..., end_{r-1})`` in normalised
         coordinates, for ``tf_crop_and_resize``.
+    context : ExecutionContext, optional
+        Threads of the C bilinear kernel (float32, the last two axes resized).
 
     Returns
     -------
@@ -178,6 +207,28 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     check_tensor_size(sizes, "resize")
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)
+    if mode in ("nearest", "linear") and x.dtype == np.float32 and r >= 2 and \
+            not antialias and not exclude_outside and not crop and \
+            all(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
+            not any(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
+        # Nearest / bilinear over the last two axes (both resized): one C pass.
+        (iy, wy), (ix, wx) = [
+            _taps(mode, _source_coords(coordinate_transformation_mode, sizes[a], x.shape[a],
+                                       scales[a], (0.0, 1.0))[0],
+                  x.shape[a], scales[a], nearest_mode, 0.0, False, False)
+            for a in (r - 2, r - 1)]
+        planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
+        if mode == "nearest":
+            y = _resize_kernels.nearest_2d(planes, iy, ix, context)
+        else:
+            y = _resize_kernels.linear_2d(planes, iy, wy.astype(np.float32), ix,
+                                          wx.astype(np.float32), context)
+        return y.reshape(sizes)
+    if mode == "nearest" and not crop:
+        repeated = _integer_repeat(x, sizes, scales, coordinate_transformation_mode,
+                                   nearest_mode)
+        if repeated is not None:
+            return repeated
     y = x
     compute = np.float32 if x.dtype == np.float32 else np.float64
     for axis in range(r):

@@ -2,11 +2,14 @@
 
 Order (see :func:`optimize`): validate + topological sort, then by level
 basic:    remove Identity / inference Dropout, fold constants, remove dead nodes;
-all:      + the decomposed layer norm as one LayerNormalization,
-          BatchNormalization folded into Conv / ConvTranspose weights, standalone
-          BatchNormalization (and per-channel Mul / Add after it or after a Conv) as one
-          ChannelAffine, residual Add fused into the Conv epilogue, activations fused into
-          Conv / ConvTranspose / ChannelAffine, then dead nodes again.
+all:      + exporter idioms as one node (SiLU, HardSwish, GELU, Mish, pixel shuffle:
+          pyconv/graph/_idioms.py), the decomposed layer norm as one LayerNormalization,
+          BatchNormalization folded into Conv / ConvTranspose
+          weights, standalone BatchNormalization (and per-channel Mul / Add after it or
+          after a Conv) as one ChannelAffine, constant Mul / Add before a Conv folded into
+          it, residual Add fused into the Conv epilogue, activations fused into Conv /
+          ConvTranspose / ChannelAffine, squeeze-and-excitation blocks as one node, then
+          dead nodes again.
 """
 from __future__ import annotations
 
@@ -16,11 +19,18 @@ import numpy as np
 
 from pyconv._activations import ONNX_ACTIVATIONS
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
+from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
+                                  fuse_squeeze_excite)
 from pyconv.ops import lookup
 
 
 def _act_params(node, opset, constants):
     """(name, alpha, beta) of the epilogue computing an activation node, or None."""
+    if node.op_type == "Activation" and node.domain == "pyconv":
+        return (node.attrs["_pyconv_activation"], float(node.attrs.get("_pyconv_alpha", 0.0)),
+                float(node.attrs.get("_pyconv_beta", 0.0)))
+    if node.domain not in ("", "ai.onnx"):
+        return None
     act = ONNX_ACTIVATIONS.get(node.op_type)
     if act is None:
         return None
@@ -192,11 +202,12 @@ def _single_use(graph, users, name):
 
 
 def _channel_vector(c, channels, rank):
-    """A constant that broadcasts as one value per channel (axis 1) -> (C,) float32."""
-    if c is None or c.dtype != np.float32:
+    """A constant (float32, or float64 from the passes' own arithmetic) that broadcasts
+    as one value per channel (axis 1) -> (C,) float64."""
+    if c is None or c.dtype not in (np.float32, np.float64):
         return None
     if c.size == 1:
-        return np.full(channels, c.reshape(()), np.float32)
+        return np.full(channels, c.reshape(()), np.float64)
     shape = c.shape
     # (C, 1, ..., 1) aligned to the trailing dims of an (N, C, *spatial) tensor,
     # optionally with a leading 1.
@@ -204,7 +215,7 @@ def _channel_vector(c, channels, rank):
     if c.size == channels and len(shape) <= rank and len(shape) >= trail + 1 and \
             shape[len(shape) - trail - 1] == channels and \
             all(s == 1 for i, s in enumerate(shape) if i != len(shape) - trail - 1):
-        return c.reshape(-1).astype(np.float32)
+        return c.reshape(-1).astype(np.float64)
     return None
 
 
@@ -315,56 +326,127 @@ def fold_batchnorm(graph):
     return graph
 
 
+def _constant_operand(graph, n):
+    """(value input, "mul" or "add", float64 constant) when ``n`` multiplies or adds a
+    float32 constant (Sub and Div by a constant read as Add and Mul), else None."""
+    if n.domain not in ("", "ai.onnx") or len(n.inputs) != 2 or \
+            n.op_type not in ("Mul", "Add", "Sub", "Div"):
+        return None
+    for vi, ci in ((0, 1), (1, 0)):
+        c = graph.constants.get(n.inputs[ci])
+        if c is None or c.dtype != np.float32 or n.inputs[vi] in graph.constants:
+            continue
+        if n.op_type in ("Sub", "Div") and ci != 1:
+            return None
+        c = c.astype(np.float64)
+        if n.op_type == "Sub":
+            return n.inputs[vi], "add", -c
+        if n.op_type == "Div":
+            return (n.inputs[vi], "mul", 1.0 / c) if np.all(c != 0) else None
+        return n.inputs[vi], n.op_type.lower(), c
+    return None
+
+
 def fold_channel_ops(graph, shapes=None):
-    """Per-channel constant Mul / Add after a Conv or ChannelAffine folded into it
-    (the Caffe2 'BN then Scale' pattern of DenseNet / Inception v2)."""
+    """Per-channel constant Mul / Add (Sub, Div) after a Conv or ChannelAffine folded
+    into it (the Caffe2 'BN then Scale' pattern of DenseNet / Inception v2)."""
     changed = True
     while changed:
         changed = False
         users = _consumers(graph)
         producer = {o: n for n in graph.nodes for o in n.outputs}
         for n in list(graph.nodes):
-            if n.op_type not in ("Mul", "Add") or n.domain not in ("", "ai.onnx"):
+            operand = _constant_operand(graph, n)
+            if operand is None:
                 continue
-            if len(n.inputs) != 2:
+            value, kind, c = operand
+            p = producer.get(value)
+            if p is None or not _single_use(graph, users, value):
                 continue
-            for vi, ci in ((0, 1), (1, 0)):
-                c = graph.constants.get(n.inputs[ci])
-                p = producer.get(n.inputs[vi])
-                if c is None or p is None or not _single_use(graph, users, n.inputs[vi]):
+            if p.attrs.get("_pyconv_activation") or (
+                    p.op_type == "FusedConv" and len(p.inputs) > 3):
+                continue
+            if _is_conv(p) and _conv_params(graph, p) is not None:
+                w = graph.constants[p.inputs[1]]
+                vec = _channel_vector(c, _out_channels(p, w), w.ndim)
+                if vec is None:
                     continue
-                if p.attrs.get("_pyconv_activation") or (
-                        p.op_type == "FusedConv" and len(p.inputs) > 3):
-                    continue
-                if _is_conv(p) and _conv_params(graph, p) is not None:
-                    w = graph.constants[p.inputs[1]]
-                    vec = _channel_vector(c, _out_channels(p, w), w.ndim)
-                    if vec is None:
-                        continue
-                    if n.op_type == "Mul":
-                        _scale_conv(graph, p, vec, np.zeros_like(vec))
-                    else:
-                        _scale_conv(graph, p, np.ones_like(vec), vec)
-                elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
-                    s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
-                    rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
-                    vec = _channel_vector(c, s.shape[0], rank or c.ndim + 1)
-                    if vec is None:
-                        continue
-                    if n.op_type == "Mul":
-                        s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
-                    else:
-                        s2, t2 = s, t.astype(np.float64) + vec
-                    p.inputs = [p.inputs[0], _new_const(graph, p.name + "_scale", s2),
-                                _new_const(graph, p.name + "_shift", t2)]
+                if kind == "mul":
+                    _scale_conv(graph, p, vec, np.zeros_like(vec))
                 else:
+                    _scale_conv(graph, p, np.ones_like(vec), vec)
+            elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
+                s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
+                rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
+                vec = _channel_vector(c, s.shape[0], rank or c.ndim + 1)
+                if vec is None:
                     continue
-                p.outputs = [n.outputs[0]]
-                graph.nodes.remove(n)
-                changed = True
-                break
-            if changed:
-                break
+                if kind == "mul":
+                    s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
+                else:
+                    s2, t2 = s, t.astype(np.float64) + vec
+                p.inputs = [p.inputs[0], _new_const(graph, p.name + "_scale", s2),
+                            _new_const(graph, p.name + "_shift", t2)]
+            else:
+                continue
+            p.outputs = [n.outputs[0]]
+            graph.nodes.remove(n)
+            changed = True
+            break
+    return graph
+
+
+def _unpadded(n):
+    return not any(int(p) for p in n.attrs.get("pads") or ()) and \
+        str(n.attrs.get("auto_pad", "NOTSET")) in ("NOTSET", "VALID")
+
+
+def fold_input_channel_ops(graph, shapes=None):
+    """Per-channel (or scalar) constant Mul / Add (Sub, Div) whose result only a Conv
+    reads folded into that conv's weights / bias: ``conv(x * s) = conv'(x)`` with each
+    input channel's weights scaled (exact with zero padding too); ``conv(x + t)`` adds
+    ``sum(w * t)`` to the bias, only without padding (padding reads 0, not t)."""
+    shapes = shapes or {}
+    changed = True
+    while changed:
+        changed = False
+        users = _consumers(graph)
+        for n in list(graph.nodes):
+            operand = _constant_operand(graph, n)
+            if operand is None or not _single_use(graph, users, n.outputs[0]):
+                continue
+            value, kind, c = operand
+            (conv,) = users[n.outputs[0]]
+            if not (_is_conv(conv) and not _is_transposed(conv)) or \
+                    conv.inputs[0] != n.outputs[0] or n.outputs[0] in conv.inputs[1:] or \
+                    _conv_params(graph, conv) is None or (kind == "add" and not _unpadded(conv)):
+                continue
+            w, b = _conv_params(graph, conv)
+            groups = int(conv.attrs.get("group", 1))
+            cin = w.shape[1] * groups
+            x_shape = shapes.get(value)
+            if c.size != 1 and (x_shape is None or len(x_shape) != w.ndim or x_shape[1] != cin):
+                continue        # the constant might broadcast x to more channels
+            vec = _channel_vector(c, cin, w.ndim)
+            if vec is None or w.shape[0] % groups:
+                continue
+            # per (output channel, input channel of its group): the folded constant
+            per = vec.reshape(groups, 1, w.shape[1]).repeat(w.shape[0] // groups, axis=1)
+            per = per.reshape(w.shape[0], w.shape[1], *([1] * (w.ndim - 2)))
+            w64 = w.astype(np.float64)
+            inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs))
+            if kind == "mul":
+                inputs[1] = _new_const(graph, inputs[1] + "_folded", w64 * per)
+            else:
+                b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+                shift = (w64 * per).reshape(w.shape[0], -1).sum(axis=1)
+                inputs[2] = _new_const(graph, (inputs[2] or conv.name + "_bias") + "_folded",
+                                       b0 + shift)
+            inputs[0] = value
+            conv.inputs = inputs
+            graph.nodes.remove(n)
+            changed = True
+            break
     return graph
 
 
@@ -411,7 +493,7 @@ def fuse_activation(graph):
     producer = {o: n for n in graph.nodes for o in n.outputs}
     remove = set()
     for n in graph.nodes:
-        if n.domain not in ("", "ai.onnx") or not n.inputs:
+        if not n.inputs:
             continue
         params = _act_params(n, graph.opset, graph.constants)
         if params is None:
@@ -598,10 +680,14 @@ def _optimize(graph, level, shapes):
         fold_constants(graph)
         eliminate_dead(graph)
     if level > LEVEL_BASIC:
+        fuse_activation_idioms(graph)
+        fuse_pixel_shuffle(graph, shapes)
         fuse_layer_norm(graph, shapes)
         fold_batchnorm(graph)
         fold_channel_ops(graph, shapes)
+        fold_input_channel_ops(graph, shapes)
         fuse_residual(graph)
         fuse_activation(graph)
+        fuse_squeeze_excite(graph, shapes)
         eliminate_dead(graph)
     return graph

@@ -26,7 +26,7 @@ class Resize(Op):
             # Opset 10: (X, scales); coordinates asymmetric, nearest rounds down.
             scales = [float(s) for s in inputs[1]]
             return [wrap_errors(self, F.resize, x, None, scales, a["mode"], "asymmetric",
-                                "floor")]
+                                "floor", context=self.context)]
         roi = inputs[1] if _present(inputs, 1) else None
         scales = [float(s) for s in inputs[2]] if _present(inputs, 2) else None
         sizes = [int(s) for s in inputs[3]] if _present(inputs, 3) else None
@@ -71,7 +71,8 @@ class Resize(Op):
         return [wrap_errors(self, F.resize, x, full_sizes, full_scales, a["mode"],
                             a["coordinate_transformation_mode"], a["nearest_mode"],
                             a["cubic_coeff_a"], bool(a["exclude_outside"]),
-                            a["extrapolation_value"], bool(a["antialias"]), roi)]
+                            a["extrapolation_value"], bool(a["antialias"]), roi,
+                            context=self.context)]
 
 
 @register("Upsample")
@@ -89,4 +90,5 @@ class Upsample(Op):
         scales = [float(s) for s in np.asarray(scales).reshape(-1)]
         mode = str(self.attrs["mode"])
         mode = "linear" if mode == "bilinear" else mode
-        return [wrap_errors(self, F.resize, x, None, scales, mode, "asymmetric", "floor")]
+        return [wrap_errors(self, F.resize, x, None, scales, mode, "asymmetric", "floor",
+                            context=self.context)]

@@ -11,7 +11,7 @@ import numpy as np
 from pyconv import functional as F
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
-from pyconv.ops._base import REQUIRED, Op, register, wrap_errors
+from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
 
 def np_dtype(op, elem_type):
@@ -407,7 +407,11 @@ class Pad(Op):
 
 
 class _BlockOp(Op):
+    """DepthToSpace / SpaceToDepth: one strided copy per (row, column) position of the
+    block (b * b NumPy copies of whole planes), much faster than one 6-D transposed copy
+    whose innermost run is b elements."""
     attributes = {"blocksize": REQUIRED, "mode": "DCR"}
+    supports_out = True
 
     def check(self, x):
         if x.ndim != 4:
@@ -416,6 +420,13 @@ class _BlockOp(Op):
         if b < 1:
             self.fail(f"blocksize must be positive, got {b}")
         return b
+
+    def blocks(self, depth, n, c, b, h, w):
+        """The (n, c, b, b, h, w) view of the depth-side tensor ``depth``, whose channels
+        are ordered (c, b, b) in CRD mode and (b, b, c) in DCR mode."""
+        if str(self.attrs["mode"]).upper() == "CRD":
+            return depth.reshape(n, c, b, b, h, w)
+        return depth.reshape(n, b, b, c, h, w).transpose(0, 3, 1, 2, 4, 5)
 
 
 @register("DepthToSpace")
@@ -426,11 +437,16 @@ class DepthToSpace(_BlockOp):
         n, c, h, w = x.shape
         if c % (b * b):
             self.fail(f"channels {c} not divisible by blocksize^2 = {b * b}", ShapeError)
-        if str(self.attrs["mode"]).upper() == "DCR":
-            t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
-        else:
-            t = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
-        return [np.ascontiguousarray(t).reshape(n, c // (b * b), h * b, w * b)]
+        c //= b * b
+        y = take_out(out, (n, c, h * b, w * b), x.dtype)
+        if np.may_share_memory(y, x):
+            y = np.empty(y.shape, x.dtype)
+        src = self.blocks(x, n, c, b, h, w)
+        dst = y.reshape(n, c, h, b, w, b)
+        for i in range(b):
+            for j in range(b):
+                dst[:, :, :, i, :, j] = src[:, :, i, j]
+        return [y]
 
 
 @register("SpaceToDepth")
@@ -441,16 +457,23 @@ class SpaceToDepth(_BlockOp):
         n, c, h, w = x.shape
         if h % b or w % b:
             self.fail(f"spatial size {(h, w)} not divisible by blocksize {b}", ShapeError)
-        t = x.reshape(n, c, h // b, b, w // b, b)
-        if str(self.attrs["mode"]).upper() == "CRD":      # opset 28: (c, b, b) order
-            t = t.transpose(0, 1, 3, 5, 2, 4)
-        else:
-            t = t.transpose(0, 3, 5, 1, 2, 4)
-        return [np.ascontiguousarray(t).reshape(n, c * b * b, h // b, w // b)]
+        h, w = h // b, w // b
+        y = take_out(out, (n, c * b * b, h, w), x.dtype)
+        if np.may_share_memory(y, x):
+            y = np.empty(y.shape, x.dtype)
+        src = x.reshape(n, c, h, b, w, b)
+        dst = self.blocks(y, n, c, b, h, w)
+        for i in range(b):
+            for j in range(b):
+                dst[:, :, i, j] = src[:, :, :, i, :, j]
+        return [y]
 
 
 @register("ScatterND")
 class ScatterND(Op):
+    """Vectorised: the index tuples become flat row numbers of data seen as
+    (prod(data.shape[:k]), rest), written (or reduced with ``ufunc.at``) in one call.
+    Duplicate indices without a reduction are undefined in ONNX; here the last wins."""
     required_inputs = 3
     attributes = {"reduction": "none"}
     _REDUCE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -462,25 +485,28 @@ class ScatterND(Op):
             self.fail(f"reduction must be none/add/mul/max/min, got {red!r}")
         if idx.dtype.kind not in "iu":
             self.fail(f"indices must be int64, got {idx.dtype}", InvalidDType)
+        if idx.ndim == 0:
+            self.fail("indices must have at least one dim", ShapeError)
         k = idx.shape[-1]
         if k > data.ndim:
             self.fail(f"indices last dim {k} exceeds the data rank {data.ndim}", ShapeError)
         if upd.shape != idx.shape[:-1] + data.shape[k:]:
             self.fail(f"updates shape {upd.shape} must be {idx.shape[:-1] + data.shape[k:]}",
                       ShapeError)
-        y = data.copy()
-        flat_idx = idx.reshape(-1, k)
-        dims = np.array(data.shape[:k])
-        flat_idx = np.where(flat_idx < 0, flat_idx + dims, flat_idx)
-        if flat_idx.size and ((flat_idx < 0) | (flat_idx >= dims)).any():
+        dims = data.shape[:k]
+        flat_idx = idx.reshape(-1, k).astype(np.int64, copy=False)
+        flat_idx = np.where(flat_idx < 0, flat_idx + np.array(dims, np.int64), flat_idx)
+        if flat_idx.size and ((flat_idx < 0) | (flat_idx >= np.array(dims, np.int64))).any():
             self.fail(f"indices out of range for data shape {data.shape}")
-        flat_upd = upd.reshape((-1,) + data.shape[k:])
-        for i, ix in enumerate(flat_idx):
-            t = tuple(ix)
-            if red == "none":
-                y[t] = flat_upd[i]
-            else:
-                y[t] = self._REDUCE[red](y[t], flat_upd[i])
+        rows = np.ravel_multi_index(tuple(flat_idx.T), dims) if k else \
+            np.zeros(flat_idx.shape[0], np.int64)
+        y = data.copy()
+        y2 = y.reshape(math.prod(dims), -1)
+        upd2 = upd.reshape(rows.shape[0], y2.shape[1])
+        if red == "none":
+            y2[rows] = upd2
+        else:
+            self._REDUCE[red].at(y2, rows, upd2)
         return [y]
 
 

@@ -1,0 +1,130 @@
+"""Resize kernels: separable two-tap (linear) interpolation of the last two axes of
+float32 planes, split over output rows. The taps and weights come from
+:func:`pyconv.functional._resize` (one home for the coordinate arithmetic); the float32
+operations are those of its NumPy passes, in the same order (H, then W), so both give
+the same numbers."""
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+from pyconv._ext.gemm cimport context_of, grain_for, parallel_for, threads_for
+
+
+cdef struct _linear_job:
+    const float *x
+    float *y
+    int64_t h, w, oh, ow
+    const int64_t *iy       # (oh, 2) source rows
+    const float *wy         # (oh, 2) their weights
+    const int64_t *ix       # (ow, 2) source columns
+    const float *wx
+
+
+cdef void _linear_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _linear_job *j = <const _linear_job *>arg
+    cdef int64_t t, p, oy, ox, c0, c1
+    cdef const float *r0
+    cdef const float *r1
+    cdef float *out
+    cdef float a0, a1, v0, v1
+    for t in range(lo, hi):             # t = plane * oh + output row
+        p = t // j.oh
+        oy = t - p * j.oh
+        r0 = j.x + (p * j.h + j.iy[2 * oy]) * j.w
+        r1 = j.x + (p * j.h + j.iy[2 * oy + 1]) * j.w
+        a0 = j.wy[2 * oy]
+        a1 = j.wy[2 * oy + 1]
+        out = j.y + t * j.ow
+        for ox in range(j.ow):
+            c0 = j.ix[2 * ox]
+            c1 = j.ix[2 * ox + 1]
+            v0 = r0[c0] * a0 + r1[c0] * a1
+            v1 = r0[c1] * a0 + r1[c1] * a1
+            out[ox] = v0 * j.wx[2 * ox] + v1 * j.wx[2 * ox + 1]
+
+
+def linear_2d(x, iy, wy, ix, wx, context=None):
+    """Two-tap interpolation of (P, H, W) float32 C-contiguous ``x`` to (P, OH, OW):
+    ``iy`` / ``ix`` (OH, 2) / (OW, 2) int64 source rows / columns inside the input,
+    ``wy`` / ``wx`` their float32 weights."""
+    cdef const float[:, :, ::1] xv = x
+    cdef const int64_t[:, ::1] iyv = np.ascontiguousarray(iy, np.int64)
+    cdef const int64_t[:, ::1] ixv = np.ascontiguousarray(ix, np.int64)
+    cdef const float[:, ::1] wyv = np.ascontiguousarray(wy, np.float32)
+    cdef const float[:, ::1] wxv = np.ascontiguousarray(wx, np.float32)
+    cdef int64_t planes = xv.shape[0], h = xv.shape[1], w = xv.shape[2]
+    cdef int64_t oh = iyv.shape[0], ow = ixv.shape[0]
+    if iyv.shape[1] != 2 or ixv.shape[1] != 2 or wyv.shape[0] != oh or wxv.shape[0] != ow \
+            or wyv.shape[1] != 2 or wxv.shape[1] != 2:
+        raise ValueError("linear_2d: taps must be (OH, 2) / (OW, 2) with matching weights")
+    iy_a, ix_a = np.asarray(iyv), np.asarray(ixv)
+    if (oh and (iy_a.min() < 0 or iy_a.max() >= h)) or \
+            (ow and (ix_a.min() < 0 or ix_a.max() >= w)):
+        raise ValueError(f"linear_2d: source taps outside the ({h}, {w}) input")
+    y = np.empty((planes, oh, ow), np.float32)
+    if planes == 0 or oh == 0 or ow == 0:
+        return y
+    cdef float[:, :, ::1] yv = y
+    cdef _linear_job j
+    j.x = &xv[0, 0, 0]
+    j.y = &yv[0, 0, 0]
+    j.h, j.w, j.oh, j.ow = h, w, oh, ow
+    j.iy, j.wy, j.ix, j.wx = &iyv[0, 0], &wyv[0, 0], &ixv[0, 0], &wxv[0, 0]
+    cdef int64_t rows = planes * oh
+    cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
+    with nogil:
+        parallel_for(nthreads, rows, grain_for(rows, nthreads), _linear_rows, &j)
+    return y
+
+
+cdef struct _nearest_job:
+    const float *x
+    float *y
+    int64_t h, w, oh, ow
+    const int64_t *iy       # (oh,) source rows
+    const int64_t *ix       # (ow,) source columns
+
+
+cdef void _nearest_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _nearest_job *j = <const _nearest_job *>arg
+    cdef int64_t t, p, ox
+    cdef const float *row
+    cdef float *out
+    for t in range(lo, hi):             # t = plane * oh + output row
+        p = t // j.oh
+        row = j.x + (p * j.h + j.iy[t - p * j.oh]) * j.w
+        out = j.y + t * j.ow
+        for ox in range(j.ow):
+            out[ox] = row[j.ix[ox]]
+
+
+def nearest_2d(x, iy, ix, context=None):
+    """Nearest resizing of (P, H, W) float32 C-contiguous ``x`` to (P, OH, OW): output
+    pixel (oy, ox) of each plane copies (iy[oy], ix[ox]) (int64 indices inside the
+    input)."""
+    cdef const float[:, :, ::1] xv = x
+    cdef const int64_t[::1] iyv = np.ascontiguousarray(iy, np.int64).reshape(-1)
+    cdef const int64_t[::1] ixv = np.ascontiguousarray(ix, np.int64).reshape(-1)
+    cdef int64_t planes = xv.shape[0], h = xv.shape[1], w = xv.shape[2]
+    cdef int64_t oh = iyv.shape[0], ow = ixv.shape[0]
+    iy_a, ix_a = np.asarray(iyv), np.asarray(ixv)
+    if (oh and (iy_a.min() < 0 or iy_a.max() >= h)) or \
+            (ow and (ix_a.min() < 0 or ix_a.max() >= w)):
+        raise ValueError(f"nearest_2d: source indices outside the ({h}, {w}) input")
+    y = np.empty((planes, oh, ow), np.float32)
+    if planes == 0 or oh == 0 or ow == 0:
+        return y
+    cdef float[:, :, ::1] yv = y
+    cdef _nearest_job j
+    j.x = &xv[0, 0, 0]
+    j.y = &yv[0, 0, 0]
+    j.h, j.w, j.oh, j.ow = h, w, oh, ow
+    j.iy, j.ix = &iyv[0], &ixv[0]
+    cdef int64_t rows = planes * oh
+    cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
+    with nogil:
+        parallel_for(nthreads, rows, grain_for(rows, nthreads), _nearest_rows, &j)
+    return y

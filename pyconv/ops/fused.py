@@ -1,0 +1,87 @@
+"""Operators the optimizer makes from exporter idioms (domain ``pyconv``): an epilogue
+activation without an ONNX operator of its own (SiLU, written ``x * Sigmoid(x)`` by
+exporters) and the squeeze-and-excitation block as one step."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pyconv._activations import ACTIVATIONS
+from pyconv._ext import gemm, pool
+from pyconv.errors import InvalidModel, ShapeError
+from pyconv.ops._base import Op, register, take_out
+from pyconv.ops.activation import activate
+
+
+def _epilogue(op, prefix):
+    """(name, alpha, beta) of the activation in attributes ``_pyconv_<prefix>...``."""
+    name = op.attrs.get(f"_pyconv_{prefix}activation") or "none"
+    if name not in ACTIVATIONS:
+        op.fail(f"unknown activation {name!r}", InvalidModel)
+    return (name, float(op.attrs.get(f"_pyconv_{prefix}alpha", 0.0)),
+            float(op.attrs.get(f"_pyconv_{prefix}beta", 0.0)))
+
+
+@register("Activation", domain="pyconv")
+class Activation(Op):
+    """An activation of the fused epilogue by name (``_pyconv_activation``, parameters
+    ``_pyconv_alpha/_beta``): the C code a fused Conv runs."""
+    supports_out = True
+
+    def setup(self, consts):
+        self.activation, self.alpha, self.beta = _epilogue(self, "")
+
+    def run(self, inputs, out=None):
+        return [activate(self, inputs[0], self.activation, self.alpha, self.beta, out)]
+
+
+@register("SqueezeExcite", domain="pyconv")
+class SqueezeExcite(Op):
+    """``x * gate(W2 @ act(W1 @ mean(x) + b1) + b2)``: a squeeze-and-excitation block
+    (global average pool, two 1x1 convs with their activations, channel scaling) in one
+    step. Inputs: x (N, C, *spatial), W1 (C', C), b1 (C',) or absent, W2 (C, C'), b2
+    (C,) or absent, all constant but x; the activations are ``_pyconv_reduce_*`` and
+    ``_pyconv_gate_*`` (epilogue names and parameters). The pooling is the
+    GlobalAveragePool kernel, the scaling one C pass."""
+    supports_out = True
+
+    def setup(self, consts):
+        if not all(i in consts for i in (1, 3)):
+            self.fail("the weights must be constant", InvalidModel)
+        self.w1t = np.ascontiguousarray(consts[1].T, np.float32)
+        self.w2t = np.ascontiguousarray(consts[3].T, np.float32)
+        mid, channels = consts[1].shape
+        self.b1 = consts.get(2, np.zeros(mid, np.float32)).astype(np.float32).reshape(mid)
+        self.b2 = consts.get(4, np.zeros(channels, np.float32)).astype(np.float32)
+        self.b2 = self.b2.reshape(channels)
+        if self.w2t.shape != (mid, channels):
+            self.fail(f"W2 has shape {consts[3].shape}, expected {(channels, mid)}",
+                      InvalidModel)
+        self.reduce_act = _epilogue(self, "reduce_")
+        self.gate_act = _epilogue(self, "gate_")
+
+    def run(self, inputs, out=None):
+        x = self.float32(inputs[0])
+        channels = self.w1t.shape[0]
+        if x.ndim < 3 or x.shape[1] != channels:
+            self.fail(f"input '{self.input_name(0)}' has shape {x.shape}; expected "
+                      f"(N, {channels}, *spatial)", ShapeError)
+        n, size = x.shape[0], math.prod(x.shape[2:])
+        if size == 0:
+            self.fail(f"input '{self.input_name(0)}' has shape {x.shape}: empty spatial "
+                      f"dims have no mean", ShapeError)
+        planes = np.ascontiguousarray(x).reshape(n * channels, size)
+        pooled = pool.global_pool(planes, False, self.context).reshape(n, channels)
+        hidden = pooled @ self.w1t
+        hidden += self.b1
+        gemm.apply_activation(hidden, *self.reduce_act, self.context)
+        gate = hidden @ self.w2t
+        gate += self.b2
+        gemm.apply_activation(gate, *self.gate_act, self.context)
+        y = take_out(out, x.shape)
+        if np.may_share_memory(y, x):
+            y = np.empty(x.shape, np.float32)
+        pool.scale_planes(planes, gate.reshape(-1), y.reshape(n * channels, size),
+                          self.context)
+        return [y]
