@@ -1007,7 +1007,8 @@ def _global(op, x, is_max, context=None):
         raise ShapeError(f"{op}: x has an empty spatial dim: shape {x.shape}")
     x = c_aligned(x)
     n, c = x.shape[:2]
-    y = _kernels.global_pool(x.reshape(n * c, -1), is_max, context)
+    # explicit: reshape(0, -1) is ambiguous when N * C == 0 (an empty batch)
+    y = _kernels.global_pool(x.reshape(n * c, math.prod(x.shape[2:])), is_max, context)
     return y.reshape((n, c) + (1,) * (x.ndim - 2))
 
 
