@@ -151,6 +151,14 @@ class _Options:
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._fields))
 
+    # copy / deepcopy / pickle: the checked values and config entries.
+    def __getstate__(self):
+        return dict(self._values), dict(self._config)
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_values", dict(state[0]))
+        object.__setattr__(self, "_config", dict(state[1]))
+
     def _add_config(self, key, value):
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"{type(self).__name__} config entries are str -> str, got "

@@ -368,6 +368,21 @@ def test_errors_say_what_was_wrong():
         sess.run(None, dict(_feed(), fc=np.zeros((2, 4), np.float32)))
 
 
+def test_options_copy_and_pickle():
+    import copy
+    import pickle
+
+    o = pyconv.SessionOptions()
+    o.intra_op_num_threads = 2
+    o.add_session_config_entry("k", "v")
+    for c in (copy.copy(o), copy.deepcopy(o), pickle.loads(pickle.dumps(o))):
+        assert c.intra_op_num_threads == 2 and c.get_session_config_entry("k") == "v"
+        with pytest.raises(AttributeError):
+            c.intra_op_num_thread = 1
+    c.intra_op_num_threads = 3
+    assert o.intra_op_num_threads == 2
+
+
 def test_plain_int_levels_are_accepted():
     # A pyconv convenience (onnxruntime takes only members): the valid values as ints.
     o = pyconv.SessionOptions()
