@@ -253,8 +253,9 @@ class RunOptions(_Options):
     Attributes
     ----------
     terminate : bool
-        When true, ``run`` raises :class:`pyconv.errors.RunFailed` instead of running
-        (checked as the run starts; onnxruntime raises its ``Fail``).
+        When true, ``run`` raises :class:`pyconv.errors.RunFailed` (onnxruntime raises
+        its ``Fail``): checked as the run starts and before each node, so setting it from
+        another thread ends the runs using these options.
     log_severity_level, log_verbosity_level, logid, only_execute_path_to_fetches
         Accepted and checked; pyconv logs nothing per run and runs every node whatever
         outputs are fetched.
@@ -600,18 +601,21 @@ class InferenceSession:
             if run_options.terminate:
                 raise RunFailed("Exiting due to terminate flag being set to true "
                                 "(RunOptions.terminate)")
-        if isinstance(output_names, (str, bytes)) or not (
-                output_names is None or hasattr(output_names, "__iter__")):
+        if output_names is not None and (isinstance(output_names, (str, bytes)) or
+                                         not hasattr(output_names, "__iter__")):
             raise TypeError(f"output_names must be a list of output names or None, got "
                             f"{type(output_names).__name__} {output_names!r}")
-        if type(input_feed) is dict and any(type(v) is OrtValue for v in input_feed.values()):
-            input_feed = {k: v.numpy() if type(v) is OrtValue else v
-                          for k, v in input_feed.items()}
         try:
             feeds = self._check_feed(input_feed)
         except InvalidArgument:
-            self._refuse_overrides(input_feed)
-            raise
+            # Off the fast path: OrtValue feeds (unwrapped to their arrays), or initializers
+            # fed as inputs (a clearer error).
+            if not (hasattr(input_feed, "values") and
+                    any(isinstance(v, OrtValue) for v in input_feed.values())):
+                self._refuse_overrides(input_feed)
+                raise
+            feeds = self._check_feed({k: v.numpy() if isinstance(v, OrtValue) else v
+                                      for k, v in input_feed.items()})
         if not output_names:              # None or [], as in onnxruntime: every output
             wanted = self._all_output_slots
         else:
@@ -622,7 +626,7 @@ class InferenceSession:
                                           f"{all_outs}")
             wanted = [self._program.output_slot[n] for n in output_names]
         profile = [] if self._options.enable_profiling else None
-        outs = self._program.run(feeds, wanted, profile)
+        outs = self._program.run(feeds, wanted, profile, run_options)
         if profile is not None:
             self._add_profile(profile)
         result = []

@@ -383,6 +383,41 @@ def test_options_copy_and_pickle():
     assert o.intra_op_num_threads == 2
 
 
+class _TerminateAfter(pyconv.RunOptions):
+    """RunOptions whose ``terminate`` turns true at its n-th read: what another thread
+    setting it in the middle of a run looks like to the executor."""
+
+    def __init__(self, reads):
+        super().__init__()
+        object.__setattr__(self, "_reads", [reads])
+
+    @property
+    def terminate(self):
+        self._reads[0] -= 1
+        return self._reads[0] < 0
+
+
+@pytest.mark.parametrize("planned", [False, True], ids=["first run", "planned run"])
+def test_terminate_stops_a_run_between_nodes(planned):
+    sess = pyconv.InferenceSession(MODEL, _no_fusion())
+    feed = _feed()
+    want = sess.run(None, feed)
+    if not planned:
+        sess = pyconv.InferenceSession(MODEL, _no_fusion())
+    options = _TerminateAfter(3)     # false at the start of run(), before conv and bn
+    with pytest.raises(RunFailed, match="terminate flag.*before Relu node 'relu'"):
+        sess.run(None, feed, options)
+    assert options._reads[0] == -1                # stopped at once
+    for got, w in zip(sess.run(None, feed), want):   # the session is still usable
+        np.testing.assert_array_equal(got, w)
+
+
+def _no_fusion():
+    o = pyconv.SessionOptions()
+    o.graph_optimization_level = pyconv.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return o
+
+
 def test_plain_int_levels_are_accepted():
     # A pyconv convenience (onnxruntime takes only members): the valid values as ints.
     o = pyconv.SessionOptions()
