@@ -12,15 +12,32 @@ get_isa = _gemm.get_isa
 supported_isas = _gemm.supported_isas
 
 
+def _importing_for_command_line():
+    """True while this import is the start of the `pyconv` command (its console script,
+    or ``python -m pyconv``, when ``sys.argv[0]`` is still ``-m``)."""
+    orig = getattr(sys, "orig_argv", [])          # Python >= 3.10
+    if "-m" in orig[:-1]:
+        return orig[orig.index("-m") + 1].split(".")[0] == "pyconv"
+    return sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0] if sys.argv else "") in (
+        "pyconv", "pyconv.exe")
+
+
 def _init_from_environment():
-    """Apply PYCONV_ISA and OMP_NUM_THREADS at import time."""
+    """Apply PYCONV_ISA and OMP_NUM_THREADS at import time.
+
+    A bad PYCONV_ISA fails the import with UnsupportedISA; for the command line it is one
+    line on stderr and exit status 2 (a bad setting), like its other usage errors."""
     _gemm.set_num_threads(_gemm.default_num_threads())
     requested = os.environ.get("PYCONV_ISA", "").strip().lower()
     if requested and requested != "auto":
         try:
             _gemm.set_isa(requested)
         except (UnsupportedISA, ValueError) as exc:
-            raise UnsupportedISA(f"PYCONV_ISA={requested!r}: {exc}") from None
+            message = f"PYCONV_ISA={requested!r}: {exc}"
+            if _importing_for_command_line():
+                print(f"pyconv: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise UnsupportedISA(message) from None
 
 
 _THREADING = {

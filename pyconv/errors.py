@@ -36,3 +36,8 @@ class UnsupportedOperator(InvalidModel):
 
 class MemoryLimitExceeded(PyconvError, MemoryError):
     """A run would need more activation memory than ``SessionOptions.memory_limit_bytes``."""
+
+
+class RunFailed(PyconvError, RuntimeError):
+    """A run that did not execute: ``RunOptions.terminate`` was set, or an I/O binding
+    does not fit the model (where onnxruntime raises ``Fail`` or ``RuntimeError``)."""

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 
 from pyconv._ext.gemm import ExecutionContext, check_num_threads
-from pyconv.errors import InvalidArgument, InvalidModel, PyconvError
+from pyconv.errors import InvalidArgument, InvalidModel, PyconvError, RunFailed
 from pyconv.graph import _passes
 from pyconv.graph._executor import Program
 from pyconv.graph._load import ValueInfo, load
 from pyconv.ops import lookup
 
-__all__ = ["InferenceSession", "SessionOptions", "GraphOptimizationLevel", "NodeArg"]
+__all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel",
+           "ExecutionMode", "NodeArg", "ModelMetadata", "OrtValue", "IOBinding",
+           "get_available_providers", "get_all_providers", "get_device"]
 
 
 class GraphOptimizationLevel(enum.IntEnum):
@@ -31,18 +35,150 @@ class GraphOptimizationLevel(enum.IntEnum):
 
     ``ORT_DISABLE_ALL`` runs the graph as written (validation and ordering only);
     ``ORT_ENABLE_BASIC`` adds constant folding and removal of Identity / Dropout / dead
-    nodes; ``ORT_ENABLE_EXTENDED`` and ``ORT_ENABLE_ALL`` add the fusions
-    (BatchNormalization into Conv weights, residual Add and activations into the Conv
-    epilogue, per-channel affine chains).
+    nodes; ``ORT_ENABLE_EXTENDED``, ``ORT_ENABLE_LAYOUT`` and ``ORT_ENABLE_ALL`` add the
+    fusions (BatchNormalization into Conv weights, residual Add and activations into the
+    Conv epilogue, per-channel affine chains).
     """
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
     ORT_ENABLE_EXTENDED = 2
+    ORT_ENABLE_LAYOUT = 3
     ORT_ENABLE_ALL = 99
 
 
-class SessionOptions:
-    """Options of an :class:`InferenceSession` (a subset of onnxruntime's).
+class ExecutionMode(enum.IntEnum):
+    """onnxruntime's execution modes. pyconv runs the nodes one after another and each
+    node on ``intra_op_num_threads`` threads, so ``ORT_PARALLEL`` (and
+    ``inter_op_num_threads``) is accepted and runs as ``ORT_SEQUENTIAL``."""
+    ORT_SEQUENTIAL = 0
+    ORT_PARALLEL = 1
+
+
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def get_available_providers():
+    """The execution providers of this build: pyconv has one, the CPU."""
+    return [CPU_PROVIDER]
+
+
+def get_all_providers():
+    """Every provider pyconv knows (onnxruntime lists those any of its builds may have;
+    pyconv has only the CPU one)."""
+    return [CPU_PROVIDER]
+
+
+def get_device():
+    """The device pyconv runs on: ``'CPU'``, as onnxruntime's CPU package says."""
+    return "CPU"
+
+
+# -- option objects ---------------------------------------------------------------------------
+# onnxruntime's SessionOptions and RunOptions are pybind objects: an unknown attribute is
+# an AttributeError and a value of the wrong type a TypeError, at assignment. These
+# converters do the same checks; each returns the stored value or raises TypeError.
+
+def _int_option(owner, name):
+    def convert(value):
+        if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+            raise TypeError(f"{owner}.{name} must be an int, got {type(value).__name__} "
+                            f"{value!r}")
+        return operator.index(value)
+    return convert
+
+
+def _bool_option(owner, name):
+    def convert(value):
+        if not isinstance(value, (bool, int, np.bool_, np.integer)):
+            raise TypeError(f"{owner}.{name} must be a bool, got {type(value).__name__} "
+                            f"{value!r}")
+        return bool(value)
+    return convert
+
+
+def _str_option(owner, name):
+    def convert(value):
+        if not isinstance(value, str):
+            raise TypeError(f"{owner}.{name} must be a str, got {type(value).__name__} "
+                            f"{value!r}")
+        return value
+    return convert
+
+
+def _enum_option(owner, name, enum_type):
+    def convert(value):
+        # A member, or its int value (onnxruntime accepts only members: plain ints are a
+        # pyconv convenience); anything else, level 5 included, is a TypeError as there.
+        if isinstance(value, enum_type):
+            return value
+        if not isinstance(value, (bool, str, float)) and hasattr(value, "__index__"):
+            try:
+                return enum_type(operator.index(value))
+            except ValueError:
+                pass
+        raise TypeError(f"{owner}.{name} must be a {enum_type.__name__} (one of "
+                        f"{', '.join(f'{m.name} = {m.value}' for m in enum_type)}), got "
+                        f"{type(value).__name__} {value!r}")
+    return convert
+
+
+class _Options:
+    """Attributes declared in ``_fields`` (name -> (default, converter)), checked at
+    assignment; config entries (``add_*_config_entry``) as string pairs."""
+
+    __slots__ = ("_values", "_config")
+    _fields = {}
+    _config_name = "config"
+
+    def __init__(self):
+        object.__setattr__(self, "_values", {k: d for k, (d, _) in self._fields.items()})
+        object.__setattr__(self, "_config", {})
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute "
+                                 f"'{name}'") from None
+
+    def __setattr__(self, name, value):
+        field = self._fields.get(name)
+        if field is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}' "
+                                 f"(options: {', '.join(sorted(self._fields))})")
+        self._values[name] = field[1](value)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._fields))
+
+    # copy / deepcopy / pickle: the checked values and config entries.
+    def __getstate__(self):
+        return dict(self._values), dict(self._config)
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_values", dict(state[0]))
+        object.__setattr__(self, "_config", dict(state[1]))
+
+    def _add_config(self, key, value):
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"{type(self).__name__} config entries are str -> str, got "
+                            f"{type(key).__name__} -> {type(value).__name__}")
+        self._config[key] = value
+
+    def _get_config(self, key):
+        if not isinstance(key, str):
+            raise TypeError(f"config keys are str, got {type(key).__name__}")
+        if key not in self._config:
+            raise RuntimeError(f"{type(self).__name__} does not have configuration with key: "
+                               f"{key}")
+        return self._config[key]
+
+
+class SessionOptions(_Options):
+    """Options of an :class:`InferenceSession` (onnxruntime's names, types and defaults).
+
+    Assigning an unknown name raises AttributeError, a value of the wrong type
+    TypeError (as onnxruntime's options object does).
 
     Attributes
     ----------
@@ -51,31 +187,114 @@ class SessionOptions:
         made). Fixed at creation, in the session's execution context: sessions with
         different thread counts run side by side, from any Python threads, without
         affecting each other or the process default.
+    inter_op_num_threads : int, execution_mode : ExecutionMode
+        Accepted; pyconv runs nodes one after another (see :class:`ExecutionMode`).
     graph_optimization_level : GraphOptimizationLevel
         Default ``ORT_ENABLE_ALL``.
+    optimized_model_filepath : str
+        When set, the session writes the graph after its passes there as an ONNX model
+        (nodes of the ``pyconv`` domain declared in an opset import); a ``.ort`` path or
+        a model that cannot be written raises InvalidArgument.
     enable_profiling : bool
         Record per-node timings (``session.profile``, ``session.end_profiling()``).
     profile_file_prefix : str
         Prefix of the JSON file written by ``end_profiling``.
     memory_limit_bytes : int
-        Refuse runs whose activations would take more than this many bytes at once
-        (0, the default: no limit). A planned run is checked before its arena is
+        pyconv's own: refuse runs whose activations would take more than this many bytes
+        at once (0, the default: no limit). A planned run is checked before its arena is
         allocated; the first run of a new input shape, which builds the plan, stops at the
         first node that takes the live total over the limit. Raises
         :class:`pyconv.errors.MemoryLimitExceeded`.
     enable_mem_pattern : bool
         Plan activation memory per input shape (buffers reused by liveness). Default True.
+    enable_cpu_mem_arena, enable_mem_reuse, use_deterministic_compute,
+    use_per_session_threads, log_severity_level, log_verbosity_level, logid
+        Accepted and checked as in onnxruntime; pyconv's arenas are always on, its kernels
+        deterministic for a given thread count, its threads per session, and it logs
+        nothing at creation.
     """
 
-    def __init__(self):
-        self.intra_op_num_threads = 0
-        self.inter_op_num_threads = 0
-        self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.enable_profiling = False
-        self.profile_file_prefix = "pyconv_profile"
-        self.enable_mem_pattern = True
-        self.memory_limit_bytes = 0
-        self.log_severity_level = 2
+    __slots__ = ()
+    _fields = {name: (default, make("SessionOptions", name, *extra)) for name, default, make,
+               *extra in [
+                   ("intra_op_num_threads", 0, _int_option),
+                   ("inter_op_num_threads", 0, _int_option),
+                   ("execution_mode", ExecutionMode.ORT_SEQUENTIAL, _enum_option,
+                    ExecutionMode),
+                   ("graph_optimization_level", GraphOptimizationLevel.ORT_ENABLE_ALL,
+                    _enum_option, GraphOptimizationLevel),
+                   ("optimized_model_filepath", "", _str_option),
+                   ("enable_profiling", False, _bool_option),
+                   ("profile_file_prefix", "pyconv_profile", _str_option),
+                   ("enable_mem_pattern", True, _bool_option),
+                   ("enable_mem_reuse", True, _bool_option),
+                   ("enable_cpu_mem_arena", True, _bool_option),
+                   ("use_deterministic_compute", False, _bool_option),
+                   ("use_per_session_threads", True, _bool_option),
+                   ("memory_limit_bytes", 0, _int_option),
+                   ("log_severity_level", -1, _int_option),
+                   ("log_verbosity_level", 0, _int_option),
+                   ("logid", "", _str_option),
+               ]}
+
+    def add_session_config_entry(self, key, value):
+        """Sets a session config entry (str -> str; recorded, returned by
+        :meth:`get_session_config_entry`)."""
+        self._add_config(key, value)
+
+    def get_session_config_entry(self, key):
+        """The value of a config entry; RuntimeError when it was never set."""
+        return self._get_config(key)
+
+
+class RunOptions(_Options):
+    """Options of one :meth:`InferenceSession.run` (onnxruntime's names and types).
+
+    Attributes
+    ----------
+    terminate : bool
+        When true, ``run`` raises :class:`pyconv.errors.RunFailed` (onnxruntime raises
+        its ``Fail``): checked as the run starts and before each node, so setting it from
+        another thread ends the runs using these options.
+    log_severity_level, log_verbosity_level, logid, only_execute_path_to_fetches
+        Accepted and checked; pyconv logs nothing per run and runs every node whatever
+        outputs are fetched.
+    """
+
+    __slots__ = ()
+    _fields = {name: (default, make("RunOptions", name)) for name, default, make in [
+        ("log_severity_level", -1, _int_option),
+        ("log_verbosity_level", 0, _int_option),
+        ("logid", "", _str_option),
+        ("terminate", False, _bool_option),
+        ("only_execute_path_to_fetches", False, _bool_option),
+    ]}
+
+    def add_run_config_entry(self, key, value):
+        """Sets a run config entry (str -> str)."""
+        self._add_config(key, value)
+
+    def get_run_config_entry(self, key):
+        """The value of a config entry; RuntimeError when it was never set."""
+        return self._get_config(key)
+
+
+class ModelMetadata:
+    """What :meth:`InferenceSession.get_modelmeta` returns (onnxruntime's fields)."""
+
+    def __init__(self, proto):
+        self.producer_name = proto.producer_name
+        self.graph_name = proto.graph.name
+        self.domain = proto.domain
+        self.description = proto.doc_string
+        self.graph_description = proto.graph.doc_string
+        self.version = int(proto.model_version)
+        self.custom_metadata_map = {p.key: p.value for p in proto.metadata_props}
+
+    def __repr__(self):
+        return (f"ModelMetadata(producer_name={self.producer_name!r}, "
+                f"graph_name={self.graph_name!r}, domain={self.domain!r}, "
+                f"version={self.version})")
 
 
 class NodeArg:
@@ -140,7 +359,11 @@ class InferenceSession:
         The model. External tensor data is read from the model file's directory only.
     sess_options : SessionOptions, optional
     providers : list, optional
-        Accepted for onnxruntime compatibility; pyconv always runs on the CPU.
+        Provider names or (name, options) pairs, as in onnxruntime. pyconv runs on the
+        CPU: other names warn (onnxruntime's UserWarning) and fall back to
+        ``CPUExecutionProvider``.
+    provider_options : list of dict, optional
+        One dict per provider (onnxruntime's rules); the CPU provider takes none.
 
     Raises
     ------
@@ -157,18 +380,33 @@ class InferenceSession:
     at once: each run has its own buffers.
     """
 
-    def __init__(self, path_or_bytes, sess_options=None, providers=None, **kwargs):
+    def __init__(self, path_or_bytes, sess_options=None, providers=None,
+                 provider_options=None, **kwargs):
         t0 = time.perf_counter()
+        self._profiling_start_ns = time.time_ns()
+        if sess_options is not None and not isinstance(sess_options, SessionOptions):
+            raise TypeError(f"sess_options must be a pyconv.SessionOptions, got "
+                            f"{type(sess_options).__module__}.{type(sess_options).__name__}")
         self._options = sess_options or SessionOptions()
+        self._providers = _check_providers(providers, provider_options)
         graph, proto = load(path_or_bytes)
         self._inputs_info = list(graph.inputs)
         self._outputs_info = list(graph.outputs)
+        # Initializers also declared as graph inputs: onnxruntime lets a run override them.
+        self._overridable = [ValueInfo.from_proto(v) for v in proto.graph.input
+                             if v.name in graph.constants]
+        self._modelmeta = ModelMetadata(proto)
         _infer_value_info(proto, graph)
         self._value_info = graph.value_info
+        opset_imports = [(o.domain, int(o.version)) for o in proto.opset_import]
+        ir_version = proto.ir_version
         del proto
         shapes = {k: v.shape for k, v in graph.value_info.items()}
         level = int(self._options.graph_optimization_level)
         _passes.optimize(graph, level, shapes)
+        if self._options.optimized_model_filepath:
+            _save_optimized(graph, self._options.optimized_model_filepath, opset_imports,
+                            ir_version)
         self._graph = graph
         threads = self._options.intra_op_num_threads
         self.context = ExecutionContext(
@@ -217,11 +455,35 @@ class InferenceSession:
         """The graph outputs as :class:`NodeArg`."""
         return [self._arg(v) for v in self._outputs_info]
 
+    def get_overridable_initializers(self):
+        """Initializers the model also declares as graph inputs, as :class:`NodeArg`.
+        pyconv folds every initializer into the prepared graph, so a run that feeds one
+        raises InvalidArgument saying so."""
+        return [self._arg(v) for v in self._overridable]
+
+    def get_modelmeta(self):
+        """The model's metadata (:class:`ModelMetadata`)."""
+        return self._modelmeta
+
     def get_providers(self):
-        return ["CPUExecutionProvider"]
+        """``['CPUExecutionProvider']``: the providers in use."""
+        return list(self._providers)
+
+    def get_provider_options(self):
+        """Options of each provider in use: the CPU provider has none."""
+        return {p: {} for p in self._providers}
+
+    def set_providers(self, providers=None, provider_options=None):
+        """Checked like the constructor's arguments (unknown names warn); pyconv stays on
+        the CPU."""
+        self._providers = _check_providers(providers, provider_options)
 
     def get_session_options(self):
         return self._options
+
+    def get_profiling_start_time_ns(self):
+        """When the session was created (``time.time_ns()``): the profile's origin."""
+        return self._profiling_start_ns
 
     @property
     def memory_stats(self):
@@ -306,10 +568,11 @@ class InferenceSession:
         Parameters
         ----------
         output_names : list of str or None
-            Outputs to return (None: all, in graph order).
-        input_feed : dict str -> ndarray
+            Outputs to return (None or empty: all, in graph order).
+        input_feed : dict str -> ndarray or OrtValue
             One array per graph input, of the declared dtype, rank and fixed dims
             (named, negative and unknown dims take any size, as in onnxruntime).
+        run_options : RunOptions, optional
 
         Returns
         -------
@@ -321,9 +584,35 @@ class InferenceSession:
             Missing or extra input, wrong dtype, rank or fixed dim (names the input,
             what was expected and what was received), unknown output name, or an
             operator failing on the given shapes (names the node).
+        TypeError
+            ``output_names`` is a string, ``run_options`` not a :class:`RunOptions`.
+        RunFailed
+            ``run_options.terminate`` is set.
         """
-        feeds = self._check_feed(input_feed)
-        if output_names is None:
+        if run_options is not None:
+            if not isinstance(run_options, RunOptions):
+                raise TypeError(f"run_options must be a pyconv.RunOptions, got "
+                                f"{type(run_options).__module__}."
+                                f"{type(run_options).__name__}")
+            if run_options.terminate:
+                raise RunFailed("Exiting due to terminate flag being set to true "
+                                "(RunOptions.terminate)")
+        if output_names is not None and (isinstance(output_names, (str, bytes)) or
+                                         not hasattr(output_names, "__iter__")):
+            raise TypeError(f"output_names must be a list of output names or None, got "
+                            f"{type(output_names).__name__} {output_names!r}")
+        try:
+            feeds = self._check_feed(input_feed)
+        except InvalidArgument:
+            # Off the fast path: OrtValue feeds (unwrapped to their arrays), or initializers
+            # fed as inputs (a clearer error).
+            if not (hasattr(input_feed, "values") and
+                    any(isinstance(v, OrtValue) for v in input_feed.values())):
+                self._refuse_overrides(input_feed)
+                raise
+            feeds = self._check_feed({k: v.numpy() if isinstance(v, OrtValue) else v
+                                      for k, v in input_feed.items()})
+        if not output_names:              # None or [], as in onnxruntime: every output
             wanted = self._all_output_slots
         else:
             all_outs = [o.name for o in self._outputs_info]
@@ -333,7 +622,7 @@ class InferenceSession:
                                           f"{all_outs}")
             wanted = [self._program.output_slot[n] for n in output_names]
         profile = [] if self._options.enable_profiling else None
-        outs = self._program.run(feeds, wanted, profile)
+        outs = self._program.run(feeds, wanted, profile, run_options)
         if profile is not None:
             self._add_profile(profile)
         result = []
@@ -345,6 +634,47 @@ class InferenceSession:
                 v = v.copy()
             result.append(v)
         return result
+
+    def _refuse_overrides(self, input_feed):
+        if not hasattr(input_feed, "keys"):
+            return
+        fed = [v.name for v in self._overridable if v.name in input_feed]
+        if fed:
+            raise InvalidArgument(
+                f"input(s) {fed} are initializers: pyconv folds initializers into the "
+                f"prepared graph at creation, so a run cannot override them (make a session "
+                f"from a model holding the new values)")
+
+    def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
+        """:meth:`run` with :class:`OrtValue` inputs and outputs."""
+        if not hasattr(input_dict_ort_values, "items"):
+            raise TypeError(f"input_dict_ort_values must be a dict name -> OrtValue, got "
+                            f"{type(input_dict_ort_values).__name__}")
+        for name, v in input_dict_ort_values.items():
+            if not isinstance(v, OrtValue):
+                raise TypeError(f"input '{name}': expected an OrtValue, got "
+                                f"{type(v).__name__}")
+        return [OrtValue(v) for v in self.run(output_names, dict(input_dict_ort_values),
+                                             run_options)]
+
+    def io_binding(self):
+        """A new :class:`IOBinding` of this session."""
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding, run_options=None):
+        """Runs with the inputs and outputs bound to ``iobinding``.
+
+        Outputs bound to a buffer (an OrtValue or a pointer) are written there; the others
+        are read with ``iobinding.get_outputs()`` / ``copy_outputs_to_cpu()``. Errors of
+        the run are :class:`pyconv.errors.RunFailed` (a RuntimeError, as onnxruntime
+        raises here), with the cause attached.
+        """
+        if not isinstance(iobinding, IOBinding):
+            raise TypeError(f"iobinding must be a pyconv.IOBinding, got "
+                            f"{type(iobinding).__name__}")
+        if iobinding._session is not self:
+            raise ValueError("IOBinding must be used with the session that created it.")
+        iobinding._run(run_options)
 
     # -- profiling -----------------------------------------------------------------------------
     def _add_profile(self, records):
@@ -371,3 +701,254 @@ class InferenceSession:
         with open(path, "w") as f:
             json.dump(events, f)
         return path
+
+
+def _check_providers(providers, provider_options):
+    """onnxruntime's provider arguments, checked by its rules: a sequence of names or
+    (name, options) pairs, optionally with ``provider_options``. Names pyconv lacks warn
+    with onnxruntime's message; malformed arguments warn too (onnxruntime reports them
+    and falls back to the CPU provider). Returns the providers in use."""
+    def fallback(problem):
+        warnings.warn(f"{problem}; falling back to ['{CPU_PROVIDER}']", UserWarning,
+                      stacklevel=3)
+        return [CPU_PROVIDER]
+
+    if providers is None:
+        return [CPU_PROVIDER]
+    if isinstance(providers, str) or not isinstance(providers, (list, tuple)):
+        return fallback("'providers' should be a sequence")
+    if provider_options is not None:
+        if not isinstance(provider_options, (list, tuple)):
+            return fallback("'provider_options' should be a sequence")
+        if len(providers) != len(provider_options):
+            return fallback("'providers' and 'provider_options' should be the same length "
+                            "if both are given")
+        if not all(isinstance(p, str) for p in providers):
+            return fallback("Only string values for 'providers' are supported if "
+                            "'provider_options' is given")
+        if not all(isinstance(o, dict) for o in provider_options):
+            return fallback("'provider_options' values must be dicts")
+        names = list(providers)
+    else:
+        names = []
+        for p in providers:
+            if isinstance(p, str):
+                names.append(p)
+            elif isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and \
+                    isinstance(p[1], dict):
+                names.append(p[0])
+            else:
+                return fallback("'providers' values must be either strings or (string, dict) "
+                                "tuples")
+    for name in names:
+        if name not in get_available_providers():
+            warnings.warn(f"Specified provider '{name}' is not in available provider names."
+                          f"Available providers: '{', '.join(get_available_providers())}'",
+                          UserWarning, stacklevel=3)
+    return [CPU_PROVIDER]
+
+
+def _save_optimized(graph, path, opset_imports, ir_version):
+    """Writes the optimised graph (SessionOptions.optimized_model_filepath) as ONNX."""
+    from pyconv.graph._save import to_model
+    where = f"SessionOptions.optimized_model_filepath={path!r}"
+    if str(path).lower().endswith(".ort"):
+        raise InvalidArgument(f"{where}: pyconv writes ONNX models only, not the ORT format")
+    model = to_model(graph, opset_imports, ir_version)
+    try:
+        data = model.SerializeToString()
+    except ValueError as exc:      # protobuf's 2 GiB limit
+        raise InvalidArgument(f"{where}: the optimised model cannot be serialised: {exc}") \
+            from None
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise InvalidArgument(f"{where}: cannot write the optimised model: {exc}") from None
+
+
+# -- OrtValue and IOBinding (CPU only) ---------------------------------------------------------
+
+def _cpu_only(device_type, what):
+    if str(device_type).lower() != "cpu":
+        raise RunFailed(f"{what}: device '{device_type}' is not available: pyconv runs on "
+                        f"the CPU only")
+
+
+class OrtValue:
+    """onnxruntime's OrtValue for CPU tensors: a NumPy array behind its API.
+
+    ``ortvalue_from_numpy`` keeps the array (no copy when it is C-contiguous, so both
+    see the same memory, as in onnxruntime)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array):
+        self._array = array
+
+    @staticmethod
+    def ortvalue_from_numpy(numpy_obj, device_type="cpu", device_id=0, vendor_id=-1):
+        _cpu_only(device_type, "OrtValue.ortvalue_from_numpy")
+        if not isinstance(numpy_obj, np.ndarray) or numpy_obj.dtype.kind in "OUSV":
+            raise RunFailed(f"OrtValue.ortvalue_from_numpy needs a numeric or bool ndarray, "
+                            f"got {type(numpy_obj).__name__}"
+                            f"{' of dtype ' + str(numpy_obj.dtype) if isinstance(numpy_obj, np.ndarray) else ''}")
+        return OrtValue(np.ascontiguousarray(numpy_obj))
+
+    @staticmethod
+    def ortvalue_from_shape_and_type(shape, element_type, device_type="cpu", device_id=0,
+                                     vendor_id=-1):
+        _cpu_only(device_type, "OrtValue.ortvalue_from_shape_and_type")
+        return OrtValue(np.empty(tuple(shape), np.dtype(element_type)))
+
+    def numpy(self):
+        """The tensor as an ndarray (the same memory, not a copy)."""
+        return self._array
+
+    def shape(self):
+        return list(self._array.shape)
+
+    def element_type(self):
+        """The ONNX TensorProto element type (1: float)."""
+        from onnx import helper
+        return int(helper.np_dtype_to_tensor_dtype(self._array.dtype))
+
+    def data_type(self):
+        """``'tensor(float)'`` and the like."""
+        return ValueInfo("", self.element_type()).type_str
+
+    def device_name(self):
+        return "cpu"
+
+    def data_ptr(self):
+        return self._array.ctypes.data
+
+    def tensor_size_in_bytes(self):
+        return self._array.nbytes
+
+    def has_value(self):
+        return True
+
+    def is_tensor(self):
+        return True
+
+    def is_sparse_tensor(self):
+        return False
+
+    def is_tensor_sequence(self):
+        return False
+
+    def update_inplace(self, np_arr):
+        """Copies ``np_arr`` (same shape and dtype) into the tensor."""
+        np_arr = np.asarray(np_arr)
+        if np_arr.shape != self._array.shape or np_arr.dtype != self._array.dtype:
+            raise RunFailed(f"OrtValue.update_inplace: got {np_arr.dtype} {np_arr.shape}, the "
+                            f"value holds {self._array.dtype} {self._array.shape}")
+        np.copyto(self._array, np_arr)
+
+    def __repr__(self):
+        return f"OrtValue({self.data_type()}, shape={self.shape()})"
+
+
+def _array_at(ptr, element_type, shape, what):
+    """A NumPy view of CPU memory at address ``ptr`` (onnxruntime's raw-pointer binding)."""
+    import ctypes
+    import math
+    if not ptr or shape is None or element_type is None:
+        raise RunFailed(f"{what}: a buffer binding needs element_type, shape and "
+                        f"buffer_ptr")
+    dtype = np.dtype(element_type)
+    shape = tuple(int(d) for d in shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    return np.frombuffer((ctypes.c_char * nbytes).from_address(int(ptr)), dtype).reshape(shape)
+
+
+class IOBinding:
+    """onnxruntime's IOBinding on the CPU: inputs bound to arrays, outputs to buffers
+    (filled in place) or left for the session to allocate."""
+
+    def __init__(self, session):
+        self._session = session
+        self._inputs = {}
+        self._outputs = {}          # name -> bound ndarray, or None: allocated by the run
+        self._results = []
+
+    def _input_name(self, name):
+        if name not in {v.name for v in self._session._inputs_info}:
+            raise RunFailed(f"Failed to find NodeArg with name: {name} in the def list "
+                            f"(inputs: {[v.name for v in self._session._inputs_info]})")
+        return name
+
+    def bind_cpu_input(self, name, arr_on_cpu):
+        """Binds an ndarray (used as is: a wrong dtype fails when the session runs)."""
+        self._inputs[self._input_name(name)] = np.asarray(arr_on_cpu)
+
+    def bind_input(self, name, device_type, device_id, element_type, shape, buffer_ptr):
+        """Binds ``shape`` elements of ``element_type`` at address ``buffer_ptr``."""
+        _cpu_only(device_type, f"bind_input '{name}'")
+        self._inputs[self._input_name(name)] = _array_at(buffer_ptr, element_type, shape,
+                                                         f"bind_input '{name}'")
+
+    def bind_ortvalue_input(self, name, ortvalue):
+        if not isinstance(ortvalue, OrtValue):
+            raise TypeError(f"bind_ortvalue_input '{name}': expected an OrtValue, got "
+                            f"{type(ortvalue).__name__}")
+        self._inputs[self._input_name(name)] = ortvalue.numpy()
+
+    def bind_output(self, name, device_type="cpu", device_id=0, element_type=None,
+                    shape=None, buffer_ptr=None):
+        """Binds an output: to the buffer at ``buffer_ptr`` when given, else to memory
+        the run allocates."""
+        _cpu_only(device_type, f"bind_output '{name}'")
+        self._outputs[name] = None if buffer_ptr is None else _array_at(
+            buffer_ptr, element_type, shape, f"bind_output '{name}'")
+
+    def bind_ortvalue_output(self, name, ortvalue):
+        if not isinstance(ortvalue, OrtValue):
+            raise TypeError(f"bind_ortvalue_output '{name}': expected an OrtValue, got "
+                            f"{type(ortvalue).__name__}")
+        self._outputs[name] = ortvalue.numpy()
+
+    def clear_binding_inputs(self):
+        self._inputs.clear()
+
+    def clear_binding_outputs(self):
+        self._outputs.clear()
+        self._results = []
+
+    def synchronize_inputs(self):
+        """Nothing to do on the CPU."""
+
+    def synchronize_outputs(self):
+        """Nothing to do on the CPU."""
+
+    def get_outputs(self):
+        """The outputs of the last run, as :class:`OrtValue` (bound buffers included)."""
+        return list(self._results)
+
+    def copy_outputs_to_cpu(self):
+        """The outputs of the last run as new ndarrays."""
+        return [v.numpy().copy() for v in self._results]
+
+    def _run(self, run_options):
+        if not self._outputs:
+            raise RunFailed("Error in execution: At least one output should be requested.")
+        names = list(self._outputs)
+        try:
+            values = self._session.run(names, dict(self._inputs), run_options)
+        except (RunFailed, TypeError):
+            raise
+        except PyconvError as exc:
+            raise RunFailed(f"Error in execution: {exc}") from exc
+        results = []
+        for name, value in zip(names, values):
+            buffer = self._outputs[name]
+            if buffer is not None:
+                if buffer.shape != value.shape or buffer.dtype != value.dtype:
+                    raise RunFailed(f"Error in execution: output '{name}' is {value.dtype} "
+                                    f"{value.shape}, its bound buffer {buffer.dtype} "
+                                    f"{buffer.shape}")
+                np.copyto(buffer, value)
+                value = buffer
+            results.append(OrtValue(value))
+        self._results = results

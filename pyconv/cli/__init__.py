@@ -17,8 +17,8 @@ import pyconv
 from pyconv.errors import PyconvError
 
 EPILOG = """examples:
-  pyconv info models/shapes_unet.onnx --shape image=1x3x64x64
-  pyconv run models/shapes_classifier.onnx --input image=picture.png --top 3
+  pyconv info models/shapes_unet.onnx --shape input=2x3x64x64
+  pyconv run models/shapes_classifier.onnx --input input=picture.png --mean 0.5 --std 0.5 --top 3
   pyconv profile resnet50.onnx --threads 2
   pyconv bench resnet50.onnx --compare onnxruntime --threads 1,2 --plot bench.png
 """
@@ -72,7 +72,7 @@ def build_parser():
         p.add_argument("model", metavar="MODEL", help="path to an .onnx file")
         p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
                        help="concrete shape of an input with symbolic dims, e.g. "
-                            "image=1x3x64x64 (repeatable; a symbolic batch dim defaults to 1)")
+                            "input=1x3x64x64 (repeatable; a symbolic batch dim defaults to 1)")
         p.set_defaults(func=func)
         return p
 
@@ -108,7 +108,9 @@ def build_parser():
                    help="thread counts to time (default: the current setting)")
     p.add_argument("--runs", type=_positive, default=20, help="timed runs (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
-    p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the medians")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a chart of the latencies: spread per engine and thread count "
+                        "(needs matplotlib: pip install 'pyconv[plot]')")
 
     p = sub.add_parser("demo", help="the main job: bundled classifier and segmenter on "
                                     "fresh synthetic images, accuracy, latency and a picture",
@@ -117,8 +119,9 @@ def build_parser():
                    help="images per model (default 200)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the generated images (default: a fresh one)")
-    p.add_argument("--picture", default="pyconv_demo.png", metavar="FILE.png",
-                   help="where to write the picture (default pyconv_demo.png)")
+    p.add_argument("--picture", default=None, metavar="FILE.png",
+                   help="where to write the picture (default pyconv_demo.png; needs "
+                        "matplotlib: pip install 'pyconv[plot]')")
     p.add_argument("--threads", type=_positive, default=None, help="kernel threads")
     p.add_argument("--models", default=None, metavar="DIR",
                    help="directory of the bundled models (default: the repository's models/)")

@@ -7,7 +7,7 @@ import onnx
 
 import pyconv
 from pyconv.cli import _engines
-from pyconv.cli._info import ModelSummary, format_table, print_info
+from pyconv.cli._info import ModelSummary, format_table, print_info, unsupported_ops
 from pyconv.cli._inputs import concrete_shape, load_feed, parse_shape, random_feed
 from pyconv.errors import InvalidArgument, InvalidModel
 from pyconv.session import NodeArg
@@ -22,9 +22,14 @@ def _load_model(path):
     """The ModelProto without external data (the CLI's static views need only dims)."""
     _check_file(path)
     try:
-        return onnx.load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise InvalidModel(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    # An empty or foreign file can parse as an empty message: no graph, no IR version.
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        size = os.path.getsize(path)
+        raise InvalidModel(f"{path}: not an ONNX model ({'an empty file' if size == 0 else f'{size} bytes without a graph or IR version'})")
+    return model
 
 
 def _shape_overrides(args):
@@ -53,7 +58,14 @@ def cmd_info(args):
         raise InvalidArgument(f"--shape {', '.join(sorted(unknown))}: no such input "
                               f"(inputs: {', '.join(inputs)})")
     concrete = {name: concrete_shape(arg, overrides) for name, arg in inputs.items()}
-    return print_info(model, concrete, args.model)
+    print_info(model, concrete, args.model)
+    missing = unsupported_ops(model)
+    if missing:
+        print(f"pyconv cannot run this model: {len(missing)} operator type(s) not "
+              f"implemented: " + "; ".join(
+                  f"{op} (nodes: {', '.join(repr(n) for n in names[:5])}"
+                  f"{', ...' if len(names) > 5 else ''})" for op, names in missing.items()))
+    return 0
 
 
 def _softmax(x):
@@ -98,12 +110,12 @@ def cmd_run(args):
 
 
 def cmd_profile(args):
-    from pyconv._ext import gemm
-
     model = _load_model(args.model)
     threads = _threads(args)
     session = _engines.open_session("pyconv", args.model, threads, profiling=True)
     feed = random_feed(session.get_inputs(), _shape_overrides(args))
+    peak = _engines.PeakMeter(threads)
+    peak.sample(3)
     for _ in range(args.runs + 1):
         session.run(None, feed)
     # session.profile: one record per node and run; run 0 prepared the plans, leave it out.
@@ -112,22 +124,27 @@ def cmd_profile(args):
         if r["run"] > 0:
             times.setdefault(r["node"], (r["op_type"], []))[1].append(r["duration_us"] * 1e-6)
     summary = ModelSummary(model, {k: v.shape for k, v in feed.items()})
-    peak = gemm.measure_peak_gflops(threads=threads, seconds=0.2)
+    peak.sample(2)
     rows = []
     for name, (op, durations) in times.items():
         rows.append((name, op, float(np.median(durations))))
     total = sum(r[2] for r in rows) or 1e-12
     rows.sort(key=lambda r: -r[2])
-    table = []
+    table, above = [], 0
     for name, op, t in rows[:args.top]:
         macs = summary.macs_by_node.get(name, 0)
         gflops = 2 * macs / t / 1e9 if macs and t > 0 else None
+        share, note = peak.percent(gflops) if gflops else (None, "")
+        above += bool(note)
         table.append([name, op, f"{t * 1e3:.3f}", f"{100 * t / total:.1f}",
-                      f"{gflops:.1f}" if gflops else "", f"{100 * gflops / peak:.0f}"
-                      if gflops else ""])
+                      f"{gflops:.1f}" if gflops else "",
+                      f"{share:.0f}{'*' if note else ''}" if gflops else ""])
     print(f"{args.model}: {len(rows)} nodes, {threads} thread(s), median of {args.runs} runs; "
-          f"machine peak {peak:.1f} GFLOP/s")
+          f"{peak.describe()}")
     print(format_table(["node", "op", "ms", "share %", "GFLOP/s", "% peak"], table, "llrrrr"))
+    if above:
+        print(f"* {above} node(s) above 100 % of the measured peak: the machine was busier "
+              f"while the peak was measured")
     by_op = {}
     for _, op, t in rows:
         by_op[op] = by_op.get(op, 0.0) + t
@@ -141,9 +158,14 @@ def cmd_bench(args):
     thread_counts = args.threads or [pyconv.get_num_threads()]
     engines = ["pyconv"] + [e for e in args.compare if e != "pyconv"]
     overrides = _shape_overrides(args)
-    results = {}
+    if args.plot:
+        from pyconv.cli import _plot
+        _plot.require_matplotlib("--plot")     # before minutes of timing, not after
+    results, peaks = {}, {}
     for threads in thread_counts:
         pyconv.set_num_threads(threads)
+        peaks[threads] = peak = _engines.PeakMeter(threads)
+        peak.sample(2)
         feed = None
         for engine in engines:
             session = _engines.open_session(engine, args.model, threads)
@@ -152,42 +174,28 @@ def cmd_bench(args):
             times = _engines.time_runs(session, feed, args.runs, args.warmup,
                                        f"{engine} {threads} thread(s)")
             results[engine, threads] = times
+            peak.sample()
+    compared = "onnxruntime" in engines
     rows = []
     for (engine, threads), t in results.items():
-        ratio = ""
-        if engine == "pyconv" and ("onnxruntime", threads) in results:
-            ratio = f"{np.median(t) / np.median(results['onnxruntime', threads]):.2f}"
-        rows.append([engine, threads, f"{np.median(t) * 1e3:.3f}",
-                     f"{np.percentile(t, 90) * 1e3:.3f}", f"{t.min() * 1e3:.3f}", ratio])
-    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up")
-    print(format_table(["engine", "threads", "median ms", "p90 ms", "min ms",
-                        "pyconv/onnxruntime"], rows, "lrrrrr"))
+        row = [engine, threads, f"{np.median(t) * 1e3:.3f}",
+               f"{np.percentile(t, 90) * 1e3:.3f}", f"{t.min() * 1e3:.3f}"]
+        if compared:
+            row.append(f"{np.median(t) / np.median(results['onnxruntime', threads]):.2f}"
+                       if engine == "pyconv" else "")
+        rows.append(row)
+    headers = ["engine", "threads", "median ms", "p90 ms", "min ms"]
+    if compared:
+        headers.append("pyconv/onnxruntime")
+    print(f"{args.model}: {args.runs} runs after {args.warmup} warm-up; " + "; ".join(
+        p.describe() for p in peaks.values()))
+    print(format_table(headers, rows, "lr" + "r" * (len(headers) - 2)))
     if args.plot:
-        _plot(args.plot, results, os.path.basename(args.model))
+        from pyconv.cli import _plot
+        _plot.bench_chart(args.plot, results, peaks, os.path.basename(args.model),
+                          args.runs, args.warmup)
         print(f"wrote {args.plot}")
     return 0
-
-
-def _plot(path, results, title):
-    """A bar chart of median latencies (Pillow, no plotting library needed)."""
-    from PIL import Image, ImageDraw
-
-    items = [(f"{e} x{t}", float(np.median(v)) * 1e3) for (e, t), v in results.items()]
-    width, bar_h, pad, label_w = 720, 34, 12, 170
-    height = pad * 3 + 20 + len(items) * (bar_h + pad)
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((pad, pad), f"{title}: median latency (ms), lower is better", fill="black")
-    top = max(v for _, v in items) or 1.0
-    colours = {"pyconv": (46, 109, 180), "onnxruntime": (230, 126, 34)}
-    for i, (label, v) in enumerate(items):
-        y = pad * 2 + 20 + i * (bar_h + pad)
-        length = int((width - label_w - 90) * v / top)
-        draw.text((pad, y + bar_h // 3), label, fill="black")
-        draw.rectangle([label_w, y, label_w + max(length, 1), y + bar_h],
-                       fill=colours.get(label.split()[0], (120, 120, 120)))
-        draw.text((label_w + length + 6, y + bar_h // 3), f"{v:.2f}", fill="black")
-    img.save(path)
 
 
 def _median_seconds(fn, min_time=0.2):
@@ -202,8 +210,7 @@ def _median_seconds(fn, min_time=0.2):
 
 def cmd_selfcheck(args):
     """Engine self-check: every ISA path against NumPy, then throughput against peak."""
-    from pyconv._ext import gemm
-
+    threads = _threads(args)
     pyconv.show_config()
     rng = np.random.default_rng(0)
     shapes = [(1, 1, 1), (7, 300, 49), (64, 576, 3136), (256, 2304, 196), (1000, 512, 1)]
@@ -224,17 +231,23 @@ def cmd_selfcheck(args):
             print(f"  {isa:8s} {max(errs):.2e}  ({len(shapes)} shapes)")
     finally:
         pyconv.set_isa(start_isa)
-    threads = pyconv.get_num_threads()
-    peak = gemm.measure_peak_gflops(threads=threads, seconds=0.2)
-    print(f"\nthroughput on {threads} thread(s), measured FP32 peak {peak:.1f} GFLOP/s:")
+    # Peak windows before and between the timings; figures printed against the best.
+    peak = _engines.PeakMeter(threads)
+    peak.sample(3)
+    timings = []
     for m, k, n in [(1024, 1024, 1024), (64, 576, 3136), (256, 2304, 196)]:
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         tp = _median_seconds(lambda: pyconv.matmul(a, b))
         tn = _median_seconds(lambda: a @ b)
+        timings.append((m, k, n, tp, tn))
+        peak.sample()
+    print(f"\nthroughput on {threads} thread(s), {peak.describe()}:")
+    for m, k, n, tp, tn in timings:
         g = 2.0 * m * n * k / 1e9
-        print(f"  gemm {m}x{k}x{n}: pyconv {g / tp:6.1f} GFLOP/s ({100 * g / tp / peak:4.1f}% "
-              f"of peak), numpy {g / tn:6.1f} GFLOP/s, ratio {tn / tp:.2f}")
+        share, note = peak.percent(g / tp)
+        print(f"  gemm {m}x{k}x{n}: pyconv {g / tp:6.1f} GFLOP/s ({share:4.1f}% of peak"
+              f"{note}), numpy {g / tn:6.1f} GFLOP/s, ratio {tn / tp:.2f}")
     ok = worst < 1e-4
     print("\nself-check", "PASSED" if ok else "FAILED")
     return 0 if ok else 1

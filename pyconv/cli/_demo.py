@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import pyconv
+from pyconv.cli import _plot
 from pyconv.errors import InvalidArgument
 
 CLASSIFIER = "shapes_classifier.onnx"
@@ -63,46 +64,6 @@ def evaluate(sessions, ev, n, seed):
     return figures, (cls_x, cls_y, seg_x, seg_y), preds
 
 
-def write_picture(path, shapes, data, preds, count=6):
-    """Rows: input image, true mask, predicted mask; then classifier inputs with labels."""
-    from PIL import Image, ImageDraw
-
-    cls_x, cls_y, seg_x, seg_y = data
-    labels, masks = preds
-    scale, pad = 2, 6
-    size = seg_x.shape[-1] * scale
-    count = min(count, len(seg_x))
-    width = pad + count * (size + pad)
-    height = 3 * (size + pad) + 2 * 14 + size + 40
-    img = Image.new("RGB", (width + 90, height), "white")
-    draw = ImageDraw.Draw(img)
-
-    def rgb(x):
-        pixels = (shapes.denormalize(x).transpose(1, 2, 0) * 255).astype(np.uint8)
-        return Image.fromarray(pixels).resize((size, size), Image.NEAREST)
-
-    def coloured(mask):
-        return Image.fromarray(PALETTE[mask % len(PALETTE)]).resize((size, size),
-                                                                     Image.NEAREST)
-    for r, title in enumerate(("input", "ground truth", "pyconv")):
-        draw.text((width + 4, pad + r * (size + pad) + size // 2 - 6), title, fill="black")
-    for i in range(count):
-        x0 = pad + i * (size + pad)
-        img.paste(rgb(seg_x[i]), (x0, pad))
-        img.paste(coloured(seg_y[i]), (x0, pad + size + pad))
-        img.paste(coloured(masks[i]), (x0, pad + 2 * (size + pad)))
-    y0 = 3 * (size + pad) + 14
-    draw.text((pad, y0 - 12), "classifier: true / predicted", fill="black")
-    for i in range(min(count, len(cls_x))):
-        x0 = pad + i * (size + pad)
-        img.paste(rgb(cls_x[i]), (x0, y0 + 4))
-        ok = labels[i] == cls_y[i]
-        draw.text((x0, y0 + size + 8),
-                  f"{shapes.CLASSES[cls_y[i]]}/{shapes.CLASSES[labels[i]]}",
-                  fill=(0, 120, 0) if ok else (200, 0, 0))
-    img.save(path)
-
-
 def run_demo(args):
     directory = models_dir(args.models)
     ev = load_evaluate_module(directory)
@@ -115,6 +76,14 @@ def run_demo(args):
                                         for m in models)
     except ImportError:   # onnxruntime is optional: pyconv's figures alone
         pass
+    picture = args.picture or "pyconv_demo.png"
+    try:
+        _plot.require_matplotlib("--picture")
+        draw = True
+    except InvalidArgument:
+        if args.picture:                # asked for by name: an error before the work
+            raise
+        draw = False
     print(f"pyconv {pyconv.__version__} demo: {args.samples} fresh images per model "
           f"(seed {seed}), {threads} thread(s), models from {directory}")
     figures, data, preds = evaluate(sessions, ev, args.samples, seed)
@@ -123,8 +92,11 @@ def run_demo(args):
     for engine, f in figures.items():
         print(f"{engine:12s} {f['accuracy']:9.3f} {f['miou']:9.3f} {f['cls_ms']:12.3f} "
               f"{f['seg_ms']:11.3f} {f['images_per_s']:9.1f}")
-    write_picture(args.picture, ev.shapes, data, preds["pyconv"])
-    print(f"wrote {args.picture} (inputs, ground truth and predicted masks)")
+    if draw:
+        _plot.demo_picture(picture, ev.shapes, PALETTE, data, preds, figures)
+        print(f"wrote {picture} (inputs, ground truth and each engine's masks and labels)")
+    else:
+        print("no picture: matplotlib is not installed (pip install 'pyconv[plot]')")
     f = figures["pyconv"]
     ok = f["accuracy"] >= MIN_ACCURACY and f["miou"] >= MIN_MEAN_IOU
     print(f"classifier accuracy {f['accuracy']:.3f} (>= {MIN_ACCURACY}), segmenter mean IoU "

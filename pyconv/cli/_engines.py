@@ -1,4 +1,6 @@
 """Sessions of pyconv or onnxruntime behind one call, and timing helpers."""
+import os
+import platform
 import sys
 import time
 
@@ -66,3 +68,52 @@ def time_runs(session, feed, runs, warmup, label):
         bar.step()
     return np.asarray(times)
 
+
+
+class PeakMeter:
+    """The machine's measured FP32 peak on ``threads`` threads (FMA-only loops,
+    ``gemm.measure_peak_gflops``), as the best of several short windows.
+
+    Commands take windows before, between and after their own measurements: one window
+    can land where a shared machine lent a core elsewhere (which once put "% of peak" at
+    150-188 %), the best of several spread over the run does not."""
+
+    def __init__(self, threads, seconds=0.1):
+        self.threads, self.seconds = threads, seconds
+        self.windows = 0
+        self.gflops = 0.0
+
+    def sample(self, windows=1):
+        from pyconv._ext import gemm
+        for _ in range(windows):
+            self.gflops = max(self.gflops, gemm.measure_peak_gflops(threads=self.threads,
+                                                                    seconds=self.seconds))
+            self.windows += 1
+        return self.gflops
+
+    def describe(self):
+        return (f"measured FP32 peak {self.gflops:.1f} GFLOP/s on {self.threads} thread(s) "
+                f"(best of {self.windows} windows)")
+
+    def percent(self, gflops):
+        """``gflops`` as a percentage of the peak, not clamped: a figure above 100 % is
+        reported as measured, with the reason."""
+        share = 100.0 * gflops / self.gflops
+        note = " (above the measured peak: the machine was busier while the peak was " \
+               "measured)" if share > 100.0 else ""
+        return share, note
+
+
+def machine_description():
+    """'CPU model, N cores, ISA path' for captions."""
+    import pyconv
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, pyconv ISA path {pyconv.get_isa()}"

@@ -93,6 +93,19 @@ class ModelSummary:
         self.macs_by_node = {r["name"]: r["macs"] for r in self.rows}
 
 
+def unsupported_ops(model):
+    """{op type: [node names]} of the nodes pyconv has no operator for (domain-qualified
+    outside the default domain), in model order."""
+    from pyconv.ops import lookup
+    missing = {}
+    for i, node in enumerate(model.graph.node):
+        if lookup(node.op_type, node.domain) is None:
+            key = node.op_type if node.domain in ("", "ai.onnx") else \
+                f"{node.domain}::{node.op_type}"
+            missing.setdefault(key, []).append(node.name or f"{node.op_type}_{i}")
+    return missing
+
+
 def _fmt_count(n):
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:

@@ -106,9 +106,25 @@ def load_image(path, shape, normalize):
     except OSError as exc:
         raise InvalidArgument(f"{path}: not a readable image ({exc})") from None
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-    mean = np.asarray(normalize[0], np.float32).reshape(-1, 1, 1)
-    std = np.asarray(normalize[1], np.float32).reshape(-1, 1, 1)
+    mean, std = (_per_channel(option, values, channels, path) for option, values in
+                 zip(("--mean", "--std"), normalize))
+    if not np.all(std != 0):
+        raise InvalidArgument(f"--std {_csv(normalize[1])}: a standard deviation is 0")
     return ((arr - mean) / std)[None].astype(np.float32)
+
+
+def _csv(values):
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _per_channel(option, values, channels, path):
+    """--mean / --std values as a (C, 1, 1) array: one value for every channel, or one
+    per channel."""
+    if len(values) not in (1, channels):
+        raise InvalidArgument(f"{option} {_csv(values)}: {len(values)} values, but {path} "
+                              f"feeds an input with {channels} channel(s): give 1 value or "
+                              f"{channels}")
+    return np.asarray(values, np.float32).reshape(-1, 1, 1)
 
 
 def load_feed(assignments, inputs, normalize=((0.0,), (1.0,))):

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from pyconv.errors import InvalidArgument, MemoryLimitExceeded, PyconvError
+from pyconv.errors import InvalidArgument, MemoryLimitExceeded, PyconvError, RunFailed
 
 ALIGN = 64
 
@@ -216,13 +216,14 @@ class Program:
                 f"{where} needs {nbytes:,} bytes of activations, above the session's "
                 f"memory_limit_bytes={self.memory_limit:,}")
 
-    def run(self, feeds, wanted, profile=None):
+    def run(self, feeds, wanted, profile=None, stop=None):
         """Runs with ``feeds`` (slot order of the graph inputs); returns the values of the
-        slots in ``wanted``."""
+        slots in ``wanted``. ``stop`` (a RunOptions) ends the run with RunFailed before the
+        next node once its ``terminate`` is set, from any thread."""
         # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
         # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
         with np.errstate(all="ignore"):
-            return self._run(feeds, wanted, profile)
+            return self._run(feeds, wanted, profile, stop)
 
     def _failure(self, step, ins, exc):
         """The error for an operator that raised a non-pyconv exception."""
@@ -256,14 +257,14 @@ class Program:
             return const.shape, const.dtype
         return plan.shapes.get(slot)
 
-    def _run(self, feeds, wanted, profile):
+    def _run(self, feeds, wanted, profile, stop):
         vals = list(self.template)
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
         key = tuple([(v.shape, v.dtype) for v in feeds])
         plan = self.plans.get(key) if self.plan_memory else None
         if plan is not None and profile is None and not self.memory_limit:
-            return self._run_bound(plan, vals, wanted)
+            return self._run_bound(plan, vals, wanted, stop)
         record = None
         arena = None
         views = {}
@@ -280,6 +281,8 @@ class Program:
         live = {} if self.memory_limit and plan is None else None
         try:
             for t, step in enumerate(self.steps):
+                if stop is not None and stop.terminate:
+                    raise _terminated(step)
                 ins = [vals[i] if i >= 0 else None for i in step.ins]
                 out = views.get(step.outs[0]) if views else None
                 if profile is not None:
@@ -320,7 +323,7 @@ class Program:
                 self.plans.setdefault(key, plan)
         return result
 
-    def _run_bound(self, plan, vals, wanted):
+    def _run_bound(self, plan, vals, wanted, stop=None):
         """A planned run without profiling or limit accounting: the arena's bound steps."""
         arena = plan.acquire()
         try:
@@ -328,6 +331,8 @@ class Program:
                 arena.steps = list(zip(self._bind(plan, arena.views), self._fast_ins,
                                        self._fast_outs, self.free_after, self.steps))
             for call, ins_at, outs_at, free, step in arena.steps:
+                if stop is not None and stop.terminate:
+                    raise _terminated(step)
                 ins = [vals[i] for i in ins_at]
                 try:
                     res = call(ins)
@@ -345,6 +350,11 @@ class Program:
             return [vals[s] for s in wanted]
         finally:
             plan.release(arena)
+
+
+def _terminated(step):
+    return RunFailed(f"Exiting due to terminate flag being set to true (RunOptions."
+                     f"terminate), before {step.node.label}")
 
 
 _OP_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError, MemoryError, AttributeError,
