@@ -119,3 +119,14 @@ def test_geomean_and_ratio():
     assert run.ratio(rec, 2) is None
     assert run.geomean([2.0, 8.0, None]) == pytest.approx(4.0)
     assert run.geomean([]) is None
+
+
+def test_wheel_end_results_ctc_and_nms():
+    from benchmarks.zoo import wheels
+    # CTC: repeats collapse, blanks (0) split them and vanish.
+    assert wheels._ctc([0, 1, 1, 0, 1, 2, 2, 0], ["-", "a", "b"]) == "aab"
+    # NMS: the overlapping lower-scored box goes, the separate one stays; ddddocr's
+    # inclusive-pixel areas (+1) as in its detection engine.
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float64)
+    assert sorted(wheels._nms(boxes, np.array([0.9, 0.8, 0.7]), 0.45)) == [0, 2]
+    assert sorted(wheels._nms(boxes, np.array([0.7, 0.8, 0.9]), 0.45)) == [1, 2]
