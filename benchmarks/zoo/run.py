@@ -4,6 +4,7 @@
     python benchmarks/zoo/run.py --models resnet18 efficientnet_b0 --rounds 3
     python benchmarks/zoo/run.py --threads 1 --json zoo.json --out zoo.md
     python benchmarks/zoo/run.py --no-time                # correctness only
+    python benchmarks/zoo/run.py --from-json a.json b.json   # one table of earlier runs
 
 Manifests: `manifest.json` of the zoo folder (benchmarks/zoo/export.py) and of its
 `wheels/` subfolder (benchmarks/zoo/wheels.py) where present, or those named by
@@ -248,10 +249,23 @@ def main(argv=None):
     ap.add_argument("--no-time", action="store_true", help="check correctness only")
     ap.add_argument("--json", help="also write the records here")
     ap.add_argument("--out", help="Markdown file (default: <dir>/results.md)")
+    ap.add_argument("--from-json", nargs="+", metavar="JSON",
+                    help="no run: the table of records saved by earlier --json runs")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args.worker[2])
+        return 0
+    out = args.out or os.path.join(args.dir, "results.md")
+    if args.from_json:
+        records = []
+        for path in args.from_json:
+            with open(path) as f:
+                records += json.load(f)
+        table = format_table(records, args.threads)
+        print(table)
+        with open(out, "w") as f:
+            f.write(table)
         return 0
     manifests = args.manifest or default_manifests(args.dir)
     if not manifests:
@@ -277,7 +291,6 @@ def main(argv=None):
     table = format_table(records, args.threads, note)
     print()
     print(table)
-    out = args.out or os.path.join(args.dir, "results.md")
     with open(out, "w") as f:
         f.write(table)
     if args.json:

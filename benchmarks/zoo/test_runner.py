@@ -81,6 +81,10 @@ def test_runner_checks_times_and_records_failures(zoo, capsys):
     assert rows[2].startswith(f"| lacking | helper | pyconv error: lacks {lacking} |")
     assert "1 of 2 models match onnxruntime" in table
     assert "at 1T: **" in table and "over 1 models" in table
+    # The same table again from the saved records, without running anything.
+    again = d / "again.md"
+    assert run.main(["--from-json", str(js), "--threads", "1", "--out", str(again)]) == 0
+    assert again.read_text() == table.split("\n\nMeasured")[0] + "\n"
 
 
 def test_relative_diff():
