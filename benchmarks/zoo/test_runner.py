@@ -134,3 +134,17 @@ def test_wheel_end_results_ctc_and_nms():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float64)
     assert sorted(wheels._nms(boxes, np.array([0.9, 0.8, 0.7]), 0.45)) == [0, 2]
     assert sorted(wheels._nms(boxes, np.array([0.7, 0.8, 0.9]), 0.45)) == [1, 2]
+
+
+def test_merge_records_keeps_times_and_takes_the_later_check(tmp_path):
+    timed = [{"model": "a", "status": "mismatch", "rel_diff": 1.0, "missing_ops": [],
+              "error": "", "times": {"pyconv_1": {"min_ms": 1.0, "median_ms": 2.0}}},
+             {"model": "b", "status": "ok", "rel_diff": 0.0, "missing_ops": [], "error": "",
+              "times": {}}]
+    checked = [{"model": "a", "status": "ok", "rel_diff": 1e-6, "missing_ops": [],
+                "error": "", "times": {}}]
+    (tmp_path / "t.json").write_text(json.dumps(timed))
+    (tmp_path / "c.json").write_text(json.dumps(checked))
+    a, b = run.merge_records([tmp_path / "t.json", tmp_path / "c.json"])
+    assert a["model"] == "a" and a["status"] == "ok" and a["rel_diff"] == 1e-6
+    assert a["times"] == timed[0]["times"] and b == timed[1]
