@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -45,51 +46,92 @@ def model_and_feeds(name):
     return model_bytes(name)
 
 
-def worker(engine, threads, name):
-    """Serves 'RUN n' lines on stdin with a JSON list of n latencies (seconds)."""
-    data, feeds = model_and_feeds(name)
+def open_session(engine, data, threads):
+    """A session of `engine` ("pyconv" or "onnxruntime") on `threads` intra-op threads."""
     if engine == "pyconv":
         import pyconv
         opts = pyconv.SessionOptions()
         opts.intra_op_num_threads = threads
-        sess = pyconv.InferenceSession(data, opts)
-    else:
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    for _ in range(3):
+        return pyconv.InferenceSession(data, opts)
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def serve(sess, feeds, warmup=3):
+    """The worker side of Workers: warms up, prints READY, then answers each stdin line.
+    'RUN n' -> a JSON list of n latencies (seconds); 'SAVE path' -> the outputs of one
+    run saved to path (.npz, output_0, output_1, ...), then 'SAVED'."""
+    for _ in range(warmup):
         sess.run(None, feeds)
     print("READY", flush=True)
     for line in sys.stdin:
-        n = int(line.split()[1])
+        cmd, arg = line.split(maxsplit=1)
+        if cmd == "SAVE":
+            outs = sess.run(None, feeds)
+            np.savez(arg.strip(), **{f"output_{i}": np.asarray(o) for i, o in enumerate(outs)})
+            print("SAVED", flush=True)
+            continue
         times = []
-        for _ in range(n):
+        for _ in range(int(arg)):
             t0 = time.perf_counter()
             sess.run(None, feeds)
             times.append(time.perf_counter() - t0)
         print(json.dumps(times), flush=True)
 
 
+def worker(engine, threads, name):
+    data, feeds = model_and_feeds(name)
+    serve(open_session(engine, data, threads), feeds)
+
+
 class Workers:
-    def __init__(self, name):
-        self.procs = {}
-        for engine, threads in PAIRS:
-            p = subprocess.Popen([sys.executable, __file__, "--worker", engine, str(threads),
-                                  name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True, cwd=ROOT)
-            self.procs[(engine, threads)] = p
-        for p in self.procs.values():
-            if p.stdout.readline().strip() != "READY":
-                raise RuntimeError(f"a worker for {name} failed to start")
+    """One worker process per (engine, threads) pair, each holding one session.
+
+    `argv(engine, threads)` is the worker's command line (default: this script's
+    --worker for a benchmark model `name`). A worker that does not print READY is left out
+    of `procs`; `failed` maps its pair to the last line it wrote on stderr."""
+
+    def __init__(self, name, pairs=PAIRS, argv=None):
+        if argv is None:
+            def argv(engine, threads):
+                return [sys.executable, __file__, "--worker", engine, str(threads), name]
+        self.procs, self.failed = {}, {}
+        started = {}
+        for engine, threads in pairs:
+            err = tempfile.TemporaryFile("w+")     # read on failure; a file never fills
+            started[(engine, threads)] = (subprocess.Popen(
+                argv(engine, threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err, text=True, cwd=ROOT), err)
+        for pair, (p, err) in started.items():
+            if p.stdout.readline().strip() == "READY":
+                self.procs[pair] = p
+                err.close()
+                continue
+            p.stdin.close()
+            p.kill()
+            p.wait()
+            err.seek(0)
+            lines = [ln for ln in err.read().splitlines() if ln.strip()]
+            err.close()
+            self.failed[pair] = lines[-1] if lines else f"worker exited with {p.returncode}"
 
     def block(self, pair, n):
         p = self.procs[pair]
         p.stdin.write(f"RUN {n}\n")
         p.stdin.flush()
         return json.loads(p.stdout.readline())
+
+    def save_outputs(self, pair, path):
+        """Has the worker of `pair` run once and save its outputs to `path` (.npz)."""
+        p = self.procs[pair]
+        p.stdin.write(f"SAVE {path}\n")
+        p.stdin.flush()
+        if p.stdout.readline().strip() != "SAVED":
+            raise RuntimeError(f"the {pair[0]} worker died while running")
 
     def close(self):
         for p in self.procs.values():
@@ -116,17 +158,23 @@ class Spinners:
 
 def block_size(workers, budget_s=0.15):
     """Runs per block: about budget_s of the slowest worker's quiet latency."""
-    slowest = max(np.median(workers.block(pair, 3)) for pair in PAIRS)
+    slowest = max(np.median(workers.block(pair, 3)) for pair in workers.procs)
     return int(np.clip(budget_s / slowest, 3, 200))
 
 
-def measure(workers, rounds, n):
-    samples = {pair: [] for pair in PAIRS}
+def samples(workers, rounds, n):
+    """Latencies per pair: `rounds` rounds, each worker timing a block of n runs in turn,
+    in alternating order."""
+    pairs = list(workers.procs)
+    out = {pair: [] for pair in pairs}
     for r in range(rounds):
-        order = PAIRS if r % 2 == 0 else PAIRS[::-1]
-        for pair in order:
-            samples[pair] += workers.block(pair, n)
-    return {pair: float(np.median(v)) for pair, v in samples.items()}
+        for pair in (pairs if r % 2 == 0 else pairs[::-1]):
+            out[pair] += workers.block(pair, n)
+    return out
+
+
+def measure(workers, rounds, n):
+    return {pair: float(np.median(v)) for pair, v in samples(workers, rounds, n).items()}
 
 
 def main(argv=None):
@@ -152,6 +200,8 @@ def main(argv=None):
     for name in args.models:
         workers = Workers(name)
         try:
+            if workers.failed:
+                raise RuntimeError(f"workers for {name} failed to start: {workers.failed}")
             n = block_size(workers)
             for phase in ("quiet", "busy"):
                 spin = Spinners(args.spinners, args.max_seconds) if phase == "busy" else None
