@@ -461,7 +461,9 @@ class GlobalPoolPlan:
         shape = self.reshape(x.shape)
         x = c_aligned(x)
         n, c = x.shape[:2]
-        y = _kernels.global_pool(x.reshape(n * c, -1), self.is_max, self.context)
+        # explicit: reshape(0, -1) is ambiguous when N * C == 0 (an empty batch)
+        y = _kernels.global_pool(x.reshape(n * c, math.prod(x.shape[2:])), self.is_max,
+                                 self.context)
         return y.reshape(shape.output_shape)
 
     def bind(self, x_shape):
