@@ -200,7 +200,9 @@ cdef class ExecutionContext:
                 and self.c.conv_algorithm == (<ExecutionContext>other).c.conv_algorithm)
 
     def __hash__(self):
-        return hash((self.c.nthreads, self.isa, self.c.conv_algorithm))
+        # the table's address, as __eq__ compares it (no ISA string built: contexts key
+        # the functional plan caches, once per call)
+        return hash((self.c.nthreads, <uintptr_t>self.c.kernel, self.c.conv_algorithm))
 
 
 cdef exec_ctx context_of(object context) except *:

@@ -7,6 +7,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -86,19 +87,31 @@ cdef struct _nearest_job:
     int64_t h, w, oh, ow
     const int64_t *iy       # (oh,) source rows
     const int64_t *ix       # (ow,) source columns
+    int64_t repeat          # k when ix is [0] * k + [1] * k + ... (ow = k * w), else 0
 
 
 cdef void _nearest_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef const _nearest_job *j = <const _nearest_job *>arg
-    cdef int64_t t, p, ox
+    cdef int64_t t, p, oy, ox, i, r
     cdef const float *row
     cdef float *out
+    cdef float v
     for t in range(lo, hi):             # t = plane * oh + output row
         p = t // j.oh
-        row = j.x + (p * j.h + j.iy[t - p * j.oh]) * j.w
+        oy = t - p * j.oh
         out = j.y + t * j.ow
-        for ox in range(j.ow):
-            out[ox] = row[j.ix[ox]]
+        if t > lo and oy > 0 and j.iy[oy] == j.iy[oy - 1]:
+            memcpy(out, out - j.ow, j.ow * sizeof(float))   # upsampling: the row again
+            continue
+        row = j.x + (p * j.h + j.iy[oy]) * j.w
+        if j.repeat:                    # column ox reads ox // repeat: no index loads
+            for i in range(j.w):
+                v = row[i]
+                for r in range(j.repeat):
+                    out[i * j.repeat + r] = v
+        else:
+            for ox in range(j.ow):
+                out[ox] = row[j.ix[ox]]
 
 
 def nearest_2d(x, iy, ix, context=None):
@@ -123,6 +136,9 @@ def nearest_2d(x, iy, ix, context=None):
     j.y = &yv[0, 0, 0]
     j.h, j.w, j.oh, j.ow = h, w, oh, ow
     j.iy, j.ix = &iyv[0], &ixv[0]
+    j.repeat = 0
+    if ow % w == 0 and np.array_equal(ix_a, np.arange(ow) // (ow // w)):
+        j.repeat = ow // w
     cdef int64_t rows = planes * oh
     cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
     with nogil:

@@ -3,7 +3,7 @@ Sqrt / Div, then Mul / Add) becomes one LayerNormalization exactly when it compu
 same thing; outputs match onnxruntime on the original graph at every level."""
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from pyconv.graph import _passes
 from pyconv.graph._load import load
@@ -105,8 +105,7 @@ def test_not_fused_unless_equivalent(rng, kw):
 def test_scale_that_would_broadcast_the_input_up_stays_a_mul(rng):
     """A 'scale' of shape (4, 1, 8) on x (N, 5, 8) enlarges the result: not LN's Scale."""
     m = decomposed(rng, scale=False)
-    m.graph.initializer.append(__import__("onnx").numpy_helper.from_array(
-        B.rand(rng, 4, 1, 8), "g"))
+    m.graph.initializer.append(numpy_helper.from_array(B.rand(rng, 4, 1, 8), "g"))
     relu = m.graph.node[-1]
     m.graph.node.insert(len(m.graph.node) - 1, helper.make_node("Mul", ["a", "g"], ["ag"]))
     relu.input[0] = "ag"
