@@ -13,14 +13,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from pyconv._activations import ONNX_ACTIVATIONS
+from pyconv._activations import onnx_activation
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
 from pyconv.ops import lookup
 
 
 def _act_params(node, opset, constants):
     """(name, alpha, beta) of the epilogue computing an activation node, or None."""
-    act = ONNX_ACTIVATIONS.get(node.op_type)
+    act = onnx_activation(node.op_type, node.attrs)
     if act is None:
         return None
     values = node.attrs
