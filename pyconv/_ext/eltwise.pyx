@@ -344,17 +344,20 @@ cdef tuple _operand_kind(tuple shape, tuple out_shape):
     return CHANNEL, l, m
 
 
-cdef bint _fill_job(_binary_job *j, int op, object a, object b, object layout, object y):
+cdef void _fill_job(_binary_job *j, int op, object layout):
+    """The job's operation and geometry (the pointers are set per call)."""
     _, ka, kb, L, M = layout
     j.op = op
-    j.a.p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>a)
     j.a.kind = ka
-    j.b.p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>b)
     j.b.kind = kb
     j.L = L
     j.M = M
+
+
+cdef inline void _set_data(_binary_job *j, object a, object b, object y) noexcept:
+    j.a.p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    j.b.p = <const float *>cnp.PyArray_DATA(<cnp.ndarray>b)
     j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-    return True
 
 
 cdef bint _may_write(object y, object a, object a_full) noexcept:
@@ -404,7 +407,8 @@ def binary(a, b, op, out=None, context=None):
             or not _may_write(out, b, layout[2] == FULL)):
         out = np.empty(check_tensor_size(out_shape), np.float32)
     cdef _binary_job j
-    _fill_job(&j, code, a, b, layout, out)
+    _fill_job(&j, code, layout)
+    _set_data(&j, a, b, out)
     cdef int64_t n = out.size
     if n > 0:
         with nogil:
@@ -423,6 +427,8 @@ cdef class BinaryCall:
     cdef int odim
     cdef cnp.npy_intp odims[32]
     cdef int64_t n
+    cdef _binary_job job         # operation and geometry, fixed; pointers set per call
+    cdef bint a_full, b_full
     cdef object out, run, layout
 
     def __init__(self, op, a_shape, b_shape, out, run, context=None):
@@ -432,6 +438,9 @@ cdef class BinaryCall:
         if self.layout is None:
             raise InvalidArgument(f"BinaryCall: shapes {a_shape} and {b_shape} are not a "
                                   f"broadcast the kernels take")
+        _fill_job(&self.job, self.code, self.layout)
+        self.a_full = self.layout[1] == FULL
+        self.b_full = self.layout[2] == FULL
         shapes = (tuple(a_shape), tuple(b_shape), tuple(self.layout[0]))
         if max(len(s) for s in shapes) > 32:
             raise InvalidArgument("BinaryCall: rank above 32")
@@ -457,11 +466,10 @@ cdef class BinaryCall:
         y = self.out
         if y is None:
             y = cnp.PyArray_EMPTY(self.odim, self.odims, cnp.NPY_FLOAT32, 0)
-        elif not (_may_write(y, a, self.layout[1] == FULL)
-                  and _may_write(y, b, self.layout[2] == FULL)):
+        elif not (_may_write(y, a, self.a_full) and _may_write(y, b, self.b_full)):
             return self.run(inputs, None)
-        cdef _binary_job j
-        _fill_job(&j, self.code, a, b, self.layout, y)
+        cdef _binary_job j = self.job
+        _set_data(&j, a, b, y)
         if self.n > 0:
             with nogil:
                 _run_binary(&self.ctx, &j, self.n)
