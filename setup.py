@@ -53,6 +53,7 @@ def _per_isa(stem):
 
 DWCONV_SOURCES = _per_isa("dwconv")
 POOL_SOURCES = _per_isa("pool")
+ELTWISE_SOURCES = _per_isa("eltwise")
 
 
 def _compiler_is_msvc(compiler):
@@ -127,7 +128,8 @@ class BuildExt(build_ext):
 
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
-                  "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc"]
+                  "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc",
+                  "eltwise.h", "eltwise_common.inc"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
@@ -151,7 +153,7 @@ def extension(name, sources, isa_sources=()):
     )
 
 
-# Convolution and pooling cimport the engine and its parallel-for from pyconv._ext.gemm
+# Convolution, pooling and the element-wise engine cimport the engine and its parallel-for from pyconv._ext.gemm
 # (one kernel table, one thread pool per process).
 extensions = [
     extension("pyconv._ext.gemm",
@@ -161,6 +163,7 @@ extensions = [
     extension("pyconv._ext.conv", ["pyconv/_ext/conv.pyx"], DWCONV_SOURCES),
     extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),
     extension("pyconv._ext.resize", ["pyconv/_ext/resize.pyx"]),
+    extension("pyconv._ext.eltwise", ["pyconv/_ext/eltwise.pyx"], ELTWISE_SOURCES),
 ]
 
 setup(

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from pyconv._ext import gemm
 
-__all__ = ["Activation", "ACTIVATIONS", "ONNX_ACTIVATIONS"]
+__all__ = ["Activation", "ACTIVATIONS", "ONNX_ACTIVATIONS", "onnx_activation"]
 
 
 class Activation(NamedTuple):
@@ -32,6 +32,10 @@ class Activation(NamedTuple):
     inputs_since : int or None
         From this opset on, ``alpha`` and ``beta`` are the node's optional inputs 1
         and 2 instead of attributes (Clip from opset 11).
+    variant : (str, str) or None
+        For an ONNX operator that computes several entries: the string attribute and
+        the value selecting this one (Gelu's ``approximate``: ``"none"`` is ``gelu``,
+        ``"tanh"`` is ``gelu_tanh``); the first entry of a type holds the default.
     """
 
     name: str
@@ -39,6 +43,7 @@ class Activation(NamedTuple):
     alpha: tuple[str, float] | None = None
     beta: tuple[str, float] | None = None
     inputs_since: int | None = None
+    variant: tuple[str, str] | None = None
 
     @property
     def code(self) -> int:
@@ -48,7 +53,10 @@ class Activation(NamedTuple):
     @property
     def onnx_attributes(self) -> dict:
         """ONNX attribute name -> ONNX default, as an operator declares its attributes."""
-        return dict(p for p in (self.alpha, self.beta) if p is not None)
+        attrs = dict(p for p in (self.alpha, self.beta) if p is not None)
+        if self.variant is not None:
+            attrs[self.variant[0]] = ONNX_ACTIVATIONS[self.onnx_type].variant[1]
+        return attrs
 
     def takes_inputs(self, opset: int) -> bool:
         """Whether ``alpha`` / ``beta`` are the node's inputs 1 and 2 at this opset."""
@@ -90,7 +98,43 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("tanh", "Tanh"),
     Activation("silu"),
     Activation("elu", "Elu", ("alpha", 1.0)),
+    # GELU: one C function per ONNX form (the exact erf form and the tanh approximation),
+    # one ONNX operator (Gelu, opset 20) with the form as its `approximate` attribute.
+    Activation("gelu", "Gelu", variant=("approximate", "none")),
+    Activation("gelu_tanh", "Gelu", variant=("approximate", "tanh")),
+    Activation("mish", "Mish"),
+    Activation("softplus", "Softplus"),
+    Activation("selu", "Selu", ("alpha", 1.67326319217681884765625),
+               ("gamma", 1.05070102214813232421875)),
 )}
 
-#: The activations an ONNX operator computes, by ONNX type (what the optimizer fuses).
-ONNX_ACTIVATIONS = {a.onnx_type: a for a in ACTIVATIONS.values() if a.onnx_type}
+#: The default activation of each ONNX operator, by ONNX type (its first entry).
+ONNX_ACTIVATIONS = {}
+for _a in ACTIVATIONS.values():
+    if _a.onnx_type:
+        ONNX_ACTIVATIONS.setdefault(_a.onnx_type, _a)
+del _a
+
+
+def onnx_activation(op_type, attrs=None):
+    """The entry an ONNX node computes (its type, and for Gelu the ``approximate``
+    attribute), or None: not an activation, or an attribute value no entry has.
+
+    Parameters
+    ----------
+    op_type : str
+    attrs : mapping, optional
+        The node's attributes by name (absent ones take the ONNX default).
+    """
+    default = ONNX_ACTIVATIONS.get(op_type)
+    if default is None or default.variant is None:
+        return default
+    key, _ = default.variant
+    value = (attrs or {}).get(key)
+    value = default.variant[1] if value is None else value
+    if isinstance(value, bytes):
+        value = value.decode()
+    for a in ACTIVATIONS.values():
+        if a.onnx_type == op_type and a.variant == (key, value):
+            return a
+    return None

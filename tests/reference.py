@@ -450,3 +450,52 @@ def interpolate_linear(x, size, align_corners=False):
             parts.append((1 - lam) * np.take(x, i0, axis=axis) + lam * np.take(x, i1, axis=axis))
         x = np.stack(parts, axis=axis)
     return x
+
+
+# ---------------------------------------------------------------------------------------
+# Element-wise functions (pyconv._ext.eltwise.UNARY), in float64.
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x < 0, e / (1 + e), 1 / (1 + e))
+
+
+def _softplus(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def unary(name, x, a=0.0, b=0.0):
+    """float64 values of an element-wise function of pyconv._ext.eltwise (the formulas of the ONNX operators; written so
+    that float64 itself does not cancel: 1 + erf(-t) as erfc(t), 1 + tanh(u) as
+    2 sigmoid(2u))."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        return {
+            "relu": lambda: np.where(x < 0, 0.0, x),
+            "clip": lambda: np.where(x < a, a, np.where(x > b, b, x)),
+            "leaky_relu": lambda: np.where(x < 0, a * x, x),
+            "sigmoid": lambda: _sigmoid(x),
+            "hardsigmoid": lambda: np.clip(a * x + b, 0, 1),
+            "hardswish": lambda: x * np.clip(x / 6 + 0.5, 0, 1),
+            "tanh": lambda: np.tanh(x),
+            "silu": lambda: x * _sigmoid(x),
+            "elu": lambda: np.where(x < 0, a * np.expm1(x), x),
+            "gelu": lambda: 0.5 * x * np.where(x < 0, _erfc(-x / math.sqrt(2)),
+                                                1 + _erf(x / math.sqrt(2))),
+            "gelu_tanh": lambda: x * _sigmoid(2 * math.sqrt(2 / math.pi)
+                                              * (x + 0.044715 * x ** 3)),
+            "mish": lambda: x * np.tanh(_softplus(x)),
+            "softplus": lambda: _softplus(x),
+            "selu": lambda: b * np.where(x <= 0, a * np.expm1(x), x),
+            "exp": lambda: np.exp(x),
+            "erf": lambda: _erf(x),
+            "reciprocal": lambda: 1 / x,
+            "sqrt": lambda: np.sqrt(x),
+            "neg": lambda: -x,
+            "abs": lambda: np.abs(x),
+            "log": lambda: np.log(x),
+        }[name]()

@@ -73,6 +73,11 @@ cdef extern from "sgemm.h" nogil:
         PYCONV_ACT_TANH
         PYCONV_ACT_SILU
         PYCONV_ACT_ELU
+        PYCONV_ACT_GELU
+        PYCONV_ACT_GELU_TANH
+        PYCONV_ACT_MISH
+        PYCONV_ACT_SOFTPLUS
+        PYCONV_ACT_SELU
         PYCONV_ACT_COUNT
 
     enum:

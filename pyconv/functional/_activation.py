@@ -1,7 +1,7 @@
 """Activation functions on float32 arrays, with ``torch.nn.functional`` signatures.
 
-The element-wise activations run :func:`pyconv._ext.gemm.apply_activation`, the same C
-code as the fused GEMM epilogue, so an activation layer and a convolution with the
+The element-wise activations run :func:`pyconv._ext.eltwise.unary`, the same C code as
+the fused GEMM epilogue, so an activation layer and a convolution with the
 activation fused give the same numbers. NaN passes through every activation unchanged.
 
 Every function takes a float32 array of any shape and returns a new float32 array of the
@@ -17,11 +17,12 @@ import warnings
 import numpy as np
 
 from pyconv._arrays import as_float32
-from pyconv._ext import gemm
+from pyconv._ext import eltwise
 from pyconv.errors import InvalidArgument
 
 __all__ = ["relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
-           "tanh", "silu", "elu", "clip", "softmax", "log_softmax"]
+           "tanh", "silu", "elu", "selu", "gelu", "mish", "softplus", "clip", "softmax",
+           "log_softmax"]
 
 
 def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
@@ -33,10 +34,12 @@ def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
         as_float32(x, "input", op)
         if not x.flags.writeable:
             raise InvalidArgument(f"{op}: inplace=True but the input array is read-only")
-        return gemm.apply_activation(x, act, a, b, context)
+        if x.flags.c_contiguous:
+            return eltwise.unary(x, act, a, b, x, context)
+        x[...] = eltwise.unary(x, act, a, b, None, context)
+        return x
     x = as_float32(x, "input", op)
-    return gemm.apply_activation(np.array(x, dtype=np.float32, order="C", copy=True), act, a, b,
-                                 context)
+    return eltwise.unary(x, act, a, b, None, context)
 
 
 def _as_float_scalar(value, name, op):
@@ -240,6 +243,90 @@ def elu(x, alpha=1.0, inplace=False):
     """
     a = _as_float_scalar(alpha, "alpha", "elu")
     return _elementwise(x, inplace, "elu", "elu", a)
+
+
+def selu(x, inplace=False):
+    """Scaled ELU: ``scale * elu(x, alpha)`` with torch's (and ONNX's) constants
+    ``alpha = 1.6732632423543772``, ``scale = 1.0507009873554805``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "selu", "selu", 1.6732632423543772, 1.0507009873554805)
+
+
+def gelu(x, approximate="none"):
+    """Gaussian error linear unit: ``x * Phi(x)`` = ``x / 2 * (1 + erf(x / sqrt(2)))``, or
+    with ``approximate="tanh"`` ``x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    approximate : {"none", "tanh"}, optional
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    forms = {"none": "gelu", "tanh": "gelu_tanh"}
+    if not isinstance(approximate, str) or approximate not in forms:
+        raise InvalidArgument(
+            f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _elementwise(x, False, forms[approximate], "gelu")
+
+
+def mish(x, inplace=False):
+    """``x * tanh(softplus(x))``.
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    inplace : bool, optional
+        Overwrite ``x`` and return it.
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    return _elementwise(x, inplace, "mish", "mish")
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """``log(1 + exp(beta * x)) / beta``, and ``x`` itself where ``beta * x > threshold``
+    (as in torch).
+
+    Parameters
+    ----------
+    x : ndarray, float32, any shape
+    beta : float, optional
+        Nonzero.
+    threshold : float, optional
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``x``
+    """
+    b = _as_float_scalar(beta, "beta", "softplus")
+    t = _as_float_scalar(threshold, "threshold", "softplus")
+    if b == 0.0:
+        raise InvalidArgument("softplus: beta must not be 0")
+    x = as_float32(x, "input", "softplus")
+    if b == 1.0:
+        y = _elementwise(x, False, "softplus", "softplus")
+    else:
+        bx = x * np.float32(b)
+        y = _elementwise(bx, True, "softplus", "softplus")
+        y /= np.float32(b)
+    # above the threshold torch returns x; the kernel's log1p term is below half an ulp
+    # of x from 16 on, so this only differs for thresholds under 16
+    return np.where(x * np.float32(b) > t, x, y).astype(np.float32, copy=False)
 
 
 def _softmax_dim(ndim, dim, op):

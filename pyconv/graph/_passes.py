@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pyconv._activations import ONNX_ACTIVATIONS
+from pyconv._activations import onnx_activation
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
 from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
                                   fuse_squeeze_excite)
@@ -31,7 +31,7 @@ def _act_params(node, opset, constants):
                 float(node.attrs.get("_pyconv_beta", 0.0)))
     if node.domain not in ("", "ai.onnx"):
         return None
-    act = ONNX_ACTIVATIONS.get(node.op_type)
+    act = onnx_activation(node.op_type, node.attrs)
     if act is None:
         return None
     values = node.attrs

@@ -8,6 +8,5 @@ The convolution, pooling, resize and normalisation operators run the same code a
 from pyconv.ops._base import REQUIRED, Node, Op, lookup, register, registered_ops
 from pyconv.ops import (activation, conv, elementwise, fused, linalg, logic, norm,  # noqa: F401
                         pool, reduce, resize, tensor)
-from pyconv.ops import _fallback_activations  # noqa: F401  (after the real ones)
 
 __all__ = ["Node", "Op", "REQUIRED", "lookup", "register", "registered_ops"]

@@ -1,7 +1,8 @@
 """Activations and softmax.
 
-The float32 activations run :func:`pyconv._ext.gemm.apply_activation`, the very code of
-the fused convolution epilogue (so fusing an activation into a Conv changes nothing)."""
+The float32 activations run the element-wise engine (:mod:`pyconv._ext.eltwise`), the
+very code of the fused convolution epilogue (so fusing an activation into a Conv changes
+nothing), and bind to planned buffers (:class:`pyconv._ext.eltwise.UnaryCall`)."""
 from __future__ import annotations
 
 import math
@@ -9,20 +10,34 @@ import math
 import numpy as np
 
 from pyconv import functional as F
-from pyconv._activations import ACTIVATIONS
-from pyconv._ext import gemm
+from pyconv._activations import ACTIVATIONS, onnx_activation
+from pyconv._ext import eltwise
+from pyconv.errors import InvalidModel
 from pyconv.ops._base import Op, register, wrap_errors
+
+
+def planned_out(out, x):
+    """``out`` when the kernels may write it for input ``x`` (a float32 C-contiguous buffer
+    of x's shape that is x or does not overlap it), else None (a new array)."""
+    if (out is None or out.shape != x.shape or out.dtype != np.float32
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        return None
+    if out.ctypes.data != x.ctypes.data and np.may_share_memory(out, x):
+        return None
+    return out
 
 
 def activate(op, x, name, a=0.0, b=0.0, out=None):
     """``name`` applied to float32 ``x`` into ``out`` (planned buffer) or a new array."""
     x = op.float32(x)
-    if out is None or out.shape != x.shape or out.dtype != np.float32 or \
-            np.may_share_memory(out, x):
-        out = np.array(x, dtype=np.float32, order="C", copy=True)
-    else:
-        np.copyto(out, x)
-    return gemm.apply_activation(out, name, a, b, op.context)
+    return eltwise.unary(x, name, a, b, planned_out(out, x), op.context)
+
+
+def bind_unary(op, specs, out, name, a=0.0, b=0.0):
+    """The bound step of a float32 unary op (:meth:`Op.bind`), or None."""
+    if specs[0] is None or specs[0][1] != np.float32:
+        return None
+    return eltwise.UnaryCall(name, specs[0][0], out, op.run, a, b, op.context)
 
 
 class _Activation(Op):
@@ -36,10 +51,14 @@ class _Activation(Op):
         cls.attributes = cls.activation.onnx_attributes
 
     def setup(self, consts):
-        self.alpha, self.beta = self.activation.params(self.attrs)
+        self.act = self.activation
+        self.alpha, self.beta = self.act.params(self.attrs)
 
     def run(self, inputs, out=None):
-        return [activate(self, inputs[0], self.activation.name, self.alpha, self.beta, out)]
+        return [activate(self, inputs[0], self.act.name, self.alpha, self.beta, out)]
+
+    def bind(self, specs, out):
+        return bind_unary(self, specs, out, self.act.name, self.alpha, self.beta)
 
 
 @register("Relu")
@@ -115,16 +134,47 @@ class Clip(Op):
         lo, hi = ACTIVATIONS["clip"].params({"min": lo, "max": hi})
         return [activate(self, x, "clip", lo, hi, out)]
 
+    def bind(self, specs, out):
+        if any(sp is not None for sp in specs[1:]):
+            return None     # bounds given as inputs: read at each run
+        lo, hi = ACTIVATIONS["clip"].params(
+            {} if ACTIVATIONS["clip"].takes_inputs(self.opset) else self.attrs)
+        return bind_unary(self, specs, out, "clip", lo, hi)
+
 
 @register("Selu")
-class Selu(Op):
-    """``gamma * elu(x, alpha)`` (the epilogue's ELU, then a scale)."""
-    attributes = {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}
+class Selu(_Activation):
+    activation = ACTIVATIONS["selu"]
+
+
+@register("Softplus")
+class Softplus(_Activation):
+    activation = ACTIVATIONS["softplus"]
 
     def run(self, inputs, out=None):
-        y = activate(self, inputs[0], "elu", float(self.attrs["alpha"]))
-        y *= np.float32(self.attrs["gamma"])
-        return [y]
+        x = inputs[0]
+        if x.dtype != np.float32 and x.dtype.kind == "f":
+            return [np.logaddexp(x, np.zeros((), x.dtype)).astype(x.dtype, copy=False)]
+        return super().run(inputs, out)
+
+
+@register("Mish")
+class Mish(_Activation):
+    activation = ACTIVATIONS["mish"]
+
+
+@register("Gelu")
+class Gelu(_Activation):
+    """GELU (opset 20): ``approximate="none"`` is the erf form, ``"tanh"`` the tanh one."""
+    activation = ACTIVATIONS["gelu"]
+
+    def setup(self, consts):
+        act = onnx_activation("Gelu", self.attrs)
+        if act is None:
+            raise InvalidModel(f"{self.node.label}: attribute 'approximate' must be 'none' "
+                               f"or 'tanh', got {self.attrs['approximate']!r}")
+        self.act = act
+        self.alpha, self.beta = act.params(self.attrs)
 
 
 @register("PRelu")
@@ -138,15 +188,6 @@ class PRelu(Op):
             # Opset < 7 models (pytorch-converted): one slope per channel (axis 1).
             slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
         return [np.where(x < 0, x * slope, x).astype(x.dtype, copy=False)]
-
-
-@register("Softplus")
-class Softplus(Op):
-    """``log(1 + exp(x))``, computed without overflow."""
-
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        return [np.logaddexp(x, np.zeros((), x.dtype)).astype(x.dtype, copy=False)]
 
 
 class _Softmax(Op):

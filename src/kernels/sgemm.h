@@ -21,7 +21,12 @@ enum pyconv_act {
     PYCONV_ACT_TANH = 7,
     PYCONV_ACT_SILU = 8,         /* x * sigmoid(x) */
     PYCONV_ACT_ELU = 9,          /* x >= 0 ? x : a * (exp(x) - 1) */
-    PYCONV_ACT_COUNT = 10
+    PYCONV_ACT_GELU = 10,        /* x / 2 * (1 + erf(x / sqrt(2))) */
+    PYCONV_ACT_GELU_TANH = 11,   /* x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) */
+    PYCONV_ACT_MISH = 12,        /* x * tanh(softplus(x)) */
+    PYCONV_ACT_SOFTPLUS = 13,    /* log(1 + exp(x)) */
+    PYCONV_ACT_SELU = 14,        /* b * (x > 0 ? x : a * (exp(x) - 1)) */
+    PYCONV_ACT_COUNT = 15
 };
 
 /* What happens to a finished C tile: out = act(acc + bias[row] + residual). */

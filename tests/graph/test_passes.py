@@ -7,7 +7,7 @@ from onnx import helper
 
 import pyconv
 from pyconv import GraphOptimizationLevel as L
-from pyconv._activations import ONNX_ACTIVATIONS
+from pyconv._activations import ACTIVATIONS, onnx_activation
 from tests.graph import _build as B
 from tests.graph import _zoo
 
@@ -112,30 +112,40 @@ def _activation_cases():
     """(ONNX type, attributes, extra inputs, opset) of every activation of the registry
     that an ONNX operator computes: with its ONNX defaults and with other values."""
     cases = []
-    for act in ONNX_ACTIVATIONS.values():
+    for act in ACTIVATIONS.values():
+        if not act.onnx_type:
+            continue
         if act.inputs_since is not None:       # Clip: bounds as inputs, then attributes
             cases += [(act.onnx_type, {}, ["lo", "hi"], 17),
                       (act.onnx_type, {}, ["", "hi"], 17),
                       (act.onnx_type, {}, [], act.inputs_since - 1),
                       (act.onnx_type, {"min": -0.5, "max": 0.8}, [], act.inputs_since - 1)]
             continue
-        cases.append((act.onnx_type, {}, [], 17))
-        if act.onnx_attributes:
-            cases.append((act.onnx_type, {name: 0.3 + 0.2 * i for i, name
-                                          in enumerate(act.onnx_attributes)}, [], 17))
+        opset = ACTIVATION_OPSETS.get(act.onnx_type, 17)
+        variant = dict([act.variant]) if act.variant else {}     # Gelu's approximate
+        cases.append((act.onnx_type, variant, [], opset))
+        params = [p[0] for p in (act.alpha, act.beta) if p is not None]
+        if params:
+            cases.append((act.onnx_type, {**variant, **{name: 0.3 + 0.2 * i for i, name
+                                                        in enumerate(params)}}, [], opset))
     return cases
+
+
+# The first opset of the activations added after opset 17.
+ACTIVATION_OPSETS = {"Mish": 18, "Gelu": 20}
 
 
 ACTIVATION_CASES = _activation_cases()
 CASE_IDS = [f"{t}-{attrs}-{extra}-opset{opset}" for t, attrs, extra, opset in ACTIVATION_CASES]
 
 
-def check_fused(m, feeds, fused_type, act_type):
+def check_fused(m, feeds, fused_type, act_type, attrs=None):
     """The activation ran in the producer's epilogue, with the very numbers of the
     unfused graph (the same C code)."""
     s = check_unchanged(m, feeds)
     assert B.op_types(s) == [fused_type]
-    assert s._graph.nodes[0].attrs["_pyconv_activation"] == ONNX_ACTIVATIONS[act_type].name
+    assert (s._graph.nodes[0].attrs["_pyconv_activation"]
+            == onnx_activation(act_type, attrs).name)
     plain = session(m, L.ORT_DISABLE_ALL)
     np.testing.assert_array_equal(s.run(None, feeds)[0], plain.run(None, feeds)[0])
 
@@ -147,7 +157,7 @@ def test_activation_fused_into_conv(rng, act, attrs, extra, opset):
     m = B.model(nodes, [("x", [1, 3, 7, 6])], [("y", [1, 8, 7, 6])],
                 {"w": B.rand(rng, 8, 3, 3, 3), "b": B.rand(rng, 8),
                  "lo": np.float32(-0.5), "hi": np.float32(0.8)}, opset=opset)
-    check_fused(m, {"x": B.rand(rng, 1, 3, 7, 6)}, "FusedConv", act)
+    check_fused(m, {"x": B.rand(rng, 1, 3, 7, 6)}, "FusedConv", act, attrs)
 
 
 @pytest.mark.parametrize("act,attrs,extra,opset", ACTIVATION_CASES, ids=CASE_IDS)
@@ -158,7 +168,7 @@ def test_activation_fused_into_conv_transpose(rng, act, attrs, extra, opset):
     m = B.model(nodes, [("x", [1, 4, 5, 6])], [("y", [1, 6, 9, 11])],
                 {"w": B.rand(rng, 4, 3, 3, 3), "b": B.rand(rng, 6),
                  "lo": np.float32(-0.5), "hi": np.float32(0.8)}, opset=opset)
-    check_fused(m, {"x": B.rand(rng, 1, 4, 5, 6)}, "FusedConvTranspose", act)
+    check_fused(m, {"x": B.rand(rng, 1, 4, 5, 6)}, "FusedConvTranspose", act, attrs)
 
 
 def test_residual_add_and_relu_fused(rng):

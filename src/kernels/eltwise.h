@@ -1,0 +1,67 @@
+/* eltwise.h: the element-wise engine (unary math and broadcast binary ops), per ISA. */
+#ifndef PYCONV_ELTWISE_H
+#define PYCONV_ELTWISE_H
+
+#include <stdint.h>
+
+#include "sgemm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Unary functions. The codes below PYCONV_ACT_COUNT are the fused activations of
+ * enum pyconv_act (same values, same code: the GEMM epilogue calls this engine); the
+ * others exist only as standalone ops. Python mirrors the names (pyconv._ext.eltwise). */
+enum pyconv_unary {
+    PYCONV_UNARY_EXP = PYCONV_ACT_COUNT,
+    PYCONV_UNARY_ERF,
+    PYCONV_UNARY_RECIPROCAL,
+    PYCONV_UNARY_SQRT,
+    PYCONV_UNARY_NEG,
+    PYCONV_UNARY_ABS,
+    PYCONV_UNARY_LOG,
+    PYCONV_UNARY_COUNT
+};
+
+/* Binary operations: y = a op b. */
+enum pyconv_binary {
+    PYCONV_BINARY_ADD = 0,
+    PYCONV_BINARY_SUB,
+    PYCONV_BINARY_MUL,
+    PYCONV_BINARY_DIV,
+    PYCONV_BINARY_MAX,      /* NaN propagates, as np.maximum */
+    PYCONV_BINARY_MIN,
+    PYCONV_BINARY_POW,      /* a scalar exponent 2 or 0.5: x * x, sqrt; else powf */
+    PYCONV_BINARY_COUNT
+};
+
+/* y[i] = f(x[i]) for i < n, f = enum pyconv_unary / pyconv_act with parameters (a, b) as
+ * in pyconv_epilogue. y may be x (in place) but must not overlap it otherwise. */
+typedef void (*pyconv_unary_fn)(int op, const float *x, float *y, int64_t n, float a, float b);
+
+/* y[i] = a[i * sa] op b[i * sb] for i < n; sa, sb are 1 (a run) or 0 (a scalar). y may be
+ * a or b (in place) but must not overlap them otherwise. */
+typedef void (*pyconv_binary_fn)(int op, const float *a, int64_t sa, const float *b,
+                                 int64_t sb, float *y, int64_t n);
+
+typedef struct {
+    const char *isa;
+    pyconv_unary_fn unary;
+    pyconv_binary_fn binary;
+} pyconv_eltwise_kernel;
+
+extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic;
+#if defined(PYCONV_HAVE_X86_KERNELS)
+extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx2;
+extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx512;
+#endif
+
+/* The table for an ISA name ("avx512", "avx2", "generic"; unknown: generic). The caller
+ * passes the name of the GEMM kernel in use, which was checked against the CPU. */
+const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
