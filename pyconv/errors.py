@@ -36,3 +36,8 @@ class UnsupportedOperator(InvalidModel):
 
 class MemoryLimitExceeded(PyconvError, MemoryError):
     """A run would need more activation memory than ``SessionOptions.memory_limit_bytes``."""
+
+
+class MissingDependency(PyconvError, ImportError):
+    """An optional package that a feature needs is not installed (names the package and
+    the pyconv extra that brings it)."""

@@ -9,6 +9,7 @@ import pyconv
 from pyconv.cli import _engines
 from pyconv.cli._info import ModelSummary, format_table, print_info
 from pyconv.cli._inputs import concrete_shape, load_feed, parse_shape, random_feed
+from pyconv._optional import require
 from pyconv.errors import InvalidArgument, InvalidModel
 from pyconv.session import NodeArg
 
@@ -138,6 +139,8 @@ def cmd_profile(args):
 
 def cmd_bench(args):
     _check_file(args.model)
+    if args.plot:   # before the timing, not after it
+        require("PIL", "bench --plot")
     thread_counts = args.threads or [pyconv.get_num_threads()]
     engines = ["pyconv"] + [e for e in args.compare if e != "pyconv"]
     overrides = _shape_overrides(args)
@@ -170,6 +173,7 @@ def cmd_bench(args):
 
 def _plot(path, results, title):
     """A bar chart of median latencies (Pillow, no plotting library needed)."""
+    require("PIL", "bench --plot")
     from PIL import Image, ImageDraw
 
     items = [(f"{e} x{t}", float(np.median(v)) * 1e3) for (e, t), v in results.items()]
