@@ -15,7 +15,6 @@ import tempfile
 import textwrap
 
 import numpy as np
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -83,6 +82,15 @@ def _probe_openmp(compiler, flag):
 
 class BuildExt(build_ext):
     def build_extensions(self):
+        # Cython runs here, when the extensions are built, not when setup.py is read: an
+        # sdist then carries the .pyx sources and no generated C. cythonize returns copies;
+        # only their sources (.pyx -> .c) are taken, since setuptools has already set up
+        # the originals for building.
+        from Cython.Build import cythonize
+        generated = {e.name: e.sources for e in cythonize(
+            self.extensions, compiler_directives=CYTHON_DIRECTIVES, include_path=["pyconv/_ext"])}
+        for ext in self.extensions:
+            ext.sources = generated[ext.name]
         msvc = _compiler_is_msvc(self.compiler)
         omp_flag = "/openmp" if msvc else "-fopenmp"
         threading, flags = self._threading(msvc, omp_flag)
@@ -166,8 +174,4 @@ extensions = [
     extension("pyconv._ext.eltwise", ["pyconv/_ext/eltwise.pyx"], ELTWISE_SOURCES),
 ]
 
-setup(
-    ext_modules=cythonize(extensions, compiler_directives=CYTHON_DIRECTIVES,
-                          include_path=["pyconv/_ext"]),
-    cmdclass={"build_ext": BuildExt},
-)
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

@@ -11,7 +11,7 @@ ending by itself after --max-seconds and killed on exit in any case) and the sam
 run again. Per model and phase the script prints the median latency of each worker and
 the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime 2T.
 
-Models: the bundled models/*.onnx, the onnx wheel's ResNet-50 (light zoo, random
+Models: the bundled models (pyconv.models), the onnx wheel's ResNet-50 (light zoo, random
 weights) and MobileNetV2 (benchmarks/_nets.py). Timings only: nothing is asserted.
 """
 from __future__ import annotations

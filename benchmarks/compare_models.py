@@ -1,4 +1,4 @@
-"""Interleaved pyconv / onnxruntime latency on the light zoo (and models/*.onnx).
+"""Interleaved pyconv / onnxruntime latency on the light zoo and the bundled models.
 
     python benchmarks/compare_models.py --threads 1 2 --repeats 9
 

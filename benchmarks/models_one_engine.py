@@ -5,7 +5,7 @@
 
 Each engine in its own process: two thread pools in one process (compare_models.py) steal
 the cores from each other at 2 threads, whichever spins. Same models and inputs as
-test_models.py (the light zoo with random weights, models/*.onnx), batch 1."""
+test_models.py (the light zoo with random weights, the bundled models), batch 1."""
 import os
 import sys
 import time

@@ -3,9 +3,9 @@
     pytest benchmarks/test_models.py --benchmark-columns=median,ops
 
 Models: the nine `light` models of the onnx wheel (their ConstantOfShape weights replaced
-by random ones so the outputs can be compared; the compute is the same) and every
-`models/*.onnx` of this repository (picked up automatically; symbolic dims take 1 for a
-batch-like name and 224 otherwise). Groups:
+by random ones so the outputs can be compared; the compute is the same) and the models
+bundled with pyconv (`pyconv.models`; symbolic dims take 1 for a batch-like name and 224
+otherwise). Groups:
 
 * ``model <name> <n>thr``: one ``run`` at batch 1 (pyconv vs onnxruntime; outputs checked
   against onnxruntime);
@@ -18,7 +18,6 @@ count (the issue-4 target: <= 1.5, no model above 2.5).
 """
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 import pyconv
+from pyconv import models as bundled
 
 from benchmarks._bench import limit_threads
 
@@ -37,8 +37,9 @@ from tests.graph import _zoo  # noqa: E402
 
 THREADS = [1, 2]
 IMPLS = ["pyconv", "onnxruntime"]
-REPO_MODELS = sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx")))
-MODELS = list(_zoo.LIGHT_MODELS) + [os.path.basename(p)[:-5] for p in REPO_MODELS]
+#: The models bundled with pyconv (package data of pyconv.models), by name without ".onnx".
+BUNDLED_MODELS = {name[:-len(".onnx")]: bundled.path(name) for name in bundled.BUNDLED}
+MODELS = list(_zoo.LIGHT_MODELS) + list(BUNDLED_MODELS)
 
 
 def _dim(d, name):
@@ -58,7 +59,7 @@ def model_bytes(name):
             m = _zoo.randomized(name)
             data = m.SerializeToString()
         else:
-            with open(os.path.join(ROOT, "models", name + ".onnx"), "rb") as f:
+            with open(BUNDLED_MODELS[name], "rb") as f:
                 data = f.read()
         sess = pyconv.InferenceSession(data)
         rng = np.random.default_rng(0)

@@ -1,24 +1,31 @@
 """Shared helpers for the training scripts: determinism, ONNX export and its checks.
 
-Dev-only (imports torch); nothing in ``pyconv/`` or ``models/shapes.py`` imports this.
+Dev-only (imports torch); nothing in ``pyconv/`` imports this. The dataset and the
+evaluation helpers are the package's (``pyconv.models.shapes`` / ``.evaluate``): the
+repository root goes first on ``sys.path`` so the scripts use this checkout's pyconv
+(built in place: ``python setup.py build_ext --inplace``).
 """
 import collections
 import os
 import random
+import sys
 import time
 
 import numpy as np
 import onnx
 import torch
 
-# pyconv's supported op set; an export using anything else fails. (The training scripts
-# put models/ on sys.path before importing this module.)
-from evaluate import SUPPORTED_OPS as ALLOWED_OPS
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# pyconv's supported op set; an export using anything else fails.
+from pyconv.models.evaluate import SUPPORTED_OPS as ALLOWED_OPS  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8          # what opset 17 needs; onnxruntime 1.31 loads up to IR 13
 
-MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
+#: Where the exported models go: the package data of pyconv.models.
+BUNDLED_DIR = os.path.join(REPO, "pyconv", "models")
 
 
 def seed_everything(seed, threads):

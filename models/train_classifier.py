@@ -1,14 +1,15 @@
-"""Train the bundled shapes classifier and export ``models/shapes_classifier.onnx``.
+"""Train the bundled shapes classifier, export ``pyconv/models/shapes_classifier.onnx``.
 
 Usage::
 
-    python models/train_classifier.py [--epochs 8] [--out models/shapes_classifier.onnx]
+    python models/train_classifier.py [--epochs 8] [--out pyconv/models/shapes_classifier.onnx]
 
 A small CNN (about 75 k parameters) that exercises the convolution variants pyconv
 implements: strided, dilated, depthwise, grouped and pointwise convolutions, max pooling
 and global average pooling, each conv followed by BatchNorm + ReLU. Trained with PyTorch
 (dev-only) on freshly generated images every epoch (``shapes.make_classification``,
-seeds 1000 + epoch), so it never sees the evaluation seed (see ``models/evaluate.py``).
+seeds 1000 + epoch), so it never sees the evaluation seed (see
+``pyconv/models/evaluate.py``).
 Fixed seeds and thread count make the run reproducible.
 """
 import argparse
@@ -19,8 +20,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes  # noqa: E402
-from _common import MODELS_DIR, Timer, export_onnx, seed_everything  # noqa: E402
+from _common import BUNDLED_DIR, Timer, export_onnx, seed_everything  # noqa: E402
+from pyconv.models import shapes  # noqa: E402  (the checkout's, see _common)
 
 TRAIN_SEED = 1000       # epoch e trains on make_classification(n, TRAIN_SEED + e)
 VAL_SEED = 999          # held-out images for the training log (evaluate.py uses another)
@@ -75,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=os.path.join(MODELS_DIR, "shapes_classifier.onnx"))
+    ap.add_argument("--out", default=os.path.join(BUNDLED_DIR, "shapes_classifier.onnx"))
     args = ap.parse_args(argv)
 
     seed_everything(0, args.threads)

@@ -1,8 +1,8 @@
-"""Train the bundled shapes segmenter (a small U-Net) and export ``models/shapes_unet.onnx``.
+"""Train the bundled shapes segmenter (a U-Net), export ``pyconv/models/shapes_unet.onnx``.
 
 Usage::
 
-    python models/train_segmenter.py [--epochs 6] [--out models/shapes_unet.onnx]
+    python models/train_segmenter.py [--epochs 6] [--out pyconv/models/shapes_unet.onnx]
 
 An encoder-decoder with skip connections: the encoder downsamples with max pooling and a
 strided convolution, a dilated bottleneck widens the receptive field to the whole image
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes  # noqa: E402
-from _common import MODELS_DIR, Timer, export_onnx, seed_everything  # noqa: E402
+from _common import BUNDLED_DIR, Timer, export_onnx, seed_everything  # noqa: E402
+from pyconv.models import shapes  # noqa: E402  (the checkout's, see _common)
 
 TRAIN_SEED = 2000       # epoch e trains on make_segmentation(n, TRAIN_SEED + e)
 VAL_SEED = 1999         # held-out images for the training log (evaluate.py uses another)
@@ -93,7 +93,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=os.path.join(MODELS_DIR, "shapes_unet.onnx"))
+    ap.add_argument("--out", default=os.path.join(BUNDLED_DIR, "shapes_unet.onnx"))
     args = ap.parse_args(argv)
 
     seed_everything(0, args.threads)

@@ -41,6 +41,9 @@ def as_float32(x, name="input", op=""):
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{prefix}{name} must be a float32 array, got "
                               f"{type(x).__name__}: {exc}") from None
+    if arr.dtype == object:     # NumPy < 1.24 makes ragged lists object arrays, no error
+        raise InvalidArgument(f"{prefix}{name} must be a float32 array, got "
+                              f"{type(x).__name__} that is not a rectangular array of numbers")
     if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
         raise InvalidDType(f"{prefix}{name} must be a float32 array (or a list of floats), "
                            f"got {type(x).__name__} of dtype {arr.dtype}")

@@ -41,3 +41,8 @@ class MemoryLimitExceeded(PyconvError, MemoryError):
 class RunFailed(PyconvError, RuntimeError):
     """A run that did not execute: ``RunOptions.terminate`` was set, or an I/O binding
     does not fit the model (where onnxruntime raises ``Fail`` or ``RuntimeError``)."""
+
+
+class MissingDependency(PyconvError, ImportError):
+    """An optional package that a feature needs is not installed (names the package and
+    the pyconv extra that brings it)."""

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import pyconv
+from pyconv import models as bundled
 
 REPO = Path(pyconv.__file__).resolve().parent.parent
 
@@ -177,8 +178,10 @@ def test_errors_are_one_line_and_nonzero(conv_model, tmp_path, args, fragments):
 
 
 def test_demo_meets_the_accuracy_thresholds(tmp_path):
-    from pyconv.cli._demo import models_dir
-    models_dir()    # the bundled models ship with pyconv: an error here is a failure
+    for name in bundled.BUNDLED:
+        if not Path(bundled.path(name)).is_file():
+            pytest.fail(f"pyconv/models/{name} is missing: the bundled models are part of "
+                        f"the package")
     picture = tmp_path / "demo.png"
     r = pyconv_cli("demo", "--samples", "100", "--seed", "7",
                    *(["--picture", picture] if has_matplotlib() else []), cwd=tmp_path)

@@ -1,11 +1,9 @@
-"""The bundled models in models/: files, graphs, and quality on fresh synthetic images.
+"""The bundled models (pyconv.models): files, graphs, and quality on fresh synthetic images.
 
-Quality is measured per engine: onnxruntime always (when installed), pyconv once
-``pyconv.InferenceSession`` exists (issue 4). Timing is not asserted here
-(``python models/evaluate.py`` prints it).
+Quality is measured per engine: onnxruntime (the reference) and pyconv. Timing is not
+asserted here (``python -m pyconv.models.evaluate`` prints it).
 """
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -14,10 +12,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the bundled models "
                                           "are checked against it")
 
-MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
-sys.path.insert(0, MODELS)
-import evaluate  # noqa: E402
-import shapes  # noqa: E402
+from pyconv.models import evaluate, shapes  # noqa: E402
 
 # (file, output channels / classes, output is per-pixel)
 BUNDLED = {

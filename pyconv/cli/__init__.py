@@ -17,8 +17,8 @@ import pyconv
 from pyconv.errors import PyconvError
 
 EPILOG = """examples:
-  pyconv info models/shapes_unet.onnx --shape input=2x3x64x64
-  pyconv run models/shapes_classifier.onnx --input input=picture.png --mean 0.5 --std 0.5 --top 3
+  pyconv info pyconv/models/shapes_unet.onnx --shape input=2x3x64x64
+  pyconv run pyconv/models/shapes_classifier.onnx --input input=picture.png --mean 0.5 --std 0.5 --top 3
   pyconv profile resnet50.onnx --threads 2
   pyconv bench resnet50.onnx --compare onnxruntime --threads 1,2 --plot bench.png
 """
@@ -124,7 +124,8 @@ def build_parser():
                         "matplotlib: pip install 'pyconv[plot]')")
     p.add_argument("--threads", type=_positive, default=None, help="kernel threads")
     p.add_argument("--models", default=None, metavar="DIR",
-                   help="directory of the bundled models (default: the repository's models/)")
+                   help="directory of the bundled models (default: the ones installed "
+                        "with pyconv, package data of pyconv.models)")
     p.set_defaults(func=_commands.cmd_demo)
 
     p = sub.add_parser("selfcheck", help="engine self-check: every ISA path against NumPy, "

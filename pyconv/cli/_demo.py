@@ -1,18 +1,20 @@
 """`pyconv demo`: the bundled classifier and segmenter on freshly generated images."""
-import importlib.util
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 import pyconv
+from pyconv import models as bundled
 from pyconv.cli import _plot
 from pyconv.errors import InvalidArgument
+from pyconv.models import evaluate as ev
 
-CLASSIFIER = "shapes_classifier.onnx"
-SEGMENTER = "shapes_unet.onnx"
+CLASSIFIER = bundled.CLASSIFIER
+SEGMENTER = bundled.SEGMENTER
 #: The bundled models' promises (models/README.md); the demo fails below them.
 MIN_ACCURACY = 0.95
 MIN_MEAN_IOU = 0.90
@@ -22,26 +24,15 @@ PALETTE = np.array([(20, 20, 20), (230, 25, 75), (60, 180, 75), (255, 225, 25),
 
 
 def models_dir(explicit=None):
-    """--models, else $PYCONV_MODELS, else the repository's models/ next to the package."""
+    """--models, else $PYCONV_MODELS, else the models installed with pyconv (package data
+    of pyconv.models)."""
     candidates = [explicit] if explicit else [
-        os.environ.get("PYCONV_MODELS"), Path(pyconv.__file__).resolve().parent.parent / "models"]
+        os.environ.get("PYCONV_MODELS"), Path(bundled.path(CLASSIFIER)).parent]
     for c in candidates:
         if c and (Path(c) / CLASSIFIER).is_file() and (Path(c) / SEGMENTER).is_file():
             return Path(c)
     raise InvalidArgument(f"bundled models not found in {[str(c) for c in candidates if c]}: "
                           f"expected {CLASSIFIER} and {SEGMENTER} (use --models DIR)")
-
-
-def load_evaluate_module(directory):
-    """models/evaluate.py: sessions, batched prediction and latency for the bundled models
-    (it loads models/shapes.py, the NumPy-only generator of the synthetic dataset)."""
-    path = Path(directory) / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("pyconv_models_evaluate", path)
-    if spec is None or not path.is_file():
-        raise InvalidArgument(f"{path} (the models' evaluation helpers) is missing")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def evaluate(sessions, ev, n, seed):
@@ -66,7 +57,6 @@ def evaluate(sessions, ev, n, seed):
 
 def run_demo(args):
     directory = models_dir(args.models)
-    ev = load_evaluate_module(directory)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     threads = pyconv.get_num_threads()
     models = [str(directory / m) for m in (CLASSIFIER, SEGMENTER)]

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 
+from pyconv._optional import require
 from pyconv.errors import InvalidArgument
 
 # ONNX element types the CLI can feed or synthesise, as NumPy dtypes.
@@ -86,10 +87,7 @@ def load_image(path, shape, normalize):
     The image is converted to the channel count the model wants (1: grey, 3: RGB), resized
     to its H x W when those are fixed (bilinear), scaled to [0, 1], then normalised per
     channel with ``(x - mean) / std``."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        raise InvalidArgument("reading images needs Pillow: pip install pillow") from None
+    Image = require("PIL.Image", "reading images")
     if len(shape) != 4:
         raise InvalidArgument(f"{path}: an image feeds a 4-D NCHW input, the model's has "
                               f"shape {_show(shape)}")

@@ -4,6 +4,7 @@ Reshape-like operators return views of their input where NumPy can (the memory p
 tracks aliases); nothing here writes into an input."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -27,19 +28,19 @@ def np_dtype(op, elem_type):
     if dt.kind not in "biuf":
         op.fail(f"data type {TensorProto.DataType.Name(elem_type)} is not supported",
                 InvalidDType)
-    if elem_type not in _NATIVE:
+    if elem_type not in _native_types():
         op.fail(f"data type {TensorProto.DataType.Name(elem_type)} (stored as {dt}) is not "
                 f"supported", InvalidDType)
     return dt
 
 
-def _native():
+@functools.lru_cache(maxsize=None)
+def _native_types():
+    """The ONNX data types NumPy stores natively (built on first use: importing onnx
+    costs most of a second, so ``import pyconv`` does not)."""
     from onnx import TensorProto as T
-    return {T.FLOAT, T.DOUBLE, T.FLOAT16, T.INT8, T.INT16, T.INT32, T.INT64, T.UINT8,
-            T.UINT16, T.UINT32, T.UINT64, T.BOOL}
-
-
-_NATIVE = _native()
+    return frozenset({T.FLOAT, T.DOUBLE, T.FLOAT16, T.INT8, T.INT16, T.INT32, T.INT64,
+                      T.UINT8, T.UINT16, T.UINT32, T.UINT64, T.BOOL})
 
 
 def _int_list(op, arr, name):

@@ -2,31 +2,30 @@
 
 Usage::
 
-    python models/evaluate.py [--engine onnxruntime|pyconv] [--threads 1] [--n-cls 2000]
-                              [--n-seg 500]
+    python -m pyconv.models.evaluate [--engine onnxruntime|pyconv] [--threads 1]
+                                     [--n-cls 2000] [--n-seg 500]
 
-Loads ``models/shapes_classifier.onnx`` and ``models/shapes_unet.onnx`` with the chosen
-engine (``pyconv.InferenceSession`` mirrors onnxruntime's ``InferenceSession``), runs
-them on images generated from seeds the training scripts never use (:data:`CLS_SEED`,
-:data:`SEG_SEED`), and prints the classifier accuracy, the segmenter mean IoU (with IoU
-per class) and latency: median over runs of one batch-1 image, and batched throughput.
+Loads the bundled ``shapes_classifier.onnx`` and ``shapes_unet.onnx`` (:mod:`pyconv.models`)
+with the chosen engine (``pyconv.InferenceSession`` mirrors onnxruntime's
+``InferenceSession``), runs them on images generated from seeds the training scripts never
+use (:data:`CLS_SEED`, :data:`SEG_SEED`), and prints the classifier accuracy, the segmenter
+mean IoU (with IoU per class) and latency: median over runs of one batch-1 image, and
+batched throughput.
 
 The helper functions are importable (``tests/test_models.py``, ``pyconv demo``).
 Imports only NumPy plus the engine.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shapes  # noqa: E402
+from pyconv import models
+from pyconv.models import shapes
 
-MODELS_DIR = os.path.dirname(os.path.abspath(__file__))
-CLASSIFIER = os.path.join(MODELS_DIR, "shapes_classifier.onnx")
-SEGMENTER = os.path.join(MODELS_DIR, "shapes_unet.onnx")
+CLASSIFIER = models.path(models.CLASSIFIER)
+SEGMENTER = models.path(models.SEGMENTER)
 
 #: Evaluation seeds; training uses 999..1099 (classifier) and 1999..2099 (segmenter).
 CLS_SEED = 123456
