@@ -226,7 +226,7 @@ def test_help_examples_use_the_bundled_models_input_names():
     checked = 0
     for line in EPILOG.splitlines():
         words = line.split()
-        models = [w for w in words if w.startswith("models/") and w.endswith(".onnx")]
+        models = [w for w in words if w.startswith("pyconv/models/") and w.endswith(".onnx")]
         if not models:
             continue
         inputs = {a.name for a in pyconv.InferenceSession(
@@ -302,7 +302,7 @@ def test_bench_chart_has_spread_legend_threads_and_caption(tmp_path):
 def test_demo_picture_has_class_legend_and_metrics_per_engine(tmp_path):
     from pyconv.cli import _demo, _plot
 
-    ev = _demo.load_evaluate_module(_demo.models_dir())
+    ev = _demo.ev
     cls_x, cls_y = ev.shapes.make_classification(6, 0)
     seg_x, seg_y = ev.shapes.make_segmentation(6, 1)
     preds = {"pyconv": (cls_y, seg_y), "onnxruntime": ((cls_y + 1) % 6, seg_y)}

@@ -16,7 +16,6 @@ import math
 from collections import defaultdict
 
 import numpy as np
-from onnx import TensorProto
 
 from pyconv.ops import Node
 
@@ -24,6 +23,7 @@ _ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Neg", "Pow")
 _MAX_NODES = 16         # arithmetic nodes one expression may span
 _MAX_TERMS = 8
 _RTOL = 1e-5            # constants written with 5-7 significant digits (1.41421)
+_ONNX_FLOAT = 1         # TensorProto.FLOAT (onnx itself is imported only with a model)
 
 
 def _close(a, b):
@@ -93,7 +93,7 @@ class _Graph:
         info = self.graph.value_info.get(name)
         if info is None:
             info = next((v for v in self.graph.inputs if v.name == name), None)
-        return info is not None and info.elem_type == TensorProto.FLOAT
+        return info is not None and info.elem_type == _ONNX_FLOAT
 
     def poly(self, name, nodes, top=False):
         """``name`` as a polynomial over its leaves; the arithmetic nodes expanded are
