@@ -81,6 +81,8 @@ cdef enum:
     ALGO_IM2COL = 1          # implicit im2col packed straight from the image (any rank)
     ALGO_SHIFTED = 2         # shifted-B micro-kernel on the phase copy (1-D / 2-D)
     ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
+    ALGO_BANDED = 4          # implicit im2col per band of outer output rows, each with only
+                             # the kernel rows that read the input there (see conv_band)
 
 
 cdef struct phase_copy:
@@ -103,13 +105,24 @@ cdef struct phase_copy:
     const int64_t *off       # C_in_g * kvol B-row offsets
 
 
+cdef struct conv_band:
+    # Output rows [o0, o1) of the band dimension (the first spatial dim with more than one
+    # output) over which the same kernel rows read inside the input: those rows only, as a
+    # conv of k rows at begin padding pb (negative when the band starts inside the map,
+    # never reaching padding). All int64-sized: stored in an int64 ndarray.
+    int64_t o0, o1, pb, k
+    const packed_a *packed   # one per group: the weights of those kernel rows
+
+
 cdef struct conv_args:
     const float *x
     float *y
     const float *weight      # unpacked, (Cout, Cin_g, kvol): the depthwise kernels read it
     const float *bias
     const float *residual    # same layout as y, or NULL
-    const packed_a *packed   # one per group (GEMM paths)
+    const packed_a *packed   # one per group (GEMM paths), of the taps kept (see _tap_crop)
+    int64_t y_plane          # floats per output channel (a band computes part of it)
+    int64_t y_first          # first output value of this band in each channel
     int64_t batch, groups, cin, cout
     pyconv_conv_geom geom    # spatial geometry, read in place by the im2col packing and the
                              # depthwise kernels
@@ -117,8 +130,12 @@ cdef struct conv_args:
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
-    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED or ALGO_PADDED
+    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
+                             # ALGO_BANDED
     phase_copy pc
+    int band_dim             # ALGO_BANDED: the spatial dim split into bands, and the bands
+    int64_t nbands
+    const conv_band *bands
     const pyconv_sgemm_kernel *kernel    # the plan's: epilogues of the direct paths
     const pyconv_dwconv_kernel *dw_kernel    # its depthwise rows
     float *ws                # per-thread scratch: slot * ws_stride floats in
@@ -127,11 +144,10 @@ cdef struct conv_args:
 
 cdef inline void _fill_epilogue(const conv_args *p, int64_t first_channel, int64_t n,
                                 pyconv_epilogue *ep) noexcept nogil:
-    cdef int64_t plane = _volume(p.geom.out_size)
     ep.bias = p.bias + first_channel if p.bias != NULL else NULL
-    ep.residual = (p.residual + (n * p.cout + first_channel) * plane
+    ep.residual = (p.residual + (n * p.cout + first_channel) * p.y_plane + p.y_first
                    if p.residual != NULL else NULL)
-    ep.ldr = plane
+    ep.ldr = p.y_plane
     ep.act = p.act
     ep.act_a = p.act_a
     ep.act_b = p.act_b
@@ -147,15 +163,17 @@ include "conv_transposed.pxi"
 # The plan: algorithm choice, packed weights, reshape and run.
 
 _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
-               "padded": ALGO_PADDED}
+               "padded": ALGO_PADDED, "banded": ALGO_BANDED}
 
 
 def set_algorithm(name):
     """Forces the dense-convolution algorithm of plans made afterwards (their execution
     context keeps it): 'auto' (the default: per shape), 'im2col' (implicit im2col packed
     from the image), 'shifted' (GEMM reading B in place from a padded copy of the input)
-    or 'padded' (im2col packed from that copy); the last two are 1-D / 2-D only, other
-    shapes keep their usual path. For tests and benchmarks; returns the previous
+    or 'padded' (im2col packed from that copy), the last two 1-D / 2-D only, or 'banded'
+    (im2col per band of outer output rows, each with only the kernel rows that read the
+    input there, wherever that skips any); other shapes keep their usual path. Taps that
+    read only padding for every output are dropped under any setting. For tests and benchmarks; returns the previous
     setting."""
     if name not in _ALGORITHMS:
         raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}, got {name!r}")
@@ -168,23 +186,33 @@ def get_algorithm():
     return {v: k for k, v in _ALGORITHMS.items()}[_gemm.get_default_conv_algorithm()]
 
 
+cdef int64_t _im2col_cost(const conv_args *p) noexcept nogil:
+    """Implicit im2col per group in multiply-add equivalents (see _choose_algorithm)."""
+    cdef int64_t k = p.cin // p.groups * _volume(p.geom.k), n = _volume(p.geom.out_size)
+    return p.cout // p.groups * k * ((n + 15) // 16 * 16) + 12 * k * n
+
+
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
-                           int nthreads, int forced) noexcept:
-    """The cheapest path by a cost model in multiply-add equivalents per group, for
-    2-D (and 1-D) dense convs: every path computes M x K x (its columns): the shifted
-    one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row), the
-    others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
+                           int nthreads, int forced, int64_t *cost) noexcept:
+    """The cheapest path by a cost model in multiply-add equivalents per group (returned in
+    cost), for 2-D (and 1-D) dense convs: every path computes M x K x (its columns): the
+    shifted one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row),
+    the others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
     value from the image (bounds and zero fill per run) and 8 from the phase copy, which
     itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512). With more
     threads than NR-wide column panels, padded im2col splits the rows too and every row
-    block packs the same B (see _padded_split); the shifted path reads B in place."""
+    block packs the same B (see _padded_split); the shifted path reads B in place. K
+    counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
+    can make negative."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
+    im2col = _im2col_cost(p)
+    cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
             or g.s[0] != 1 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
-            or g.s[2] > PYCONV_MAX_PHASE_STRIDE):
+            or g.s[2] > PYCONV_MAX_PHASE_STRIDE or g.pb[1] < 0 or g.pb[2] < 0):
         return ALGO_IM2COL
-    if forced != ALGO_AUTO:
+    if forced == ALGO_SHIFTED or forced == ALGO_PADDED:
         return forced
     if g.k[1] * g.k[2] == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
@@ -205,10 +233,51 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))
     padded = gemm + 8 * k * n * packers + copy
-    im2col = gemm + 12 * k * n
     if shifted <= padded and shifted <= im2col:
+        cost[0] = shifted
         return ALGO_SHIFTED
+    cost[0] = min(padded, im2col)
     return ALGO_PADDED if padded < im2col else ALGO_IM2COL
+
+
+cdef tuple _tap_crop(const pyconv_conv_geom *g):
+    """Per spatial dim, the taps [lo, hi) that read inside the input for at least one
+    output position (a contiguous range: the positions a tap reads shift with it). Taps
+    outside it read only padding everywhere and are dropped from the kernel (ASPP's
+    dilation 36 on a 20x20 map keeps the centre tap: a 1x1 conv). None when some dim has
+    no such tap (every output is the bias there): the kernel is kept whole."""
+    cdef int64_t t, lo, hi, olo, ohi
+    crop = []
+    for i in range(3):
+        lo = -1
+        hi = -1
+        for t in range(g.k[i]):
+            pyconv_inside_range(t * g.dl[i] - g.pb[i], g.s[i], 1, g.in_size[i],
+                                g.out_size[i], &olo, &ohi)
+            if ohi > olo:
+                if lo < 0:
+                    lo = t
+                hi = t + 1
+        if lo < 0:
+            return None
+        crop.append((lo, hi))
+    return tuple(crop)
+
+
+cdef list _tap_bands(const pyconv_conv_geom *g, int d):
+    """Runs of outputs along dim d over which the same taps read inside the input:
+    [(o0, o1, a, b)] with taps [a, b) (contiguous, as in _tap_crop)."""
+    cdef int64_t o, a, b
+    bands = []
+    last = None
+    for o in range(g.out_size[d]):
+        pyconv_inside_range(o * g.s[d] - g.pb[d], g.dl[d], 1, g.in_size[d], g.k[d], &a, &b)
+        if bands and last[2] == a and last[3] == b:     # (no negative indexing here)
+            last[1] = o + 1
+        else:
+            last = [o, o + 1, a, b]
+            bands.append(last)
+    return bands
 
 
 cdef float *_float_data(object a, str name, bint write) except? NULL:
@@ -241,6 +310,40 @@ cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
 
+cdef class _CroppedWeights:
+    """A kernel's weights (all taps or a crop of them, see _tap_crop): unpacked for the
+    direct kernels, packed per group for the GEMM paths. Owned by the ConvKernel's crop
+    cache for its lifetime, so plans may keep raw pointers into it."""
+    cdef object weight          # (C_out, C_in_g, *k) or transposed layout, C-contiguous
+    cdef list mats              # PackedMatrix per group (GEMM paths)
+    cdef object raw             # bytearray holding one packed_a per group
+    cdef const float *wptr
+    cdef packed_a *views
+
+    def __init__(self, ConvKernel owner, weight):
+        self.weight = weight
+        self.mats = []
+        self.views = NULL
+        cdef const float[::1] wflat = weight.reshape(-1)
+        self.wptr = &wflat[0] if wflat.shape[0] else NULL
+        if owner.direct:
+            return
+        cdef int64_t groups = owner.groups, g
+        cdef int64_t cin_g = owner.cin // groups, cout_g = owner.cout // groups
+        cdef int64_t kvol = int(np.prod(weight.shape[2:]))
+        for g in range(groups):
+            if owner.transposed:
+                wg = weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
+            else:
+                wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
+            self.mats.append(PackedMatrix(wg, owner.context))
+        self.raw = bytearray(groups * sizeof(packed_a))
+        cdef unsigned char[::1] rv = self.raw
+        self.views = <packed_a *>&rv[0]
+        for g in range(groups):
+            self.views[g] = (<PackedMatrix>self.mats[g]).view
+
+
 cdef class ConvKernel:
     """Convolution weights prepared once (packed per group) and run many times.
 
@@ -260,14 +363,12 @@ cdef class ConvKernel:
     cdef readonly int64_t groups, cin, cout, nspatial
     cdef readonly bint transposed, direct
     cdef readonly tuple kernel_shape
-    cdef list _packed_mats
-    cdef object _views          # bytearray holding one packed_a per group
-    cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
-    cdef const float *_wptr     # self.weight / self.bias data (owned, never reassigned)
-    cdef const float *_bptr
+    cdef const float *_bptr     # self.bias data (owned, never reassigned)
+    cdef object _crops          # tap crop (3 (lo, hi) pairs) -> _CroppedWeights
+    cdef _CroppedWeights _whole # the full kernel's
     cdef object _gkey           # (shapes, stride, pads, dilation) that _g was built for
     cdef conv_args _g           # geometry part of the last run's arguments
-    cdef object _goffsets       # its shifted-path B-row offsets (None: other paths)
+    cdef object _goffsets       # its phase-copy B-row offsets or bands (None: others)
     cdef exec_ctx ctx
     cdef readonly object context
 
@@ -288,41 +389,34 @@ cdef class ConvKernel:
         else:
             self.cout = self.weight.shape[0]
             self.cin = self.weight.shape[1] * groups
-        cdef int64_t kvol = int(np.prod(self.kernel_shape))
-        cdef int64_t cin_g = self.cin // groups, cout_g = self.cout // groups
         # One input channel per group: direct kernels beat a K = kvol GEMM per channel.
-        self.direct = cin_g == 1
-        self._packed_mats = []
-        self._views = None
-        self._pviews = NULL
+        self.direct = (self.cin // groups) == 1
         self._gkey = None
         self._goffsets = None
-        cdef const float[::1] wflat = self.weight.reshape(-1)
-        cdef const float[::1] bflat
-        self._wptr = &wflat[0] if wflat.shape[0] else NULL
+        self._crops = {}
         self._bptr = NULL
+        cdef const float[::1] bflat
         if self.bias is not None:
             bflat = self.bias
             self._bptr = &bflat[0] if bflat.shape[0] else NULL
-        if self.direct:
-            return
-        for g in range(groups):
-            if transposed:
-                wg = self.weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
-            else:
-                wg = self.weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
-            self._packed_mats.append(PackedMatrix(wg, context))
-        self._views = bytearray(groups * sizeof(packed_a))
-        cdef unsigned char[::1] raw = self._views
-        cdef packed_a *views = <packed_a *>&raw[0]
-        for g in range(groups):
-            views[g] = (<PackedMatrix>self._packed_mats[g]).view
-        self._pviews = views
+        self._whole = _CroppedWeights(self, self.weight)
+        self._crops[tuple((0, k) for k in _as3(self.kernel_shape, 1))] = self._whole
+
+    cdef _CroppedWeights _weights_for(self, tuple crop):
+        """The weights of the taps in crop (per dim (lo, hi), 3-D), packed once per crop."""
+        cw = self._crops.get(crop)
+        if cw is None:
+            w = self.weight.reshape(self.weight.shape[:2] + _as3(self.kernel_shape, 1))
+            w = w[:, :, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1], crop[2][0]:crop[2][1]]
+            w = w.reshape(w.shape[:2] + w.shape[5 - self.nspatial:])
+            cw = _CroppedWeights(self, np.ascontiguousarray(w))
+            self._crops[crop] = cw
+        return cw
 
     @property
     def last_algorithm(self):
         """The path of the last run: 'depthwise', 'pointwise', 'im2col', 'shifted',
-        'padded' or, for a transposed conv, 'col2im' / 'depthwise'; None before the first
+        'padded', 'banded' or, for a transposed conv, 'col2im' / 'depthwise'; None before the first
         run."""
         if self._gkey is None:
             return None
@@ -332,7 +426,8 @@ cdef class ConvKernel:
             return "col2im"
         if self._g.pointwise:
             return "pointwise"
-        return {ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded"}.get(self._g.algo, "im2col")
+        return {ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded",
+                ALGO_BANDED: "banded"}.get(self._g.algo, "im2col")
 
     def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
             float act_alpha=0.0, float act_beta=0.0):
@@ -399,38 +494,101 @@ cdef class ConvKernel:
                 g.pe[i] = (xs[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - ys[i] - ps[i]
             else:
                 g.pe[i] = (ys[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - xs[i] - ps[i]
-        p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
-                       and ps == (0, 0, 0) and xs == ys)
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
         p.kernel = self.ctx.kernel
         p.dw_kernel = pyconv_dwconv_kernel_for(self.ctx.kernel.isa)
+        p.y_plane = _volume(g.out_size)
+        p.y_first = 0
+        p.nbands = 0
+        p.bands = NULL
+        cw = self._whole
+        crop = None if self.transposed else _tap_crop(g)
+        if crop is not None:
+            # Taps that read only padding for every output cost nothing: a smaller kernel.
+            cw = self._weights_for(crop)
+            for i in range(3):
+                g.pb[i] -= crop[i][0] * ds[i]
+                g.k[i] = crop[i][1] - crop[i][0]
+                g.pe[i] = (ys[i] - 1) * ss[i] + (g.k[i] - 1) * ds[i] + 1 - xs[i] - g.pb[i]
+            ks = (g.k[0], g.k[1], g.k[2])
+            ps = (g.pb[0], g.pb[1], g.pb[2])
+        p.weight = cw.wptr
+        p.packed = cw.views
+        p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                       and ps == (0, 0, 0) and xs == ys)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
-        if not (self.direct or self.transposed or p.pointwise):
-            p.algo = _choose_algorithm(p, self._pviews[0].kernel,
-                                       threads_for(_conv_macs(p, False), self.ctx.nthreads),
-                                       self.ctx.conv_algorithm)
+        if self.direct or self.transposed or p.pointwise:
+            return None
+        cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+        cdef int forced = self.ctx.conv_algorithm
+        cdef int64_t cost = 0
+        p.algo = _choose_algorithm(p, kern, threads_for(_conv_macs(p, False), self.ctx.nthreads),
+                                   ALGO_AUTO if forced == ALGO_BANDED else forced, &cost)
+        if forced == ALGO_AUTO or forced == ALGO_BANDED:
+            bands = self._banded(p, crop, cost, forced == ALGO_BANDED)
+            if bands is not None:
+                return bands
         if p.algo != ALGO_IM2COL:
-            return _phase_copy_setup(p, self._pviews[0].kernel)
+            return _phase_copy_setup(p, kern)
         return None
+
+    cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced):
+        """Splits the outer output rows into bands of constant in-input kernel rows (see
+        conv_band) when the banded im2col costs less than `best` (or `forced`); returns
+        the bands (int64 ndarray, the conv_band structs) and sets p, or None."""
+        cdef pyconv_conv_geom *g = &p.geom
+        cdef int d = 0, i
+        cdef int64_t cost = 0, inner = 1, kother, m = p.cout // p.groups, n, kb
+        while d < 2 and g.out_size[d] == 1:
+            d += 1      # the first dim with several outputs: its bands are contiguous
+        for i in range(d + 1, 3):
+            inner *= g.out_size[i]
+        runs = _tap_bands(g, d)
+        if len(runs) < 2 or any(r[2] == r[3] for r in runs):
+            return None         # one band: nothing to skip; a band of no taps: bias only
+        kother = p.cin // p.groups * _volume(g.k) // g.k[d]
+        for r in runs:      # _im2col_cost of each band, plus a pass over the GEMM per band
+            kb = kother * (r[3] - r[2])
+            n = (r[1] - r[0]) * inner
+            cost += m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
+        if not forced and cost >= best:
+            return None
+        if crop is None:
+            crop = tuple((0, g.k[i]) for i in range(3))
+        bands = np.zeros((len(runs), sizeof(conv_band) // 8), dtype=np.int64)
+        cdef conv_band *bv = <conv_band *>cnp.PyArray_DATA(<cnp.ndarray>bands)
+        for i, r in enumerate(runs):
+            # kernel rows [a, b) of the cropped kernel are rows crop[d][0] + a.. of the whole
+            sub = list(crop)
+            sub[d] = (crop[d][0] + r[2], crop[d][0] + r[3])
+            bv[i].o0 = r[0]
+            bv[i].o1 = r[1]
+            bv[i].pb = g.pb[d] - r[0] * g.s[d] - r[2] * g.dl[d]
+            bv[i].k = r[3] - r[2]
+            bv[i].packed = (<_CroppedWeights>self._weights_for(tuple(sub))).views
+        p.algo = ALGO_BANDED
+        p.band_dim = d
+        p.nbands = len(runs)
+        return bands
 
     cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual):
         """The data part of the arguments, the workspace, then the kernels (GIL released)."""
         cdef conv_args p = geometry[0]
         p.x = _float_data(x, "x", False)
         p.y = _float_data(out, "out", True)
-        p.weight = self._wptr
         p.bias = self._bptr
         p.residual = NULL if residual is None else _float_data(residual, "residual", False)
-        p.packed = self._pviews
-        if p.algo != ALGO_IM2COL:
+        if p.algo == ALGO_BANDED:
+            p.bands = <const conv_band *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
+        elif p.algo != ALGO_IM2COL:
             p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>offsets)
         cdef int64_t ysize = cnp.PyArray_SIZE(<cnp.ndarray>out)
         if p.batch == 0 or ysize == 0:
             return out
         cdef int nthreads = threads_for(_conv_macs(&p, self.transposed), self.ctx.nthreads)
-        cdef int64_t ncols, ws_stride, cols_floats
+        cdef int64_t ncols, ws_stride, cols_floats, b
         cdef float *ws
         cdef float *cols
         if not self.transposed:
@@ -439,17 +597,21 @@ cdef class ConvKernel:
             if self.direct:
                 ws_stride = _depthwise_blocking(&p, nthreads)
                 ws = workspace_floats(ws_stride * nthreads)
-            elif p.algo != ALGO_IM2COL:
+            elif p.algo != ALGO_IM2COL and p.algo != ALGO_BANDED:
                 ws = workspace_floats(_phase_copy_blocking(&p, nthreads))
             else:
                 ncols = _volume(p.geom.out_size)
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
+                for b in range(p.nbands):      # blocks are sized by K: take the largest
+                    ws_stride = max(ws_stride, sgemm_workspace_floats(p.bands[b].packed, ncols, 1))
                 ws = workspace_floats(ws_stride * nthreads)
             p.ws = ws
             p.ws_stride = ws_stride
             with nogil:
                 if self.direct:
                     _depthwise_forward(&p, nthreads)
+                elif p.algo == ALGO_BANDED:
+                    _banded_forward(&p, nthreads)
                 elif p.algo != ALGO_IM2COL:
                     p.ws = ws + p.pc.wave * p.pc.image      # after the phase copies
                     _phase_copy_forward(&p, nthreads, ws)

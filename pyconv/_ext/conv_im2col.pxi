@@ -106,12 +106,13 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
 
 cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
                           int64_t ws_stride) noexcept nogil:
-    """One (batch, group) GEMM; nthreads == 1 runs it on the calling thread only."""
+    """One (batch, group) GEMM (of one band: y_first, y_plane); nthreads == 1 runs it on
+    the calling thread only."""
     cdef int64_t n = task // p.groups, grp = task - n * p.groups
     cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
     cdef int64_t ncols = _volume(p.geom.out_size), in_plane = _volume(p.geom.in_size)
     cdef const float *x = p.x + (n * p.cin + grp * cin_g) * in_plane
-    cdef float *y = p.y + (n * p.cout + grp * cout_g) * ncols
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * p.y_plane + p.y_first
     cdef const packed_a *a = &p.packed[grp]
     cdef im2col_b ib
     cdef strided_b sb
@@ -131,10 +132,10 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
         ctx = &ib
         pack = pack_b_im2col
     if nthreads > 1:
-        sgemm_packed(a, ncols, pack, ctx, y, ncols, 1.0, 0.0, &ep, nthreads, ws)
+        sgemm_packed(a, ncols, pack, ctx, y, p.y_plane, 1.0, 0.0, &ep, nthreads, ws)
     else:
-        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, ncols, 1.0, 0.0,
-                    &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
+        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, p.y_plane, 1.0,
+                    0.0, &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
 
 
 cdef void _gemm_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -154,3 +155,24 @@ cdef void _im2col_forward(const conv_args *p, int nthreads) noexcept nogil:
     else:
         for t in range(tasks):
             _conv_gemm_task(p, t, nthreads, p.ws, p.ws_stride)
+
+
+cdef void _banded_forward(const conv_args *p, int nthreads) noexcept nogil:
+    """Implicit im2col band by band (see conv_band): each band a conv of its own kernel
+    rows over its output rows, written in place into the output channels."""
+    cdef conv_args q
+    cdef const conv_band *band
+    cdef int d = p.band_dim, i
+    cdef int64_t inner = 1, b
+    for i in range(d + 1, 3):
+        inner *= p.geom.out_size[i]
+    for b in range(p.nbands):
+        band = &p.bands[b]
+        q = p[0]
+        q.algo = ALGO_IM2COL
+        q.geom.out_size[d] = band.o1 - band.o0
+        q.geom.pb[d] = band.pb
+        q.geom.k[d] = band.k
+        q.packed = band.packed
+        q.y_first = band.o0 * inner
+        _im2col_forward(&q, nthreads)
