@@ -107,11 +107,15 @@ cdef struct phase_copy:
 
 cdef struct conv_band:
     # Output rows [o0, o1) of the band dimension (the first spatial dim with more than one
-    # output) over which the same kernel rows read inside the input: those rows only, as a
-    # conv of k rows at begin padding pb (negative when the band starts inside the map,
-    # never reaching padding). All int64-sized: stored in an int64 ndarray.
+    # output) and, for 2-D, columns [c0, c1), over which the same kernel taps read inside
+    # the input: those taps only, as a conv of k rows (ck columns) at begin padding pb
+    # (cpb), negative when the band starts inside the map (it never reaches padding). All
+    # int64-sized: stored in an int64 ndarray.
     int64_t o0, o1, pb, k
-    const packed_a *packed   # one per group: the weights of those kernel rows
+    int64_t c0, c1, cpb, ck  # the whole row (0, ow, pb, kw) unless columns are split
+    const packed_a *packed   # one per group: the weights of those taps
+    const int64_t *off       # unit column stride and every tap inside: B row k of the band
+                             # starts at x + off[k] (packed with plain copies), else NULL
 
 
 cdef struct conv_args:
@@ -136,6 +140,9 @@ cdef struct conv_args:
     int band_dim             # ALGO_BANDED: the spatial dim split into bands, and the bands
     int64_t nbands
     const conv_band *bands
+    const int64_t *band_off  # one band's (see conv_band.off)
+    bint band_cols           # columns split too: each band computed into per-thread
+    int64_t band_mblocks     # scratch, then copied out; its rows split in this many blocks
     const pyconv_sgemm_kernel *kernel    # the plan's: epilogues of the direct paths
     const pyconv_dwconv_kernel *dw_kernel    # its depthwise rows
     float *ws                # per-thread scratch: slot * ws_stride floats in
@@ -262,6 +269,17 @@ cdef tuple _tap_crop(const pyconv_conv_geom *g):
             return None
         crop.append((lo, hi))
     return tuple(crop)
+
+
+cdef object _tap_offsets(const pyconv_conv_geom *g, int64_t cin_g, pb, k):
+    """Start of B row (c, a, b, e) in the image of one (image, group), for taps k at
+    padding pb that read inside the input at output (0, 0, 0)."""
+    h, w = g.in_size[1], g.in_size[2]
+    t = [np.arange(k[i], dtype=np.int64) * g.dl[i] - pb[i] for i in range(3)]
+    off = (np.arange(cin_g, dtype=np.int64)[:, None, None, None] * (g.in_size[0] * h * w)
+           + t[0][None, :, None, None] * (h * w) + t[1][None, None, :, None] * w
+           + t[2][None, None, None, :])
+    return off.reshape(-1)
 
 
 cdef list _tap_bands(const pyconv_conv_geom *g, int d):
@@ -429,6 +447,16 @@ cdef class ConvKernel:
         return {ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded",
                 ALGO_BANDED: "banded"}.get(self._g.algo, "im2col")
 
+    @property
+    def last_bands(self):
+        """The output boxes of the last run's bands (see conv_band), ((o0, o1), (c0, c1))
+        each, along the band dim and the columns; () when it ran another path."""
+        if self._gkey is None or self._g.algo != ALGO_BANDED:
+            return ()
+        words = sizeof(conv_band) // 8
+        r = self._goffsets[:self._g.nbands * words].reshape(-1, words)
+        return tuple(((int(b[0]), int(b[1])), (int(b[4]), int(b[5]))) for b in r)
+
     def run(self, x, out, stride, pads_begin, dilation, residual=None, activation=None,
             float act_alpha=0.0, float act_beta=0.0):
         """Runs on x (N, C_in, *spatial) into out (N, C_out, *out_spatial), both float32
@@ -503,6 +531,8 @@ cdef class ConvKernel:
         p.y_first = 0
         p.nbands = 0
         p.bands = NULL
+        p.band_cols = False
+        p.band_off = NULL
         cw = self._whole
         crop = None if self.transposed else _tap_crop(g)
         if crop is not None:
@@ -524,53 +554,108 @@ cdef class ConvKernel:
         cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
         cdef int forced = self.ctx.conv_algorithm
         cdef int64_t cost = 0
-        p.algo = _choose_algorithm(p, kern, threads_for(_conv_macs(p, False), self.ctx.nthreads),
+        cdef int nthreads = threads_for(_conv_macs(p, False), self.ctx.nthreads)
+        p.algo = _choose_algorithm(p, kern, nthreads,
                                    ALGO_AUTO if forced == ALGO_BANDED else forced, &cost)
         if forced == ALGO_AUTO or forced == ALGO_BANDED:
-            bands = self._banded(p, crop, cost, forced == ALGO_BANDED)
+            bands = self._banded(p, crop, cost, forced == ALGO_BANDED, nthreads)
             if bands is not None:
                 return bands
         if p.algo != ALGO_IM2COL:
             return _phase_copy_setup(p, kern)
         return None
 
-    cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced):
-        """Splits the outer output rows into bands of constant in-input kernel rows (see
-        conv_band) when the banded im2col costs less than `best` (or `forced`); returns
-        the bands (int64 ndarray, the conv_band structs) and sets p, or None."""
+    cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced,
+                        int nthreads):
+        """Splits the outer output rows into bands of constant in-input kernel rows, for
+        2-D also the columns (see conv_band), when the banded im2col costs less than
+        `best` (or `forced`); returns the bands (int64 ndarray, the conv_band structs) and
+        sets p, or None."""
         cdef pyconv_conv_geom *g = &p.geom
         cdef int d = 0, i
-        cdef int64_t cost = 0, inner = 1, kother, m = p.cout // p.groups, n, kb
+        cdef int64_t rows_cost = 0, cols_cost = 0, inner = 1, kother, kb, n
+        cdef int64_t m = p.cout // p.groups, cin_g = p.cin // p.groups, mpanels
         while d < 2 and g.out_size[d] == 1:
             d += 1      # the first dim with several outputs: its bands are contiguous
         for i in range(d + 1, 3):
             inner *= g.out_size[i]
         runs = _tap_bands(g, d)
-        if len(runs) < 2 or any(r[2] == r[3] for r in runs):
-            return None         # one band: nothing to skip; a band of no taps: bias only
-        kother = p.cin // p.groups * _volume(g.k) // g.k[d]
+        cols = [[0, g.out_size[2], 0, g.k[2]]]
+        if d == 1:
+            cols = _tap_bands(g, 2)
+        if any(r[2] == r[3] for r in runs + cols):
+            return None         # a band of no taps: bias only (not worth a path)
+        kother = cin_g * _volume(g.k) // g.k[d]
         for r in runs:      # _im2col_cost of each band, plus a pass over the GEMM per band
             kb = kother * (r[3] - r[2])
             n = (r[1] - r[0]) * inner
-            cost += m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
-        if not forced and cost >= best:
+            rows_cost += m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
+        # Rows and columns: each band also copied out of scratch (2 per output value).
+        for r in runs:
+            for c in cols:
+                kb = cin_g * (r[3] - r[2]) * (c[3] - c[2])
+                n = (r[1] - r[0]) * (c[1] - c[0])
+                cols_cost += (m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
+                              + 2 * m * n)
+        p.band_cols = len(cols) > 1 and cols_cost < rows_cost
+        if not p.band_cols:
+            cols = [[0, g.out_size[2], 0, g.k[2]]]
+            if len(runs) < 2:
+                return None     # one band: nothing to skip
+        if not forced and min(rows_cost, cols_cost) >= best:
             return None
         if crop is None:
             crop = tuple((0, g.k[i]) for i in range(3))
-        bands = np.zeros((len(runs), sizeof(conv_band) // 8), dtype=np.int64)
-        cdef conv_band *bv = <conv_band *>cnp.PyArray_DATA(<cnp.ndarray>bands)
-        for i, r in enumerate(runs):
-            # kernel rows [a, b) of the cropped kernel are rows crop[d][0] + a.. of the whole
-            sub = list(crop)
-            sub[d] = (crop[d][0] + r[2], crop[d][0] + r[3])
-            bv[i].o0 = r[0]
-            bv[i].o1 = r[1]
-            bv[i].pb = g.pb[d] - r[0] * g.s[d] - r[2] * g.dl[d]
-            bv[i].k = r[3] - r[2]
-            bv[i].packed = (<_CroppedWeights>self._weights_for(tuple(sub))).views
+        # Bands whose taps all read inside the input (split both ways, or the 1-D ones)
+        # at unit column stride are packed by plain copies from B-row offsets, stored
+        # after the band structs.
+        cdef bint inside = (p.band_cols or d == 2) and g.s[2] == 1
+        cdef int64_t nb = len(runs) * len(cols), words = sizeof(conv_band) // 8
+        cdef int64_t koff = nb * words
+        if inside:       # every band's K: its taps along d (and the columns), all others
+            koff += sum(kother * (r[3] - r[2]) // (g.k[2] if p.band_cols else 1)
+                        * (c[3] - c[2] if p.band_cols else 1) for r in runs for c in cols)
+        bands = np.zeros(koff, dtype=np.int64)
+        cdef int64_t *words_p = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>bands)
+        cdef conv_band *bv = <conv_band *>words_p
+        koff = nb * words
+        i = 0
+        for r in runs:
+            for c in cols:
+                # taps [a, b) of the cropped kernel are taps crop[d][0] + a.. of the whole
+                sub = list(crop)
+                sub[d] = (crop[d][0] + r[2], crop[d][0] + r[3])
+                if p.band_cols:
+                    sub[2] = (crop[2][0] + c[2], crop[2][0] + c[3])
+                bv[i].o0 = r[0]
+                bv[i].o1 = r[1]
+                bv[i].pb = g.pb[d] - r[0] * g.s[d] - r[2] * g.dl[d]
+                bv[i].k = r[3] - r[2]
+                bv[i].c0 = c[0]
+                bv[i].c1 = c[1]
+                bv[i].cpb = g.pb[2] - c[0] * g.s[2] - c[2] * g.dl[2]
+                bv[i].ck = c[3] - c[2]
+                bv[i].packed = (<_CroppedWeights>self._weights_for(tuple(sub))).views
+                bv[i].off = NULL
+                if inside:
+                    pb = [g.pb[0], g.pb[1], g.pb[2]]
+                    kk = [g.k[0], g.k[1], g.k[2]]
+                    pb[d], kk[d] = bv[i].pb, bv[i].k
+                    if p.band_cols:
+                        pb[2], kk[2] = bv[i].cpb, bv[i].ck
+                    off = _tap_offsets(g, cin_g, pb, kk)
+                    bands[koff:koff + off.size] = off
+                    bv[i].off = words_p + koff
+                    koff += off.size
+                i += 1
         p.algo = ALGO_BANDED
         p.band_dim = d
-        p.nbands = len(runs)
+        p.nbands = i
+        # column-split bands: enough tasks for the threads, rows split if need be
+        mpanels = (m + p.packed[0].kernel.mr - 1) // p.packed[0].kernel.mr
+        n = i * p.batch * p.groups
+        p.band_mblocks = (1 if nthreads == 1 else
+                          max(<int64_t>1, min(mpanels, (4 * nthreads + n - 1) // n)))
         return bands
 
     cdef object _execute(self, const conv_args *geometry, object offsets, x, out, residual):
@@ -603,7 +688,7 @@ cdef class ConvKernel:
                 ncols = _volume(p.geom.out_size)
                 ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
                 for b in range(p.nbands):      # blocks are sized by K: take the largest
-                    ws_stride = max(ws_stride, sgemm_workspace_floats(p.bands[b].packed, ncols, 1))
+                    ws_stride = max(ws_stride, _band_workspace_floats(&p, &p.bands[b]))
                 ws = workspace_floats(ws_stride * nthreads)
             p.ws = ws
             p.ws_stride = ws_stride

@@ -84,6 +84,9 @@ def test_aspp_plans_skip_padding_taps(rng, dilation, expected):
     plan = F.ConvPlan(w, None, padding=dilation, dilation=dilation)
     assert_close(plan.run(x), R.conv_nd(x, w, None, 1, dilation, dilation, dilation, 1), 288)
     assert plan.kernel.last_algorithm == expected
+    if expected == "banded":      # rows and columns: interior, 4 edges, 4 corners
+        assert plan.kernel.last_bands == tuple((r, c) for r in ((0, 8), (8, 12), (12, 20))
+                                               for c in ((0, 8), (8, 12), (12, 20)))
 
 
 def test_tcn_1d_takes_phase_copy_path(rng):
