@@ -58,12 +58,18 @@ cdef extern from "dwconv.h" nogil:
     ctypedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g,
                                            const pyconv_dw_channel *c, int64_t zd, int64_t y0,
                                            int64_t y1, float *ws) noexcept nogil
+    ctypedef void (*pyconv_dwconv_channels_fn)(const pyconv_conv_geom *g, const float *x,
+                                               const float *taps, float *y, int64_t nch,
+                                               float *ws) noexcept nogil
     ctypedef struct pyconv_dwconv_kernel:
         const char *isa
         const char *name
         pyconv_dwconv_rows_fn rows
+        pyconv_dwconv_channels_fn channels
+        int lanes
     const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa)
     int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, int64_t rows)
+    int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g, int64_t lanes)
 
 
 cdef inline int64_t _volume(const int64_t *size) noexcept nogil:
@@ -134,6 +140,7 @@ cdef struct conv_args:
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
+    bint dw_channels         # depthwise on a small map: dw_kernel.lanes channels per task
     int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
                              # ALGO_BANDED
     phase_copy pc
