@@ -140,7 +140,8 @@ def test_layer(benchmark, impl, case, threads):
 
 # --- Convolution layers ----------------------------------------------------------------
 
-# name: (C_in, C_out, size, kernel, stride, padding, dilation, groups, transposed, out_pad)
+# name: (C_in, C_out, size, kernel, stride, padding, dilation, groups, transposed, out_pad
+#        [, spatial dims: 2 unless given])
 CONV_CASES = {
     "conv3x3 64-64 @56": (64, 64, 56, 3, 1, 1, 1, 1, False, 0),
     "conv3x3 256-256 @14": (256, 256, 14, 3, 1, 1, 1, 1, False, 0),
@@ -153,24 +154,43 @@ CONV_CASES = {
     "convT4x4/2 128-64 @28": (128, 64, 28, 4, 2, 1, 1, 1, True, 0),
     "convT3x3/2 op1 64-32 @56": (64, 32, 56, 3, 2, 1, 1, 1, True, 1),
     "dwconvT4x4/2 64 @56": (64, 64, 56, 4, 2, 1, 1, 64, True, 0),
+    # DeepLabV3's ASPP: dilation past the 20x20 map, taps that read only padding skipped
+    "aspp3x3 d12 320-64 @20": (320, 64, 20, 3, 1, 12, 12, 1, False, 0),
+    "aspp3x3 d24 320-64 @20": (320, 64, 20, 3, 1, 24, 24, 1, False, 0),
+    "aspp3x3 d36 320-64 @20": (320, 64, 20, 3, 1, 36, 36, 1, False, 0),
+    # small maps: MobileNetV3's last stages, the bundled shapes classifier's layers
+    "dwconv5x5 672 @7": (672, 672, 7, 5, 1, 2, 1, 672, False, 0),
+    "dwconv5x5 672 @14": (672, 672, 14, 5, 1, 2, 1, 672, False, 0),
+    "dwconv3x3 960 @7": (960, 960, 7, 3, 1, 1, 1, 960, False, 0),
+    "dwconv5x5/2 240 @14": (240, 240, 14, 5, 2, 2, 1, 240, False, 0),
+    "conv3x3 d2 16-32 @32": (16, 32, 32, 3, 1, 2, 2, 1, False, 0),
+    "conv3x3 d2 64-64 @8": (64, 64, 8, 3, 1, 2, 2, 1, False, 0),
+    "gconv3x3 g4 64-64 @8": (64, 64, 8, 3, 1, 1, 1, 4, False, 0),
+    "conv3x3 64-64 @16": (64, 64, 16, 3, 1, 1, 1, 1, False, 0),
+    # 1-D TCN layers (torch TCNs pad (k-1)*d on both sides, then trim the right end)
+    "tcn1d k3 d1 128 @400": (128, 128, 400, 3, 1, 2, 1, 1, False, 0, 1),
+    "tcn1d k3 d8 128 @400": (128, 128, 400, 3, 1, 16, 8, 1, False, 0, 1),
+    "tcn1d k3 d4 256 @1000": (256, 256, 1000, 3, 1, 8, 4, 1, False, 0, 1),
 }
 
 
 def make_case(name):
-    cin, cout, size, k, s, p, d, g, transposed, op = CONV_CASES[name]
+    cin, cout, size, k, s, p, d, g, transposed, op, *rest = CONV_CASES[name]
+    nd = rest[0] if rest else 2
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, cin, size, size), dtype=np.float32)
-    wshape = (cin, cout // g, k, k) if transposed else (cout, cin // g, k, k)
-    w = (rng.standard_normal(wshape) / np.sqrt(cin // g * k * k)).astype(np.float32)
+    x = rng.standard_normal((1, cin) + (size,) * nd, dtype=np.float32)
+    wshape = (cin, cout // g) if transposed else (cout, cin // g)
+    w = (rng.standard_normal(wshape + (k,) * nd) / np.sqrt(cin // g * k ** nd)).astype(
+        np.float32)
     b = rng.standard_normal(cout, dtype=np.float32)
     if transposed:
         out = arithmetic.conv_transpose_output_size(size, k, s, p, p, d, op)
-        flops = 2.0 * cin * size * size * (cout // g) * k * k
+        flops = 2.0 * cin * size ** nd * (cout // g) * k ** nd
     else:
         out = arithmetic.conv_output_size(size, k, s, p, p, d)
-        flops = 2.0 * cout * out * out * (cin // g) * k * k
+        flops = 2.0 * cout * out ** nd * (cin // g) * k ** nd
     return dict(x=x, w=w, b=b, k=k, s=s, p=p, d=d, g=g, transposed=transposed, op=op,
-                flops=flops, out=out)
+                flops=flops, out=out, nd=nd)
 
 
 def pyconv_runner(c):
@@ -181,10 +201,11 @@ def pyconv_runner(c):
 
 def onnxruntime_runner(c, threads):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference here")
-    attrs = dict(kernel_shape=[c["k"]] * 2, strides=[c["s"]] * 2, pads=[c["p"]] * 4,
-                 dilations=[c["d"]] * 2, group=c["g"])
+    nd = c["nd"]
+    attrs = dict(kernel_shape=[c["k"]] * nd, strides=[c["s"]] * nd, pads=[c["p"]] * 2 * nd,
+                 dilations=[c["d"]] * nd, group=c["g"])
     if c["transposed"]:
-        attrs["output_padding"] = [c["op"]] * 2
+        attrs["output_padding"] = [c["op"]] * nd
     model = single_node_model("ConvTranspose" if c["transposed"] else "Conv", c["x"].shape,
                               attrs, {"w": c["w"], "b": c["b"]})
     opts = ort.SessionOptions()
@@ -198,6 +219,19 @@ def numpy_runner(c):
     """im2col with sliding_window_view + one matmul per group (col2im for transposed)."""
     w, b, k, s, p, d, g = c["w"], c["b"], c["k"], c["s"], c["p"], c["d"], c["g"]
     keff = (k - 1) * d + 1
+    if c["nd"] == 1:
+        def conv1(x):
+            n, cin, length = x.shape
+            xp = np.pad(x, ((0, 0), (0, 0), (p, p)))
+            win = sliding_window_view(xp, keff, axis=2)[:, :, ::s, ::d]    # (N, C, Lo, k)
+            cin_g, cout_g = cin // g, w.shape[0] // g
+            out = np.empty((n, w.shape[0], win.shape[2]), np.float32)
+            for gi in range(g):
+                cg = win[:, gi * cin_g:(gi + 1) * cin_g]
+                out[:, gi * cout_g:(gi + 1) * cout_g] = np.einsum(
+                    "nclk,ock->nol", cg, w[gi * cout_g:(gi + 1) * cout_g])
+            return out + b[:, None]
+        return conv1
 
     def conv(x):
         n, cin, h, _ = x.shape
@@ -235,7 +269,9 @@ def numpy_runner(c):
 def torch_runner(c):
     torch = pytest.importorskip("torch", reason="torch not installed")
     w, b = torch.from_numpy(c["w"]), torch.from_numpy(c["b"])
-    if c["transposed"]:
+    if c["nd"] == 1:
+        fn = lambda x: torch.nn.functional.conv1d(x, w, b, c["s"], c["p"], c["d"], c["g"])
+    elif c["transposed"]:
         fn = lambda x: torch.nn.functional.conv_transpose2d(x, w, b, c["s"], c["p"], c["op"],
                                                             c["g"], c["d"])
     else:

@@ -2,8 +2,9 @@
 #
 # Every problem is handled as 3-D (1-D and 2-D get leading size-1 spatial dims). This file
 # is the planning module: ConvKernel packs the weights (create); ConvKernel.reshape
-# resolves an input shape into a frozen ConvReshape (the conv_args geometry, the algorithm
-# and its task split, the workspace size); ConvKernel.run only computes; ConvCall is a
+# resolves an input shape into a frozen ConvReshape (the conv_args geometry, the taps kept
+# and the weights cropped to them, the algorithm, its bands or offsets and its task split,
+# the workspace size); ConvKernel.run only computes; ConvCall is a
 # reshape bound to an output buffer. The algorithms live in the included files:
 #  - conv_im2col.pxi: general conv, per (batch, group) GEMM  W_g (Cout_g x Cin_g*kvol) @
 #    im2col(x_ng), the im2col matrix never built (B panels packed straight from the image,
@@ -58,12 +59,18 @@ cdef extern from "dwconv.h" nogil:
     ctypedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g,
                                            const pyconv_dw_channel *c, int64_t zd, int64_t y0,
                                            int64_t y1, float *ws) noexcept nogil
+    ctypedef void (*pyconv_dwconv_channels_fn)(const pyconv_conv_geom *g, const float *x,
+                                               const float *taps, float *y, int64_t nch,
+                                               float *ws) noexcept nogil
     ctypedef struct pyconv_dwconv_kernel:
         const char *isa
         const char *name
         pyconv_dwconv_rows_fn rows
+        pyconv_dwconv_channels_fn channels
+        int lanes
     const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa)
     int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, int64_t rows)
+    int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g, int64_t lanes)
 
 
 cdef inline int64_t _volume(const int64_t *size) noexcept nogil:
@@ -81,6 +88,8 @@ cdef enum:
     ALGO_IM2COL = 1          # implicit im2col packed straight from the image (any rank)
     ALGO_SHIFTED = 2         # shifted-B micro-kernel on the phase copy (1-D / 2-D)
     ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
+    ALGO_BANDED = 4          # implicit im2col per band of outer output rows, each with only
+                             # the kernel rows that read the input there (see conv_band)
 
 
 cdef struct phase_copy:
@@ -103,13 +112,28 @@ cdef struct phase_copy:
     const int64_t *off       # C_in_g * kvol B-row offsets
 
 
+cdef struct conv_band:
+    # Output rows [o0, o1) of the band dimension (the first spatial dim with more than one
+    # output) and, for 2-D, columns [c0, c1), over which the same kernel taps read inside
+    # the input: those taps only, as a conv of k rows (ck columns) at begin padding pb
+    # (cpb), negative when the band starts inside the map (it never reaches padding). All
+    # int64-sized: stored in an int64 ndarray.
+    int64_t o0, o1, pb, k
+    int64_t c0, c1, cpb, ck  # the whole row (0, ow, pb, kw) unless columns are split
+    const packed_a *packed   # one per group: the weights of those taps
+    const int64_t *off       # unit column stride and every tap inside: B row k of the band
+                             # starts at x + off[k] (packed with plain copies), else NULL
+
+
 cdef struct conv_args:
     const float *x
     float *y
     const float *weight      # unpacked, (Cout, Cin_g, kvol): the depthwise kernels read it
     const float *bias
     const float *residual    # same layout as y, or NULL
-    const packed_a *packed   # one per group (GEMM paths)
+    const packed_a *packed   # one per group (GEMM paths), of the taps kept (see _tap_crop)
+    int64_t y_plane          # floats per output channel (a band computes part of it)
+    int64_t y_first          # first output value of this band in each channel
     int64_t batch, groups, cin, cout
     pyconv_conv_geom geom    # spatial geometry, read in place by the im2col packing and the
                              # depthwise kernels
@@ -117,8 +141,16 @@ cdef struct conv_args:
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
-    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED or ALGO_PADDED
+    bint dw_channels         # depthwise on a small map: dw_kernel.lanes channels per task
+    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
+                             # ALGO_BANDED
     phase_copy pc
+    int band_dim             # ALGO_BANDED: the spatial dim split into bands, and the bands
+    int64_t nbands
+    const conv_band *bands
+    const int64_t *band_off  # one band's (see conv_band.off)
+    bint band_cols           # columns split too: each band computed into per-thread
+    int64_t band_mblocks     # scratch, then copied out; its rows split in this many blocks
     const pyconv_sgemm_kernel *kernel    # the plan's: epilogues of the direct paths
     const pyconv_dwconv_kernel *dw_kernel    # its depthwise rows
     float *ws                # per-thread scratch: slot * ws_stride floats in
@@ -127,11 +159,10 @@ cdef struct conv_args:
 
 cdef inline void _fill_epilogue(const conv_args *p, int64_t first_channel, int64_t n,
                                 pyconv_epilogue *ep) noexcept nogil:
-    cdef int64_t plane = _volume(p.geom.out_size)
     ep.bias = p.bias + first_channel if p.bias != NULL else NULL
-    ep.residual = (p.residual + (n * p.cout + first_channel) * plane
+    ep.residual = (p.residual + (n * p.cout + first_channel) * p.y_plane + p.y_first
                    if p.residual != NULL else NULL)
-    ep.ldr = plane
+    ep.ldr = p.y_plane
     ep.act = p.act
     ep.act_a = p.act_a
     ep.act_b = p.act_b
@@ -147,15 +178,17 @@ include "conv_transposed.pxi"
 # The plan: algorithm choice, packed weights, reshape and run.
 
 _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
-               "padded": ALGO_PADDED}
+               "padded": ALGO_PADDED, "banded": ALGO_BANDED}
 
 
 def set_algorithm(name):
     """Forces the dense-convolution algorithm of plans made afterwards (their execution
     context keeps it): 'auto' (the default: per shape), 'im2col' (implicit im2col packed
     from the image), 'shifted' (GEMM reading B in place from a padded copy of the input)
-    or 'padded' (im2col packed from that copy); the last two are 1-D / 2-D only, other
-    shapes keep their usual path. For tests and benchmarks; returns the previous
+    or 'padded' (im2col packed from that copy), the last two 1-D / 2-D only, or 'banded'
+    (im2col per band of outer output rows, each with only the kernel rows that read the
+    input there, wherever that skips any); other shapes keep their usual path. Taps that
+    read only padding for every output are dropped under any setting. For tests and benchmarks; returns the previous
     setting."""
     if name not in _ALGORITHMS:
         raise ValueError(f"algorithm must be one of {sorted(_ALGORITHMS)}, got {name!r}")
@@ -168,23 +201,33 @@ def get_algorithm():
     return {v: k for k, v in _ALGORITHMS.items()}[_gemm.get_default_conv_algorithm()]
 
 
+cdef int64_t _im2col_cost(const conv_args *p) noexcept nogil:
+    """Implicit im2col per group in multiply-add equivalents (see _choose_algorithm)."""
+    cdef int64_t k = p.cin // p.groups * _volume(p.geom.k), n = _volume(p.geom.out_size)
+    return p.cout // p.groups * k * ((n + 15) // 16 * 16) + 12 * k * n
+
+
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
-                           int nthreads, int forced) noexcept:
-    """The cheapest path by a cost model in multiply-add equivalents per group, for
-    2-D (and 1-D) dense convs: every path computes M x K x (its columns): the shifted
-    one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row), the
-    others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
+                           int nthreads, int forced, int64_t *cost) noexcept:
+    """The cheapest path by a cost model in multiply-add equivalents per group (returned in
+    cost), for 2-D (and 1-D) dense convs: every path computes M x K x (its columns): the
+    shifted one whole NR-wide chunks of the oh x wq grid (wq - ow extra columns per row),
+    the others the oh*ow columns in vectors of 16. Packing costs about 12 multiply-adds per
     value from the image (bounds and zero fill per run) and 8 from the phase copy, which
     itself costs 2 per value it holds (fitted to 17 layer shapes on AVX-512). With more
     threads than NR-wide column panels, padded im2col splits the rows too and every row
-    block packs the same B (see _padded_split); the shifted path reads B in place."""
+    block packs the same B (see _padded_split); the shifted path reads B in place. K
+    counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
+    can make negative."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
+    im2col = _im2col_cost(p)
+    cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
             or g.s[0] != 1 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
-            or g.s[2] > PYCONV_MAX_PHASE_STRIDE):
+            or g.s[2] > PYCONV_MAX_PHASE_STRIDE or g.pb[1] < 0 or g.pb[2] < 0):
         return ALGO_IM2COL
-    if forced != ALGO_AUTO:
+    if forced == ALGO_SHIFTED or forced == ALGO_PADDED:
         return forced
     if g.k[1] * g.k[2] == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
@@ -205,10 +248,62 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))
     padded = gemm + 8 * k * n * packers + copy
-    im2col = gemm + 12 * k * n
     if shifted <= padded and shifted <= im2col:
+        cost[0] = shifted
         return ALGO_SHIFTED
+    cost[0] = min(padded, im2col)
     return ALGO_PADDED if padded < im2col else ALGO_IM2COL
+
+
+cdef tuple _tap_crop(const pyconv_conv_geom *g):
+    """Per spatial dim, the taps [lo, hi) that read inside the input for at least one
+    output position (a contiguous range: the positions a tap reads shift with it). Taps
+    outside it read only padding everywhere and are dropped from the kernel (ASPP's
+    dilation 36 on a 20x20 map keeps the centre tap: a 1x1 conv). None when some dim has
+    no such tap (every output is the bias there): the kernel is kept whole."""
+    cdef int64_t t, lo, hi, olo, ohi
+    crop = []
+    for i in range(3):
+        lo = -1
+        hi = -1
+        for t in range(g.k[i]):
+            pyconv_inside_range(t * g.dl[i] - g.pb[i], g.s[i], 1, g.in_size[i],
+                                g.out_size[i], &olo, &ohi)
+            if ohi > olo:
+                if lo < 0:
+                    lo = t
+                hi = t + 1
+        if lo < 0:
+            return None
+        crop.append((lo, hi))
+    return tuple(crop)
+
+
+cdef object _tap_offsets(const pyconv_conv_geom *g, int64_t cin_g, pb, k):
+    """Start of B row (c, a, b, e) in the image of one (image, group), for taps k at
+    padding pb that read inside the input at output (0, 0, 0)."""
+    h, w = g.in_size[1], g.in_size[2]
+    t = [np.arange(k[i], dtype=np.int64) * g.dl[i] - pb[i] for i in range(3)]
+    off = (np.arange(cin_g, dtype=np.int64)[:, None, None, None] * (g.in_size[0] * h * w)
+           + t[0][None, :, None, None] * (h * w) + t[1][None, None, :, None] * w
+           + t[2][None, None, None, :])
+    return off.reshape(-1)
+
+
+cdef list _tap_bands(const pyconv_conv_geom *g, int d):
+    """Runs of outputs along dim d over which the same taps read inside the input:
+    [(o0, o1, a, b)] with taps [a, b) (contiguous, as in _tap_crop)."""
+    cdef int64_t o, a, b
+    bands = []
+    last = None
+    for o in range(g.out_size[d]):
+        pyconv_inside_range(o * g.s[d] - g.pb[d], g.dl[d], 1, g.in_size[d], g.k[d], &a, &b)
+        if bands and last[2] == a and last[3] == b:     # (no negative indexing here)
+            last[1] = o + 1
+        else:
+            last = [o, o + 1, a, b]
+            bands.append(last)
+    return bands
 
 
 cdef float *_float_data(object a, str name, bint write) except? NULL:
@@ -242,15 +337,52 @@ cdef tuple _as3(tuple t, int64_t fill):
     return (fill,) * (3 - len(t)) + t
 
 
-_ALGORITHM_NAMES = {ALGO_IM2COL: "im2col", ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded"}
+_ALGORITHM_NAMES = {ALGO_IM2COL: "im2col", ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded",
+                    ALGO_BANDED: "banded"}
+
+
+cdef class _CroppedWeights:
+    """A kernel's weights (all taps or a crop of them, see _tap_crop): unpacked for the
+    direct kernels, packed per group for the GEMM paths. Packed once per crop (the
+    ConvKernel's crop cache) and held by every ConvReshape that uses it, so the raw
+    pointers in the reshape's conv_args and band descriptors stay valid."""
+    cdef object weight          # (C_out, C_in_g, *k) or transposed layout, C-contiguous
+    cdef list mats              # PackedMatrix per group (GEMM paths)
+    cdef object raw             # bytearray holding one packed_a per group
+    cdef const float *wptr
+    cdef packed_a *views
+
+    def __init__(self, ConvKernel owner, weight):
+        self.weight = weight
+        self.mats = []
+        self.views = NULL
+        cdef const float[::1] wflat = weight.reshape(-1)
+        self.wptr = &wflat[0] if wflat.shape[0] else NULL
+        if owner.direct:
+            return
+        cdef int64_t groups = owner.groups, g
+        cdef int64_t cin_g = owner.cin // groups, cout_g = owner.cout // groups
+        cdef int64_t kvol = int(np.prod(weight.shape[2:]))
+        for g in range(groups):
+            if owner.transposed:
+                wg = weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
+            else:
+                wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
+            self.mats.append(PackedMatrix(wg, owner.context))
+        self.raw = bytearray(groups * sizeof(packed_a))
+        cdef unsigned char[::1] rv = self.raw
+        self.views = <packed_a *>&rv[0]
+        for g in range(groups):
+            self.views[g] = (<PackedMatrix>self.mats[g]).view
 
 
 cdef class ConvReshape:
     """One input shape of a :class:`ConvKernel` resolved once (the reshape step of
-    create -> reshape -> run): the output shape, the geometry, the algorithm and its task
-    split for the kernel's threads, and the workspace a run needs. Immutable; made by
-    :meth:`ConvKernel.reshape` (through :meth:`pyconv.functional.ConvPlan.reshape`) and
-    used as is by every run and bound call.
+    create -> reshape -> run): the output shape, the geometry, the taps kept (_tap_crop)
+    and, for 'banded', the bands, the algorithm and its task split for the kernel's
+    threads, and the workspace a run needs. Immutable; made by :meth:`ConvKernel.reshape`
+    (through :meth:`pyconv.functional.ConvPlan.reshape`) and used as is by every run and
+    bound call.
 
     Attributes
     ----------
@@ -258,12 +390,16 @@ cdef class ConvReshape:
         (N, C_in, *spatial) and (N, C_out, *out_spatial).
     strides, dilations, pads_begin, pads_end, output_padding : tuple of int
         The resolved geometry, one value per spatial dim (``auto_pad`` / ``output_shape``
-        applied; ``output_padding`` zeros for a convolution).
+        applied; ``output_padding`` zeros for a convolution), as given: before the taps
+        that read only padding are dropped.
     geometry : pyconv.arithmetic.ConvGeometry
         The same as the arithmetic helper returned it.
     algorithm : str
-        'depthwise', 'pointwise', 'im2col', 'shifted' or 'padded'; 'col2im' or
+        'depthwise', 'pointwise', 'im2col', 'shifted', 'padded' or 'banded'; 'col2im' or
         'depthwise' for a transposed convolution.
+    bands : tuple
+        'banded': the output boxes of its bands, ((o0, o1), (c0, c1)) each, along the
+        band dim and the columns (see conv_band); () on the other paths.
     num_threads : int
         Threads a run uses (the context's, fewer for a small problem).
     workspace_bytes : int
@@ -271,14 +407,17 @@ cdef class ConvReshape:
     """
     cdef ConvKernel kernel
     cdef conv_args p            # geometry part of the arguments; data pointers set per run
-    cdef object offsets         # phase-copy B-row offsets (int64 ndarray), or None
+    cdef object offsets         # int64 ndarray: phase-copy B-row offsets, or the band
+                                # descriptors (conv_band) and their B-row offsets; or None
+    cdef _CroppedWeights weights    # the taps kept: p.weight / p.packed point into it
+    cdef tuple band_weights     # each band's taps: its conv_band.packed points into them
     cdef int nthreads
     cdef int64_t ws_floats      # workspace floats a run asks for
     cdef int64_t cols_floats    # transposed GEMM: the columns' part of it
     cdef int ndim
     cdef cnp.npy_intp x_dims[5]
     cdef cnp.npy_intp y_dims[5]
-    cdef readonly tuple input_shape, output_shape, strides, dilations
+    cdef readonly tuple input_shape, output_shape, strides, dilations, bands
     cdef readonly object geometry
     cdef readonly str algorithm
 
@@ -329,12 +468,10 @@ cdef class ConvKernel:
     cdef readonly int64_t groups, cin, cout, nspatial
     cdef readonly bint transposed, direct
     cdef readonly tuple kernel_shape
-    cdef list _packed_mats
-    cdef object _views          # bytearray holding one packed_a per group
-    cdef packed_a *_pviews      # its data (never resized, so the pointer stays valid)
-    cdef const float *_wptr     # self.weight / self.bias data (owned, never reassigned)
-    cdef const float *_bptr
-    cdef object _last           # the ConvReshape of the last run (last_algorithm)
+    cdef const float *_bptr     # self.bias data (owned, never reassigned)
+    cdef object _crops          # tap crop (3 (lo, hi) pairs) -> _CroppedWeights
+    cdef _CroppedWeights _whole # the full kernel's
+    cdef object _last           # the ConvReshape of the last run (last_algorithm, last_bands)
     cdef exec_ctx ctx
     cdef readonly object context
 
@@ -355,35 +492,28 @@ cdef class ConvKernel:
         else:
             self.cout = self.weight.shape[0]
             self.cin = self.weight.shape[1] * groups
-        cdef int64_t kvol = int(np.prod(self.kernel_shape))
-        cdef int64_t cin_g = self.cin // groups, cout_g = self.cout // groups
         # One input channel per group: direct kernels beat a K = kvol GEMM per channel.
-        self.direct = cin_g == 1
-        self._packed_mats = []
-        self._views = None
-        self._pviews = NULL
+        self.direct = (self.cin // groups) == 1
         self._last = None
-        cdef const float[::1] wflat = self.weight.reshape(-1)
-        cdef const float[::1] bflat
-        self._wptr = &wflat[0] if wflat.shape[0] else NULL
+        self._crops = {}
         self._bptr = NULL
+        cdef const float[::1] bflat
         if self.bias is not None:
             bflat = self.bias
             self._bptr = &bflat[0] if bflat.shape[0] else NULL
-        if self.direct:
-            return
-        for g in range(groups):
-            if transposed:
-                wg = self.weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
-            else:
-                wg = self.weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
-            self._packed_mats.append(PackedMatrix(wg, context))
-        self._views = bytearray(groups * sizeof(packed_a))
-        cdef unsigned char[::1] raw = self._views
-        cdef packed_a *views = <packed_a *>&raw[0]
-        for g in range(groups):
-            views[g] = (<PackedMatrix>self._packed_mats[g]).view
-        self._pviews = views
+        self._whole = _CroppedWeights(self, self.weight)
+        self._crops[tuple((0, k) for k in _as3(self.kernel_shape, 1))] = self._whole
+
+    cdef _CroppedWeights _weights_for(self, tuple crop):
+        """The weights of the taps in crop (per dim (lo, hi), 3-D), packed once per crop."""
+        cw = self._crops.get(crop)
+        if cw is None:
+            w = self.weight.reshape(self.weight.shape[:2] + _as3(self.kernel_shape, 1))
+            w = w[:, :, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1], crop[2][0]:crop[2][1]]
+            w = w.reshape(w.shape[:2] + w.shape[5 - self.nspatial:])
+            cw = _CroppedWeights(self, np.ascontiguousarray(w))
+            self._crops[crop] = cw
+        return cw
 
     @property
     def last_algorithm(self):
@@ -391,11 +521,18 @@ cdef class ConvKernel:
         the first run."""
         return None if self._last is None else (<ConvReshape>self._last).algorithm
 
+    @property
+    def last_bands(self):
+        """The bands of the last run (see :attr:`ConvReshape.bands`); () when it ran
+        another path or before the first run."""
+        return () if self._last is None else (<ConvReshape>self._last).bands
+
     def reshape(self, tuple x_shape, tuple out_shape, strides, dilations, geometry):
         """A :class:`ConvReshape` for inputs of ``x_shape`` giving ``out_shape``: the
         geometry (``strides``, ``dilations``, ``geometry.pads_begin``) validated by
-        pyconv.functional, resolved here into the kernels' struct, the algorithm chosen,
-        the work split for this kernel's threads and the workspace sized."""
+        pyconv.functional, resolved here into the kernels' struct, the taps that read
+        only padding dropped, the algorithm chosen (and its bands), the work split for
+        this kernel's threads and the workspace sized."""
         cdef ConvReshape r = ConvReshape.__new__(ConvReshape)
         cdef int i
         if not 3 <= len(x_shape) <= 5 or len(out_shape) != len(x_shape):
@@ -411,9 +548,10 @@ cdef class ConvKernel:
         for i in range(r.ndim):
             r.x_dims[i] = x_shape[i]
             r.y_dims[i] = out_shape[i]
-        r.offsets = self._geometry(&r.p, x_shape, out_shape, r.strides,
-                                   tuple(geometry.pads_begin), r.dilations)
+        self._geometry(r, x_shape, out_shape, r.strides, tuple(geometry.pads_begin),
+                       r.dilations)
         self._plan_work(r)
+        r.bands = ()
         if self.direct:
             r.algorithm = "depthwise"
         elif self.transposed:
@@ -422,6 +560,10 @@ cdef class ConvKernel:
             r.algorithm = "pointwise"
         else:
             r.algorithm = _ALGORITHM_NAMES[r.p.algo]
+            if r.p.algo == ALGO_BANDED:
+                r.bands = tuple(((r.p.bands[i].o0, r.p.bands[i].o1),
+                                 (r.p.bands[i].c0, r.p.bands[i].c1))
+                                for i in range(r.p.nbands))
         return r
 
     def run(self, ConvReshape shape not None, x, out, residual=None, activation=None,
@@ -462,10 +604,12 @@ cdef class ConvKernel:
         call.out = out
         return call
 
-    cdef object _geometry(self, conv_args *p, tuple x_shape, tuple out_shape, tuple stride,
-                          tuple pads_begin, tuple dilation):
-        """Fills the shape part of p (and the algorithm); returns the phase-copy B-row
-        offsets, or None on the other paths."""
+    cdef int _geometry(self, ConvReshape r, tuple x_shape, tuple out_shape, tuple stride,
+                       tuple pads_begin, tuple dilation) except -1:
+        """Fills the shape part of r.p: the taps kept (r.weights), the algorithm and its
+        offsets (r.offsets: phase-copy B-row offsets, or the bands, whose weights go in
+        r.band_weights)."""
+        cdef conv_args *p = &r.p
         cdef pyconv_conv_geom *g = &p.geom
         xs = _as3(x_shape[2:], 1)
         ys = _as3(out_shape[2:], 1)
@@ -474,6 +618,8 @@ cdef class ConvKernel:
         ps = _as3(pads_begin, 0)
         ds = _as3(dilation, 1)
         memset(p, 0, sizeof(conv_args))
+        r.offsets = None
+        r.band_weights = ()
         p.batch = x_shape[0]
         g.in_size = xs
         g.out_size = ys
@@ -486,27 +632,153 @@ cdef class ConvKernel:
                 g.pe[i] = (xs[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - ys[i] - ps[i]
             else:
                 g.pe[i] = (ys[i] - 1) * ss[i] + (ks[i] - 1) * ds[i] + 1 - xs[i] - ps[i]
-        p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
-                       and ps == (0, 0, 0) and xs == ys)
         p.groups = self.groups
         p.cin = self.cin
         p.cout = self.cout
-        p.packed = self._pviews
         p.kernel = self.ctx.kernel
         p.dw_kernel = pyconv_dwconv_kernel_for(self.ctx.kernel.isa)
+        p.y_plane = _volume(g.out_size)
+        p.y_first = 0
+        cw = self._whole
+        crop = None if self.transposed else _tap_crop(g)
+        if crop is not None:
+            # Taps that read only padding for every output cost nothing: a smaller kernel.
+            cw = self._weights_for(crop)
+            for i in range(3):
+                g.pb[i] -= crop[i][0] * ds[i]
+                g.k[i] = crop[i][1] - crop[i][0]
+                g.pe[i] = (ys[i] - 1) * ss[i] + (g.k[i] - 1) * ds[i] + 1 - xs[i] - g.pb[i]
+            ks = (g.k[0], g.k[1], g.k[2])
+            ps = (g.pb[0], g.pb[1], g.pb[2])
+        r.weights = cw
+        p.weight = cw.wptr
+        p.packed = cw.views
+        p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
+                       and ps == (0, 0, 0) and xs == ys)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
-        if not (self.direct or self.transposed or p.pointwise):
-            p.algo = _choose_algorithm(p, self._pviews[0].kernel,
-                                       threads_for(_conv_macs(p, False), self.ctx.nthreads),
-                                       self.ctx.conv_algorithm)
+        if self.direct or self.transposed or p.pointwise:
+            return 0
+        cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+        cdef int forced = self.ctx.conv_algorithm
+        cdef int64_t cost = 0
+        cdef int nthreads = threads_for(_conv_macs(p, False), self.ctx.nthreads)
+        p.algo = _choose_algorithm(p, kern, nthreads,
+                                   ALGO_AUTO if forced == ALGO_BANDED else forced, &cost)
+        if forced == ALGO_AUTO or forced == ALGO_BANDED:
+            band_weights = []
+            bands = self._banded(p, crop, cost, forced == ALGO_BANDED, nthreads,
+                                 band_weights)
+            if bands is not None:
+                # the band structs point into the array and into band_weights: both kept
+                r.offsets = bands
+                r.band_weights = tuple(band_weights)
+                p.bands = <const conv_band *>cnp.PyArray_DATA(<cnp.ndarray>bands)
+                return 0
         if p.algo != ALGO_IM2COL:
-            return _phase_copy_setup(p, self._pviews[0].kernel)
-        return None
+            r.offsets = _phase_copy_setup(p, kern)
+            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
+        return 0
+
+    cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced,
+                        int nthreads, list band_weights):
+        """Splits the outer output rows into bands of constant in-input kernel rows, for
+        2-D also the columns (see conv_band), when the banded im2col costs less than
+        `best` (or `forced`); returns the bands (int64 ndarray, the conv_band structs),
+        appends the weights they point into to band_weights and sets p, or None."""
+        cdef pyconv_conv_geom *g = &p.geom
+        cdef int d = 0, i
+        cdef int64_t rows_cost = 0, cols_cost = 0, inner = 1, kother, kb, n
+        cdef int64_t m = p.cout // p.groups, cin_g = p.cin // p.groups, mpanels
+        cdef _CroppedWeights bw
+        while d < 2 and g.out_size[d] == 1:
+            d += 1      # the first dim with several outputs: its bands are contiguous
+        for i in range(d + 1, 3):
+            inner *= g.out_size[i]
+        runs = _tap_bands(g, d)
+        cols = [[0, g.out_size[2], 0, g.k[2]]]
+        if d == 1:
+            cols = _tap_bands(g, 2)
+        if any(r[2] == r[3] for r in runs + cols):
+            return None         # a band of no taps: bias only (not worth a path)
+        kother = cin_g * _volume(g.k) // g.k[d]
+        for r in runs:      # _im2col_cost of each band, plus a pass over the GEMM per band
+            kb = kother * (r[3] - r[2])
+            n = (r[1] - r[0]) * inner
+            rows_cost += m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
+        # Rows and columns: each band also copied out of scratch (2 per output value).
+        for r in runs:
+            for c in cols:
+                kb = cin_g * (r[3] - r[2]) * (c[3] - c[2])
+                n = (r[1] - r[0]) * (c[1] - c[0])
+                cols_cost += (m * kb * ((n + 15) // 16 * 16) + 12 * kb * n + m * kb * 16
+                              + 2 * m * n)
+        p.band_cols = len(cols) > 1 and cols_cost < rows_cost
+        if not p.band_cols:
+            cols = [[0, g.out_size[2], 0, g.k[2]]]
+            if len(runs) < 2:
+                return None     # one band: nothing to skip
+        if not forced and min(rows_cost, cols_cost) >= best:
+            return None
+        if crop is None:
+            crop = tuple((0, g.k[i]) for i in range(3))
+        # Bands whose taps all read inside the input (split both ways, or the 1-D ones)
+        # at unit column stride are packed by plain copies from B-row offsets, stored
+        # after the band structs.
+        cdef bint inside = (p.band_cols or d == 2) and g.s[2] == 1
+        cdef int64_t nb = len(runs) * len(cols), words = sizeof(conv_band) // 8
+        cdef int64_t koff = nb * words
+        if inside:       # every band's K: its taps along d (and the columns), all others
+            koff += sum(kother * (r[3] - r[2]) // (g.k[2] if p.band_cols else 1)
+                        * (c[3] - c[2] if p.band_cols else 1) for r in runs for c in cols)
+        bands = np.zeros(koff, dtype=np.int64)
+        cdef int64_t *words_p = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>bands)
+        cdef conv_band *bv = <conv_band *>words_p
+        koff = nb * words
+        i = 0
+        for r in runs:
+            for c in cols:
+                # taps [a, b) of the cropped kernel are taps crop[d][0] + a.. of the whole
+                sub = list(crop)
+                sub[d] = (crop[d][0] + r[2], crop[d][0] + r[3])
+                if p.band_cols:
+                    sub[2] = (crop[2][0] + c[2], crop[2][0] + c[3])
+                bw = self._weights_for(tuple(sub))
+                band_weights.append(bw)
+                bv[i].o0 = r[0]
+                bv[i].o1 = r[1]
+                bv[i].pb = g.pb[d] - r[0] * g.s[d] - r[2] * g.dl[d]
+                bv[i].k = r[3] - r[2]
+                bv[i].c0 = c[0]
+                bv[i].c1 = c[1]
+                bv[i].cpb = g.pb[2] - c[0] * g.s[2] - c[2] * g.dl[2]
+                bv[i].ck = c[3] - c[2]
+                bv[i].packed = bw.views
+                bv[i].off = NULL
+                if inside:
+                    pb = [g.pb[0], g.pb[1], g.pb[2]]
+                    kk = [g.k[0], g.k[1], g.k[2]]
+                    pb[d], kk[d] = bv[i].pb, bv[i].k
+                    if p.band_cols:
+                        pb[2], kk[2] = bv[i].cpb, bv[i].ck
+                    off = _tap_offsets(g, cin_g, pb, kk)
+                    bands[koff:koff + off.size] = off
+                    bv[i].off = words_p + koff
+                    koff += off.size
+                i += 1
+        p.algo = ALGO_BANDED
+        p.band_dim = d
+        p.nbands = i
+        # column-split bands: enough tasks for the threads, rows split if need be
+        mpanels = (m + p.packed[0].kernel.mr - 1) // p.packed[0].kernel.mr
+        n = i * p.batch * p.groups
+        p.band_mblocks = (1 if nthreads == 1 else
+                          max(<int64_t>1, min(mpanels, (4 * nthreads + n - 1) // n)))
+        return bands
 
     cdef int _plan_work(self, ConvReshape r) except -1:
         """The threads, the task split (in r.p) and the workspace of a run of r."""
         cdef conv_args *p = &r.p
-        cdef int64_t ncols
+        cdef int64_t ncols, b
         r.nthreads = threads_for(_conv_macs(p, self.transposed), self.ctx.nthreads)
         r.ws_floats = 0
         r.cols_floats = 0
@@ -516,11 +788,13 @@ cdef class ConvKernel:
             if self.direct:
                 p.ws_stride = _depthwise_blocking(p, r.nthreads)
                 r.ws_floats = p.ws_stride * r.nthreads
-            elif p.algo != ALGO_IM2COL:
+            elif p.algo != ALGO_IM2COL and p.algo != ALGO_BANDED:
                 r.ws_floats = _phase_copy_blocking(p, r.nthreads)
             else:
                 ncols = _volume(p.geom.out_size)
                 p.ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
+                for b in range(p.nbands):      # blocks are sized by K: take the largest
+                    p.ws_stride = max(p.ws_stride, _band_workspace_floats(p, &p.bands[b]))
                 r.ws_floats = p.ws_stride * r.nthreads
         elif not self.direct:
             ncols = _volume(p.geom.in_size)
@@ -532,18 +806,16 @@ cdef class ConvKernel:
     cdef object _execute(self, ConvReshape r, int act, float act_a, float act_b, x, out,
                          residual):
         """The data part of the arguments, the workspace, then the kernels (GIL released).
-        x, out and residual are float32 C-contiguous arrays of r's shapes."""
+        x, out and residual are float32 C-contiguous arrays of r's shapes; everything else
+        (weights, offsets, bands, split) is r's, as the reshape froze it."""
         cdef conv_args p = r.p
         p.act = act
         p.act_a = act_a
         p.act_b = act_b
         p.x = _float_data(x, "x", False)
         p.y = _float_data(out, "out", True)
-        p.weight = self._wptr
         p.bias = self._bptr
         p.residual = NULL if residual is None else _float_data(residual, "residual", False)
-        if p.algo != ALGO_IM2COL:
-            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
         if p.batch == 0 or cnp.PyArray_SIZE(<cnp.ndarray>out) == 0:
             return out
         cdef int nthreads = r.nthreads
@@ -553,6 +825,8 @@ cdef class ConvKernel:
             with nogil:
                 if self.direct:
                     _depthwise_forward(&p, nthreads)
+                elif p.algo == ALGO_BANDED:
+                    _banded_forward(&p, nthreads)
                 elif p.algo != ALGO_IM2COL:
                     p.ws = ws + p.pc.wave * p.pc.image      # after the phase copies
                     _phase_copy_forward(&p, nthreads, ws)

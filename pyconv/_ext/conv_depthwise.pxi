@@ -3,13 +3,43 @@
 
 cdef enum:
     DW_BLOCK_FLOATS = 16384     # packed input rows per depthwise task: 64 KiB, L2-resident
+    DW_CHANNELS_MAX_WIDTH = 8   # widest output rows run by channels (_depthwise_by_channels):
+                                # 7x7 maps 1.4-2x faster than by rows, 14x14 about even
+
+
+cdef int64_t _dw_channels_max_width = -1    # tests: 0 never, large always; -1 the default
+
+
+def set_depthwise_channels_max_width(int64_t width):
+    """The widest output rows that depthwise convs run `lanes` channels at a time on
+    (-1: the default, 0: never); for tests and benchmarks. Returns the previous value."""
+    global _dw_channels_max_width
+    previous = _dw_channels_max_width
+    _dw_channels_max_width = width
+    return previous
+
+
+cdef bint _depthwise_by_channels(const conv_args *p) noexcept nogil:
+    """Small 2-D maps with one output per input channel run lanes channels at a time
+    (pyconv_dwconv_channels_fn): rows shorter than a vector would leave lanes idle, and
+    per-channel setup would cost more than the channel's few taps."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    return (p.dw_kernel.lanes > 1 and p.cout == p.cin and g.out_size[0] == 1
+            and g.in_size[0] == 1 and g.k[0] == 1
+            and g.out_size[2] <= (_dw_channels_max_width if _dw_channels_max_width >= 0
+                                  else DW_CHANNELS_MAX_WIDTH)
+            and pyconv_dw_channels_workspace_floats(g, p.dw_kernel.lanes) <= DW_BLOCK_FLOATS)
 
 
 cdef int64_t _depthwise_blocking(conv_args *p, int nthreads) noexcept:
     """Splits each output slice into blocks of rows (a multiple of 4, the register tile)
     small enough for the packed-row buffer to stay in L2, and into enough blocks that
-    every thread has work; returns the per-thread workspace in floats."""
+    every thread has work; returns the per-thread workspace in floats. Small maps: see
+    _depthwise_by_channels."""
     cdef const pyconv_conv_geom *g = &p.geom
+    p.dw_channels = _depthwise_by_channels(p)
+    if p.dw_channels:
+        return (pyconv_dw_channels_workspace_floats(g, p.dw_kernel.lanes) + 15) // 16 * 16
     cdef int64_t oh = g.out_size[1]
     cdef int64_t per_row = pyconv_dwconv_workspace_floats(g, 2) - pyconv_dwconv_workspace_floats(g, 1)
     cdef int64_t rows = max(<int64_t>1, DW_BLOCK_FLOATS // max(per_row, <int64_t>1))
@@ -55,6 +85,31 @@ cdef void _depthwise_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept
         _depthwise_task(p, p.dw_kernel, p.kernel.epilogue, t, p.ws + slot * p.ws_stride)
 
 
+cdef void _depthwise_channels_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Blocks of lanes channels lo..hi ((image, block) pairs), then bias, residual and
+    activation on the block's planes."""
+    cdef const conv_args *p = <const conv_args *>arg
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t lanes = p.dw_kernel.lanes, nblk = (p.cout + lanes - 1) // lanes
+    cdef int64_t t, n, c0, nch, plane = _volume(g.out_size), in_plane = _volume(g.in_size)
+    cdef pyconv_epilogue ep
+    cdef float *ws = p.ws + slot * p.ws_stride
+    for t in range(lo, hi):
+        n = t // nblk
+        c0 = (t - n * nblk) * lanes
+        nch = min(lanes, p.cout - c0)
+        p.dw_kernel.channels(g, p.x + (n * p.cin + c0) * in_plane, p.weight + c0 * _volume(g.k),
+                             p.y + (n * p.cout + c0) * plane, nch, ws)
+        if p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE:
+            _fill_epilogue(p, c0, n, &ep)
+            p.kernel.epilogue(p.y + (n * p.cout + c0) * plane, plane, nch, plane, &ep)
+
+
 cdef void _depthwise_forward(const conv_args *p, int nthreads) noexcept nogil:
+    cdef int64_t tasks
+    if p.dw_channels:
+        tasks = p.batch * ((p.cout + p.dw_kernel.lanes - 1) // p.dw_kernel.lanes)
+        parallel_for(nthreads, tasks, 1, _depthwise_channels_tasks, <void *>p)
+        return
     parallel_for(nthreads, p.batch * p.cout * p.geom.out_size[0] * p.dw_blocks, 1,
                  _depthwise_tasks, <void *>p)

@@ -106,20 +106,26 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
 
 cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
                           int64_t ws_stride) noexcept nogil:
-    """One (batch, group) GEMM; nthreads == 1 runs it on the calling thread only."""
+    """One (batch, group) GEMM (of one band: y_first, y_plane); nthreads == 1 runs it on
+    the calling thread only."""
     cdef int64_t n = task // p.groups, grp = task - n * p.groups
     cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
     cdef int64_t ncols = _volume(p.geom.out_size), in_plane = _volume(p.geom.in_size)
     cdef const float *x = p.x + (n * p.cin + grp * cin_g) * in_plane
-    cdef float *y = p.y + (n * p.cout + grp * cout_g) * ncols
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * p.y_plane + p.y_first
     cdef const packed_a *a = &p.packed[grp]
     cdef im2col_b ib
     cdef strided_b sb
+    cdef padded_b pb
     cdef const void *ctx
     cdef pack_b_fn pack
     cdef pyconv_epilogue ep
     _fill_epilogue(p, grp * cout_g, n, &ep)
-    if p.pointwise:
+    if p.band_off != NULL:
+        _band_b(p, x, &pb)
+        ctx = &pb
+        pack = pack_b_padded
+    elif p.pointwise:
         sb.data = x
         sb.sk = in_plane
         sb.sn = 1
@@ -131,10 +137,10 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
         ctx = &ib
         pack = pack_b_im2col
     if nthreads > 1:
-        sgemm_packed(a, ncols, pack, ctx, y, ncols, 1.0, 0.0, &ep, nthreads, ws)
+        sgemm_packed(a, ncols, pack, ctx, y, p.y_plane, 1.0, 0.0, &ep, nthreads, ws)
     else:
-        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, ncols, 1.0, 0.0,
-                    &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
+        sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, p.y_plane, 1.0,
+                    0.0, &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))
 
 
 cdef void _gemm_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -154,3 +160,115 @@ cdef void _im2col_forward(const conv_args *p, int nthreads) noexcept nogil:
     else:
         for t in range(tasks):
             _conv_gemm_task(p, t, nthreads, p.ws, p.ws_stride)
+
+
+cdef inline void _band_b(const conv_args *q, const float *x, padded_b *b) noexcept nogil:
+    """B of a band whose taps all read inside the image x (band_off): pack_b_padded's
+    plain copies, straight from the image (row pitch: sh input rows)."""
+    b.x = x
+    b.off = q.band_off
+    b.wq = q.geom.s[1] * q.geom.in_size[2]
+    b.oh = q.geom.out_size[1]
+    b.ow = q.geom.out_size[2]
+    b.kernel = q.packed[0].kernel
+
+
+cdef inline void _band_args(const conv_args *p, const conv_band *band, conv_args *q) noexcept nogil:
+    """q: p as the conv of this band alone (its output rows and columns, its taps)."""
+    cdef int d = p.band_dim, i
+    cdef int64_t inner = 1
+    for i in range(d + 1, 3):
+        inner *= p.geom.out_size[i]
+    q[0] = p[0]
+    q.algo = ALGO_IM2COL
+    q.pointwise = False
+    q.geom.out_size[d] = band.o1 - band.o0
+    q.geom.pb[d] = band.pb
+    q.geom.k[d] = band.k
+    q.packed = band.packed
+    q.band_off = band.off
+    q.y_first = band.o0 * inner
+    if p.band_cols:
+        q.geom.out_size[2] = band.c1 - band.c0
+        q.geom.pb[2] = band.cpb
+        q.geom.k[2] = band.ck
+
+
+cdef int64_t _band_workspace_floats(const conv_args *p, const conv_band *band) noexcept nogil:
+    """Per-thread scratch of a band: a packed B block and tile, and for column-split
+    bands the band's output (C_out_g x its columns)."""
+    cdef conv_args q
+    _band_args(p, band, &q)
+    cdef int64_t n = _volume(q.geom.out_size)
+    if not p.band_cols:
+        return sgemm_workspace_floats(band.packed, n, 1)
+    return (sgemm_workspace_floats(band.packed, n, 1)
+            + (p.cout // p.groups * n + 15) // 16 * 16)
+
+
+cdef void _band_cols_task(const conv_args *p, int64_t task, float *ws) noexcept nogil:
+    """Rows block of one (band, image, group) of a column-split band: the GEMM into
+    scratch (C_out_g x the band's columns), then each output row run copied into place
+    and finished there (bias, residual, activation)."""
+    cdef int64_t mb = task % p.band_mblocks, t = task // p.band_mblocks
+    cdef int64_t ng = t % (p.batch * p.groups), b = t // (p.batch * p.groups)
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
+    cdef int64_t cin_g = p.cin // p.groups, cout_g = p.cout // p.groups
+    cdef conv_args q
+    _band_args(p, &p.bands[b], &q)
+    cdef const packed_a *a = &q.packed[grp]
+    cdef int64_t mr = a.kernel.mr, npan = (a.m + mr - 1) // mr
+    cdef int64_t per = (npan + p.band_mblocks - 1) // p.band_mblocks
+    cdef int64_t m0 = mb * per * mr, m1 = min(a.m, (mb + 1) * per * mr)
+    cdef int64_t rows = q.geom.out_size[1], cols = q.geom.out_size[2], ncols = rows * cols
+    cdef int64_t ow = p.geom.out_size[2], nc, r, i
+    cdef float *c = ws + sgemm_workspace_floats(a, ncols, 1)
+    cdef float *y
+    cdef im2col_b ib
+    cdef pyconv_epilogue ep, seg
+    cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
+    if m0 >= m1:
+        return
+    cdef padded_b pb
+    ib.x = p.x + (n * p.cin + grp * cin_g) * _volume(p.geom.in_size)
+    ib.geom = &q.geom
+    nc = sgemm_nc(a, ncols)
+    if q.band_off != NULL:
+        _band_b(&q, ib.x, &pb)
+        sgemm_block(a, m0, m1, 0, ncols, nc, pack_b_padded, &pb, c, ncols, 1.0, 0.0, NULL,
+                    ws, ws + min(a.kc, a.k) * nc)
+    else:
+        sgemm_block(a, m0, m1, 0, ncols, nc, pack_b_im2col, &ib, c, ncols, 1.0, 0.0, NULL,
+                    ws, ws + min(a.kc, a.k) * nc)
+    _fill_epilogue(p, grp * cout_g + m0, n, &ep)
+    for r in range(rows):
+        y = (p.y + (n * p.cout + grp * cout_g + m0) * p.y_plane
+             + (p.bands[b].o0 + r) * ow + p.bands[b].c0)
+        for i in range(m1 - m0):
+            memcpy(y + i * p.y_plane, c + (m0 + i) * ncols + r * cols, cols * sizeof(float))
+        if has_ep:
+            seg = ep
+            if ep.residual != NULL:
+                seg.residual = ep.residual + (p.bands[b].o0 + r) * ow + p.bands[b].c0
+            p.kernel.epilogue(y, p.y_plane, m1 - m0, cols, &seg)
+
+
+cdef void _band_cols_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const conv_args *p = <const conv_args *>arg
+    cdef int64_t t
+    for t in range(lo, hi):
+        _band_cols_task(p, t, p.ws + slot * p.ws_stride)
+
+
+cdef void _banded_forward(const conv_args *p, int nthreads) noexcept nogil:
+    """Implicit im2col band by band (see conv_band): each band a conv of its own taps over
+    its outputs, written in place (whole rows) or through scratch (columns split)."""
+    cdef conv_args q
+    cdef int64_t b, tasks
+    if p.band_cols:
+        tasks = p.nbands * p.batch * p.groups * p.band_mblocks
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _band_cols_tasks, <void *>p)
+        return
+    for b in range(p.nbands):
+        _band_args(p, &p.bands[b], &q)
+        _im2col_forward(&q, nthreads)

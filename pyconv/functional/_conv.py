@@ -133,8 +133,9 @@ class ConvPlan:
         -------
         pyconv._ext.conv.ConvReshape
             Frozen: ``output_shape``, ``strides``, ``pads_begin``, ``pads_end``,
-            ``dilations``, ``output_padding``, ``algorithm``, ``num_threads``,
-            ``workspace_bytes``; what :meth:`run` and :meth:`bind` use as is.
+            ``dilations``, ``output_padding``, ``algorithm`` (and ``bands`` for
+            'banded'), ``num_threads``, ``workspace_bytes``; what :meth:`run` and
+            :meth:`bind` use as is.
 
         Raises
         ------

@@ -29,10 +29,21 @@ typedef struct {
 typedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g, const pyconv_dw_channel *c,
                                       int64_t zd, int64_t y0, int64_t y1, float *ws);
 
+/* Small maps (rows shorter than a vector): `lanes` channels per call, vectorised across
+ * channels (stride 1: across each channel's flattened output grid). x, taps, y: the
+ * first of nch <= lanes channels (strides: a plane, kh * kw
+ * taps, a plane); 2-D only (depth 1). Writes the plain convolution: the caller applies
+ * bias, residual and activation. ws: pyconv_dw_channels_workspace_floats(g, lanes). */
+typedef void (*pyconv_dwconv_channels_fn)(const pyconv_conv_geom *g, const float *x,
+                                          const float *taps, float *y, int64_t nch,
+                                          float *ws);
+
 typedef struct {
     const char *isa;
     const char *name;        /* e.g. "dwconv_rows_avx512" */
     pyconv_dwconv_rows_fn rows;
+    pyconv_dwconv_channels_fn channels;
+    int lanes;               /* channels per vector of `channels` */
 } pyconv_dwconv_kernel;
 
 extern const pyconv_dwconv_kernel pyconv_dwconv_kernel_generic;
@@ -64,6 +75,29 @@ static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, 
 {
     const int64_t lp = pyconv_dw_phase_len(g);
     return pyconv_dw_block_in_rows(g, rows) * g->s[2] * lp;
+}
+
+/* The padded input window of `channels` (rows, columns) and its floats per lane. */
+static inline int64_t pyconv_dw_window_rows(const pyconv_conv_geom *g)
+{
+    return (g->out_size[1] - 1) * g->s[1] + (g->k[1] - 1) * g->dl[1] + 1;
+}
+
+static inline int64_t pyconv_dw_window_cols(const pyconv_conv_geom *g)
+{
+    return (g->out_size[2] - 1) * g->s[2] + (g->k[2] - 1) * g->dl[2] + 1;
+}
+
+/* `channels` scratch: the interleaved padded window, taps and output, lanes each; at
+ * stride 1 the window of one channel and its output grid (both with a vector of slack). */
+static inline int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g,
+                                                          int64_t lanes)
+{
+    const int64_t hp = pyconv_dw_window_rows(g), wp = pyconv_dw_window_cols(g);
+    const int64_t interleaved = lanes * (hp * wp + g->k[1] * g->k[2] +
+                                         g->out_size[1] * g->out_size[2]);
+    const int64_t grid = (hp * wp + lanes + 15) / 16 * 16 + g->out_size[1] * wp + 2 * lanes;
+    return (interleaved > grid ? interleaved : grid) + 16;
 }
 
 #ifdef __cplusplus

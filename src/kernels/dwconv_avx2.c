@@ -6,4 +6,5 @@
 #include "dwconv_common.inc"
 
 const pyconv_dwconv_kernel pyconv_dwconv_kernel_avx2 = {"avx2", "dwconv_rows_avx2",
-                                                        dwconv_rows_avx2};
+                                                        dwconv_rows_avx2,
+    dwconv_channels_avx2, VL};

@@ -6,4 +6,5 @@
 #include "dwconv_common.inc"
 
 const pyconv_dwconv_kernel pyconv_dwconv_kernel_avx512 = {"avx512", "dwconv_rows_avx512",
-                                                          dwconv_rows_avx512};
+                                                          dwconv_rows_avx512,
+    dwconv_channels_avx512, VL};

@@ -7,7 +7,8 @@
 #include "dwconv_common.inc"
 
 const pyconv_dwconv_kernel pyconv_dwconv_kernel_generic = {"generic", "dwconv_rows_generic",
-                                                           dwconv_rows_generic};
+                                                           dwconv_rows_generic,
+    dwconv_channels_generic, VL};
 
 const pyconv_dwconv_kernel *pyconv_dwconv_kernel_for(const char *isa)
 {

@@ -40,8 +40,9 @@ CASES = [
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
 # in place from a padded, stride-phase-split copy of the input) or im2col packed from
-# that copy ('padded'); 'auto' picks per shape, so each test below forces each one.
-ALGORITHMS = ["im2col", "shifted", "padded"]
+# that copy ('padded') or im2col per band of output rows ('banded', where it skips taps);
+# 'auto' picks per shape, so each test below forces each one.
+ALGORITHMS = ["im2col", "shifted", "padded", "banded"]
 
 
 @pytest.fixture(params=ALGORITHMS)

@@ -1,0 +1,68 @@
+"""Depthwise convolutions on small maps, which run several channels per call
+(dwconv_channels: the flattened-grid kernel at stride 1, channels interleaved across
+vector lanes otherwise), against the float64 reference on every ISA path, with the path
+forced on and off."""
+import numpy as np
+import pytest
+
+from _helpers import assert_close, rand
+import reference as R
+import pyconv.functional as F
+from pyconv import arithmetic
+from pyconv._ext import conv as conv_ext
+
+# (batch, channels, spatial, kernel, stride, padding, dilation)
+CASES = [
+    (1, 37, (7, 7), (5, 5), 1, 2, 1),        # MobileNetV3's 5x5 on 7x7, a partial lane block
+    (2, 16, (7, 7), (3, 3), 1, 1, 1),
+    (1, 20, (14, 14), (5, 5), 2, 2, 1),      # stride 2: 7x7 out
+    (1, 9, (14, 13), (3, 3), 2, 1, 1),
+    (1, 5, (7, 7), (7, 7), 1, 3, 1),
+    (1, 3, (1, 1), (3, 3), 1, 1, 1),         # 1x1 map
+    (1, 17, (5, 6), (3, 3), 1, 2, 2),        # dilated
+    (1, 4, (6, 5), (3, 5), (1, 2), (0, 2, 1, 1), (2, 1)),   # asymmetric everything
+    (1, 8, (9, 9), (3, 3), 3, 0, 1),         # stride 3, no padding
+    (1, 6, (4, 8), (5, 5), 1, 8, 3),         # taps cropped: negative window padding
+]
+
+
+def case_id(c):
+    return f"n{c[0]}-c{c[1]}-sp{'x'.join(map(str, c[2]))}-k{'x'.join(map(str, c[3]))}-s{c[4]}"
+
+
+@pytest.fixture(params=["channels", "rows"])
+def path(request):
+    previous = conv_ext.set_depthwise_channels_max_width(1000 if request.param == "channels"
+                                                         else 0)
+    yield request.param
+    conv_ext.set_depthwise_channels_max_width(previous)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "hardswish"])
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_small_depthwise_matches_reference(isa, threads, path, rng, case, activation):
+    n, c, sp, k, s, p, d = case
+    x, w, b = rand(rng, n, c, *sp), rand(rng, c, 1, *k), rand(rng, c)
+    pb, pe = arithmetic.resolve_padding(p, 2)
+    ref = R.conv_nd(x, w, b, s, pb, pe, d, c)
+    residual = rand(rng, *ref.shape)
+    plan = F.ConvPlan(w, b, stride=s, padding=p, dilation=d, groups=c, activation=activation)
+    got = plan.run(x, residual=residual)
+    want = ref + residual
+    if activation == "relu":
+        want = np.maximum(want, 0)
+    elif activation == "hardswish":
+        want = want * np.clip(want / 6 + 0.5, 0, 1)
+    assert_close(got, want, np.prod(k))
+    assert_close(plan.run(x), {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+                               "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}
+                 [activation](ref), np.prod(k))
+    assert plan.kernel.last_algorithm == "depthwise"
+
+
+def test_channels_setting_returns_previous():
+    previous = conv_ext.set_depthwise_channels_max_width(3)
+    try:
+        assert conv_ext.set_depthwise_channels_max_width(5) == 3
+    finally:
+        conv_ext.set_depthwise_channels_max_width(previous)
