@@ -15,6 +15,7 @@ _Ints = Tuple[int, ...]
 
 def set_algorithm(name: str) -> str: ...
 def get_algorithm() -> str: ...
+def set_depthwise_channels_max_width(width: int) -> int: ...
 
 class ConvKernel:
     """Convolution weights prepared once (packed per group) and run many times."""
@@ -33,12 +34,31 @@ class ConvKernel:
                  context: Optional[ExecutionContext] = None) -> None: ...
     @property
     def last_algorithm(self) -> Optional[str]: ...
-    def run(self, x: _F32, out: _F32, stride: _Ints, pads_begin: _Ints, dilation: _Ints,
-            residual: Optional[_F32] = None, activation: Optional[str] = None,
-            act_alpha: float = 0.0, act_beta: float = 0.0) -> _F32: ...
-    def bind(self, x_shape: _Ints, out: _F32, stride: _Ints, pads_begin: _Ints,
-             dilation: _Ints, activation: Optional[str] = None, act_alpha: float = 0.0,
-             act_beta: float = 0.0) -> "ConvCall": ...
+    @property
+    def last_bands(self) -> Tuple[Tuple[Tuple[int, int], Tuple[int, int]], ...]: ...
+    def reshape(self, x_shape: _Ints, out_shape: _Ints, strides: _Ints, dilations: _Ints,
+                geometry: object) -> "ConvReshape": ...
+    def run(self, shape: "ConvReshape", x: _F32, out: _F32, residual: Optional[_F32] = None,
+            activation: Optional[str] = None, act_alpha: float = 0.0,
+            act_beta: float = 0.0) -> _F32: ...
+    def bind(self, shape: "ConvReshape", out: _F32, activation: Optional[str] = None,
+             act_alpha: float = 0.0, act_beta: float = 0.0) -> "ConvCall": ...
+
+class ConvReshape:
+    """One input shape of a ConvKernel resolved once (frozen): output shape, geometry,
+    algorithm, tap crop and bands, threads and workspace."""
+    input_shape: _Ints
+    output_shape: _Ints
+    strides: _Ints
+    dilations: _Ints
+    pads_begin: _Ints
+    pads_end: _Ints
+    output_padding: _Ints
+    geometry: object
+    algorithm: str
+    bands: Tuple[Tuple[Tuple[int, int], Tuple[int, int]], ...]
+    num_threads: int
+    workspace_bytes: int
 
 class ConvCall:
     """One convolution bound to an input shape and an output buffer; None when the
