@@ -329,7 +329,7 @@ def fuse_squeeze_excite(graph, shapes=None):
             names = []
             for tag, value in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
                 names.append("" if value is None else
-                             _new_constant(graph, f"{n.name or n.outputs[0]}_se_{tag}", value))
+                             new_constant(graph, f"{n.name or n.outputs[0]}_se_{tag}", value))
             attrs = {}
             for prefix, (act, alpha, beta) in (("reduce_", act1), ("gate_", act2)):
                 attrs.update({f"_pyconv_{prefix}activation": act,
@@ -342,7 +342,8 @@ def fuse_squeeze_excite(graph, shapes=None):
     return graph
 
 
-def _new_constant(graph, base, value):
+def new_constant(graph, base, value):
+    """A fresh read-only float32 constant of ``graph`` named after ``base``; its name."""
     name, k = base, 0
     while name in graph.constants:
         k += 1

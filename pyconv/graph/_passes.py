@@ -20,7 +20,7 @@ import numpy as np
 from pyconv._activations import onnx_activation
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
 from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
-                                  fuse_squeeze_excite)
+                                  fuse_squeeze_excite, new_constant)
 from pyconv.ops import lookup
 
 
@@ -247,18 +247,6 @@ def _out_channels(n, w):
     return w.shape[0]
 
 
-def _new_const(graph, base, value):
-    name = base
-    k = 0
-    while name in graph.constants:
-        k += 1
-        name = f"{base}__{k}"
-    value = np.ascontiguousarray(value, np.float32)
-    value.flags.writeable = False
-    graph.constants[name] = value
-    return name
-
-
 def _scale_conv(graph, n, scale, shift):
     """conv(x) * scale + shift folded into the conv's weight and bias (float64 math)."""
     w, b = _conv_params(graph, n)
@@ -275,8 +263,8 @@ def _scale_conv(graph, n, scale, shift):
     b0 = np.zeros(cout) if b is None else b.astype(np.float64)
     b2 = b0 * s64 + shift.astype(np.float64)
     inputs = list(n.inputs) + [""] * (3 - len(n.inputs))
-    inputs[1] = _new_const(graph, inputs[1] + "_folded", w2)
-    inputs[2] = _new_const(graph, (inputs[2] or n.name + "_bias") + "_folded", b2)
+    inputs[1] = new_constant(graph, inputs[1] + "_folded", w2)
+    inputs[2] = new_constant(graph, (inputs[2] or n.name + "_bias") + "_folded", b2)
     n.inputs = inputs
 
 
@@ -316,8 +304,8 @@ def fold_batchnorm(graph):
             p.outputs = [n.outputs[0]]
             remove.add(id(n))
             continue
-        scale = _new_const(graph, n.name + "_scale", ss[0])
-        shift = _new_const(graph, n.name + "_shift", ss[1])
+        scale = new_constant(graph, n.name + "_scale", ss[0])
+        shift = new_constant(graph, n.name + "_shift", ss[1])
         n.op_type, n.domain = "ChannelAffine", "pyconv"
         n.inputs = [n.inputs[0], scale, shift]
         n.outputs = n.outputs[:1]
@@ -385,8 +373,8 @@ def fold_channel_ops(graph, shapes=None):
                     s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
                 else:
                     s2, t2 = s, t.astype(np.float64) + vec
-                p.inputs = [p.inputs[0], _new_const(graph, p.name + "_scale", s2),
-                            _new_const(graph, p.name + "_shift", t2)]
+                p.inputs = [p.inputs[0], new_constant(graph, p.name + "_scale", s2),
+                            new_constant(graph, p.name + "_shift", t2)]
             else:
                 continue
             p.outputs = [n.outputs[0]]
@@ -436,11 +424,11 @@ def fold_input_channel_ops(graph, shapes=None):
             w64 = w.astype(np.float64)
             inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs))
             if kind == "mul":
-                inputs[1] = _new_const(graph, inputs[1] + "_folded", w64 * per)
+                inputs[1] = new_constant(graph, inputs[1] + "_folded", w64 * per)
             else:
                 b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
                 shift = (w64 * per).reshape(w.shape[0], -1).sum(axis=1)
-                inputs[2] = _new_const(graph, (inputs[2] or conv.name + "_bias") + "_folded",
+                inputs[2] = new_constant(graph, (inputs[2] or conv.name + "_bias") + "_folded",
                                        b0 + shift)
             inputs[0] = value
             conv.inputs = inputs
@@ -645,7 +633,7 @@ def fuse_layer_norm(graph, shapes=None):
                 bias, last = other_input(nxt, last.outputs[0]), nxt
                 chain.append(nxt)
         if scale is None:
-            scale = _new_const(graph, mean_node.name + "_ln_scale", np.ones(1))
+            scale = new_constant(graph, mean_node.name + "_ln_scale", np.ones(1))
         mean_node.op_type, mean_node.domain = "LayerNormalization", ""
         mean_node.inputs = [x, scale] + ([bias] if bias else [])
         mean_node.outputs = [last.outputs[0]]
