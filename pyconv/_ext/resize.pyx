@@ -14,6 +14,15 @@ cnp.import_array()
 from pyconv._ext.gemm cimport context_of, grain_for, parallel_for, threads_for
 
 
+def _checked_output(name, what, iy, ix, int64_t planes, int64_t h, int64_t w):
+    """The (planes, OH, OW) float32 output, once every source row in ``iy`` and column in
+    ``ix`` is known to lie inside the (h, w) input (the kernels read without bounds)."""
+    if (iy.size and (iy.min() < 0 or iy.max() >= h)) or \
+            (ix.size and (ix.min() < 0 or ix.max() >= w)):
+        raise ValueError(f"{name}: source {what} outside the ({h}, {w}) input")
+    return np.empty((planes, iy.shape[0], ix.shape[0]), np.float32)
+
+
 cdef struct _linear_job:
     const float *x
     float *y
@@ -61,11 +70,7 @@ def linear_2d(x, iy, wy, ix, wx, context=None):
     if iyv.shape[1] != 2 or ixv.shape[1] != 2 or wyv.shape[0] != oh or wxv.shape[0] != ow \
             or wyv.shape[1] != 2 or wxv.shape[1] != 2:
         raise ValueError("linear_2d: taps must be (OH, 2) / (OW, 2) with matching weights")
-    iy_a, ix_a = np.asarray(iyv), np.asarray(ixv)
-    if (oh and (iy_a.min() < 0 or iy_a.max() >= h)) or \
-            (ow and (ix_a.min() < 0 or ix_a.max() >= w)):
-        raise ValueError(f"linear_2d: source taps outside the ({h}, {w}) input")
-    y = np.empty((planes, oh, ow), np.float32)
+    y = _checked_output("linear_2d", "taps", np.asarray(iyv), np.asarray(ixv), planes, h, w)
     if planes == 0 or oh == 0 or ow == 0:
         return y
     cdef float[:, :, ::1] yv = y
@@ -123,11 +128,8 @@ def nearest_2d(x, iy, ix, context=None):
     cdef const int64_t[::1] ixv = np.ascontiguousarray(ix, np.int64).reshape(-1)
     cdef int64_t planes = xv.shape[0], h = xv.shape[1], w = xv.shape[2]
     cdef int64_t oh = iyv.shape[0], ow = ixv.shape[0]
-    iy_a, ix_a = np.asarray(iyv), np.asarray(ixv)
-    if (oh and (iy_a.min() < 0 or iy_a.max() >= h)) or \
-            (ow and (ix_a.min() < 0 or ix_a.max() >= w)):
-        raise ValueError(f"nearest_2d: source indices outside the ({h}, {w}) input")
-    y = np.empty((planes, oh, ow), np.float32)
+    ix_a = np.asarray(ixv)
+    y = _checked_output("nearest_2d", "indices", np.asarray(iyv), ix_a, planes, h, w)
     if planes == 0 or oh == 0 or ow == 0:
         return y
     cdef float[:, :, ::1] yv = y
