@@ -11,7 +11,7 @@ from pyconv._activations import ACTIVATIONS
 from pyconv._ext import gemm, pool
 from pyconv.errors import InvalidModel, ShapeError
 from pyconv.ops._base import Op, register, take_out
-from pyconv.ops.activation import activate
+from pyconv.ops.activation import activate, bind_unary
 
 
 def _epilogue(op, prefix):
@@ -34,6 +34,9 @@ class Activation(Op):
 
     def run(self, inputs, out=None):
         return [activate(self, inputs[0], self.activation, self.alpha, self.beta, out)]
+
+    def bind(self, specs, out):
+        return bind_unary(self, specs, out, self.activation, self.alpha, self.beta)
 
 
 @register("SqueezeExcite", domain="pyconv")
