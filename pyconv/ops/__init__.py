@@ -7,6 +7,6 @@ The convolution, pooling, resize and normalisation operators run the same code a
 """
 from pyconv.ops._base import REQUIRED, Node, Op, lookup, register, registered_ops
 from pyconv.ops import (activation, conv, elementwise, fused, linalg, logic, norm,  # noqa: F401
-                        pool, reduce, resize, tensor)
+                        pool, quant, recurrent, reduce, resize, tensor)
 
 __all__ = ["Node", "Op", "REQUIRED", "lookup", "register", "registered_ops"]

@@ -86,6 +86,8 @@ class Op:
     deterministic = True
     #: Number of leading inputs that must be present (an int, or a callable of opset).
     required_inputs = 1
+    #: Whether output 0 may be absent (recurrent layers: only Y_h wanted); one must exist.
+    first_output_optional = False
 
     def __init__(self, node: Node, opset: int, consts: dict | None = None, context=None):
         self.node = node
@@ -98,7 +100,8 @@ class Op:
         if len(node.inputs) < need or not all(node.inputs[:need]):
             raise InvalidModel(f"{node.label}: needs {need} input(s), got "
                                f"{[x or '<empty>' for x in node.inputs]}")
-        if not node.outputs or not node.outputs[0]:
+        if not (any(node.outputs) if self.first_output_optional else
+                node.outputs and node.outputs[0]):
             raise InvalidModel(f"{node.label}: has no output")
         attrs = {}
         for key, default in self.attributes.items():

@@ -57,7 +57,8 @@ EXCLUDED = {
     r"BFLOAT16|bfloat16": "bfloat16 has no NumPy dtype",
     r"test_flexattention_(double|fp16)": "MatMul / Softmax on double or float16: the "
                                           "compute kernels are float32-only",
-    r"FLOAT8|FLOAT4|INT4|UINT4|E4M3|E5M2|e4m3|e5m2|float8|float4|int4|INT2|UINT2|FLOAT8E8M0":
+    r"FLOAT8|FLOAT4|INT4|UINT4|E4M3|E5M2|e4m3|e5m2|float8|float4|int4|INT2|UINT2|_u?int2_|"
+    r"FLOAT8E8M0":
         "8/4/2-bit types are not supported",
     r"STRING|_string": "string tensors are not supported",
     r"test_identity_opt|test_identity_sequence|_optional|_sequence":
