@@ -50,6 +50,13 @@ def _per_isa(stem):
     return [(f"{stem}_{isa}.c", gcc, msvc) for isa, (gcc, msvc) in flags.items()]
 
 
+# The int8 GEMM: AVX-512 VNNI (vpdpbusd) instead of plain AVX-512.
+QGEMM_SOURCES = [("qgemm_generic.c", [], [])]
+if X86:
+    QGEMM_SOURCES += [
+        ("qgemm_avx2.c", ["-mavx2"], ["/arch:AVX2"]),
+        ("qgemm_avx512vnni.c", ["-mavx512f", "-mavx512vnni", "-mavx2"], ["/arch:AVX512"]),
+    ]
 DWCONV_SOURCES = _per_isa("dwconv")
 POOL_SOURCES = _per_isa("pool")
 ELTWISE_SOURCES = _per_isa("eltwise")
@@ -137,7 +144,7 @@ class BuildExt(build_ext):
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
                   "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc",
-                  "eltwise.h", "eltwise_common.inc"]
+                  "eltwise.h", "eltwise_common.inc", "qgemm.h", "cpu_id.inc"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,
@@ -172,6 +179,7 @@ extensions = [
     extension("pyconv._ext.pool", ["pyconv/_ext/pool.pyx"], POOL_SOURCES),
     extension("pyconv._ext.resize", ["pyconv/_ext/resize.pyx"]),
     extension("pyconv._ext.eltwise", ["pyconv/_ext/eltwise.pyx"], ELTWISE_SOURCES),
+    extension("pyconv._ext.qgemm", ["pyconv/_ext/qgemm.pyx"], QGEMM_SOURCES),
 ]
 
 setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

@@ -4,37 +4,7 @@
 #include "sgemm.h"
 
 #if defined(PYCONV_HAVE_X86_KERNELS)
-#if defined(_MSC_VER)
-#include <intrin.h>
-static void cpuid_count(unsigned leaf, unsigned sub, unsigned r[4])
-{
-    int v[4];
-    __cpuidex(v, (int)leaf, (int)sub);
-    for (int i = 0; i < 4; i++) r[i] = (unsigned)v[i];
-}
-static unsigned long long read_xcr0(void) { return _xgetbv(0); }
-#else
-#include <cpuid.h>
-static void cpuid_count(unsigned leaf, unsigned sub, unsigned r[4])
-{
-    if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) r[0] = r[1] = r[2] = r[3] = 0;
-}
-static unsigned long long read_xcr0(void)
-{
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    return ((unsigned long long)hi << 32) | lo;
-}
-#endif
-
-/* The CPU must have the instructions AND the OS must save the wider registers (XCR0). */
-static int os_saves(unsigned long long mask)
-{
-    unsigned r[4];
-    cpuid_count(1, 0, r);
-    if (!(r[2] & (1u << 27))) return 0; /* OSXSAVE */
-    return (read_xcr0() & mask) == mask;
-}
+#include "cpu_id.inc"
 
 int pyconv_cpu_has_avx2_fma(void)
 {

@@ -1,0 +1,48 @@
+/* qgemm.h: exact 8-bit integer GEMM, uint8 x int8 -> int32, per ISA.
+ *
+ * C[m, n] = sum_k A[m, k] * B[k, n] over a packed B: the operand of every quantized
+ * convolution and matrix product (zero points are applied by the caller as row and column
+ * sums, so the kernel only multiplies). Every ISA computes the same exact int32 sums.
+ *
+ * Packed B (pyconv_qgemm_pack_b): np = N rounded up to 16 columns, kp = K rounded up to 4;
+ * for each block of 16 columns, for each group of 4 k, 64 bytes: column 0's 4 values,
+ * column 1's 4 values, ... (the operand layout of AVX-512 VNNI's vpdpbusd). Padding is 0.
+ * A is row-major uint8 with kp columns (padding 0). C is row-major int32, np columns. */
+#ifndef PYCONV_QGEMM_H
+#define PYCONV_QGEMM_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PYCONV_QGEMM_NB 16  /* columns per packed block */
+#define PYCONV_QGEMM_KB 4   /* k values per packed group */
+
+/* Rows [0, m) of C = A * B; np, kp as above; lda, ldc in elements. */
+typedef void (*pyconv_qgemm_fn)(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
+                                int64_t lda, const int8_t *bp, int32_t *c, int64_t ldc);
+
+typedef struct {
+    const char *isa;
+    pyconv_qgemm_fn gemm;
+} pyconv_qgemm_kernel;
+
+extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;
+#if defined(PYCONV_HAVE_X86_KERNELS)
+extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx2;
+extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni;
+#endif
+
+/* The kernel for the float kernels' ISA name ("avx512", "avx2", "generic"): AVX-512 VNNI
+ * where the CPU has it under "avx512", else the AVX2 one, else the portable one. */
+const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa);
+
+/* Packs int8 B (k x n, row stride ldb) into dst (np * kp bytes, see above). */
+void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

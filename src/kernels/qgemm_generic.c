@@ -1,0 +1,67 @@
+/* qgemm_generic.c: the portable exact int8 GEMM, B packing and the per-ISA dispatch. */
+#include <string.h>
+
+#include "qgemm.h"
+
+#if defined(PYCONV_HAVE_X86_KERNELS)
+#include "cpu_id.inc"
+
+static int cpu_has_avx512vnni(void)
+{
+    unsigned r7[4];
+    cpuid_count(7, 0, r7);
+    int avx512f = (r7[1] >> 16) & 1, vnni = (r7[2] >> 11) & 1;
+    return avx512f && vnni && os_saves(0xE6);
+}
+#endif
+
+void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
+{
+    const int64_t kp = (k + PYCONV_QGEMM_KB - 1) / PYCONV_QGEMM_KB * PYCONV_QGEMM_KB;
+    const int64_t np = (n + PYCONV_QGEMM_NB - 1) / PYCONV_QGEMM_NB * PYCONV_QGEMM_NB;
+    memset(dst, 0, (size_t)(kp * np));
+    for (int64_t kk = 0; kk < k; kk++) {
+        const int64_t group = kk / PYCONV_QGEMM_KB, lane = kk % PYCONV_QGEMM_KB;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t block = j / PYCONV_QGEMM_NB, col = j % PYCONV_QGEMM_NB;
+            dst[(block * (kp / PYCONV_QGEMM_KB) + group) * (PYCONV_QGEMM_NB * PYCONV_QGEMM_KB)
+                + col * PYCONV_QGEMM_KB + lane] = b[kk * ldb + j];
+        }
+    }
+}
+
+static void qgemm_generic(int64_t m, int64_t np, int64_t kp, const uint8_t *a, int64_t lda,
+                          const int8_t *bp, int32_t *c, int64_t ldc)
+{
+    const int64_t groups = kp / PYCONV_QGEMM_KB;
+    for (int64_t block = 0; block < np / PYCONV_QGEMM_NB; block++) {
+        const int8_t *panel = bp + block * groups * (PYCONV_QGEMM_NB * PYCONV_QGEMM_KB);
+        for (int64_t i = 0; i < m; i++) {
+            int32_t acc[PYCONV_QGEMM_NB] = {0};
+            const uint8_t *row = a + i * lda;
+            for (int64_t g = 0; g < groups; g++) {
+                const int8_t *q = panel + g * (PYCONV_QGEMM_NB * PYCONV_QGEMM_KB);
+                const uint8_t *x = row + g * PYCONV_QGEMM_KB;
+                for (int j = 0; j < PYCONV_QGEMM_NB; j++)
+                    for (int t = 0; t < PYCONV_QGEMM_KB; t++)
+                        acc[j] += (int32_t)x[t] * (int32_t)q[j * PYCONV_QGEMM_KB + t];
+            }
+            memcpy(c + i * ldc + block * PYCONV_QGEMM_NB, acc, sizeof acc);
+        }
+    }
+}
+
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generic};
+
+const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
+{
+#if defined(PYCONV_HAVE_X86_KERNELS)
+    if (strcmp(isa, "avx512") == 0 && cpu_has_avx512vnni())
+        return &pyconv_qgemm_kernel_avx512vnni;
+    if (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0)
+        return &pyconv_qgemm_kernel_avx2;
+#else
+    (void)isa;
+#endif
+    return &pyconv_qgemm_kernel_generic;
+}
