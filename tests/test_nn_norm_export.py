@@ -71,3 +71,18 @@ def test_to_onnx_refuses_what_onnx_cannot_say(tmp_path):
         nn.Sequential(nn.Upsample(size=2, mode="area")).to_onnx(None, (1, 1, 5, 5))
     with pytest.raises(InvalidArgument, match=r"Fold has no ONNX export"):
         nn.Sequential(nn.Fold(4, 2)).to_onnx(None, (1, 4, 9))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_to_onnx_align_corners_with_a_fractional_scale(mode, tmp_path, rng):
+    """5 * 1.7 = 8.5: torch maps corners onto the 8 output pixels. With a scale, ONNX's
+    align_corners divides by the length 8.5 (the reference evaluator and pyconv) or by 8
+    (onnxruntime); the export writes the sizes, which every runtime reads as torch."""
+    model = nn.Sequential(nn.Upsample(scale_factor=1.7, mode=mode, align_corners=True))
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    path = tmp_path / "ac.onnx"
+    model.to_onnx(path, x.shape)
+    np.testing.assert_allclose(_ort_run(path, x), model(x), rtol=1e-5, atol=1e-5)
+    session = pyconv.InferenceSession(str(path))
+    np.testing.assert_allclose(session.run(["output"], {"input": x})[0], model(x),
+                               rtol=1e-5, atol=1e-5)

@@ -79,6 +79,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
         op, (h, w), kernel_size, dilation, padding, stride)
     arithmetic.check_tensor_size((n, c * kh * kw, bh * bw), op)
     if ph or pw:
+        arithmetic.check_tensor_size((n, c, h + 2 * ph, w + 2 * pw), op, "padded input")
         padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), np.float32)
         padded[:, :, ph:ph + h, pw:pw + w] = x
     else:
@@ -139,7 +140,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                          f"{(dh, dw)}, padding={(ph, pw)}, stride={(sh, sw)} holds "
                          f"{bh} * {bw} = {bh * bw} blocks")
     c = rows // (kh * kw)
-    arithmetic.check_tensor_size((n, c, h + 2 * ph, w + 2 * pw), op)
+    arithmetic.check_tensor_size((n, c, h + 2 * ph, w + 2 * pw), op, "padded output")
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), np.float32)
     cols = x.reshape(n, c, kh, kw, bh, bw)
     # One strided add per kernel tap: within a tap, blocks write distinct positions.

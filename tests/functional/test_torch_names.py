@@ -139,6 +139,11 @@ def test_unfold_fold_bad_arguments():
         F.unfold(x, 2, stride=0)
     with pytest.raises(InvalidArgument, match=r"unfold: padding must be >= 0, got -1"):
         F.unfold(x, 2, padding=-1)
+    with pytest.raises(ShapeError, match=r"unfold: padded input shape \(1, 2, 2000005, "
+                                         r"2000004\) has .* elements, above pyconv's limit"):
+        F.unfold(x, 2, padding=10**6, stride=10**6)       # refused before allocating
+    with pytest.raises(ShapeError, match=r"unfold: output shape .* above pyconv's limit"):
+        F.unfold(np.zeros((1, 1, 2, 2), np.float32), 1, padding=10**5)
     with pytest.raises(InvalidDType, match=r"unfold: input must be float32"):
         F.unfold(x.astype(np.float64), 2)
     cols = np.zeros((1, 8, 12), np.float32)
