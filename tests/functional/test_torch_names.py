@@ -446,7 +446,11 @@ def test_layers_state_dicts_and_reprs():
     assert repr(nn.PixelShuffle(2)) == "PixelShuffle(upscale_factor=2)"
     assert repr(nn.Unfold(3, padding=1)) == \
         "Unfold(kernel_size=3, dilation=1, padding=1, stride=1)"
-    assert "nn.LayerNorm" not in nn.__all__ and {"LayerNorm", "Fold"} <= set(nn.__all__)
+    assert {"LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+            "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold"} <= set(nn.__all__)
+    import pyconv.nn.functional as NF     # torch's import path, the same functions
+    assert {"unfold", "fold", "pixel_shuffle", "pixel_unshuffle", "layer_norm", "group_norm",
+            "instance_norm"} <= set(NF.__all__)
 
 
 def test_layers_bad_arguments(rng):
