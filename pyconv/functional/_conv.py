@@ -248,13 +248,27 @@ _SHARED_BY_EPILOGUES = ("op", "nspatial", "groups", "in_channels", "out_channels
                         "kernel", "_reshapes")
 
 
-def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):
+def _batched(x, n, op):
+    """x (N, C, *spatial) float32, and whether it was unbatched (C, *spatial), which torch
+    accepts and answers unbatched."""
     x = as_float32(x, "input", op)
+    if x.ndim == n + 1:
+        return x[None], True
+    if x.ndim != n + 2:
+        raise ShapeError(f"{op}: input must be {n + 2}-D (N, C_in, {', '.join('*' * n)}) or "
+                         f"unbatched {n + 1}-D (C_in, {', '.join('*' * n)}), got shape "
+                         f"{x.shape}")
+    return x, False
+
+
+def _conv(n, x, weight, bias, stride, padding, dilation, groups, op):
+    x, unbatched = _batched(x, n, op)
     weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_out, C_in/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
-    return ConvPlan(weight, bias, stride, padding, dilation, groups, op=op).run(x)
+    y = ConvPlan(weight, bias, stride, padding, dilation, groups, op=op).run(x)
+    return y[0] if unbatched else y
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -262,7 +276,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Parameters
     ----------
-    input : ndarray float32 (N, C_in, L)
+    input : ndarray float32 (N, C_in, L), or unbatched (C_in, L)
     weight : ndarray float32 (C_out, C_in/groups, kL)
     bias : ndarray float32 (C_out,), optional
     stride, dilation : int or (int,)
@@ -272,7 +286,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Returns
     -------
-    ndarray float32 (N, C_out, L_out)
+    ndarray float32 (N, C_out, L_out); (C_out, L_out) for an unbatched input
     """
     return _conv(1, input, weight, bias, stride, padding, dilation, groups, "conv1d")
 
@@ -282,7 +296,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Parameters
     ----------
-    input : ndarray float32 (N, C_in, H, W)
+    input : ndarray float32 (N, C_in, H, W), or unbatched (C_in, H, W)
     weight : ndarray float32 (C_out, C_in/groups, kH, kW)
     bias : ndarray float32 (C_out,), optional
     stride, dilation : int or (int, int)
@@ -295,13 +309,14 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     Returns
     -------
-    ndarray float32 (N, C_out, H_out, W_out)
+    ndarray float32 (N, C_out, H_out, W_out); (C_out, H_out, W_out) for an unbatched input
     """
     return _conv(2, input, weight, bias, stride, padding, dilation, groups, "conv2d")
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """3-D convolution, as ``torch.nn.functional.conv3d``: input (N, C_in, D, H, W), weight
+    """3-D convolution, as ``torch.nn.functional.conv3d``: input (N, C_in, D, H, W) (or
+    unbatched (C_in, D, H, W), answered unbatched), weight
     (C_out, C_in/groups, kD, kH, kW); returns float32 (N, C_out, D_out, H_out, W_out).
     Arguments as in :func:`conv2d`."""
     return _conv(3, input, weight, bias, stride, padding, dilation, groups, "conv3d")
@@ -309,7 +324,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups, dilation,
                     output_size, op):
-    x = as_float32(x, "input", op)
+    x, unbatched = _batched(x, n, op)
     weight = as_float32(weight, "weight", op)
     if weight.ndim != n + 2:
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
@@ -318,13 +333,15 @@ def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups,
         output_size = tuple(output_size)[-n:]
     plan = ConvPlan(weight, bias, stride, padding, dilation, groups, transposed=True,
                     output_padding=output_padding, op=op)
-    return plan.run(x, output_size=output_size)
+    y = plan.run(x, output_size=output_size)
+    return y[0] if unbatched else y
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, output_size=None):
     """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``: input
-    (N, C_in, L), weight (C_in, C_out/groups, kL); returns float32 (N, C_out, L_out) with
+    (N, C_in, L) or unbatched (C_in, L), weight (C_in, C_out/groups, kL); returns float32
+    (N, C_out, L_out) (unbatched: (C_out, L_out)) with
     L_out = (L-1)*stride - pad_begin - pad_end + dilation*(kL-1) + output_padding + 1.
     Arguments as in :func:`conv_transpose2d`."""
     return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
@@ -340,7 +357,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
     Parameters
     ----------
-    input : ndarray float32 (N, C_in, H, W)
+    input : ndarray float32 (N, C_in, H, W), or unbatched (C_in, H, W)
     weight : ndarray float32 (C_in, C_out/groups, kH, kW)
     bias : ndarray float32 (C_out,), optional
     stride, dilation : int or (int, int)
@@ -354,7 +371,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
     Returns
     -------
-    ndarray float32 (N, C_out, H_out, W_out)
+    ndarray float32 (N, C_out, H_out, W_out); (C_out, H_out, W_out) for an unbatched input
     """
     return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
                            dilation, output_size, "conv_transpose2d")
@@ -363,7 +380,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
                      groups=1, dilation=1, output_size=None):
     """3-D transposed convolution, as ``torch.nn.functional.conv_transpose3d``: input
-    (N, C_in, D, H, W), weight (C_in, C_out/groups, kD, kH, kW). Arguments as in
+    (N, C_in, D, H, W) or unbatched (C_in, D, H, W), weight (C_in, C_out/groups, kD, kH,
+    kW). Arguments as in
     :func:`conv_transpose2d`."""
     return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
                            dilation, output_size, "conv_transpose3d")

@@ -17,6 +17,8 @@ from pyconv._arrays import as_float32
 from pyconv._ext import gemm
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
+from pyconv.functional._pool import adaptive_avg_pool
+from pyconv.functional._resize import resize
 
 __all__ = ["linear", "batch_norm", "interpolate", "pad", "flatten", "dropout"]
 
@@ -338,7 +340,10 @@ def pad(x, pad, mode="constant", value=0):
 # interpolate
 
 _LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
+#: The modes that take align_corners, and the spatial rank each needs.
+_INTERPOLATING_MODES = {**_LINEAR_MODES, "bicubic": 2}
 _NEAREST_MODES = ("nearest", "nearest-exact")
+_AREA = "area"
 
 
 def _per_spatial(value, n, name, cast, op):
@@ -409,13 +414,20 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         Output size ``floor(in * scale_factor)``; the source coordinates use
         ``1 / scale_factor`` unless ``recompute_scale_factor`` is true (then
         ``in / out``), as in torch.
-    mode : {'nearest', 'nearest-exact', 'linear', 'bilinear', 'trilinear'}
+    mode : {'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic', 'trilinear', \
+'area'}
         ``nearest``: source ``floor(dst * in / out)`` (torch's legacy rule, ONNX
         asymmetric + floor); ``nearest-exact``: ``floor((dst + 0.5) * in / out)``;
-        ``linear`` / ``bilinear`` / ``trilinear`` need 1 / 2 / 3 spatial dims.
+        ``linear`` / ``bilinear`` / ``trilinear`` need 1 / 2 / 3 spatial dims;
+        ``bicubic`` (2 spatial dims) is the ONNX ``Resize`` cubic of
+        :func:`resize` with torch's ``a = -0.75`` and edge clamping; ``area`` is
+        :func:`adaptive_avg_pool` to the output size.
     align_corners : bool, optional
-        Linear modes only (default False): map corner pixel centres onto each other
-        (``src = dst * (in - 1) / (out - 1)``) rather than ``(dst + 0.5) * in / out - 0.5``.
+        Linear and bicubic modes only (default False): map corner pixel centres onto
+        each other (``src = dst * (in - 1) / (out - 1)``, ONNX ``align_corners``) rather
+        than ``(dst + 0.5) * in / out - 0.5`` (ONNX ``half_pixel``, which torch's
+        exporter writes as ``pytorch_half_pixel``: the two differ only for an output
+        size of 1, where torch's kernels follow ``half_pixel``).
     recompute_scale_factor : bool, optional
     antialias : bool
         Must be False (not supported).
@@ -433,25 +445,26 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     """
     op = "interpolate"
     x = as_float32(x, "input", op)
-    if mode in _NEAREST_MODES:
+    if mode in _NEAREST_MODES or mode == _AREA:
         if align_corners is not None:
             raise InvalidArgument(
                 f"{op}: align_corners can only be set with the interpolating modes "
-                f"linear | bilinear | trilinear, got mode={mode!r}")
-    elif mode in _LINEAR_MODES:
+                f"linear | bilinear | bicubic | trilinear, got mode={mode!r}")
+    elif mode in _INTERPOLATING_MODES:
         align_corners = bool(align_corners) if align_corners is not None else False
     else:
         raise InvalidArgument(f"{op}: mode must be one of {list(_NEAREST_MODES)} + "
-                              f"{list(_LINEAR_MODES)}, got {mode!r}")
+                              f"{list(_INTERPOLATING_MODES)} + [{_AREA!r}], got {mode!r}")
     if antialias:
         raise InvalidArgument(f"{op}: antialias=True is not supported")
     if x.ndim not in (3, 4, 5):
         raise ShapeError(f"{op}: input must have shape (N, C, *spatial) with 1 to 3 spatial "
                          f"dims, got {x.shape}")
     n = x.ndim - 2
-    if mode in _LINEAR_MODES and _LINEAR_MODES[mode] != n:
-        raise InvalidArgument(f"{op}: mode={mode!r} needs {_LINEAR_MODES[mode]} spatial dims "
-                              f"(a {_LINEAR_MODES[mode] + 2}-D input), got input shape "
+    if mode in _INTERPOLATING_MODES and _INTERPOLATING_MODES[mode] != n:
+        rank = _INTERPOLATING_MODES[mode]
+        raise InvalidArgument(f"{op}: mode={mode!r} needs {rank} spatial dims "
+                              f"(a {rank + 2}-D input), got input shape "
                               f"{x.shape}")
     if (size is None) == (scale_factor is None):
         raise InvalidArgument(f"{op}: exactly one of size or scale_factor must be given, "
@@ -487,6 +500,16 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         # torch: 1 / scale_factor when one was given, else in / out; float32.
         return np.float32(1.0 / s) if s is not None else np.float32(i) / np.float32(o)
 
+    if mode == _AREA:
+        return adaptive_avg_pool(x, tuple(out_sizes), op=op)
+    if mode == "bicubic":
+        # torch's bicubic is the ONNX cubic resize (a = -0.75, taps clamped to the edge)
+        # in half_pixel or align_corners coordinates, with the scale torch uses: the
+        # given scale_factor, else out / in.
+        coordinates = "align_corners" if align_corners else "half_pixel"
+        given = None if align_corners or scales[0] is None else [1.0, 1.0] + scales
+        return resize(x, list(x.shape[:2]) + out_sizes, given, "cubic", coordinates,
+                      cubic_coeff_a=-0.75)
     if mode in _NEAREST_MODES:
         index = []
         for axis, (i, o, s) in enumerate(zip(in_sizes, out_sizes, scales)):

@@ -410,7 +410,8 @@ class Upsample(Module):
     ----------
     size : int or tuple of int, optional
     scale_factor : float or tuple of float, optional
-    mode : {'nearest', 'nearest-exact', 'linear', 'bilinear', 'trilinear'}
+    mode : {'nearest', 'nearest-exact', 'linear', 'bilinear', 'bicubic', 'trilinear', \
+'area'}
     align_corners : bool, optional
     recompute_scale_factor : bool, optional
     """

@@ -14,7 +14,7 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv._activations import ACTIVATIONS
 from pyconv.errors import InvalidArgument
-from pyconv.nn import _conv, _layers, _pool
+from pyconv.nn import _conv, _layers, _norm, _pool
 from pyconv.nn._module import Sequential
 
 MIN_OPSET = 13   # Softmax over one axis, Resize with sizes, Clip bounds as inputs
@@ -74,7 +74,8 @@ _ACTIVATION_LAYERS = {
 
 _EXPORTABLE = (_conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._AdaptivePoolNd,
                _layers._BatchNorm, _layers.Softmax, _layers.Linear, _layers.Flatten,
-               _layers.Upsample, _layers.Identity, _layers.Dropout,
+               _layers.Upsample, _layers.Identity, _layers.Dropout, _norm.LayerNorm,
+               _norm.GroupNorm, _norm._InstanceNorm, _norm.PixelShuffle, _norm.PixelUnshuffle,
                *_ACTIVATION_LAYERS)
 
 
@@ -233,14 +234,120 @@ def _emit(b, path, layer, x, out, in_shape, out_shape, opset):
                       out, path)
     if isinstance(layer, _layers.Upsample):
         return _emit_resize(b, path, layer, x, out, in_shape, out_shape)
+    if isinstance(layer, (_norm.LayerNorm, _norm.GroupNorm, _norm._InstanceNorm)):
+        return _emit_norm(b, path, layer, x, out, in_shape, opset)
+    if isinstance(layer, (_norm.PixelShuffle, _norm.PixelUnshuffle)):
+        return _emit_shuffle(b, path, layer, x, out, in_shape)
     if isinstance(layer, (_layers.Identity, _layers.Dropout)):
         return b.node("Identity", [x], out, path)
     raise InvalidArgument(f"to_onnx: layer {path!r} of type {type(layer).__name__} has no "
                           f"ONNX export (custom modules cannot be exported)")
 
 
+def _ones_zeros(layer, c):
+    """The layer's affine parameters, ones / zeros where it has none."""
+    weight = layer.weight if layer.weight is not None else np.ones(c, np.float32)
+    bias = layer.bias if layer.bias is not None else np.zeros(c, np.float32)
+    return weight, bias
+
+
+def _emit_norm(b, path, layer, x, out, in_shape, opset):
+    """LayerNormalization (opset 17+; decomposed before), GroupNormalization (opset 21+;
+    before, torch's form: InstanceNormalization of the (N, G, -1) view, then the
+    per-channel affine), InstanceNormalization (BatchNormalization with tracked
+    statistics, which evaluation mode uses)."""
+    rank = len(in_shape)
+    eps = float(layer.eps)
+    if isinstance(layer, _norm.LayerNorm):
+        k = len(layer.normalized_shape)
+        if opset >= 17:
+            scale = layer.weight if layer.weight is not None else \
+                np.ones(layer.normalized_shape, np.float32)
+            inputs = [x, b.const(f"{path}.weight", scale)]
+            if layer.bias is not None:
+                inputs.append(b.const(f"{path}.bias", layer.bias))
+            return b.node("LayerNormalization", inputs, out, path, axis=-k, epsilon=eps)
+        axes = list(range(rank - k, rank))
+        mean = b.node("ReduceMean", [x], None, path, axes=axes)
+        centred = b.node("Sub", [x, mean], None, path)
+        var = b.node("ReduceMean", [b.node("Mul", [centred, centred], None, path)], None,
+                     path, axes=axes)
+        std = b.node("Sqrt", [b.node("Add", [var, b.const(f"{path}.eps",
+                                                           np.array(eps, np.float32))],
+                                     None, path)], None, path)
+        last = layer.weight is None and layer.bias is None
+        y = b.node("Div", [centred, std], out if last else None, path)
+        if layer.weight is not None:
+            last = layer.bias is None
+            y = b.node("Mul", [y, b.const(f"{path}.weight", layer.weight)],
+                       out if last else None, path)
+        if layer.bias is not None:
+            y = b.node("Add", [y, b.const(f"{path}.bias", layer.bias)], out, path)
+        return y
+    if isinstance(layer, _norm._InstanceNorm) and rank != layer._n + 2:
+        raise InvalidArgument(f"to_onnx: layer {path!r} ({type(layer).__name__}) has an "
+                              f"unbatched input of shape {tuple(in_shape)}; export a "
+                              f"batched shape")
+    c = in_shape[1]
+    weight, bias = _ones_zeros(layer, c)
+    if isinstance(layer, _norm._InstanceNorm):
+        inputs = [x, b.const(f"{path}.weight", weight), b.const(f"{path}.bias", bias)]
+        if layer.track_running_stats:
+            inputs += [b.const(f"{path}.running_mean", layer.running_mean),
+                       b.const(f"{path}.running_var", layer.running_var)]
+            return b.node("BatchNormalization", inputs, out, path, epsilon=eps)
+        return b.node("InstanceNormalization", inputs, out, path, epsilon=eps)
+    g = layer.num_groups
+    if opset >= 21:
+        return b.node("GroupNormalization", [x, b.const(f"{path}.weight", weight),
+                                             b.const(f"{path}.bias", bias)],
+                      out, path, num_groups=g, epsilon=eps)
+    grouped = b.node("Reshape", [x, b.const(f"{path}.group_shape",
+                                            np.array([0, g, -1], np.int64))], None, path)
+    normed = b.node("InstanceNormalization",
+                    [grouped, b.const(f"{path}.group_scale", np.ones(g, np.float32)),
+                     b.const(f"{path}.group_bias", np.zeros(g, np.float32))],
+                    None, path, epsilon=eps)
+    y = b.node("Reshape", [normed, b.const(f"{path}.shape", np.array(
+        [0] + list(in_shape[1:]), np.int64))], None, path)
+    view = (c,) + (1,) * (rank - 2)
+    y = b.node("Mul", [y, b.const(f"{path}.weight", weight.reshape(view))], None, path)
+    return b.node("Add", [y, b.const(f"{path}.bias", bias.reshape(view))], out, path)
+
+
+def _emit_shuffle(b, path, layer, x, out, in_shape):
+    """PixelShuffle: DepthToSpace in CRD mode; PixelUnshuffle: Reshape, Transpose,
+    Reshape (ONNX SpaceToDepth has no CRD order before opset 28), as torch exports it."""
+    if len(in_shape) != 4:
+        raise InvalidArgument(f"to_onnx: layer {path!r} ({type(layer).__name__}) has an "
+                              f"input of shape {tuple(in_shape)}; ONNX DepthToSpace / "
+                              f"SpaceToDepth take (N, C, H, W)")
+    if isinstance(layer, _norm.PixelShuffle):
+        return b.node("DepthToSpace", [x], out, path, blocksize=layer.upscale_factor,
+                      mode="CRD")
+    r = layer.downscale_factor
+    n, c, h, w = in_shape
+    blocks = b.node("Reshape", [x, b.const(f"{path}.blocks", np.array(
+        [n, c, h // r, r, w // r, r], np.int64))], None, path)
+    moved = b.node("Transpose", [blocks], None, path, perm=[0, 1, 3, 5, 2, 4])
+    return b.node("Reshape", [moved, b.const(f"{path}.shape", np.array(
+        [n, c * r * r, h // r, w // r], np.int64))], out, path)
+
+
 def _emit_resize(b, path, layer, x, out, in_shape, out_shape):
     mode = layer.mode
+    if mode == "area":
+        # adaptive average pooling: a fixed window only where the sizes divide
+        spatial, target = in_shape[2:], out_shape[2:]
+        if all(o == 1 for o in target):
+            return b.node("GlobalAveragePool", [x], out, path)
+        if any(i % o for i, o in zip(spatial, target)):
+            raise InvalidArgument(
+                f"to_onnx: layer {path!r} ({layer!r}) averages {tuple(spatial)} into "
+                f"{tuple(target)}, which is not a fixed pooling window; ONNX has no "
+                f"adaptive pooling")
+        k = [i // o for i, o in zip(spatial, target)]
+        return b.node("AveragePool", [x], out, path, kernel_shape=k, strides=k)
     if mode == "nearest":
         attrs = dict(mode="nearest", coordinate_transformation_mode="asymmetric",
                      nearest_mode="floor")
@@ -248,11 +355,17 @@ def _emit_resize(b, path, layer, x, out, in_shape, out_shape):
         attrs = dict(mode="nearest", coordinate_transformation_mode="half_pixel",
                      nearest_mode="round_prefer_ceil")
     else:
+        # half_pixel is torch's rule for every output size (torch's exporter writes
+        # pytorch_half_pixel, which differs from it for an output size of 1).
         ac = bool(layer.align_corners)
-        attrs = dict(mode="linear",
+        attrs = dict(mode="cubic" if mode == "bicubic" else "linear",
                      coordinate_transformation_mode="align_corners" if ac else "half_pixel")
+        if mode == "bicubic":
+            attrs["cubic_coeff_a"] = -0.75
     n = len(in_shape) - 2
-    if layer.scale_factor is not None and not layer.recompute_scale_factor:
+    # align_corners maps corners with the integer output size, which only sizes give.
+    if layer.scale_factor is not None and not layer.recompute_scale_factor and \
+            not layer.align_corners:
         factors = layer.scale_factor
         if not isinstance(factors, (tuple, list)):
             factors = (factors,) * n

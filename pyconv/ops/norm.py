@@ -7,6 +7,7 @@ import numpy as np
 from pyconv._ext import gemm
 from pyconv.errors import InvalidDType, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
+from pyconv.functional._norm import normalize_groups, normalize_last_axes
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
 
@@ -72,7 +73,9 @@ class ChannelAffine(_Affine):
 
 @register("InstanceNormalization")
 class InstanceNormalization(Op):
-    """Normalises each (n, c) plane with its own mean and variance (float64 sums)."""
+    """Normalises each (n, c) plane with its own mean and variance: the implementation of
+    :func:`pyconv.functional.instance_norm` (group normalisation with one channel per
+    group)."""
     required_inputs = 3
     attributes = {"epsilon": 1e-5}
 
@@ -82,13 +85,7 @@ class InstanceNormalization(Op):
         if x.ndim < 3 or scale.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
             self.fail(f"input {x.shape}, scale {scale.shape}, B {bias.shape}: expected "
                       f"(N, C, *spatial), (C,), (C,)", ShapeError)
-        axes = tuple(range(2, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-        var = np.square(x - mean).mean(axis=axes, keepdims=True)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x - mean) / np.sqrt(var + float(self.attrs["epsilon"]))
-        y = y * scale.reshape(shape) + bias.reshape(shape)
-        return [y.astype(np.float32)]
+        return [normalize_groups(x, x.shape[1], float(self.attrs["epsilon"]), scale, bias)]
 
 
 def standardize_rows(x, eps):
@@ -162,14 +159,8 @@ class LayerNormalization(_Standardize):
         axis = self.check_axis(self.attrs["axis"], xc.ndim)
         self.broadcast_param(scale, 1, x.shape)
         self.broadcast_param(bias, 2, x.shape)
-        rows = int(np.prod(x.shape[:axis], dtype=np.int64))
-        cols = int(np.prod(x.shape[axis:], dtype=np.int64))
-        y, mean, inv_std = standardize_rows(xc.reshape(rows, cols),
-                                            float(self.attrs["epsilon"]))
-        y = y.reshape(x.shape)
-        y *= scale.astype(y.dtype, copy=False)
-        if bias is not None:
-            y += bias.astype(y.dtype, copy=False)
+        y, mean, inv_std = normalize_last_axes(xc, axis, float(self.attrs["epsilon"]),
+                                               scale, bias)
         stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         outs = [y.astype(x.dtype, copy=False)]
         wanted = [bool(o) for o in self.node.outputs[1:3]]
@@ -208,16 +199,10 @@ class GroupNormalization(_Standardize):
                 self.fail(f"input '{self.input_name(i)}' must have shape ({per},) (one value "
                           f"per {'group' if self.opset < 21 else 'channel'} at opset "
                           f"{self.opset}), got {getattr(p, 'shape', None)}", ShapeError)
-        y, _, _ = standardize_rows(xc.reshape(n * g, -1), float(self.attrs["epsilon"]))
-        if self.opset < 21:
-            y = y.reshape(n, g, -1)
-            view = (1, g, 1)
-        else:
-            y = y.reshape(n, c, -1)
-            view = (1, c, 1)
-        y *= scale.astype(y.dtype).reshape(view)
-        y += bias.astype(y.dtype).reshape(view)
-        return [y.reshape(x.shape).astype(x.dtype, copy=False)]
+        if self.opset < 21:     # one value per group: the same for each of its channels
+            scale, bias = np.repeat(scale, c // g), np.repeat(bias, c // g)
+        y = normalize_groups(xc, g, float(self.attrs["epsilon"]), scale, bias)
+        return [y.astype(x.dtype, copy=False)]
 
 
 @register("LRN")

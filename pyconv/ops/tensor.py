@@ -408,66 +408,28 @@ class Pad(Op):
 
 
 class _BlockOp(Op):
-    """DepthToSpace / SpaceToDepth: one strided copy per (row, column) position of the
-    block (b * b NumPy copies of whole planes), much faster than one 6-D transposed copy
-    whose innermost run is b elements."""
+    """DepthToSpace / SpaceToDepth: :func:`pyconv.functional.depth_to_space` /
+    :func:`~pyconv.functional.space_to_depth`, which also run torch's pixel (un)shuffle."""
     attributes = {"blocksize": REQUIRED, "mode": "DCR"}
     supports_out = True
+    function = None
 
-    def check(self, x):
+    def run(self, inputs, out=None):
+        x = inputs[0]
         if x.ndim != 4:
             self.fail(f"input must be 4-D (N, C, H, W), got shape {x.shape}", ShapeError)
-        b = int(self.attrs["blocksize"])
-        if b < 1:
-            self.fail(f"blocksize must be positive, got {b}")
-        return b
-
-    def blocks(self, depth, n, c, b, h, w):
-        """The (n, c, b, b, h, w) view of the depth-side tensor ``depth``, whose channels
-        are ordered (c, b, b) in CRD mode and (b, b, c) in DCR mode."""
-        if str(self.attrs["mode"]).upper() == "CRD":
-            return depth.reshape(n, c, b, b, h, w)
-        return depth.reshape(n, b, b, c, h, w).transpose(0, 3, 1, 2, 4, 5)
+        return [wrap_errors(self, self.function, x, self.attrs["blocksize"],
+                            self.attrs["mode"], out, op=self.node.label)]
 
 
 @register("DepthToSpace")
 class DepthToSpace(_BlockOp):
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        b = self.check(x)
-        n, c, h, w = x.shape
-        if c % (b * b):
-            self.fail(f"channels {c} not divisible by blocksize^2 = {b * b}", ShapeError)
-        c //= b * b
-        y = take_out(out, (n, c, h * b, w * b), x.dtype)
-        if np.may_share_memory(y, x):
-            y = np.empty(y.shape, x.dtype)
-        src = self.blocks(x, n, c, b, h, w)
-        dst = y.reshape(n, c, h, b, w, b)
-        for i in range(b):
-            for j in range(b):
-                dst[:, :, :, i, :, j] = src[:, :, i, j]
-        return [y]
+    function = staticmethod(F.depth_to_space)
 
 
 @register("SpaceToDepth")
 class SpaceToDepth(_BlockOp):
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        b = self.check(x)
-        n, c, h, w = x.shape
-        if h % b or w % b:
-            self.fail(f"spatial size {(h, w)} not divisible by blocksize {b}", ShapeError)
-        h, w = h // b, w // b
-        y = take_out(out, (n, c * b * b, h, w), x.dtype)
-        if np.may_share_memory(y, x):
-            y = np.empty(y.shape, x.dtype)
-        src = x.reshape(n, c, h, b, w, b)
-        dst = self.blocks(y, n, c, b, h, w)
-        for i in range(b):
-            for j in range(b):
-                dst[:, :, i, j] = src[:, :, :, i, :, j]
-        return [y]
+    function = staticmethod(F.space_to_depth)
 
 
 @register("ScatterND")

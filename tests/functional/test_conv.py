@@ -250,8 +250,9 @@ def test_bad_inputs_raise_clear_errors(rng):
     x, w = rand(rng, 1, 4, 9, 7), rand(rng, 8, 4, 3, 3)
     with pytest.raises(ShapeError, match=r"conv2d: input has 3 channels, the weight expects 4"):
         F.conv2d(x[:, :3], w)
-    with pytest.raises(ShapeError, match=r"conv2d: expected a 4-D input .* got shape \(4, 9, 7\)"):
-        F.conv2d(x[0], w)
+    with pytest.raises(ShapeError, match=r"conv2d: input must be 4-D \(N, C_in, \*, \*\) or "
+                                         r"unbatched 3-D .* got shape \(9, 7\)"):
+        F.conv2d(x[0, 0], w)
     with pytest.raises(ShapeError, match=r"conv2d: weight must be 4-D"):
         F.conv2d(x, w[0])
     with pytest.raises(ShapeError, match=r"8 output channels, not divisible by groups=3"):

@@ -157,7 +157,7 @@ def test_interpolate_errors():
     with pytest.raises(InvalidArgument, match=r"'trilinear' needs 3 spatial dims .*\(1, 2, 4, 4\)"):
         F.interpolate(x, size=2, mode="trilinear")
     with pytest.raises(InvalidArgument, match="mode must be one of"):
-        F.interpolate(x, size=2, mode="bicubic")
+        F.interpolate(x, size=2, mode="bicubicc")
     with pytest.raises(InvalidArgument, match=r"size \(2, 2, 2\) has 3 elements .* 2 spatial"):
         F.interpolate(x, size=(2, 2, 2))
     with pytest.raises(InvalidArgument, match="output size .* must be positive"):

@@ -90,7 +90,9 @@ COVERED = ["LayerNormalization", "GroupNormalization", "Tile", "Range", "ArgMax"
            "ReduceLogSum", "ReduceLogSumExp", "Floor", "Ceil", "Round", "Sign", "Less",
            "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor", "NonZero",
            "Einsum", "CumSum", "GatherElements", "GatherND", "OneHot", "Mod", "IsNaN",
-           "IsInf"]
+           "IsInf",
+           # one implementation with pyconv.functional (issue 15)
+           "InstanceNormalization", "DepthToSpace", "SpaceToDepth", "Resize"]
 
 
 def test_new_ops_have_conformance_cases():
