@@ -21,7 +21,7 @@ from pyconv import models as bundled
 from pyconv.errors import InvalidArgument
 
 REPO = Path(pyconv.__file__).resolve().parent.parent
-COMPILED = ("gemm", "conv", "pool", "eltwise", "resize")
+COMPILED = ("gemm", "conv", "pool", "eltwise", "resize", "qgemm")
 #: Files of the repository root that the sdist must carry.
 ROOT_FILES = ("setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
               "CHANGELOG.md")

@@ -3,9 +3,9 @@ DynamicQuantizeLinear, the integer products ConvInteger and MatMulInteger, QLine
 QLinearMatMul, and the ``com.microsoft`` QLinearAdd / QLinearMul that onnxruntime's
 quantizer emits.
 
-Exact semantics come first: integer products are computed on float64 (every product of
-two 8-bit values and every sum of up to 2^37 of them is exact there), then converted to
-int32; requantization follows onnxruntime (the float32 scale ``x_scale * w_scale /
+Integer products run on the exact int8 GEMM (pyconv._ext.qgemm: AVX-512 VNNI, AVX2 or
+portable), int8 activations and uint8 weights mapped onto its uint8 x int8 form by moving
+their zero points; requantization follows onnxruntime (the float32 scale ``x_scale * w_scale /
 y_scale``, the accumulator times it, rounded half to even, plus the zero point,
 saturated).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
 from pyconv.errors import InvalidDType, InvalidModel
 from pyconv.ops._base import Op, register
@@ -157,33 +158,102 @@ class DynamicQuantizeLinear(Op):
         return [y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)]
 
 
-def _integer_matmul(op, a, b):
-    """``a @ b`` of shifted integers (float64 arrays), exactly, as int32."""
-    try:
-        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    except ValueError:
-        shape = None
-    if a.ndim < 1 or b.ndim < 1 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0] \
-            or shape is None and a.ndim > 1 and b.ndim > 1:
-        op.fail(f"inputs of shapes {a.shape} and {b.shape} cannot be multiplied")
-    check_tensor_size(np.broadcast_shapes(a.shape[:-1], (1,)))
-    return np.matmul(a, b).astype(np.int32)
+def _as_uint8(x, zp):
+    """``x`` as uint8 and its zero point (int64) moved with it: int8 + 128."""
+    if x.dtype == np.int8:
+        return x.view(np.uint8) ^ np.uint8(0x80), zp + 128
+    return x, zp
 
 
-def _shift(op, x, zp, axis, name):
-    """``x - zp`` as float64; ``zp`` a scalar or a vector along ``axis`` of ``x``."""
-    if zp is not None and zp.dtype != x.dtype:
-        op.fail(f"{name} is {zp.dtype} but its input is {x.dtype}", InvalidDType)
-    x = x.astype(np.float64)
+def _as_int8(b, zp):
+    """``b`` as int8 and its zero point (int64) moved with it: uint8 - 128."""
+    if b.dtype == np.uint8:
+        return (b ^ np.uint8(0x80)).view(np.int8), zp - 128
+    return b, zp
+
+
+def _zero_points(op, zp, dtype, count, name, what):
+    """An optional zero point as int64: a scalar, or ``count`` values (one per ``what``)."""
     if zp is None:
-        return x
+        return np.zeros((), np.int64)
+    if zp.dtype != dtype:
+        op.fail(f"{name} is {zp.dtype} but its input is {np.dtype(dtype)}", InvalidDType)
     if zp.size == 1:
-        return x - float(zp.reshape(()))
-    if zp.ndim != 1 or zp.shape[0] != x.shape[axis]:
-        op.fail(f"{name} has shape {zp.shape}, expected a scalar or ({x.shape[axis]},)")
-    shape = [1] * x.ndim
-    shape[axis] = zp.shape[0]
-    return x - zp.reshape(shape).astype(np.float64)
+        return zp.astype(np.int64).reshape(())
+    if zp.shape != (count,):
+        op.fail(f"{name} has shape {zp.shape}, expected a scalar or ({count},) (one per "
+                f"{what})")
+    return zp.astype(np.int64)
+
+
+class _PackedWeights:
+    """The int8 right operands of a layer, packed once per distinct weight array (a
+    constant initializer is the same array on every run)."""
+
+    def __init__(self):
+        self._cache = (None, None, None)
+
+    def get(self, weight, zero_point, build):
+        w, zp, packs = self._cache
+        if w is weight and zp is zero_point:
+            return packs
+        packs = build()
+        self._cache = (weight, zero_point, packs)
+        return packs
+
+
+def _product(a, za, b, zb, context):
+    """``(a - za) @ (b - zb)`` exactly, as int32: ``a`` uint8 (m, k) with ``za`` a scalar
+    or one value per row, ``b`` a packed int8 (k, n) operand with ``zb`` a scalar or one
+    value per column (zero points int64). Runs on the int8 GEMM; the zero points enter as
+    row and column sums."""
+    acc = qgemm.matmul_u8s8(a, b, context).astype(np.int64)
+    za = za.reshape(-1, 1) if za.ndim else za
+    zb = zb.reshape(1, -1) if zb.ndim else zb
+    acc -= za * b.column_sums.reshape(1, -1)
+    acc -= a.sum(axis=1, dtype=np.int64).reshape(-1, 1) * zb
+    acc += b.k * za * zb
+    return acc.astype(np.int32)
+
+
+def _integer_matmul(op, a, za, b, zb, cache=None):
+    """MatMulInteger's product with numpy.matmul's shapes and broadcasting; ``za`` per
+    tensor or per row of ``a``, ``zb`` per tensor or per column of ``b``."""
+    if a.ndim < 1 or b.ndim < 1:
+        op.fail(f"inputs of shapes {a.shape} and {b.shape} cannot be multiplied")
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        op.fail(f"inputs of shapes {a.shape} and {b.shape} cannot be multiplied")
+    try:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    except ValueError:
+        op.fail(f"the batch dims of inputs of shapes {a.shape} and {b.shape} do not "
+                f"broadcast")
+    m, k, n = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    check_tensor_size(batch + (m, n))
+    weight_key = (b, zb)        # the node's own arrays: the same on every run if constant
+    za = _zero_points(op, za, a.dtype, m, "a_zero_point", "row of a")
+    zb = _zero_points(op, zb, b.dtype, n, "b_zero_point", "column of b")
+    a2, za = _as_uint8(a2, za)
+    b2, zb = _as_int8(b2, zb)
+    if b2.ndim == 2:            # one packed operand for every row of every batch
+        rows = np.ascontiguousarray(a2).reshape(-1, k)
+        packed = (cache.get(*weight_key, lambda: qgemm.PackedInt8(b2)) if cache is not None
+                  else qgemm.PackedInt8(b2))
+        za_rows = np.broadcast_to(za, a2.shape[:-1]).reshape(-1) if za.ndim else za
+        y = _product(rows, za_rows, packed, zb, op.context).reshape(a2.shape[:-1] + (n,))
+        y = np.broadcast_to(y, batch + (m, n))
+    else:
+        a3 = np.broadcast_to(a2, batch + (m, k)).reshape(-1, m, k)
+        b3 = np.broadcast_to(b2, batch + (k, n)).reshape(-1, k, n)
+        y = np.stack([_product(np.ascontiguousarray(x), za, qgemm.PackedInt8(w), zb,
+                               op.context) for x, w in zip(a3, b3)]).reshape(batch + (m, n))
+    if a.ndim == 1:
+        y = y[..., 0, :]
+    if b.ndim == 1:
+        y = y[..., 0]
+    return np.ascontiguousarray(y)
 
 
 @register("MatMulInteger")
@@ -193,17 +263,21 @@ class MatMulInteger(Op):
 
     required_inputs = 2
 
+    def setup(self, consts):
+        self.packed = _PackedWeights()
+
     def run(self, inputs, out=None):
         a = _integer(self, inputs[0], 0)
         b = _integer(self, inputs[1], 1)
-        azp, bzp = _zero_point(self, inputs, 2), _zero_point(self, inputs, 3)
-        a = _shift(self, a, azp, a.ndim - 2 if a.ndim > 1 else 0, "a_zero_point")
-        b = _shift(self, b, bzp, b.ndim - 1, "b_zero_point")
-        return [_integer_matmul(self, a, b)]
+        return [_integer_matmul(self, a, _zero_point(self, inputs, 2), b,
+                                _zero_point(self, inputs, 3), self.packed)]
 
 
-def _integer_conv(op, x, w, attrs, group):
-    """Convolution of shifted integers (float64 arrays, NC... and MC/g...) as int32."""
+def _integer_conv(op, x, xz, w, wz, attrs, cache):
+    """``conv(x - xz, w - wz)`` exactly, as int32 (NC... and MC/group...): im2col rows of
+    uint8 windows (padded with the zero point, which contributes nothing) times the
+    packed int8 weights of each group."""
+    group = int(attrs["group"])
     if x.ndim < 3 or w.ndim != x.ndim:
         op.fail(f"input of shape {x.shape} and weight of shape {w.shape}: expected "
                 f"(N, C, spatial...) and (M, C/group, kernel...) of the same rank")
@@ -211,16 +285,21 @@ def _integer_conv(op, x, w, attrs, group):
     m, cg = w.shape[:2]
     if group <= 0 or c % group or m % group or cg != c // group:
         op.fail(f"group {group}: input channels {c} and weight shape {w.shape} disagree")
+    weight_key = (w, wz)        # the node's own arrays: the same on every run if constant
+    xz = _zero_points(op, xz, x.dtype, 1, "x_zero_point", "tensor")
+    wz = _zero_points(op, wz, w.dtype, m, "w_zero_point", "output channel")
+    x, xz = _as_uint8(x, xz)
     geometry = ConvAttributes.from_onnx("conv", attrs, w.shape[2:], op=op.node.label)
     g = geometry.resolve(x.shape[2:])
     spatial = len(w.shape) - 2
-    check_tensor_size((n, c, *g.output_shape, *w.shape[2:]))
-    pads = [(0, 0), (0, 0)] + list(zip(g.pads_begin, g.pads_end))
-    # Negative pads crop; padding with 0 is padding with the zero point before the shift.
+    out_size, k_size = int(np.prod(g.output_shape)), int(np.prod(w.shape[2:]))
+    check_tensor_size((n, c, out_size, k_size))
     crop = tuple(slice(max(0, -b), x.shape[i + 2] - max(0, -e) if e < 0 else None)
                  for i, (b, e) in enumerate(zip(g.pads_begin, g.pads_end)))
     x = np.pad(x[(slice(None), slice(None)) + crop],
-               [(max(0, b), max(0, e)) for b, e in pads])
+               [(0, 0), (0, 0)] + [(max(0, b), max(0, e)) for b, e in
+                                   zip(g.pads_begin, g.pads_end)],
+               constant_values=np.uint8(int(xz)))
     extent = [d * (k - 1) + 1 for d, k in zip(geometry.dilations, w.shape[2:])]
     windows = np.lib.stride_tricks.sliding_window_view(x, extent, axis=tuple(
         range(2, 2 + spatial)))
@@ -228,14 +307,28 @@ def _integer_conv(op, x, w, attrs, group):
                       + tuple(slice(None, o * s, s) for o, s in
                               zip(g.output_shape, geometry.strides))
                       + tuple(slice(None, None, d) for d in geometry.dilations)]
-    out_size = int(np.prod(g.output_shape))
-    k_size = int(np.prod(w.shape[2:]))
-    # (n, group, c/group, out..., kernel...) -> (n, group, out, c/group * kernel)
-    cols = windows.reshape(n, group, cg, out_size, k_size).transpose(0, 1, 3, 2, 4)
-    cols = cols.reshape(n, group, out_size, cg * k_size)
-    wmat = w.reshape(group, m // group, cg * k_size).transpose(0, 2, 1)
-    y = np.matmul(cols, wmat)                     # (n, group, out, m/group)
-    return y.transpose(0, 1, 3, 2).reshape(n, m, *g.output_shape).astype(np.int32)
+    # (n, group, c/group, out..., kernel...) -> per group, rows (n * out) of c/group * kernel
+    cols = windows.reshape(n, group, cg, out_size, k_size).transpose(1, 0, 3, 2, 4)
+    cols = np.ascontiguousarray(cols).reshape(group, n * out_size, cg * k_size)
+    mg = m // group
+
+    def pack():
+        w8, wz8 = _as_int8(w, wz)
+        mats = w8.reshape(group, mg, cg * k_size)
+        return [(qgemm.PackedInt8(np.ascontiguousarray(mats[i].T)),
+                 wz8[i * mg:(i + 1) * mg] if wz8.ndim else wz8) for i in range(group)]
+    y = np.empty((n, m, out_size), np.int32)
+    if mg == 1 and group > 1:
+        # Depthwise: one output channel per group is a GEMM of one column; a batched dot
+        # product over all channels at once instead (int64: exact for any kernel size).
+        wmat = w.reshape(group, cg * k_size).astype(np.int64) - wz.reshape(-1, 1)
+        dots = np.einsum("gpk,gk->gp", cols.astype(np.int64) - xz, wmat)
+        y[:] = dots.reshape(group, n, out_size).transpose(1, 0, 2)
+        return y.reshape(n, m, *g.output_shape)
+    for i, (packed, zb) in enumerate(cache.get(*weight_key, pack)):
+        y[:, i * mg:(i + 1) * mg] = _product(cols[i], xz, packed, zb, op.context).reshape(
+            n, out_size, mg).transpose(0, 2, 1)
+    return y.reshape(n, m, *g.output_shape)
 
 
 _CONV_ATTRIBUTES = {"auto_pad": "NOTSET", "dilations": None, "group": 1,
@@ -250,12 +343,14 @@ class ConvInteger(Op):
     attributes = dict(_CONV_ATTRIBUTES)
     required_inputs = 2
 
+    def setup(self, consts):
+        self.packed = _PackedWeights()
+
     def run(self, inputs, out=None):
         x = _integer(self, inputs[0], 0)
         w = _integer(self, inputs[1], 1)
-        x = _shift(self, x, _zero_point(self, inputs, 2), 1, "x_zero_point")
-        w = _shift(self, w, _zero_point(self, inputs, 3), 0, "w_zero_point")
-        return [_integer_conv(self, x, w, self.attrs, int(self.attrs["group"]))]
+        return [_integer_conv(self, x, _zero_point(self, inputs, 2), w,
+                              _zero_point(self, inputs, 3), self.attrs, self.packed)]
 
 
 def _requantize(acc, scale, zp, dtype):
@@ -311,10 +406,11 @@ class QLinearConv(_QLinear):
     def channel_axis(self, acc):
         return 1
 
+    def setup(self, consts):
+        self.packed = _PackedWeights()
+
     def product(self, x, x_zp, w, w_zp, inputs):
-        x = _shift(self, x, x_zp, 1, "x_zero_point")
-        w = _shift(self, w, w_zp, 0, "w_zero_point")
-        acc = _integer_conv(self, x, w, self.attrs, int(self.attrs["group"]))
+        acc = _integer_conv(self, x, x_zp, w, w_zp, self.attrs, self.packed)
         bias = inputs[8] if len(inputs) > 8 else None
         if bias is not None:
             bias = _integer(self, bias, 8, (np.int32,))
@@ -332,10 +428,11 @@ class QLinearMatMul(_QLinear):
     def channel_axis(self, acc):
         return acc.ndim - 1
 
+    def setup(self, consts):
+        self.packed = _PackedWeights()
+
     def product(self, a, a_zp, b, b_zp, inputs):
-        a = _shift(self, a, a_zp, a.ndim - 2 if a.ndim > 1 else 0, "a_zero_point")
-        b = _shift(self, b, b_zp, b.ndim - 1, "b_zero_point")
-        acc = _integer_matmul(self, a, b)
+        acc = _integer_matmul(self, a, a_zp, b, b_zp, self.packed)
         return acc, acc.shape
 
 
