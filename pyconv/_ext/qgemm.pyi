@@ -20,3 +20,10 @@ class PackedInt8:
 
 def matmul_u8s8(a: npt.NDArray[np.uint8], b: PackedInt8,
                 context: Optional[ExecutionContext] = None) -> npt.NDArray[np.int32]: ...
+
+def quantize(x: npt.NDArray[np.float32], scale: npt.NDArray[np.float32],
+             zero_point: npt.NDArray, axis: int, dtype: object,
+             context: Optional[ExecutionContext] = None) -> npt.NDArray: ...
+def dequantize(q: npt.NDArray, scale: npt.NDArray[np.float32], zero_point: npt.NDArray,
+               axis: int, context: Optional[ExecutionContext] = None
+               ) -> npt.NDArray[np.float32]: ...

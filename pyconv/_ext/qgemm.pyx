@@ -8,7 +8,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from pyconv._ext.gemm cimport context_of, exec_ctx, grain_for, parallel_for, threads_for
+from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, pyconv_range_fn,
+                               threads_for)
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -118,3 +119,143 @@ def matmul_u8s8(a, PackedInt8 b, context=None):
         else:
             parallel_for(nthreads, m, grain, _rows, &t)
     return out[:, :b.n] if b.np != b.n else out
+
+
+# ---------------------------------------------------------------------------------------
+# QuantizeLinear / DequantizeLinear on float32, per tensor or per channel: one pass each
+# (NumPy needs five), split over the pool by blocks of a channel's run.
+from libc.math cimport nearbyintf
+
+cdef struct _qtask:
+    const float *x
+    void *q
+    const float *scale
+    const float *zero
+    int64_t channels, inner, blocks_per_channel, block
+    float lo, hi
+    int kind        # 0 uint8, 1 int8, 2 uint16, 3 int16
+
+
+DEF QBLOCK = 16384
+
+
+cdef inline void _quantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i1) noexcept nogil:
+    cdef float s = t.scale[c], z = t.zero[c], v
+    cdef int64_t base = c * t.inner, i
+    for i in range(base + i0, base + i1):
+        v = nearbyintf(t.x[i] / s) + z
+        v = t.lo if v < t.lo else (t.hi if v > t.hi else v)
+        if t.kind == 0:
+            (<uint8_t *>t.q)[i] = <uint8_t>v
+        elif t.kind == 1:
+            (<int8_t *>t.q)[i] = <int8_t>v
+        elif t.kind == 2:
+            (<unsigned short *>t.q)[i] = <unsigned short>v
+        else:
+            (<short *>t.q)[i] = <short>v
+
+
+cdef inline void _dequantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i1) noexcept nogil:
+    cdef float s = t.scale[c], z = t.zero[c]
+    cdef int64_t base = c * t.inner, i
+    cdef float *y = <float *>t.x
+    for i in range(base + i0, base + i1):
+        if t.kind == 0:
+            y[i] = (<float>(<const uint8_t *>t.q)[i] - z) * s
+        elif t.kind == 1:
+            y[i] = (<float>(<const int8_t *>t.q)[i] - z) * s
+        elif t.kind == 2:
+            y[i] = (<float>(<const unsigned short *>t.q)[i] - z) * s
+        else:
+            y[i] = (<float>(<const short *>t.q)[i] - z) * s
+
+
+cdef void _quantize_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qtask *t = <_qtask *>arg
+    cdef int64_t b, c, i0
+    for b in range(lo, hi):
+        c = b // t.blocks_per_channel
+        i0 = (b % t.blocks_per_channel) * t.block
+        _quantize_run(t, c, i0, min(i0 + t.block, t.inner))
+
+
+cdef void _dequantize_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qtask *t = <_qtask *>arg
+    cdef int64_t b, c, i0
+    for b in range(lo, hi):
+        c = b // t.blocks_per_channel
+        i0 = (b % t.blocks_per_channel) * t.block
+        _dequantize_run(t, c, i0, min(i0 + t.block, t.inner))
+
+
+_KINDS = {np.dtype(np.uint8): 0, np.dtype(np.int8): 1, np.dtype(np.uint16): 2,
+          np.dtype(np.int16): 3}
+
+
+cdef _qtask _task_for(cnp.ndarray flt, cnp.ndarray q, scale, zero, int axis):
+    """Runs of ``inner`` elements sharing one scale and zero point: the whole array, or
+    (per channel) each index of ``axis`` repeated over the leading dims."""
+    cdef _qtask t
+    shape = (<object>flt).shape
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) if scale.size > 1 else flt.size
+    runs = flt.size // inner if inner else 0
+    t.x = <const float *>cnp.PyArray_DATA(flt)
+    t.q = cnp.PyArray_DATA(q)
+    t.inner = inner
+    t.channels = runs
+    t.block = QBLOCK
+    t.blocks_per_channel = max((inner + QBLOCK - 1) // QBLOCK, 1)
+    t.kind = _KINDS[q.dtype]
+    info = np.iinfo(q.dtype)
+    t.lo, t.hi = info.min, info.max
+    return t
+
+
+def _per_run(values, runs, channels):
+    """A scale or zero point as float32, one value per run (runs cycle over channels)."""
+    v = np.ascontiguousarray(values, np.float32).reshape(-1)
+    return np.ascontiguousarray(np.tile(v, runs // channels) if v.size > 1 else v)
+
+
+def quantize(x, scale, zero_point, int axis, dtype, context=None):
+    """``saturate(round_half_even(x / scale) + zero_point)`` of float32 ``x`` as ``dtype``
+    (uint8, int8, uint16, int16); ``scale`` and ``zero_point`` scalars or one value per
+    index of ``axis``."""
+    cdef cnp.ndarray flt = np.ascontiguousarray(x, np.float32)
+    cdef cnp.ndarray q = np.empty((<object>flt).shape, dtype)
+    cdef _qtask t = _task_for(flt, q, scale, zero_point, axis)
+    s = _per_run(scale, t.channels, scale.size)
+    z = _per_run(zero_point, t.channels, scale.size)
+    if s.size == 1 and t.channels > 1:
+        s, z = np.full(t.channels, s[0], np.float32), np.full(t.channels, z[0], np.float32)
+    _run(&t, s, z, context, 0)
+    return q
+
+
+def dequantize(q, scale, zero_point, int axis, context=None):
+    """``(q - zero_point) * scale`` as float32; as :func:`quantize`."""
+    cdef cnp.ndarray qa = np.ascontiguousarray(q)
+    cdef cnp.ndarray y = np.empty((<object>qa).shape, np.float32)
+    cdef _qtask t = _task_for(y, qa, scale, zero_point, axis)
+    s = _per_run(scale, t.channels, scale.size)
+    z = _per_run(zero_point, t.channels, scale.size)
+    if s.size == 1 and t.channels > 1:
+        s, z = np.full(t.channels, s[0], np.float32), np.full(t.channels, z[0], np.float32)
+    _run(&t, s, z, context, 1)
+    return y
+
+
+cdef _run(_qtask *t, cnp.ndarray s, cnp.ndarray z, context, int dequant):
+    if t.channels == 0 or t.inner == 0:
+        return
+    t.scale = <const float *>cnp.PyArray_DATA(s)
+    t.zero = <const float *>cnp.PyArray_DATA(z)
+    cdef exec_ctx c = context_of(context)
+    cdef int64_t blocks = t.channels * t.blocks_per_channel
+    cdef int nthreads = threads_for(blocks * t.block // 4, c.nthreads)
+    cdef pyconv_range_fn fn = _dequantize_blocks if dequant else _quantize_blocks
+    with nogil:
+        if nthreads <= 1:
+            fn(t, 0, blocks, 0)
+        else:
+            parallel_for(nthreads, blocks, grain_for(blocks, nthreads), fn, t)

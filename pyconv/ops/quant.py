@@ -114,9 +114,13 @@ class QuantizeLinear(Op):
                 self.fail(f"output_dtype {code} disagrees with the zero point's "
                           f"{zp.dtype}", InvalidModel)
         axis, block = self.attrs["axis"], int(self.attrs["block_size"])
-        scale = _along(self, scale, x, axis, block, "y_scale")
-        zp = _along(self, zp, x, axis, block, "y_zero_point")
-        q = np.rint(x / scale.astype(x.dtype)) + zp.astype(np.float32)
+        scale_b = _along(self, scale, x, axis, block, "y_scale")
+        zp_b = _along(self, zp, x, axis, block, "y_zero_point")
+        if block == 0 and x.dtype == np.float32 and x.ndim:
+            axis = self.check_axis(axis, x.ndim) if scale.size > 1 else 0
+            return [qgemm.quantize(x, scale.astype(np.float32), zp, axis, dtype,
+                                   self.context)]
+        q = np.rint(x / scale_b.astype(x.dtype)) + zp_b.astype(np.float32)
         return [_saturate(q, dtype)]
 
 
@@ -132,13 +136,18 @@ class DequantizeLinear(Op):
         scale = _scale(self, inputs, 1)
         zp = _zero_point(self, inputs, 2)
         axis, block = self.attrs["axis"], int(self.attrs["block_size"])
-        scale = _along(self, scale, x, axis, block, "x_scale")
+        scale_b = _along(self, scale, x, axis, block, "x_scale")
+        if zp is not None and zp.dtype != x.dtype:
+            self.fail(f"x_zero_point is {zp.dtype} but x is {x.dtype}", InvalidDType)
+        zp_b = None if zp is None else _along(self, zp, x, axis, block, "x_zero_point")
+        if block == 0 and scale.dtype == np.float32 and x.dtype != np.int32 and x.ndim:
+            zero = np.zeros(scale.shape, np.float32) if zp is None else zp
+            axis = self.check_axis(axis, x.ndim) if scale.size > 1 else 0
+            return [qgemm.dequantize(x, scale, zero, axis, self.context)]
         shifted = x.astype(np.int64)
-        if zp is not None:
-            if zp.dtype != x.dtype:
-                self.fail(f"x_zero_point is {zp.dtype} but x is {x.dtype}", InvalidDType)
-            shifted = shifted - _along(self, zp, x, axis, block, "x_zero_point")
-        return [(shifted.astype(np.float32) * scale).astype(scale.dtype, copy=False)]
+        if zp_b is not None:
+            shifted = shifted - zp_b
+        return [(shifted.astype(np.float32) * scale_b).astype(scale.dtype, copy=False)]
 
 
 @register("DynamicQuantizeLinear")
