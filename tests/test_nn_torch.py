@@ -509,3 +509,22 @@ def test_new_layers_arguments_and_errors(rng):
     assert nn.ReplicationPad3d(1)(x).shape == (2, 5, 6, 7)
     assert nn.ReflectionPad3d(1)(x).shape == (2, 5, 6, 7)
     assert nn.ZeroPad1d(2)(x).shape == (2, 3, 4, 9)
+
+
+def test_torch_dtypes_devices_and_tensors_when_torch_is_installed():
+    torch = pytest.importorskip("torch", reason="torch not installed: optional cross-check")
+    net = nn.Sequential(nn.Linear(3, 2), nn.PReLU(), nn.BatchNorm1d(2))
+    assert net.to(torch.float32) is net and net.to(torch.device("cpu"), torch.float) is net
+    with pytest.raises(InvalidDType, match="torch.float64"):
+        net.to(torch.float64)
+    with pytest.raises(InvalidArgument, match="CPU only"):
+        net.to(torch.device("meta"))
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.PReLU(),
+                                 torch.nn.BatchNorm1d(2)).double().eval()
+    assert net.load_state_dict(theirs.state_dict()) == ([], [])     # float64 tensors
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = theirs.float()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=1e-5, atol=1e-6)
+    net.load_state_dict(theirs.to(torch.bfloat16).state_dict())   # NumPy has no bfloat16
+    assert net[0].weight.dtype == np.float32

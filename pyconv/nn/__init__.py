@@ -16,8 +16,7 @@ from pyconv.nn._conv import *  # noqa: F401,F403
 from pyconv.nn._layers import *  # noqa: F401,F403
 from pyconv.nn._module import *  # noqa: F401,F403
 from pyconv.nn._pool import *  # noqa: F401,F403
-from pyconv.nn._onnx import to_onnx
 from pyconv.nn import _conv, _layers, _module, _pool
 
 __all__ = sorted(_module.__all__ + _conv.__all__ + _pool.__all__ + _layers.__all__
-                 + ["functional", "to_onnx"])
+                 + ["functional"])

@@ -24,7 +24,7 @@ from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "manual_seed",
-           "IncompatibleKeys"]
+           "IncompatibleKeys", "to_onnx"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,6 +67,13 @@ def _kaiming_uniform_bound(fan_in):
     gain = sqrt(2 / (1 + a^2)) = sqrt(1/3); bound = gain * sqrt(3 / fan_in).
     """
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+def to_onnx(module, path, input_shape, opset=17, dynamic_batch=True):
+    """Export ``module`` as an ONNX model: the function form of :meth:`Module.to_onnx`
+    (see there for the arguments)."""
+    from pyconv.nn._onnx import export
+    return export(module, path, input_shape, opset, dynamic_batch)
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from pyconv import arithmetic
 from pyconv._activations import ACTIVATIONS
 from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument
-from pyconv.nn import _conv, _layers, _module, _pool
-from pyconv.nn._module import Module
+from pyconv.nn import _conv, _layers, _pool
+from pyconv.nn._module import Sequential
+from pyconv.nn._module import Module, _tracing
 
 MIN_OPSET = 13   # Softmax over one axis, Resize with sizes, Clip bounds as inputs
 
@@ -96,10 +97,11 @@ _ACTIVATION_LAYERS = {
 #: Opset of ONNX's Gelu operator; earlier opsets get its formula.
 GELU_OPSET = 20
 
-_EXPORTABLE = (_conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._AdaptivePoolNd,
+_EXPORTABLE = (_layers.PReLU, _layers._PadNd,
+               _conv._ConvNd, _pool._MaxPoolNd, _pool._AvgPoolNd, _pool._AdaptivePoolNd,
                _layers._BatchNorm, _layers.Softmax, _layers.Linear, _layers.Flatten,
-               _layers.Upsample, _layers.Identity, _layers.Dropout, _layers.PReLU,
-               _layers._PadNd, *_ACTIVATION_LAYERS)
+               _layers.Upsample, _layers.Identity, _layers.Dropout,
+               *_ACTIVATION_LAYERS)
 
 
 def _epilogue_of(layer):
@@ -389,9 +391,10 @@ class _Traced(np.lib.mixins.NDArrayOperatorsMixin):
         return self.tracer.array_function(func, args, kwargs)
 
     def __array__(self, dtype=None, copy=None):
-        raise _error(self.tracer, "converting a traced value to a NumPy array (a call that "
-                                  "is not a pyconv layer or a pyconv.functional function "
-                                  "bound at call time, such as F.relu(x))")
+        raise _error(self.tracer, "converting a traced value to a NumPy array (done by "
+                                  "code other than pyconv layers and pyconv.functional "
+                                  "calls looked up at call time, such as F.relu(x); a "
+                                  "function imported by name is not recorded)")
 
     def __bool__(self):
         raise _error(self.tracer, "control flow on a traced value's numbers")
@@ -508,7 +511,7 @@ class _Tracer:
         owner = _defines_forward(module)
         if _is_pyconv_class(owner) and isinstance(module, _EXPORTABLE):
             return self._layer(module, path, args, kwargs)
-        if _is_pyconv_class(owner) and owner not in (_module.Sequential,):
+        if _is_pyconv_class(owner) and owner is not Sequential:
             _check_exportable(path, module)      # raises: a pyconv layer without export
         self._stack.append(path)
         try:
@@ -703,7 +706,7 @@ _patch_count = 0
 
 def _traceable(fname, fn):
     def call(*args, **kwargs):
-        tracer = getattr(_module._tracing, "tracer", None)
+        tracer = getattr(_tracing, "tracer", None)
         if tracer is None or not (_any_traced(args) or _any_traced(kwargs.values())):
             return fn(*args, **kwargs)
         return tracer.call_function(fname, fn, args, kwargs)
@@ -756,15 +759,15 @@ def _trace(module, shape, opset, dynamic_batch, helper, numpy_helper):
     b = _Builder(helper, numpy_helper, dynamic_batch, param_names)
     tracer = _Tracer(b, module, opset)
     x = _Traced(tracer, "input", np.zeros(shape, np.float32))
-    previous = getattr(_module._tracing, "tracer", None)
+    previous = getattr(_tracing, "tracer", None)
     if previous is not None:
         raise InvalidArgument("to_onnx: cannot export from inside a traced forward")
-    _module._tracing.tracer = tracer
+    _tracing.tracer = tracer
     try:
         with _FunctionalRecording(), np.errstate(all="ignore"):
             result = module(x)
     finally:
-        _module._tracing.tracer = None
+        _tracing.tracer = None
     results = list(result) if isinstance(result, (tuple, list)) else [result]
     for i, r in enumerate(results):
         if not isinstance(r, _Traced):
@@ -882,8 +885,3 @@ def export(module, path, input_shape, opset=17, dynamic_batch=True):
         onnx.save(onnx_model, os.fspath(path))
     return onnx_model
 
-
-def to_onnx(module, path, input_shape, opset=17, dynamic_batch=True):
-    """Export ``module`` as an ONNX model: the function form of
-    :meth:`pyconv.nn.Module.to_onnx` (see there for the arguments)."""
-    return export(module, path, input_shape, opset, dynamic_batch)
