@@ -216,7 +216,9 @@ class Mixed(nn.Module):
         y = F.max_pool2d(F.pad(y, (0, 1, 0, 1)), 2, ceil_mode=True)
         y = F.interpolate(y, size=(2, 2), mode="bilinear")
         y = np.exp(-np.abs(y)) + F.gelu(y, "tanh")
-        return F.softmax(self.fc(F.flatten(y, 1)), dim=1), y.transpose(0, 2, 3, 1)
+        channels_last = y.transpose(0, 2, 3, 1)
+        return (F.softmax(self.fc(F.flatten(y, 1)), dim=1),
+                channels_last.reshape(channels_last.shape[0], -1))    # keeps the batch free
 
 
 def test_traced_functional_and_numpy_ops_match_forward(rng):
@@ -225,12 +227,39 @@ def test_traced_functional_and_numpy_ops_match_forward(rng):
     names = {t.name for t in proto.graph.initializer}
     assert {"convs.0.weight", "convs.1.bias", "shift", "weight", "fc.weight"} <= names
     assert [o.name for o in proto.graph.output] == ["output_0", "output_1"]
+    for out in proto.graph.output:
+        assert out.type.tensor_type.shape.dim[0].dim_param == "batch"
     for batch in (1, 2, 4):
         x = rand(rng, batch, 3, 5, 6)
         expected = model(x)
         for i, e in enumerate(expected):
             np.testing.assert_allclose(_ort(proto, x, f"output_{i}"), e, rtol=1e-4,
                                        atol=1e-5, err_msg=f"batch {batch} output {i}")
+
+
+class SqueezeExcite(nn.Module):
+    """Reductions written with NumPy: a squeeze-and-excitation gate and a global max."""
+
+    def __init__(self, c=6, r=2):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, c // r, 1), nn.Conv2d(c // r, c, 1)
+
+    def forward(self, x):
+        s = x.mean(axis=(2, 3), keepdims=True)
+        x = x * F.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        m = np.mean(x, axis=(1, 3))
+        return np.max(x, axis=-1) + np.sum(x, axis=3) * 0.1 - m.reshape(m.shape[0], 1, -1)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_numpy_reductions_export_before_and_after_opset18(opset, rng):
+    model = SqueezeExcite()
+    proto = model.to_onnx(None, (2, 6, 5, 4), opset=opset)
+    ops = [n.op_type for n in proto.graph.node]
+    assert {"ReduceMean", "ReduceSum", "ReduceMax"} <= set(ops)
+    for batch in (1, 3):
+        x = rand(rng, batch, 6, 5, 4)
+        np.testing.assert_allclose(_ort(proto, x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_inplace_layers_and_operators_follow_numpy_semantics(rng):
@@ -274,11 +303,19 @@ def test_to_onnx_errors_name_the_construct():
 
     class Branchy(nn.Module):
         def forward(self, x):
-            return x if x.sum() > 0 else -x
+            return x if x.sum() else -x
+
+    class Compare(nn.Module):
+        def forward(self, x):
+            return x * (x > 0)
+
+    class ArgMax(nn.Module):
+        def forward(self, x):
+            return x.argmax(1)
 
     class FixedBatch(nn.Module):
         def forward(self, x):
-            return x.reshape(x.shape[0], -1)
+            return x.reshape(len(x), -1)        # len() is a plain int: the batch is fixed
 
     class Softplus(nn.Module):
         def forward(self, x):
@@ -302,8 +339,12 @@ def test_to_onnx_errors_name_the_construct():
 
     with pytest.raises(InvalidArgument, match=r"numpy.sin \(in module 'sub'\) has no ONNX"):
         Inner().to_onnx(None, (1, 2))
-    with pytest.raises(InvalidArgument, match="ndarray attribute 'sum'"):
+    with pytest.raises(InvalidArgument, match="control flow on a traced value"):
         Branchy().to_onnx(None, (1, 2))
+    with pytest.raises(InvalidArgument, match=r"numpy.greater \(in module 'Compare'\)"):
+        Compare().to_onnx(None, (1, 2))
+    with pytest.raises(InvalidArgument, match="ndarray attribute 'argmax'"):
+        ArgMax().to_onnx(None, (1, 2))
     with pytest.raises(InvalidArgument, match="depends on the batch size.*Reshape"):
         FixedBatch().to_onnx(None, (2, 3, 4))
     assert FixedBatch().to_onnx(None, (2, 3, 4), dynamic_batch=False) is not None

@@ -416,9 +416,10 @@ class Module:
         """Export the module as an ONNX model, tracing its forward once.
 
         ``forward`` may combine pyconv.nn layers (containers included), calls through
-        :mod:`pyconv.functional` (``F.relu(x)``), arithmetic and NumPy ufuncs
-        (``x + y``, ``x * 0.5``, ``np.maximum``), ``np.concatenate`` and ``reshape`` on
-        the values it is given; see :func:`pyconv.nn.to_onnx`.
+        :mod:`pyconv.functional` looked up at call time (``F.relu(x)``), arithmetic and
+        NumPy ufuncs (``x + y``, ``x * 0.5``, ``np.maximum``), ``np.concatenate``,
+        ``mean`` / ``sum`` / ``max``, ``reshape`` (``x.reshape(x.shape[0], -1)`` keeps
+        the batch free) and ``transpose`` on the values it is given.
 
         Parameters
         ----------

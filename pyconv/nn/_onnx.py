@@ -360,20 +360,30 @@ def _error(tracer, what):
                            f"a traced forward may use pyconv.nn layers, pyconv.functional "
                            f"calls, arithmetic and NumPy ufuncs "
                            f"({', '.join(sorted(u.__name__ for u in _UFUNCS))}), "
-                           f"np.concatenate, reshape and transpose")
+                           f"np.concatenate, mean / sum / max, reshape and transpose")
+
+
+class _BatchSize(int):
+    """Dim 0 of a traced value that follows the free batch dim: ``x.reshape(x.shape[0],
+    -1)`` keeps the batch free (any arithmetic on it gives a plain int)."""
 
 
 class _Traced(np.lib.mixins.NDArrayOperatorsMixin):
     """A value recorded in the ONNX graph: its graph name and its real array (zeros in,
-    so shapes are concrete). Operators and NumPy ufuncs on it add nodes; anything that
-    would need its numbers (``np.asarray``, ``bool``, ``float``) raises."""
+    so shapes are concrete), and whether its dim 0 is the free batch dim. Operators and
+    NumPy ufuncs on it add nodes; anything that would need its numbers (``np.asarray``,
+    ``bool``, ``float``) raises."""
 
-    __slots__ = ("tracer", "name", "value")
+    __slots__ = ("tracer", "name", "value", "batched")
 
-    def __init__(self, tracer, name, value):
-        self.tracer, self.name, self.value = tracer, name, value
+    def __init__(self, tracer, name, value, batched=False):
+        self.tracer, self.name, self.value, self.batched = tracer, name, value, batched
 
-    shape = property(lambda self: self.value.shape)
+    @property
+    def shape(self):
+        shape = self.value.shape
+        return (_BatchSize(shape[0]),) + shape[1:] if self.batched else shape
+
     ndim = property(lambda self: self.value.ndim)
     dtype = property(lambda self: self.value.dtype)
     size = property(lambda self: self.value.size)
@@ -416,14 +426,23 @@ class _Traced(np.lib.mixins.NDArrayOperatorsMixin):
         raise _error(self.tracer, f"ndarray attribute {name!r} of a traced value")
 
     def reshape(self, *shape, order="C"):
-        """Reshape to a fixed shape (with dynamic_batch it must not name the batch size:
-        use ``F.flatten``)."""
+        """Reshape; with dynamic_batch the batch size may appear only as ``x.shape[0]``
+        in first place (the batch dim kept), no other way."""
         if order != "C":
             raise _error(self.tracer, f"reshape with order={order!r}")
         return self.tracer.reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
         return self.tracer.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
+        return self.tracer.reduce(np.mean, self, axis, dtype, out, keepdims)
+
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
+        return self.tracer.reduce(np.sum, self, axis, dtype, out, keepdims)
+
+    def max(self, axis=None, out=None, keepdims=False):
+        return self.tracer.reduce(np.max, self, axis, None, out, keepdims)
 
     @property
     def T(self):
@@ -478,13 +497,19 @@ class _Tracer:
         name = what if count == 0 else f"{what}_{count}"
         return f"{self.path}.{name}" if self.path else name
 
-    def _wrap(self, name, value):
+    def _wrap(self, name, value, batched=False):
         value = np.asarray(value)
         if value.dtype != np.float32:
             raise InvalidArgument(f"to_onnx: {name!r} (in module {self.path or 'root'!r}) "
                                   f"gives dtype {value.dtype}; the traced values must stay "
                                   f"float32")
-        return _Traced(self, name, value)
+        return _Traced(self, name, value, batched)
+
+    @staticmethod
+    def _keeps_batch(x, y):
+        """Whether a layer's result ``y`` has the batch dim of its input ``x`` as dim 0
+        (layers keep dim 0 or merge it into a larger one)."""
+        return x.batched and y.ndim >= 1 and y.shape[0] == x.value.shape[0]
 
     def _const(self, value, what):
         """An operand that is not a recorded value, as a float32 initializer."""
@@ -527,8 +552,8 @@ class _Tracer:
         _check_exportable(path, layer)
         x = args[0]
         y = layer.forward(x.value)
-        name = _emit(self.b, path, layer, x.name, None, x.shape, y.shape, self.opset)
-        out = self._wrap(name, y)
+        name = _emit(self.b, path, layer, x.name, None, x.value.shape, y.shape, self.opset)
+        out = self._wrap(name, y, self._keeps_batch(x, y))
         if getattr(layer, "inplace", False):
             # In place, the caller's array holds the result too: so does its record.
             x.name, x.value = out.name, out.value
@@ -558,7 +583,7 @@ class _Tracer:
             y = fn(x.value, **a)
             name = _pad_node(self.b, path, x.name, x.ndim, a["pad"], a["mode"],
                              0.0 if a["value"] is None else float(a["value"]))
-            return self._wrap(name, y)
+            return self._wrap(name, y, self._keeps_batch(x, y))
         if fname == "dropout":
             if a["training"]:
                 raise InvalidArgument(f"to_onnx: {path!r}: dropout with training=True")
@@ -567,8 +592,8 @@ class _Tracer:
         if layer is None:
             raise _error(self, f"pyconv.functional.{fname}")
         y = fn(x.value, **a)                 # the function's own result and checks
-        name = _emit(self.b, path, layer, x.name, None, x.shape, y.shape, self.opset)
-        out = self._wrap(name, y)
+        name = _emit(self.b, path, layer, x.name, None, x.value.shape, y.shape, self.opset)
+        out = self._wrap(name, y, self._keeps_batch(x, y))
         if a.get("inplace"):
             x.name, x.value = out.name, out.value
             return x
@@ -588,10 +613,15 @@ class _Tracer:
         with np.errstate(all="ignore"):        # zeros in: 0 / 0 and log(0) are expected
             y = ufunc(*[_real(v) for v in inputs])
         names = [v.name if isinstance(v, _Traced) else self._const(v, what) for v in inputs]
-        result = self._wrap(self.b.node(op_type, names, None, self._sub_path(op_type)), y)
+        # Broadcasting keeps the batch of an operand of the result's rank.
+        batched = any(isinstance(v, _Traced) and v.batched and v.ndim == y.ndim
+                      for v in inputs)
+        result = self._wrap(self.b.node(op_type, names, None, self._sub_path(op_type)), y,
+                            batched)
         if out is not None:                    # x += y: x itself now holds the result
             target = out[0]
             target.name, target.value = result.name, result.value
+            target.batched = result.batched
             return target
         return result
 
@@ -606,6 +636,14 @@ class _Tracer:
             return self.reshape(a["a"], shape)
         if func is np.transpose:
             return self.transpose(*args, **kwargs)
+        if func in _REDUCTIONS:
+            a = inspect.signature(func).bind(*args, **kwargs).arguments
+            extra = set(a) - {"a", "axis", "dtype", "out", "keepdims"}
+            if extra or not isinstance(a.get("a"), _Traced):
+                raise _error(self, f"numpy.{func.__name__} with {sorted(extra) or 'a'} "
+                                   f"arguments")
+            return self.reduce(func, a["a"], a.get("axis"), a.get("dtype"), a.get("out"),
+                               bool(a.get("keepdims", False)))
         raise _error(self, f"numpy.{func.__name__}")
 
     def concatenate(self, arrays, axis=0, out=None, dtype=None, casting=None):
@@ -616,20 +654,56 @@ class _Tracer:
         names = [v.name if isinstance(v, _Traced) else self._const(v, "numpy.concatenate")
                  for v in arrays]
         axis = int(axis) % y.ndim
+        batched = axis != 0 and any(isinstance(v, _Traced) and v.batched for v in arrays)
         return self._wrap(self.b.node("Concat", names, None, self._sub_path("Concat"),
-                                      axis=axis), y)
+                                      axis=axis), y, batched)
 
     def reshape(self, x, shape):
         y = x.value.reshape(shape)
+        dims = list(y.shape)
+        # x.reshape(x.shape[0], ...): ONNX's 0 copies the (free) batch dim of the input.
+        first = shape[0] if isinstance(shape, (tuple, list)) and shape else shape
+        batched = x.batched and isinstance(first, _BatchSize)
+        if batched:
+            dims[0] = 0
         path = self._sub_path("Reshape")
-        target = self.b.const(f"{path}.shape", np.array(y.shape, np.int64))
-        return self._wrap(self.b.node("Reshape", [x.name, target], None, path), y)
+        target = self.b.const(f"{path}.shape", np.array(dims, np.int64))
+        return self._wrap(self.b.node("Reshape", [x.name, target], None, path), y, batched)
+
+    def reduce(self, func, x, axis=None, dtype=None, out=None, keepdims=False):
+        """np.mean / np.sum / np.max (and the methods) over some or all axes."""
+        what = f"numpy.{func.__name__}"
+        if dtype is not None or out is not None:
+            raise _error(self, f"{what} with dtype or out")
+        y = np.asarray(func(x.value, axis=axis, keepdims=keepdims))
+        op_type = _REDUCTIONS[func]
+        attrs = dict(keepdims=int(bool(keepdims)))
+        inputs = [x.name]
+        axes = None
+        if axis is not None:
+            axes = [int(a) % x.ndim for a in (axis if isinstance(axis, (tuple, list))
+                                               else (axis,))]
+            # ReduceSum takes the axes as an input from opset 13, the others from 18.
+            if op_type == "ReduceSum" or self.opset >= 18:
+                path = self._sub_path(op_type)
+                inputs.append(self.b.const(f"{path}.axes", np.array(axes, np.int64)))
+            else:
+                attrs["axes"] = axes
+        batched = x.batched and axes is not None and 0 not in axes
+        return self._wrap(self.b.node(op_type, inputs, None, self._sub_path(op_type),
+                                      **attrs), y, batched)
 
     def transpose(self, x, axes=None):
         y = np.transpose(x.value, axes)
         perm = list(range(x.ndim))[::-1] if axes is None else [int(a) % x.ndim for a in axes]
         return self._wrap(self.b.node("Transpose", [x.name], None,
-                                      self._sub_path("Transpose"), perm=perm), y)
+                                      self._sub_path("Transpose"), perm=perm), y,
+                          x.batched and perm[0] == 0)
+
+
+#: NumPy reductions recorded as ONNX operators.
+_REDUCTIONS = {np.mean: "ReduceMean", np.sum: "ReduceSum", np.max: "ReduceMax",
+               np.amax: "ReduceMax"}
 
 
 def _functional_layer(fname, fn, x, a):
@@ -758,7 +832,7 @@ def _trace(module, shape, opset, dynamic_batch, helper, numpy_helper):
     param_names = {id(v): k for k, v in module.state_dict().items()}
     b = _Builder(helper, numpy_helper, dynamic_batch, param_names)
     tracer = _Tracer(b, module, opset)
-    x = _Traced(tracer, "input", np.zeros(shape, np.float32))
+    x = _Traced(tracer, "input", np.zeros(shape, np.float32), dynamic_batch)
     previous = getattr(_tracing, "tracer", None)
     if previous is not None:
         raise InvalidArgument("to_onnx: cannot export from inside a traced forward")
