@@ -262,6 +262,37 @@ def test_numpy_reductions_export_before_and_after_opset18(opset, rng):
         np.testing.assert_allclose(_ort(proto, x), model(x), rtol=1e-5, atol=1e-5)
 
 
+class FunctionalOnly(nn.Module):
+    """Weights held as parameters and buffers, used through pyconv.functional only."""
+
+    def __init__(self):
+        super().__init__()
+        r = np.random.default_rng(7)
+        self.register_parameter("up", rand(r, 3, 2, 2, 2))            # (C_in, C_out, k, k)
+        self.register_buffer("mean", rand(r, 2))
+        self.register_buffer("var", r.uniform(0.5, 2, 2).astype(np.float32))
+        self.register_parameter("w", rand(r, 4, 2))
+        self.register_parameter("b", rand(r, 4))
+
+    def forward(self, x):
+        y = F.conv_transpose2d(x, self.up, stride=2, padding=1, output_padding=1)
+        y = F.batch_norm(y, self.mean, self.var, eps=1e-3)
+        y = F.avg_pool2d(F.leaky_relu(y, 0.2), 3, stride=1, padding=1,
+                         count_include_pad=False)
+        y = F.dropout(F.elu(F.hardswish(y)), 0.5, training=False)
+        y = F.flatten(F.adaptive_max_pool2d(y, 1), 1)
+        return F.log_softmax(F.linear(y, self.w, self.b), dim=-1)
+
+
+def test_functional_calls_export_with_parameter_names(rng):
+    model = FunctionalOnly()
+    proto = model.to_onnx(None, (2, 3, 4, 5))
+    assert {"up", "mean", "var", "w", "b"} <= {t.name for t in proto.graph.initializer}
+    for batch in (1, 3):
+        x = rand(rng, batch, 3, 4, 5)
+        np.testing.assert_allclose(_ort(proto, x), model(x), rtol=1e-5, atol=1e-5)
+
+
 def test_inplace_layers_and_operators_follow_numpy_semantics(rng):
     class Inplace(nn.Module):
         def __init__(self):
@@ -321,6 +352,10 @@ def test_to_onnx_errors_name_the_construct():
         def forward(self, x):
             return F.softplus(x)
 
+    class SamePads(nn.Module):
+        def forward(self, x):
+            return F.conv2d(x, np.ones((1, 1, 3, 3), np.float32), padding="same_lower")
+
     class Constant(nn.Module):
         def forward(self, x):
             return np.zeros(3, np.float32)
@@ -350,6 +385,9 @@ def test_to_onnx_errors_name_the_construct():
     assert FixedBatch().to_onnx(None, (2, 3, 4), dynamic_batch=False) is not None
     with pytest.raises(InvalidArgument, match="pyconv.functional.softplus"):
         Softplus().to_onnx(None, (1, 2))
+    with pytest.raises(InvalidArgument, match="functional.conv2d .* has no ONNX export "
+                                              "here: Conv2d: padding must be"):
+        SamePads().to_onnx(None, (1, 1, 4, 4))
     with pytest.raises(InvalidArgument, match="output 0 .* is ndarray"):
         Constant().to_onnx(None, (1, 2))
     with pytest.raises(InvalidArgument, match="dtype float64"):

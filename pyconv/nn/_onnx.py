@@ -588,7 +588,12 @@ class _Tracer:
             if a["training"]:
                 raise InvalidArgument(f"to_onnx: {path!r}: dropout with training=True")
             return x
-        layer = _functional_layer(fname, fn, x.value, a)
+        try:
+            layer = _functional_layer(fname, fn, x.value, a)
+        except InvalidArgument as exc:     # e.g. conv2d's ONNX-style pads, which no layer takes
+            raise InvalidArgument(f"to_onnx: pyconv.functional.{fname} (in module "
+                                  f"{self.path or 'root'!r}) with these arguments has no "
+                                  f"ONNX export here: {exc}") from None
         if layer is None:
             raise _error(self, f"pyconv.functional.{fname}")
         y = fn(x.value, **a)                 # the function's own result and checks
