@@ -14,9 +14,12 @@ from pyconv.nn._conv import _check_factory
 from pyconv.nn._module import Module, _kaiming_uniform_bound, _uniform
 
 __all__ = ["ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Sigmoid", "Hardsigmoid", "Hardswish",
-           "Tanh", "SiLU", "ELU", "Softmax", "LogSoftmax", "Linear", "Flatten", "Identity",
-           "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "BatchNorm1d", "BatchNorm2d",
-           "BatchNorm3d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d"]
+           "Tanh", "SiLU", "ELU", "GELU", "PReLU", "Softmax", "LogSoftmax", "Linear",
+           "Flatten", "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d",
+           "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Upsample", "UpsamplingNearest2d",
+           "UpsamplingBilinear2d", "ConstantPad1d", "ConstantPad2d", "ConstantPad3d",
+           "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ReflectionPad1d", "ReflectionPad2d",
+           "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,6 +157,73 @@ class ELU(Module):
 
     def extra_repr(self):
         return f"alpha={self.alpha}{_inplace_suffix(self.inplace)}"
+
+
+class GELU(Module):
+    """Gaussian error linear unit (``torch.nn.GELU``), see :func:`pyconv.functional.gelu`.
+
+    Parameters
+    ----------
+    approximate : {'none', 'tanh'}
+        ``'none'``: ``x * Phi(x)`` with the exact (erf) normal CDF; ``'tanh'``: torch's
+        tanh approximation.
+    """
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise InvalidArgument(f"GELU: approximate must be 'none' or 'tanh', "
+                                  f"got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        """x: float32, any shape -> float32, same shape."""
+        return A.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class PReLU(Module):
+    """``x`` if ``x >= 0`` else ``weight * x``, with a learned slope (``torch.nn.PReLU``).
+
+    Parameters
+    ----------
+    num_parameters : int
+        1 (one slope shared by every channel) or C, the channel count: one slope per
+        channel along dim 1 (inputs of rank < 2 have one channel).
+    init : float
+        Initial value of every slope.
+
+    Attributes
+    ----------
+    weight : ndarray (num_parameters,), float32
+    """
+
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
+        super().__init__()
+        _check_factory("PReLU", device, dtype)
+        self.num_parameters = arithmetic._as_int(num_parameters, "num_parameters", 1,
+                                                 "PReLU")
+        self.init = init
+        self.register_parameter("weight", np.full(self.num_parameters, float(init),
+                                                  np.float32))
+
+    def forward(self, x):
+        """x: float32 (N, C, *) or rank < 2 -> float32, same shape."""
+        x = as_float32(x, "input", "PReLU")
+        weight = self.weight
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        if weight.size != 1 and weight.size != channels:
+            raise ShapeError(f"PReLU: num_parameters={weight.size} does not match the "
+                             f"{channels} channels (dim 1) of the input of shape {x.shape}")
+        if x.ndim >= 2:
+            weight = weight.reshape((1, weight.size) + (1,) * (x.ndim - 2))
+        # The same formula as the ONNX PRelu operator (pyconv.ops): NaN passes through.
+        return np.where(x < 0, x * weight, x).astype(np.float32, copy=False)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
 
 
 class Softmax(Module):
@@ -454,3 +524,93 @@ class UpsamplingBilinear2d(Upsample):
 
     def __init__(self, size=None, scale_factor=None):
         super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Padding layers: torch's ConstantPadNd / ZeroPadNd / ReflectionPadNd / ReplicationPadNd
+# on :func:`pyconv.functional.pad`.
+
+class _PadNd(Module):
+    _n = 0
+    _mode = "constant"
+
+    def __init__(self, padding, value=0.0):
+        super().__init__()
+        name, n = self._get_name(), self._n
+        low = -arithmetic.MAX_DIM          # negative amounts crop, as in torch
+        if isinstance(padding, (tuple, list)):
+            padding = tuple(arithmetic._as_int(p, "padding", low, name) for p in padding)
+            if len(padding) != 2 * n:
+                raise InvalidArgument(f"{name}: padding must be an int or a tuple of "
+                                      f"{2 * n} ints, got {padding!r}")
+        else:
+            padding = (arithmetic._as_int(padding, "padding", low, name),) * (2 * n)
+        self.padding = padding
+        self.value = float(value)
+
+    def forward(self, x):
+        """x: float32 (*, spatial...) -> float32 with the last dims padded (negative
+        amounts crop in constant mode)."""
+        if self._mode != "constant":
+            x = as_float32(x, "input", self._get_name())
+            if x.ndim not in (self._n + 1, self._n + 2):
+                raise ShapeError(f"{self._get_name()}: expected {self._n + 1}D or "
+                                 f"{self._n + 2}D input, got {x.ndim}D input of shape "
+                                 f"{x.shape}")
+            return M.pad(x, self.padding, self._mode)
+        return M.pad(x, self.padding, "constant", self.value)
+
+    def extra_repr(self):
+        return f"{self.padding}"
+
+
+class _ConstantPadNd(_PadNd):
+    def extra_repr(self):
+        return f"padding={self.padding}, value={self.value}"
+
+
+class _ZeroPadNd(_PadNd):
+    def __init__(self, padding):
+        super().__init__(padding, 0.0)
+
+
+class _ReflectionPadNd(_PadNd):
+    _mode = "reflect"
+
+    def __init__(self, padding):
+        super().__init__(padding)
+
+
+class _ReplicationPadNd(_PadNd):
+    _mode = "replicate"
+
+    def __init__(self, padding):
+        super().__init__(padding)
+
+
+def _pad_class(base, name, n, what):
+    doc = (f"{what} of the last {n} dim{'s' if n > 1 else ''} (``torch.nn.{name}``).\n\n"
+           f"    ``padding``: an int, or {2 * n} ints in torch order (last dim first: left, "
+           f"right{', top, bottom' if n > 1 else ''}{', front, back' if n > 2 else ''}).")
+    return type(name, (base,), {"_n": n, "__doc__": doc, "__module__": __name__,
+                                "__qualname__": name})
+
+
+ConstantPad1d = _pad_class(_ConstantPadNd, "ConstantPad1d", 1, "Pad with ``value``")
+ConstantPad2d = _pad_class(_ConstantPadNd, "ConstantPad2d", 2, "Pad with ``value``")
+ConstantPad3d = _pad_class(_ConstantPadNd, "ConstantPad3d", 3, "Pad with ``value``")
+ZeroPad1d = _pad_class(_ZeroPadNd, "ZeroPad1d", 1, "Pad with zeros")
+ZeroPad2d = _pad_class(_ZeroPadNd, "ZeroPad2d", 2, "Pad with zeros")
+ZeroPad3d = _pad_class(_ZeroPadNd, "ZeroPad3d", 3, "Pad with zeros")
+ReflectionPad1d = _pad_class(_ReflectionPadNd, "ReflectionPad1d", 1,
+                             "Mirror-pad (without repeating the edge)")
+ReflectionPad2d = _pad_class(_ReflectionPadNd, "ReflectionPad2d", 2,
+                             "Mirror-pad (without repeating the edge)")
+ReflectionPad3d = _pad_class(_ReflectionPadNd, "ReflectionPad3d", 3,
+                             "Mirror-pad (without repeating the edge)")
+ReplicationPad1d = _pad_class(_ReplicationPadNd, "ReplicationPad1d", 1,
+                              "Pad by repeating the edge")
+ReplicationPad2d = _pad_class(_ReplicationPadNd, "ReplicationPad2d", 2,
+                              "Pad by repeating the edge")
+ReplicationPad3d = _pad_class(_ReplicationPadNd, "ReplicationPad3d", 3,
+                              "Pad by repeating the edge")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -20,11 +23,15 @@ import numpy as np
 from pyconv._arrays import as_float32
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
-__all__ = ["Module", "Sequential", "manual_seed", "IncompatibleKeys"]
+__all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "manual_seed",
+           "IncompatibleKeys", "to_onnx"]
 
 
 # ---------------------------------------------------------------------------------------
 # Random initialisation
+
+#: Per thread: the tracer recording ``Module.__call__`` while ``to_onnx`` runs a forward.
+_tracing = threading.local()
 
 _DEFAULT_SEED = 0
 _rng = np.random.default_rng(_DEFAULT_SEED)
@@ -62,14 +69,87 @@ def _kaiming_uniform_bound(fan_in):
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
+def to_onnx(module, path, input_shape, opset=17, dynamic_batch=True):
+    """Export ``module`` as an ONNX model: the function form of :meth:`Module.to_onnx`
+    (see there for the arguments)."""
+    from pyconv.nn._onnx import export
+    return export(module, path, input_shape, opset, dynamic_batch)
+
+
 # ---------------------------------------------------------------------------------------
 # Array conversion
 
 def _to_numpy(value):
     """torch tensors (duck-typed, no torch import) become NumPy arrays; others unchanged."""
     if not isinstance(value, np.ndarray) and hasattr(value, "detach") and hasattr(value, "numpy"):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            value = value.float()         # NumPy has no bfloat16; float32 holds it exactly
+        return value.numpy()
     return value
+
+
+def _cast_for_load(value, where, dtype):
+    """``value`` as a read-only array of the slot's ``dtype``, cast as torch's
+    ``load_state_dict`` (``param.copy_(value)``) casts: float32 slots take any float or
+    integer array (float64 checkpoints), integer slots take integers and floats that
+    hold integers (``num_batches_tracked`` saved as float64). Refuses bool, complex and
+    non-numeric values, and floats with a fraction for an integer slot (torch would
+    truncate them silently)."""
+    value = _to_numpy(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{where}: expected an array, got "
+                              f"{type(value).__name__}") from None
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        if arr.dtype.kind not in "fiu":
+            raise InvalidDType(f"{where}: expected a float or integer array for a {dtype} "
+                               f"parameter, got {type(value).__name__} of dtype {arr.dtype}")
+    elif arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.trunc(arr)):
+            raise InvalidDType(f"{where}: expected integers, got {type(value).__name__} of "
+                               f"dtype {arr.dtype} with non-integer values")
+    elif arr.dtype.kind not in "iu":
+        raise InvalidDType(f"{where}: expected integers, got {type(value).__name__} of "
+                           f"dtype {arr.dtype}")
+    out = np.array(arr, dtype=dtype, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def _check_dtype(value, op):
+    """``value`` names float32 (NumPy dtype or type, its name, ``torch.float32``); other
+    dtypes raise: pyconv modules hold float32 only."""
+    name = str(value)
+    if name.startswith("torch."):
+        name = name[len("torch."):]
+        ok = name in ("float32", "float")
+    else:
+        try:
+            ok = np.dtype(value) == np.float32
+        except TypeError:
+            ok = False
+    if not ok:
+        raise InvalidDType(f"{op}: pyconv modules are float32 only; cannot convert to "
+                           f"{value!r}")
+
+
+def _check_device(value, op):
+    """``value`` names the CPU (``'cpu'``, ``'cpu:0'``, ``torch.device('cpu')``)."""
+    if str(value) not in ("cpu", "cpu:0"):
+        raise InvalidArgument(f"{op}: pyconv runs on the CPU only; cannot move to "
+                              f"device {value!r}")
+
+
+def _is_dtype(value):
+    """Whether a positional argument of :meth:`Module.to` is a dtype (else a device)."""
+    if isinstance(value, str):
+        return False                       # torch's .to() takes device strings only
+    if str(value).startswith("torch.") or isinstance(value, (np.dtype, type)):
+        return True
+    return not hasattr(value, "type")      # a torch.device has .type
 
 
 def _frozen(value, where, dtype=np.float32):
@@ -244,6 +324,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
     def __call__(self, *args, **kwargs):
+        tracer = getattr(_tracing, "tracer", None)
+        if tracer is not None:        # to_onnx is recording this thread's forward
+            return tracer.call_module(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def refresh(self):
@@ -272,6 +355,104 @@ class Module:
     def eval(self):
         """Evaluation mode (the default in pyconv); returns ``self``."""
         return self.train(False)
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every sub-module (children first), then on ``self``, as
+        ``torch.nn.Module.apply``; returns ``self``."""
+        if not callable(fn):
+            raise InvalidArgument(f"apply: fn must be callable, got {type(fn).__name__}")
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
+
+    def to(self, *args, **kwargs):
+        """torch's ``.to(device)`` / ``.to(dtype)`` / ``.to(device, dtype)``: pyconv modules
+        are float32 on the CPU, so ``'cpu'`` and float32 return ``self`` unchanged.
+
+        Raises
+        ------
+        InvalidDType
+            For any other dtype (``np.float64``, ``torch.float16``, ...).
+        InvalidArgument
+            For any other device (``'cuda'``), or unknown arguments.
+        """
+        unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy", "memory_format"}
+        if unknown or len(args) > 2:
+            raise InvalidArgument(f"to: expected (device, dtype) arguments, got "
+                                  f"{len(args)} positional and {sorted(kwargs)} keywords")
+        for value in args:
+            if _is_dtype(value):
+                _check_dtype(value, "to")
+            else:
+                _check_device(value, "to")
+        if kwargs.get("device") is not None:
+            _check_device(kwargs["device"], "to")
+        if kwargs.get("dtype") is not None:
+            _check_dtype(kwargs["dtype"], "to")
+        return self
+
+    def float(self):
+        """float32, which pyconv modules are already: returns ``self``."""
+        return self
+
+    def double(self):
+        """Refused: pyconv modules are float32 only (raises InvalidDType)."""
+        _check_dtype(np.float64, "double")
+
+    def half(self):
+        """Refused: pyconv modules are float32 only (raises InvalidDType)."""
+        _check_dtype(np.float16, "half")
+
+    def cpu(self):
+        """pyconv runs on the CPU: returns ``self``."""
+        return self
+
+    def cuda(self, device=None):
+        """Refused: pyconv runs on the CPU only (raises InvalidArgument)."""
+        _check_device("cuda" if device is None else device, "cuda")
+
+    def to_onnx(self, path, input_shape, opset=17, dynamic_batch=True):
+        """Export the module as an ONNX model, tracing its forward once.
+
+        ``forward`` may combine pyconv.nn layers (containers included), calls through
+        :mod:`pyconv.functional` looked up at call time (``F.relu(x)``), arithmetic and
+        NumPy ufuncs (``x + y``, ``x * 0.5``, ``np.maximum``), ``np.concatenate``,
+        ``mean`` / ``sum`` / ``max``, ``reshape`` (``x.reshape(x.shape[0], -1)`` keeps
+        the batch free) and ``transpose`` on the values it is given.
+
+        Parameters
+        ----------
+        path : str or os.PathLike or None
+            Where to save the model (``None``: do not save, just return it).
+        input_shape : sequence of int
+            Shape of the one input (e.g. ``(1, 3, 224, 224)``); the module is run on
+            zeros of this shape to record its operations and resolve the shapes some
+            ONNX operators need.
+        opset : int
+            ONNX opset, at least 13.
+        dynamic_batch : bool
+            Export dim 0 of the input (and of the outputs that follow it) as the free
+            dim ``"batch"``, so the model runs at any batch size; the forward is traced
+            at two batch sizes to check that nothing else depends on it. False exports
+            ``input_shape`` as fixed.
+
+        Returns
+        -------
+        onnx.ModelProto
+            Checked with ``onnx.checker.check_model``; one float32 input ``"input"``
+            and one output ``"output"`` (``"output_0"``, ... for a tuple of results);
+            initializers carry the state_dict names.
+
+        Raises
+        ------
+        InvalidArgument
+            If the forward uses something with no ONNX export here (a layer, a
+            functional call, a NumPy function), naming it and the module path; or, with
+            ``dynamic_batch``, if the recorded graph depends on the batch size.
+        """
+        from pyconv.nn._onnx import export
+        return export(self, path, input_shape, opset, dynamic_batch)
 
     # -- traversal -----------------------------------------------------------------
 
@@ -358,10 +539,13 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy parameters and buffers from ``state_dict`` (a mapping of name -> array).
 
-        Values may be NumPy arrays, lists, or torch tensors. Float parameters must be
-        float32; ``num_batches_tracked`` takes any integer dtype. Everything is checked
-        before anything is assigned, so a failed load leaves the module unchanged.
-        Prepared (packed) weights are rebuilt at the next call.
+        Values may be NumPy arrays, lists, torch tensors or other array-likes. As torch
+        copies into its existing tensors, values are cast to the slot's dtype: float32
+        parameters and buffers take any float or integer array (a float64 checkpoint
+        loads as float32); ``num_batches_tracked`` takes integers (and floats holding
+        integers). Everything is checked before anything is assigned, so a failed load
+        leaves the module unchanged. Prepared (packed) weights are rebuilt at the next
+        call.
 
         Parameters
         ----------
@@ -382,7 +566,8 @@ class Module:
             If a value's shape differs from the parameter's (names the key and both
             shapes); checked even when not ``strict``.
         InvalidDType
-            If a value has the wrong dtype (names the key).
+            If a value cannot be cast (bool, complex, non-numeric, a fraction for an
+            integer slot); names the key.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise InvalidArgument(f"load_state_dict: expected a mapping of names to arrays, "
@@ -396,12 +581,17 @@ class Module:
             if key not in state_dict:
                 continue
             current = module.__dict__[store][name]
-            value = _frozen(state_dict[key], f"load_state_dict: {key!r}", current.dtype)
-            if value.shape != current.shape:
+            value = _to_numpy(state_dict[key])
+            shape = getattr(value, "shape", None)
+            if shape is None:
+                value = _cast_for_load(value, f"load_state_dict: {key!r}", current.dtype)
+                shape = value.shape
+            if tuple(shape) != current.shape:   # before casting (no copy of a wrong value)
                 mismatched.append(f"size mismatch for {key}: copying a param with shape "
-                                  f"{value.shape} from checkpoint, the shape in current "
+                                  f"{tuple(shape)} from checkpoint, the shape in current "
                                   f"model is {current.shape}")
                 continue
+            value = _cast_for_load(value, f"load_state_dict: {key!r}", current.dtype)
             updates.append((module, store, name, value))
         problems = []
         if strict and missing:
@@ -543,31 +733,216 @@ class Sequential(Module):
             x = module(x)
         return x
 
-    def to_onnx(self, path, input_shape, opset=17):
-        """Export the layer stack as an ONNX model.
 
-        Parameters
-        ----------
-        path : str or os.PathLike or None
-            Where to save the model (``None``: do not save, just return it).
-        input_shape : sequence of int
-            Static shape of the input (e.g. ``(1, 3, 224, 224)``). The stack is run
-            once on zeros of this shape to resolve the shapes that some ONNX operators
-            need.
-        opset : int
-            ONNX opset, at least 13.
+# ---------------------------------------------------------------------------------------
+# ModuleList and ModuleDict
 
-        Returns
-        -------
-        onnx.ModelProto
-            Checked with ``onnx.checker.check_model``; one float32 input ``"input"``
-            and one output ``"output"``; initializers carry the state_dict names.
+def _check_item(container, module, where):
+    if not isinstance(module, Module):
+        raise InvalidArgument(f"{container}: item {where!r} must be a pyconv.nn.Module, "
+                              f"got {type(module).__name__}")
 
-        Raises
-        ------
-        InvalidArgument
-            If a layer has no ONNX equivalent (custom modules, ``MaxUnpool``, pools
-            returning indices, ...), naming the layer.
-        """
-        from pyconv.nn._onnx import export_sequential
-        return export_sequential(self, path, input_shape, opset)
+
+class ModuleList(Module):
+    """A list of sub-modules, registered under ``"0"``, ``"1"``, ... (``torch.nn.ModuleList``).
+
+    ``state_dict``, ``parameters`` and ``named_modules`` see the modules with torch's
+    names (``layers.0.weight``). Supports ``len``, iteration, indexing by int (negative
+    too) and slice (a new ``ModuleList`` sharing the modules, renumbered from 0), item
+    assignment and deletion (renumbering), ``append``, ``extend``, ``insert``, ``pop``,
+    ``+=`` and ``+``. It has no forward: the owning module iterates over it.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self += modules
+
+    def _abs_index(self, idx):
+        try:
+            i = operator.index(idx)
+        except TypeError:
+            raise InvalidArgument(f"{self._get_name()} indices must be ints or slices, "
+                                  f"got {type(idx).__name__}") from None
+        n = len(self._modules)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for a {self._get_name()} of "
+                             f"length {n}")
+        return str(i % n)
+
+    def _renumber(self):
+        self.__dict__["_modules"] = OrderedDict(
+            (str(i), m) for i, m in enumerate(self._modules.values()))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[self._abs_index(idx)]
+
+    def __setitem__(self, idx, module):
+        _check_item(self._get_name(), module, idx)
+        self._modules[self._abs_index(idx)] = module
+
+    def __delitem__(self, idx):
+        if isinstance(idx, slice):
+            for k in range(len(self._modules))[idx]:
+                del self._modules[str(k)]
+        else:
+            del self._modules[self._abs_index(idx)]
+        self._renumber()
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        if not isinstance(other, Iterable):
+            return NotImplemented
+        return ModuleList(chain(self, other))
+
+    def __dir__(self):
+        return [key for key in super().__dir__() if not key.isdigit()]
+
+    def append(self, module):
+        """Add ``module`` at the end; returns ``self``."""
+        _check_item(self._get_name(), module, len(self))
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        """Append the modules of an iterable; returns ``self``."""
+        if not isinstance(modules, Iterable):
+            raise InvalidArgument(f"{self._get_name()}.extend should be called with an "
+                                  f"iterable of modules, but got {type(modules).__name__}")
+        modules = list(modules)
+        for i, module in enumerate(modules):
+            _check_item(self._get_name(), module, len(self) + i)
+        for module in modules:
+            self.add_module(str(len(self)), module)
+        return self
+
+    def insert(self, index, module):
+        """Insert ``module`` before position ``index`` (list semantics, negative too)."""
+        _check_item(self._get_name(), module, index)
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise InvalidArgument(f"{self._get_name()}.insert: index must be an int, got "
+                                  f"{type(index).__name__}") from None
+        items = list(self._modules.values())
+        items.insert(index, module)
+        self.__dict__["_modules"] = OrderedDict((str(i), m) for i, m in enumerate(items))
+
+    def pop(self, key=-1):
+        """Remove and return the module at ``key`` (renumbering the rest)."""
+        value = self[key]
+        del self[key]
+        return value
+
+    def __repr__(self):
+        # torch's format: runs of identical modules are shown once, as "(0-2): 3 x ...".
+        reprs = [repr(m) for m in self]
+        if not reprs:
+            return self._get_name() + "()"
+        runs = []
+        for i, text in enumerate(reprs):
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, text])
+        lines = [_addindent(f"({start}): {text}" if start == end
+                            else f"({start}-{end}): {end - start + 1} x {text}", 2)
+                 for start, end, text in runs]
+        return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+class ModuleDict(Module):
+    """An ordered dict of named sub-modules (``torch.nn.ModuleDict``).
+
+    Keys are strings (without '.'), kept in insertion order; ``state_dict`` and
+    ``named_modules`` name the modules by key (``blocks.conv.weight``). Supports
+    ``d[key]``, assignment, ``del``, ``in``, ``len``, iteration over keys, ``keys``,
+    ``values``, ``items``, ``update`` (a mapping or key/module pairs), ``pop`` and
+    ``clear``. It has no forward.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        try:
+            return self._modules[key]
+        except (KeyError, TypeError):
+            raise KeyError(key) from None
+
+    def __setitem__(self, key, module):
+        _check_item(self._get_name(), module, key)
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def clear(self):
+        """Remove every module."""
+        self._modules.clear()
+
+    def pop(self, key):
+        """Remove ``key`` and return its module."""
+        value = self[key]
+        del self[key]
+        return value
+
+    def keys(self):
+        """The keys, in order."""
+        return self._modules.keys()
+
+    def items(self):
+        """``(key, module)`` pairs, in order."""
+        return self._modules.items()
+
+    def values(self):
+        """The modules, in order."""
+        return self._modules.values()
+
+    def update(self, modules):
+        """Add (or replace) modules from a mapping or an iterable of ``(key, module)``
+        pairs, keeping their order."""
+        if isinstance(modules, (Mapping, ModuleDict)):
+            pairs = list(modules.items())
+        elif isinstance(modules, Iterable) and not isinstance(modules, (str, Module)):
+            pairs = []
+            for j, item in enumerate(modules):
+                if isinstance(item, (str, bytes)) or not isinstance(item, Iterable):
+                    raise InvalidArgument(f"{self._get_name()}.update: sequence element #{j} "
+                                          f"must be a (key, module) pair, got "
+                                          f"{type(item).__name__}")
+                item = tuple(item)
+                if len(item) != 2:
+                    raise InvalidArgument(f"{self._get_name()}.update: sequence element #{j} "
+                                          f"has length {len(item)}; 2 is required")
+                pairs.append(item)
+        else:
+            raise InvalidArgument(f"{self._get_name()}.update should be called with a "
+                                  f"mapping or an iterable of (key, module) pairs, but got "
+                                  f"{type(modules).__name__}")
+        for key, module in pairs:
+            _check_item(self._get_name(), module, key)
+            _check_name(key, "module")
+        for key, module in pairs:
+            self[key] = module
