@@ -86,3 +86,34 @@ def test_to_onnx_align_corners_with_a_fractional_scale(mode, tmp_path, rng):
     session = pyconv.InferenceSession(str(path))
     np.testing.assert_allclose(session.run(["output"], {"input": x})[0], model(x),
                                rtol=1e-5, atol=1e-5)
+
+
+class _FunctionalNorms(nn.Module):
+    """The same layers reached through pyconv.functional inside a custom forward."""
+
+    def __init__(self, rng):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.ln_w, self.ln_b = (rng.standard_normal((8, 8, 8)).astype(np.float32)
+                                for _ in range(2))
+        self.gn_w, self.gn_b = (rng.standard_normal(8).astype(np.float32) for _ in range(2))
+
+    def forward(self, x):
+        import pyconv.functional as F
+        y = F.layer_norm(self.conv(x), (8, 8, 8), self.ln_w, self.ln_b)
+        y = F.group_norm(y, 2, self.gn_w, self.gn_b)
+        y = F.group_norm(y, 4)
+        return F.pixel_shuffle(F.pixel_unshuffle(y, 2), 2) + y
+
+
+def test_functional_norms_and_shuffles_export_with_a_free_batch(tmp_path):
+    rng = np.random.default_rng(3)
+    model = _FunctionalNorms(rng)
+    path = tmp_path / "functional_norms.onnx"
+    nn.to_onnx(model, path, (1, 4, 8, 8))
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 4, 8, 8)).astype(np.float32)
+        want = model(x)
+        np.testing.assert_allclose(_ort_run(path, x), want, rtol=1e-4, atol=1e-4)
+        got, = pyconv.InferenceSession(str(path)).run(None, {"input": x})
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -389,11 +389,12 @@ def _emit_shuffle(b, path, layer, x, out, in_shape):
                       mode="CRD")
     r = layer.downscale_factor
     n, c, h, w = in_shape
+    # 0 copies the input's batch dim (Reshape without allowzero): the batch stays free.
     blocks = b.node("Reshape", [x, b.const(f"{path}.blocks", np.array(
-        [n, c, h // r, r, w // r, r], np.int64))], None, path)
+        [0, c, h // r, r, w // r, r], np.int64))], None, path)
     moved = b.node("Transpose", [blocks], None, path, perm=[0, 1, 3, 5, 2, 4])
     return b.node("Reshape", [moved, b.const(f"{path}.shape", np.array(
-        [n, c * r * r, h // r, w // r], np.int64))], out, path)
+        [0, c * r * r, h // r, w // r], np.int64))], out, path)
 
 
 def _emit_resize(b, path, layer, x, out, in_shape, out_shape):
@@ -855,6 +856,15 @@ def _functional_layer(fname, fn, x, a):
         layer = getattr(_conv, f"ConvTranspose{n}d")(
             weight.shape[0], weight.shape[1] * a["groups"], weight.shape[2:], a["stride"],
             a["padding"], a["output_padding"], a["groups"], bias is not None, a["dilation"])
+    elif fname in ("layer_norm", "group_norm"):
+        shape = (tuple(a["normalized_shape"]) if fname == "layer_norm" and
+                 not isinstance(a["normalized_shape"], int) else a.get("normalized_shape"))
+        layer = (_norm.LayerNorm(shape, eps=a["eps"], elementwise_affine=weight is not None,
+                                 bias=bias is not None) if fname == "layer_norm" else
+                 _norm.GroupNorm(a["num_groups"], x.shape[1], eps=a["eps"],
+                                 affine=weight is not None))
+        if weight is None or bias is None and fname == "group_norm":
+            return layer if weight is None and bias is None else None
     elif fname == "batch_norm":
         if a["training"] or x.ndim not in (2, 3, 4, 5):
             return None
@@ -882,6 +892,7 @@ _FUNCTION_LAYERS = {
     "tanh": _layers.Tanh, "silu": _layers.SiLU, "elu": _layers.ELU, "gelu": _layers.GELU,
     "softmax": _layers.Softmax, "log_softmax": _layers.LogSoftmax,
     "flatten": _layers.Flatten, "interpolate": _layers.Upsample,
+    "pixel_shuffle": _norm.PixelShuffle, "pixel_unshuffle": _norm.PixelUnshuffle,
     **{f"max_pool{n}d": getattr(_pool, f"MaxPool{n}d") for n in (1, 2, 3)},
     **{f"avg_pool{n}d": getattr(_pool, f"AvgPool{n}d") for n in (1, 2, 3)},
     **{f"adaptive_avg_pool{n}d": getattr(_pool, f"AdaptiveAvgPool{n}d") for n in (1, 2, 3)},
