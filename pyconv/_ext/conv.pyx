@@ -615,6 +615,10 @@ cdef class ConvKernel:
         ys = _as3(out_shape[2:], 1)
         ks = _as3(self.kernel_shape, 1)
         ss = _as3(stride, 1)
+        if not self.transposed:
+            # A dim with one output never steps: stride 1 there, so that no workspace
+            # (the depthwise rows hold stride phases) is sized by the attribute.
+            ss = tuple(1 if ys[i] == 1 else ss[i] for i in range(3))
         ps = _as3(pads_begin, 0)
         ds = _as3(dilation, 1)
         memset(p, 0, sizeof(conv_args))
