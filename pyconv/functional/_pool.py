@@ -786,8 +786,10 @@ def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool",
     """
     x, _ = _as_input(x, op)
     n = x.ndim - 2
+    if not isinstance(convention, str) or convention not in ("torch", "onnx"):
+        raise InvalidArgument(f"{op}: convention must be 'torch' or 'onnx', got "
+                              f"{convention!r}")
     with arithmetic.prefixed_errors(op):
-        arithmetic.as_choice(convention, ("torch", "onnx"), "convention")
         shape = arithmetic.as_shape(output_shape, "output_shape")
     if len(shape) == n + 2:
         if tuple(shape[:2]) != x.shape[:2]:

@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 
-from pyconv import functional as F
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
 from pyconv.functional._misc import pad_widths
