@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from pyconv._ext import gemm
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import ShapeError
 from pyconv.functional._misc import _GEMV_MAX_ROWS, _linear_checked
 from pyconv.ops._base import Op, bound_step, register, wrap_errors
@@ -153,6 +154,7 @@ class MatMul(_Linear):
         except ValueError:
             self.fail(f"batch dims of A {a.shape} and B {b.shape} do not broadcast",
                       ShapeError)
+        check_tensor_size(batch + (a2.shape[-2], b2.shape[-1]), self.node.label)
         if a2.shape[-2] * a2.shape[-1] * b2.shape[-1] <= _SMALL_BATCHED:
             # Small matrices (attention in OCR recognisers): NumPy's matmul loops over the
             # batch in C; one packed GEMM per matrix costs more in calls than in math.

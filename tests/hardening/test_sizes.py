@@ -103,3 +103,53 @@ def test_depthwise_functional_workspace_is_not_sized_by_the_stride():
     assert shape.workspace_bytes < 1 << 20, shape.workspace_bytes
     want = F.conv2d(x, w, None, stride=(1, 1), padding=1, groups=3)[:, :, :, :1]
     np.testing.assert_allclose(plan.run(x), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pads,strides", [([0, 2**29, 0, 2**29], [1, 2**29]),
+                                          ([2**29, 1, 2**29, 1], [2**29, 2]),
+                                          ([3, 2**30, 3, 2**30], [1, 2**30 - 1])])
+def test_depthwise_workspace_is_not_sized_by_padding_and_stride(pads, strides):
+    """Several outputs, far apart in a huge padding: the depthwise rows would hold the
+    padded span (tens of GiB); such a conv runs implicit im2col, sized by its taps."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference here")
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    model = _session(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], group=3, strides=strides,
+                          pads=pads, name="dw")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 11, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")], opset=17)
+    x = rng.standard_normal((2, 3, 11, 5)).astype(np.float32)
+    got = pyconv.InferenceSession(model).run(None, {"x": x})[0]
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    plan = F.ConvPlan(w, b, stride=tuple(strides), padding=(pads[0], pads[1]), groups=3)
+    shape = plan.reshape(x.shape)
+    assert shape.workspace_bytes < 1 << 24, (shape.algorithm, shape.workspace_bytes)
+
+
+@pytest.mark.parametrize("op,dtype,elem", [("Add", np.float32, TensorProto.FLOAT),
+                                           ("Add", np.int64, TensorProto.INT64),
+                                           ("Max", np.float32, TensorProto.FLOAT),
+                                           ("Where", np.float32, TensorProto.FLOAT),
+                                           ("Equal", np.int64, TensorProto.INT64),
+                                           ("MatMul", np.float32, TensorProto.FLOAT)])
+def test_broadcast_outputs_are_checked(op, dtype, elem):
+    """Inputs of 2^17 elements broadcast (or batch) to 2^34: refused by the gate."""
+    a = np.ones((1 << 17, 1, 1, 1), dtype)
+    b = np.ones((1, 1 << 17, 1, 1), dtype)
+    names = ["c", "a", "b"] if op == "Where" else ["a", "b"]
+    inputs = [helper.make_tensor_value_info(n, elem, None) for n in ("a", "b")]
+    feed = {"a": a, "b": b}
+    if op == "Where":
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.BOOL, None))
+        feed["c"] = np.ones((1, 1, 1, 1), bool)
+    out = TensorProto.BOOL if op == "Equal" else elem
+    model = _session([helper.make_node(op, names, ["y"], name="big")], inputs,
+                     [helper.make_tensor_value_info("y", out, None)], opset=17)
+    with pytest.raises(ShapeError, match="big.*elements"):
+        pyconv.InferenceSession(model).run(None, feed)
