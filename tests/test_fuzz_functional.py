@@ -2,7 +2,9 @@
 with a float32 result or raise a pyconv exception; never crash, hang or leak another error.
 
 PYCONV_FUZZ_CASES sets the number of cases per op (default 300; a long campaign:
-PYCONV_FUZZ_CASES=20000 python -m pytest tests/test_fuzz_functional.py)."""
+PYCONV_FUZZ_CASES=20000 python -m pytest tests/test_fuzz_functional.py), and a fifth of it
+the hypothesis examples per public function of the hostile-argument sweep at the end
+(every function in pyconv.functional.__all__ must have a valid call in VALID_CALLS)."""
 import inspect
 import os
 import warnings
