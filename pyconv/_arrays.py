@@ -5,7 +5,8 @@ from pyconv.errors import InvalidArgument, InvalidDType
 
 
 def as_float32(x, name="input", op=""):
-    """``x`` as a float32 ndarray, not copied when it already is one.
+    """``x`` as a plain float32 ndarray (subclasses such as ``np.matrix`` viewed as
+    one), not copied when it already is one.
 
     NumPy arrays must be float32 (pyconv never narrows or widens an array silently);
     other values (lists, tuples, Python scalars, array-likes) of floating-point numbers
@@ -30,8 +31,12 @@ def as_float32(x, name="input", op=""):
     InvalidArgument
         If ``x`` cannot be made an array at all.
     """
-    if isinstance(x, np.ndarray) and x.dtype == np.float32:
+    if type(x) is np.ndarray and x.dtype == np.float32:
         return x
+    if isinstance(x, np.ndarray):
+        x = x.view(np.ndarray)      # np.matrix & co: plain arrays, their rules stay outside
+        if x.dtype == np.float32:
+            return x
     prefix = f"{op}: " if op else ""
     if isinstance(x, np.ndarray):
         raise InvalidDType(f"{prefix}{name} must be float32, got dtype {x.dtype} "

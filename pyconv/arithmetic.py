@@ -51,6 +51,9 @@ __all__ = [
     "exact_key",
     "prefixed_errors",
     "as_bool",
+    "as_float",
+    "as_choice",
+    "as_shape",
     "check_groups",
     "check_tensor_size",
     "MAX_DIM",
@@ -901,6 +904,41 @@ def as_bool(value, name: str) -> bool:
     except TypeError:
         raise InvalidArgument(
             f"{name} must be a bool, got {type(value).__name__} {value!r}") from None
+
+
+def as_float(value, name: str) -> float:
+    """``value`` as a float: a Python or NumPy real number (not a bool, a string or an
+    array of several values)."""
+    if type(value).__name__ in ("bool_", "bool") or isinstance(value, (str, bytes)):
+        raise InvalidArgument(f"{name} must be a number, got {type(value).__name__} "
+                              f"{value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgument(f"{name} must be a number, got {type(value).__name__} "
+                              f"{value!r}") from None
+
+
+def as_choice(value, choices, name: str) -> str:
+    """``value`` when it is one of the strings ``choices``, else InvalidArgument (arrays,
+    lists and other unhashable values included)."""
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgument(f"{name} must be one of {sorted(choices)}, got "
+                              f"{type(value).__name__} {value!r}")
+    return value
+
+
+def as_shape(value, name: str, *, minimum: int = 0) -> tuple[int, ...]:
+    """``value`` as a tuple of ints ``>= minimum`` (a sequence or a 1-D integer array;
+    a single int, a string, a float or None is refused with the argument named)."""
+    try:
+        if isinstance(value, (str, bytes)) or getattr(value, "ndim", 1) != 1:
+            raise TypeError
+        items = tuple(value)
+    except TypeError:
+        raise InvalidArgument(f"{name} must be a sequence of ints, got "
+                              f"{type(value).__name__} {value!r}") from None
+    return tuple(_as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(items))
 
 
 _KINDS = ("conv", "conv_transpose", "pool")

@@ -537,7 +537,9 @@ class InferenceSession:
                     f"missing input '{vi.name}' (expected {vi.type_str} with shape "
                     f"{vi.shape}); got inputs {sorted(input_feed)}")
             v = input_feed[vi.name]
-            if not isinstance(v, np.ndarray):
+            if isinstance(v, np.ndarray) and type(v) is not np.ndarray:
+                v = v.view(np.ndarray)      # np.matrix & co: their rules stay outside
+            elif not isinstance(v, np.ndarray):
                 try:
                     v = np.asarray(v, dtype=vi.dtype)
                 except (TypeError, ValueError) as exc:

@@ -358,8 +358,15 @@ cdef class _CroppedWeights:
         self.views = NULL
         cdef const float[::1] wflat = weight.reshape(-1)
         self.wptr = &wflat[0] if wflat.shape[0] else NULL
-        if owner.direct:
-            return
+        if not owner.direct:
+            self.pack(owner)
+
+    cdef int pack(self, ConvKernel owner) except -1:
+        """Packs the weights per group for the GEMM paths (once; a direct kernel's only
+        when a reshape falls back to im2col, see _depthwise_fits)."""
+        if self.views != NULL:
+            return 0
+        weight = self.weight
         cdef int64_t groups = owner.groups, g
         cdef int64_t cin_g = owner.cin // groups, cout_g = owner.cout // groups
         cdef int64_t kvol = int(np.prod(weight.shape[2:]))
@@ -374,6 +381,7 @@ cdef class _CroppedWeights:
         self.views = <packed_a *>&rv[0]
         for g in range(groups):
             self.views[g] = (<PackedMatrix>self.mats[g]).view
+        return 0
 
 
 cdef class ConvReshape:
@@ -412,6 +420,7 @@ cdef class ConvReshape:
     cdef _CroppedWeights weights    # the taps kept: p.weight / p.packed point into it
     cdef tuple band_weights     # each band's taps: its conv_band.packed points into them
     cdef int nthreads
+    cdef bint direct            # runs the depthwise kernel (else a GEMM path)
     cdef int64_t ws_floats      # workspace floats a run asks for
     cdef int64_t cols_floats    # transposed GEMM: the columns' part of it
     cdef int ndim
@@ -552,7 +561,7 @@ cdef class ConvKernel:
                        r.dilations)
         self._plan_work(r)
         r.bands = ()
-        if self.direct:
+        if r.direct:
             r.algorithm = "depthwise"
         elif self.transposed:
             r.algorithm = "col2im"
@@ -615,6 +624,10 @@ cdef class ConvKernel:
         ys = _as3(out_shape[2:], 1)
         ks = _as3(self.kernel_shape, 1)
         ss = _as3(stride, 1)
+        if not self.transposed:
+            # A dim with one output never steps: stride 1 there, so that no workspace
+            # (the depthwise rows hold stride phases) is sized by the attribute.
+            ss = tuple(1 if ys[i] == 1 else ss[i] for i in range(3))
         ps = _as3(pads_begin, 0)
         ds = _as3(dilation, 1)
         memset(p, 0, sizeof(conv_args))
@@ -650,14 +663,20 @@ cdef class ConvKernel:
                 g.pe[i] = (ys[i] - 1) * ss[i] + (g.k[i] - 1) * ds[i] + 1 - xs[i] - g.pb[i]
             ks = (g.k[0], g.k[1], g.k[2])
             ps = (g.pb[0], g.pb[1], g.pb[2])
+        r.direct = self.direct and (self.transposed or _depthwise_fits(g))
+        if self.direct and not r.direct:
+            cw.pack(self)       # hostile padding / strides: the depthwise rows would hold
+                                # them, implicit im2col holds only the taps of the outputs
         r.weights = cw
         p.weight = cw.wptr
         p.packed = cw.views
         p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
                        and ps == (0, 0, 0) and xs == ys)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
-        if self.direct or self.transposed or p.pointwise:
+        if r.direct or self.transposed or p.pointwise:
             return 0
+        if self.direct:
+            return 0            # the im2col fallback of a depthwise kernel: no bands
         cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
         cdef int forced = self.ctx.conv_algorithm
         cdef int64_t cost = 0
@@ -785,7 +804,7 @@ cdef class ConvKernel:
         if p.batch == 0 or _volume(p.geom.out_size) * p.cout == 0:
             return 0                                 # nothing to compute
         if not self.transposed:
-            if self.direct:
+            if r.direct:
                 p.ws_stride = _depthwise_blocking(p, r.nthreads)
                 r.ws_floats = p.ws_stride * r.nthreads
             elif p.algo != ALGO_IM2COL and p.algo != ALGO_BANDED:
@@ -823,7 +842,7 @@ cdef class ConvKernel:
         if not self.transposed:
             p.ws = ws
             with nogil:
-                if self.direct:
+                if r.direct:
                     _depthwise_forward(&p, nthreads)
                 elif p.algo == ALGO_BANDED:
                     _banded_forward(&p, nthreads)

@@ -19,13 +19,24 @@ def set_depthwise_channels_max_width(int64_t width):
     return previous
 
 
+cdef bint _depthwise_fits(const pyconv_conv_geom *g) noexcept nogil:
+    """Whether the depthwise row kernel's scratch stays of the order of the work: its
+    packed rows span the padded input between the outputs (sw phases of every row the
+    window steps over), so padding and strides far larger than the map (hostile or
+    mistaken attributes) would size it. Those convs run implicit im2col instead, whose
+    scratch holds only the taps of the outputs. Every real network fits."""
+    cdef int64_t work = (g.in_size[0] * g.in_size[1] * g.in_size[2]
+                         + _volume(g.out_size) * _volume(g.k))
+    return pyconv_dwconv_workspace_floats(g, 1) <= max(<int64_t>DW_BLOCK_FLOATS, 4 * work)
+
+
 cdef bint _depthwise_by_channels(const conv_args *p) noexcept nogil:
     """Small 2-D maps with one output per input channel run lanes channels at a time
     (pyconv_dwconv_channels_fn): rows shorter than a vector would leave lanes idle, and
     per-channel setup would cost more than the channel's few taps."""
     cdef const pyconv_conv_geom *g = &p.geom
     return (p.dw_kernel.lanes > 1 and p.cout == p.cin and g.out_size[0] == 1
-            and g.in_size[0] == 1 and g.k[0] == 1
+            and g.in_size[0] == 1 and g.k[0] == 1 and g.pb[0] == 0   # the one plane read
             and g.out_size[2] <= (_dw_channels_max_width if _dw_channels_max_width >= 0
                                   else DW_CHANNELS_MAX_WIDTH)
             and pyconv_dw_channels_workspace_floats(g, p.dw_kernel.lanes) <= DW_BLOCK_FLOATS)

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from pyconv import arithmetic
 from pyconv._arrays import as_float32
 from pyconv._ext import eltwise
 from pyconv.errors import InvalidArgument
@@ -26,6 +27,8 @@ __all__ = ["relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "hardsigmoid", 
 
 
 def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
+    with arithmetic.prefixed_errors(op):
+        inplace = arithmetic.as_bool(inplace, "inplace")
     if inplace:
         if not isinstance(x, np.ndarray):
             raise InvalidArgument(

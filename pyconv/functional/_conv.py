@@ -330,7 +330,13 @@ def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups,
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
     if output_size is not None:
-        output_size = tuple(output_size)[-n:]
+        # torch's ConvTranspose forward: n spatial sizes, or the full (N, C, *spatial)
+        with arithmetic.prefixed_errors(op):
+            output_size = arithmetic.as_shape(output_size, "output_size")
+        if len(output_size) not in (n, n + 2):
+            raise InvalidArgument(f"{op}: output_size must have {n} or {n + 2} elements, "
+                                  f"got {len(output_size)}: {output_size}")
+        output_size = output_size[-n:]
     plan = ConvPlan(weight, bias, stride, padding, dilation, groups, transposed=True,
                     output_padding=output_padding, op=op)
     y = plan.run(x, output_size=output_size)
@@ -411,7 +417,8 @@ def conv_matrix(weight, input_shape, stride=1, padding=0, dilation=1, groups=1):
     """
     weight = as_float32(weight, "weight", "conv_matrix")
     plan = ConvPlan(weight, None, stride, padding, dilation, groups, op="conv_matrix")
-    input_shape = tuple(int(s) for s in input_shape)
+    with arithmetic.prefixed_errors("conv_matrix"):
+        input_shape = arithmetic.as_shape(input_shape, "input_shape")
     out_shape = plan.output_shape((1,) + input_shape)
     rows, cols = int(np.prod(out_shape[1:])), int(np.prod(input_shape))
     if rows * cols > CONV_MATRIX_MAX_ELEMENTS:

@@ -15,7 +15,8 @@ import numpy as np
 
 from pyconv._arrays import as_float32
 from pyconv._ext import gemm
-from pyconv.arithmetic import check_tensor_size
+from pyconv.arithmetic import (as_bool, as_choice, as_float, check_tensor_size,
+                               prefixed_errors)
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional._pool import adaptive_avg_pool
 from pyconv.functional._resize import resize
@@ -117,7 +118,8 @@ def _bn_scale_shift(running_mean, running_var, weight, bias, eps, channels, op):
             raise ShapeError(f"{op}: {name} has shape {value.shape}, expected ({channels},) "
                              f"for an input with {channels} channels")
         arrays[name] = value.astype(np.float64)
-    eps = float(eps)
+    with prefixed_errors(op):
+        eps = as_float(eps, "eps")
     # Folded in float64, rounded once: y = (x - mean) / sqrt(var + eps) * weight + bias.
     with np.errstate(invalid="ignore", divide="ignore"):  # var + eps <= 0: NaN/inf, as ORT
         scale = 1.0 / np.sqrt(arrays["running_var"] + eps)
@@ -161,6 +163,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         If ``x`` has fewer than 2 dims or a parameter is not of shape (C,).
     """
     op = "batch_norm"
+    with prefixed_errors(op):
+        training = as_bool(training, "training")
     if training:
         raise InvalidArgument(
             f"{op}: training=True (normalising with batch statistics and updating the "
@@ -198,7 +202,10 @@ def dropout(x, p=0.5, training=False, inplace=False):
     -------
     ndarray, float32, same shape as ``x``
     """
-    p = float(p)
+    with prefixed_errors("dropout"):
+        p = as_float(p, "p")
+        training = as_bool(training, "training")
+        inplace = as_bool(inplace, "inplace")
     if not 0.0 <= p <= 1.0:
         raise InvalidArgument(f"dropout: probability p must be between 0 and 1, got {p}")
     if training:
@@ -278,9 +285,10 @@ def pad(x, pad, mode="constant", value=0):
     """
     op = "pad"
     x = as_float32(x, "input", op)
-    if mode not in _PAD_MODES:
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
         raise InvalidArgument(f"{op}: mode must be one of {sorted(_PAD_MODES)}, got {mode!r}")
-    if isinstance(pad, (str, bytes)) or not hasattr(pad, "__len__"):
+    if isinstance(pad, (str, bytes)) or not hasattr(pad, "__len__") or \
+            getattr(pad, "ndim", 1) != 1:
         raise InvalidArgument(f"{op}: pad must be a sequence of ints, got {pad!r}")
     amounts = []
     for i, v in enumerate(pad):
@@ -300,40 +308,74 @@ def pad(x, pad, mode="constant", value=0):
     widths = [(0, 0)] * x.ndim
     for j in range(m):
         widths[x.ndim - 1 - j] = (amounts[2 * j], amounts[2 * j + 1])
-    if mode != "constant" and value not in (None, 0):
+    if mode != "constant" and not (value is None or isinstance(value, (int, float))
+                                   and value == 0):
         raise InvalidArgument(f"{op}: value is only meaningful in constant mode, "
                               f"got value={value!r} with mode={mode!r}")
-    # Negative amounts crop first (constant mode only, as a plain slice).
-    if any(b < 0 or e < 0 for b, e in widths):
-        if mode != "constant":
+    # torch's own limits, stricter than ONNX Pad's (torch reflects a mixed crop-and-pad
+    # against the uncropped input, ONNX crops first: refused rather than answered
+    # differently).
+    for axis, (b, e) in enumerate(widths):
+        if max(-b, 0) + max(-e, 0) > x.shape[axis]:
+            raise ShapeError(f"{op}: padding {(b, e)} of dim {axis} crops an input of size "
+                             f"{x.shape[axis]} to a negative size")
+        if mode != "constant" and (b < 0 or e < 0):
             raise InvalidArgument(f"{op}: negative padding {tuple(amounts)} is only "
                                   f"supported in constant mode, got mode={mode!r}")
-        index = []
-        for axis, (b, e) in enumerate(widths):
-            lo, hi = max(-b, 0), x.shape[axis] - max(-e, 0)
-            if hi < lo:
-                raise ShapeError(f"{op}: padding {(b, e)} of dim {axis} crops an input of size "
-                                 f"{x.shape[axis]} to a negative size {hi - lo}")
-            index.append(slice(lo, hi))
-        x = x[tuple(index)]
-        widths = [(max(b, 0), max(e, 0)) for b, e in widths]
-    for axis, (b, e) in enumerate(widths):
-        if mode == "reflect" and (b or e) and max(b, e) >= x.shape[axis]:
-            raise ShapeError(f"{op}: reflect padding {(b, e)} must be smaller than the size "
-                             f"{x.shape[axis]} of dim {axis} (input shape {x.shape})")
-        if mode in ("replicate", "circular") and (b or e) and x.shape[axis] == 0:
-            raise ShapeError(f"{op}: cannot {mode}-pad the empty dim {axis} "
-                             f"(input shape {x.shape})")
         if mode == "circular" and max(b, e) > x.shape[axis]:
             raise ShapeError(f"{op}: circular padding {(b, e)} must not exceed the size "
                              f"{x.shape[axis]} of dim {axis} (input shape {x.shape})")
+    if value is None:
+        value = 0.0
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise InvalidArgument(f"{op}: value must be a real number, got "
+                              f"{type(value).__name__} {value!r}")
+    return pad_widths(x, widths, _PAD_MODES[mode], value, op)
+
+
+def pad_widths(x, widths, mode, value=0, op="pad"):
+    """``x`` (any dtype) padded by ``widths[axis] = (begin, end)``: the one padding of
+    ``pad`` and the ONNX ``Pad`` operator, with ONNX's semantics.
+
+    A negative amount crops that side first; the other side is then padded from what
+    is left: ``constant`` fills with ``value`` (output element ``o`` is input element
+    ``o - begin`` where that exists, so crops past the dim leave only fill),
+    ``reflect`` mirrors without repeating the edge (needs ``pad < size`` of what is
+    left), ``edge`` repeats the edge, ``wrap`` repeats the dim cyclically (any number
+    of times). Those three need at least one element left in a dim they pad or crop.
+    The output size is checked before it is allocated.
+    """
+    shape = []
+    for axis, (n, (b, e)) in enumerate(zip(x.shape, widths)):
+        size = n + b + e
+        if size < 0:
+            raise ShapeError(f"{op}: padding {(b, e)} of dim {axis} leaves a negative size "
+                             f"{size} (input shape {x.shape})")
+        kept = n - max(-b, 0) - max(-e, 0)
+        if mode != "constant" and (b or e):
+            if kept <= 0:
+                raise ShapeError(f"{op}: {mode} padding {(b, e)} of dim {axis} leaves no "
+                                 f"element to pad from (input shape {x.shape})")
+            if mode == "reflect" and max(b, e) >= kept:
+                raise ShapeError(f"{op}: reflect padding {(b, e)} of dim {axis} must be "
+                                 f"smaller than the {kept} elements it reflects "
+                                 f"(input shape {x.shape})")
+        shape.append(size)
+    shape = check_tensor_size(shape, op)
+    # What stays of the input: x[lo:hi] along each dim, at lo + begin in the output.
+    keep = [(max(-b, 0), min(n, n + e)) for n, (b, e) in zip(x.shape, widths)]
     if mode == "constant":
-        fill = 0.0 if value is None else float(value)
-        out = np.full(tuple(s + b + e for s, (b, e) in zip(x.shape, widths)), fill,
-                      dtype=np.float32)
-        out[tuple(slice(b, b + s) for s, (b, _) in zip(x.shape, widths))] = x
+        fill = np.asarray(value)
+        if fill.dtype != x.dtype:
+            with np.errstate(invalid="ignore", over="ignore"):
+                fill = fill.astype(x.dtype)     # as onnxruntime casts the value input
+        out = np.full(shape, fill, dtype=x.dtype)
+        if all(hi > lo for lo, hi in keep):
+            out[tuple(slice(lo + b, hi + b) for (lo, hi), (b, _) in zip(keep, widths))] = \
+                x[tuple(slice(lo, hi) for lo, hi in keep)]
         return out
-    return np.ascontiguousarray(np.pad(x, widths, mode=_PAD_MODES[mode]))
+    x = x[tuple(slice(lo, max(hi, lo)) for lo, hi in keep)]
+    return np.pad(x, [(max(b, 0), max(e, 0)) for b, e in widths], mode=mode)
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,7 +389,7 @@ _AREA = "area"
 
 
 def _per_spatial(value, n, name, cast, op):
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim):
         items = list(value)
         if len(items) != n:
             raise InvalidArgument(
@@ -361,7 +403,7 @@ def _per_spatial(value, n, name, cast, op):
             raise InvalidArgument(f"{op}: {name} must be numbers, got bool")
         try:
             out.append(cast(v))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidArgument(f"{op}: {name} must be numbers, got {value!r}") from None
     return out
 
@@ -445,13 +487,21 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     """
     op = "interpolate"
     x = as_float32(x, "input", op)
+    with prefixed_errors(op):
+        mode = as_choice(mode, list(_NEAREST_MODES) + list(_INTERPOLATING_MODES) + [_AREA],
+                         "mode")
+        antialias = as_bool(antialias, "antialias")
+        if recompute_scale_factor is not None:
+            recompute_scale_factor = as_bool(recompute_scale_factor, "recompute_scale_factor")
+        if align_corners is not None:
+            align_corners = as_bool(align_corners, "align_corners")
     if mode in _NEAREST_MODES or mode == _AREA:
         if align_corners is not None:
             raise InvalidArgument(
                 f"{op}: align_corners can only be set with the interpolating modes "
                 f"linear | bilinear | bicubic | trilinear, got mode={mode!r}")
     elif mode in _INTERPOLATING_MODES:
-        align_corners = bool(align_corners) if align_corners is not None else False
+        align_corners = align_corners if align_corners is not None else False
     else:
         raise InvalidArgument(f"{op}: mode must be one of {list(_NEAREST_MODES)} + "
                               f"{list(_INTERPOLATING_MODES)} + [{_AREA!r}], got {mode!r}")
@@ -482,7 +532,11 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
             if not f > 0 or not math.isfinite(f):
                 raise InvalidArgument(f"{op}: scale_factor must be positive and finite, "
                                       f"got {scale_factor!r}")
-        out_sizes = [int(math.floor(i * f)) for i, f in zip(in_sizes, factors)]
+        sizes = [math.floor(i * f) for i, f in zip(in_sizes, factors) if math.isfinite(i * f)]
+        if len(sizes) != n:
+            raise InvalidArgument(f"{op}: scale_factor {scale_factor!r} makes an infinite "
+                                  f"output size from input shape {x.shape}")
+        out_sizes = [int(o) for o in sizes]
         scales = [None] * n if recompute_scale_factor else factors
     for axis, o in enumerate(out_sizes):
         if o <= 0:

@@ -46,12 +46,19 @@ _INDEX_CONVENTIONS = ("none", "torch", "onnx")
 # ---------------------------------------------------------------------------------------
 # Validation helpers.
 
+def _check_op_name(op):
+    if not isinstance(op, str):
+        raise InvalidArgument(f"op must be a string naming the call in messages, got "
+                              f"{type(op).__name__} {op!r}")
+
+
 def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     """x as a C-contiguous float32 array (N, C, *spatial) and whether a batch dim was added.
 
     n: number of spatial dims (None: 1 to 3, from x.ndim). unbatched: also accept
     (C, *spatial) as torch does.
     """
+    _check_op_name(op)
     x = as_float32(x, name, op)
     added = False
     if n is None:
@@ -276,9 +283,9 @@ def _input_shape(op, x_shape, min_spatial, max_spatial):
                   for s in shape)
     except TypeError:
         bad, shape = True, x_shape
-    if bad:
-        raise InvalidArgument(f"{op}: x_shape must be a sequence of non-negative ints, got "
-                              f"{x_shape!r}")
+    if bad or math.prod(shape) > 2**62:     # the kernels count elements in int64
+        raise InvalidArgument(f"{op}: x_shape must be a sequence of non-negative ints "
+                              f"describing an array, got {x_shape!r}")
     if not min_spatial <= len(shape) - 2 <= max_spatial or 0 in shape[2:]:
         dims = (f"{min_spatial} to {max_spatial} spatial dims" if max_spatial < 99
                 else f"at least {min_spatial} spatial dim")
@@ -320,10 +327,11 @@ class PoolPlan:
     def __init__(self, mode, attributes, *, count_include_pad=False, divisor_override=None,
                  p=2.0, indices="none", context=None):
         self.op = op = attributes.op
-        if mode not in ("max", "avg", "lp") or attributes.kind != "pool":
+        if not isinstance(mode, str) or mode not in ("max", "avg", "lp") or \
+                attributes.kind != "pool":
             raise InvalidArgument(f"{op}: a pool plan takes mode 'max', 'avg' or 'lp' and "
                                   f"pool attributes, got {mode!r}, {attributes.kind!r}")
-        if indices not in _INDEX_CONVENTIONS:
+        if not isinstance(indices, str) or indices not in _INDEX_CONVENTIONS:
             raise InvalidArgument(f"{op}: indices must be one of {_INDEX_CONVENTIONS}, "
                                   f"got {indices!r}")
         self.mode, self.attributes, self.indices = mode, attributes, indices
@@ -429,7 +437,9 @@ class GlobalPoolPlan:
     """
 
     def __init__(self, is_max, *, op="global_pool", context=None):
-        self.is_max, self.op = bool(is_max), op
+        _check_op_name(op)
+        with arithmetic.prefixed_errors(op):
+            self.is_max, self.op = arithmetic.as_bool(is_max, "is_max"), op
         self.context = ExecutionContext() if context is None else context
         self._reshapes = {}
 
@@ -608,6 +618,7 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         anything when x is not a float32 aligned C-contiguous array of ``x_shape`` (the
         caller then takes the general entry point, which converts or reports).
     """
+    _check_op_name(op)
     x_shape = _input_shape(op, x_shape, 1, 3)
     attributes = _onnx_attributes(op, len(x_shape) - 2, kernel_shape, strides, pads_begin,
                                   pads_end, dilations, ceil_mode, auto_pad)
@@ -650,7 +661,8 @@ def _adaptive_size(op, output_size, spatial):
     if output_size is None:
         raise InvalidArgument(f"{op}: output_size must be an int or a sequence of "
                               f"{n} ints (None entries keep the input size), got None")
-    if not isinstance(output_size, (str, bytes)) and np.ndim(output_size) == 1:
+    if isinstance(output_size, (list, tuple)) or (isinstance(output_size, np.ndarray)
+                                                  and output_size.ndim == 1):
         output_size = tuple(s if o is None else o for o, s in zip(output_size, spatial)) \
             if len(output_size) == n else tuple(output_size)
     return arithmetic.normalize_tuple(output_size, n, f"{op}: output_size")
@@ -658,6 +670,10 @@ def _adaptive_size(op, output_size, spatial):
 
 def _adaptive(op, x, output_size, is_max, return_indices, added):
     out = _adaptive_size(op, output_size, x.shape[2:])
+    arithmetic.check_tensor_size(x.shape[:2] + out, op)
+    if 0 in x.shape[2:] and 0 not in x.shape[:2] + out:
+        raise ShapeError(f"{op}: cannot pool the empty input of shape {x.shape} to output "
+                         f"size {out}")
     res = _kernels.adaptive_pool(_planes(x), _lead(out, 1), is_max, return_indices)
     if isinstance(res, tuple):
         return _finish(res[0], x.shape, out, added), _finish(res[1], x.shape, out, added)
@@ -702,7 +718,11 @@ def adaptive_max_pool(x, output_size, return_indices=False, *, op="adaptive_max_
 
 
 def _unpool(op, x, indices, out, convention, added, context=None):
-    ind = np.asarray(indices)
+    try:
+        ind = np.asarray(indices)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{op}: indices must be an integer array, got "
+                              f"{type(indices).__name__}: {exc}") from None
     if not np.issubdtype(ind.dtype, np.integer):
         raise InvalidDType(f"{op}: indices must be an integer array (int64), got dtype "
                            f"{ind.dtype}")
@@ -766,10 +786,11 @@ def max_unpool(x, indices, output_shape, convention="torch", *, op="max_unpool",
     """
     x, _ = _as_input(x, op)
     n = x.ndim - 2
-    if convention not in ("torch", "onnx"):
+    if not isinstance(convention, str) or convention not in ("torch", "onnx"):
         raise InvalidArgument(f"{op}: convention must be 'torch' or 'onnx', got "
                               f"{convention!r}")
-    shape = tuple(output_shape)
+    with arithmetic.prefixed_errors(op):
+        shape = arithmetic.as_shape(output_shape, "output_shape")
     if len(shape) == n + 2:
         if tuple(shape[:2]) != x.shape[:2]:
             raise ShapeError(f"{op}: output_shape {shape} does not match the batch and "
@@ -1014,7 +1035,9 @@ def _max_unpool_nd(op, n, x, indices, kernel_size, stride, padding, output_size)
     if output_size is None:
         out = default
     else:
-        shape = tuple(output_size)
+        # torch's max_unpool: a sequence of n (or n + 2) sizes; an int is refused there too
+        with arithmetic.prefixed_errors(op):
+            shape = arithmetic.as_shape(output_size, "output_size")
         if len(shape) == n + 2:
             shape = shape[2:]
         if len(shape) != n:

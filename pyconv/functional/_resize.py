@@ -12,8 +12,9 @@ import math
 import numpy as np
 
 from pyconv._ext import resize as _resize_kernels
-from pyconv.arithmetic import check_tensor_size
-from pyconv.errors import InvalidArgument, ShapeError
+from pyconv.arithmetic import (as_bool, as_choice, as_float, as_shape, check_tensor_size,
+                               prefixed_errors)
+from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = ["resize"]
 
@@ -122,6 +123,18 @@ def _integer_repeat(x, sizes, scales, coordinate_mode, nearest_mode):
     return y
 
 
+def _floats(value, name):
+    """``value`` as a list of floats (a sequence or a 1-D array), else InvalidArgument."""
+    try:
+        if isinstance(value, (str, bytes)) or getattr(value, "ndim", 1) != 1:
+            raise TypeError
+        items = list(value)
+    except TypeError:
+        raise InvalidArgument(f"{name} must be a sequence of numbers, got "
+                              f"{type(value).__name__} {value!r}") from None
+    return [as_float(v, f"{name}[{i}]") for i, v in enumerate(items)]
+
+
 def resize(x, sizes=None, scales=None, mode="nearest",
            coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
            cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
@@ -167,16 +180,29 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     ShapeError
         If sizes / scales / roi do not have one value per axis.
     """
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"resize: x must be an array, got {type(x).__name__}: "
+                              f"{exc}") from None
+    if x.dtype.kind not in "biuf":
+        raise InvalidDType(f"resize: x must be a numeric array, got dtype {x.dtype}")
     r = x.ndim
-    if mode not in MODES:
-        raise InvalidArgument(f"resize: mode must be one of {MODES}, got {mode!r}")
-    if coordinate_transformation_mode not in COORDINATE_MODES:
-        raise InvalidArgument(f"resize: coordinate_transformation_mode must be one of "
-                              f"{COORDINATE_MODES}, got {coordinate_transformation_mode!r}")
-    if nearest_mode not in NEAREST_MODES:
-        raise InvalidArgument(f"resize: nearest_mode must be one of {NEAREST_MODES}, got "
-                              f"{nearest_mode!r}")
+    with prefixed_errors("resize"):
+        as_choice(mode, MODES, "mode")
+        as_choice(coordinate_transformation_mode, COORDINATE_MODES,
+                  "coordinate_transformation_mode")
+        as_choice(nearest_mode, NEAREST_MODES, "nearest_mode")
+        antialias = as_bool(antialias, "antialias")
+        exclude_outside = as_bool(exclude_outside, "exclude_outside")
+        cubic_coeff_a = as_float(cubic_coeff_a, "cubic_coeff_a")
+        extrapolation_value = as_float(extrapolation_value, "extrapolation_value")
+        if sizes is not None:
+            sizes = list(as_shape(sizes, "sizes"))
+        if scales is not None:
+            scales = _floats(scales, "scales")
+        if roi is not None:
+            roi = _floats(roi, "roi")
     if sizes is None and scales is None:
         raise InvalidArgument("resize: sizes or scales must be given")
     crop = coordinate_transformation_mode == "tf_crop_and_resize"
@@ -188,22 +214,25 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     else:
         rois = [(0.0, 1.0)] * r
     if sizes is not None:
-        sizes = [int(s) for s in sizes]
         if len(sizes) != r or min(sizes, default=1) < 0:
             raise ShapeError(f"resize: sizes {sizes} must have {r} non-negative values for "
                              f"input shape {x.shape}")
-        if scales is None:
+        if scales is not None and len(scales) not in (0, r):
+            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
+                             f"{x.shape}")
+        if not scales:
             scales = [o / i if i else 1.0 for o, i in zip(sizes, x.shape)]
-        else:
-            scales = [float(s) for s in scales]
     else:
-        scales = [float(s) for s in scales]
         if len(scales) != r:
             raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
                              f"{x.shape}")
-        if min(scales, default=1) <= 0:
-            raise InvalidArgument(f"resize: scales {scales} must be positive")
-        sizes = [int(math.floor(i * s)) for i, s in zip(x.shape, scales)]
+        if not all(0 < s < math.inf for s in scales):
+            raise InvalidArgument(f"resize: scales {scales} must be positive and finite")
+        sizes = [math.floor(i * s) if math.isfinite(i * s) else math.inf
+                 for i, s in zip(x.shape, scales)]
+        if math.inf in sizes:
+            raise ShapeError(f"resize: scales {scales} make an infinite output size from "
+                             f"input shape {x.shape}")
     check_tensor_size(sizes, "resize")
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)

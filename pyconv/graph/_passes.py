@@ -204,8 +204,8 @@ def _single_use(graph, users, name):
 def _channel_vector(c, channels, rank):
     """A constant (float32, or float64 from the passes' own arithmetic) that broadcasts
     as one value per channel (axis 1) -> (C,) float64."""
-    if c is None or c.dtype not in (np.float32, np.float64):
-        return None
+    if c is None or c.dtype not in (np.float32, np.float64) or c.ndim > rank:
+        return None     # more dims than the tensor: the product would have c's rank
     if c.size == 1:
         return np.full(channels, c.reshape(()), np.float64)
     shape = c.shape
@@ -366,7 +366,9 @@ def fold_channel_ops(graph, shapes=None):
             elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
                 s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
                 rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
-                vec = _channel_vector(c, s.shape[0], rank or c.ndim + 1)
+                if not rank and not (c.size == 1 and c.ndim <= 2):
+                    continue    # unknown rank: only a scalar of rank <= 2 surely fits
+                vec = _channel_vector(c, s.shape[0], rank or 2)
                 if vec is None:
                     continue
                 if kind == "mul":

@@ -10,18 +10,22 @@ import math
 import numpy as np
 
 from pyconv._ext import eltwise
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import ShapeError
 from pyconv.ops._base import Op, register
 from pyconv.ops.activation import bind_unary, planned_out
 
 
 def _broadcast(op, arrays):
+    """The broadcast output shape, checked by the size gate (inputs of a few elements
+    can broadcast to an absurd output)."""
     try:
-        return np.broadcast_shapes(*(a.shape for a in arrays))
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
     except ValueError:
         op.fail("inputs " + ", ".join(f"'{op.input_name(i)}' {a.shape}"
                                       for i, a in enumerate(arrays))
                 + " cannot be broadcast together", ShapeError)
+    return check_tensor_size(shape, op.node.label)
 
 
 def _same_dtype(op, arrays):

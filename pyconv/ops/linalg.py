@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from pyconv._ext import gemm
+from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import ShapeError
 from pyconv.functional._misc import _GEMV_MAX_ROWS, _linear_checked
 from pyconv.ops._base import Op, bound_step, register, wrap_errors
@@ -82,7 +83,8 @@ class Gemm(_Linear):
         constant B and a C that is absent or a constant per-column bias."""
         if (self.weight is None or specs[0] is None or specs[0][1] != np.float32
                 or int(self.attrs["transA"]) or len(specs[0][0]) != 2
-                or specs[0][0][0] > _GEMV_MAX_ROWS or specs[0][0][1] != self.weight.shape[1]):
+                or specs[0][0][0] > _GEMV_MAX_ROWS or specs[0][0][1] != self.weight.shape[1]
+                or self.weight.shape[1] == 0):
             return None
         has_c = len(specs) > 2 and specs[2] is not None
         if has_c and (self.bias is None or self.bias.shape != self.weight.shape[:1]):
@@ -109,6 +111,10 @@ class Gemm(_Linear):
         if bias is not None and bias.shape[0] == 1 and w.shape[0] != 1:
             bias = np.full(w.shape[0], bias[0], np.float32)
         y = self.linear(x, w, bias, const)
+        if x.shape[1] == 0 and not np.isfinite(self.alpha):
+            # K = 0: alpha times an empty sum, NaN for alpha NaN or inf (folded into the
+            # empty B, alpha would be lost).
+            y = np.full(y.shape, np.nan, np.float32)
         if c is not None and bias is None:
             try:
                 y = y + np.float32(self.beta) * c
@@ -148,6 +154,7 @@ class MatMul(_Linear):
         except ValueError:
             self.fail(f"batch dims of A {a.shape} and B {b.shape} do not broadcast",
                       ShapeError)
+        check_tensor_size(batch + (a2.shape[-2], b2.shape[-1]), self.node.label)
         if a2.shape[-2] * a2.shape[-1] * b2.shape[-1] <= _SMALL_BATCHED:
             # Small matrices (attention in OCR recognisers): NumPy's matmul loops over the
             # batch in C; one packed GEMM per matrix costs more in calls than in math.

@@ -5,10 +5,12 @@ the global pools a :class:`pyconv.functional.GlobalPoolPlan`; MaxUnpool the N-d 
 point of :mod:`pyconv.functional` (one implementation)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv import functional as F
-from pyconv.arithmetic import ConvAttributes, max_unpool_output_shape
+from pyconv.arithmetic import ConvAttributes, check_tensor_size, max_unpool_output_shape
 from pyconv.errors import PyconvError
 from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
 
@@ -74,16 +76,14 @@ class MaxPool(_Pool):
             return [res]
         y, idx = res
         if int(self.attrs["storage_order"]) == 1:
-            # Column-major positions within each (n, c) plane: swap the last two axes.
-            shape = x.shape
-            plane = int(np.prod(shape[2:]))
-            base, r = np.divmod(idx, plane)
-            if x.ndim >= 4:
-                h, w = shape[-2], shape[-1]
-                outer, rem = np.divmod(r, h * w)
-                row, col = np.divmod(rem, w)
-                r = outer * h * w + col * h + row
-            idx = base * plane + r
+            # Column-major positions within each (n, c) plane: the first spatial dim
+            # varies fastest (onnxruntime's order for 1-D, 2-D and 3-D pooling).
+            spatial = x.shape[2:]
+            plane = math.prod(spatial)
+            if plane:
+                base, r = np.divmod(idx, plane)
+                r = np.ravel_multi_index(np.unravel_index(r, spatial), spatial, order="F")
+                idx = base * plane + r
         return [y, idx]
 
 
@@ -167,7 +167,8 @@ class MaxUnpool(Op):
             if len(want) != x.ndim - 2:
                 self.fail(f"output_shape {list(requested)} does not fit input {x.shape}")
             if want != shape:
-                full = np.zeros(x.shape[:2] + want, np.float32)
+                full = np.zeros(check_tensor_size(x.shape[:2] + want, self.node.label,
+                                                  "output_shape"), np.float32)
                 region = tuple(slice(0, min(a, b)) for a, b in zip(shape, want))
                 full[(slice(None), slice(None)) + region] = y[(slice(None), slice(None))
                                                               + region]

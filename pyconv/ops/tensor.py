@@ -12,6 +12,7 @@ import numpy as np
 from pyconv import functional as F
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
+from pyconv.functional._misc import pad_widths
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
 
@@ -365,46 +366,35 @@ class Expand(Op):
 
 @register("Pad")
 class Pad(Op):
-    """Pad: pads/value attributes up to opset 10, inputs from 11 (axes from 18);
-    float32 goes through :func:`pyconv.functional.pad`, other dtypes NumPy."""
+    """Pad: pads/value attributes up to opset 10, inputs from 11 (axes from 18); every
+    dtype through the padding of :func:`pyconv.functional.pad` (``pad_widths``)."""
     required_inputs = staticmethod(lambda opset: 2 if opset >= 11 else 1)
     attributes = {"mode": "constant", "pads": None, "value": 0.0}
-    _MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
-              "wrap": "circular"}
-    _NP = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    _MODES = ("constant", "reflect", "edge", "wrap")
 
     def run(self, inputs, out=None):
         x = inputs[0]
         mode = str(self.attrs["mode"])
         if mode not in self._MODES:
-            self.fail(f"mode must be one of {sorted(self._MODES)}, got {mode!r}")
+            self.fail(f"mode must be one of {list(self._MODES)}, got {mode!r}")
         if self.opset < 11:
             pads, value, axes = list(self.attrs["pads"] or []), self.attrs["value"], None
         else:
             pads = _int_list(self, inputs[1], "pads")
             value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-            value = 0 if value is None or value.size == 0 else value.reshape(-1)[0].item()
+            value = 0 if value is None or value.size == 0 else value.reshape(-1)[0]
             axes = _int_list(self, inputs[3], "axes") if len(inputs) > 3 else None
         if axes is None:
             axes = list(range(x.ndim))
         axes = [self.check_axis(a, x.ndim) for a in axes]
+        if len(set(axes)) != len(axes):
+            self.fail(f"axes {axes} name a dim twice (the result would be undefined)")
         if len(pads) != 2 * len(axes):
             self.fail(f"pads {pads} must have 2 * {len(axes)} values")
         widths = [(0, 0)] * x.ndim
         for i, a in enumerate(axes):
             widths[a] = (pads[i], pads[i + len(axes)])
-        if x.dtype == np.float32:
-            torch_order = []
-            for b, e in reversed(widths):
-                torch_order += [b, e]
-            return [wrap_errors(self, F.pad, x, torch_order, self._MODES[mode],
-                                float(value) if mode == "constant" else None)]
-        # Other dtypes: crop negative pads, then NumPy.
-        x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0))
-                    for i, (b, e) in enumerate(widths))]
-        widths = [(max(b, 0), max(e, 0)) for b, e in widths]
-        kw = {"constant_values": value} if mode == "constant" else {}
-        return [np.pad(x, widths, mode=self._NP[mode], **kw)]
+        return [wrap_errors(self, pad_widths, x, widths, mode, value, self.node.label)]
 
 
 class _BlockOp(Op):

@@ -66,3 +66,18 @@ def test_channels_setting_returns_previous():
         assert conv_ext.set_depthwise_channels_max_width(5) == 3
     finally:
         conv_ext.set_depthwise_channels_max_width(previous)
+
+
+@pytest.mark.parametrize("stride", [(2, 1, 1), (3, 2, 1), (1, 1, 1)])
+@pytest.mark.parametrize("depth_pads", [(1, 0), (0, 1), (2, 2)])
+def test_depth_padding_of_a_one_plane_input_is_read_as_padding(stride, depth_pads):
+    """A 3-D depthwise conv of a one-plane input whose depth padding puts the output
+    plane on padding (found by the adjoint property test): the channels path reads
+    plane 0 whatever the padding, so it is taken only without depth padding."""
+    rng = np.random.default_rng(5)
+    x = rand(rng, 2, 8, 1, 3, 3)
+    w = rand(rng, 8, 1, 1, 3, 3)
+    b = rand(rng, 8)
+    pads = (depth_pads[0], 1, 1, depth_pads[1], 1, 1)
+    y = F.conv3d(x, w, b, stride=stride, padding=pads, groups=8)
+    assert_close(y, R.conv_nd(x, w, b, stride, pads[:3], pads[3:], 1, 8), 9)
