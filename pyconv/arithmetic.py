@@ -895,6 +895,15 @@ class prefixed_errors:
         raise type(exc)(f"{op}: {exc}") from None
 
 
+def check_op_name(op) -> str:
+    """``op``, the name a call gives itself in messages (an internal keyword of the
+    functional entries that the ONNX operators set to their node's label): a string."""
+    if not isinstance(op, str):
+        raise InvalidArgument(f"op must be a string naming the call in messages, got "
+                              f"{type(op).__name__} {op!r}")
+    return op
+
+
 def as_bool(value, name: str) -> bool:
     """``value`` as a bool: a bool, a NumPy bool or an int (not a float or a string)."""
     if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):

@@ -182,6 +182,12 @@ VALID_CALLS = {
     "max_unpool3d": (_x5, _i5, 1), "mish": (_x4,), "pad": (_x4, (1, 1)), "relu": (_x4,),
     "relu6": (_x4,), "resize": (_x4, (1, 2, 3, 3)), "selu": (_x4,), "sigmoid": (_x4,),
     "silu": (_x4,), "softmax": (_x4, 1), "softplus": (_x4,), "tanh": (_x4,),
+    "depth_to_space": (np.ones((1, 8, 2, 2), np.float32), 2),
+    "space_to_depth": (np.ones((1, 2, 4, 4), np.float32), 2),
+    "pixel_shuffle": (np.ones((1, 8, 2, 2), np.float32), 2),
+    "pixel_unshuffle": (np.ones((1, 2, 4, 4), np.float32), 2),
+    "unfold": (_x4, 2), "fold": (np.ones((1, 8, 4), np.float32), (3, 3), 2),
+    "layer_norm": (_x4, (5, 5)), "group_norm": (_x4, 2), "instance_norm": (_x4,),
 }
 FUNCTIONS = sorted(n for n in F.__all__ if not n[0].isupper())
 # Sizes that are absurd (far above pyconv's tensor limit, or past int64) or negative;

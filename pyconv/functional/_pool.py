@@ -46,19 +46,13 @@ _INDEX_CONVENTIONS = ("none", "torch", "onnx")
 # ---------------------------------------------------------------------------------------
 # Validation helpers.
 
-def _check_op_name(op):
-    if not isinstance(op, str):
-        raise InvalidArgument(f"op must be a string naming the call in messages, got "
-                              f"{type(op).__name__} {op!r}")
-
-
 def _as_input(x, op, n=None, *, unbatched=False, name="x"):
     """x as a C-contiguous float32 array (N, C, *spatial) and whether a batch dim was added.
 
     n: number of spatial dims (None: 1 to 3, from x.ndim). unbatched: also accept
     (C, *spatial) as torch does.
     """
-    _check_op_name(op)
+    arithmetic.check_op_name(op)
     x = as_float32(x, name, op)
     added = False
     if n is None:
@@ -437,7 +431,7 @@ class GlobalPoolPlan:
     """
 
     def __init__(self, is_max, *, op="global_pool", context=None):
-        _check_op_name(op)
+        arithmetic.check_op_name(op)
         with arithmetic.prefixed_errors(op):
             self.is_max, self.op = arithmetic.as_bool(is_max, "is_max"), op
         self.context = ExecutionContext() if context is None else context
@@ -618,7 +612,7 @@ def bind_pool(mode, x_shape, kernel_shape, strides, pads_begin, pads_end, dilati
         anything when x is not a float32 aligned C-contiguous array of ``x_shape`` (the
         caller then takes the general entry point, which converts or reports).
     """
-    _check_op_name(op)
+    arithmetic.check_op_name(op)
     x_shape = _input_shape(op, x_shape, 1, 3)
     attributes = _onnx_attributes(op, len(x_shape) - 2, kernel_shape, strides, pads_begin,
                                   pads_end, dilations, ceil_mode, auto_pad)

@@ -20,6 +20,7 @@ MODES = ("DCR", "CRD")
 
 
 def _check(x, blocksize, mode, op):
+    arithmetic.check_op_name(op)
     if not isinstance(x, np.ndarray):
         raise InvalidArgument(f"{op}: input must be an ndarray, got {type(x).__name__}")
     if x.ndim < 3:

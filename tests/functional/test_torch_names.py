@@ -396,7 +396,7 @@ def test_interpolate_new_modes_bad_arguments():
                                               r"dims \(a 4-D input\), got input shape "
                                               r"\(1, 2, 4\)"):
         F.interpolate(x[..., 0], size=2, mode="bicubic")
-    with pytest.raises(InvalidArgument, match=r"mode must be one of .*'area'.* got 'cubic'"):
+    with pytest.raises(InvalidArgument, match=r"mode must be one of .*'area'.* got str 'cubic'"):
         F.interpolate(x, size=2, mode="cubic")
 
 
