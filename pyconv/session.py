@@ -496,7 +496,8 @@ class InferenceSession:
 
     @property
     def memory_stats(self):
-        """Activation memory of the plans made so far, per input signature.
+        """Activation memory of the plans kept (``plans``: how many, at most
+        ``SessionOptions.mem_pattern_cache_size``; one per input signature).
 
         A dict with ``arena_bytes`` (planned buffers of the largest plan),
         ``unplanned_bytes`` (other intermediate values), ``naive_bytes`` (every

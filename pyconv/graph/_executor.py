@@ -5,8 +5,9 @@ The first run for a signature allocates every value and records shapes, dtypes a
 which outputs are views of which inputs. From that, :class:`MemoryPlan` places each
 float32 result of an operator that can write into a given buffer (``supports_out``)
 at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
-size, the intervals being [producing step, last step reading it or any view of it]).
-Later runs take an arena from a pool (one per concurrent run, so runs from several
+size, the intervals being [producing step, last step reading it or any view of it]; first
+fit by time when a huge fan-in would make that quadratic). A Program keeps the plans of
+its ``max_plans`` most recently used signatures. Later runs take an arena from a pool (one per concurrent run, so runs from several
 threads never share a buffer) and hand each operator its planned ``out``. Each arena also
 holds the steps bound to its buffers (:meth:`pyconv.ops.Op.bind`): the kernels with their
 geometry resolved for the planned shapes, so a run costs little Python beyond the kernels.
@@ -194,29 +195,34 @@ def _place(candidates):
     """(offset, size) in the arena per candidate (nbytes, first step, last step, ...).
 
     Greedy by size (each buffer, largest first, at the lowest offset free during its
-    life): the tighter plan. Buffers alive at each step are indexed by step, so a deep
-    graph of short-lived values costs time linear in its length; when the lifetimes add
-    up to more than PLACEMENT_WORK steps, first fit in order of time instead, which costs
-    O(n log n) whatever the shape."""
+    life): the tighter plan. A buffer alive during [a, b] meets those placed that are
+    alive at step a or start within (a, b]: both are indexed by step, so a deep graph of
+    short-lived values costs time linear in its length. When the work (steps indexed
+    plus buffers compared) passes PLACEMENT_WORK, as with a huge fan-in where every
+    buffer lives alongside every other, first fit in order of time instead: O(n log n)."""
     sizes = [(c[0] + ALIGN - 1) // ALIGN * ALIGN for c in candidates]
-    if sum(c[2] - c[1] + 1 for c in candidates) > PLACEMENT_WORK:
-        return _place_by_time(candidates, sizes)
-    at_step = defaultdict(list)     # step -> (offset, size) of the buffers placed alive then
+    alive_at = defaultdict(list)    # step -> (offset, size) of placed buffers alive then
+    starting_at = defaultdict(list)     # step -> (offset, size) of those starting then
     placed = [None] * len(candidates)
+    work = 0
     for k in sorted(range(len(candidates)), key=lambda k: -candidates[k][0]):
         _, start, stop = candidates[k][:3]
         size = sizes[k]
-        busy = set()
-        for t in range(start, stop + 1):
-            busy.update(at_step.get(t, ()))
+        busy = set(alive_at.get(start, ()))
+        for t in range(start + 1, stop + 1):
+            busy.update(starting_at.get(t, ()))
+        work += 2 * (stop - start + 1) + len(busy)
+        if work > PLACEMENT_WORK:
+            return _place_by_time(candidates, sizes)
         offset = 0
         for off, sz in sorted(busy):
             if offset + size <= off:
                 break
             offset = max(offset, off + sz)
         placed[k] = (offset, size)
+        starting_at[start].append((offset, size))
         for t in range(start, stop + 1):
-            at_step[t].append((offset, size))
+            alive_at[t].append((offset, size))
     return placed
 
 

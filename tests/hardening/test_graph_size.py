@@ -102,3 +102,31 @@ def test_long_foldable_chains_fold_completely_and_match_onnxruntime():
     assert [n.op_type for n in sess._graph.nodes] == ["Conv"]
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_both_arena_placements_never_overlap_live_buffers(seed):
+    """The greedy placement and its first-fit-by-time fallback: buffers alive at the same
+    step never share bytes, and the fallback is taken when the work budget is passed."""
+    from pyconv.graph import _executor as ex
+    rng = np.random.default_rng(seed)
+    cands = []
+    for k in range(300):
+        start = int(rng.integers(0, 200))
+        stop = start + int(rng.integers(0, 30 if k % 5 else 200))
+        cands.append((int(rng.integers(1, 5000)), start, stop, k, None))
+    sizes = [(c[0] + ex.ALIGN - 1) // ex.ALIGN * ex.ALIGN for c in cands]
+    for placed in (ex._place(cands), ex._place_by_time(cands, sizes)):
+        for i, (oi, si) in enumerate(placed):
+            assert si == sizes[i] and oi % ex.ALIGN == 0
+            for j in range(i):
+                oj, sj = placed[j]
+                live_together = not (cands[i][2] < cands[j][1] or cands[j][2] < cands[i][1])
+                if live_together:
+                    assert oi + si <= oj or oj + sj <= oi, (i, j)
+    budget = ex.PLACEMENT_WORK
+    try:
+        ex.PLACEMENT_WORK = 10
+        assert ex._place(cands) == ex._place_by_time(cands, sizes)
+    finally:
+        ex.PLACEMENT_WORK = budget
