@@ -7,8 +7,9 @@ float32 result of an operator that can write into a given buffer (``supports_out
 at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
 size, the intervals being [producing step, last step reading it or any view of it]; first
 fit by time when a huge fan-in would make that quadratic). A Program keeps the plans of
-its ``max_plans`` most recently used signatures. Later runs take an arena from a pool (one per concurrent run, so runs from several
-threads never share a buffer) and hand each operator its planned ``out``. Each arena also
+its ``max_plans`` most recently used signatures. Later runs take an arena from a pool
+(one per concurrent run, so runs from several threads never share a buffer) and hand
+each operator its planned ``out``. Each arena also
 holds the steps bound to its buffers (:meth:`pyconv.ops.Op.bind`): the kernels with their
 geometry resolved for the planned shapes, so a run costs little Python beyond the kernels.
 """

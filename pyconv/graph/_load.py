@@ -250,7 +250,8 @@ def _defined_opsets():
     try:
         return dict(defs.C.schema_version_map())
     except AttributeError:      # an onnx without the map: the two main domains
-        return {"": (1, defs.onnx_opset_version()), "ai.onnx.ml": (1, defs.onnx_ml_opset_version())}
+        return {"": (1, defs.onnx_opset_version()),
+                "ai.onnx.ml": (1, defs.onnx_ml_opset_version())}
 
 
 def _check_opset_imports(proto):
@@ -269,7 +270,8 @@ def _check_opset_imports(proto):
                                f"{versions[domain]} and {version})")
         first, last = defined.get(domain, (1, MAX_CUSTOM_OPSET))
         if not first <= version <= last:
-            where = "the installed onnx defines" if domain in defined else "a custom domain takes"
+            where = "the installed onnx defines" if domain in defined else \
+                "a custom domain takes"
             raise InvalidModel(f"opset import {shown} version {version} does not exist: "
                                f"{where} versions {first} to {last}")
         versions[domain] = version
@@ -342,8 +344,9 @@ def _load(model):
     Raises
     ------
     InvalidModel
-        Unreadable file, bad protobuf, missing graph or opset, malformed tensors, unsafe
-        external data.
+        Unreadable file, bad protobuf, missing graph, operator sets the installed onnx
+        does not define, nodes whose input / output counts their schema refuses,
+        malformed tensors, unsafe or non-regular external data.
     """
     proto, base_dir = _parse(model)
     versions = _check_opset_imports(proto)

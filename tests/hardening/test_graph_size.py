@@ -100,7 +100,8 @@ def test_long_foldable_chains_fold_completely_and_match_onnxruntime():
     x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
     sess = pyconv.InferenceSession(model)
     assert [n.op_type for n in sess._graph.nodes] == ["Conv"]
-    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want = ref.run(None, {"x": x})[0]
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-5)
 
 
