@@ -430,9 +430,11 @@ class InferenceSession:
             except PyconvError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, AttributeError,
-                    ArithmeticError, MemoryError) as exc:
-                raise InvalidModel(f"{n.label}: invalid attributes or constant inputs: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                    ArithmeticError, MemoryError, RecursionError) as exc:
+                raise InvalidModel(f"{n.label}: its attributes or constant inputs do not "
+                                   f"fit the {n.op_type} operator (attributes "
+                                   f"{sorted(n.attrs)}; Python's {type(exc).__name__}: "
+                                   f"{exc})") from exc
         self._program = Program(graph, ops, plan_memory=self._options.enable_mem_pattern,
                                 memory_limit=self._options.memory_limit_bytes,
                                 max_plans=self._options.mem_pattern_cache_size)

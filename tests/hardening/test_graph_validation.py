@@ -234,3 +234,18 @@ def test_the_most_threads_under_an_address_space_limit_never_exit_the_process():
                        timeout=120, env=dict(os.environ))
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == "True", r.stdout
+
+
+def test_an_operator_refusing_its_attributes_at_creation_is_reported_in_words(monkeypatch):
+    """The session's one wrapper around operator construction: a Python exception from
+    an operator's setup becomes InvalidModel naming the node and its operator."""
+    from pyconv.ops import lookup
+    relu = lookup("Relu")
+
+    def broken(self, consts):
+        raise KeyError("alpha")
+    monkeypatch.setattr(relu, "setup", broken)
+    with pytest.raises(InvalidModel, match=r"Relu node 'r': its attributes or constant inputs "
+                                           r"do not fit the Relu operator .*KeyError"):
+        pyconv.InferenceSession(_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+                                .SerializeToString())
