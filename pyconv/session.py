@@ -201,12 +201,18 @@ class SessionOptions(_Options):
         Prefix of the JSON file written by ``end_profiling``.
     memory_limit_bytes : int
         pyconv's own: refuse runs whose activations would take more than this many bytes
-        at once (0, the default: no limit). A planned run is checked before its arena is
-        allocated; the first run of a new input shape, which builds the plan, stops at the
-        first node that takes the live total over the limit. Raises
-        :class:`pyconv.errors.MemoryLimitExceeded`.
+        at once (0, the default: no limit; negative: InvalidArgument at session creation).
+        A planned run is checked before its arena is allocated, and every run counts the
+        bytes its live values hold (a view counts the whole array it views, for as long
+        as it lives) and stops at the first node that takes the total over the limit.
+        Raises :class:`pyconv.errors.MemoryLimitExceeded`.
     enable_mem_pattern : bool
         Plan activation memory per input shape (buffers reused by liveness). Default True.
+    mem_pattern_cache_size : int
+        pyconv's own: how many memory plans (one per input signature, each with its
+        buffers) the session keeps; the least recently used is dropped when another
+        signature needs room (and made again if it comes back). From 1 to 4096, default
+        8; anything else is InvalidArgument at session creation.
     enable_cpu_mem_arena, enable_mem_reuse, use_deterministic_compute,
     use_per_session_threads, log_severity_level, log_verbosity_level, logid
         Accepted and checked as in onnxruntime; pyconv's arenas are always on, its kernels
@@ -232,6 +238,7 @@ class SessionOptions(_Options):
                    ("use_deterministic_compute", False, _bool_option),
                    ("use_per_session_threads", True, _bool_option),
                    ("memory_limit_bytes", 0, _int_option),
+                   ("mem_pattern_cache_size", 8, _int_option),
                    ("log_severity_level", -1, _int_option),
                    ("log_verbosity_level", 0, _int_option),
                    ("logid", "", _str_option),
@@ -388,6 +395,7 @@ class InferenceSession:
             raise TypeError(f"sess_options must be a pyconv.SessionOptions, got "
                             f"{type(sess_options).__module__}.{type(sess_options).__name__}")
         self._options = sess_options or SessionOptions()
+        _check_option_ranges(self._options)
         self._providers = _check_providers(providers, provider_options)
         graph, proto = load(path_or_bytes)
         self._inputs_info = list(graph.inputs)
@@ -422,11 +430,14 @@ class InferenceSession:
             except PyconvError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, AttributeError,
-                    ArithmeticError, MemoryError) as exc:
-                raise InvalidModel(f"{n.label}: invalid attributes or constant inputs: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                    ArithmeticError, MemoryError, RecursionError) as exc:
+                raise InvalidModel(f"{n.label}: its attributes or constant inputs do not "
+                                   f"fit the {n.op_type} operator (attributes "
+                                   f"{sorted(n.attrs)}; Python's {type(exc).__name__}: "
+                                   f"{exc})") from exc
         self._program = Program(graph, ops, plan_memory=self._options.enable_mem_pattern,
-                                memory_limit=self._options.memory_limit_bytes)
+                                memory_limit=self._options.memory_limit_bytes,
+                                max_plans=self._options.mem_pattern_cache_size)
         self._known = set(self._program.slots)
         # Feed signatures ((shape, dtype) per input) that passed _check_feed: a repeated
         # signature is accepted on a dict lookup.
@@ -487,14 +498,16 @@ class InferenceSession:
 
     @property
     def memory_stats(self):
-        """Activation memory of the plans made so far, per input signature.
+        """Activation memory of the plans kept (``plans``: how many, at most
+        ``SessionOptions.mem_pattern_cache_size``; one per input signature).
 
         A dict with ``arena_bytes`` (planned buffers of the largest plan),
         ``unplanned_bytes`` (other intermediate values), ``naive_bytes`` (every
         intermediate value without reuse), ``peak_activation_bytes`` (arena +
         unplanned: an upper bound of the activations alive at once) and
         ``weights_bytes`` (constants after optimisation, before packing)."""
-        plans = list(self._program.plans.values())
+        with self._program._plan_lock:
+            plans = list(self._program.plans.values())
         if not plans:
             return {"arena_bytes": 0, "unplanned_bytes": 0, "naive_bytes": 0,
                     "peak_activation_bytes": 0, "weights_bytes": self.weights_bytes,
@@ -703,6 +716,25 @@ class InferenceSession:
         with open(path, "w") as f:
             json.dump(events, f)
         return path
+
+
+#: Largest SessionOptions.mem_pattern_cache_size (each plan may keep buffers).
+MAX_MEM_PATTERN_CACHE_SIZE = 4096
+
+
+def _check_option_ranges(options):
+    """Option values of the right type but outside their range: InvalidArgument naming
+    the option, before anything is loaded (types are checked at assignment)."""
+    if options.memory_limit_bytes < 0:
+        raise InvalidArgument(f"SessionOptions.memory_limit_bytes: expected 0 (no limit) or "
+                              f"a positive number of bytes, got {options.memory_limit_bytes}")
+    size = options.mem_pattern_cache_size
+    if not 1 <= size <= MAX_MEM_PATTERN_CACHE_SIZE:
+        raise InvalidArgument(f"SessionOptions.mem_pattern_cache_size: expected an integer "
+                              f"from 1 to {MAX_MEM_PATTERN_CACHE_SIZE}, got {size}")
+    threads = options.intra_op_num_threads
+    if threads != 0:
+        check_num_threads(threads, "SessionOptions.intra_op_num_threads")
 
 
 def _check_providers(providers, provider_options):

@@ -5,17 +5,22 @@ The first run for a signature allocates every value and records shapes, dtypes a
 which outputs are views of which inputs. From that, :class:`MemoryPlan` places each
 float32 result of an operator that can write into a given buffer (``supports_out``)
 at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
-size, the intervals being [producing step, last step reading it or any view of it]).
-Later runs take an arena from a pool (one per concurrent run, so runs from several
-threads never share a buffer) and hand each operator its planned ``out``. Each arena also
+size, the intervals being [producing step, last step reading it or any view of it]; first
+fit by time when a huge fan-in would make that quadratic). A Program keeps the plans of
+its ``max_plans`` most recently used signatures. Later runs take an arena from a pool
+(one per concurrent run, so runs from several threads never share a buffer) and hand
+each operator its planned ``out``. Each arena also
 holds the steps bound to its buffers (:meth:`pyconv.ops.Op.bind`): the kernels with their
 geometry resolved for the planned shapes, so a run costs little Python beyond the kernels.
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
 import threading
 import time
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
@@ -108,21 +113,11 @@ class MemoryPlan:
                 if (k == 0 and s.op.supports_out and find(o) == o and o not in pinned
                         and dtype == np.float32 and nbytes > 0):
                     candidates.append((nbytes, t, group_end[o], o, shape))
-        # Greedy by size: each buffer goes at the lowest offset free during its life.
-        placed = []
         self.offsets = {}
-        for nbytes, start, stop, slot, shape in sorted(candidates, key=lambda c: -c[0]):
-            size = (nbytes + ALIGN - 1) // ALIGN * ALIGN
-            busy = sorted((off, sz) for off, sz, a, b in placed
-                          if not (b < start or stop < a))
-            offset = 0
-            for off, sz in busy:
-                if offset + size <= off:
-                    break
-                offset = max(offset, off + sz)
-            placed.append((offset, size, start, stop))
+        placed = _place(candidates)
+        for (offset, size), (_, _, _, slot, shape) in zip(placed, candidates):
             self.offsets[slot] = (offset, shape)
-        self.arena_bytes = max((o + s for o, s, _, _ in placed), default=0)
+        self.arena_bytes = max((o + s for o, s in placed), default=0)
         planned = sum(c[0] for c in candidates)
         self.unplanned_bytes = self.naive_bytes - planned
         self._pool = []
@@ -146,13 +141,135 @@ class MemoryPlan:
                 self._pool.append(arena)
 
 
+def _owner(a):
+    """The array that owns the memory ``a`` sees (``a`` itself unless it is a view)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+class _LiveBytes:
+    """The activation bytes a run holds: each live value counted through the array that
+    owns its memory, once per owner however many values view it, for as long as any
+    does (a view keeps all of its base alive). Owners of feeds and constants are not
+    activations and are not counted."""
+    __slots__ = ("total", "_refs", "_slot_owner", "_exclude")
+
+    def __init__(self, exclude):
+        self.total = 0
+        self._refs = {}          # id(owner) -> [owner, live values viewing it]
+        self._slot_owner = {}
+        self._exclude = exclude
+
+    def add(self, slot, value):
+        if not isinstance(value, np.ndarray):
+            return
+        owner = _owner(value)
+        key = id(owner)
+        if key in self._exclude:
+            return
+        ref = self._refs.get(key)
+        if ref is None:
+            self._refs[key] = [owner, 1]
+            self.total += owner.nbytes
+        else:
+            ref[1] += 1
+        self._slot_owner[slot] = key
+
+    def drop(self, slot):
+        key = self._slot_owner.pop(slot, None)
+        if key is None:
+            return
+        ref = self._refs[key]
+        ref[1] -= 1
+        if not ref[1]:
+            del self._refs[key]
+            self.total -= ref[0].nbytes
+
+
+#: Work (interval steps indexed) the size-ordered placement may do before the plan is
+#: made by the time-ordered one instead (a huge fan-in: every buffer alive together).
+PLACEMENT_WORK = 1 << 21
+
+
+def _place(candidates):
+    """(offset, size) in the arena per candidate (nbytes, first step, last step, ...).
+
+    Greedy by size (each buffer, largest first, at the lowest offset free during its
+    life): the tighter plan. A buffer alive during [a, b] meets those placed that are
+    alive at step a or start within (a, b]: both are indexed by step, so a deep graph of
+    short-lived values costs time linear in its length. When the work (steps indexed
+    plus buffers compared) passes PLACEMENT_WORK, as with a huge fan-in where every
+    buffer lives alongside every other, first fit in order of time instead: O(n log n)."""
+    sizes = [(c[0] + ALIGN - 1) // ALIGN * ALIGN for c in candidates]
+    alive_at = defaultdict(list)    # step -> (offset, size) of placed buffers alive then
+    starting_at = defaultdict(list)     # step -> (offset, size) of those starting then
+    placed = [None] * len(candidates)
+    work = 0
+    for k in sorted(range(len(candidates)), key=lambda k: -candidates[k][0]):
+        _, start, stop = candidates[k][:3]
+        size = sizes[k]
+        busy = set(alive_at.get(start, ()))
+        for t in range(start + 1, stop + 1):
+            busy.update(starting_at.get(t, ()))
+        work += 2 * (stop - start + 1) + len(busy)
+        if work > PLACEMENT_WORK:
+            return _place_by_time(candidates, sizes)
+        offset = 0
+        for off, sz in sorted(busy):
+            if offset + size <= off:
+                break
+            offset = max(offset, off + sz)
+        placed[k] = (offset, size)
+        starting_at[start].append((offset, size))
+        for t in range(start, stop + 1):
+            alive_at[t].append((offset, size))
+    return placed
+
+
+def _place_by_time(candidates, sizes):
+    """First fit in order of first step, freeing buffers past their last step."""
+    placed = [None] * len(candidates)
+    free = []           # (offset, size) free below the top, sorted, adjacent ones merged
+    ending = []         # heap of (last step, offset, size) of the buffers in use
+    top = 0
+    for k in sorted(range(len(candidates)), key=lambda k: candidates[k][1]):
+        _, start, stop = candidates[k][:3]
+        while ending and ending[0][0] < start:
+            _, off, sz = heapq.heappop(ending)
+            i = bisect.bisect(free, (off, sz))
+            free.insert(i, (off, sz))
+            # merge with the next, then the previous block
+            if i + 1 < len(free) and off + sz == free[i + 1][0]:
+                free[i] = (off, sz + free.pop(i + 1)[1])
+            if i > 0 and free[i - 1][0] + free[i - 1][1] == free[i][0]:
+                free[i - 1] = (free[i - 1][0], free[i - 1][1] + free.pop(i)[1])
+        size = sizes[k]
+        for i, (off, sz) in enumerate(free):
+            if sz >= size:
+                free[i:i + 1] = [(off + size, sz - size)] if sz > size else []
+                offset = off
+                break
+        else:
+            if free and free[-1][0] + free[-1][1] == top:     # grow the last free block
+                offset = free.pop()[0]
+            else:
+                offset = top
+            top = max(top, offset + size)
+        placed[k] = (offset, size)
+        heapq.heappush(ending, (stop, offset, size))
+    return placed
+
+
 class Program:
     """Steps over slots; ``run`` is re-entrant (no state changes but caches)."""
 
-    def __init__(self, graph, ops, plan_memory=True, memory_limit=0):
+    def __init__(self, graph, ops, plan_memory=True, memory_limit=0, max_plans=8):
         self.graph = graph
         #: Bytes of activations a run may hold at once (0: no limit).
         self.memory_limit = int(memory_limit or 0)
+        #: Memory plans kept (least recently used dropped first), each with its arenas.
+        self.max_plans = max(1, int(max_plans))
         names = {}
 
         def slot(name):
@@ -198,8 +315,12 @@ class Program:
             if i not in keep:
                 self.free_after[t].append(i)
         self.plan_memory = plan_memory
-        self.plans = {}
+        # input signature -> MemoryPlan, least recently used first (self.max_plans kept).
+        self.plans = OrderedDict()
         self._plan_lock = threading.Lock()
+        # Memory owners that a run's accounting does not count (constants).
+        self._const_owners = {id(_owner(v)) for v in self.const_slots.values()
+                              if isinstance(v, np.ndarray)}
 
     def _record(self, vals, step, outs, record):
         for o, v in zip(step.outs, outs):
@@ -230,8 +351,15 @@ class Program:
         shapes = ", ".join(f"{step.node.inputs[i]}: "
                            f"{getattr(v, 'shape', None)} {getattr(v, 'dtype', '')}"
                            for i, v in enumerate(ins) if v is not None)
-        return InvalidArgument(f"{step.node.label} failed on inputs ({shapes}): "
-                               f"{type(exc).__name__}: {exc}")
+        what = {IndexError: "an axis or index its inputs do not have",
+                KeyError: "an entry its inputs or attributes do not have",
+                MemoryError: "more memory than the system gives",
+                RecursionError: "deeper recursion than Python allows"}.get(
+            type(exc), "values it cannot compute with")
+        return InvalidArgument(f"{step.node.label} cannot run on its inputs ({shapes}): the "
+                               f"{step.node.op_type} operator met {what}, so these shapes, "
+                               f"dtypes or values do not fit it (Python's "
+                               f"{type(exc).__name__}: {exc})")
 
     def _bind(self, plan, views):
         """Per step, ``call(inputs) -> outputs``: the operator bound to the planned shapes
@@ -262,7 +390,7 @@ class Program:
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
         key = tuple([(v.shape, v.dtype) for v in feeds])
-        plan = self.plans.get(key) if self.plan_memory else None
+        plan = self._plan(key) if self.plan_memory else None
         if plan is not None and profile is None and not self.memory_limit:
             return self._run_bound(plan, vals, wanted, stop)
         record = None
@@ -276,9 +404,14 @@ class Program:
                               f"inputs {[v.shape for v in feeds]}")
             arena = plan.acquire()
             views = arena.views
-        # Without a plan (the first run of an input signature) the live bytes are counted
-        # as values appear, so the run stops at the first node that crosses the limit.
-        live = {} if self.memory_limit and plan is None else None
+        # Under a limit the live bytes are counted as values appear, on every run (a plan
+        # was made for other input values: shapes may depend on them), so the run stops
+        # at the first node that takes the total over the limit.
+        live = None
+        if self.memory_limit:
+            live = _LiveBytes(self._const_owners | {id(_owner(v)) for v in feeds})
+            if arena is not None:
+                live.add(-1, arena.buf)       # the arena is held for the whole run
         try:
             for t, step in enumerate(self.steps):
                 if stop is not None and stop.terminate:
@@ -302,15 +435,15 @@ class Program:
                 for o, v in zip(step.outs, res):
                     if o >= 0:
                         vals[o] = v
-                        if live is not None and isinstance(v, np.ndarray) and v.base is None:
-                            live[o] = v.nbytes
+                        if live is not None:
+                            live.add(o, v)
                 if live is not None:
-                    self._check_limit(sum(live.values()), f"{step.node.label} (output shapes "
+                    self._check_limit(live.total, f"{step.node.label} (output shapes "
                                       f"{[getattr(r, 'shape', None) for r in res]})")
                 for i in self.free_after[t]:
                     vals[i] = None
                     if live is not None:
-                        live.pop(i, None)
+                        live.drop(i)
             result = [vals[s] for s in wanted]
         finally:
             if arena is not None:
@@ -321,7 +454,18 @@ class Program:
                               set(self.input_slots))
             with self._plan_lock:
                 self.plans.setdefault(key, plan)
+                self.plans.move_to_end(key)
+                while len(self.plans) > self.max_plans:
+                    self.plans.popitem(last=False)
         return result
+
+    def _plan(self, key):
+        """The plan of input signature ``key`` (now the most recently used), or None."""
+        with self._plan_lock:
+            plan = self.plans.get(key)
+            if plan is not None:
+                self.plans.move_to_end(key)
+            return plan
 
     def _run_bound(self, plan, vals, wanted, stop=None):
         """A planned run without profiling or limit accounting: the arena's bound steps."""

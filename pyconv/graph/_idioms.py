@@ -13,6 +13,7 @@ graph output.
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -24,6 +25,23 @@ _MAX_NODES = 16         # arithmetic nodes one expression may span
 _MAX_TERMS = 8
 _RTOL = 1e-5            # constants written with 5-7 significant digits (1.41421)
 _ONNX_FLOAT = 1         # TensorProto.FLOAT (onnx itself is imported only with a model)
+
+
+_visit = threading.local()
+
+
+def visiting(nodes):
+    """Iterates ``nodes`` remembering the current one (per thread), so that a pass
+    failing on a malformed node can be reported naming it (:func:`visited`)."""
+    for n in nodes:
+        _visit.node = n
+        yield n
+    _visit.node = None
+
+
+def visited():
+    """The node the last :func:`visiting` loop of this thread stopped at, or None."""
+    return getattr(_visit, "node", None)
 
 
 def _close(a, b):
@@ -206,7 +224,7 @@ def fuse_activation_idioms(graph):
     while True:     # one pass finds every disjoint match; a second, what they uncover
         g = _Graph(graph)
         taken, replaced = set(), {}
-        for root in graph.nodes:
+        for root in visiting(graph.nodes):
             if root.op_type not in ("Mul", "Div") or root.domain not in ("", "ai.onnx") \
                     or id(root) in taken:
                 continue
@@ -301,7 +319,7 @@ def fuse_squeeze_excite(graph, shapes=None):
     shapes = shapes or {}
     g = _Graph(graph)
     remove = set()
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         if n.op_type != "Mul" or n.domain not in ("", "ai.onnx") or len(n.inputs) != 2:
             continue
         for xi in (0, 1):
@@ -344,10 +362,15 @@ def fuse_squeeze_excite(graph, shapes=None):
 
 def new_constant(graph, base, value):
     """A fresh read-only float32 constant of ``graph`` named after ``base``; its name."""
-    name, k = base, 0
+    # The next free number per base, kept on the graph: a thousand constants made from
+    # one base cost a thousand lookups, not half a million.
+    counters = graph.__dict__.setdefault("_constant_counters", {})
+    k = counters.get(base, 0)
+    name = base if k == 0 else f"{base}__{k}"
     while name in graph.constants:
         k += 1
         name = f"{base}__{k}"
+    counters[base] = k + 1
     value = np.ascontiguousarray(value, np.float32)
     value.flags.writeable = False
     graph.constants[name] = value
@@ -393,7 +416,7 @@ def fuse_pixel_shuffle(graph, shapes=None):
         s = graph.constants.get(reshape.inputs[1])
         return None if s is None or s.dtype.kind not in "iu" else [int(v) for v in s.reshape(-1)]
 
-    for last in graph.nodes:
+    for last in visiting(graph.nodes):
         if last.op_type != "Reshape" or last.domain not in ("", "ai.onnx"):
             continue
         t = g.node(last.inputs[0], "Transpose")

@@ -6,8 +6,10 @@ it are refused) and only as many bytes as the tensor declares.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+import stat
 
 import numpy as np
 
@@ -140,6 +142,42 @@ def _safe_external_path(base_dir, location, tensor_name):
     return path
 
 
+def _read_regular_file(path, offset, length, tensor_name, location):
+    """``length`` bytes at ``offset`` of a regular file. Opened non-blocking and checked
+    on the open descriptor (no race with a swap after the check): a FIFO, socket or
+    device inside the model's directory would block or never end."""
+    where = f"tensor '{tensor_name}': external data {location!r}"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) |
+                     getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise InvalidModel(f"{where}: cannot open: {exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidModel(f"{where} is not a regular file (a FIFO, socket, device or "
+                               f"directory); external data is read from regular files only")
+        if offset + length > st.st_size:
+            raise InvalidModel(f"{where}: the file has {st.st_size} bytes, the tensor "
+                               f"needs {offset + length}")
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks, left = [], length
+        while left:
+            chunk = os.read(fd, min(left, 1 << 30))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
+    except OSError as exc:
+        raise InvalidModel(f"{where}: cannot read: {exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) != length:
+        raise InvalidModel(f"{where}: read {len(raw)} bytes, the tensor needs {length}")
+    return raw
+
+
 def _tensor_to_array(t, base_dir):
     from onnx import TensorProto, numpy_helper
     dims = [int(d) for d in t.dims]
@@ -159,16 +197,7 @@ def _tensor_to_array(t, base_dir):
         if length != need or offset < 0:
             raise InvalidModel(f"tensor '{t.name}': external data length {length} does not "
                                f"match its shape {dims} ({need} bytes)")
-        try:
-            size = os.path.getsize(path)
-            if offset + length > size:
-                raise InvalidModel(f"tensor '{t.name}': external file {info['location']!r} "
-                                   f"has {size} bytes, the tensor needs {offset + length}")
-            with open(path, "rb") as f:
-                f.seek(offset)
-                raw = f.read(length)
-        except OSError as exc:
-            raise InvalidModel(f"tensor '{t.name}': cannot read external data: {exc}") from None
+        raw = _read_regular_file(path, offset, length, t.name, info.get("location"))
         t2 = TensorProto()
         t2.CopyFrom(t)
         del t2.external_data[:]
@@ -210,6 +239,92 @@ def _attr_value(attr, base_dir, node_label):
     return v
 
 
+# Versions a custom domain (com.microsoft, pyconv, ...) may import: onnx defines none.
+MAX_CUSTOM_OPSET = (1 << 31) - 1
+
+
+@functools.lru_cache(maxsize=None)
+def _defined_opsets():
+    """domain -> (first, last) operator-set version the installed onnx defines."""
+    from onnx import defs
+    try:
+        return dict(defs.C.schema_version_map())
+    except AttributeError:      # an onnx without the map: the two main domains
+        return {"": (1, defs.onnx_opset_version()),
+                "ai.onnx.ml": (1, defs.onnx_ml_opset_version())}
+
+
+def _check_opset_imports(proto):
+    """Domain ("" for ai.onnx) -> imported version, each checked against what the
+    installed onnx defines; the default domain must be imported (as onnxruntime
+    requires). Raises InvalidModel."""
+    defined = _defined_opsets()
+    versions = {}
+    for imp in proto.opset_import:
+        domain = _s(imp.domain)
+        domain = "" if domain == "ai.onnx" else domain
+        shown = domain or "ai.onnx (default domain)"
+        version = int(imp.version)
+        if domain in versions:
+            raise InvalidModel(f"the model imports operator set {shown} twice (versions "
+                               f"{versions[domain]} and {version})")
+        first, last = defined.get(domain, (1, MAX_CUSTOM_OPSET))
+        if not first <= version <= last:
+            where = "the installed onnx defines" if domain in defined else \
+                "a custom domain takes"
+            raise InvalidModel(f"opset import {shown} version {version} does not exist: "
+                               f"{where} versions {first} to {last}")
+        versions[domain] = version
+    if "" not in versions:
+        raise InvalidModel("the model imports no version of the default ONNX domain "
+                           "(opset_import has no entry for domain '' / 'ai.onnx'), so its "
+                           "operators have no defined meaning")
+    return versions
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(op_type, domain, version):
+    """onnx's schema of ``op_type`` at opset ``version`` of ``domain``, or None (a custom
+    domain, or an op onnx does not define there: the op registry decides)."""
+    from onnx import defs
+    try:
+        return defs.get_schema(op_type, version, domain)
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _single():
+    from onnx.defs import OpSchema
+    return OpSchema.FormalParameterOption.Single
+
+
+def _check_arity(node, versions):
+    """Input and output counts of ``node`` against its onnx schema, and its required
+    (non-optional) inputs present: a node that cannot mean anything is InvalidModel at
+    load, before any pass or kernel meets it."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    version = versions.get(domain)
+    if version is None:
+        return      # the domain is not imported: check_supported reports the op
+    schema = _schema(node.op_type, domain, version)
+    if schema is None:
+        return
+    op = f"{node.op_type}-{schema.since_version}"
+    for kind, names, low, high in (("inputs", node.inputs, schema.min_input, schema.max_input),
+                                   ("outputs", node.outputs, schema.min_output,
+                                    schema.max_output)):
+        if not low <= len(names) <= high:
+            span = f"{low}" if low == high else f"{low} to {high}" if high < 1 << 30 \
+                else f"at least {low}"
+            raise InvalidModel(f"{node.label} has {len(names)} {kind} {names}; {op} "
+                               f"(opset {version}) takes {span}")
+    for i, formal in enumerate(schema.inputs):
+        if formal.option == _single() and (i >= len(node.inputs) or not node.inputs[i]):
+            raise InvalidModel(f"{node.label}: required input {i} ('{formal.name}' of {op}) "
+                               f"is missing; its inputs are {node.inputs}")
+
+
 def load(model):
     """Parses ``model`` into a :class:`Graph` (see :func:`_load`); any unexpected failure
     while decoding a malformed model is reported as InvalidModel."""
@@ -229,18 +344,13 @@ def _load(model):
     Raises
     ------
     InvalidModel
-        Unreadable file, bad protobuf, missing graph or opset, malformed tensors, unsafe
-        external data.
+        Unreadable file, bad protobuf, missing graph, operator sets the installed onnx
+        does not define, nodes whose input / output counts their schema refuses,
+        malformed tensors, unsafe or non-regular external data.
     """
     proto, base_dir = _parse(model)
-    opset = None
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            opset = int(imp.version)
-    if opset is None:
-        if proto.opset_import:
-            raise InvalidModel("the model imports no version of the default ONNX domain")
-        opset = 1
+    versions = _check_opset_imports(proto)
+    opset = versions[""]
     g = proto.graph
     constants = {}
     for t in g.initializer:
@@ -262,8 +372,10 @@ def _load(model):
         name = _s(n.name) or f"{op_type}_{i}"
         label = f"{op_type} node '{name}'"
         attrs = {_s(a.name): _attr_value(a, base_dir, label) for a in n.attribute}
-        nodes.append(Node(op_type, [_s(x) for x in n.input], [_s(x) for x in n.output],
-                          attrs, name, _s(n.domain)))
+        node = Node(op_type, [_s(x) for x in n.input], [_s(x) for x in n.output],
+                    attrs, name, _s(n.domain))
+        _check_arity(node, versions)
+        nodes.append(node)
     names = [v.name for v in inputs]
     if len(set(names)) != len(names):
         raise InvalidModel(f"duplicate graph input names: {names}")

@@ -13,14 +13,14 @@ all:      + exporter idioms as one node (SiLU, HardSwish, GELU, Mish, pixel shuf
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 
 import numpy as np
 
 from pyconv._activations import onnx_activation
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
 from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
-                                  fuse_squeeze_excite, new_constant)
+                                  fuse_squeeze_excite, new_constant, visited, visiting)
 from pyconv.ops import lookup
 
 
@@ -91,10 +91,10 @@ def toposort(graph):
         deps.append(len(need))
         for p in need:
             users[p].append(i)
-    ready = [i for i, d in enumerate(deps) if d == 0]
+    ready = deque(i for i, d in enumerate(deps) if d == 0)
     order = []
     while ready:
-        i = ready.pop(0) if len(ready) < 2 else ready.pop(0)
+        i = ready.popleft()
         order.append(i)
         for u in users[i]:
             deps[u] -= 1
@@ -119,11 +119,6 @@ def _consumers(graph):
     return users
 
 
-def _rename_input(graph, old, new):
-    for n in graph.nodes:
-        n.inputs = [new if x == old else x for x in n.inputs]
-
-
 # ---------------------------------------------------------------------------------------
 # Basic passes.
 
@@ -131,17 +126,24 @@ def eliminate_identity(graph):
     """Removes Identity and inference Dropout whose outputs are not graph outputs."""
     outs = set(graph.output_names)
     used = {x for n in graph.nodes for x in n.inputs} | outs
+    # Removed output -> the value it stands for (already resolved: nodes are in
+    # topological order), applied to every input in one sweep at the end.
+    renamed = {}
     keep = []
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         # Dropout at inference is the identity when training_mode is absent and its mask
         # output is not read.
         drop = n.op_type == "Identity" or (
             n.op_type == "Dropout" and (len(n.outputs) < 2 or n.outputs[1] not in used)
             and (len(n.inputs) < 3 or not n.inputs[2]))
-        if drop and n.domain in ("", "ai.onnx") and n.outputs[0] not in outs and n.inputs[0]:
-            _rename_input(graph, n.outputs[0], n.inputs[0])
+        if drop and n.domain in ("", "ai.onnx") and n.inputs and n.inputs[0] and \
+                n.outputs and n.outputs[0] and n.outputs[0] not in outs:
+            renamed[n.outputs[0]] = renamed.get(n.inputs[0], n.inputs[0])
         else:
             keep.append(n)
+    if renamed:
+        for n in keep:
+            n.inputs = [renamed.get(x, x) for x in n.inputs]
     graph.nodes = keep
     return graph
 
@@ -150,7 +152,7 @@ def fold_constants(graph, max_elements=1 << 28):
     """Evaluates nodes whose inputs are all constants (once, at session creation)."""
     keep = []
     outs = set(graph.output_names)
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         cls = lookup(n.op_type, n.domain)
         if (cls is None or not cls.deterministic
                 or not all(x == "" or x in graph.constants for x in n.inputs)
@@ -182,14 +184,21 @@ def fold_constants(graph, max_elements=1 << 28):
 
 def eliminate_dead(graph):
     """Removes nodes none of whose outputs is used, and unused constants."""
-    outs = set(graph.output_names)
-    changed = True
-    while changed:
-        used = {x for n in graph.nodes for x in n.inputs} | outs
-        keep = [n for n in graph.nodes if any(o in used for o in n.outputs if o)]
-        changed = len(keep) != len(graph.nodes)
-        graph.nodes = keep
-    used = {x for n in graph.nodes for x in n.inputs} | outs
+    # What the outputs need, found from them through the producers (one visit per node).
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    live = set()
+    used = set(graph.output_names)
+    todo = list(used)
+    while todo:
+        n = producer.get(todo.pop())
+        if n is None or id(n) in live:
+            continue
+        live.add(id(n))
+        for x in n.inputs:
+            if x and x not in used:
+                used.add(x)
+                todo.append(x)
+    graph.nodes = [n for n in graph.nodes if id(n) in live]
     graph.constants = {k: v for k, v in graph.constants.items() if k in used}
     return graph
 
@@ -197,8 +206,9 @@ def eliminate_dead(graph):
 # ---------------------------------------------------------------------------------------
 # Fusions.
 
-def _single_use(graph, users, name):
-    return len(users.get(name, ())) == 1 and name not in set(graph.output_names)
+def _single_use(outs, users, name):
+    """``name`` has one reader and is not a graph output (``outs``, a set)."""
+    return len(users.get(name, ())) == 1 and name not in outs
 
 
 def _channel_vector(c, channels, rank):
@@ -247,6 +257,14 @@ def _out_channels(n, w):
     return w.shape[0]
 
 
+def _folded(name):
+    """The base name of a constant folded from ``name`` (once: a chain of folds does
+    not grow the name; new_constant numbers the versions)."""
+    head, _, number = name.rpartition("__")
+    base = head if head.endswith("_folded") and number.isdigit() else name
+    return base if base.endswith("_folded") else base + "_folded"
+
+
 def _scale_conv(graph, n, scale, shift):
     """conv(x) * scale + shift folded into the conv's weight and bias (float64 math)."""
     w, b = _conv_params(graph, n)
@@ -263,8 +281,8 @@ def _scale_conv(graph, n, scale, shift):
     b0 = np.zeros(cout) if b is None else b.astype(np.float64)
     b2 = b0 * s64 + shift.astype(np.float64)
     inputs = list(n.inputs) + [""] * (3 - len(n.inputs))
-    inputs[1] = new_constant(graph, inputs[1] + "_folded", w2)
-    inputs[2] = new_constant(graph, (inputs[2] or n.name + "_bias") + "_folded", b2)
+    inputs[1] = new_constant(graph, _folded(inputs[1]), w2)
+    inputs[2] = new_constant(graph, _folded(inputs[2] or n.name + "_bias"), b2)
     n.inputs = inputs
 
 
@@ -286,10 +304,11 @@ def _bn_scale_shift(graph, n):
 def fold_batchnorm(graph):
     """Conv -> BatchNormalization with constant parameters: BN folded into the weights;
     any other inference BN becomes a ChannelAffine."""
+    outs = set(graph.output_names)
     users = _consumers(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs}
     remove = set()
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         if n.op_type != "BatchNormalization" or n.domain not in ("", "ai.onnx"):
             continue
         ss = _bn_scale_shift(graph, n)
@@ -297,7 +316,7 @@ def fold_batchnorm(graph):
             continue
         p = producer.get(n.inputs[0])
         if p is not None and _is_conv(p) and _conv_params(graph, p) is not None and \
-                _single_use(graph, users, n.inputs[0]) and len(p.inputs) <= 3 and \
+                _single_use(outs, users, n.inputs[0]) and len(p.inputs) <= 3 and \
                 not p.attrs.get("_pyconv_activation") and \
                 _out_channels(p, graph.constants[p.inputs[1]]) == ss[0].shape[0]:
             _scale_conv(graph, p, *ss)
@@ -337,52 +356,54 @@ def _constant_operand(graph, n):
 
 def fold_channel_ops(graph, shapes=None):
     """Per-channel constant Mul / Add (Sub, Div) after a Conv or ChannelAffine folded
-    into it (the Caffe2 'BN then Scale' pattern of DenseNet / Inception v2)."""
-    changed = True
-    while changed:
-        changed = False
-        users = _consumers(graph)
-        producer = {o: n for n in graph.nodes for o in n.outputs}
-        for n in list(graph.nodes):
-            operand = _constant_operand(graph, n)
-            if operand is None:
+    into it (the Caffe2 'BN then Scale' pattern of DenseNet / Inception v2).
+
+    One pass in topological order: a folded node's output becomes its producer's, so a
+    chain of such nodes folds link by link into the same producer."""
+    outs = set(graph.output_names)
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    remove = set()
+    for n in visiting(graph.nodes):
+        operand = _constant_operand(graph, n)
+        if operand is None:
+            continue
+        value, kind, c = operand
+        p = producer.get(value)
+        if p is None or not _single_use(outs, users, value):
+            continue
+        if p.attrs.get("_pyconv_activation") or (
+                p.op_type == "FusedConv" and len(p.inputs) > 3):
+            continue
+        if _is_conv(p) and _conv_params(graph, p) is not None:
+            w = graph.constants[p.inputs[1]]
+            vec = _channel_vector(c, _out_channels(p, w), w.ndim)
+            if vec is None:
                 continue
-            value, kind, c = operand
-            p = producer.get(value)
-            if p is None or not _single_use(graph, users, value):
-                continue
-            if p.attrs.get("_pyconv_activation") or (
-                    p.op_type == "FusedConv" and len(p.inputs) > 3):
-                continue
-            if _is_conv(p) and _conv_params(graph, p) is not None:
-                w = graph.constants[p.inputs[1]]
-                vec = _channel_vector(c, _out_channels(p, w), w.ndim)
-                if vec is None:
-                    continue
-                if kind == "mul":
-                    _scale_conv(graph, p, vec, np.zeros_like(vec))
-                else:
-                    _scale_conv(graph, p, np.ones_like(vec), vec)
-            elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
-                s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
-                rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
-                if not rank and not (c.size == 1 and c.ndim <= 2):
-                    continue    # unknown rank: only a scalar of rank <= 2 surely fits
-                vec = _channel_vector(c, s.shape[0], rank or 2)
-                if vec is None:
-                    continue
-                if kind == "mul":
-                    s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
-                else:
-                    s2, t2 = s, t.astype(np.float64) + vec
-                p.inputs = [p.inputs[0], new_constant(graph, p.name + "_scale", s2),
-                            new_constant(graph, p.name + "_shift", t2)]
+            if kind == "mul":
+                _scale_conv(graph, p, vec, np.zeros_like(vec))
             else:
+                _scale_conv(graph, p, np.ones_like(vec), vec)
+        elif p.op_type == "ChannelAffine" and p.domain == "pyconv":
+            s, t = graph.constants[p.inputs[1]], graph.constants[p.inputs[2]]
+            rank = len(shapes.get(p.outputs[0]) or ()) if shapes else 0
+            if not rank and not (c.size == 1 and c.ndim <= 2):
+                continue    # unknown rank: only a scalar of rank <= 2 surely fits
+            vec = _channel_vector(c, s.shape[0], rank or 2)
+            if vec is None:
                 continue
-            p.outputs = [n.outputs[0]]
-            graph.nodes.remove(n)
-            changed = True
-            break
+            if kind == "mul":
+                s2, t2 = s.astype(np.float64) * vec, t.astype(np.float64) * vec
+            else:
+                s2, t2 = s, t.astype(np.float64) + vec
+            p.inputs = [p.inputs[0], new_constant(graph, p.name + "_scale", s2),
+                        new_constant(graph, p.name + "_shift", t2)]
+        else:
+            continue
+        p.outputs = [n.outputs[0]]
+        producer[n.outputs[0]] = p
+        remove.add(id(n))
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
     return graph
 
 
@@ -395,59 +416,74 @@ def fold_input_channel_ops(graph, shapes=None):
     """Per-channel (or scalar) constant Mul / Add (Sub, Div) whose result only a Conv
     reads folded into that conv's weights / bias: ``conv(x * s) = conv'(x)`` with each
     input channel's weights scaled (exact with zero padding too); ``conv(x + t)`` adds
-    ``sum(w * t)`` to the bias, only without padding (padding reads 0, not t)."""
+    ``sum(w * t)`` to the bias, only without padding (padding reads 0, not t).
+
+    Per conv, its input's producers are folded one after another while they fit (a
+    chain of them folds in one visit each)."""
     shapes = shapes or {}
-    changed = True
-    while changed:
-        changed = False
-        users = _consumers(graph)
-        for n in list(graph.nodes):
-            operand = _constant_operand(graph, n)
-            if operand is None or not _single_use(graph, users, n.outputs[0]):
-                continue
-            value, kind, c = operand
-            (conv,) = users[n.outputs[0]]
-            if not (_is_conv(conv) and not _is_transposed(conv)) or \
-                    conv.inputs[0] != n.outputs[0] or n.outputs[0] in conv.inputs[1:] or \
-                    _conv_params(graph, conv) is None or (kind == "add" and not _unpadded(conv)):
-                continue
-            w, b = _conv_params(graph, conv)
-            groups = int(conv.attrs.get("group", 1))
-            cin = w.shape[1] * groups
-            x_shape = shapes.get(value)
-            if c.size != 1 and (x_shape is None or len(x_shape) != w.ndim or x_shape[1] != cin):
-                continue        # the constant might broadcast x to more channels
-            vec = _channel_vector(c, cin, w.ndim)
-            if vec is None or w.shape[0] % groups:
-                continue
-            # per (output channel, input channel of its group): the folded constant
-            per = vec.reshape(groups, 1, w.shape[1]).repeat(w.shape[0] // groups, axis=1)
-            per = per.reshape(w.shape[0], w.shape[1], *([1] * (w.ndim - 2)))
-            w64 = w.astype(np.float64)
-            inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs))
-            if kind == "mul":
-                inputs[1] = new_constant(graph, inputs[1] + "_folded", w64 * per)
-            else:
-                b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
-                shift = (w64 * per).reshape(w.shape[0], -1).sum(axis=1)
-                inputs[2] = new_constant(graph, (inputs[2] or conv.name + "_bias") + "_folded",
-                                       b0 + shift)
-            inputs[0] = value
-            conv.inputs = inputs
-            graph.nodes.remove(n)
-            changed = True
-            break
+    outs = set(graph.output_names)
+    users = _consumers(graph)
+    producer = {o: n for n in graph.nodes for o in n.outputs if o}
+    remove = set()
+    for conv in visiting(graph.nodes):
+        if not (_is_conv(conv) and not _is_transposed(conv)) or id(conv) in remove:
+            continue
+        while conv.inputs:
+            n = producer.get(conv.inputs[0])
+            if n is None or not _fold_into_conv(graph, n, conv, outs, users, shapes):
+                break
+            value = conv.inputs[0]
+            users[value] = [conv if u is n else u for u in users.get(value, ())]
+            remove.add(id(n))
+    graph.nodes = [n for n in graph.nodes if id(n) not in remove]
     return graph
+
+
+def _fold_into_conv(graph, n, conv, outs, users, shapes):
+    """Folds constant Mul / Add node ``n``, read only by ``conv``, into the conv's
+    weights or bias (see :func:`fold_input_channel_ops`); False when it does not fit."""
+    operand = _constant_operand(graph, n)
+    if operand is None or not _single_use(outs, users, n.outputs[0]):
+        return False
+    value, kind, c = operand
+    if conv.inputs[0] != n.outputs[0] or n.outputs[0] in conv.inputs[1:] or \
+            _conv_params(graph, conv) is None or (kind == "add" and not _unpadded(conv)):
+        return False
+    w, b = _conv_params(graph, conv)
+    groups = int(conv.attrs.get("group", 1))
+    cin = w.shape[1] * groups
+    x_shape = shapes.get(value)
+    if c.size != 1 and (x_shape is None or len(x_shape) != w.ndim or x_shape[1] != cin):
+        return False        # the constant might broadcast x to more channels
+    vec = _channel_vector(c, cin, w.ndim)
+    if vec is None or w.shape[0] % groups:
+        return False
+    # per (output channel, input channel of its group): the folded constant
+    per = vec.reshape(groups, 1, w.shape[1]).repeat(w.shape[0] // groups, axis=1)
+    per = per.reshape(w.shape[0], w.shape[1], *([1] * (w.ndim - 2)))
+    w64 = w.astype(np.float64)
+    inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs))
+    if kind == "mul":
+        inputs[1] = new_constant(graph, _folded(inputs[1]), w64 * per)
+    else:
+        b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+        shift = (w64 * per).reshape(w.shape[0], -1).sum(axis=1)
+        inputs[2] = new_constant(graph, _folded(inputs[2] or conv.name + "_bias"),
+                                 b0 + shift)
+    inputs[0] = value
+    conv.inputs = inputs
+    return True
 
 
 def fuse_residual(graph):
     """Add(conv(x), r) -> FusedConv(x, w, b, residual=r) when the conv output has no other
     user and r is computed before the conv."""
+    outs = set(graph.output_names)
     users = _consumers(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs}
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     remove = set()
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         if not ((n.op_type == "Add" or (n.op_type == "Sum" and len(n.inputs) == 2))
                 and n.domain in ("", "ai.onnx")) or len(n.inputs) != 2:
             continue
@@ -456,7 +492,7 @@ def fuse_residual(graph):
             p = producer.get(n.inputs[vi])
             if p is None or id(p) in remove or not _is_conv(p) or \
                     _is_transposed(p) or n.inputs[ri] in graph.constants or \
-                    not _single_use(graph, users, n.inputs[vi]) or \
+                    not _single_use(outs, users, n.inputs[vi]) or \
                     p.attrs.get("_pyconv_activation") or len(p.inputs) > 3 or \
                     n.inputs[0] == n.inputs[1]:
                 continue
@@ -479,17 +515,18 @@ def fuse_residual(graph):
 def fuse_activation(graph):
     """Conv / ConvTranspose / ChannelAffine -> activation: the activation runs in the
     producer's epilogue (FusedConv / FusedConvTranspose)."""
+    outs = set(graph.output_names)
     users = _consumers(graph)
     producer = {o: n for n in graph.nodes for o in n.outputs}
     remove = set()
-    for n in graph.nodes:
+    for n in visiting(graph.nodes):
         if not n.inputs:
             continue
         params = _act_params(n, graph.opset, graph.constants)
         if params is None:
             continue
         p = producer.get(n.inputs[0])
-        if p is None or id(p) in remove or not _single_use(graph, users, n.inputs[0]):
+        if p is None or id(p) in remove or not _single_use(outs, users, n.inputs[0]):
             continue
         if p.attrs.get("_pyconv_activation"):
             continue
@@ -572,7 +609,7 @@ def fuse_layer_norm(graph, shapes=None):
         return n.inputs[1] if n.inputs[0] == name else n.inputs[0]
 
     remove = set()
-    for mean_node in list(graph.nodes):
+    for mean_node in visiting(list(graph.nodes)):
         if mean_node.op_type != "ReduceMean" or id(mean_node) in remove:
             continue
         x = mean_node.inputs[0]
@@ -653,31 +690,37 @@ def optimize(graph, level, shapes=None):
     """Runs the passes of ``level`` (0: none, 1: basic, >= 2: all) after validation."""
     toposort(graph)
     check_supported(graph)
-    try:
-        return _optimize(graph, level, shapes)
-    except PyconvError:
-        raise
-    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError) \
-            as exc:
-        # A malformed model (e.g. parameters of inconsistent shapes) met in a rewrite.
-        raise InvalidModel(f"the graph optimizer failed on this model: "
-                           f"{type(exc).__name__}: {exc}") from exc
-
-
-def _optimize(graph, level, shapes):
-    if level >= LEVEL_BASIC:
-        eliminate_identity(graph)
-        fold_constants(graph)
-        eliminate_dead(graph)
-    if level > LEVEL_BASIC:
-        fuse_activation_idioms(graph)
-        fuse_pixel_shuffle(graph, shapes)
-        fuse_layer_norm(graph, shapes)
-        fold_batchnorm(graph)
-        fold_channel_ops(graph, shapes)
-        fold_input_channel_ops(graph, shapes)
-        fuse_residual(graph)
-        fuse_activation(graph)
-        fuse_squeeze_excite(graph, shapes)
-        eliminate_dead(graph)
+    for name, run in _pass_list(level, shapes):
+        for _ in visiting(()):     # (none) forgets where an earlier pass stopped
+            pass
+        try:
+            run(graph)
+        except PyconvError:
+            raise
+        except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                RecursionError) as exc:
+            # A malformed model (e.g. parameters of inconsistent shapes) met in a rewrite.
+            node = visited()
+            where = f" at {node.label} (inputs {node.inputs}, outputs {node.outputs})" \
+                if node is not None else ""
+            raise InvalidModel(f"the graph optimizer's pass '{name}' cannot rewrite this "
+                               f"model{where}: the node's inputs, attributes or constants do "
+                               f"not fit its operator ({type(exc).__name__}: {exc})") from exc
     return graph
+
+
+def _pass_list(level, shapes):
+    """(name, pass as a one-argument call) of ``level``, in order."""
+    passes = []
+    if level >= LEVEL_BASIC:
+        passes += [eliminate_identity, fold_constants, eliminate_dead]
+    if level > LEVEL_BASIC:
+        passes += [fuse_activation_idioms, (fuse_pixel_shuffle, shapes),
+                   (fuse_layer_norm, shapes), fold_batchnorm, (fold_channel_ops, shapes),
+                   (fold_input_channel_ops, shapes), fuse_residual, fuse_activation,
+                   (fuse_squeeze_excite, shapes), eliminate_dead]
+    result = []
+    for p in passes:
+        fn, args = (p[0], p[1:]) if isinstance(p, tuple) else (p, ())
+        result.append((fn.__name__, lambda g, fn=fn, args=args: fn(g, *args)))
+    return result

@@ -215,6 +215,10 @@ class LRN(Op):
         size = int(self.attrs["size"])
         if size < 1:
             self.fail(f"size must be positive, got {size}")
+        if x.ndim < 2:
+            self.fail(f"input '{self.input_name(0)}' has shape {x.shape}; LRN normalises "
+                      f"across channels (axis 1), so it needs a tensor (N, C, ...) of rank "
+                      f"2 or more", ShapeError)
         c = x.shape[1]
         lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
         sq = np.square(x, dtype=np.float32)

@@ -195,3 +195,126 @@ def test_mutated_models_fail_cleanly(name, build):
         faulthandler.cancel_dump_traceback_later()
     # Both outcomes occur: the mutations are neither all harmless nor all fatal.
     assert outcomes["ok"] > 0 and outcomes["rejected"] > 0, outcomes
+
+
+# -- graph-level shapes ------------------------------------------------------------------------
+# Whole-graph mutations: deep chains, huge fan-in and fan-out, nodes missing inputs or
+# outputs, cycles, bogus or missing operator-set imports. Each case must again end in
+# success or a pyconv error, within the watchdog and the address-space limit (a pass,
+# sort or plan quadratic in the node count shows up as a hang here).
+GRAPH_CASES = int(os.environ.get("PYCONV_FUZZ_GRAPHS", "120"))
+MAX_NODES_ADDED = 3000
+BOGUS_OPSETS = [0, -1, 999, 2**62, -(2**63), 2**63 - 1]
+
+
+def _some(rng, high=MAX_NODES_ADDED):
+    """A count from 1 to ``high``, log-uniform (mostly small, sometimes huge)."""
+    return int(np.exp(rng.uniform(0, np.log(high))))
+
+
+def mutate_graph(model, rng):
+    """One graph-level mutation of a copy of ``model`` (a ModelProto)."""
+    from onnx import helper
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    values = [o for n in g.node for o in n.output if o]
+    kind = int(rng.integers(8))
+    if kind == 0:                                   # a deep chain before a graph output
+        out = g.output[int(rng.integers(len(g.output)))]
+        prev = out.name
+        for n in g.node:
+            n.output[:] = [o + "_pre" if o == prev else o for o in n.output]
+            n.input[:] = [x + "_pre" if x == prev else x for x in n.input]
+        prev += "_pre"
+        ops = [str(o) for o in rng.choice(["Relu", "Identity", "Dropout", "Neg", "Abs",
+                                           "Sigmoid"], size=3)]
+        k = _some(rng)
+        for i in range(k):
+            nxt = out.name if i == k - 1 else f"chain{i}"
+            g.node.append(helper.make_node(ops[i % 3], [prev], [nxt]))
+            prev = nxt
+    elif kind == 1:                                 # huge fan-in, one value or many
+        k = _some(rng)
+        src = str(rng.choice(values))
+        op = str(rng.choice(["Concat", "Sum", "Max", "Mean", "Min"]))
+        inputs = [src] * k if rng.random() < 0.5 else \
+            [str(rng.choice(values + ["x"])) for _ in range(k)]
+        g.node.append(helper.make_node(op, inputs, ["fan_in"], **(
+            {"axis": int(rng.integers(-2, 2))} if op == "Concat" else {})))
+        g.output.append(helper.make_tensor_value_info("fan_in", TensorProto.FLOAT, None))
+    elif kind == 2:                                 # huge fan-out into a Sum
+        k = _some(rng)
+        src = str(rng.choice(values + ["x"]))
+        for i in range(k):
+            g.node.append(helper.make_node(str(rng.choice(["Relu", "Neg", "Identity"])),
+                                           [src], [f"fan{i}"]))
+        g.node.append(helper.make_node("Sum", [f"fan{i}" for i in range(k)], ["fan_out"]))
+        g.output.append(helper.make_tensor_value_info("fan_out", TensorProto.FLOAT, None))
+    elif kind == 3:                                 # a node loses inputs or outputs
+        n = g.node[int(rng.integers(len(g.node)))]
+        r = rng.random()
+        if r < 0.4:
+            del n.input[:]
+        elif r < 0.7 and n.input:
+            n.input[int(rng.integers(len(n.input)))] = ""
+        elif r < 0.85:
+            del n.output[:]
+        else:
+            n.input.extend(["x"] * _some(rng, 8))
+    elif kind == 4:                                 # bogus, missing or duplicated opsets
+        r = rng.random()
+        if r < 0.5:
+            m.opset_import[0].version = int(rng.choice(BOGUS_OPSETS))
+        elif r < 0.7:
+            del m.opset_import[:]
+        elif r < 0.85:
+            m.opset_import.append(helper.make_opsetid("ai.onnx", 13))
+        else:
+            m.opset_import.append(helper.make_opsetid("com.example",
+                                                      int(rng.choice(BOGUS_OPSETS))))
+    elif kind == 5:                                 # a cycle through a later node
+        if len(g.node) > 1:
+            i, j = sorted(int(v) for v in rng.choice(len(g.node), 2, replace=False))
+            if g.node[i].input and g.node[j].output:
+                g.node[i].input[0] = g.node[j].output[0]
+    elif kind == 6:                                 # graph outputs: none, duplicated, an input
+        r = rng.random()
+        if r < 0.3:
+            del g.output[:]
+        elif r < 0.6:
+            g.output.append(g.output[0])
+        else:
+            g.output.append(helper.make_tensor_value_info(g.input[0].name,
+                                                          TensorProto.FLOAT, None))
+    else:                                           # a long chain of independent branches
+        k = _some(rng, 1000)
+        for i in range(k):
+            g.node.append(helper.make_node("Relu", ["x" if i == 0 else f"br{i - 1}"],
+                                           [f"br{i}"]))
+            g.node.append(helper.make_node("Identity", [f"br{i}"], [f"side{i}"]))
+        g.output.append(helper.make_tensor_value_info(f"br{k - 1}", TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("name,build", [("residual_cnn", lambda: residual_cnn(4, 1, 8)),
+                                        ("glue", glue_model)])
+def test_graph_shaped_mutations_fail_cleanly(name, build):
+    base = build()
+    rng = np.random.default_rng(zlib.crc32(b"graph " + name.encode()))
+    outcomes = {"ok": 0, "rejected": 0}
+    faulthandler.dump_traceback_later(HANG_SECONDS, repeat=True, exit=True)
+    try:
+        with address_space_limit(EXTRA_ADDRESS_SPACE):
+            for i in range(GRAPH_CASES // 2):
+                mutated = mutate_graph(base, rng)
+                try:
+                    outcomes[run_case(mutated, rng)] += 1
+                except Exception as exc:
+                    raise AssertionError(f"graph case {i}: {type(exc).__name__}: {exc}") \
+                        from exc
+                faulthandler.cancel_dump_traceback_later()
+                faulthandler.dump_traceback_later(HANG_SECONDS, repeat=True, exit=True)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert outcomes["ok"] > 0 and outcomes["rejected"] > 0, outcomes
