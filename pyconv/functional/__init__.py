@@ -5,10 +5,11 @@ transposed convolution (C_in, C_out/groups, *k). The ONNX operators run the same
 """
 from pyconv.functional._activation import *  # noqa: F401,F403
 from pyconv.functional._conv import *  # noqa: F401,F403
+from pyconv.functional._linear import *  # noqa: F401,F403
 from pyconv.functional._misc import *  # noqa: F401,F403
 from pyconv.functional._pool import *  # noqa: F401,F403
 from pyconv.functional._resize import *  # noqa: F401,F403
-from pyconv.functional import _activation, _conv, _misc, _pool, _resize
+from pyconv.functional import _activation, _conv, _linear, _misc, _pool, _resize
 
-__all__ = sorted(_activation.__all__ + _conv.__all__ + _misc.__all__ + _pool.__all__
-                 + _resize.__all__)
+__all__ = sorted(_activation.__all__ + _conv.__all__ + _linear.__all__ + _misc.__all__
+                 + _pool.__all__ + _resize.__all__)
