@@ -614,6 +614,12 @@ cdef object _as_float32_2d(object x, str name):
 cdef object _as_float32_vector(object x, int64_t length, str name):
     if x is None:
         return None
+    if (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == 1
+            and cnp.PyArray_DIMS(<cnp.ndarray>x)[0] == length
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>x)):
+        return x            # as the kernels take it (np.require costs a microsecond)
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise InvalidDType(f"{name}: expected float32, got dtype {x.dtype}")
@@ -1270,13 +1276,18 @@ cdef class LinearKernel:
                              f"C-contiguous)")
         if shape.algo == LINEAR_NONE:
             return out
+        cdef int act = activation_code(activation)
+        if cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+            return self._execute(shape, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
+                                 self.in_features, 1, out, act, act_alpha, act_beta, alpha)
+        # Any strides: the rows as a 2-D view (a copy only where NumPy cannot view them).
         x2 = x.reshape(shape.nrows, self.in_features)
         if not x2.flags.aligned:
             x2 = np.require(x2, requirements="CA")
         cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(<cnp.ndarray>x2)
         return self._execute(shape, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x2),
-                             strides[0] // 4, strides[1] // 4, out,
-                             activation_code(activation), act_alpha, act_beta, alpha)
+                             strides[0] // 4, strides[1] // 4, out, act, act_alpha, act_beta,
+                             alpha)
 
     def bind(self, LinearReshape shape not None, out=None, activation=None,
              float act_alpha=0.0, float act_beta=0.0, float alpha=1.0):

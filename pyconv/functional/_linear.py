@@ -6,13 +6,15 @@ the ONNX ``Gemm`` / ``MatMul`` (constant right operand) operators all run one.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv._activations import ACTIVATIONS
 from pyconv._arrays import as_float32
 from pyconv._ext import gemm
 from pyconv._ext.gemm import LinearKernel
-from pyconv.arithmetic import check_tensor_size
+from pyconv.arithmetic import MAX_TENSOR_ELEMENTS, check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["linear", "matmul", "LinearPlan"]
@@ -124,16 +126,22 @@ class LinearPlan:
         return resolved
 
     def _reshape(self, input_shape):
-        for dim, size in enumerate(input_shape):
-            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-                raise InvalidArgument(f"{self.op}: input_shape must be non-negative ints, got "
-                                      f"{input_shape} (dim {dim})")
-        input_shape = tuple(int(s) for s in input_shape)
+        # An ndarray's shape (plain non-negative ints) passes the first test: the one-shot
+        # plans of functional.linear feel every microsecond here.
+        if not all(type(s) is int and s >= 0 for s in input_shape):
+            for dim, size in enumerate(input_shape):
+                if (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+                        or size < 0):
+                    raise InvalidArgument(f"{self.op}: input_shape must be non-negative ints, "
+                                          f"got {input_shape} (dim {dim})")
+            input_shape = tuple(int(s) for s in input_shape)
         if not input_shape or input_shape[-1] != self.in_features:
             raise ShapeError(f"{self.op}: input has shape {input_shape}, expected "
                              f"(*, {self.in_features}) for a weight of shape "
                              f"{(self.out_features, self.in_features)}")
-        out_shape = check_tensor_size(input_shape[:-1] + (self.out_features,), self.op)
+        out_shape = input_shape[:-1] + (self.out_features,)
+        if not 0 < math.prod(out_shape) <= MAX_TENSOR_ELEMENTS:
+            check_tensor_size(out_shape, self.op)      # the limit, with empty dims too
         return self.kernel.reshape(input_shape, out_shape)
 
     def output_shape(self, input_shape):
