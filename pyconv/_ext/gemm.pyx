@@ -283,10 +283,31 @@ cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Packing.
 
+cdef inline void _pack_a_rows(const float *src, int64_t sm, int64_t kcb, float *dst,
+                              const int64_t mr) noexcept nogil:
+    """A full panel of rows that are contiguous in k: mr is a constant at each call site,
+    so the compiler unrolls the rows and vectorises along k (the batched products pack A
+    on every call, where the generic gather cost as much as the micro-kernel)."""
+    cdef int64_t i, kk
+    for kk in range(kcb):
+        for i in range(mr):
+            dst[kk * mr + i] = src[i * sm + kk]
+
+
 cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t rows,
                         int64_t kcb, int64_t mr, float *dst) noexcept nogil:
     """Rows [0, rows) of src (rows <= mr) into dst[k * mr + i], zero rows up to mr."""
     cdef int64_t i, kk
+    if sk == 1 and rows == mr:
+        if mr == 8:
+            _pack_a_rows(src, sm, kcb, dst, 8)
+            return
+        if mr == 6:
+            _pack_a_rows(src, sm, kcb, dst, 6)
+            return
+        if mr == 4:
+            _pack_a_rows(src, sm, kcb, dst, 4)
+            return
     if rows < mr:
         memset(dst, 0, kcb * mr * sizeof(float))
     # k outer: MR read streams advance together and the writes are contiguous.
