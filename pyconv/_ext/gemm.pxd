@@ -142,6 +142,16 @@ cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int
                       float alpha, float beta, const pyconv_epilogue *ep, float *bbuf,
                       float *tile) noexcept nogil
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil
+# How one (a.m x n) product runs: threads, B block, thread grid, workspace; decided once.
+cdef struct sgemm_plan:
+    int64_t n, mpanels, npanels, kc, nc, stride, tm, tn, workspace_floats
+    int nthreads
+
+cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads,
+                         sgemm_plan *p) noexcept nogil
+cdef void sgemm_planned(const packed_a *a, const sgemm_plan *p, pack_b_fn pack_b,
+                        const void *bctx, float *c, int64_t ldc, float alpha, float beta,
+                        const pyconv_epilogue *ep, float *workspace) noexcept nogil
 cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
                        float *c, int64_t ldc, float alpha, float beta,
                        const pyconv_epilogue *ep, int nthreads,

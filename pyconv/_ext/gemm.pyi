@@ -69,15 +69,48 @@ def sgemm(a: Union[_F32, PackedMatrix], b: _F32, out: Optional[_F32] = None, *,
           activation: Optional[str] = None, act_alpha: float = 0.0, act_beta: float = 0.0,
           residual: Optional[_F32] = None,
           context: Optional[ExecutionContext] = None) -> _F32: ...
-def matmul(a: npt.ArrayLike, b: npt.ArrayLike, *,
-           context: Optional[ExecutionContext] = None) -> _F32: ...
+def matmul_shape(a_shape: Tuple[int, ...], b_shape: Tuple[int, ...],
+                 names: Tuple[str, str] = ("a", "b")) -> Tuple[int, ...]: ...
+def matmul(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[_F32] = None, *,
+           context: Optional[ExecutionContext] = None,
+           names: Tuple[str, str] = ("a", "b")) -> _F32: ...
+
+class LinearReshape:
+    """One input shape of a LinearKernel resolved once (frozen): output shape, rows,
+    algorithm ('gemv', 'gemm', 'none'), threads and workspace."""
+    input_shape: Tuple[int, ...]
+    output_shape: Tuple[int, ...]
+    rows: int
+    algorithm: str
+    num_threads: int
+    workspace_bytes: int
 
 class LinearCall:
-    """``x @ weight.T + bias`` bound to one input shape; None when x does not fit it."""
+    """A linear layer bound to an input shape (and an output buffer, or None: a new array
+    per call); None when x does not fit it."""
+    out: Optional[_F32]
     def __call__(self, x: _F32) -> Optional[_F32]: ...
 
-def bind_linear(weight: _F32, bias: Optional[_F32], x_shape: Tuple[int, int],
-                context: Optional[ExecutionContext] = None) -> Optional[LinearCall]: ...
+class LinearKernel:
+    """A linear layer's weight prepared once: y = act(alpha * x @ weight.T + bias)."""
+    weight: _F32
+    bias: Optional[_F32]
+    in_features: int
+    out_features: int
+    prepack: bool
+    context: ExecutionContext
+    def __init__(self, weight: _F32, bias: Optional[_F32] = None, prepack: bool = True,
+                 context: Optional[ExecutionContext] = None) -> None: ...
+    @property
+    def packed(self) -> Optional[PackedMatrix]: ...
+    def reshape(self, x_shape: Tuple[int, ...],
+                out_shape: Tuple[int, ...]) -> LinearReshape: ...
+    def run(self, shape: LinearReshape, x: _F32, out: _F32, activation: Optional[str] = None,
+            act_alpha: float = 0.0, act_beta: float = 0.0, alpha: float = 1.0) -> _F32: ...
+    def bind(self, shape: LinearReshape, out: Optional[_F32] = None,
+             activation: Optional[str] = None, act_alpha: float = 0.0,
+             act_beta: float = 0.0, alpha: float = 1.0) -> LinearCall: ...
+
 def measure_peak_gflops(threads: int = 1, isa: Optional[str] = None,
                         seconds: float = 0.2) -> float: ...
 def apply_activation(x: _F32, activation: Optional[str], act_alpha: float = 0.0,

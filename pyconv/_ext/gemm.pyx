@@ -18,6 +18,7 @@ from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
 from pyconv._arrays import as_float32
+from pyconv.arithmetic import MAX_TENSOR_ELEMENTS as _MAX_TENSOR_ELEMENTS, check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
 
 cnp.import_array()
@@ -39,6 +40,8 @@ cdef enum:
     KC_DEFAULT = 256
     # Up to this many columns (or rows) a GEMM tile would be mostly padding: use GEMV.
     GEMV_MAX_N = 1
+    # Up to this many input rows a linear layer runs as matrix-vector products.
+    _GEMV_MAX_ROWS = 1
     # Work units per thread below which fewer threads are used (see threads_for).
     WORK_PER_THREAD = 1 << 17
     # Tasks per thread of a parallel loop (see grain_for).
@@ -280,10 +283,31 @@ cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Packing.
 
+cdef inline void _pack_a_rows(const float *src, int64_t sm, int64_t kcb, float *dst,
+                              const int64_t mr) noexcept nogil:
+    """A full panel of rows that are contiguous in k: mr is a constant at each call site,
+    so the compiler unrolls the rows and vectorises along k (the batched products pack A
+    on every call, where the generic gather cost as much as the micro-kernel)."""
+    cdef int64_t i, kk
+    for kk in range(kcb):
+        for i in range(mr):
+            dst[kk * mr + i] = src[i * sm + kk]
+
+
 cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t rows,
                         int64_t kcb, int64_t mr, float *dst) noexcept nogil:
     """Rows [0, rows) of src (rows <= mr) into dst[k * mr + i], zero rows up to mr."""
     cdef int64_t i, kk
+    if sk == 1 and rows == mr:
+        if mr == 8:
+            _pack_a_rows(src, sm, kcb, dst, 8)
+            return
+        if mr == 6:
+            _pack_a_rows(src, sm, kcb, dst, 6)
+            return
+        if mr == 4:
+            _pack_a_rows(src, sm, kcb, dst, 4)
+            return
     if rows < mr:
         memset(dst, 0, kcb * mr * sizeof(float))
     # k outer: MR read streams advance together and the writes are contiguous.
@@ -527,17 +551,40 @@ cdef void _tiles_task(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
                         bbuf + j.kc * j.nc)
 
 
-cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
-                       float *c, int64_t ldc, float alpha, float beta,
-                       const pyconv_epilogue *ep, int nthreads,
-                       float *workspace) noexcept nogil:
-    """C (m x n, row stride ldc) = epilogue(alpha * A @ B + beta * C).
-
-    A is packed; B is produced panel by panel by pack_b(bctx, ...), which lets convolutions
-    pack straight from the image (implicit im2col). workspace holds
-    sgemm_workspace_floats(a, n, nthreads) floats."""
+cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads,
+                         sgemm_plan *p) noexcept nogil:
+    """Decides how an (a.m x n) product with this A runs on at most nthreads threads: the
+    threads worth using, the B block, the thread grid and the workspace (made once by a
+    plan's reshape, or per call by sgemm_packed). Needs a's shape and kernel, not its
+    data."""
     cdef const pyconv_sgemm_kernel *kern = a.kernel
-    cdef int64_t m = a.m, mr = kern.mr, nr = kern.nr
+    cdef int64_t mr = kern.mr, nr = kern.nr
+    p.n = n
+    p.mpanels = (a.m + mr - 1) // mr
+    p.npanels = (n + nr - 1) // nr
+    p.kc = min(a.kc, a.k) if a.k > 0 else 1
+    p.nc = sgemm_nc(a, n) if n > 0 else nr
+    p.stride = _round_up(p.kc * p.nc + mr * nr, 16)
+    p.tm = 1
+    p.tn = 1
+    if a.m <= 0 or n <= 0 or a.k <= 0:
+        p.nthreads = 1
+        p.workspace_floats = 0
+        return
+    p.nthreads = threads_for(a.m * n * a.k, nthreads)
+    if p.nthreads > 1:
+        # About TASKS_PER_THREAD tiles per thread (tm x tn), taken one at a time.
+        _thread_grid(p.mpanels, p.npanels, mr, p.nthreads * TASKS_PER_THREAD, &p.tm, &p.tn)
+    p.workspace_floats = p.nthreads * p.stride + 16
+
+
+cdef void sgemm_planned(const packed_a *a, const sgemm_plan *p, pack_b_fn pack_b,
+                        const void *bctx, float *c, int64_t ldc, float alpha, float beta,
+                        const pyconv_epilogue *ep, float *workspace) noexcept nogil:
+    """C (a.m x p.n, row stride ldc) = epilogue(alpha * A @ B + beta * C) as p decided
+    (sgemm_plan_for with this A's shape and kernel); workspace holds p.workspace_floats."""
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t m = a.m, n = p.n
     if m <= 0 or n <= 0:
         return
     if a.k == 0:
@@ -545,20 +592,29 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
         if ep != NULL:
             kern.epilogue(c, ldc, m, n, ep)
         return
-    cdef int64_t mpanels = (m + mr - 1) // mr, npanels = (n + nr - 1) // nr
-    nthreads = threads_for(m * n * a.k, nthreads)
-    cdef int64_t kc = min(a.kc, a.k), nc = sgemm_nc(a, n)
-    if nthreads == 1:
-        sgemm_block(a, 0, m, 0, n, nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
-                    workspace + kc * nc)
+    if p.nthreads == 1:
+        sgemm_block(a, 0, m, 0, n, p.nc, pack_b, bctx, c, ldc, alpha, beta, ep, workspace,
+                    workspace + p.kc * p.nc)
         return
-    cdef _tiles_job j = _tiles_job(a=a, n=n, mpanels=mpanels, npanels=npanels, tm=1, tn=1,
-                                   nc=nc, kc=kc, stride=_round_up(kc * nc + mr * nr, 16), ldc=ldc,
+    cdef _tiles_job j = _tiles_job(a=a, n=n, mpanels=p.mpanels, npanels=p.npanels, tm=p.tm,
+                                   tn=p.tn, nc=p.nc, kc=p.kc, stride=p.stride, ldc=ldc,
                                    pack_b=pack_b, bctx=bctx, c=c, alpha=alpha, beta=beta,
                                    ep=ep, workspace=workspace)
-    # About TASKS_PER_THREAD tiles per thread (tm x tn), taken one at a time (see grain_for).
-    _thread_grid(mpanels, npanels, mr, nthreads * TASKS_PER_THREAD, &j.tm, &j.tn)
-    parallel_for(nthreads, j.tm * j.tn, 1, _tiles_task, &j)
+    parallel_for(p.nthreads, p.tm * p.tn, 1, _tiles_task, &j)
+
+
+cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
+                       float *c, int64_t ldc, float alpha, float beta,
+                       const pyconv_epilogue *ep, int nthreads,
+                       float *workspace) noexcept nogil:
+    """C (m x n, row stride ldc) = epilogue(alpha * A @ B + beta * C), planned per call.
+
+    A is packed; B is produced panel by panel by pack_b(bctx, ...), which lets convolutions
+    pack straight from the image (implicit im2col). workspace holds
+    sgemm_workspace_floats(a, n, nthreads) floats."""
+    cdef sgemm_plan p
+    sgemm_plan_for(a, n, nthreads, &p)
+    sgemm_planned(a, &p, pack_b, bctx, c, ldc, alpha, beta, ep, workspace)
 
 
 # ---------------------------------------------------------------------------------------
@@ -579,6 +635,12 @@ cdef object _as_float32_2d(object x, str name):
 cdef object _as_float32_vector(object x, int64_t length, str name):
     if x is None:
         return None
+    if (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == 1
+            and cnp.PyArray_DIMS(<cnp.ndarray>x)[0] == length
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>x)):
+        return x            # as the kernels take it (np.require costs a microsecond)
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise InvalidDType(f"{name}: expected float32, got dtype {x.dtype}")
@@ -648,18 +710,30 @@ cdef void _gemv_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil
                 j.y + lo * j.sy, j.sy)
 
 
-cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, float alpha,
-                         const float *x, int64_t sxi, int64_t sxk, const float *v,
-                         int64_t sv, float beta, float *y, int64_t sy,
-                         int nthreads) noexcept nogil:
-    """y = alpha * x @ v + beta * y over blocks of at least 16 rows."""
-    nthreads = <int>min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64)
+cdef int _gemv_threads(int64_t m, int64_t k, int nthreads) noexcept nogil:
+    """Threads a GEMV of m rows of k takes: blocks of at least 64 rows."""
+    return <int>max(<int64_t>1, min(<int64_t>threads_for(m * k, nthreads), (m + 63) // 64))
+
+
+cdef void _gemv_run(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, float alpha,
+                    const float *x, int64_t sxi, int64_t sxk, const float *v, int64_t sv,
+                    float beta, float *y, int64_t sy, int nthreads) noexcept nogil:
+    """y = alpha * x @ v + beta * y on nthreads (from _gemv_threads)."""
     if nthreads <= 1:
         kern.gemv(m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy)
         return
     cdef _gemv_job j = _gemv_job(kern=kern, m=m, k=k, sxi=sxi, sxk=sxk, sv=sv, sy=sy,
                                  alpha=alpha, beta=beta, x=x, v=v, y=y)
     parallel_for(nthreads, m, max(grain_for(m, nthreads), <int64_t>16), _gemv_rows, &j)
+
+
+cdef void _gemv_parallel(const pyconv_sgemm_kernel *kern, int64_t m, int64_t k, float alpha,
+                         const float *x, int64_t sxi, int64_t sxk, const float *v,
+                         int64_t sv, float beta, float *y, int64_t sy,
+                         int nthreads) noexcept nogil:
+    """y = alpha * x @ v + beta * y over blocks of at least 16 rows."""
+    _gemv_run(kern, m, k, alpha, x, sxi, sxk, v, sv, beta, y, sy,
+              _gemv_threads(m, k, nthreads))
 
 
 def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activation=None,
@@ -759,21 +833,82 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     return out
 
 
-def matmul(a, b, *, context=None):
-    """Matrix product of two float32 matrices, like ``numpy.matmul`` for 2-D inputs.
+cdef object _checked_out(object out, tuple shape, str op):
+    """A new float32 array of shape, or out when it is a writeable aligned C-contiguous
+    float32 array of that shape (else InvalidArgument naming op)."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape
+            or not out.flags.c_contiguous or not out.flags.aligned or not out.flags.writeable):
+        raise InvalidArgument(f"{op}: out must be a writeable aligned C-contiguous float32 "
+                              f"array of shape {shape}, got "
+                              f"{getattr(out, 'dtype', type(out).__name__)} "
+                              f"{getattr(out, 'shape', '')}")
+    return out
+
+
+@cython.wraparound(True)     # shape[-1] and friends
+def matmul_shape(tuple a_shape, tuple b_shape, names=("a", "b")):
+    """The shape of ``matmul(a, b)`` (``numpy.matmul`` rules) for operands of these shapes,
+    checked: ShapeError naming the operands (``names``) when they do not fit or the
+    result would exceed pyconv's tensor size limit."""
+    cdef Py_ssize_t na = len(a_shape), nb = len(b_shape), n, i
+    if na == 0 or nb == 0:
+        raise ShapeError(f"matmul: {names[0]} and {names[1]} must have at least one dim, got "
+                         f"shapes {a_shape} and {b_shape}")
+    if a_shape[-1] != (b_shape[-2] if nb > 1 else b_shape[0]):
+        raise ShapeError(f"matmul: inner dimensions differ: {names[0]} has shape {a_shape}, "
+                         f"{names[1]} has shape {b_shape}")
+    # The batch dims broadcast as in NumPy (np.broadcast_shapes costs ~8 us a call).
+    ba = a_shape[:-2] if na > 2 else ()
+    bb = b_shape[:-2] if nb > 2 else ()
+    n = max(len(ba), len(bb))
+    ba = (1,) * (n - len(ba)) + ba
+    bb = (1,) * (n - len(bb)) + bb
+    batch = []
+    for i in range(n):
+        x, y = ba[i], bb[i]
+        if x != y and x != 1 and y != 1:
+            raise ShapeError(f"matmul: the batch dims of {names[0]} {a_shape} and "
+                             f"{names[1]} {b_shape} do not broadcast")
+        batch.append(y if x == 1 else x)
+    shape = tuple(batch) + (a_shape[-2:-1] if na > 1 else ()) + (
+        b_shape[-1:] if nb > 1 else ())
+    cdef int64_t count = 1
+    for i in range(len(shape)):
+        count *= max(<int64_t>shape[i], 1)
+        if count > _MAX_TENSOR_ELEMENTS:
+            check_tensor_size(shape, "matmul")     # raises, with the message of the others
+    return shape
+
+
+@cython.wraparound(True)     # shape[-1] and friends
+def matmul(a, b, out=None, *, context=None, names=("a", "b")):
+    """Matrix product of float32 arrays with ``numpy.matmul`` semantics.
+
+    2-D operands are one product; with more dims the leading (batch) dims broadcast as
+    in NumPy and every matrix pair runs on the packed GEMM, the batch looped in C (split
+    over threads by items when there are enough of them, else within each product); a
+    1-D operand is a vector (a row on the left, a column on the right).
 
     Parameters
     ----------
-    a : ndarray, shape (M, K), float32
-    b : ndarray, shape (K, N), float32
+    a : ndarray, shape (..., M, K) or (K,), float32
+    b : ndarray, shape (..., K, N) or (K,), float32
         Any strides (transposed or sliced views are read in place by the packing
         routines, not copied).
+    out : ndarray, optional
+        A writeable aligned C-contiguous float32 array of the result's shape, written and
+        returned; it must not overlap ``a`` or ``b``.
     context : ExecutionContext, optional
         Threads and ISA (None: the process defaults).
+    names : (str, str)
+        What error messages call the operands.
 
     Returns
     -------
-    ndarray, shape (M, N), float32, C-contiguous
+    ndarray, shape broadcast(a.shape[:-2], b.shape[:-2]) + (M, N) (dims of 1-D operands
+    dropped), float32, C-contiguous
 
     Raises
     ------
@@ -782,20 +917,39 @@ def matmul(a, b, *, context=None):
         silently: convert with ``.astype(np.float32)``. (Python lists of floats are
         accepted and converted.)
     ShapeError
-        If an input is not 2-D or the inner dimensions differ.
+        If an input is 0-D, the inner dimensions differ, the batch dims do not broadcast
+        or the result would be too large.
     """
-    a = _as_float32_2d(a, "a")
-    b = _as_float32_2d(b, "b")
+    a = as_float32(a, names[0], "matmul")
+    b = as_float32(b, names[1], "matmul")
+    shape = matmul_shape(a.shape, b.shape, names)
+    if a.ndim == 2 and b.ndim == 2:
+        return _matmul_2d(_as_float32_2d(a, names[0]), _as_float32_2d(b, names[1]), out,
+                          context)
+    y = _checked_out(out, shape, "matmul")
+    if y.size:
+        a2 = a if a.ndim > 1 else a[None]
+        b2 = b if b.ndim > 1 else b[:, None]
+        y2 = y
+        if a.ndim == 1 or b.ndim == 1:      # the vectors' dims back, as 1
+            y2 = y.reshape(shape[:len(shape) - (a.ndim > 1) - (b.ndim > 1)]
+                           + (a2.shape[-2], b2.shape[-1]))
+        _batched(a2 if a2.flags.aligned else np.require(a2, requirements="A"),
+                 b2 if b2.flags.aligned else np.require(b2, requirements="A"), y2, context)
+    return y
+
+
+cdef object _matmul_2d(object a, object b, object out, object context):
     if a.shape[1] != b.shape[0]:
         raise ShapeError(
             f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
     cdef int64_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    out = _checked_out(out, (m, n), "matmul")
     if m == 0 or n == 0 or k == 0 or (n > GEMV_MAX_N and m > GEMV_MAX_N):
-        return sgemm(a, b, context=context)
+        return sgemm(a, b, out, context=context)
     cdef exec_ctx ctx = context_of(context)
     # Matrix-vector shapes: a GEMM tile would be mostly padding, and packing would cost
     # as much as the product itself.
-    out = np.empty((m, n), dtype=np.float32)
     cdef const float[:, :] av = a
     cdef const float[:, :] bv = b
     cdef float[:, ::1] cv = out
@@ -816,61 +970,439 @@ def matmul(a, b, *, context=None):
     return out
 
 
-cdef class LinearCall:
-    """``x @ weight.T + bias`` for a (rows, in_features) float32 input of one shape, row by
-    row on the GEMV kernel with the bias as its ``beta * y`` term (see :func:`bind_linear`).
-    ``call(x)`` returns a new (rows, out_features) array, or None, computing nothing, when
-    x is not a float32 aligned C-contiguous array of the bound shape."""
-    cdef object weight          # (out, in) float32 C-contiguous
-    cdef object bias            # (out,) float32 C-contiguous, or None
-    cdef cnp.npy_intp x_dims[2]
+# ---------------------------------------------------------------------------------------
+# Batched products (matmul of two dynamic operands: attention's Q @ K.T, scores @ V).
+
+cdef enum:
+    MAX_BATCH_DIMS = 64     # NumPy's NPY_MAXDIMS
+
+cdef struct _batched_job:
+    const pyconv_sgemm_kernel *kern
+    const float *a
+    const float *b
+    float *c
+    int64_t m, k, n
+    int64_t sam, sak, sbk, sbn      # matrix strides (floats)
+    int nbatch
+    int64_t dims[MAX_BATCH_DIMS]    # the broadcast batch shape
+    int64_t sa[MAX_BATCH_DIMS]      # each operand's batch strides, 0 where broadcast
+    int64_t sb[MAX_BATCH_DIMS]
+    int64_t apack                   # floats of one packed A (rounded to 16)
+    int64_t kc, nc, stride          # B block; scratch floats per thread
+    float *workspace
+
+
+cdef inline void _batch_offsets(const _batched_job *j, int64_t item, int64_t *oa,
+                                int64_t *ob) noexcept nogil:
+    """Offsets (floats) of item's A and B matrices."""
+    cdef int64_t ia = 0, ib = 0, r = item, idx
+    cdef int d
+    for d in range(j.nbatch - 1, -1, -1):
+        idx = r % j.dims[d]
+        r = r // j.dims[d]
+        ia += idx * j.sa[d]
+        ib += idx * j.sb[d]
+    oa[0] = ia
+    ob[0] = ib
+
+
+cdef void _batched_items(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Products lo..hi, each whole on this thread: its A packed into the thread's scratch,
+    then one block (B packed per KC x NC block as usual)."""
+    cdef const _batched_job *j = <const _batched_job *>arg
+    cdef float *scratch = j.workspace + slot * j.stride
+    cdef int64_t mr = j.kern.mr, t, oa, ob
+    cdef packed_a view
+    cdef strided_b bdesc
+    cdef _pack_a_job pj = _pack_a_job(src=NULL, sm=j.sam, sk=j.sak, m=j.m, k=j.k,
+                                      kc=KC_DEFAULT, mr=mr, npanels=(j.m + mr - 1) // mr,
+                                      dst=scratch)
+    cdef int64_t pack_tasks = pj.npanels * ((j.k + KC_DEFAULT - 1) // KC_DEFAULT)
+    view.data = scratch
+    view.m = j.m
+    view.k = j.k
+    view.kc = KC_DEFAULT
+    view.kernel = j.kern
+    bdesc.sk = j.sbk
+    bdesc.sn = j.sbn
+    for t in range(lo, hi):
+        _batch_offsets(j, t, &oa, &ob)
+        pj.src = j.a + oa
+        _pack_a_tasks(<void *>&pj, 0, pack_tasks, 0)
+        bdesc.data = j.b + ob
+        sgemm_block(&view, 0, j.m, 0, j.n, j.nc, pack_b_strided, &bdesc,
+                    j.c + t * j.m * j.n, j.n, 1.0, 0.0, NULL, scratch + j.apack,
+                    scratch + j.apack + j.kc * j.nc)
+
+
+@cython.wraparound(True)     # shape[-1] and friends
+cdef _batched(object a, object b, object y, object context):
+    """y (batch + (M, N), C-contiguous, not empty) = a @ b, a (..., M, K) and b (..., K, N)
+    aligned float32 whose batch dims broadcast to batch."""
+    cdef exec_ctx ctx = context_of(context)
+    cdef tuple batch = y.shape[:-2]
+    cdef _batched_job j
+    cdef int nb = len(batch), d
+    cdef int pa = nb - (a.ndim - 2)
+    cdef int pb = nb - (b.ndim - 2)
+    if nb > MAX_BATCH_DIMS:
+        raise ShapeError(f"matmul: at most {MAX_BATCH_DIMS} batch dims, got {nb}")
+    cdef int64_t items = 1
+    j.kern = ctx.kernel
+    j.m = a.shape[-2]
+    j.k = a.shape[-1]
+    j.n = b.shape[-1]
+    j.sam = a.strides[-2] // 4
+    j.sak = a.strides[-1] // 4
+    j.sbk = b.strides[-2] // 4
+    j.sbn = b.strides[-1] // 4
+    j.nbatch = nb
+    for d in range(nb):
+        j.dims[d] = batch[d]
+        items *= batch[d]
+        j.sa[d] = a.strides[d - pa] // 4 if d >= pa and a.shape[d - pa] > 1 else 0
+        j.sb[d] = b.strides[d - pb] // 4 if d >= pb and b.shape[d - pb] > 1 else 0
+    j.a = <const float *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    j.b = <const float *>cnp.PyArray_DATA(<cnp.ndarray>b)
+    j.c = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    if j.k == 0:
+        y[...] = 0
+        return
+    cdef int64_t mr = j.kern.mr
+    j.apack = _round_up(_packed_a_floats(j.kern, j.m, j.k), 16)
+    cdef packed_a view
+    view.m = j.m
+    view.k = j.k
+    view.kc = KC_DEFAULT
+    view.kernel = j.kern
+    j.kc = min(<int64_t>KC_DEFAULT, j.k)
+    j.nc = sgemm_nc(&view, j.n)
+    j.stride = j.apack + _round_up(j.kc * j.nc + mr * j.kern.nr, 16)
+    cdef int nthreads = threads_for(items * j.m * j.n * j.k, ctx.nthreads)
+    cdef sgemm_plan plan
+    cdef float *ws
+    cdef int64_t t, oa, ob
+    cdef strided_b bdesc
+    if nthreads == 1 or items >= TASKS_PER_THREAD * nthreads or items % nthreads == 0:
+        # Enough products to share out whole: one per task, no split inside them.
+        j.workspace = workspace_floats(nthreads * j.stride + 16)
+        with nogil:
+            parallel_for(nthreads, items, grain_for(items, nthreads), _batched_items, &j)
+        return
+    # A few large products: each packed and split over the threads in turn.
+    sgemm_plan_for(&view, j.n, nthreads, &plan)
+    ws = workspace_floats(j.apack + plan.workspace_floats)
+    view.data = ws
+    bdesc.sk = j.sbk
+    bdesc.sn = j.sbn
+    with nogil:
+        for t in range(items):
+            _batch_offsets(&j, t, &oa, &ob)
+            _pack_a(j.a + oa, j.sam, j.sak, j.m, j.k, KC_DEFAULT, mr, ws, nthreads)
+            bdesc.data = j.b + ob
+            sgemm_planned(&view, &plan, pack_b_strided, &bdesc, j.c + t * j.m * j.n, j.n,
+                          1.0, 0.0, NULL, ws + j.apack)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear layers: y = act(alpha * x @ weight.T + bias), create -> reshape -> run.
+
+cdef enum:
+    LINEAR_NONE = 0     # an empty output: nothing to compute
+    LINEAR_GEMV = 1     # one row: the GEMV kernel reads the weight in place
+    LINEAR_GEMM = 2     # rows: Y.T = W_packed @ X.T, bias per row of Y.T, then transposed
+
+_LINEAR_ALGORITHMS = {LINEAR_NONE: "none", LINEAR_GEMV: "gemv", LINEAR_GEMM: "gemm"}
+
+
+cdef void _transpose(const float *src, int64_t m, int64_t n, float *dst) noexcept nogil:
+    """dst (n x m) = src (m x n).T, both C-contiguous, in 32 x 32 blocks."""
+    cdef int64_t i0, j0, i, j, i1, j1
+    for i0 in range(0, m, 32):
+        i1 = min(i0 + 32, m)
+        for j0 in range(0, n, 32):
+            j1 = min(j0 + 32, n)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    dst[j * m + i] = src[i * n + j]
+
+
+cdef class LinearReshape:
+    """One input shape of a :class:`LinearKernel` resolved once (the reshape step of
+    create -> reshape -> run): the output shape, the algorithm, the GEMM's thread grid and
+    blocking for the kernel's threads, and the workspace a run needs. Immutable; made by
+    :meth:`LinearKernel.reshape` (through :meth:`pyconv.functional.LinearPlan.reshape`)
+    and used as is by every run and bound call.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        (*, in_features) and (*, out_features).
+    rows : int
+        The product of the leading dims: the rows of the matrix product.
+    algorithm : str
+        'gemv' (one row: matrix-vector products on the weight as given), 'gemm' (the
+        packed weight times the rows, transposed into the output) or 'none' (an empty
+        output).
+    num_threads : int
+        Threads a run uses (the context's, fewer for a small problem).
+    workspace_bytes : int
+        Scratch memory a run takes (per calling Python thread, reused between runs).
+    """
+    cdef LinearKernel kernel
+    cdef int algo
+    cdef int64_t nrows
+    cdef sgemm_plan plan        # LINEAR_GEMM: the engine's grid and blocking
+    cdef int nthreads
+    cdef int64_t pack_floats    # the weight packed per run (a kernel without prepacking)
+    cdef int64_t yt_floats      # Y.T before the transpose (0: one output feature, none)
+    cdef int64_t ws_floats
+    cdef int ndim
+    cdef cnp.npy_intp x_dims[MAX_BATCH_DIMS]
+    cdef cnp.npy_intp y_dims[MAX_BATCH_DIMS]
+    cdef readonly tuple input_shape, output_shape
+    cdef readonly str algorithm
+
+    @property
+    def rows(self):
+        return self.nrows
+
+    @property
+    def num_threads(self):
+        return self.nthreads
+
+    @property
+    def workspace_bytes(self):
+        return int(self.ws_floats * sizeof(float))
+
+    def __repr__(self):
+        return (f"LinearReshape(input_shape={self.input_shape}, "
+                f"output_shape={self.output_shape}, algorithm={self.algorithm!r}, "
+                f"num_threads={self.nthreads}, workspace_bytes={self.workspace_bytes})")
+
+
+cdef class LinearKernel:
+    """A linear layer's weight prepared once: ``y = act(alpha * x @ weight.T + bias)``.
+
+    Parameters
+    ----------
+    weight : ndarray float32 (out_features, in_features)
+        Kept C-contiguous (copied if it is not): the GEMV reads it in place.
+    bias : ndarray float32 (out_features,) or None
+    prepack : bool
+        Pack the weight for the GEMM once, when a reshape first needs it (a layer run
+        many times); False packs it into the workspace on each GEMM run (a one-shot
+        functional call). One-row inputs never need it.
+    context : ExecutionContext, optional
+        Threads and ISA of every run (None: the process defaults now).
+    """
+    cdef readonly object weight
+    cdef readonly object bias
+    cdef readonly int64_t in_features, out_features
+    cdef readonly bint prepack
+    cdef readonly object context
+    cdef object _packed         # PackedMatrix, made by the first GEMM reshape (prepack)
+    cdef object _lock
     cdef exec_ctx ctx
 
-    def __call__(self, x):
-        if not planned_array(x, 2, self.x_dims):
-            return None
-        cdef int64_t rows = self.x_dims[0], k = self.x_dims[1], n = self.weight.shape[0], i
-        y = np.empty((rows, n), dtype=np.float32)
-        cdef const float *w = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.weight)
-        cdef const float *b = (NULL if self.bias is None
-                               else <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias))
-        cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    def __init__(self, weight, bias=None, bint prepack=True, context=None):
+        if context is None:
+            context = ExecutionContext()
+        self.ctx = context_of(context)
+        self.context = context
+        weight = _as_float32_2d(weight, "weight")
+        self.weight = weight if weight.flags.c_contiguous else np.ascontiguousarray(weight)
+        self.out_features = self.weight.shape[0]
+        self.in_features = self.weight.shape[1]
+        self.bias = _as_float32_vector(bias, self.out_features, "bias")
+        self.prepack = prepack
+        self._packed = None
+        self._lock = threading.Lock()
+
+    @property
+    def packed(self):
+        """The :class:`PackedMatrix` of the weight, or None while no reshape needed it
+        (or without prepacking)."""
+        return self._packed
+
+    @cython.wraparound(True)     # shape[-1] and friends
+    def reshape(self, tuple x_shape, tuple out_shape):
+        """A :class:`LinearReshape` for inputs of ``x_shape`` (*, in_features) giving
+        ``out_shape`` (*, out_features), both validated by pyconv.functional: the
+        algorithm, the GEMM's plan for this kernel's threads (the weight packed now if
+        this is the first reshape that needs it) and the workspace."""
+        cdef LinearReshape r = LinearReshape.__new__(LinearReshape)
+        cdef int64_t rows = 1, k = self.in_features, n = self.out_features
+        cdef int i
+        cdef packed_a view
+        if (not 1 <= len(x_shape) <= MAX_BATCH_DIMS or len(out_shape) != len(x_shape)
+                or x_shape[-1] != k or out_shape[-1] != n):
+            raise ValueError(f"LinearKernel.reshape: shapes {x_shape} -> {out_shape} do not "
+                             f"fit a ({n}, {k}) weight")
+        r.kernel = self
+        r.input_shape = x_shape
+        r.output_shape = out_shape
+        r.ndim = len(x_shape)
+        for i in range(r.ndim):
+            r.x_dims[i] = x_shape[i]
+            r.y_dims[i] = out_shape[i]
+            if i < r.ndim - 1:
+                rows *= x_shape[i]
+        r.nrows = rows
+        r.nthreads = 1
+        r.pack_floats = 0
+        r.yt_floats = 0
+        r.ws_floats = 0
+        if rows == 0 or n == 0:
+            r.algo = LINEAR_NONE
+        elif rows <= _GEMV_MAX_ROWS and k > 0:
+            r.algo = LINEAR_GEMV
+            r.nthreads = _gemv_threads(n, k, self.ctx.nthreads)
+        else:
+            r.algo = LINEAR_GEMM
+            view.m = n
+            view.k = k
+            view.kc = KC_DEFAULT
+            view.kernel = self.ctx.kernel
+            sgemm_plan_for(&view, rows, self.ctx.nthreads, &r.plan)
+            r.nthreads = r.plan.nthreads
+            if self.prepack:
+                self._pack()
+            else:
+                r.pack_floats = _round_up(_packed_a_floats(self.ctx.kernel, n, k), 16)
+            # With one output feature Y.T and Y are the same memory: no transpose.
+            r.yt_floats = _round_up(rows * n, 16) if n > 1 else 0
+            r.ws_floats = r.pack_floats + r.yt_floats + r.plan.workspace_floats
+        r.algorithm = _LINEAR_ALGORITHMS[r.algo]
+        return r
+
+    cdef _pack(self):
+        if self._packed is None:
+            with self._lock:
+                if self._packed is None:
+                    self._packed = PackedMatrix(self.weight, self.context)
+
+    def run(self, LinearReshape shape not None, x, out, activation=None,
+            float act_alpha=0.0, float act_beta=0.0, float alpha=1.0):
+        """Runs ``shape`` (a reshape of this kernel) on x, an aligned float32 array of its
+        input shape (any strides), into out, an aligned C-contiguous float32 array of its
+        output shape; returns out."""
+        if shape.kernel is not self:
+            raise ValueError("LinearKernel.run: the reshape belongs to another kernel")
+        if (not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.aligned
+                or x.shape != shape.input_shape
+                or not planned_array(out, shape.ndim, shape.y_dims)):
+            raise ValueError(f"LinearKernel.run: x and out must be aligned float32 arrays of "
+                             f"shapes {shape.input_shape} and {shape.output_shape} (out "
+                             f"C-contiguous)")
+        if shape.algo == LINEAR_NONE:
+            return out
+        cdef int act = activation_code(activation)
+        if cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+            return self._execute(shape, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
+                                 self.in_features, 1, out, act, act_alpha, act_beta, alpha)
+        # Any strides: the rows as a 2-D view (a copy only where NumPy cannot view them).
+        x2 = x.reshape(shape.nrows, self.in_features)
+        if not x2.flags.aligned:
+            x2 = np.require(x2, requirements="CA")
+        cdef cnp.npy_intp *strides = cnp.PyArray_STRIDES(<cnp.ndarray>x2)
+        return self._execute(shape, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x2),
+                             strides[0] // 4, strides[1] // 4, out, act, act_alpha, act_beta,
+                             alpha)
+
+    def bind(self, LinearReshape shape not None, out=None, activation=None,
+             float act_alpha=0.0, float act_beta=0.0, float alpha=1.0):
+        """A :class:`LinearCall`: ``run`` of ``shape`` with the epilogue fixed, writing into
+        ``out`` (a memory planner's buffer: a writeable aligned C-contiguous float32 array
+        of the output shape), or into a new array per call when out is None."""
+        if shape.kernel is not self:
+            raise ValueError("LinearKernel.bind: the reshape belongs to another kernel")
+        if out is not None and (not planned_array(out, shape.ndim, shape.y_dims)
+                                or not out.flags.writeable):
+            raise ValueError(f"LinearKernel.bind: out must be a writeable float32 aligned "
+                             f"C-contiguous array of shape {shape.output_shape}, got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
+        cdef LinearCall call = LinearCall.__new__(LinearCall)
+        call.kernel = self
+        call.shape = shape
+        call.act = activation_code(activation)
+        call.act_a = act_alpha
+        call.act_b = act_beta
+        call.alpha = alpha
+        call.out = out
+        return call
+
+    cdef object _execute(self, LinearReshape r, const float *xp, int64_t sx0, int64_t sx1,
+                         object out, int act, float act_a, float act_b, float alpha):
+        """out = act(alpha * x @ weight.T + bias) for x (rows, in_features) at xp with
+        strides sx0, sx1 (floats)."""
         cdef const pyconv_sgemm_kernel *kern = self.ctx.kernel
-        cdef int nthreads = self.ctx.nthreads
+        cdef int64_t rows = r.nrows, k = self.in_features, n = self.out_features
+        cdef float *y = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef const float *w = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.weight)
+        cdef const float *bias = NULL
+        if self.bias is not None:
+            bias = <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.bias)
+        cdef pyconv_epilogue ep = _activation_epilogue(act, act_a, act_b)
+        cdef packed_a view
+        cdef strided_b bdesc
+        cdef float *ws
+        cdef float *yt
+        if r.algo == LINEAR_GEMV:
+            with nogil:
+                if bias != NULL:
+                    memcpy(y, bias, n * sizeof(float))
+                _gemv_run(kern, n, k, alpha, w, k, 1, xp, sx1, 1.0 if bias != NULL else 0.0,
+                          y, 1, r.nthreads)
+                if act != 0:
+                    kern.epilogue(y, n, 1, n, &ep)
+            return out
+        if r.algo != LINEAR_GEMM:
+            return out
+        ws = workspace_floats(r.ws_floats)
+        if self.prepack:
+            view = (<PackedMatrix>self._packed).view
+        else:
+            view = _pack_into(self.weight, kern, ws, self.ctx.nthreads)
+        yt = ws + r.pack_floats if r.yt_floats else y
+        ep.bias = bias
+        # B = x.T (k x rows), read in place.
+        bdesc.data = xp
+        bdesc.sk = sx1
+        bdesc.sn = sx0
         with nogil:
-            for i in range(rows):
-                if b != NULL:
-                    memcpy(yp + i * n, b, n * sizeof(float))
-                _gemv_parallel(kern, n, k, 1.0, w, k, 1, xp + i * k, 1,
-                               1.0 if b != NULL else 0.0, yp + i * n, 1, nthreads)
-        return y
+            sgemm_planned(&view, &r.plan, pack_b_strided, &bdesc, yt, rows, alpha, 0.0, &ep,
+                          ws + r.pack_floats + r.yt_floats)
+            if r.yt_floats:
+                _transpose(yt, n, rows, y)
+        return out
 
 
-def bind_linear(weight, bias, x_shape, context=None):
-    """A :class:`LinearCall` computing ``x @ weight.T + bias`` for inputs of ``x_shape``
-    (rows, in_features), or None when the GEMV rows are not the right path (an empty
-    dimension). weight: (out_features, in_features), bias: (out_features,) or None; both
-    float32, C-contiguous, kept (not copied)."""
-    if (not isinstance(weight, np.ndarray) or weight.dtype != np.float32 or weight.ndim != 2
-            or not weight.flags.c_contiguous or len(x_shape) != 2
-            or x_shape[1] != weight.shape[1]):
-        raise ValueError(f"bind_linear: weight must be a C-contiguous float32 (out, in) array "
-                         f"matching x of shape {x_shape}")
-    if bias is not None and (not isinstance(bias, np.ndarray) or bias.dtype != np.float32
-                             or bias.shape != (weight.shape[0],)
-                             or not bias.flags.c_contiguous):
-        raise ValueError(f"bind_linear: bias must be a C-contiguous float32 array of shape "
-                         f"({weight.shape[0]},)")
-    if 0 in x_shape or 0 in weight.shape:
-        return None
-    cdef LinearCall call = LinearCall.__new__(LinearCall)
-    call.ctx = context_of(context)
-    call.weight = weight
-    call.bias = bias
-    call.x_dims[0] = x_shape[0]
-    call.x_dims[1] = x_shape[1]
-    return call
+cdef class LinearCall:
+    """A linear layer bound to one input shape and an output buffer (see
+    :meth:`LinearKernel.bind`). ``call(x)`` writes and returns ``out`` (a new array when
+    bound without one), or returns None, computing nothing, when x is not a float32
+    aligned C-contiguous array of the bound shape or overlaps ``out``: the caller then
+    takes the general path."""
+    cdef LinearKernel kernel
+    cdef LinearReshape shape
+    cdef int act
+    cdef float act_a, act_b, alpha
+    cdef readonly object out
+
+    def __call__(self, x):
+        cdef LinearReshape r = self.shape
+        if not planned_array(x, r.ndim, r.x_dims):
+            return None
+        out = self.out
+        if out is None:
+            out = np.empty(r.output_shape, dtype=np.float32)
+        elif arrays_overlap(x, out):
+            return None
+        return self.kernel._execute(r, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
+                                    self.kernel.in_features, 1, out, self.act, self.act_a,
+                                    self.act_b, self.alpha)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""Linear, batch norm, interpolation, padding and flatten on float32 arrays.
+"""Batch norm, interpolation, padding, flatten and dropout on float32 arrays.
 
 Signatures follow ``torch.nn.functional`` (``flatten`` follows ``torch.flatten``).
-Layouts are PyTorch's: activations ``(N, C, *spatial)``, linear weights
-``(out_features, in_features)``. Float32 only: arrays of another dtype raise
-:class:`~pyconv.errors.InvalidDType` naming the argument; lists of Python floats are
-converted.
+Layouts are PyTorch's: activations ``(N, C, *spatial)``. Float32 only: arrays of another
+dtype raise :class:`~pyconv.errors.InvalidDType` naming the argument; lists of Python
+floats are converted.
 """
 from __future__ import annotations
 
@@ -14,91 +13,13 @@ import operator
 import numpy as np
 
 from pyconv._arrays import as_float32
-from pyconv._ext import gemm
 from pyconv.arithmetic import (as_bool, as_choice, as_float, check_tensor_size,
                                prefixed_errors)
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional._pool import adaptive_avg_pool
 from pyconv.functional._resize import resize
 
-__all__ = ["linear", "batch_norm", "interpolate", "pad", "flatten", "dropout"]
-
-# Up to this many rows of input a linear layer runs as matrix-vector products (GEMV):
-# a packed GEMM tile would be mostly padding.
-_GEMV_MAX_ROWS = 1
-
-
-# ---------------------------------------------------------------------------------------
-# linear
-
-def _linear_checked(x, weight, bias, packed=None, op="linear", context=None):
-    """Shared by :func:`linear` and :class:`pyconv.nn.Linear`.
-
-    ``weight`` (out, in) and ``bias`` are validated float32 arrays; ``packed`` is an
-    optional :class:`~pyconv._ext.gemm.PackedMatrix` of ``weight``, reused as is.
-    """
-    out_features, in_features = weight.shape
-    x = as_float32(x, "input", op)
-    if x.ndim < 1 or x.shape[-1] != in_features:
-        raise ShapeError(
-            f"{op}: input has shape {x.shape}, expected (*, {in_features}) "
-            f"for a weight of shape {weight.shape}")
-    lead = x.shape[:-1]
-    rows = x.reshape(math.prod(lead), in_features)
-    n = rows.shape[0]
-    if n == 0 or out_features == 0 or in_features == 0:
-        y = np.zeros(lead + (out_features,), np.float32)
-        if bias is not None:
-            y += bias
-        return y
-    if n <= _GEMV_MAX_ROWS:
-        y = gemm.matmul(rows, weight.T, context=context)     # GEMV: the weight in place
-        if bias is not None:
-            y += bias
-        return y.reshape(lead + (out_features,))
-    # (out, in) @ (in, n): the weight is the (packed) left operand and the bias is fused
-    # into the epilogue (one value per output row); rows.T is read in place.
-    yt = gemm.sgemm(weight if packed is None else packed, rows.T, bias=bias, context=context)
-    return np.ascontiguousarray(yt.T).reshape(lead + (out_features,))
-
-
-def _check_linear_params(weight, bias, op="linear"):
-    weight = as_float32(weight, "weight", op)
-    if weight.ndim != 2:
-        raise ShapeError(f"{op}: weight must be 2-D (out_features, in_features), "
-                         f"got shape {weight.shape}")
-    if bias is not None:
-        bias = as_float32(bias, "bias", op)
-        if bias.shape != (weight.shape[0],):
-            raise ShapeError(f"{op}: bias has shape {bias.shape}, expected "
-                             f"({weight.shape[0]},) for a weight of shape {weight.shape}")
-    return weight, bias
-
-
-def linear(x, weight, bias=None):
-    """Affine map ``y = x @ weight.T + bias`` over the last axis.
-
-    Parameters
-    ----------
-    x : ndarray, shape (*, in_features), float32
-        Any number of leading (batch) dims, including none.
-    weight : ndarray, shape (out_features, in_features), float32
-        PyTorch layout.
-    bias : ndarray, shape (out_features,), float32, optional
-
-    Returns
-    -------
-    ndarray, shape (*, out_features), float32
-
-    Raises
-    ------
-    InvalidDType
-        If an array is not float32.
-    ShapeError
-        If the shapes do not fit together (the message names both).
-    """
-    weight, bias = _check_linear_params(weight, bias)
-    return _linear_checked(x, weight, bias)
+__all__ = ["batch_norm", "interpolate", "pad", "flatten", "dropout"]
 
 
 # ---------------------------------------------------------------------------------------

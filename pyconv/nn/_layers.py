@@ -6,10 +6,10 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv._arrays import as_float32
 from pyconv._ext.gemm import ExecutionContext
-from pyconv._ext import gemm
 from pyconv.errors import InvalidArgument, ShapeError
 from pyconv.functional import _activation as A
 from pyconv.functional import _misc as M
+from pyconv.functional._linear import LinearPlan
 from pyconv.nn._conv import _check_factory
 from pyconv.nn._module import Module, _kaiming_uniform_bound, _uniform
 
@@ -268,8 +268,8 @@ class Linear(Module):
     bias : ndarray (out_features,), float32, or None
         Initialised as torch does (U(+-1/sqrt(in_features))).
 
-    The weight is packed once for the GEMM engine and re-packed after assignment or
-    ``load_state_dict``. Call with ``x`` (*, in_features) float32; returns
+    Runs a :class:`~pyconv.functional.LinearPlan` (the weight packed once for the GEMM
+    engine), rebuilt after assignment or ``load_state_dict``. Call with ``x`` (*, in_features) float32; returns
     (*, out_features) float32.
     """
 
@@ -284,22 +284,28 @@ class Linear(Module):
         self.register_parameter("bias", _uniform((self.out_features,), bound) if bias
                                 else None)
 
+    def _plan(self):
+        """The layer's :class:`~pyconv.functional.LinearPlan`, rebuilt when ``weight`` or
+        ``bias`` was replaced or the process defaults (``pyconv.set_num_threads``,
+        ``set_isa``) changed, as torch's layers follow ``torch.set_num_threads``."""
+        weight, bias = self._parameters["weight"], self._parameters["bias"]
+        cache = self.__dict__.get("_cache_plan")
+        context = ExecutionContext()      # the defaults now
+        if (cache is None or cache[0] is not weight or cache[1] is not bias
+                or cache[2].context != context):
+            if weight is None or weight.shape != (self.out_features, self.in_features):
+                raise ShapeError(f"Linear: weight has shape "
+                                 f"{None if weight is None else weight.shape}, expected "
+                                 f"{(self.out_features, self.in_features)}")
+            plan = LinearPlan(weight, bias, op="Linear", context=context)
+            # One tuple, replaced at once: safe when several threads call the layer.
+            cache = (weight, bias, plan)
+            self.__dict__["_cache_plan"] = cache
+        return cache[2]
+
     def forward(self, x):
         """x: (*, in_features) float32 -> (*, out_features) float32."""
-        weight, bias = self._parameters["weight"], self._parameters["bias"]
-        cache = self.__dict__.get("_cache_packed")
-        context = ExecutionContext()      # the defaults now (torch.set_num_threads-like)
-        if (cache is None or cache[0] is not weight or cache[1] is not bias
-                or cache[3].isa != context.isa):
-            weight, bias = M._check_linear_params(weight, bias, "Linear")
-            if weight.shape != (self.out_features, self.in_features):
-                raise ShapeError(f"Linear: weight has shape {weight.shape}, expected "
-                                 f"{(self.out_features, self.in_features)}")
-            packed = gemm.PackedMatrix(weight, context) if weight.size else None
-            cache = (weight, bias, packed, context)
-            self.__dict__["_cache_packed"] = cache
-        return M._linear_checked(x, cache[0], cache[1], cache[2], op="Linear",
-                                 context=context)
+        return self._plan().run(x)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

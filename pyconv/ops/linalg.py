@@ -1,171 +1,177 @@
-"""Gemm and MatMul on the pyconv GEMM engine (float32), through the same
-:func:`pyconv.functional.linear` path as ``nn.Linear``."""
+"""Gemm and MatMul on the pyconv GEMM engine (float32): a constant right operand is a
+:class:`pyconv.functional.LinearPlan` (the plan of ``nn.Linear`` and
+``functional.linear``), two dynamic operands go to :func:`pyconv.functional.matmul`."""
 from __future__ import annotations
-
-import math
-import threading
 
 import numpy as np
 
 from pyconv._ext import gemm
-from pyconv.arithmetic import check_tensor_size
-from pyconv.errors import ShapeError
-from pyconv.functional._misc import _GEMV_MAX_ROWS, _linear_checked
+from pyconv.errors import PyconvError, ShapeError
+from pyconv.functional import LinearPlan, matmul
 from pyconv.ops._base import Op, bound_step, register, wrap_errors
 
-#: Largest m * k * n of the matrices of a batched MatMul that NumPy multiplies (measured:
-#: [8, 26, 64] x [8, 64, 26] 16 us in NumPy, 260 us as packed GEMMs, 67 us onnxruntime;
-#: at 64^3 NumPy still led). Small enough that OpenBLAS stays on one thread.
-_SMALL_BATCHED = 64 * 64 * 64
 
-
-class _Linear(Op):
-    """A product ``x @ weight.T + bias`` whose constant weight is packed on first need
-    (batch-1 inference uses the GEMV path on the plain weight, so nothing is packed)."""
-    required_inputs = 2
-
-    def init_linear(self):
-        self._packed = None
-        self._lock = threading.Lock()
-
-    def packed(self, weight, rows):
-        if rows <= _GEMV_MAX_ROWS:
-            return None
-        if self._packed is None:
-            with self._lock:
-                if self._packed is None:
-                    self._packed = gemm.PackedMatrix(weight, self.context)
-        return self._packed
-
-    def linear(self, x, weight, bias, const):
-        rows = math.prod(x.shape[:-1])
-        packed = self.packed(weight, rows) if const else None
-        return wrap_errors(self, _linear_checked, x, weight, bias, packed, self.node.label,
-                           self.context)
+def _fitting_out(out, shape, *inputs):
+    """out when it is a C-contiguous aligned writeable float32 array of shape that shares
+    no memory with the inputs (a planned buffer), else None."""
+    if (out is None or out.shape != shape or out.dtype != np.float32
+            or not out.flags.c_contiguous or not out.flags.aligned
+            or not out.flags.writeable):
+        return None
+    if any(np.may_share_memory(out, x) for x in inputs):
+        return None
+    return out
 
 
 @register("Gemm")
-class Gemm(_Linear):
-    """``alpha * A' @ B' + beta * C`` (opsets 7-13; C optional from 11)."""
+class Gemm(Op):
+    """``Y = alpha * A' @ B' + beta * C`` (opsets 7-13; C optional from 11).
+
+    A constant B is a :class:`LinearPlan` made once: the weight B' (transB applied), alpha
+    as the product's scale and ``beta * C`` as the fused bias when C is one value per
+    output column or a scalar; any other C ((M, 1) per row, (M, N) full) is added
+    after."""
     attributes = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}
+    required_inputs = 2
+    supports_out = True
 
     def setup(self, consts):
-        self.init_linear()
         self.alpha = float(self.attrs["alpha"])
         self.beta = float(self.attrs["beta"])
-        self.weight = None
-        self.bias = None
-        self.c_const = False
-        if 1 in consts:
-            self.weight = self._weight(consts[1])
-        if len(self.node.inputs) > 2 and self.node.inputs[2] and 2 in consts:
-            self.bias = self._bias(consts[2])
-            self.c_const = True
+        self.trans_a = bool(int(self.attrs["transA"]))
+        self.trans_b = bool(int(self.attrs["transB"]))
+        has_c = len(self.node.inputs) > 2 and bool(self.node.inputs[2])
+        self.plan = None
+        self.addend = None          # beta * C added after the plan (a constant C)
+        if 1 in consts and (not has_c or 2 in consts):
+            bias, self.addend, c_shape = (self._c_terms(consts[2]) if has_c
+                                          else (None, None, None))
+            self.plan = self._make_plan(consts[1], bias, c_shape, prepack=True)
 
-    def _weight(self, b):
-        self.float32(b, 1)
+    def _c_terms(self, c):
+        """C split into (bias, addend, C's shape): ``beta * C`` as the plan's bias when C
+        is a scalar or one value per output column (bias of 1 or N values), else as an
+        addend."""
+        c = self.float32(c, 2)
+        if c.ndim > 2:
+            self.fail(f"C '{self.input_name(2)}' has shape {c.shape}; it must broadcast to "
+                      f"the 2-D output", ShapeError)
+        scaled = np.float32(self.beta) * c
+        if c.ndim < 2 or c.shape[0] == 1:
+            return scaled.reshape(-1), None, c.shape
+        return None, scaled, c.shape
+
+    def _make_plan(self, b, bias, c_shape, prepack):
+        b = self.float32(b, 1)
         if b.ndim != 2:
             self.fail(f"B '{self.input_name(1)}' must be 2-D, got shape {b.shape}",
                       ShapeError)
-        w = b if int(self.attrs["transB"]) else b.T
-        if self.alpha != 1.0:
-            w = w * np.float32(self.alpha)
-        return np.ascontiguousarray(w, np.float32)
-
-    def _bias(self, c):
-        """C as a bias vector when it is one value per output column, else None."""
-        if c.dtype == np.float32 and (c.ndim == 1 or (c.ndim == 2 and c.shape[0] == 1)):
-            return np.ascontiguousarray(c.reshape(-1) * np.float32(self.beta))
-        return None
-
-    def bind(self, specs, out):
-        """Batch-1 inference: the GEMV rows bound to the planned input shape, for a
-        constant B and a C that is absent or a constant per-column bias."""
-        if (self.weight is None or specs[0] is None or specs[0][1] != np.float32
-                or int(self.attrs["transA"]) or len(specs[0][0]) != 2
-                or specs[0][0][0] > _GEMV_MAX_ROWS or specs[0][0][1] != self.weight.shape[1]
-                or self.weight.shape[1] == 0):
-            return None
-        has_c = len(specs) > 2 and specs[2] is not None
-        if has_c and (self.bias is None or self.bias.shape != self.weight.shape[:1]):
-            return None
-        kernel = gemm.bind_linear(self.weight, self.bias if has_c else None, specs[0][0],
-                                  self.context)
-        if kernel is None:
-            return None
-        return bound_step(kernel, self, out)
+        weight = b if self.trans_b else b.T         # (N, K)
+        n = weight.shape[0]
+        if bias is not None and bias.shape != (n,):
+            if bias.shape != (1,):
+                self.fail(f"C '{self.input_name(2)}' has shape {c_shape}, not broadcastable "
+                          f"to an output of {n} columns", ShapeError)
+            bias = np.full(n, bias[0], np.float32)
+        return wrap_errors(self, LinearPlan, weight, bias, alpha=self.alpha,
+                           op=self.node.label, context=self.context, prepack=prepack)
 
     def run(self, inputs, out=None):
         a = self.float32(inputs[0])
         if a.ndim != 2:
             self.fail(f"A '{self.input_name(0)}' must be 2-D, got shape {a.shape}",
                       ShapeError)
-        x = a.T if int(self.attrs["transA"]) else a
-        const = self.weight is not None
-        w = self.weight if const else self._weight(inputs[1])
-        c = inputs[2] if len(inputs) > 2 else None
-        bias = self.bias if self.c_const else (self._bias(c) if c is not None else None)
-        if bias is not None and bias.shape[0] not in (w.shape[0], 1):
-            self.fail(f"C has shape {c.shape}, not broadcastable to the output "
-                      f"({x.shape[0]}, {w.shape[0]})", ShapeError)
-        if bias is not None and bias.shape[0] == 1 and w.shape[0] != 1:
-            bias = np.full(w.shape[0], bias[0], np.float32)
-        y = self.linear(x, w, bias, const)
-        if x.shape[1] == 0 and not np.isfinite(self.alpha):
-            # K = 0: alpha times an empty sum, NaN for alpha NaN or inf (folded into the
-            # empty B, alpha would be lost).
-            y = np.full(y.shape, np.nan, np.float32)
-        if c is not None and bias is None:
-            try:
-                y = y + np.float32(self.beta) * c
-            except ValueError:
-                self.fail(f"C has shape {c.shape}, not broadcastable to the output "
-                          f"{y.shape}", ShapeError)
-        return [y.astype(np.float32, copy=False)]
+        x = a.T if self.trans_a else a
+        plan, addend = self.plan, self.addend
+        if plan is None:
+            c = inputs[2] if len(inputs) > 2 else None
+            bias, addend, c_shape = self._c_terms(c) if c is not None else (None, None, None)
+            plan = self._make_plan(inputs[1], bias, c_shape, prepack=False)
+        m, n = x.shape[0], plan.out_features
+        if x.shape[1] != plan.in_features:
+            self.fail(f"inner dims differ: A' (A '{self.input_name(0)}' {a.shape}, transA="
+                      f"{int(self.trans_a)}) has {x.shape[1]} columns, B' has "
+                      f"{plan.in_features} rows (transB={int(self.trans_b)})", ShapeError)
+        if addend is not None and (addend.shape[0] not in (1, m)
+                                   or addend.shape[1] not in (1, n)):
+            self.fail(f"C '{self.input_name(2)}' has shape {addend.shape}, not broadcastable "
+                      f"to the output ({m}, {n})", ShapeError)
+        out = _fitting_out(out, (m, n), x, *(() if addend is None else (addend,)))
+        y = wrap_errors(self, plan.run, x, out)
+        if addend is not None:
+            np.add(y, addend, out=y)
+        return [y]
+
+    def bind(self, specs, out):
+        """The plan bound to the planned input shape and ``out``
+        (:meth:`pyconv.functional.LinearPlan.bind`): constant B, C absent or fused, A not
+        transposed."""
+        if (self.plan is None or self.trans_a or self.addend is not None or specs[0] is None
+                or specs[0][1] != np.float32 or len(specs[0][0]) != 2):
+            return None
+        try:
+            call = self.plan.bind(specs[0][0], out)
+        except PyconvError:
+            return None
+        return bound_step(call, self, out)
 
 
 @register("MatMul")
-class MatMul(_Linear):
-    """NumPy ``matmul`` semantics; a constant 2-D right operand is a packed weight."""
+class MatMul(Op):
+    """NumPy ``matmul`` semantics. A constant 2-D right operand B is the weight of a
+    :class:`LinearPlan` (B.T), whatever the left operand's leading dims; two dynamic
+    operands run :func:`pyconv.functional.matmul` (batched packed GEMM)."""
+    required_inputs = 2
+    supports_out = True
 
     def setup(self, consts):
-        self.init_linear()
-        self.weight = None
-        if 1 in consts and consts[1].ndim == 2 and consts[1].dtype == np.float32:
-            self.weight = np.ascontiguousarray(consts[1].T)
+        self.plan = None
+        b = consts.get(1)
+        if b is not None and b.ndim == 2 and b.dtype == np.float32:
+            self.plan = wrap_errors(self, LinearPlan, b.T, op=self.node.label,
+                                    context=self.context)
 
     def run(self, inputs, out=None):
         a = self.float32(inputs[0])
+        if a.ndim == 0:
+            self.fail(f"A '{self.input_name(0)}' must have at least one dim", ShapeError)
+        if self.plan is not None:
+            if a.shape[-1] != self.plan.in_features:
+                self.fail(f"inner dims differ: A {a.shape}, B ({self.plan.in_features}, "
+                          f"{self.plan.out_features})", ShapeError)
+            out = _fitting_out(out, a.shape[:-1] + (self.plan.out_features,), a)
+            return [wrap_errors(self, self.plan.run, a, out)]
         b = self.float32(inputs[1], 1)
-        if a.ndim == 0 or b.ndim == 0:
-            self.fail("MatMul inputs must have at least one dim", ShapeError)
-        if b.ndim == 2:
-            if a.shape[-1] != b.shape[0]:
-                self.fail(f"inner dims differ: A {a.shape}, B {b.shape}", ShapeError)
-            const = self.weight is not None
-            return [self.linear(a, self.weight if const else b.T, None, const)]
-        # Batched / vector right operand: one GEMM per broadcast matrix pair.
-        a2 = a[None] if a.ndim == 1 else a
-        b2 = b[:, None] if b.ndim == 1 else b
-        if a2.shape[-1] != b2.shape[-2]:
-            self.fail(f"inner dims differ: A {a.shape}, B {b.shape}", ShapeError)
-        try:
-            batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
-        except ValueError:
-            self.fail(f"batch dims of A {a.shape} and B {b.shape} do not broadcast",
-                      ShapeError)
-        check_tensor_size(batch + (a2.shape[-2], b2.shape[-1]), self.node.label)
-        if a2.shape[-2] * a2.shape[-1] * b2.shape[-1] <= _SMALL_BATCHED:
-            # Small matrices (attention in OCR recognisers): NumPy's matmul loops over the
-            # batch in C; one packed GEMM per matrix costs more in calls than in math.
-            return [np.matmul(a, b)]
-        ab = np.broadcast_to(a2, batch + a2.shape[-2:])
-        bb = np.broadcast_to(b2, batch + b2.shape[-2:])
-        y = np.empty(batch + (a2.shape[-2], b2.shape[-1]), np.float32)
-        for idx in np.ndindex(*batch):
-            y[idx] = gemm.matmul(ab[idx], bb[idx], context=self.context)
-        if a.ndim == 1:
-            y = y[..., 0, :]
-        if b.ndim == 1:
-            y = y[..., 0]
-        return [y]
+        if out is not None:
+            try:
+                out = _fitting_out(out, gemm.matmul_shape(a.shape, b.shape), a, b)
+            except ShapeError:
+                out = None          # matmul says why
+        return [wrap_errors(self, matmul, a, b, out=out, context=self.context)]
+
+    def bind(self, specs, out):
+        """A constant B: the plan bound to the planned input shape and ``out``
+        (:meth:`pyconv.functional.LinearPlan.bind`). Two dynamic operands: the product
+        into ``out`` while the inputs keep their planned shapes."""
+        if specs[0] is None or specs[0][1] != np.float32 or not specs[0][0]:
+            return None
+        if self.plan is not None:
+            try:
+                call = self.plan.bind(specs[0][0], out)
+            except PyconvError:
+                return None
+            return bound_step(call, self, out)
+        if specs[1] is None or specs[1][1] != np.float32 or not specs[1][0]:
+            return None
+        a_shape, b_shape = tuple(specs[0][0]), tuple(specs[1][0])
+        context, run = self.context, self.run
+
+        def call(inputs):
+            a, b = inputs[0], inputs[1]
+            if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == a_shape
+                    and b.shape == b_shape and a.dtype == np.float32
+                    and b.dtype == np.float32 and (out is None or not (
+                        np.may_share_memory(out, a) or np.may_share_memory(out, b)))):
+                return [matmul(a, b, out=out, context=context)]
+            return run(inputs, out)
+        return call

@@ -160,18 +160,19 @@ def test_bound_global_pool_matches_the_entry_points(threads, rng, shape, is_max)
         F.bind_global_pool((1, 2, 0), is_max)
 
 
-@pytest.mark.parametrize("rows,k,n", [(1, 96, 6), (1, 1, 1), (1, 300, 37)])
+@pytest.mark.parametrize("rows,k,n", [(1, 96, 6), (1, 1, 1), (1, 300, 37), (4, 96, 6)])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_bound_linear_matches_linear(threads, rng, rows, k, n, with_bias):
-    from pyconv._ext import gemm
     w, b = rand(rng, n, k), rand(rng, n) if with_bias else None
     x = rand(rng, rows, k)
-    call = gemm.bind_linear(w, b, x.shape)
+    call = F.LinearPlan(w, b).bind(x.shape)
     np.testing.assert_allclose(call(x), F.linear(x, w, b), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(call(x), x.astype(np.float64) @ w.T + (0 if b is None else b),
                                rtol=1e-4, atol=1e-4)
     for bad in (x[:, :-1], x.astype(np.float64), rand(rng, rows + 1, k), x[0], x.tolist()):
         assert call(bad) is None
-    assert gemm.bind_linear(w[:, :0].copy(), b, (rows, 0)) is None
-    with pytest.raises(ValueError, match="weight must be"):
-        gemm.bind_linear(w.astype(np.float64), b, x.shape)
+    empty = F.LinearPlan(w[:, :0].copy(), b).bind((rows, 0))
+    np.testing.assert_array_equal(empty(np.zeros((rows, 0), np.float32)),
+                                  np.zeros((rows, n), np.float32) + (0 if b is None else b))
+    with pytest.raises(pyconv.errors.InvalidDType, match="weight must be float32"):
+        F.LinearPlan(w.astype(np.float64), b).bind(x.shape)

@@ -221,10 +221,14 @@ def test_bad_inputs_raise_clear_errors():
     f32 = np.ones((3, 4), np.float32)
     with pytest.raises(ShapeError, match=r"inner dimensions differ.*\(3, 4\).*\(3, 4\)"):
         pyconv.matmul(f32, f32)
-    with pytest.raises(ShapeError, match=r"a: expected a 2-D matrix, got shape \(4,\)"):
+    # numpy.matmul semantics beyond 2-D: a 1-D a is a row, batch dims must broadcast.
+    with pytest.raises(ShapeError, match=r"inner dimensions differ: a has shape \(4,\), b "
+                                         r"has shape \(3, 4\)"):
         pyconv.matmul(np.ones(4, np.float32), f32)
-    with pytest.raises(ShapeError, match=r"b: expected a 2-D matrix, got shape \(2, 4, 3\)"):
-        pyconv.matmul(f32, np.ones((2, 4, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"batch dims of a \(2, 3, 4\) and b \(3, 4, 3\)"):
+        pyconv.matmul(np.ones((2, 3, 4), np.float32), np.ones((3, 4, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"at least one dim, got shapes \(\) and \(3, 4\)"):
+        pyconv.matmul(np.float32(1), f32)
     with pytest.raises(InvalidDType, match=r"a must be float32, got dtype float64"):
         pyconv.matmul(np.ones((3, 4)), f32.T)
     with pytest.raises(InvalidDType, match=r"b must be float32, got dtype int64"):
