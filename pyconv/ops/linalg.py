@@ -98,6 +98,10 @@ class Gemm(Op):
                       f"to the output ({m}, {n})", ShapeError)
         out = _fitting_out(out, (m, n), x, *(() if addend is None else (addend,)))
         y = wrap_errors(self, plan.run, x, out)
+        if x.shape[1] == 0 and not np.isfinite(self.alpha):
+            # K = 0: alpha times an empty sum is NaN for alpha NaN or inf (the plan folds
+            # alpha into a product that is never computed).
+            y.fill(np.nan)
         if addend is not None:
             np.add(y, addend, out=y)
         return [y]
@@ -107,7 +111,8 @@ class Gemm(Op):
         (:meth:`pyconv.functional.LinearPlan.bind`): constant B, C absent or fused, A not
         transposed."""
         if (self.plan is None or self.trans_a or self.addend is not None or specs[0] is None
-                or specs[0][1] != np.float32 or len(specs[0][0]) != 2):
+                or specs[0][1] != np.float32 or len(specs[0][0]) != 2
+                or specs[0][0][1] == 0):
             return None
         try:
             call = self.plan.bind(specs[0][0], out)
