@@ -41,7 +41,7 @@ class ConvKernel:
     def run(self, shape: "ConvReshape", x: _F32, out: _F32, residual: Optional[_F32] = None,
             activation: Optional[str] = None, act_alpha: float = 0.0,
             act_beta: float = 0.0) -> _F32: ...
-    def bind(self, shape: "ConvReshape", out: _F32, activation: Optional[str] = None,
+    def bind(self, shape: "ConvReshape", out: Optional[_F32], activation: Optional[str] = None,
              act_alpha: float = 0.0, act_beta: float = 0.0) -> "ConvCall": ...
 
 class ConvReshape:
@@ -63,5 +63,7 @@ class ConvReshape:
 class ConvCall:
     """One convolution bound to an input shape and an output buffer; None when the
     arguments are not what it was bound for."""
-    out: _F32
+    out: Optional[_F32]
+    @property
+    def output_shape(self) -> Tuple[int, ...]: ...
     def __call__(self, x: _F32, residual: Optional[_F32] = None) -> Optional[_F32]: ...

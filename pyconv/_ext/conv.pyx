@@ -596,10 +596,11 @@ cdef class ConvKernel:
              float act_beta=0.0):
         """A :class:`ConvCall`: ``run`` of ``shape`` with the epilogue fixed, writing into
         ``out`` (a memory planner's buffer, a writeable float32 aligned C-contiguous array
-        of the output shape)."""
+        of the output shape), or into a new array per call when ``out`` is None."""
         if shape.kernel is not self:
             raise ValueError("ConvKernel.bind: the reshape belongs to another kernel")
-        if not planned_array(out, shape.ndim, shape.y_dims) or not out.flags.writeable:
+        if out is not None and (not planned_array(out, shape.ndim, shape.y_dims)
+                                or not out.flags.writeable):
             raise ValueError(f"ConvKernel.bind: out must be a writeable float32 aligned "
                              f"C-contiguous array of shape {shape.output_shape}, got "
                              f"{getattr(out, 'dtype', type(out).__name__)} "
@@ -859,8 +860,8 @@ cdef class ConvKernel:
 
 cdef class ConvCall:
     """One convolution bound to an input shape and an output buffer (see
-    :meth:`ConvKernel.bind`). ``call(x, residual=None)`` writes and returns ``out``, or
-    returns None, computing nothing, when the arguments are not what it was bound for
+    :meth:`ConvKernel.bind`). ``call(x, residual=None)`` writes and returns ``out`` (a
+    new array when bound without one), or returns None, computing nothing, when the arguments are not what it was bound for
     (another shape or dtype, a non-contiguous array, an overlap with ``out``): the
     caller then takes the general path."""
     cdef ConvKernel kernel
@@ -869,12 +870,20 @@ cdef class ConvCall:
     cdef float act_a, act_b
     cdef readonly object out
 
+    @property
+    def output_shape(self):
+        return self.shape.output_shape
+
     def __call__(self, x, residual=None):
         cdef ConvReshape r = self.shape
-        if not planned_array(x, r.ndim, r.x_dims) or arrays_overlap(x, self.out):
+        out = self.out
+        if out is None:     # a new output per call: it overlaps nothing
+            if not planned_array(x, r.ndim, r.x_dims) or (
+                    residual is not None and not planned_array(residual, r.ndim, r.y_dims)):
+                return None
+            out = cnp.PyArray_EMPTY(r.ndim, r.y_dims, cnp.NPY_FLOAT32, 0)
+        elif not planned_array(x, r.ndim, r.x_dims) or arrays_overlap(x, out) or (
+                residual is not None and (not planned_array(residual, r.ndim, r.y_dims)
+                                          or arrays_overlap(residual, out))):
             return None
-        if residual is not None and (not planned_array(residual, r.ndim, r.y_dims)
-                                     or arrays_overlap(residual, self.out)):
-            return None
-        return self.kernel._execute(r, self.act, self.act_a, self.act_b, x, self.out,
-                                    residual)
+        return self.kernel._execute(r, self.act, self.act_a, self.act_b, x, out, residual)

@@ -104,6 +104,38 @@ cdef void pack_b_im2col(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int
     _zero_last_panel(dst, kc, nc, nr)
 
 
+cdef struct pointwise_gemv:
+    # One (image, group) of a pointwise conv on a single output position: y = W x, then
+    # the epilogue (bias, residual at row 0 of the group).
+    const float *w          # C_out_g x C_in_g, row-major (the unpacked weights)
+    const float *x          # C_in_g contiguous floats (the position's channels)
+    float *y                # C_out_g contiguous floats
+    int64_t k
+    const pyconv_sgemm_kernel *kernel
+    pyconv_epilogue ep
+
+
+cdef void _pointwise_gemv_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Rows lo..hi: dot products on the unpacked weights, then (acc + bias) + residual in
+    that order and the activation on the run of rows (the epilogue's bits)."""
+    cdef const pointwise_gemv *j = <const pointwise_gemv *>arg
+    cdef float *y = j.y + lo
+    cdef int64_t i, n = hi - lo
+    cdef pyconv_epilogue act
+    j.kernel.gemv(n, j.k, 1.0, j.w + lo * j.k, j.k, 1, j.x, 1, 0.0, y, 1)
+    if j.ep.bias != NULL:
+        for i in range(n):
+            y[i] = y[i] + j.ep.bias[lo + i]
+    if j.ep.residual != NULL:
+        for i in range(n):
+            y[i] = y[i] + j.ep.residual[lo + i]
+    if j.ep.act != PYCONV_ACT_NONE:
+        act = j.ep
+        act.bias = NULL
+        act.residual = NULL
+        j.kernel.epilogue(y, n, 1, n, &act)
+
+
 cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float *ws,
                           int64_t ws_stride) noexcept nogil:
     """One (batch, group) GEMM (of one band: y_first, y_plane); nthreads == 1 runs it on
@@ -120,7 +152,24 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
     cdef const void *ctx
     cdef pack_b_fn pack
     cdef pyconv_epilogue ep
+    cdef pointwise_gemv gv
     _fill_epilogue(p, grp * cout_g, n, &ep)
+    if p.pointwise and ncols == 1 and p.band_off == NULL:
+        # One output position (squeeze-excite convs, heads after a global pool): a GEMV
+        # on the unpacked weights reads each weight once with every lane busy, where the
+        # GEMM would run an MR x 1 edge tile per row panel (one lane in 16 useful).
+        gv.w = p.weight + grp * cout_g * cin_g
+        gv.x = x
+        gv.y = y
+        gv.k = cin_g
+        gv.kernel = p.kernel
+        gv.ep = ep
+        if nthreads > 1:
+            parallel_for(nthreads, cout_g, max(grain_for(cout_g, nthreads), <int64_t>16),
+                         _pointwise_gemv_rows, &gv)
+        else:
+            _pointwise_gemv_rows(&gv, 0, cout_g, 0)
+        return
     if p.band_off != NULL:
         _band_b(p, x, &pb)
         ctx = &pb

@@ -45,6 +45,9 @@ cdef extern from "sgemm.h" nogil:
                                                  const int64_t *off, float *tile,
                                                  int64_t n) noexcept nogil
 
+    ctypedef void (*pyconv_sgemm_ukernel_ep)(int64_t kc, const float *a, const float *b,
+                                             float *c, int64_t ldc, float beta,
+                                             const pyconv_epilogue *ep) noexcept nogil
     ctypedef struct pyconv_sgemm_kernel:
         const char *isa
         const char *ukernel_name
@@ -59,6 +62,7 @@ cdef extern from "sgemm.h" nogil:
         pyconv_shifted_edge_ukernel shifted_edge
         pyconv_phase_split_fn phase_split
         pyconv_pack_runs_fn pack_runs
+        pyconv_sgemm_ukernel_ep ukernel_ep
 
     # The fused activations, by name (values from sgemm.h; pyconv._activations is the
     # Python registry over them).

@@ -493,6 +493,14 @@ cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int
                     jr = pb * nr
                     cols = min(nr, ncb - jr)
                     cp = c + ir * ldc + jc + jr
+                    if (rows == mr and cols == nr and last and ep != NULL and alpha == 1.0
+                            and kern.ukernel_ep != NULL):
+                        # bias, residual and activation in registers: done with the tile
+                        tile_ep.bias = ep.bias + ir if ep.bias != NULL else NULL
+                        tile_ep.residual = (ep.residual + ir * ep.ldr + jc + jr
+                                            if ep.residual != NULL else NULL)
+                        kern.ukernel_ep(kcb, ap, bbuf + jr * kcb, cp, ldc, beta_k, &tile_ep)
+                        continue
                     if rows == mr and cols == nr:
                         kern.ukernel(kcb, ap, bbuf + jr * kcb, cp, ldc, alpha, beta_k)
                     elif kern.ukernel_edge != NULL:

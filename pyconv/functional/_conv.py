@@ -218,10 +218,11 @@ class ConvPlan:
 
     def bind(self, input_shape, out, output_size=None):
         """The plan bound to one input shape and a preallocated output (a memory
-        planner's step): :meth:`reshape` and the epilogue resolved once.
+        planner's step), or None for a new output array per call (a graph output):
+        :meth:`reshape` and the epilogue resolved once.
 
         Returns a :class:`~pyconv._ext.conv.ConvCall`: ``call(x, residual=None)`` writes
-        and returns ``out``, or returns None without computing anything when x (or the
+        and returns ``out`` (or the new array), or returns None without computing anything when x (or the
         residual) is not a float32 aligned C-contiguous array of the bound shape, or
         overlaps ``out`` (the caller then takes :meth:`run`).
 
@@ -232,7 +233,7 @@ class ConvPlan:
             float32 array of the output shape.
         """
         shape = self.reshape(input_shape, output_size)
-        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
+        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
                 or out.shape != shape.output_shape or not out.flags.c_contiguous
                 or not out.flags.aligned or not out.flags.writeable):
             raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "

@@ -65,19 +65,22 @@ class _ConvBase(Op):
         return [wrap_errors(self, plan.run, x, residual, None, out)]
 
     def bind(self, specs, out):
-        """The plan bound to the planned input shape and ``out``
-        (:meth:`pyconv.functional.ConvPlan.bind`): no per-call geometry or checks in
-        Python. Constant weights only."""
+        """The plan bound to the planned input shape and ``out``, or to a new output
+        per call when ``out`` is None (:meth:`pyconv.functional.ConvPlan.bind`): no
+        per-call geometry or checks in Python. Constant weights only."""
         plan = self.plan
-        if plan is None or out is None or specs[0] is None:
+        if plan is None or specs[0] is None:
             return None
         x_shape, dtype = specs[0]
         residual = len(specs) > 3 and specs[3] is not None
-        if dtype != np.float32 or (residual and specs[3] != (out.shape, np.float32)):
+        if dtype != np.float32:
             return None
         try:
+            # out None (a graph output, handed to the caller): a new array per call
             kernel = plan.bind(x_shape, out)
         except PyconvError:
+            return None
+        if residual and specs[3] != (kernel.output_shape, np.float32):
             return None
         return bound_step(kernel, self, out, 3 if residual else None)
 

@@ -89,14 +89,16 @@ static inline int64_t pyconv_dw_window_cols(const pyconv_conv_geom *g)
 }
 
 /* `channels` scratch: the interleaved padded window, taps and output, lanes each; at
- * stride 1 the window of one channel and its output grid (both with a vector of slack). */
+ * stride 1 the windows of two channels and their output grids (each with vectors of
+ * slack). */
 static inline int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g,
                                                           int64_t lanes)
 {
     const int64_t hp = pyconv_dw_window_rows(g), wp = pyconv_dw_window_cols(g);
     const int64_t interleaved = lanes * (hp * wp + g->k[1] * g->k[2] +
                                          g->out_size[1] * g->out_size[2]);
-    const int64_t grid = (hp * wp + lanes + 15) / 16 * 16 + g->out_size[1] * wp + 2 * lanes;
+    const int64_t grid = 2 * ((hp * wp + lanes + 15) / 16 * 16
+                              + (g->out_size[1] * wp + 2 * lanes + 15) / 16 * 16);
     return (interleaved > grid ? interleaved : grid) + 16;
 }
 

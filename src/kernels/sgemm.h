@@ -49,6 +49,12 @@ typedef void (*pyconv_sgemm_ukernel_edge)(int64_t kc, const float *a, const floa
                                           float *c, int64_t ldc, float alpha, float beta,
                                           int64_t m, int64_t n);
 
+/* The full tile with the epilogue applied in registers: C[0:MR, 0:NR] =
+ * act((A_panel @ B_panel + beta * C) + bias + residual), the bits of ukernel (alpha 1)
+ * followed by the epilogue. */
+typedef void (*pyconv_sgemm_ukernel_ep)(int64_t kc, const float *a, const float *b, float *c,
+                                        int64_t ldc, float beta, const pyconv_epilogue *ep);
+
 /* Applies the epilogue to an m x n tile of C in place. */
 typedef void (*pyconv_epilogue_fn)(float *c, int64_t ldc, int64_t m, int64_t n,
                                    const pyconv_epilogue *ep);
@@ -112,6 +118,7 @@ typedef struct {
     pyconv_shifted_edge_ukernel shifted_edge;
     pyconv_phase_split_fn phase_split;
     pyconv_pack_runs_fn pack_runs;
+    pyconv_sgemm_ukernel_ep ukernel_ep;      /* NULL: ukernel, then epilogue */
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */

@@ -77,6 +77,22 @@ def test_bound_conv_declines_what_it_was_not_bound_for(rng):
     assert call(x) is out and np.array_equal(out, plan.run(x))
 
 
+def test_bound_conv_without_out_returns_a_new_array_per_call(rng):
+    """Bound without a buffer (a graph output, handed to the caller): each call writes a
+    new array, the same values as run; wrong arguments are declined as with a buffer."""
+    plan = F.ConvPlan(rand(rng, 8, 4, 3, 3), rand(rng, 8), 1, 1, activation="relu")
+    x, residual = rand(rng, 2, 4, 9, 7), rand(rng, 2, 8, 9, 7)
+    call = plan.bind(x.shape, None)
+    assert call.out is None and call.output_shape == (2, 8, 9, 7)
+    first, second = call(x), call(x, residual)
+    assert first is not second and first.flags.c_contiguous and first.dtype == np.float32
+    np.testing.assert_array_equal(first, plan.run(x))
+    np.testing.assert_array_equal(second, plan.run(x, residual))
+    for bad in (x[:, :, :, :-1], x.astype(np.float64), np.asfortranarray(x), None):
+        assert call(bad) is None
+    assert call(x, residual[:, :4]) is None
+
+
 def test_bound_conv_keeps_its_plans_context(rng):
     """A plan's context is fixed when it is made: later default changes (threads,
     algorithm) reach new plans only, never a bound call of an existing one."""

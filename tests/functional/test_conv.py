@@ -36,6 +36,8 @@ CASES = [
     (1, 40, 20, (9, 7), (3, 3), 1, 2, 2, 1),                 # few columns: 16-wide chunks
     (1, 8, 16, (8, 8), (3, 3), 1, 1, 1, 1),      # shifted grid 8 x 10: last chunk 32 wide
     (2, 8, 12, (3, 3), (3, 3), 1, 1, 1, 1),      # shifted grid 3 x 5: one 15-wide chunk
+    (2, 40, 70, (1, 1), (1, 1), 1, 0, 1, 2),     # one output position: GEMV, grouped
+    (3, 7, 9, (1,), (1,), 1, 0, 1, 1),           # the same in 1-D
 ]
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
@@ -76,6 +78,24 @@ def test_conv_transpose_matches_reference(isa, threads, rng, case):
     got = CONV_T[len(sp)](x, w, b, stride=s, padding=p, output_padding=op, groups=g,
                           dilation=d)
     assert_close(got, R.conv_transpose_nd(x, w, b, s, pb, pe, d, g, op), cin * np.prod(k))
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "hardswish"])
+def test_pointwise_conv_on_one_position_matches_float64(isa, threads, rng, activation):
+    """A 1x1 conv of a 1x1 map (squeeze-excite, heads after a global pool) is a GEMV on the
+    unpacked weights, rows split over the threads: bias, residual and activation as
+    everywhere else."""
+    cin, cout = 300, 520
+    # one image: a single GEMV, its rows split over the threads (a batch splits by image)
+    x, w, b = rand(rng, 1, cin, 1, 1), rand(rng, cout, cin, 1, 1), rand(rng, cout)
+    residual = rand(rng, 1, cout, 1, 1)
+    plan = F.ConvPlan(w, b, activation=activation)
+    acc = np.einsum("ok,nk->no", w[:, :, 0, 0].astype(np.float64),
+                    x[:, :, 0, 0].astype(np.float64))[:, :, None, None] + b[:, None, None]
+    act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+           "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}[activation]
+    assert_close(plan.run(x), act(acc), cin)
+    assert_close(plan.run(x, residual), act(acc + residual), cin)
 
 
 def test_batch_and_threads_give_identical_results(rng):

@@ -23,6 +23,7 @@ CASES = [
     (1, 4, (6, 5), (3, 5), (1, 2), (0, 2, 1, 1), (2, 1)),   # asymmetric everything
     (1, 8, (9, 9), (3, 3), 3, 0, 1),         # stride 3, no padding
     (1, 6, (4, 8), (5, 5), 1, 8, 3),         # taps cropped: negative window padding
+    (1, 7, (6, 6), (3, 3), 1, 1, 1),         # stride-1 grid of 3 vectors: a pair's tail
 ]
 
 

@@ -340,3 +340,26 @@ def test_threads_cover_every_tile_repeatedly(isa, rng, m, k, n):
             np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
     finally:
         pyconv.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("name", sorted(gemm.ACTIVATIONS))
+@pytest.mark.parametrize("width", [1, 7, 35, 48, 53])
+def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, width):
+    """The GEMM epilogue's one pass gives the bits of (acc + bias) + residual followed by
+    the standalone activation, tails included. A 1x1 conv with identity weights makes acc
+    the input exactly."""
+    from pyconv._ext import eltwise
+    c = 11
+    a, b = {"clip": (-1.5, 2.5), "leaky_relu": (0.1, 0.0), "hardsigmoid": (0.2, 0.5),
+            "elu": (1.0, 0.0), "selu": (1.67, 1.05)}.get(name, (0.0, 0.0))
+    x = (rng.standard_normal((1, c, 1, width)) * 4).astype(np.float32)
+    eye = np.eye(c, dtype=np.float32).reshape(c, c, 1, 1)
+    bias = (rng.standard_normal(c) * 2).astype(np.float32)
+    residual = (rng.standard_normal(x.shape) * 2).astype(np.float32)
+    act = None if name == "none" else name
+    unary = (lambda v: v) if act is None else (lambda v: eltwise.unary(v, name, a, b))
+    plan = F.ConvPlan(eye, bias, activation=act, act_alpha=a, act_beta=b)
+    np.testing.assert_array_equal(plan.run(x, residual), unary((x + bias[:, None, None])
+                                                               + residual))
+    plain = F.ConvPlan(eye, None, activation=act, act_alpha=a, act_beta=b)
+    np.testing.assert_array_equal(plain.run(x), unary(x))
