@@ -331,11 +331,13 @@ def _conv_transpose(n, x, weight, bias, stride, padding, output_padding, groups,
         raise ShapeError(f"{op}: weight must be {n + 2}-D (C_in, C_out/groups, "
                          f"{', '.join('k' * n)}), got shape {weight.shape}")
     if output_size is not None:
-        # torch's ConvTranspose forward: n spatial sizes, or the full (N, C, *spatial)
+        # torch's ConvTranspose forward: n spatial sizes, or the input's non-spatial dims
+        # too ((N, C, *spatial); (C, *spatial) for an unbatched input)
+        full = n + (1 if unbatched else 2)
         with arithmetic.prefixed_errors(op):
             output_size = arithmetic.as_shape(output_size, "output_size")
-        if len(output_size) not in (n, n + 2):
-            raise InvalidArgument(f"{op}: output_size must have {n} or {n + 2} elements, "
+        if len(output_size) not in (n, full):
+            raise InvalidArgument(f"{op}: output_size must have {n} or {full} elements, "
                                   f"got {len(output_size)}: {output_size}")
         output_size = output_size[-n:]
     plan = ConvPlan(weight, bias, stride, padding, dilation, groups, transposed=True,
