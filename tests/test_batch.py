@@ -293,3 +293,34 @@ def test_cli_batch_errors_are_one_line(tmp_path, make, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("ray", ["--engine", "ray"], "--engine ray needs ray[data], which is not installed: "
+                                 "pip install 'pyconv[ray]'"),
+    ("pyarrow", [], "writing Parquet needs pyarrow, which is not installed: "
+                    "pip install 'pyconv[ray]'"),
+])
+def test_missing_extra_is_named(tmp_path, module, args, message):
+    """Without Ray (or pyarrow) the command says which extra to install; `import pyconv`
+    and the predictor never import either."""
+    fake = tmp_path / "hide" / module
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named "
+                                      f"'{module}'\", name='{module}')\n")
+    write_pngs(tmp_path / "imgs", pixels(1, seed=1))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hide"), str(REPO)]),
+           "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pyconv", "batch", CLASSIFIER, "--inputs",
+                        tmp_path / "imgs", "--output", tmp_path / "o.parquet", *args],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert message in lines[0], lines[0]
+    code = ("import sys, pyconv.batch, pyconv.models as m; "
+            "p = pyconv.batch.Predictor(m.path(m.CLASSIFIER)); p.session; "
+            "print(sorted(k for k in ('ray', 'pyarrow', 'pandas') if k in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
