@@ -136,11 +136,14 @@ def run_ray(model, predictor, paths, kind, batch_size, rows, bar, address, worke
         cpus = ray.cluster_resources().get("CPU", 1.0)
         workers = workers or max(1, int(cpus))
         # Readers take no CPU slot: the workers hold every CPU and reading must go on
-        # beside them (decoding is small next to a CNN's run).
+        # beside them (decoding is small next to a CNN's run). Without a slot nothing
+        # bounds how many run at once (Ray started 8 reader processes on 2 CPUs), so they
+        # are bounded here: one per worker.
+        read = dict(include_paths=True, num_cpus=0, concurrency=workers)
         if kind == "image":
-            ds = ray.data.read_images(paths, mode=mode, include_paths=True, num_cpus=0)
+            ds = ray.data.read_images(paths, mode=mode, **read)
         else:
-            ds = ray.data.read_binary_files(paths, include_paths=True, num_cpus=0)
+            ds = ray.data.read_binary_files(paths, **read)
         if address:       # no shared disk assumed: the model travels with the workers
             with open(model, "rb") as f:
                 model = f.read()
