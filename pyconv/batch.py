@@ -6,10 +6,12 @@ does) to a batch with the model's outputs::
 
     import ray
     from pyconv.batch import Predictor, Preprocess
-    ds = ray.data.read_images("s3://bucket/images/", mode="RGB", include_paths=True)
+    ds = ray.data.read_images("s3://bucket/images/", mode="RGB", include_paths=True,
+                              num_cpus=0, concurrency=4)   # the workers hold every CPU
     ds.map_batches(Predictor, fn_constructor_args=("resnet50.onnx", Preprocess(
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))),
-        concurrency=4, num_cpus=4, batch_size=32).write_parquet("out/")
+        compute=ray.data.ActorPoolStrategy(size=4), num_cpus=4,
+        batch_size=32).write_parquet("out/")
 
 It opens one session per worker process, on first use (an instance sent to a worker
 carries the model path, or bytes, and the preprocessing, never a session), with as many
