@@ -5,7 +5,8 @@ import importlib
 from pyconv.errors import MissingDependency
 
 #: top-level module -> (distribution to install, the pyconv extra that brings it)
-OPTIONAL = {"PIL": ("Pillow", "images")}
+OPTIONAL = {"PIL": ("Pillow", "images"), "ray": ("ray[data]", "ray"),
+            "pyarrow": ("pyarrow", "ray")}
 
 
 def require(module, feature):
@@ -21,5 +22,6 @@ def require(module, feature):
     except ImportError as exc:
         dist, extra = OPTIONAL[module.partition(".")[0]]
         raise MissingDependency(f"{feature} needs {dist}, which is not installed: "
-                                f"pip install 'pyconv[{extra}]' (or pip install {dist})"
+                                f"pip install 'pyconv[{extra}]' (or pip install "
+                                f"{repr(dist) if '[' in dist else dist})"
                                 ) from exc

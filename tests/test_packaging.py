@@ -108,8 +108,8 @@ def _python(code, *, pythonpath=(), cwd=None):
 
 def test_import_pyconv_imports_neither_onnx_nor_the_extras():
     r = _python("import sys, pyconv; print(sorted(m for m in ('onnx', 'PIL', "
-                "'onnxruntime', 'google.protobuf', 'pyconv.models', 'pyconv.cli') "
-                "if m in sys.modules))")
+                "'onnxruntime', 'google.protobuf', 'pyconv.models', 'pyconv.cli', "
+                "'pyconv.batch', 'ray', 'pyarrow') if m in sys.modules))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 

@@ -4,6 +4,7 @@
     pyconv run MODEL --input NAME=FILE ... [--output out.npz]
     pyconv profile MODEL
     pyconv bench MODEL [--compare onnxruntime] [--threads 1,2] [--runs N] [--plot FILE.png]
+    pyconv batch MODEL --inputs DIR_OR_GLOB --output OUT.parquet [--engine local|ray]
     pyconv demo
     pyconv config
 
@@ -21,6 +22,7 @@ EPILOG = """examples:
   pyconv run pyconv/models/shapes_classifier.onnx --input input=picture.png --mean 0.5 --std 0.5 --top 3
   pyconv profile resnet50.onnx --threads 2
   pyconv bench resnet50.onnx --compare onnxruntime --threads 1,2 --plot bench.png
+  pyconv batch resnet50.onnx --inputs 'photos/*.jpg' --output out.parquet --engine ray
 """
 
 
@@ -111,6 +113,40 @@ def build_parser():
     p.add_argument("--plot", metavar="FILE.png",
                    help="write a chart of the latencies: spread per engine and thread count "
                         "(needs matplotlib: pip install 'pyconv[plot]')")
+
+    p = sub.add_parser("batch", help="run a model over many input files (images, .npy, "
+                                     ".npz) into a Parquet file, here or on a Ray cluster",
+                       description="Runs a model over many input files and writes one "
+                                   "Parquet row per input (path, outputs, top-k or mask), "
+                                   "sorted by path. --engine ray needs the pyconv[ray] extra.")
+    p.add_argument("model", metavar="MODEL", help="path to an .onnx file")
+    p.add_argument("--inputs", required=True, metavar="DIR_OR_GLOB",
+                   help="a directory of images or .npy/.npz files, or a glob pattern "
+                        "(quote it; ** is recursive)")
+    p.add_argument("--output", required=True, metavar="OUT.parquet",
+                   help="the Parquet file to write")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data on a cluster")
+    p.add_argument("--address", default=None, metavar="ray://HOST:PORT",
+                   help="the Ray cluster to use (default: start a local one)")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="Ray workers (default: one per CPU of the cluster); each gets "
+                        "CPUs / N CPUs and as many threads")
+    p.add_argument("--batch-size", type=_positive, default=32, metavar="B",
+                   help="inputs per batch (default 32)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="--engine local: kernel threads (default: the process's CPUs)")
+    p.add_argument("--input-name", default=None, metavar="NAME",
+                   help="the model input to feed (default: its only input)")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW",
+                   help="the model input's layout (default NCHW)")
+    p.add_argument("--top", type=_positive, default=5, metavar="K",
+                   help="classes kept per row for classifier outputs (default 5)")
+    p.add_argument("--mean", type=_floats, default=(0.0,), metavar="M[,M,M]",
+                   help="images: per-channel mean subtracted after scaling to [0, 1]")
+    p.add_argument("--std", type=_floats, default=(1.0,), metavar="S[,S,S]",
+                   help="images: per-channel std divided by after the mean (default 1)")
+    p.set_defaults(func=_commands.cmd_batch)
 
     p = sub.add_parser("demo", help="the main job: bundled classifier and segmenter on "
                                     "fresh synthetic images, accuracy, latency and a picture",

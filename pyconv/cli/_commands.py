@@ -258,6 +258,11 @@ def cmd_config(args):
     return 0
 
 
+def cmd_batch(args):
+    from pyconv.cli._batch import cmd_batch
+    return cmd_batch(args)
+
+
 def cmd_demo(args):
     from pyconv.cli._demo import run_demo
     _threads(args)

@@ -44,8 +44,8 @@ class Progress:
         self.total, self.label, self.done = total, label, 0
         self.tty = sys.stderr.isatty()
 
-    def step(self):
-        self.done += 1
+    def step(self, count=1):
+        self.done += count
         if self.tty or self.done == self.total:
             width = 30
             filled = width * self.done // self.total

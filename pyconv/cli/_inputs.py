@@ -5,6 +5,7 @@ import re
 import numpy as np
 
 from pyconv._optional import require
+from pyconv.batch import pixels_to_tensor
 from pyconv.errors import InvalidArgument
 
 # ONNX element types the CLI can feed or synthesise, as NumPy dtypes.
@@ -97,18 +98,16 @@ def load_image(path, shape, normalize):
                               f"{channels}")
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            if isinstance(height, int) and isinstance(width, int):
-                img = img.resize((width, height), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
+            pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     except OSError as exc:
         raise InvalidArgument(f"{path}: not a readable image ({exc})") from None
-    arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    # Checked here to name the command's options; the arithmetic is the batch predictor's.
     mean, std = (_per_channel(option, values, channels, path) for option, values in
                  zip(("--mean", "--std"), normalize))
     if not np.all(std != 0):
         raise InvalidArgument(f"--std {_csv(normalize[1])}: a standard deviation is 0")
-    return ((arr - mean) / std)[None].astype(np.float32)
+    size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
+    return pixels_to_tensor(pixels, channels, normalize[0], normalize[1], size, path)[None]
 
 
 def _csv(values):
