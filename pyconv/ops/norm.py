@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyconv._ext import gemm
+from pyconv._ext import eltwise, gemm
 from pyconv.errors import InvalidDType, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
@@ -72,7 +72,8 @@ class ChannelAffine(_Affine):
 
 @register("InstanceNormalization")
 class InstanceNormalization(Op):
-    """Normalises each (n, c) plane with its own mean and variance (float64 sums)."""
+    """Normalises each (n, c) plane with its own mean and variance (float64 sums), then
+    applies the per-channel scale and bias (one pass, see standardize_rows)."""
     required_inputs = 3
     attributes = {"epsilon": 1e-5}
 
@@ -82,27 +83,38 @@ class InstanceNormalization(Op):
         if x.ndim < 3 or scale.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
             self.fail(f"input {x.shape}, scale {scale.shape}, B {bias.shape}: expected "
                       f"(N, C, *spatial), (C,), (C,)", ShapeError)
-        axes = tuple(range(2, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-        var = np.square(x - mean).mean(axis=axes, keepdims=True)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = (x - mean) / np.sqrt(var + float(self.attrs["epsilon"]))
-        y = y * scale.reshape(shape) + bias.reshape(shape)
-        return [y.astype(np.float32)]
+        n, c = x.shape[:2]
+        if x.size == 0:
+            return [np.empty(x.shape, np.float32)]
+        y, _, _ = standardize_rows(x.reshape(n * c, -1), float(self.attrs["epsilon"]),
+                                   scale.reshape(c, 1), bias.reshape(c, 1), self.context)
+        return [y.reshape(x.shape)]
 
 
-def standardize_rows(x, eps):
-    """``(x - mean) / sqrt(var + eps)`` of each row of a 2-D array, with the row means and
-    ``1 / sqrt(var + eps)`` as (rows, 1) float64 columns.
+def standardize_rows(x, eps, scale=None, bias=None, context=None):
+    """``(x - mean) / sqrt(var + eps)`` of each row of a 2-D array, then ``* scale + bias``
+    when given, with the row means and ``1 / sqrt(var + eps)`` as (rows, 1) float64
+    columns.
 
-    Two passes (the variance from the centred values, as onnxruntime does), the sums
-    accumulated in float64, the element-wise work in the dtype of ``x``."""
+    ``scale`` / ``bias`` are (P, K) arrays: row ``r`` takes row ``r % P``, its K values each
+    for a run of ``cols / K`` consecutive columns ((1, cols): per column; (P, 1): one value
+    per row). Two passes (the variance from the centred values, as onnxruntime does), the
+    sums accumulated in float64, the element-wise work in the dtype of ``x``: float32 in
+    the C kernel (pyconv._ext.eltwise.standardize, split over threads by rows), float64 in
+    NumPy."""
+    if x.dtype == np.float32 and x.ndim == 2 and x.shape[1] > 0:
+        return eltwise.standardize(x, eps, scale, bias, context=context)
     mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
     centred = x - mean.astype(x.dtype)
     var = np.square(centred).mean(axis=1, keepdims=True, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):   # var + eps <= 0: inf/NaN, as ORT
         inv_std = 1.0 / np.sqrt(var + eps)
     centred *= inv_std.astype(x.dtype)
+    for p, apply in ((scale, np.multiply), (bias, np.add)):
+        if p is not None and centred.size:
+            p = np.asarray(p, x.dtype)
+            runs = centred.reshape(-1, p.shape[0], p.shape[1], x.shape[1] // p.shape[1])
+            apply(runs, p[None, :, :, None], out=runs)
     return centred, mean, inv_std
 
 
@@ -139,6 +151,17 @@ class _Standardize(Op):
         return p
 
 
+def _row_vector(p, axis, x_shape):
+    """A parameter that broadcasts to ``x_shape`` as a (1, prod(x_shape[axis:])) row, or
+    None when it is None or varies along an axis before ``axis``."""
+    if p is None:
+        return None
+    padded = (1,) * (len(x_shape) - p.ndim) + p.shape
+    if any(d != 1 for d in padded[:axis]):
+        return None
+    return np.broadcast_to(p.reshape(padded[axis:]), x_shape[axis:]).reshape(1, -1)
+
+
 @register("LayerNormalization")
 class LayerNormalization(_Standardize):
     """Normalises over the axes ``axis..rank-1``, then ``* Scale + B`` (broadcast).
@@ -164,12 +187,19 @@ class LayerNormalization(_Standardize):
         self.broadcast_param(bias, 2, x.shape)
         rows = int(np.prod(x.shape[:axis], dtype=np.int64))
         cols = int(np.prod(x.shape[axis:], dtype=np.int64))
-        y, mean, inv_std = standardize_rows(xc.reshape(rows, cols),
-                                            float(self.attrs["epsilon"]))
+        # Scale and B that vary only over the normalised axes are applied in the kernel's
+        # pass (as (1, cols) rows); others (broadcast over leading axes too) afterwards.
+        row_scale = _row_vector(scale, axis, x.shape)
+        row_bias = _row_vector(bias, axis, x.shape)
+        fused = row_scale is not None and (bias is None or row_bias is not None)
+        y, mean, inv_std = standardize_rows(
+            xc.reshape(rows, cols), float(self.attrs["epsilon"]),
+            row_scale if fused else None, row_bias if fused else None, self.context)
         y = y.reshape(x.shape)
-        y *= scale.astype(y.dtype, copy=False)
-        if bias is not None:
-            y += bias.astype(y.dtype, copy=False)
+        if not fused:
+            y *= scale.astype(y.dtype, copy=False)
+            if bias is not None:
+                y += bias.astype(y.dtype, copy=False)
         stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         outs = [y.astype(x.dtype, copy=False)]
         wanted = [bool(o) for o in self.node.outputs[1:3]]
@@ -208,15 +238,10 @@ class GroupNormalization(_Standardize):
                 self.fail(f"input '{self.input_name(i)}' must have shape ({per},) (one value "
                           f"per {'group' if self.opset < 21 else 'channel'} at opset "
                           f"{self.opset}), got {getattr(p, 'shape', None)}", ShapeError)
-        y, _, _ = standardize_rows(xc.reshape(n * g, -1), float(self.attrs["epsilon"]))
-        if self.opset < 21:
-            y = y.reshape(n, g, -1)
-            view = (1, g, 1)
-        else:
-            y = y.reshape(n, c, -1)
-            view = (1, c, 1)
-        y *= scale.astype(y.dtype).reshape(view)
-        y += bias.astype(y.dtype).reshape(view)
+        # (g, 1): one value per group row; (g, C / g): per channel, a run of its positions
+        view = (g, 1) if self.opset < 21 else (g, c // g)
+        y, _, _ = standardize_rows(xc.reshape(n * g, -1), float(self.attrs["epsilon"]),
+                                   scale.reshape(view), bias.reshape(view), self.context)
         return [y.reshape(x.shape).astype(x.dtype, copy=False)]
 
 
