@@ -29,7 +29,9 @@ def sessions(m, threads=1):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     o = ort.InferenceSession(m, so, providers=["CPUExecutionProvider"])
-    p = pyconv.InferenceSession(m, intra_op_num_threads=threads)
+    po = pyconv.SessionOptions()     # (an intra_op_num_threads keyword would be ignored)
+    po.intra_op_num_threads = threads
+    p = pyconv.InferenceSession(m, po)
     return p, o
 
 
