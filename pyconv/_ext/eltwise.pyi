@@ -1,5 +1,6 @@
 """Type stubs for pyconv._ext.eltwise: the element-wise engine (vector activations and
-math, broadcast binary ops) and its bound calls."""
+math, broadcast binary ops, the normalisations' row standardisation) and its bound
+calls."""
 import enum
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -9,6 +10,7 @@ import numpy.typing as npt
 from pyconv._ext.gemm import ExecutionContext
 
 _F32 = npt.NDArray[np.float32]
+_F64 = npt.NDArray[np.float64]
 _Ints = Tuple[int, ...]
 
 ACTIVATIONS: Dict[str, int]
@@ -25,6 +27,9 @@ def unary(x: _F32, op: str, a: float = 0.0, b: float = 0.0, out: Optional[_F32] 
           context: Optional[ExecutionContext] = None) -> _F32: ...
 def binary(a: _F32, b: _F32, op: str, out: Optional[_F32] = None,
            context: Optional[ExecutionContext] = None) -> Optional[_F32]: ...
+def standardize(x: _F32, eps: float, scale: Optional[_F32] = None,
+                bias: Optional[_F32] = None, out: Optional[_F32] = None,
+                context: Optional[ExecutionContext] = None) -> Tuple[_F32, _F64, _F64]: ...
 
 class UnaryCall:
     """A unary op bound to a planned input shape and output buffer."""

@@ -2,6 +2,9 @@
 # SIMD kernels of src/kernels/eltwise_*.c (the ISA of the execution context) and split over
 # the thread pool on large tensors; small ones run inline, with no threading cost.
 #
+# `standardize` standardises the rows of a matrix (the normalisation ops), split over
+# threads by rows.
+#
 # Broadcasts the kernels take: a scalar, the same shape, and an operand whose non-1 dims
 # are one block of the output's (a per-channel NCHW vector (C, 1, 1), a bias over the
 # last axis, ...), on either side. `binary` returns None for anything else (the caller
@@ -26,10 +29,14 @@ cdef extern from "eltwise.h" nogil:
                                      float b) noexcept nogil
     ctypedef void (*pyconv_binary_fn)(int op, const float *a, int64_t sa, const float *b,
                                       int64_t sb, float *y, int64_t n) noexcept nogil
+    ctypedef void (*pyconv_standardize_fn)(const float *x, float *y, int64_t n, double eps,
+                                           const float *s, const float *b, int64_t k,
+                                           double *mean, double *inv_std) noexcept nogil
     ctypedef struct pyconv_eltwise_kernel:
         const char *isa
         pyconv_unary_fn unary
         pyconv_binary_fn binary
+        pyconv_standardize_fn standardize
     const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 
     cpdef enum pyconv_unary:
@@ -474,3 +481,100 @@ cdef class BinaryCall:
             with nogil:
                 _run_binary(&self.ctx, &j, self.n)
         return [y]
+
+
+# ---------------------------------------------------------------------------------------
+# Row standardisation
+
+cdef struct _std_job:
+    pyconv_standardize_fn fn
+    const float *x
+    float *y
+    int64_t n               # columns
+    double eps
+    const float *s          # (p, k) or NULL
+    const float *b
+    int64_t p, k
+    double *mean
+    double *inv
+
+
+cdef void _std_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _std_job *j = <const _std_job *>arg
+    cdef int64_t r, q
+    for r in range(lo, hi):
+        q = (r % j.p) * j.k
+        j.fn(j.x + r * j.n, j.y + r * j.n, j.n, j.eps, j.s + q if j.s != NULL else NULL,
+             j.b + q if j.b != NULL else NULL, j.k, j.mean + r, j.inv + r)
+
+
+cdef object _row_params(object p, str name, int64_t rows, int64_t cols):
+    """`p` as a C-contiguous float32 (P, K) array whose P divides rows and K cols."""
+    if p is None:
+        return None
+    p = np.asarray(p)
+    if (p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 1 or rows % p.shape[0]
+            or cols % p.shape[1]):
+        raise InvalidArgument(f"standardize: {name} of shape {p.shape}: expected (P, K) with "
+                              f"P dividing the {rows} rows and K the {cols} columns")
+    return np.ascontiguousarray(p, np.float32)
+
+
+def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
+    """The rows of a float32 matrix standardised: ``(x - mean) / sqrt(var + eps) * scale +
+    bias`` per row, mean and variance accumulated in double (two passes).
+
+    Parameters
+    ----------
+    x : ndarray, float32, (rows, cols), cols >= 1
+    scale, bias : array (P, K), optional
+        Row ``r`` takes row ``r % P``, its ``K`` values each for a run of ``cols / K``
+        consecutive columns ((1, cols): per column, as LayerNormalization; (C, 1): per row,
+        as InstanceNormalization). Missing: 1 and 0.
+    out : ndarray, float32, x's shape, optional
+        Written and returned; may be ``x`` itself.
+    context : ExecutionContext, optional
+
+    Returns
+    -------
+    (y, mean, inv_std)
+        ``mean`` and ``inv_std = 1 / sqrt(var + eps)`` as (rows, 1) float64 columns.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        raise InvalidDType(f"standardize: expected a 2-D float32 ndarray, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    cdef int64_t rows = x.shape[0], cols = x.shape[1]
+    if cols < 1:
+        raise InvalidArgument(f"standardize: rows of {cols} values have no mean")
+    s = _row_params(scale, "scale", rows, cols)
+    b = _row_params(bias, "bias", rows, cols)
+    if s is not None and b is not None and s.shape != b.shape:
+        raise InvalidArgument(f"standardize: scale {s.shape} and bias {b.shape} differ")
+    cdef exec_ctx ctx = context_of(context)
+    x = _contiguous(x)
+    y = _fit_out(out, x)
+    if y is None:
+        y = np.empty((rows, cols), np.float32)
+    mean = np.empty((rows, 1), np.float64)
+    inv = np.empty((rows, 1), np.float64)
+    cdef _std_job j
+    j.fn = _kernel_of(&ctx).standardize
+    j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    j.n = cols
+    j.eps = eps
+    j.s = <const float *>cnp.PyArray_DATA(<cnp.ndarray>s) if s is not None else NULL
+    j.b = <const float *>cnp.PyArray_DATA(<cnp.ndarray>b) if b is not None else NULL
+    j.p = (s if s is not None else b).shape[0] if (s is not None or b is not None) else 1
+    j.k = (s if s is not None else b).shape[1] if (s is not None or b is not None) else 1
+    j.mean = <double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    j.inv = <double *>cnp.PyArray_DATA(<cnp.ndarray>inv)
+    cdef int64_t grain
+    with nogil:
+        if rows * cols < 2 * CHUNK or ctx.nthreads <= 1 or rows < 2:
+            _std_range(&j, 0, rows, 0)
+        else:
+            grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
+            parallel_for(ctx.nthreads, rows, grain, _std_range, &j)
+    return y, mean, inv

@@ -19,14 +19,25 @@ from pyconv.functional._misc import batch_norm
 __all__ = ["layer_norm", "group_norm", "instance_norm"]
 
 
-def _standardize_rows(rows, eps):
+def _standardize_rows(rows, eps, scale, bias, context):
     # The one row standardisation of the normalisation operators lives with them (its
     # body is the kernel); imported at call time because pyconv.ops imports this package.
     from pyconv.ops.norm import standardize_rows
-    return standardize_rows(rows, eps)
+    return standardize_rows(rows, eps, scale, bias, context)
 
 
-def normalize_last_axes(x, axis, eps, weight=None, bias=None):
+def _row_vector(p, axis, x_shape):
+    """A parameter that broadcasts to ``x_shape`` as a (1, prod(x_shape[axis:])) row, or
+    None when it is None or varies along an axis before ``axis``."""
+    if p is None:
+        return None
+    padded = (1,) * (len(x_shape) - p.ndim) + p.shape
+    if any(d != 1 for d in padded[:axis]):
+        return None
+    return np.broadcast_to(p.reshape(padded[axis:]), x_shape[axis:]).reshape(1, -1)
+
+
+def normalize_last_axes(x, axis, eps, weight=None, bias=None, context=None):
     """Standardise ``x`` over the axes ``axis..ndim-1``, then ``* weight + bias``.
 
     Shared by :func:`layer_norm` and the ONNX ``LayerNormalization``.
@@ -38,7 +49,9 @@ def normalize_last_axes(x, axis, eps, weight=None, bias=None):
         First normalised axis, ``0 <= axis < x.ndim``.
     eps : float
     weight, bias : ndarray, optional
-        Broadcast against ``x`` (already checked by the caller).
+        Broadcast against ``x`` (already checked by the caller). Varying only over the
+        normalised axes (the usual case), they are applied in the kernel's pass.
+    context : pyconv.ExecutionContext, optional
 
     Returns
     -------
@@ -51,18 +64,24 @@ def normalize_last_axes(x, axis, eps, weight=None, bias=None):
     if rows * cols == 0:
         nan = np.full((rows, 1), np.nan)
         return np.empty(x.shape, x.dtype), nan, nan
-    y, mean, inv_std = _standardize_rows(x.reshape(rows, cols), float(eps))
+    row_weight, row_bias = _row_vector(weight, axis, x.shape), _row_vector(bias, axis, x.shape)
+    fused = (weight is None or row_weight is not None) and (bias is None or
+                                                            row_bias is not None)
+    y, mean, inv_std = _standardize_rows(x.reshape(rows, cols), float(eps),
+                                         row_weight if fused else None,
+                                         row_bias if fused else None, context)
     y = y.reshape(x.shape)
-    if weight is not None:
-        y *= weight.astype(y.dtype, copy=False)
-    if bias is not None:
-        y += bias.astype(y.dtype, copy=False)
+    if not fused:
+        if weight is not None:
+            y *= weight.astype(y.dtype, copy=False)
+        if bias is not None:
+            y += bias.astype(y.dtype, copy=False)
     return y, mean, inv_std
 
 
-def normalize_groups(x, num_groups, eps, weight=None, bias=None):
+def normalize_groups(x, num_groups, eps, weight=None, bias=None, context=None):
     """Standardise each (sample, group of channels) of ``x`` (N, C, *) over its channels
-    and positions, then ``* weight + bias`` per channel.
+    and positions, then ``* weight + bias`` per channel (in the kernel's pass).
 
     Shared by :func:`group_norm`, :func:`instance_norm` (``num_groups = C``) and the ONNX
     ``GroupNormalization`` / ``InstanceNormalization``.
@@ -73,6 +92,7 @@ def normalize_groups(x, num_groups, eps, weight=None, bias=None):
     num_groups : int
     eps : float
     weight, bias : ndarray (C,), optional
+    context : pyconv.ExecutionContext, optional
 
     Returns
     -------
@@ -81,12 +101,12 @@ def normalize_groups(x, num_groups, eps, weight=None, bias=None):
     n, c = x.shape[:2]
     if x.size == 0:
         return np.empty(x.shape, x.dtype)
-    y, _, _ = _standardize_rows(x.reshape(n * num_groups, -1), float(eps))
-    y = y.reshape(n, c, -1)
-    if weight is not None:
-        y *= weight.astype(y.dtype, copy=False).reshape(1, c, 1)
-    if bias is not None:
-        y += bias.astype(y.dtype, copy=False).reshape(1, c, 1)
+    # A group row holds C / G channels, each a run of its positions: (G, C / G) values.
+    view = (num_groups, c // num_groups)
+    y, _, _ = _standardize_rows(
+        x.reshape(n * num_groups, -1), float(eps),
+        None if weight is None else weight.reshape(view),
+        None if bias is None else bias.reshape(view), context)
     return y.reshape(x.shape)
 
 

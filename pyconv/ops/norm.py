@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyconv._ext import gemm
+from pyconv._ext import eltwise, gemm
 from pyconv.errors import InvalidDType, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
 from pyconv.functional._norm import normalize_groups, normalize_last_axes
@@ -85,21 +85,34 @@ class InstanceNormalization(Op):
         if x.ndim < 3 or scale.shape != (x.shape[1],) or bias.shape != (x.shape[1],):
             self.fail(f"input {x.shape}, scale {scale.shape}, B {bias.shape}: expected "
                       f"(N, C, *spatial), (C,), (C,)", ShapeError)
-        return [normalize_groups(x, x.shape[1], float(self.attrs["epsilon"]), scale, bias)]
+        return [normalize_groups(x, x.shape[1], float(self.attrs["epsilon"]), scale, bias,
+                                 self.context)]
 
 
-def standardize_rows(x, eps):
-    """``(x - mean) / sqrt(var + eps)`` of each row of a 2-D array, with the row means and
-    ``1 / sqrt(var + eps)`` as (rows, 1) float64 columns.
+def standardize_rows(x, eps, scale=None, bias=None, context=None):
+    """``(x - mean) / sqrt(var + eps)`` of each row of a 2-D array, then ``* scale + bias``
+    when given, with the row means and ``1 / sqrt(var + eps)`` as (rows, 1) float64
+    columns.
 
-    Two passes (the variance from the centred values, as onnxruntime does), the sums
-    accumulated in float64, the element-wise work in the dtype of ``x``."""
+    ``scale`` / ``bias`` are (P, K) arrays: row ``r`` takes row ``r % P``, its K values each
+    for a run of ``cols / K`` consecutive columns ((1, cols): per column; (P, 1): one value
+    per row). Two passes (the variance from the centred values, as onnxruntime does), the
+    sums accumulated in float64, the element-wise work in the dtype of ``x``: float32 in
+    the C kernel (pyconv._ext.eltwise.standardize, split over threads by rows), float64 in
+    NumPy."""
+    if x.dtype == np.float32 and x.ndim == 2 and x.shape[1] > 0:
+        return eltwise.standardize(x, eps, scale, bias, context=context)
     mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
     centred = x - mean.astype(x.dtype)
     var = np.square(centred).mean(axis=1, keepdims=True, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):   # var + eps <= 0: inf/NaN, as ORT
         inv_std = 1.0 / np.sqrt(var + eps)
     centred *= inv_std.astype(x.dtype)
+    for p, apply in ((scale, np.multiply), (bias, np.add)):
+        if p is not None and centred.size:
+            p = np.asarray(p, x.dtype)
+            runs = centred.reshape(-1, p.shape[0], p.shape[1], x.shape[1] // p.shape[1])
+            apply(runs, p[None, :, :, None], out=runs)
     return centred, mean, inv_std
 
 
@@ -160,7 +173,7 @@ class LayerNormalization(_Standardize):
         self.broadcast_param(scale, 1, x.shape)
         self.broadcast_param(bias, 2, x.shape)
         y, mean, inv_std = normalize_last_axes(xc, axis, float(self.attrs["epsilon"]),
-                                               scale, bias)
+                                               scale, bias, self.context)
         stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         outs = [y.astype(x.dtype, copy=False)]
         wanted = [bool(o) for o in self.node.outputs[1:3]]
@@ -201,7 +214,7 @@ class GroupNormalization(_Standardize):
                           f"{self.opset}), got {getattr(p, 'shape', None)}", ShapeError)
         if self.opset < 21:     # one value per group: the same for each of its channels
             scale, bias = np.repeat(scale, c // g), np.repeat(bias, c // g)
-        y = normalize_groups(xc, g, float(self.attrs["epsilon"]), scale, bias)
+        y = normalize_groups(xc, g, float(self.attrs["epsilon"]), scale, bias, self.context)
         return [y.astype(x.dtype, copy=False)]
 
 

@@ -45,10 +45,22 @@ typedef void (*pyconv_unary_fn)(int op, const float *x, float *y, int64_t n, flo
 typedef void (*pyconv_binary_fn)(int op, const float *a, int64_t sa, const float *b,
                                  int64_t sb, float *y, int64_t n);
 
+/* One row of n floats standardised (LayerNormalization, GroupNormalization,
+ * InstanceNormalization): y = (x - mean) / sqrt(var + eps) * s + b, the mean and variance
+ * (two passes: the variance of the centred values, with its rounding-error correction)
+ * accumulated in double over float blocks. s and b (either may be NULL: 1, 0) hold k
+ * values, each for a run of n / k consecutive elements (k = n: per element; k = 1: the
+ * whole row). Writes the row's mean and 1 / sqrt(var + eps) (inf or NaN when var + eps
+ * <= 0, as in onnxruntime) to *mean and *inv_std. y may be x. */
+typedef void (*pyconv_standardize_fn)(const float *x, float *y, int64_t n, double eps,
+                                      const float *s, const float *b, int64_t k, double *mean,
+                                      double *inv_std);
+
 typedef struct {
     const char *isa;
     pyconv_unary_fn unary;
     pyconv_binary_fn binary;
+    pyconv_standardize_fn standardize;
 } pyconv_eltwise_kernel;
 
 extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic;

@@ -5,4 +5,5 @@
 #include "eltwise_common.inc"
 
 const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx512 = {"avx512", eltwise_unary_avx512,
-                                                            eltwise_binary_avx512};
+                                                            eltwise_binary_avx512,
+                                                            eltwise_standardize_avx512};

@@ -7,7 +7,8 @@
 #include "eltwise_common.inc"
 
 const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic = {"generic", eltwise_unary_generic,
-                                                             eltwise_binary_generic};
+                                                             eltwise_binary_generic,
+                                                             eltwise_standardize_generic};
 
 const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 {

@@ -116,6 +116,32 @@ def test_group_normalization(rng, opset, shape, groups):
     check(m, {"x": x}, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 4, 7), (2, 3, 2, 2, 3)])
+def test_instance_normalization(rng, shape):
+    x = rand(rng, *shape, scale=3.0, shift=2.0)
+    m = node_model("InstanceNormalization", {"x": x}, epsilon=1e-4,
+                   consts={"s": rand(rng, shape[1]), "b": rand(rng, shape[1])})
+    check(m, {"x": x}, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,shape,attrs,per", [
+    ("LayerNormalization", (8, 313, 96), {"axis": -1}, (96,)),
+    ("LayerNormalization", (1, 196, 768), {"axis": -1}, (768,)),
+    ("GroupNormalization", (1, 64, 32, 32), {"num_groups": 32}, (64,)),
+    ("InstanceNormalization", (2, 32, 40, 40), {}, (32,)),
+])
+def test_norm_large_inputs_split_over_threads(rng, op, shape, attrs, per):
+    """The row kernel split over 2 threads against onnxruntime and the reference."""
+    x = rand(rng, *shape, scale=2.0, shift=1.0)
+    m = node_model(op, {"x": x}, opset=21, consts={"s": rand(rng, *per), "b": rand(rng, *per)},
+                   **attrs)
+    got = pyconv.InferenceSession(m, intra_op_num_threads=2).run(None, {"x": x})[0]
+    want = ort.InferenceSession(m.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got, check(m, {"x": x}, rtol=1e-5, atol=1e-5)[0])
+
+
 @pytest.mark.parametrize("op,inputs,consts,attrs,match", [
     ("LayerNormalization", {"x": np.zeros((2, 3), np.float32)},
      {"s": np.ones(4, np.float32)}, {}, r"'s' of shape \(4,\) does not broadcast"),
