@@ -357,6 +357,24 @@ def _infer_value_info(proto, graph):
             graph.value_info[v.name] = v
 
 
+def _check_session_kwargs(kwargs):
+    """onnxruntime's keyword ``disabled_optimizers`` (names of its own optimizers: nothing
+    to disable here, so a warning); anything else, e.g. ``intra_op_num_threads=1`` that
+    belongs in SessionOptions, is a TypeError rather than silently ignored."""
+    for key, value in kwargs.items():
+        if key == "disabled_optimizers":
+            if value:
+                warnings.warn("InferenceSession(disabled_optimizers=...): onnxruntime's "
+                              "optimizer names do not apply to pyconv and are ignored; "
+                              "set SessionOptions.graph_optimization_level instead",
+                              RuntimeWarning, stacklevel=3)
+            continue
+        hint = (f"; set it on pyconv.SessionOptions and pass that as sess_options"
+                if hasattr(SessionOptions(), key) else "")
+        raise TypeError(f"InferenceSession() got an unexpected keyword argument {key!r}"
+                        f"{hint}")
+
+
 class InferenceSession:
     """Runs an ONNX model on the pyconv kernels.
 
@@ -391,6 +409,7 @@ class InferenceSession:
                  provider_options=None, **kwargs):
         t0 = time.perf_counter()
         self._profiling_start_ns = time.time_ns()
+        _check_session_kwargs(kwargs)
         if sess_options is not None and not isinstance(sess_options, SessionOptions):
             raise TypeError(f"sess_options must be a pyconv.SessionOptions, got "
                             f"{type(sess_options).__module__}.{type(sess_options).__name__}")

@@ -135,7 +135,9 @@ def test_norm_large_inputs_split_over_threads(rng, op, shape, attrs, per):
     x = rand(rng, *shape, scale=2.0, shift=1.0)
     m = node_model(op, {"x": x}, opset=21, consts={"s": rand(rng, *per), "b": rand(rng, *per)},
                    **attrs)
-    got = pyconv.InferenceSession(m, intra_op_num_threads=2).run(None, {"x": x})[0]
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = 2
+    got = pyconv.InferenceSession(m, opts).run(None, {"x": x})[0]
     want = ort.InferenceSession(m.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

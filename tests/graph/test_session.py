@@ -387,3 +387,19 @@ def test_a_checked_feed_signature_does_not_admit_other_feeds(rng):
         with pytest.raises(InvalidArgument, match=match):
             s.run(None, feed)
     np.testing.assert_array_equal(s.run(None, {"x": x.tolist()})[0], s.run(None, {"x": x})[0])
+
+
+def test_unknown_session_keywords_are_refused_not_ignored():
+    """A SessionOptions field given as a keyword (intra_op_num_threads=1) would silently
+    run on every core: a TypeError naming it; onnxruntime's disabled_optimizers warns."""
+    import warnings
+    from pyconv import models
+    path = str(models.path("shapes_classifier.onnx"))
+    with pytest.raises(TypeError, match="'intra_op_num_threads'.*SessionOptions"):
+        pyconv.InferenceSession(path, intra_op_num_threads=1)
+    with pytest.raises(TypeError, match="'bogus'"):
+        pyconv.InferenceSession(path, bogus=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pyconv.InferenceSession(path, disabled_optimizers=["ConstantFolding"])
+    assert any("disabled_optimizers" in str(w.message) for w in caught)
