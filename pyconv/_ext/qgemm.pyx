@@ -8,8 +8,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, pyconv_range_fn,
-                               threads_for)
+from pyconv._ext.gemm cimport context_of, exec_ctx, grain_for, parallel_for, threads_for
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -134,6 +133,7 @@ cdef struct _qtask:
     int64_t channels, inner, blocks_per_channel, block
     float lo, hi
     int kind        # 0 uint8, 1 int8, 2 uint16, 3 int16
+    int dequantize
 
 
 DEF QBLOCK = 16384
@@ -170,22 +170,16 @@ cdef inline void _dequantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t
             y[i] = (<float>(<const short *>t.q)[i] - z) * s
 
 
-cdef void _quantize_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+cdef void _blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qtask *t = <_qtask *>arg
     cdef int64_t b, c, i0
     for b in range(lo, hi):
         c = b // t.blocks_per_channel
         i0 = (b % t.blocks_per_channel) * t.block
-        _quantize_run(t, c, i0, min(i0 + t.block, t.inner))
-
-
-cdef void _dequantize_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    cdef _qtask *t = <_qtask *>arg
-    cdef int64_t b, c, i0
-    for b in range(lo, hi):
-        c = b // t.blocks_per_channel
-        i0 = (b % t.blocks_per_channel) * t.block
-        _dequantize_run(t, c, i0, min(i0 + t.block, t.inner))
+        if t.dequantize:
+            _dequantize_run(t, c, i0, min(i0 + t.block, t.inner))
+        else:
+            _quantize_run(t, c, i0, min(i0 + t.block, t.inner))
 
 
 _KINDS = {np.dtype(np.uint8): 0, np.dtype(np.int8): 1, np.dtype(np.uint16): 2,
@@ -224,11 +218,7 @@ def quantize(x, scale, zero_point, int axis, dtype, context=None):
     cdef cnp.ndarray flt = np.ascontiguousarray(x, np.float32)
     cdef cnp.ndarray q = np.empty((<object>flt).shape, dtype)
     cdef _qtask t = _task_for(flt, q, scale, zero_point, axis)
-    s = _per_run(scale, t.channels, scale.size)
-    z = _per_run(zero_point, t.channels, scale.size)
-    if s.size == 1 and t.channels > 1:
-        s, z = np.full(t.channels, s[0], np.float32), np.full(t.channels, z[0], np.float32)
-    _run(&t, s, z, context, 0)
+    _run(&t, scale, zero_point, context, 0)
     return q
 
 
@@ -237,25 +227,23 @@ def dequantize(q, scale, zero_point, int axis, context=None):
     cdef cnp.ndarray qa = np.ascontiguousarray(q)
     cdef cnp.ndarray y = np.empty((<object>qa).shape, np.float32)
     cdef _qtask t = _task_for(y, qa, scale, zero_point, axis)
-    s = _per_run(scale, t.channels, scale.size)
-    z = _per_run(zero_point, t.channels, scale.size)
-    if s.size == 1 and t.channels > 1:
-        s, z = np.full(t.channels, s[0], np.float32), np.full(t.channels, z[0], np.float32)
-    _run(&t, s, z, context, 1)
+    _run(&t, scale, zero_point, context, 1)
     return y
 
 
-cdef _run(_qtask *t, cnp.ndarray s, cnp.ndarray z, context, int dequant):
+cdef _run(_qtask *t, scale, zero_point, context, int dequant):
     if t.channels == 0 or t.inner == 0:
         return
+    cdef cnp.ndarray s = _per_run(scale, t.channels, scale.size)
+    cdef cnp.ndarray z = _per_run(zero_point, t.channels, scale.size)
     t.scale = <const float *>cnp.PyArray_DATA(s)
     t.zero = <const float *>cnp.PyArray_DATA(z)
     cdef exec_ctx c = context_of(context)
     cdef int64_t blocks = t.channels * t.blocks_per_channel
     cdef int nthreads = threads_for(blocks * t.block // 4, c.nthreads)
-    cdef pyconv_range_fn fn = _dequantize_blocks if dequant else _quantize_blocks
+    t.dequantize = dequant
     with nogil:
         if nthreads <= 1:
-            fn(t, 0, blocks, 0)
+            _blocks(t, 0, blocks, 0)
         else:
-            parallel_for(nthreads, blocks, grain_for(blocks, nthreads), fn, t)
+            parallel_for(nthreads, blocks, grain_for(blocks, nthreads), _blocks, t)
