@@ -189,6 +189,7 @@ VALID_CALLS = {
     "unfold": (_x4, 2), "fold": (np.ones((1, 8, 4), np.float32), (3, 3), 2),
     "layer_norm": (_x4, (5, 5)), "group_norm": (_x4, 2), "instance_norm": (_x4,),
     "matmul": (_x4, np.ones((5, 3), np.float32)),
+    "prelu": (_x4, np.full(2, 0.25, np.float32)),
 }
 FUNCTIONS = sorted(n for n in F.__all__ if not n[0].isupper())
 # Sizes that are absurd (far above pyconv's tensor limit, or past int64) or negative;

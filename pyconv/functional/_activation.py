@@ -19,11 +19,11 @@ import numpy as np
 from pyconv import arithmetic
 from pyconv._arrays import as_float32
 from pyconv._ext import eltwise
-from pyconv.errors import InvalidArgument
+from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["relu", "relu6", "hardtanh", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
            "tanh", "silu", "elu", "selu", "gelu", "mish", "softplus", "clip", "softmax",
-           "log_softmax"]
+           "log_softmax", "prelu"]
 
 
 def _elementwise(x, inplace, act, op, a=0.0, b=0.0, context=None):
@@ -399,3 +399,44 @@ def log_softmax(x, dim=None):
     x, d, s = _shifted(x, dim, "log_softmax")
     s -= np.log(np.sum(np.exp(s), axis=d, keepdims=True))
     return s.reshape(x.shape)
+
+
+def _prelu(x, slope):
+    """``x`` where ``x >= 0`` (NaN passes through), ``x * slope`` elsewhere, ``slope``
+    broadcast against ``x``: the one formula of :func:`prelu`, ``nn.PReLU`` and the ONNX
+    ``PRelu`` operator (which broadcasts its slope the ONNX way)."""
+    return np.where(x < 0, x * slope, x).astype(x.dtype, copy=False)
+
+
+def prelu(input, weight, *, op="prelu"):
+    """``torch.nn.functional.prelu``: one learnt slope for the negative part, shared
+    (``weight`` of one value) or per channel (dim 1; the only channel of a rank < 2
+    input).
+
+    Parameters
+    ----------
+    input : array_like, float32
+    weight : array_like, float32, shape (1,) or (C,)
+
+    Returns
+    -------
+    ndarray, float32, the shape of ``input``
+
+    Raises
+    ------
+    ShapeError
+        When ``weight`` has neither 1 nor C values.
+    """
+    arithmetic.check_op_name(op)
+    x = as_float32(input, "input", op)
+    w = as_float32(weight, "weight", op)
+    channels = x.shape[1] if x.ndim >= 2 else 1
+    if w.ndim > 1 or w.size not in (1, channels):
+        raise ShapeError(f"{op}: num_parameters={w.size} does not match the {channels} "
+                         f"channels (dim 1) of the input of shape {x.shape} (weight shape "
+                         f"{w.shape})")
+    if x.ndim >= 2:
+        w = w.reshape((1, w.size) + (1,) * (x.ndim - 2))
+    else:
+        w = w.reshape(())
+    return _prelu(x, w)

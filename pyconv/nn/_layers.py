@@ -211,16 +211,7 @@ class PReLU(Module):
 
     def forward(self, x):
         """x: float32 (N, C, *) or rank < 2 -> float32, same shape."""
-        x = as_float32(x, "input", "PReLU")
-        weight = self.weight
-        channels = x.shape[1] if x.ndim >= 2 else 1
-        if weight.size != 1 and weight.size != channels:
-            raise ShapeError(f"PReLU: num_parameters={weight.size} does not match the "
-                             f"{channels} channels (dim 1) of the input of shape {x.shape}")
-        if x.ndim >= 2:
-            weight = weight.reshape((1, weight.size) + (1,) * (x.ndim - 2))
-        # The same formula as the ONNX PRelu operator (pyconv.ops): NaN passes through.
-        return np.where(x < 0, x * weight, x).astype(np.float32, copy=False)
+        return A.prelu(x, self.weight, op="PReLU")
 
     def extra_repr(self):
         return f"num_parameters={self.num_parameters}"

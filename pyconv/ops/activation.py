@@ -187,7 +187,7 @@ class PRelu(Op):
         if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
             # Opset < 7 models (pytorch-converted): one slope per channel (axis 1).
             slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
-        return [np.where(x < 0, x * slope, x).astype(x.dtype, copy=False)]
+        return [F._activation._prelu(x, slope)]
 
 
 class _Softmax(Op):

@@ -208,3 +208,32 @@ def test_matches_torch(rng):
     ]
     for i, (ours, theirs) in enumerate(pairs):
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-6, err_msg=str(i))
+
+
+def test_prelu_is_the_onnx_prelu_per_channel():
+    """F.prelu (torch's signature: one slope or one per channel of dim 1) against float64
+    NumPy and the ONNX reference evaluator's PRelu, NaN passing through."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    from pyconv.errors import ShapeError
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    w = rng.uniform(0.1, 0.5, 3).astype(np.float32)
+    got = F.prelu(x, w)
+    x64 = x.astype(np.float64)
+    want = np.where(x64 < 0, x64 * w.reshape(1, 3, 1, 1), x64)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.isnan(got[0, 0, 0, 0])
+    slope = w.reshape(3, 1, 1)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("PRelu", ["x", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)],
+        [numpy_helper.from_array(slope, "s")]), opset_imports=[helper.make_opsetid("", 16)])
+    np.testing.assert_array_equal(got, ReferenceEvaluator(model).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(F.prelu(x[0, 0, 0], np.float32([0.3])),
+                                  np.where(x[0, 0, 0] < 0, x[0, 0, 0] * np.float32(0.3),
+                                           x[0, 0, 0]))
+    with pytest.raises(ShapeError, match=r"prelu: num_parameters=2 does not match the 3"):
+        F.prelu(x, w[:2])
