@@ -36,8 +36,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
-                               planned_array, arrays_overlap, exec_ctx, context_of,
-                               parallel_for, grain_for)
+                               planned_array, arrays_overlap, check_bound_out, exec_ctx,
+                               context_of, parallel_for, grain_for)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)
@@ -603,12 +603,8 @@ cdef class ConvKernel:
         of the output shape), or into a new array per call when ``out`` is None."""
         if shape.kernel is not self:
             raise ValueError("ConvKernel.bind: the reshape belongs to another kernel")
-        if out is not None and (not planned_array(out, shape.ndim, shape.y_dims)
-                                or not out.flags.writeable):
-            raise ValueError(f"ConvKernel.bind: out must be a writeable float32 aligned "
-                             f"C-contiguous array of shape {shape.output_shape}, got "
-                             f"{getattr(out, 'dtype', type(out).__name__)} "
-                             f"{getattr(out, 'shape', '')}")
+        check_bound_out("ConvKernel.bind", out, shape.ndim, shape.y_dims,
+                        shape.output_shape)
         cdef ConvCall call = ConvCall.__new__(ConvCall)
         call.kernel = self
         call.shape = shape

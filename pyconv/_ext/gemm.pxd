@@ -164,5 +164,9 @@ cdef float *workspace_floats(int64_t count) except NULL
 cdef int activation_code(object activation) except -1
 # float32, aligned, C-contiguous, of exactly this shape (a bound call's planned input).
 cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept
+# A bound call's output buffer: None, or a writeable planned array of the output shape
+# (ValueError naming the owner, e.g. "ConvKernel.bind", otherwise).
+cdef int check_bound_out(str owner, object out, int ndim, const cnp.npy_intp *dims,
+                         object output_shape) except -1
 # The byte ranges of two C-contiguous ndarrays intersect.
 cdef bint arrays_overlap(object a, object b) noexcept

@@ -686,6 +686,18 @@ cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept:
     return True
 
 
+cdef int check_bound_out(str owner, object out, int ndim, const cnp.npy_intp *dims,
+                         object output_shape) except -1:
+    """``out`` of a bind: None (a new array per call) or a memory planner's buffer, a
+    writeable float32 aligned C-contiguous array of the output shape."""
+    if out is not None and (not planned_array(out, ndim, dims) or not out.flags.writeable):
+        raise ValueError(f"{owner}: out must be a writeable float32 aligned C-contiguous "
+                         f"array of shape {output_shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")
+    return 0
+
+
 cdef bint arrays_overlap(object a, object b) noexcept:
     """The byte ranges of two C-contiguous arrays intersect."""
     cdef char *pa = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
@@ -1325,12 +1337,8 @@ cdef class LinearKernel:
         of the output shape), or into a new array per call when out is None."""
         if shape.kernel is not self:
             raise ValueError("LinearKernel.bind: the reshape belongs to another kernel")
-        if out is not None and (not planned_array(out, shape.ndim, shape.y_dims)
-                                or not out.flags.writeable):
-            raise ValueError(f"LinearKernel.bind: out must be a writeable float32 aligned "
-                             f"C-contiguous array of shape {shape.output_shape}, got "
-                             f"{getattr(out, 'dtype', type(out).__name__)} "
-                             f"{getattr(out, 'shape', '')}")
+        check_bound_out("LinearKernel.bind", out, shape.ndim, shape.y_dims,
+                        shape.output_shape)
         cdef LinearCall call = LinearCall.__new__(LinearCall)
         call.kernel = self
         call.shape = shape
