@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 from pyconv._ext import gemm
 
-__all__ = ["Activation", "ACTIVATIONS", "ONNX_ACTIVATIONS", "onnx_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "ONNX_ACTIVATIONS", "onnx_activation",
+           "epilogue_params"]
 
 
 class Activation(NamedTuple):
@@ -138,3 +139,19 @@ def onnx_activation(op_type, attrs=None):
         if a.onnx_type == op_type and a.variant == (key, value):
             return a
     return None
+
+
+def epilogue_params(op, activation, act_alpha=0.0, act_beta=0.0):
+    """``(activation, alpha, beta)`` of a plan's fused epilogue, checked: ``activation``
+    an entry of :data:`ACTIVATIONS` or None (bias only).
+
+    Raises
+    ------
+    InvalidArgument
+        On an unknown activation, naming ``op``.
+    """
+    if activation is not None and activation not in ACTIVATIONS:
+        from pyconv.errors import InvalidArgument
+        raise InvalidArgument(f"{op}: activation must be one of {sorted(ACTIVATIONS)}, got "
+                              f"{activation!r}")
+    return activation, float(act_alpha), float(act_beta)

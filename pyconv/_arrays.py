@@ -1,4 +1,5 @@
-"""Array helpers shared by every layer: the one float32 coercion, and kernel alignment."""
+"""Array helpers shared by every layer: the one float32 coercion, kernel alignment and the
+check of a preallocated output."""
 import numpy as np
 
 from pyconv.errors import InvalidArgument, InvalidDType
@@ -62,3 +63,26 @@ def c_aligned(x):
     if flags.c_contiguous and flags.aligned:
         return x
     return np.require(x, requirements="CA")
+
+
+def check_out(op, name, arr, shape, dtype, aligned=False):
+    """A preallocated output: a writeable C-contiguous array of the result's shape and
+    dtype (``aligned``: also aligned, as the GEMM kernels write it); returns it.
+
+    Raises
+    ------
+    InvalidArgument
+        Naming ``op``, ``name``, what was wanted and what was given.
+    """
+    if (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape
+            or not arr.flags.c_contiguous or not arr.flags.writeable
+            or (aligned and not arr.flags.aligned)):
+        got = (f"{type(arr).__name__}" if not isinstance(arr, np.ndarray) else
+               f"{arr.dtype} array of shape {arr.shape}"
+               f"{'' if arr.flags.c_contiguous else ', not C-contiguous'}"
+               f"{'' if arr.flags.writeable else ', read-only'}"
+               f"{'' if arr.flags.aligned else ', misaligned'}")
+        raise InvalidArgument(f"{op}: {name} must be a writeable "
+                              f"{'aligned ' if aligned else ''}C-contiguous "
+                              f"{np.dtype(dtype)} array of shape {shape}, got {got}")
+    return arr

@@ -2,8 +2,8 @@
 import numpy as np
 
 from pyconv import arithmetic
-from pyconv._activations import ACTIVATIONS
-from pyconv._arrays import as_float32, c_aligned
+from pyconv._activations import epilogue_params
+from pyconv._arrays import as_float32, c_aligned, check_out
 from pyconv._ext.conv import ConvKernel
 from pyconv.errors import InvalidArgument, ShapeError
 
@@ -99,14 +99,8 @@ class ConvPlan:
         # choice cost more than a small layer's kernel, and a plan's attributes do not
         # change. Shared with the plans of with_activation (same weights and geometry).
         self._reshapes = {}
-        self._set_epilogue(activation, act_alpha, act_beta)
-
-    def _set_epilogue(self, activation, act_alpha, act_beta):
-        if activation is not None and activation not in ACTIVATIONS:
-            raise InvalidArgument(f"{self.op}: activation must be one of "
-                                  f"{sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
-        self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
+        self.activation, self.act_alpha, self.act_beta = epilogue_params(
+            self.op, activation, act_alpha, act_beta)
 
     def with_activation(self, activation=None, act_alpha=0.0, act_beta=0.0):
         """This convolution with another fused activation (None: bias only).
@@ -116,7 +110,8 @@ class ConvPlan:
         plan = ConvPlan.__new__(ConvPlan)
         for name in _SHARED_BY_EPILOGUES:
             setattr(plan, name, getattr(self, name))
-        plan._set_epilogue(activation, act_alpha, act_beta)
+        plan.activation, plan.act_alpha, plan.act_beta = epilogue_params(
+            self.op, activation, act_alpha, act_beta)
         return plan
 
     def reshape(self, input_shape, output_size=None):
@@ -206,13 +201,8 @@ class ConvPlan:
                                  f"has shape {out_shape}")
         if out is None:
             out = np.empty(out_shape, dtype=np.float32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
-              or out.shape != out_shape or not out.flags.c_contiguous
-              or not out.flags.aligned or not out.flags.writeable):
-            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
-                                  f"float32 array of shape {out_shape}, got "
-                                  f"{getattr(out, 'dtype', type(out).__name__)} "
-                                  f"{getattr(out, 'shape', '')}")
+        else:
+            check_out(self.op, "out", out, out_shape, np.float32, aligned=True)
         return self.kernel.run(shape, x, out, residual, self.activation, self.act_alpha,
                                self.act_beta)
 
@@ -233,13 +223,8 @@ class ConvPlan:
             float32 array of the output shape.
         """
         shape = self.reshape(input_shape, output_size)
-        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
-                or out.shape != shape.output_shape or not out.flags.c_contiguous
-                or not out.flags.aligned or not out.flags.writeable):
-            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
-                                  f"float32 array of shape {shape.output_shape}, got "
-                                  f"{getattr(out, 'dtype', type(out).__name__)} "
-                                  f"{getattr(out, 'shape', '')}")
+        if out is not None:
+            check_out(self.op, "out", out, shape.output_shape, np.float32, aligned=True)
         return self.kernel.bind(shape, out, self.activation, self.act_alpha, self.act_beta)
 
 

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from pyconv._activations import ACTIVATIONS
-from pyconv._arrays import as_float32
+from pyconv._activations import epilogue_params
+from pyconv._arrays import as_float32, check_out
 from pyconv._ext import gemm
 from pyconv._ext.gemm import LinearKernel
 from pyconv.arithmetic import MAX_TENSOR_ELEMENTS, check_tensor_size
@@ -68,14 +68,8 @@ class LinearPlan:
         self.kernel = LinearKernel(weight, bias, prepack, context)
         # LinearReshape per input shape; shared with the plans of with_activation.
         self._reshapes = {}
-        self._set_epilogue(activation, act_alpha, act_beta)
-
-    def _set_epilogue(self, activation, act_alpha, act_beta):
-        if activation is not None and activation not in ACTIVATIONS:
-            raise InvalidArgument(f"{self.op}: activation must be one of "
-                                  f"{sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
-        self.act_alpha, self.act_beta = float(act_alpha), float(act_beta)
+        self.activation, self.act_alpha, self.act_beta = epilogue_params(
+            self.op, activation, act_alpha, act_beta)
 
     def with_activation(self, activation=None, act_alpha=0.0, act_beta=0.0):
         """This layer with another fused activation (None: bias only).
@@ -85,7 +79,8 @@ class LinearPlan:
         plan = LinearPlan.__new__(LinearPlan)
         for name in ("op", "out_features", "in_features", "alpha", "kernel", "_reshapes"):
             setattr(plan, name, getattr(self, name))
-        plan._set_epilogue(activation, act_alpha, act_beta)
+        plan.activation, plan.act_alpha, plan.act_beta = epilogue_params(
+            self.op, activation, act_alpha, act_beta)
         return plan
 
     @property
@@ -163,7 +158,7 @@ class LinearPlan:
         if out is None:
             out = np.empty(shape.output_shape, dtype=np.float32)
         else:
-            self._check_out(out, shape)
+            check_out(self.op, "out", out, shape.output_shape, np.float32, aligned=True)
         return self.kernel.run(shape, x, out, self.activation, self.act_alpha,
                                self.act_beta, self.alpha)
 
@@ -184,18 +179,9 @@ class LinearPlan:
         """
         shape = self.reshape(input_shape)
         if out is not None:
-            self._check_out(out, shape)
+            check_out(self.op, "out", out, shape.output_shape, np.float32, aligned=True)
         return self.kernel.bind(shape, out, self.activation, self.act_alpha, self.act_beta,
                                 self.alpha)
-
-    def _check_out(self, out, shape):
-        if (not isinstance(out, np.ndarray) or out.dtype != np.float32
-                or out.shape != shape.output_shape or not out.flags.c_contiguous
-                or not out.flags.aligned or not out.flags.writeable):
-            raise InvalidArgument(f"{self.op}: out must be a writeable aligned C-contiguous "
-                                  f"float32 array of shape {shape.output_shape}, got "
-                                  f"{getattr(out, 'dtype', type(out).__name__)} "
-                                  f"{getattr(out, 'shape', '')}")
 
     def __repr__(self):
         return (f"LinearPlan(in_features={self.in_features}, "

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from pyconv import arithmetic
-from pyconv._arrays import as_float32, c_aligned
+from pyconv._arrays import as_float32, c_aligned, check_out
 from pyconv._ext import pool as _kernels
 from pyconv._ext.gemm import ExecutionContext
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
@@ -101,19 +101,6 @@ def _finish(y, x_shape, out, added):
     return y[0] if added else y
 
 
-def _check_out(op, name, arr, shape, dtype):
-    """A preallocated output: a writeable C-contiguous array of the result's shape/dtype."""
-    if (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape
-            or not arr.flags.c_contiguous or not arr.flags.writeable):
-        got = (f"{type(arr).__name__}" if not isinstance(arr, np.ndarray) else
-               f"{arr.dtype} array of shape {arr.shape}"
-               f"{'' if arr.flags.c_contiguous else ', not C-contiguous'}"
-               f"{'' if arr.flags.writeable else ', read-only'}")
-        raise InvalidArgument(f"{op}: {name} must be a writeable C-contiguous "
-                              f"{np.dtype(dtype)} array of shape {shape}, got {got}")
-    return arr
-
-
 def _run_sliding(mode, x, shape, added, op=None, out=None, out_indices=None, **kw):
     """Runs a validated sliding-window pooling of x (N, C, *spatial), resolved by the
     PoolReshape ``shape``; returns y or (y, indices).
@@ -124,12 +111,12 @@ def _run_sliding(mode, x, shape, added, op=None, out=None, out_indices=None, **k
     window = shape.window
     planes = (full[0] * full[1],) + window[0]
     if out is not None:
-        out = _check_out(op, "out", out, full, np.float32)
+        out = check_out(op, "out", out, full, np.float32)
         kw["out"] = out.reshape(planes)
     if out_indices is not None:
         if kw.get("indices", "none") == "none":
             raise InvalidArgument(f"{op}: out_indices needs indices='torch' or 'onnx'")
-        out_indices = _check_out(op, "out_indices", out_indices, full, np.int64)
+        out_indices = check_out(op, "out_indices", out_indices, full, np.int64)
         kw["out_indices"] = out_indices.reshape(planes)
     for name, arr in (("out", out), ("out_indices", out_indices)):
         if arr is not None and np.may_share_memory(arr, x):
@@ -403,7 +390,7 @@ class PoolPlan:
             raise InvalidArgument(f"{self.op}: only max and average pooling without indices "
                                   f"can be bound")
         shape = self.reshape(x_shape)
-        _check_out(self.op, "out", out, shape.output_shape, np.float32)
+        check_out(self.op, "out", out, shape.output_shape, np.float32)
         kw = dict(self._kw)
         kw.pop("indices", None)
         return _kernels.bind_pool(self.mode, shape.input_shape, *shape.window, out, **kw)

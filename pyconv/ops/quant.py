@@ -163,7 +163,8 @@ class DynamicQuantizeLinear(Op):
         if scale == 0:          # all zeros: scale 1 (onnxruntime's choice), never 0 / 0
             scale = np.float32(1)
         zp = _saturate(np.rint(np.float32(0) - np.float32(lo) / scale), np.uint8)
-        y = _saturate(np.rint(x / scale) + np.float32(zp), np.uint8)
+        y = qgemm.quantize(x.reshape(-1), np.float32([scale]), np.asarray([zp], np.uint8), 0,
+                           np.uint8, self.context).reshape(x.shape)
         return [y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)]
 
 
@@ -369,7 +370,7 @@ def _requantize(acc, scale, zp, dtype):
     return _saturate(v + zp.astype(np.float32), dtype)
 
 
-def _output_scale(op, a_scale, b_scale, y_scale, shape):
+def _output_scale(a_scale, b_scale, y_scale, shape):
     s = (np.float32(a_scale.reshape(())) * b_scale.astype(np.float32)
          / np.float32(y_scale.reshape(())))
     return s.reshape(shape) if s.size > 1 else s.reshape(())
@@ -401,7 +402,7 @@ class _QLinear(Op):
                       f"({channel_shape[self.channel_axis(acc)]},)")
         scale_shape = [1] * acc.ndim
         scale_shape[self.channel_axis(acc)] = b_scale.size
-        scale = _output_scale(self, a_scale, b_scale, y_scale, scale_shape)
+        scale = _output_scale(a_scale, b_scale, y_scale, scale_shape)
         return [_requantize(acc, scale, y_zp.reshape(()), y_zp.dtype.type)]
 
 
@@ -467,22 +468,28 @@ class _QLinearBinary(Op):
         return [_quantize(self, y, inputs, 6, 7, a_dtype=inputs[0].dtype)]
 
 
-def _dequantize(op, q, inputs, scale_i, zp_i):
-    """Per-tensor ``(q - zp) * scale`` in float32."""
-    scale = _scale(op, inputs, scale_i).reshape(())
-    zp = _zero_point(op, inputs, zp_i, q.dtype)
+def _per_tensor(op, inputs, scale_i, zp_i, dtype):
+    """A per-tensor scale (float32) and zero point (``dtype`` when absent), each (1,)."""
+    scale = _scale(op, inputs, scale_i)
+    zp = _zero_point(op, inputs, zp_i, dtype)
     if zp.size != 1 or scale.size != 1:
         op.fail(f"inputs '{op.input_name(scale_i)}' and '{op.input_name(zp_i)}' must be "
                 f"scalars (per-tensor quantization)")
-    return (q.astype(np.float32) - np.float32(zp.reshape(()))) * np.float32(scale)
+    return scale.astype(np.float32).reshape(1), zp.reshape(1)
+
+
+def _dequantize(op, q, inputs, scale_i, zp_i):
+    """Per-tensor ``(q - zp) * scale`` in float32 (DequantizeLinear's kernel)."""
+    scale, zp = _per_tensor(op, inputs, scale_i, zp_i, q.dtype)
+    return qgemm.dequantize(q.reshape(-1), scale, zp, 0, op.context).reshape(q.shape)
 
 
 def _quantize(op, y, inputs, scale_i, zp_i, a_dtype):
     """Per-tensor requantization of float32 ``y`` to the type of the zero point (or of
-    the quantized inputs when it is absent)."""
-    scale = np.float32(_scale(op, inputs, scale_i).reshape(()))
-    zp = _zero_point(op, inputs, zp_i, a_dtype)
-    return _saturate(np.rint(y / scale) + np.float32(zp.reshape(())), zp.dtype.type)
+    the quantized inputs when it is absent): QuantizeLinear's kernel."""
+    scale, zp = _per_tensor(op, inputs, scale_i, zp_i, a_dtype)
+    y = np.asarray(y, np.float32)
+    return qgemm.quantize(y.reshape(-1), scale, zp, 0, zp.dtype, op.context).reshape(y.shape)
 
 
 @register("QLinearAdd", domain="com.microsoft")
@@ -513,8 +520,7 @@ class QLinearGlobalAveragePool(Op):
             tuple(range(2, x.ndim))
         total = x.astype(np.int64).sum(axis=axes, keepdims=True)
         count = int(np.prod([x.shape[a] for a in axes]))
-        x_scale = np.float32(_scale(self, inputs, 1).reshape(()))
-        x_zp = _zero_point(self, inputs, 2, x.dtype)
-        mean = (total - count * int(x_zp.reshape(()))).astype(np.float32) \
-            * (x_scale / np.float32(count))
+        x_scale, x_zp = _per_tensor(self, inputs, 1, 2, x.dtype)
+        mean = (total - count * int(x_zp[0])).astype(np.float32) \
+            * (x_scale[0] / np.float32(count))
         return [_quantize(self, mean, inputs, 3, 4, a_dtype=x.dtype)]
