@@ -37,7 +37,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                planned_array, arrays_overlap, check_bound_out, exec_ctx,
-                               context_of, parallel_for, grain_for)
+                               context_of, parallel_for, grain_for, B_PACK_COPY,
+                               B_PACK_IM2COL, sgemm_row_blocks)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)
@@ -248,10 +249,10 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))
     padded = gemm + 8 * k * n * packers + copy
-    # Implicit im2col splits the same way, and every row block packs B from the image
-    # (measured: 512 -> 512 3x3 on 4x4 took 0.62 ms at 1 thread and 0.91 ms at 2 on
-    # implicit im2col, 0.32 ms at 2 on padded im2col).
-    im2col += 12 * k * n * (packers - 1)
+    # Implicit im2col's GEMM split (sgemm_plan_for) makes every row block pack B from the
+    # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
+    if p.batch * p.groups < nthreads:
+        im2col += 12 * k * n * (sgemm_row_blocks(m, n, kern, nthreads, B_PACK_IM2COL) - 1)
     if shifted <= padded and shifted <= im2col:
         cost[0] = shifted
         return ALGO_SHIFTED

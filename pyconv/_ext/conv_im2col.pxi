@@ -151,6 +151,7 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
     cdef padded_b pb
     cdef const void *ctx
     cdef pack_b_fn pack
+    cdef int64_t pack_cost = B_PACK_COPY
     cdef pyconv_epilogue ep
     cdef pointwise_gemv gv
     _fill_epilogue(p, grp * cout_g, n, &ep)
@@ -185,8 +186,9 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
         ib.geom = &p.geom
         ctx = &ib
         pack = pack_b_im2col
+        pack_cost = B_PACK_IM2COL
     if nthreads > 1:
-        sgemm_packed(a, ncols, pack, ctx, y, p.y_plane, 1.0, 0.0, &ep, nthreads, ws)
+        sgemm_packed(a, ncols, pack, pack_cost, ctx, y, p.y_plane, 1.0, 0.0, &ep, nthreads, ws)
     else:
         sgemm_block(a, 0, a.m, 0, ncols, sgemm_nc(a, ncols), pack, ctx, y, p.y_plane, 1.0,
                     0.0, &ep, ws, ws + min(a.kc, a.k) * sgemm_nc(a, ncols))

@@ -141,8 +141,8 @@ cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads,
         sb.data = p.x + (j.n * p.cin + grp * cin_g) * in_plane
         sb.sk = in_plane
         sb.sn = 1
-        sgemm_packed(&p.packed[grp], in_plane, pack_b_strided, &sb, cols, in_plane, 1.0, 0.0,
-                     NULL, nthreads, ws)
+        sgemm_packed(&p.packed[grp], in_plane, pack_b_strided, B_PACK_COPY, &sb, cols,
+                     in_plane, 1.0, 0.0, NULL, nthreads, ws)
         j.first_oc = grp * cout_g
         j.y = p.y + (j.n * p.cout + j.first_oc) * plane
         parallel_for(nthreads, cout_g, grain_for(cout_g, nthreads), _col2im_planes, &j)

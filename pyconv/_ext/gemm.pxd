@@ -151,13 +151,21 @@ cdef struct sgemm_plan:
     int64_t n, mpanels, npanels, kc, nc, stride, tm, tn, workspace_floats
     int nthreads
 
-cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads,
+# What packing one value of B costs, in multiply-add rows (sgemm_plan_for's split):
+# a copy from a strided matrix or image, or implicit im2col's bounds and zero fill.
+cdef enum:
+    B_PACK_COPY = 8
+    B_PACK_IM2COL = 12
+
+cdef int64_t sgemm_row_blocks(int64_t m, int64_t n, const pyconv_sgemm_kernel *kern,
+                              int nthreads, int64_t b_pack_cost) noexcept nogil
+cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads, int64_t b_pack_cost,
                          sgemm_plan *p) noexcept nogil
 cdef void sgemm_planned(const packed_a *a, const sgemm_plan *p, pack_b_fn pack_b,
                         const void *bctx, float *c, int64_t ldc, float alpha, float beta,
                         const pyconv_epilogue *ep, float *workspace) noexcept nogil
-cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
-                       float *c, int64_t ldc, float alpha, float beta,
+cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, int64_t b_pack_cost,
+                       const void *bctx, float *c, int64_t ldc, float alpha, float beta,
                        const pyconv_epilogue *ep, int nthreads,
                        float *workspace) noexcept nogil
 cdef float *workspace_floats(int64_t count) except NULL

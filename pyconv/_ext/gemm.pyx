@@ -424,32 +424,46 @@ cdef inline int64_t _split(int64_t total, int64_t parts, int64_t idx) noexcept n
     return total * idx // parts
 
 
-# Packing one B value costs about this many rows of multiply-adds (conv.pyx's cost model
-# counts 8-12 per value).
-DEF B_PACK_ROWS = 8
+cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t mr, int64_t nr, int nthreads,
+                       int64_t max_tiles, int64_t pack_cost, int64_t *tm,
+                       int64_t *tn) noexcept nogil:
+    """Splits the (M panels x N panels) tile grid of an (mpanels * mr) x n product into
+    tm x tn tiles (at most max_tiles) for nthreads threads that take tiles one at a time.
 
-
-cdef void _thread_grid(int64_t mpanels, int64_t npanels, int64_t mr, int nthreads,
-                       int64_t *tm, int64_t *tn) noexcept nogil:
-    """Splits the (M panels x N panels) tile grid over at most nthreads tiles.
-
-    Picks the factorisation whose largest tile costs least, counting that every tile packs
-    the B panels of its columns itself (B_PACK_ROWS rows of multiply-adds per packed value):
-    splitting M makes each row block pack the same B again, which dominates when M is
-    small against K (a 1x1 conv 256 -> 64 gained 1.16x from a second thread with an M
-    split, see README). On ties it prefers splitting N, so threads share the packed A."""
-    cdef int64_t a, b, cost, best = -1
+    Every tile packs the B panels of its columns itself, pack_cost multiply-add rows per
+    packed value: splitting M makes each row block pack the same B again, splitting N
+    costs nothing extra. Columns count in 16-float vectors (the edge kernel computes no
+    more), so a last panel of 1 column is a small tile. The time is the larger of the
+    largest tile and the total work shared by the threads; of the splits that minimise
+    it, the one with most tiles (a thread that lacks a core on a busy machine leaves less
+    behind)."""
+    cdef int64_t npanels = (n + nr - 1) // nr, a, b, j, cols, widest, total, cost, best = -1
     tm[0] = 1
     tn[0] = 1
-    for a in range(1, nthreads + 1):
-        b = min(<int64_t>(nthreads // a), npanels)
-        if a > mpanels:
-            break
-        cost = ((npanels + b - 1) // b) * (((mpanels + a - 1) // a) * mr + B_PACK_ROWS)
-        if best < 0 or cost < best or (cost == best and b > tn[0]):
-            best = cost
-            tm[0] = a
-            tn[0] = b
+    for b in range(1, min(npanels, max_tiles) + 1):
+        widest = 0
+        for j in range(b):
+            cols = min(_split(npanels, b, j + 1) * nr, n) - _split(npanels, b, j) * nr
+            widest = max(widest, _round_up(cols, 16))
+        for a in range(1, min(mpanels, max_tiles // b) + 1):
+            total = _round_up(n, 16) * (mpanels * mr + a * pack_cost)
+            cost = max(widest * (((mpanels + a - 1) // a) * mr + pack_cost),
+                       (total + nthreads - 1) // nthreads)
+            if best < 0 or cost < best or (cost == best and a * b > tm[0] * tn[0]):
+                best = cost
+                tm[0] = a
+                tn[0] = b
+
+
+cdef int64_t sgemm_row_blocks(int64_t m, int64_t n, const pyconv_sgemm_kernel *kern,
+                              int nthreads, int64_t b_pack_cost) noexcept nogil:
+    """Row blocks the split of an m x n product over nthreads threads makes (each packs
+    all of its columns' B): what a cost model counts B packing by."""
+    cdef int64_t tm = 1, tn = 1
+    if nthreads > 1 and m > 0 and n > 0:
+        _thread_grid((m + kern.mr - 1) // kern.mr, n, kern.mr, kern.nr, nthreads,
+                     nthreads * TASKS_PER_THREAD, b_pack_cost, &tm, &tn)
+    return tm
 
 
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil:
@@ -559,12 +573,12 @@ cdef void _tiles_task(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
                         bbuf + j.kc * j.nc)
 
 
-cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads,
+cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads, int64_t b_pack_cost,
                          sgemm_plan *p) noexcept nogil:
     """Decides how an (a.m x n) product with this A runs on at most nthreads threads: the
     threads worth using, the B block, the thread grid and the workspace (made once by a
     plan's reshape, or per call by sgemm_packed). Needs a's shape and kernel, not its
-    data."""
+    data, and what packing one value of B costs (B_PACK_COPY, B_PACK_IM2COL)."""
     cdef const pyconv_sgemm_kernel *kern = a.kernel
     cdef int64_t mr = kern.mr, nr = kern.nr
     p.n = n
@@ -581,8 +595,9 @@ cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads,
         return
     p.nthreads = threads_for(a.m * n * a.k, nthreads)
     if p.nthreads > 1:
-        # About TASKS_PER_THREAD tiles per thread (tm x tn), taken one at a time.
-        _thread_grid(p.mpanels, p.npanels, mr, p.nthreads * TASKS_PER_THREAD, &p.tm, &p.tn)
+        # Up to TASKS_PER_THREAD tiles per thread (tm x tn), taken one at a time.
+        _thread_grid(p.mpanels, n, mr, nr, p.nthreads, p.nthreads * TASKS_PER_THREAD,
+                     b_pack_cost, &p.tm, &p.tn)
     p.workspace_floats = p.nthreads * p.stride + 16
 
 
@@ -611,8 +626,8 @@ cdef void sgemm_planned(const packed_a *a, const sgemm_plan *p, pack_b_fn pack_b
     parallel_for(p.nthreads, p.tm * p.tn, 1, _tiles_task, &j)
 
 
-cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const void *bctx,
-                       float *c, int64_t ldc, float alpha, float beta,
+cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, int64_t b_pack_cost,
+                       const void *bctx, float *c, int64_t ldc, float alpha, float beta,
                        const pyconv_epilogue *ep, int nthreads,
                        float *workspace) noexcept nogil:
     """C (m x n, row stride ldc) = epilogue(alpha * A @ B + beta * C), planned per call.
@@ -621,7 +636,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, const voi
     pack straight from the image (implicit im2col). workspace holds
     sgemm_workspace_floats(a, n, nthreads) floats."""
     cdef sgemm_plan p
-    sgemm_plan_for(a, n, nthreads, &p)
+    sgemm_plan_for(a, n, nthreads, b_pack_cost, &p)
     sgemm_planned(a, &p, pack_b, bctx, c, ldc, alpha, beta, ep, workspace)
 
 
@@ -848,7 +863,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     if needs_pack:
         view = _pack_into(a, ctx.kernel, ws, nthreads)
     with nogil:
-        sgemm_packed(&view, n, pack_b_strided, &bdesc, &cv[0, 0], n, alpha, beta, epp,
+        sgemm_packed(&view, n, pack_b_strided, B_PACK_COPY, &bdesc, &cv[0, 0], n, alpha, beta, epp,
                      nthreads, ws + pack_floats)
     return out
 
@@ -1110,7 +1125,7 @@ cdef _batched(object a, object b, object y, object context):
             parallel_for(nthreads, items, grain_for(items, nthreads), _batched_items, &j)
         return
     # A few large products: each packed and split over the threads in turn.
-    sgemm_plan_for(&view, j.n, nthreads, &plan)
+    sgemm_plan_for(&view, j.n, nthreads, B_PACK_COPY, &plan)
     ws = workspace_floats(j.apack + plan.workspace_floats)
     view.data = ws
     bdesc.sk = j.sbk
@@ -1284,7 +1299,7 @@ cdef class LinearKernel:
             view.k = k
             view.kc = KC_DEFAULT
             view.kernel = self.ctx.kernel
-            sgemm_plan_for(&view, rows, self.ctx.nthreads, &r.plan)
+            sgemm_plan_for(&view, rows, self.ctx.nthreads, B_PACK_COPY, &r.plan)
             r.nthreads = r.plan.nthreads
             if self.prepack:
                 self._pack()

@@ -21,6 +21,7 @@ static void sgemm_ukernel_6x16_avx2(int64_t kc, const float *restrict a, const f
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        PREFETCH_A(a);
         __m256 ai;
         ai = _mm256_broadcast_ss(a + 0);
         c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);

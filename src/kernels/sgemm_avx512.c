@@ -47,6 +47,7 @@ static void sgemm_ukernel_8x48_avx512(int64_t kc, const float *restrict a,
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         const __m512 b2 = _mm512_load_ps(b + 32);
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+        PREFETCH_A(a);
         ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3);
         ROW_FMA(4); ROW_FMA(5); ROW_FMA(6); ROW_FMA(7);
         a += MR;
@@ -105,6 +106,7 @@ sgemm_ukernel_8x48_ep_body(const int act, int64_t kc, const float *restrict a,
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         const __m512 b2 = _mm512_load_ps(b + 32);
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
+        PREFETCH_A(a);
         ROW_FMA(0); ROW_FMA(1); ROW_FMA(2); ROW_FMA(3);
         ROW_FMA(4); ROW_FMA(5); ROW_FMA(6); ROW_FMA(7);
         a += MR;
