@@ -117,10 +117,13 @@ cdef void _depthwise_channels_tasks(void *arg, int64_t lo, int64_t hi, int slot)
 
 
 cdef void _depthwise_forward(const conv_args *p, int nthreads) noexcept nogil:
+    # A task of one channel block or row block is short (a 16x16 map: well under a
+    # microsecond): claimed one at a time, the threads mostly contend for the counter.
     cdef int64_t tasks
     if p.dw_channels:
         tasks = p.batch * ((p.cout + p.dw_kernel.lanes - 1) // p.dw_kernel.lanes)
-        parallel_for(nthreads, tasks, 1, _depthwise_channels_tasks, <void *>p)
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _depthwise_channels_tasks,
+                     <void *>p)
         return
-    parallel_for(nthreads, p.batch * p.cout * p.geom.out_size[0] * p.dw_blocks, 1,
-                 _depthwise_tasks, <void *>p)
+    tasks = p.batch * p.cout * p.geom.out_size[0] * p.dw_blocks
+    parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _depthwise_tasks, <void *>p)

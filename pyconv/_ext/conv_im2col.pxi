@@ -207,7 +207,7 @@ cdef void _im2col_forward(const conv_args *p, int nthreads) noexcept nogil:
     cdef int64_t tasks = p.batch * p.groups, t
     if nthreads > 1 and tasks >= nthreads:
         # Enough independent GEMMs: whole ones per task, each single-threaded.
-        parallel_for(nthreads, tasks, 1, _gemm_tasks, <void *>p)
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _gemm_tasks, <void *>p)
     else:
         for t in range(tasks):
             _conv_gemm_task(p, t, nthreads, p.ws, p.ws_stride)

@@ -131,7 +131,8 @@ cdef void _conv_transpose_forward(const conv_args *p, bint direct, int nthreads,
     cdef strided_b sb
     cdef _col2im_job j
     if direct:
-        parallel_for(nthreads, p.batch * p.cout, 1, _direct_planes, <void *>p)
+        parallel_for(nthreads, p.batch * p.cout, grain_for(p.batch * p.cout, nthreads),
+                     _direct_planes, <void *>p)
         return
     j.p = p
     j.cols = cols
