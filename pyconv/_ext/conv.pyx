@@ -252,7 +252,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # Implicit im2col's GEMM split (sgemm_plan_for) makes every row block pack B from the
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
-        im2col += 12 * k * n * (sgemm_row_blocks(m, n, kern, nthreads, B_PACK_IM2COL) - 1)
+        im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
     if shifted <= padded and shifted <= im2col:
         cost[0] = shifted
         return ALGO_SHIFTED

@@ -154,10 +154,10 @@ cdef struct sgemm_plan:
 # What packing one value of B costs, in multiply-add rows (sgemm_plan_for's split):
 # a copy from a strided matrix or image, or implicit im2col's bounds and zero fill.
 cdef enum:
-    B_PACK_COPY = 8
-    B_PACK_IM2COL = 12
+    B_PACK_COPY = 10
+    B_PACK_IM2COL = 32
 
-cdef int64_t sgemm_row_blocks(int64_t m, int64_t n, const pyconv_sgemm_kernel *kern,
+cdef int64_t sgemm_row_blocks(int64_t m, int64_t n, int64_t k, const pyconv_sgemm_kernel *kern,
                               int nthreads, int64_t b_pack_cost) noexcept nogil
 cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads, int64_t b_pack_cost,
                          sgemm_plan *p) noexcept nogil
