@@ -23,6 +23,10 @@ cdef extern from "sgemm.h" nogil:
                                      int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                      float beta, float *y, int64_t sy) noexcept nogil
     ctypedef double (*pyconv_fma_peak_fn)(int64_t iterations) noexcept nogil
+    ctypedef void (*pyconv_channel_affine_fn)(const float *x, float *y, int64_t m, int64_t n,
+                                              const float *scale, const float *shift,
+                                              int64_t c0, int64_t channels, int act, float a,
+                                              float b) noexcept nogil
     ctypedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
                                             const int64_t *off, float *tile) noexcept nogil
@@ -63,6 +67,7 @@ cdef extern from "sgemm.h" nogil:
         pyconv_phase_split_fn phase_split
         pyconv_pack_runs_fn pack_runs
         pyconv_sgemm_ukernel_ep ukernel_ep
+        pyconv_channel_affine_fn channel_affine
 
     # The fused activations, by name (values from sgemm.h; pyconv._activations is the
     # Python registry over them).

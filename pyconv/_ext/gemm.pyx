@@ -17,7 +17,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
-from pyconv._arrays import as_float32
+from pyconv._arrays import as_float32, check_out
 from pyconv.arithmetic import MAX_TENSOR_ELEMENTS as _MAX_TENSOR_ELEMENTS, check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
 
@@ -1551,3 +1551,61 @@ def apply_activation(x, activation, float act_alpha=0.0, float act_beta=0.0, con
     if work is not x:
         x[...] = work
     return x
+
+
+cdef struct _affine_job:
+    const pyconv_sgemm_kernel *kern
+    const float *x
+    float *y
+    const float *scale
+    const float *shift
+    int64_t n, channels
+    int act
+    float a, b
+
+
+cdef void _affine_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _affine_job *j = <const _affine_job *>arg
+    j.kern.channel_affine(j.x + lo * j.n, j.y + lo * j.n, hi - lo, j.n, j.scale, j.shift, lo,
+                          j.channels, j.act, j.a, j.b)
+
+
+def channel_affine(x, scale, shift, activation=None, float act_alpha=0.0,
+                   float act_beta=0.0, out=None, context=None):
+    """``act(x * scale + shift)`` with per-channel (axis 1) scale and shift, in one pass
+    over x (inference BatchNormalization, the optimizer's ChannelAffine).
+
+    x: float32 (N, C, ...) C-contiguous; scale, shift: float32 (C,); out: None or a
+    writeable float32 C-contiguous array of x's shape (x itself for in place). The
+    activation is one of the fused epilogue's (pyconv._activations), computed by the
+    same vector code."""
+    cdef int act = activation_code(activation)
+    cdef object xa = np.require(as_float32(x, "x", "channel_affine"), requirements="CA")
+    if xa.ndim < 2:
+        raise ShapeError(f"channel_affine: x must be (N, C, ...), got shape {xa.shape}")
+    cdef int64_t channels = xa.shape[1]
+    cdef object sv = _as_float32_vector(scale, channels, "channel_affine: scale")
+    cdef object tv = _as_float32_vector(shift, channels, "channel_affine: shift")
+    if out is None:
+        out = np.empty(xa.shape, np.float32)
+    else:
+        check_out("channel_affine", "out", out, xa.shape, np.float32, aligned=True)
+    cdef exec_ctx ctx = context_of(context)
+    cdef int64_t rows = xa.shape[0] * channels, size = xa.size
+    if rows == 0 or size == 0:
+        return out
+    cdef _affine_job j
+    j.kern = ctx.kernel
+    j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>xa)
+    j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    j.scale = <const float *>cnp.PyArray_DATA(<cnp.ndarray>sv)
+    j.shift = <const float *>cnp.PyArray_DATA(<cnp.ndarray>tv)
+    j.n = size // rows
+    j.channels = channels
+    j.act = act
+    j.a = act_alpha
+    j.b = act_beta
+    cdef int nthreads = threads_for(size * 4, ctx.nthreads)
+    with nogil:
+        parallel_for(nthreads, rows, grain_for(rows, nthreads), _affine_rows, &j)
+    return out

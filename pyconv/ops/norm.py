@@ -20,15 +20,13 @@ class _Affine(Op):
         if x.ndim < 2 or x.shape[1] != scale.shape[0]:
             self.fail(f"input '{self.input_name(0)}' has shape {x.shape}; expected "
                       f"(N, {scale.shape[0]}, ...)", ShapeError)
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         y = take_out(out, x.shape)
-        if np.may_share_memory(y, x):
-            y = np.empty(x.shape, np.float32)
-        np.multiply(x, scale.reshape(shape), out=y)
-        y += shift.reshape(shape)
-        if activation:
-            gemm.apply_activation(y, activation, a, b, self.context)
-        return y
+        if (not (y.flags.c_contiguous and y.flags.aligned and y.flags.writeable)
+                or (y is not x and np.may_share_memory(y, x))):
+            y = None        # the kernel writes a plain buffer, x itself or a separate one
+        return gemm.channel_affine(x, np.asarray(scale, np.float32),
+                                   np.asarray(shift, np.float32), activation, a, b, out=y,
+                                   context=self.context)
 
 
 @register("BatchNormalization")

@@ -102,6 +102,13 @@ typedef void (*pyconv_pack_runs_fn)(const float *src, const int64_t *off, int64_
                                     const pyconv_run *runs, int64_t nruns, int64_t nr,
                                     float *dst);
 
+/* y[i, :] = act(x[i, :] * scale[c] + shift[c]) for rows i < m of n floats, c = (c0 + i) % channels
+ * (BatchNormalization in inference and the optimizer's ChannelAffine: NCHW rows). */
+typedef void (*pyconv_channel_affine_fn)(const float *x, float *y, int64_t m, int64_t n,
+                                         const float *scale, const float *shift,
+                                         int64_t c0, int64_t channels, int act, float a,
+                                         float b);
+
 /* Times an FMA-only loop: returns the flops executed (used to measure machine peak). */
 typedef double (*pyconv_fma_peak_fn)(int64_t iterations);
 
@@ -119,6 +126,7 @@ typedef struct {
     pyconv_phase_split_fn phase_split;
     pyconv_pack_runs_fn pack_runs;
     pyconv_sgemm_ukernel_ep ukernel_ep;      /* NULL: ukernel, then epilogue */
+    pyconv_channel_affine_fn channel_affine;
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */
