@@ -225,7 +225,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
-            or g.s[0] != 1 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
+            or g.s[0] != 1 or g.pb[0] != 0 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
             or g.s[2] > PYCONV_MAX_PHASE_STRIDE or g.pb[1] < 0 or g.pb[2] < 0):
         return ALGO_IM2COL
     if forced == ALGO_SHIFTED or forced == ALGO_PADDED:

@@ -67,6 +67,21 @@ def test_conv_matches_reference(isa, threads, algorithm, rng, case):
     assert_close(got, R.conv_nd(x, w, b, s, pb, pe, d, g), cin * np.prod(k))
 
 
+# An outer dim of one plane whose one output reads only padding: every output is the bias
+# (the 2-D paths once read that plane at depth 0 anyway; found by the adjoint property).
+@pytest.mark.parametrize("sp,k,s,p", [
+    ((1, 1, 2), (1, 1, 2), (2, 1, 1), (1, 0, 0, 0, 0, 0)),
+    ((1, 4, 5), (1, 3, 3), (3, 1, 1), (2, 1, 1, 0, 1, 1)),
+    ((1, 6), (1, 3), (1, 1), (1, 1, 0, 1)),
+], ids=["depth", "depth-3x3", "rows"])
+def test_outer_dim_read_only_in_padding(algorithm, rng, sp, k, s, p):
+    x, w, b = rand(rng, 2, 3, *sp), rand(rng, 4, 3, *k), rand(rng, 4)
+    pb, pe = arithmetic.resolve_padding(p, len(sp))
+    got = CONV[len(sp)](x, w, b, stride=s, padding=p)
+    ref = R.conv_nd(x, w, b, s, pb, pe, (1,) * len(sp), 1)
+    assert_close(got, ref, 3 * np.prod(k))
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_conv_transpose_matches_reference(isa, threads, rng, case):
     n, cin, cout, sp, k, s, p, d, g = case
