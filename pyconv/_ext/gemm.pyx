@@ -23,6 +23,10 @@ from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, Unsupported
 
 cnp.import_array()
 
+cdef extern from "pack_transpose.h" nogil:
+    void pyconv_transpose_rows(const float *src, int64_t ss, int64_t k, float *dst, int64_t ld,
+                               int64_t rows)
+
 cdef extern from "sgemm.h" nogil:
     int pyconv_cpu_has_avx2_fma()
     int pyconv_cpu_has_avx512f()
@@ -283,33 +287,17 @@ cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Packing.
 
-cdef inline void _pack_a_rows(const float *src, int64_t sm, int64_t kcb, float *dst,
-                              const int64_t mr) noexcept nogil:
-    """A full panel of rows that are contiguous in k: mr is a constant at each call site,
-    so the compiler unrolls the rows and vectorises along k (the batched products pack A
-    on every call, where the generic gather cost as much as the micro-kernel)."""
-    cdef int64_t i, kk
-    for kk in range(kcb):
-        for i in range(mr):
-            dst[kk * mr + i] = src[i * sm + kk]
-
-
 cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t rows,
                         int64_t kcb, int64_t mr, float *dst) noexcept nogil:
     """Rows [0, rows) of src (rows <= mr) into dst[k * mr + i], zero rows up to mr."""
     cdef int64_t i, kk
-    if sk == 1 and rows == mr:
-        if mr == 8:
-            _pack_a_rows(src, sm, kcb, dst, 8)
-            return
-        if mr == 6:
-            _pack_a_rows(src, sm, kcb, dst, 6)
-            return
-        if mr == 4:
-            _pack_a_rows(src, sm, kcb, dst, 4)
-            return
     if rows < mr:
         memset(dst, 0, kcb * mr * sizeof(float))
+    if sk == 1:
+        # Rows contiguous in k (a row-major A: the batched products pack it on every
+        # call, where an element-wise gather cost half as much as the micro-kernel).
+        pyconv_transpose_rows(src, sm, kcb, dst, mr, rows)
+        return
     # k outer: MR read streams advance together and the writes are contiguous.
     for kk in range(kcb):
         for i in range(rows):
@@ -362,6 +350,8 @@ cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, in
         if b.sn == 1:
             for kk in range(kc):
                 memcpy(out + kk * nr, src + kk * b.sk, cols * sizeof(float))
+        elif b.sk == 1:         # columns contiguous in k: a transposed B (Q @ K.T, X.T)
+            pyconv_transpose_rows(src, b.sn, kc, out, nr, cols)
         else:
             for j in range(cols):
                 for kk in range(kc):
