@@ -1,6 +1,7 @@
 """Indicative: single element-wise ops (unary on a 1M-float map, binary with broadcasts),
 the normalisation ops and a conv fused with tanh, pyconv vs onnxruntime at 1 and 2 threads,
-interleaved (min of repeats), plus the Python cost of a bound element-wise step.
+interleaved (min of repeats), plus the Python cost of a bound element-wise step and of a
+bound Reshape, and small batched MatMuls of two dynamic operands (attention shapes).
 
     PYTHONPATH=$PWD python benchmarks/eltwise_vs_ort.py [threads...]
 """
@@ -14,9 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 import pyconv
 
 
-def model(nodes, x_shape, y_shape, inits=(), opset=21, inputs=("x",)):
+def model(nodes, x_shape, y_shape, inits=(), opset=21, inputs=("x",), in_shapes=None):
     f = TensorProto.FLOAT
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, f, x_shape)
+    in_shapes = in_shapes or {}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(k, f,
+                                                                     in_shapes.get(k, x_shape))
                                        for k in inputs],
                           [helper.make_tensor_value_info("y", f, y_shape)],
                           [numpy_helper.from_array(v, k) for k, v in inits])
@@ -114,6 +117,32 @@ def main():
     b = interleaved(p, o, {"x": np.ones((1, 64), np.float32)}, repeats=20, inner=200)
     print(f"{'per element-wise node (us), 1t':36s} {b['pyconv']/20*1e6:10.2f} "
           f"{b['ort']/20*1e6:10.2f}")
+    # Per shape node: Reshape (to (64,) and back) between Relus, less the Relus' cost.
+    nodes, prev = [], "x"
+    for i in range(40):
+        ins = [prev] if i % 2 else [prev, "s64" if i % 4 == 0 else "s1_64"]
+        nodes.append(helper.make_node("Relu" if i % 2 else "Reshape", ins,
+                                      [f"t{i}" if i < 39 else "y"]))
+        prev = f"t{i}"
+    m = model(nodes, [1, 64], [1, 64], [("s64", np.int64([64])), ("s1_64", np.int64([1, 64]))])
+    p, o = sessions(m)
+    r = interleaved(p, o, {"x": np.ones((1, 64), np.float32)}, repeats=20, inner=200)
+    nodes = [helper.make_node("Relu", ["x" if i == 0 else f"t{i - 1}"],
+                              [f"t{i}" if i < 19 else "y"]) for i in range(20)]
+    p, o = sessions(model(nodes, [1, 64], [1, 64]))
+    b = interleaved(p, o, {"x": np.ones((1, 64), np.float32)}, repeats=20, inner=200)
+    print(f"{'per Reshape node (us), 1t':36s} {(r['pyconv'] - b['pyconv'])/20*1e6:10.2f} "
+          f"{(r['ort'] - b['ort'])/20*1e6:10.2f}")
+    # Small batched products of two dynamic operands (OCR recognisers' attention).
+    for a_shape, b_shape in [((8, 64, 32), (8, 32, 64)), ((8, 64, 64), (8, 64, 32)),
+                             ((1, 8, 80, 32), (1, 8, 32, 80)), ((8, 25, 32), (8, 32, 25))]:
+        y_shape = list(np.matmul(np.zeros(a_shape), np.zeros(b_shape)).shape)
+        m = model([helper.make_node("MatMul", ["a", "b"], ["y"])], None, y_shape,
+                  inputs=("a", "b"), in_shapes={"a": a_shape, "b": b_shape})
+        feeds = {"a": rng.standard_normal(a_shape).astype(np.float32),
+                 "b": rng.standard_normal(b_shape).astype(np.float32)}
+        row(f"MatMul {a_shape}@{b_shape[-2:]}, 1t",
+            interleaved(*sessions(m), feeds, repeats=15, inner=100))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Type stubs for pyconv._ext.gemm (compiled from gemm.pyx): the SGEMM engine, the
 execution context and the process defaults (threads, ISA)."""
 import enum
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +74,12 @@ def matmul_shape(a_shape: Tuple[int, ...], b_shape: Tuple[int, ...],
 def matmul(a: npt.ArrayLike, b: npt.ArrayLike, out: Optional[_F32] = None, *,
            context: Optional[ExecutionContext] = None,
            names: Tuple[str, str] = ("a", "b")) -> _F32: ...
+
+class MatmulCall:
+    """matmul of two dynamic operands bound to planned shapes and an output buffer."""
+    def __init__(self, a_shape: Sequence[int], b_shape: Sequence[int], out: Optional[_F32],
+                 run: Callable, context: Optional[ExecutionContext] = None) -> None: ...
+    def __call__(self, inputs: Sequence[object]) -> list: ...
 
 class LinearReshape:
     """One input shape of a LinearKernel resolved once (frozen): output shape, rows,

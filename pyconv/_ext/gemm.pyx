@@ -7,6 +7,7 @@
 #       for ir in MR panels:               one A panel stays in L1 ...
 #         for jr in NR panels:             ... while B panels stream from L2
 #           micro-kernel (MR x NR tile in registers), epilogue on the last pc block
+import math
 import os
 import threading
 
@@ -22,6 +23,10 @@ from pyconv.arithmetic import MAX_TENSOR_ELEMENTS as _MAX_TENSOR_ELEMENTS, check
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError, UnsupportedISA
 
 cnp.import_array()
+
+cdef extern from "pack_transpose.h" nogil:
+    void pyconv_transpose_rows(const float *src, int64_t ss, int64_t k, float *dst, int64_t ld,
+                               int64_t rows)
 
 cdef extern from "sgemm.h" nogil:
     int pyconv_cpu_has_avx2_fma()
@@ -283,33 +288,17 @@ cdef inline int64_t _nc_for(int64_t nr, int64_t kc) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Packing.
 
-cdef inline void _pack_a_rows(const float *src, int64_t sm, int64_t kcb, float *dst,
-                              const int64_t mr) noexcept nogil:
-    """A full panel of rows that are contiguous in k: mr is a constant at each call site,
-    so the compiler unrolls the rows and vectorises along k (the batched products pack A
-    on every call, where the generic gather cost as much as the micro-kernel)."""
-    cdef int64_t i, kk
-    for kk in range(kcb):
-        for i in range(mr):
-            dst[kk * mr + i] = src[i * sm + kk]
-
-
 cdef void _pack_a_panel(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t rows,
                         int64_t kcb, int64_t mr, float *dst) noexcept nogil:
     """Rows [0, rows) of src (rows <= mr) into dst[k * mr + i], zero rows up to mr."""
     cdef int64_t i, kk
-    if sk == 1 and rows == mr:
-        if mr == 8:
-            _pack_a_rows(src, sm, kcb, dst, 8)
-            return
-        if mr == 6:
-            _pack_a_rows(src, sm, kcb, dst, 6)
-            return
-        if mr == 4:
-            _pack_a_rows(src, sm, kcb, dst, 4)
-            return
     if rows < mr:
         memset(dst, 0, kcb * mr * sizeof(float))
+    if sk == 1:
+        # Rows contiguous in k (a row-major A: the batched products pack it on every
+        # call, where an element-wise gather cost half as much as the micro-kernel).
+        pyconv_transpose_rows(src, sm, kcb, dst, mr, rows)
+        return
     # k outer: MR read streams advance together and the writes are contiguous.
     for kk in range(kcb):
         for i in range(rows):
@@ -362,6 +351,8 @@ cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, in
         if b.sn == 1:
             for kk in range(kc):
                 memcpy(out + kk * nr, src + kk * b.sk, cols * sizeof(float))
+        elif b.sk == 1:         # columns contiguous in k: a transposed B (Q @ K.T, X.T)
+            pyconv_transpose_rows(src, b.sn, kc, out, nr, cols)
         else:
             for j in range(cols):
                 for kk in range(kc):
@@ -974,15 +965,22 @@ def matmul(a, b, out=None, *, context=None, names=("a", "b")):
                           context)
     y = _checked_out(out, shape, "matmul")
     if y.size:
-        a2 = a if a.ndim > 1 else a[None]
-        b2 = b if b.ndim > 1 else b[:, None]
-        y2 = y
-        if a.ndim == 1 or b.ndim == 1:      # the vectors' dims back, as 1
-            y2 = y.reshape(shape[:len(shape) - (a.ndim > 1) - (b.ndim > 1)]
-                           + (a2.shape[-2], b2.shape[-1]))
-        _batched(a2 if a2.flags.aligned else np.require(a2, requirements="A"),
-                 b2 if b2.flags.aligned else np.require(b2, requirements="A"), y2, context)
+        _matmul_nd(a if a.flags.aligned else np.require(a, requirements="A"),
+                   b if b.flags.aligned else np.require(b, requirements="A"), y, context)
     return y
+
+
+@cython.wraparound(True)     # shape[-1] and friends
+cdef _matmul_nd(object a, object b, object y, object context):
+    """y (C-contiguous, not empty) = a @ b, aligned float32 operands of 1 dim or more
+    (not both 2-D: _matmul_2d), on the batched products."""
+    a2 = a if a.ndim > 1 else a[None]
+    b2 = b if b.ndim > 1 else b[:, None]
+    y2 = y
+    if a.ndim == 1 or b.ndim == 1:      # the vectors' dims back, as 1
+        y2 = y.reshape(y.shape[:y.ndim - (a.ndim > 1) - (b.ndim > 1)]
+                       + (a2.shape[-2], b2.shape[-1]))
+    _batched(a2, b2, y2, context)
 
 
 cdef object _matmul_2d(object a, object b, object out, object context):
@@ -1148,6 +1146,88 @@ cdef _batched(object a, object b, object y, object context):
             bdesc.data = j.b + ob
             sgemm_planned(&view, &plan, pack_b_strided, &bdesc, j.c + t * j.m * j.n, j.n,
                           1.0, 0.0, NULL, ws + j.apack)
+
+
+cdef bint _float32_matrices(object x, int ndim, const cnp.npy_intp *dims) noexcept:
+    """x is an aligned float32 ndarray of exactly this shape (any strides)."""
+    if not cnp.PyArray_Check(x):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_ISALIGNED(arr)):
+        return False
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(arr)
+    for i in range(ndim):
+        if shape[i] != dims[i]:
+            return False
+    return True
+
+
+cdef bint _reaches(object y, object x) noexcept:
+    """The bytes of C-contiguous y meet the span of the (any strides, not empty) x, as
+    numpy.may_share_memory's bounds check."""
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef char *lo = <char *>cnp.PyArray_DATA(arr)
+    cdef char *hi = lo + cnp.PyArray_ITEMSIZE(arr)
+    cdef cnp.npy_intp ext
+    for d in range(cnp.PyArray_NDIM(arr)):
+        ext = (cnp.PyArray_DIMS(arr)[d] - 1) * cnp.PyArray_STRIDES(arr)[d]
+        if ext < 0:
+            lo += ext
+        else:
+            hi += ext
+    cdef char *ylo = <char *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    return lo < ylo + cnp.PyArray_NBYTES(<cnp.ndarray>y) and ylo < hi
+
+
+cdef class MatmulCall:
+    """:func:`matmul` of two dynamic operands bound to their planned shapes (a non-empty
+    result) and an output buffer: ``call(inputs)`` is
+    ``[inputs[0] @ inputs[1]]`` in that buffer, the operands read with any strides (a
+    transposed K in attention) and checked in C, or ``run(inputs, out)`` when they are
+    not aligned float32 arrays of the planned shapes or the buffer overlaps them."""
+    cdef int nd[2]
+    cdef cnp.npy_intp dims[2][MAX_BATCH_DIMS]
+    cdef tuple out_shape
+    cdef bint two_d
+    cdef object out, run, context
+
+    def __init__(self, a_shape, b_shape, out, run, context=None):
+        shapes = (tuple(int(d) for d in a_shape), tuple(int(d) for d in b_shape))
+        self.out_shape = matmul_shape(shapes[0], shapes[1])
+        if math.prod(self.out_shape) == 0:
+            raise InvalidArgument(f"MatmulCall: shapes {shapes[0]} and {shapes[1]}: an empty "
+                                  f"product is not bound")
+        if max(len(shapes[0]), len(shapes[1])) > MAX_BATCH_DIMS:
+            raise ShapeError(f"matmul: at most {MAX_BATCH_DIMS} dims, got shapes "
+                             f"{shapes[0]} and {shapes[1]}")
+        for k in range(2):
+            self.nd[k] = len(shapes[k])
+            for i, d in enumerate(shapes[k]):
+                self.dims[k][i] = d
+        self.two_d = len(shapes[0]) == 2 and len(shapes[1]) == 2
+        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                                or out.shape != self.out_shape or not out.flags.c_contiguous
+                                or not out.flags.aligned or not out.flags.writeable):
+            out = None
+        self.out = out
+        self.run = run
+        self.context = context
+
+    def __call__(self, inputs):
+        a, b = inputs[0], inputs[1]
+        if not (_float32_matrices(a, self.nd[0], self.dims[0])
+                and _float32_matrices(b, self.nd[1], self.dims[1])):
+            return self.run(inputs, self.out)
+        y = self.out
+        if y is None:
+            y = np.empty(self.out_shape, np.float32)
+        elif _reaches(y, a) or _reaches(y, b):
+            return self.run(inputs, None)
+        if self.two_d:
+            return [_matmul_2d(a, b, y, self.context)]
+        _matmul_nd(a, b, y, self.context)
+        return [y]
 
 
 # ---------------------------------------------------------------------------------------

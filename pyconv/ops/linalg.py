@@ -156,8 +156,9 @@ class MatMul(Op):
 
     def bind(self, specs, out):
         """A constant B: the plan bound to the planned input shape and ``out``
-        (:meth:`pyconv.functional.LinearPlan.bind`). Two dynamic operands: the product
-        into ``out`` while the inputs keep their planned shapes."""
+        (:meth:`pyconv.functional.LinearPlan.bind`). Two dynamic operands: a
+        :class:`pyconv._ext.gemm.MatmulCall`, the product into ``out`` while the inputs
+        keep their planned shapes."""
         if specs[0] is None or specs[0][1] != np.float32 or not specs[0][0]:
             return None
         if self.plan is not None:
@@ -168,15 +169,7 @@ class MatMul(Op):
             return bound_step(call, self, out)
         if specs[1] is None or specs[1][1] != np.float32 or not specs[1][0]:
             return None
-        a_shape, b_shape = tuple(specs[0][0]), tuple(specs[1][0])
-        context, run = self.context, self.run
-
-        def call(inputs):
-            a, b = inputs[0], inputs[1]
-            if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == a_shape
-                    and b.shape == b_shape and a.dtype == np.float32
-                    and b.dtype == np.float32 and (out is None or not (
-                        np.may_share_memory(out, a) or np.may_share_memory(out, b)))):
-                return [matmul(a, b, out=out, context=context)]
-            return run(inputs, out)
-        return call
+        try:
+            return gemm.MatmulCall(specs[0][0], specs[1][0], out, self.run, self.context)
+        except PyconvError:
+            return None         # an empty product: the run

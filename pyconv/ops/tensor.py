@@ -11,7 +11,7 @@ import numpy as np
 
 from pyconv import functional as F
 from pyconv.arithmetic import check_tensor_size
-from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, ShapeError
+from pyconv.errors import InvalidArgument, InvalidDType, InvalidModel, PyconvError, ShapeError
 from pyconv.functional._misc import pad_widths
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
@@ -61,6 +61,41 @@ def _axes_from(op, inputs, index, attr="axes", since=13):
     if len(inputs) > index and inputs[index] is not None:
         return _int_list(op, inputs[index], attr)
     return None
+
+
+class _View(Op):
+    """An operator whose one output is its input's data under another shape (a NumPy view
+    where the strides allow): Reshape, Flatten, Squeeze, Unsqueeze. Bound to a planned
+    input shape, a step is that reshape alone, the target shape resolved once by ``run``
+    on a zero-stride stand-in of the input (no data) with the constant inputs."""
+
+    def setup(self, consts):
+        self.consts = consts
+
+    def bind(self, specs, out):
+        if specs[0] is None:
+            return None
+        shape, dtype = tuple(specs[0][0]), specs[0][1]
+        stand_in = [np.broadcast_to(np.zeros((), dtype), shape)]
+        for i in range(1, len(self.node.inputs)):
+            if specs[i] is None:
+                stand_in.append(None)
+            elif i in self.consts:
+                stand_in.append(self.consts[i])
+            else:
+                return None             # a shape computed at run time
+        try:
+            target = self.run(stand_in)[0].shape
+        except PyconvError:
+            return None                 # the run reports it
+        run = self.run
+
+        def call(inputs):
+            x = inputs[0]
+            if type(x) is np.ndarray and x.shape == shape:
+                return [x.reshape(target)]
+            return run(inputs)
+        return call
 
 
 @register("Identity")
@@ -158,7 +193,7 @@ class Cast(Op):
 
 
 @register("Reshape")
-class Reshape(Op):
+class Reshape(_View):
     required_inputs = staticmethod(lambda opset: 2 if opset >= 5 else 1)
     attributes = {"allowzero": 0, "shape": None}
 
@@ -187,7 +222,7 @@ class Reshape(Op):
 
 
 @register("Flatten")
-class Flatten(Op):
+class Flatten(_View):
     attributes = {"axis": 1}
 
     def run(self, inputs, out=None):
@@ -204,18 +239,38 @@ class Flatten(Op):
 class Transpose(Op):
     attributes = {"perm": None}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
+    def _perm(self, ndim):
         perm = self.attrs["perm"]
         if perm is None:
-            perm = list(range(x.ndim))[::-1]
-        if sorted(int(p) for p in perm) != list(range(x.ndim)):
-            self.fail(f"perm {list(perm)} is not a permutation of the {x.ndim} input axes")
-        return [np.transpose(x, [int(p) for p in perm])]
+            perm = list(range(ndim))[::-1]
+        if sorted(int(p) for p in perm) != list(range(ndim)):
+            self.fail(f"perm {list(perm)} is not a permutation of the {ndim} input axes")
+        return [int(p) for p in perm]
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        return [np.transpose(x, self._perm(x.ndim))]
+
+    def bind(self, specs, out):
+        """A view with the permutation checked once for the planned rank."""
+        if specs[0] is None:
+            return None
+        shape, run = tuple(specs[0][0]), self.run
+        try:
+            perm = self._perm(len(shape))
+        except PyconvError:
+            return None                 # the run reports it
+
+        def call(inputs):
+            x = inputs[0]
+            if type(x) is np.ndarray and x.shape == shape:
+                return [x.transpose(perm)]
+            return run(inputs)
+        return call
 
 
 @register("Squeeze")
-class Squeeze(Op):
+class Squeeze(_View):
     attributes = {"axes": None}
 
     def run(self, inputs, out=None):
@@ -232,7 +287,7 @@ class Squeeze(Op):
 
 
 @register("Unsqueeze")
-class Unsqueeze(Op):
+class Unsqueeze(_View):
     attributes = {"axes": None}
 
     def run(self, inputs, out=None):

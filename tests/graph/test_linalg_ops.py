@@ -8,6 +8,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import pyconv
+from pyconv._ext import gemm
 from pyconv.errors import PyconvError
 from tests.graph import _build as B
 from tests.graph.test_fusions import session
@@ -108,7 +109,38 @@ def test_attention_block_matches_onnxruntime(rng):
              mk("MatMul", ["p", "v"], ["y"])]
     shape = (2, 4, 26, 16)
     m = B.model(nodes, [("q", shape), ("k", shape), ("v", shape)], [("y", None)])
-    check(m, {n: B.rand(rng, *shape) for n in "qkv"})
+    s = check(m, {n: B.rand(rng, *shape) for n in "qkv"})
+    assert bound_steps(s) == ["Transpose", "MatMul", "MatMul"]
+
+
+def test_bound_matmul_reads_views_and_falls_back(rng):
+    """The bound product of two dynamic operands takes strided views (a transposed K) as
+    they are; other shapes or dtypes, and an output buffer overlapping an operand, go to
+    the op's run."""
+    runs = []
+
+    def run(inputs, out):
+        runs.append(out)
+        return [np.matmul(inputs[0], inputs[1])]
+
+    out = np.empty((3, 5, 7), np.float32)
+    call = gemm.MatmulCall((3, 5, 4), (3, 4, 7), out, run)
+    a, k = B.rand(rng, 3, 5, 4), B.rand(rng, 3, 7, 4)
+    y = call([a, k.transpose(0, 2, 1)])[0]
+    assert y is out and not runs
+    np.testing.assert_allclose(y, a @ k.transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
+    call([B.rand(rng, 3, 5, 5), B.rand(rng, 3, 5, 7)])          # another shape
+    call([a.astype(np.float64), k.transpose(0, 2, 1)])          # another dtype
+    assert runs == [out, out]
+    buf = B.rand(rng, 3 * 5 * 7 + 3 * 5 * 4)
+    overlapping = gemm.MatmulCall((3, 5, 4), (3, 4, 7), buf[:105].reshape(3, 5, 7), run)
+    np.testing.assert_allclose(overlapping([buf[90:150].reshape(3, 5, 4),
+                                            k.transpose(0, 2, 1)])[0],
+                               buf[90:150].reshape(3, 5, 4) @ k.transpose(0, 2, 1))
+    assert runs[-1] is None
+    vec = gemm.MatmulCall((4,), (3, 4, 7), None, run)           # a vector on the left
+    np.testing.assert_allclose(vec([a[0, 0], k.transpose(0, 2, 1)])[0],
+                               a[0, 0] @ k.transpose(0, 2, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_gemm_and_matmul_errors_name_the_node(rng):

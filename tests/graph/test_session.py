@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyconv
 import pyconv.backend
-from pyconv.errors import InvalidArgument, InvalidModel, UnsupportedOperator
+from pyconv.errors import InvalidArgument, InvalidModel, ShapeError, UnsupportedOperator
 from tests.graph import _build as B
 
 
@@ -338,7 +338,37 @@ def test_bound_steps_match_onnxruntime(rng):
         for _ in range(2):
             np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
     assert bound_steps(s) == ["FusedConv", "MaxPool", "FusedConv", "AveragePool",
-                              "FusedConvTranspose", "GlobalAveragePool", "Gemm"]
+                              "FusedConvTranspose", "GlobalAveragePool", "Flatten", "Gemm"]
+
+
+def test_shape_ops_are_bound_steps_matching_onnxruntime(rng):
+    """Reshape (constant shape, with 0 and -1), Flatten, Squeeze, Unsqueeze (axes as an
+    input) and Transpose run as bound views; their results match onnxruntime, also when a
+    view op meets an input of another shape (the general path)."""
+    i64 = lambda *v: np.array(v, np.int64)
+    nodes = [helper.make_node("Reshape", ["x", "s1"], ["r1"]),             # (2, 12, 5)
+             helper.make_node("Transpose", ["r1"], ["t1"], perm=[0, 2, 1]),
+             helper.make_node("Relu", ["t1"], ["a1"]),
+             helper.make_node("Unsqueeze", ["a1", "ax"], ["u1"]),           # (2, 1, 5, 12)
+             helper.make_node("Flatten", ["u1"], ["f1"], axis=2),          # (2, 60)
+             helper.make_node("Reshape", ["f1", "s2"], ["r2"]),            # (2, 60, 1)
+             helper.make_node("Squeeze", ["r2", "ax2"], ["y"])]
+    m = B.model(nodes, [("x", [2, 3, 4, 5])], [("y", None)],
+                {"s1": i64(0, -1, 5), "ax": i64(1), "s2": i64(2, 60, 1), "ax2": i64(-1)})
+    s = pyconv.InferenceSession(m)
+    for _ in range(3):
+        x = B.rand(rng, 2, 3, 4, 5)
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], B.ort_run(m, {"x": x})[0])
+    assert bound_steps(s) == ["Reshape", "Transpose", "Relu", "Unsqueeze", "Flatten",
+                              "Reshape", "Squeeze"]
+    # a bound view given another shape takes the op's run (which also reports errors)
+    (plan,) = s._program.plans.values()
+    calls = {step.node.op_type: call for call, *_, step in plan._pool[-1].steps}
+    other = B.rand(rng, 4, 12, 5)
+    np.testing.assert_array_equal(calls["Transpose"]([other])[0], other.transpose(0, 2, 1))
+    np.testing.assert_array_equal(calls["Flatten"]([other])[0], other.reshape(48, 5))
+    with pytest.raises(ShapeError, match="cannot squeeze axis"):
+        calls["Squeeze"]([other, i64(-1)])
 
 
 def test_bound_steps_take_the_general_path_when_shapes_depend_on_data(rng):
