@@ -247,3 +247,316 @@ cdef _run(_qtask *t, scale, zero_point, context, int dequant):
             _blocks(t, 0, blocks, 0)
         else:
             parallel_for(nthreads, blocks, grain_for(blocks, nthreads), _blocks, t)
+
+
+# ---------------------------------------------------------------------------------------
+# Quantized 2-D convolution, uint8 in -> uint8 (or int8) out: QLinearConv with the weight's
+# zero point 0 (onnxruntime's symmetric int8 weights). The image is transposed once to
+# (pixels, channels), so that an im2col row is runs of memcpy (one per kernel row when a
+# whole kernel row reads inside the image); each task takes a block of output positions
+# of one group through im2col -> int8 GEMM -> requantize into the NCHW output, in the
+# scratch of its thread. Depthwise layers (one channel per group) run a direct kernel on
+# the NCHW image. Requantization is onnxruntime's (MlasRequantizeOutput): the int32 sum
+# plus the int32 bias, times the float32 per-channel multiplier, clamped, rounded half to
+# even, plus the output zero point.
+from libc.string cimport memcpy, memset
+
+cdef struct _qconv:
+    const pyconv_qgemm_kernel *kernel
+    int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+    int64_t groups, cg, mg, m, kg, kp, npad, rows, row_blocks
+    const uint8_t *x            # NCHW image batch
+    uint8_t *x_hwc              # its (n, h * w, c) copy (GEMM path)
+    const int8_t *packed        # per group, npad * kp bytes
+    const int8_t *w_dw          # depthwise weights (c, kh * kw)
+    const int32_t *bias         # per output channel; the GEMM path's has -xz * colsum in it
+    const float *mult
+    float lo, hi                # clamp bounds minus the output zero point
+    int32_t yz, xz
+    uint8_t *y
+    uint8_t *scratch
+    int64_t scratch_stride
+    int direct
+
+
+cdef inline uint8_t _requant(int32_t acc, float mult, float lo, float hi, int32_t yz) noexcept nogil:
+    cdef float v = <float>acc * mult
+    cdef float magic = 12582912.0      # 1.5 * 2 ** 23, added and taken away in float32
+    v = lo if v < lo else (hi if v > hi else v)
+    # Round half to even: exact for |v| < 2 ** 22, which the clamp guarantees.
+    v = v + magic
+    v = v - magic
+    return <uint8_t>(<int32_t>v + yz)
+
+
+cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Images x (c, h * w) -> (h * w, c), tiles of 16 channels x 64 pixels."""
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t hw = q.h * q.w, tiles = (hw + 63) // 64, t, img, p0, p1, c0, c1, c, p
+    cdef const uint8_t *src
+    cdef uint8_t *dst
+    for t in range(lo, hi):
+        img = t // tiles
+        p0 = (t % tiles) * 64
+        p1 = min(p0 + 64, hw)
+        src = q.x + img * q.c * hw
+        dst = q.x_hwc + img * hw * q.c
+        c0 = 0
+        while c0 < q.c:
+            c1 = min(c0 + 16, q.c)
+            for p in range(p0, p1):
+                for c in range(c0, c1):
+                    dst[p * q.c + c] = src[c * hw + p]
+            c0 = c1
+
+
+cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64_t g,
+                             uint8_t *dst) noexcept nogil:
+    cdef int64_t oh = p // q.ow, ow = p % q.ow, i, j, ih, iw, iw0 = ow * q.sw - q.pw
+    cdef int64_t run = q.kw * q.cg
+    cdef uint8_t zp = <uint8_t>q.xz
+    for i in range(q.kh):
+        ih = oh * q.sh - q.ph + i * q.dh
+        if ih < 0 or ih >= q.h:
+            memset(dst, zp, run)
+            dst += run
+            continue
+        if q.groups == 1 and q.dw == 1 and iw0 >= 0 and iw0 + q.kw <= q.w:
+            memcpy(dst, x + (ih * q.w + iw0) * q.c, run)
+            dst += run
+            continue
+        for j in range(q.kw):
+            iw = iw0 + j * q.dw
+            if iw < 0 or iw >= q.w:
+                memset(dst, zp, q.cg)
+            else:
+                memcpy(dst, x + (ih * q.w + iw) * q.c + g * q.cg, q.cg)
+            dst += q.cg
+    if q.kp > q.kg:
+        memset(dst, 0, q.kp - q.kg)
+
+
+cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t t, img, g, p0, p1, p, rows, r, co, P = q.oh * q.ow
+    cdef uint8_t *a = q.scratch + slot * q.scratch_stride
+    cdef int32_t *acc = <int32_t *>(a + _round_up(q.rows * q.kp, 64))
+    cdef const uint8_t *x
+    cdef const uint8_t *rows_a
+    cdef uint8_t *yrow
+    cdef int32_t b
+    cdef float s
+    for t in range(lo, hi):
+        img = t // (q.groups * q.row_blocks)
+        g = (t // q.row_blocks) % q.groups
+        p0 = (t % q.row_blocks) * q.rows
+        p1 = min(p0 + q.rows, P)
+        rows = p1 - p0
+        x = q.x_hwc + img * q.h * q.w * q.c
+        if q.direct:
+            rows_a = x + p0 * q.c
+        else:
+            for p in range(p0, p1):
+                _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
+            rows_a = a
+        q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp, acc,
+                      q.npad)
+        for co in range(q.mg):
+            b = q.bias[g * q.mg + co]
+            s = q.mult[g * q.mg + co]
+            yrow = q.y + (img * q.m + g * q.mg + co) * P + p0
+            for r in range(rows):
+                yrow[r] = _requant(acc[r * q.npad + co] + b, s, q.lo, q.hi, q.yz)
+
+
+cdef void _qconv_depthwise(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """One (image, channel) plane per task: int32 sums of w * (x - xz) over the taps that
+    read inside the image, then requantized."""
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t t, ch, i, j, o, oh, ih, ow0, ow1, P = q.oh * q.ow
+    cdef int32_t *acc = <int32_t *>(q.scratch + slot * q.scratch_stride)
+    cdef int32_t wv, xz = q.xz
+    cdef const uint8_t *plane
+    cdef int64_t base
+    cdef int32_t *dst
+    cdef uint8_t *yrow
+    cdef float s
+    cdef int32_t b
+    for t in range(lo, hi):
+        ch = t % q.c
+        plane = q.x + t * q.h * q.w
+        memset(acc, 0, P * sizeof(int32_t))
+        for i in range(q.kh):
+            for j in range(q.kw):
+                wv = q.w_dw[ch * q.kh * q.kw + i * q.kw + j]
+                if wv == 0:
+                    continue
+                # output columns whose tap j reads inside: 0 <= o * sw - pw + j * dw < w
+                ow0 = _ceil_div(q.pw - j * q.dw, q.sw)
+                ow0 = max(ow0, <int64_t>0)
+                ow1 = _ceil_div(q.w + q.pw - j * q.dw, q.sw)
+                ow1 = min(ow1, q.ow)
+                if ow0 >= ow1:
+                    continue
+                for oh in range(q.oh):
+                    ih = oh * q.sh - q.ph + i * q.dh
+                    if ih < 0 or ih >= q.h:
+                        continue
+                    base = ih * q.w - q.pw + j * q.dw
+                    dst = acc + oh * q.ow
+                    if q.sw == 1:
+                        for o in range(ow0, ow1):
+                            dst[o] += wv * (<int32_t>plane[base + o] - xz)
+                    else:
+                        for o in range(ow0, ow1):
+                            dst[o] += wv * (<int32_t>plane[base + o * q.sw] - xz)
+        b = q.bias[ch]
+        s = q.mult[ch]
+        yrow = q.y + t * P
+        for o in range(P):
+            yrow[o] = _requant(acc[o] + b, s, q.lo, q.hi, q.yz)
+
+
+cdef inline int64_t _ceil_div(int64_t a, int64_t b) noexcept nogil:
+    return -((-a) // b) if a < 0 else (a + b - 1) // b
+
+
+cdef class QConv2d:
+    """A quantized 2-D convolution packed once: uint8 NCHW input with zero point
+    ``x_zero_point``, int8 weights (m, c / groups, kh, kw) with zero point 0, int32 bias,
+    per-channel float32 multipliers (``x_scale * w_scale / y_scale``), output uint8 or
+    int8 with zero point ``y_zero_point``, clamped to ``[qmin, qmax]`` (the type's range,
+    or narrower for a fused Relu / Clip)."""
+
+    cdef readonly int64_t m, cg, groups, kh, kw
+    cdef readonly bint depthwise
+    cdef readonly object out_dtype
+    cdef object packed, bias, mult, w_dw
+    cdef int32_t xz, yz
+    cdef float lo, hi
+
+    def __init__(self, w, bias, multiplier, int x_zero_point, int y_zero_point, int qmin,
+                 int qmax, int groups, out_dtype=np.uint8):
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+            raise InvalidDType(f"quantized conv: weights must be a 4-D int8 array, got "
+                               f"{getattr(w, 'dtype', type(w).__name__)} "
+                               f"{getattr(w, 'shape', '')}")
+        m, cg, kh, kw = w.shape
+        if groups < 1 or m % groups:
+            raise InvalidArgument(f"quantized conv: {m} output channels in {groups} groups")
+        if not 0 <= x_zero_point <= 255:
+            raise InvalidArgument(f"quantized conv: x_zero_point {x_zero_point} is not a "
+                                  f"uint8 value")
+        self.m, self.cg, self.groups, self.kh, self.kw = m, cg, groups, kh, kw
+        self.xz, self.yz = x_zero_point, y_zero_point
+        self.lo, self.hi = qmin - y_zero_point, qmax - y_zero_point
+        self.out_dtype = np.dtype(out_dtype)
+        bias = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
+        self.mult = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(multiplier, np.float32).reshape(-1), (m,)))
+        self.depthwise = cg == 1 and groups == m
+        if self.depthwise:
+            self.w_dw = np.ascontiguousarray(w.reshape(m, kh * kw))
+            self.bias = np.ascontiguousarray(bias.astype(np.int32))
+            return
+        mg = m // groups
+        # K in (kernel row, kernel column, channel) order: the order of the image's
+        # (pixels, channels) copy, so that an im2col row is runs of memcpy.
+        mats = w.reshape(groups, mg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(
+            groups, kh * kw * cg, mg)
+        packs = [PackedInt8(np.ascontiguousarray(mats[g])) for g in range(groups)]
+        self.packed = np.concatenate([p.data for p in packs])
+        sums = np.concatenate([p.column_sums for p in packs])
+        # (x - xz) . w = x . w - xz * sum(w): the zero point's share enters with the bias
+        # (int32 wraps as onnxruntime's int32 sums do).
+        self.bias = (bias - x_zero_point * sums).astype(np.int32)
+
+    def run(self, x, output_shape, strides, pads_begin, dilations, context=None):
+        """``y`` (n, m, oh, ow) of ``x`` (n, c, h, w) uint8; pads at the end are implied by
+        ``output_shape``; every pad must be >= 0."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
+                               f"{getattr(x, 'dtype', type(x).__name__)} "
+                               f"{getattr(x, 'shape', '')}")
+        if x.shape[1] != self.cg * self.groups:
+            raise InvalidArgument(f"quantized conv: input of shape {x.shape} has "
+                                  f"{x.shape[1]} channels, the weights take "
+                                  f"{self.cg * self.groups}")
+        if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1:
+            raise InvalidArgument(f"quantized conv: pads {pads_begin}, strides {strides}, "
+                                  f"dilations {dilations}: pads must be >= 0, strides and "
+                                  f"dilations >= 1")
+        cdef cnp.ndarray xc = np.ascontiguousarray(x)
+        cdef int64_t n = x.shape[0], oh = output_shape[0], ow = output_shape[1]
+        check_tensor_size((n, self.m, oh, ow))
+        cdef cnp.ndarray y = np.empty((n, self.m, oh, ow), np.uint8)
+        cdef exec_ctx c = context_of(context)
+        cdef _qconv q
+        q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+        q.n, q.c, q.h, q.w = n, x.shape[1], x.shape[2], x.shape[3]
+        q.oh, q.ow, q.kh, q.kw = oh, ow, self.kh, self.kw
+        q.sh, q.sw = strides
+        q.ph, q.pw = pads_begin
+        q.dh, q.dw = dilations
+        q.groups, q.cg, q.m = self.groups, self.cg, self.m
+        q.mg = self.m // self.groups
+        q.xz, q.yz, q.lo, q.hi = self.xz, self.yz, self.lo, self.hi
+        q.x = <const uint8_t *>cnp.PyArray_DATA(xc)
+        q.y = <uint8_t *>cnp.PyArray_DATA(y)
+        cdef cnp.ndarray bias = self.bias, mult = self.mult
+        q.bias = <const int32_t *>cnp.PyArray_DATA(bias)
+        q.mult = <const float *>cnp.PyArray_DATA(mult)
+        cdef int64_t P = oh * ow, tasks, macs, rows
+        cdef int nthreads
+        cdef cnp.ndarray scratch, hwc, packed, wdw
+        if y.size == 0:
+            return y.view(self.out_dtype)
+        if self.depthwise:
+            wdw = self.w_dw
+            q.w_dw = <const int8_t *>cnp.PyArray_DATA(wdw)
+            tasks = n * self.m
+            nthreads = threads_for(tasks * P * self.kh * self.kw, c.nthreads)
+            q.scratch_stride = _round_up(P * 4, 64)
+            scratch = np.empty(q.scratch_stride * nthreads, np.uint8)
+            q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
+            return y.view(self.out_dtype)
+        q.kg = self.kh * self.kw * self.cg
+        q.kp = _round_up(q.kg, PYCONV_QGEMM_KB)
+        q.npad = _round_up(q.mg, PYCONV_QGEMM_NB)
+        packed = self.packed
+        q.packed = <const int8_t *>cnp.PyArray_DATA(packed)
+        q.direct = (self.kh == 1 and self.kw == 1 and q.sh == 1 and q.sw == 1 and q.ph == 0
+                    and q.pw == 0 and self.groups == 1 and q.kp == q.c and oh == q.h
+                    and ow == q.w)
+        macs = n * P * q.kp * q.npad * self.groups
+        nthreads = threads_for(macs // 4, c.nthreads)
+        # Positions per task: the A block and the int32 sums about L2-sized, and about four
+        # tasks per thread.
+        rows = min(393216 // q.kp, 524288 // (q.npad * 4))
+        rows = max(6, min(198, rows // 6 * 6))
+        if nthreads > 1:
+            rows = max(6, min(rows, _round_up(
+                (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
+        q.rows = rows
+        q.row_blocks = (P + rows - 1) // rows
+        q.scratch_stride = _round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
+        check_tensor_size((n, q.h * q.w, q.c))
+        scratch = np.empty(q.scratch_stride * max(nthreads, 1), np.uint8)
+        q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
+        hwc = np.empty(n * q.h * q.w * q.c, np.uint8)
+        q.x_hwc = <uint8_t *>cnp.PyArray_DATA(hwc)
+        tasks = n * self.groups * q.row_blocks
+        cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)
+        with nogil:
+            if nthreads <= 1:
+                _to_hwc(&q, 0, tiles, 0)
+                _qconv_tasks(&q, 0, tasks, 0)
+            else:
+                parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
+                parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
+        return y.view(self.out_dtype)
