@@ -406,6 +406,46 @@ class _QLinear(Op):
         return [_requantize(acc, scale, y_zp.reshape(()), y_zp.dtype.type)]
 
 
+def _clamp_bounds(attrs, dtype):
+    """The output range of a QLinearConv: its type's, or narrower where the optimizer
+    folded a Relu / Clip after it (``_pyconv_qmin`` / ``_pyconv_qmax``, quantized)."""
+    info = np.iinfo(dtype)
+    return (max(int(attrs.get("_pyconv_qmin", info.min)), int(info.min)),
+            min(int(attrs.get("_pyconv_qmax", info.max)), int(info.max)))
+
+
+def _packed_qconv(op, consts):
+    """The C convolution (qgemm.QConv2d) of a QLinearConv whose parameters are constants
+    of the form it runs: uint8 input, int8 2-D weights with zero point 0 (onnxruntime's
+    symmetric weights), per-tensor input and output scales, uint8 or int8 output; else
+    None (the exact NumPy-assisted path runs, and reports bad parameters)."""
+    nin = len(op.node.inputs)
+    has_bias = nin > 8 and op.node.inputs[8]
+    if any(i not in consts for i in range(1, 9 if has_bias else 8)):
+        return None
+    x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = (consts[i] for i in range(1, 8))
+    bias = consts[8] if has_bias else None
+    scales_ok = all(s.dtype.kind == "f" and np.all(np.isfinite(s)) and np.all(s > 0)
+                    for s in (x_scale, w_scale, y_scale))
+    if not (scales_ok and x_scale.size == 1 and y_scale.size == 1
+            and x_zp.dtype == np.uint8 and x_zp.size == 1
+            and y_zp.dtype in (np.uint8, np.int8) and y_zp.size == 1
+            and w.dtype == np.int8 and w.ndim == 4 and w_zp.dtype == np.int8
+            and not np.any(w_zp) and w_zp.size in (1, w.shape[0])
+            and w_scale.size in (1, w.shape[0])
+            and (bias is None or bias.dtype == np.int32 and bias.shape == (w.shape[0],))):
+        return None
+    group = int(op.attrs["group"])
+    if group < 1 or w.shape[0] % group:
+        return None
+    op.fast_kernel_shape = w.shape[2:]
+    multiplier = _output_scale(x_scale, w_scale, y_scale, (w.shape[0],))
+    lo, hi = _clamp_bounds(op.attrs, y_zp.dtype)
+    return qgemm.QConv2d(w, bias, np.broadcast_to(multiplier, (w.shape[0],)),
+                         int(x_zp.reshape(())), int(y_zp.reshape(())), lo, hi, group,
+                         y_zp.dtype)
+
+
 @register("QLinearConv")
 class QLinearConv(_QLinear):
     """ConvInteger plus an optional int32 bias, requantized; the weight's scale and zero
@@ -418,6 +458,26 @@ class QLinearConv(_QLinear):
 
     def setup(self, consts):
         self.packed = _PackedWeights()
+        self.fast = _packed_qconv(self, consts)
+        self.geometry = None
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.fast is not None and isinstance(x, np.ndarray) and x.dtype == np.uint8 \
+                and x.ndim == 4 and x.shape[1] == self.fast.cg * self.fast.groups:
+            if self.geometry is None:
+                self.geometry = ConvAttributes.from_onnx("conv", self.attrs,
+                                                         self.fast_kernel_shape,
+                                                         op=self.node.label)
+            g = self.geometry.resolve(x.shape[2:])
+            if min(g.pads_begin) >= 0:
+                return [self.fast.run(x, g.output_shape, self.geometry.strides,
+                                      g.pads_begin, self.geometry.dilations, self.context)]
+        y = super().run(inputs, out)[0]
+        lo, hi = _clamp_bounds(self.attrs, y.dtype)
+        if (lo, hi) != _clamp_bounds({}, y.dtype):
+            y = np.clip(y, lo, hi).astype(y.dtype, copy=False)
+        return [y]
 
     def product(self, x, x_zp, w, w_zp, inputs):
         acc = _integer_conv(self, x, x_zp, w, w_zp, self.attrs, self.packed)
@@ -494,6 +554,20 @@ def _quantize(op, y, inputs, scale_i, zp_i, a_dtype):
 
 @register("QLinearAdd", domain="com.microsoft")
 class QLinearAdd(_QLinearBinary):
+    def run(self, inputs, out=None):
+        a, b = inputs[0], inputs[3]
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
+                and a.dtype == b.dtype and a.dtype in (np.uint8, np.int8) \
+                and len(inputs) > 7 and inputs[7] is not None:
+            # Same shapes (the residual adds of a QDQ model): one pass with onnxruntime's
+            # arithmetic.
+            (sa, za), (sb, zb), (sc, zc) = (_per_tensor(self, inputs, i, i + 1, a.dtype)
+                                            for i in (1, 4, 6))
+            if zc.dtype == a.dtype:
+                return [qgemm.qlinear_add(a, sa[0], int(za[0]), b, sb[0], int(zb[0]), sc[0],
+                                          int(zc[0]), self.context)]
+        return super().run(inputs, out)
+
     def compute(self, a, b):
         return a + b
 
