@@ -21,9 +21,27 @@ cdef extern from "qgemm.h" nogil:
     ctypedef void (*pyconv_qgemm_fn)(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
                                      int64_t lda, const int8_t *bp, int32_t *c,
                                      int64_t ldc) noexcept nogil
+    ctypedef void (*pyconv_qgemm_requant_fn)(int64_t rows, int64_t n, const int32_t *acc,
+                                             int64_t lda, const int32_t *bias,
+                                             const float *mult, float lo, float hi,
+                                             int32_t yz, uint8_t *dst,
+                                             int64_t ldd) noexcept nogil
+    ctypedef void (*pyconv_qgemm_add_u8_fn)(int64_t n, const uint8_t *a, const uint8_t *b,
+                                            uint8_t *c, float ra, float rb, float fixed,
+                                            float lo, float hi) noexcept nogil
+    ctypedef void (*pyconv_qgemm_add_s8_fn)(int64_t n, const int8_t *a, const int8_t *b,
+                                            int8_t *c, float ra, float rb, float fixed,
+                                            float lo, float hi) noexcept nogil
+    ctypedef void (*pyconv_qgemm_transpose_fn)(int64_t rows, int64_t cols,
+                                               const uint8_t *src, int64_t lds, uint8_t *dst,
+                                               int64_t ldd) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
+        pyconv_qgemm_requant_fn requant
+        pyconv_qgemm_add_u8_fn add_u8
+        pyconv_qgemm_add_s8_fn add_s8
+        pyconv_qgemm_transpose_fn transpose
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
 
@@ -290,24 +308,43 @@ cdef inline uint8_t _requant(int32_t acc, float mult, float lo, float hi, int32_
 
 
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    """Images x (c, h * w) -> (h * w, c), tiles of 16 channels x 64 pixels."""
+    """Images x (c, h * w) -> (h * w, c), blocks of 64 pixels."""
     cdef _qconv *q = <_qconv *>arg
-    cdef int64_t hw = q.h * q.w, tiles = (hw + 63) // 64, t, img, p0, p1, c0, c1, c, p
-    cdef const uint8_t *src
-    cdef uint8_t *dst
+    cdef int64_t hw = q.h * q.w, blocks = (hw + 63) // 64, t, img, p0, p1
     for t in range(lo, hi):
-        img = t // tiles
-        p0 = (t % tiles) * 64
+        img = t // blocks
+        p0 = (t % blocks) * 64
         p1 = min(p0 + 64, hw)
-        src = q.x + img * q.c * hw
-        dst = q.x_hwc + img * hw * q.c
-        c0 = 0
-        while c0 < q.c:
-            c1 = min(c0 + 16, q.c)
-            for p in range(p0, p1):
-                for c in range(c0, c1):
-                    dst[p * q.c + c] = src[c * hw + p]
-            c0 = c1
+        q.kernel.transpose(q.c, p1 - p0, q.x + img * q.c * hw + p0, hw,
+                           q.x_hwc + (img * hw + p0) * q.c, q.c)
+
+
+cdef inline void _copy(uint8_t *dst, const uint8_t *src, int64_t n) noexcept nogil:
+    """memcpy for the short runs of an im2col row (a kernel row of a 3-channel image is
+    21 bytes): 8 bytes at a time inline, where a call would cost more than the copy."""
+    if n >= 64:
+        memcpy(dst, src, n)
+        return
+    while n >= 8:
+        memcpy(dst, src, 8)
+        dst += 8
+        src += 8
+        n -= 8
+    while n > 0:
+        dst[0] = src[0]
+        dst += 1
+        src += 1
+        n -= 1
+
+
+cdef inline void _fill(uint8_t *dst, uint8_t value, int64_t n) noexcept nogil:
+    if n >= 64:
+        memset(dst, value, n)
+        return
+    while n > 0:
+        dst[0] = value
+        dst += 1
+        n -= 1
 
 
 cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64_t g,
@@ -318,22 +355,22 @@ cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64
     for i in range(q.kh):
         ih = oh * q.sh - q.ph + i * q.dh
         if ih < 0 or ih >= q.h:
-            memset(dst, zp, run)
+            _fill(dst, zp, run)
             dst += run
             continue
         if q.groups == 1 and q.dw == 1 and iw0 >= 0 and iw0 + q.kw <= q.w:
-            memcpy(dst, x + (ih * q.w + iw0) * q.c, run)
+            _copy(dst, x + (ih * q.w + iw0) * q.c, run)
             dst += run
             continue
         for j in range(q.kw):
             iw = iw0 + j * q.dw
             if iw < 0 or iw >= q.w:
-                memset(dst, zp, q.cg)
+                _fill(dst, zp, q.cg)
             else:
-                memcpy(dst, x + (ih * q.w + iw) * q.c + g * q.cg, q.cg)
+                _copy(dst, x + (ih * q.w + iw) * q.c + g * q.cg, q.cg)
             dst += q.cg
     if q.kp > q.kg:
-        memset(dst, 0, q.kp - q.kg)
+        _fill(dst, 0, q.kp - q.kg)
 
 
 cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -341,11 +378,9 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef int64_t t, img, g, p0, p1, p, rows, r, co, P = q.oh * q.ow
     cdef uint8_t *a = q.scratch + slot * q.scratch_stride
     cdef int32_t *acc = <int32_t *>(a + _round_up(q.rows * q.kp, 64))
+    cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
-    cdef uint8_t *yrow
-    cdef int32_t b
-    cdef float s
     for t in range(lo, hi):
         img = t // (q.groups * q.row_blocks)
         g = (t // q.row_blocks) % q.groups
@@ -361,12 +396,10 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
             rows_a = a
         q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp, acc,
                       q.npad)
-        for co in range(q.mg):
-            b = q.bias[g * q.mg + co]
-            s = q.mult[g * q.mg + co]
-            yrow = q.y + (img * q.m + g * q.mg + co) * P + p0
-            for r in range(rows):
-                yrow[r] = _requant(acc[r * q.npad + co] + b, s, q.lo, q.hi, q.yz)
+        # Requantized as (positions, channels), then transposed into the NCHW planes.
+        q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
+                         q.lo, q.hi, q.yz, tile, q.mg)
+        q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
 
 
 cdef void _qconv_depthwise(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -544,14 +577,15 @@ cdef class QConv2d:
                 (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
         q.rows = rows
         q.row_blocks = (P + rows - 1) // rows
-        q.scratch_stride = _round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
+        q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
+                            + _round_up(rows * q.mg, 64))
         check_tensor_size((n, q.h * q.w, q.c))
         scratch = np.empty(q.scratch_stride * max(nthreads, 1), np.uint8)
         q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
         hwc = np.empty(n * q.h * q.w * q.c, np.uint8)
         q.x_hwc = <uint8_t *>cnp.PyArray_DATA(hwc)
         tasks = n * self.groups * q.row_blocks
-        cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)
+        cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)     # blocks of _to_hwc
         with nogil:
             if nthreads <= 1:
                 _to_hwc(&q, 0, tiles, 0)
@@ -568,31 +602,22 @@ cdef class QConv2d:
 # multiply-add rounded to float32 (exact in double: 8-bit x 24-bit products), rounded half
 # to even, saturated; fixed = c_zp - (a_zp * ratio_a + b_zp * ratio_b) in float32.
 cdef struct _qadd:
+    const pyconv_qgemm_kernel *kernel
     const uint8_t *a
     const uint8_t *b
     uint8_t *c
-    float ra, rb, fixed, lo, hi
+    float ra, rb, fixed
     int is_signed
 
 
 cdef void _qadd_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qadd *t = <_qadd *>arg
-    cdef int64_t i
-    cdef float v, magic = 12582912.0
-    cdef double fa, fb
-    for i in range(lo, hi):
-        if t.is_signed:
-            fa = <double>(<const int8_t *>t.a)[i]
-            fb = <double>(<const int8_t *>t.b)[i]
-        else:
-            fa = <double>t.a[i]
-            fb = <double>t.b[i]
-        v = <float>(fb * t.rb + <double>t.fixed)
-        v = <float>(fa * t.ra + <double>v)
-        v = t.lo if v < t.lo else (t.hi if v > t.hi else v)
-        v = v + magic
-        v = v - magic
-        t.c[i] = <uint8_t><int32_t>v
+    if t.is_signed:
+        t.kernel.add_s8(hi - lo, <const int8_t *>t.a + lo, <const int8_t *>t.b + lo,
+                        <int8_t *>t.c + lo, t.ra, t.rb, t.fixed, -128.0, 127.0)
+    else:
+        t.kernel.add_u8(hi - lo, t.a + lo, t.b + lo, t.c + lo, t.ra, t.rb, t.fixed, 0.0,
+                        255.0)
 
 
 def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero_point,
@@ -616,9 +641,9 @@ def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero
     cdef float za = <float>a_zero_point, zb = <float>b_zero_point
     t.fixed = <float>c_zero_point - (t.ra * za + t.rb * zb)
     t.is_signed = a.dtype == np.int8
-    t.lo, t.hi = (-128.0, 127.0) if t.is_signed else (0.0, 255.0)
     cdef int64_t n = out.size
     cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
     cdef int nthreads = threads_for(n // 4, c.nthreads)
     with nogil:
         if nthreads <= 1:

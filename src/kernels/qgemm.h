@@ -24,9 +24,28 @@ extern "C" {
 typedef void (*pyconv_qgemm_fn)(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
                                 int64_t lda, const int8_t *bp, int32_t *c, int64_t ldc);
 
+/* The loops around the GEMM (qgemm_common.inc): requantize a tile of int32 sums (rows x
+ * n, per-column bias and multiplier) to 8 bits, the quantized add, a byte transpose. */
+typedef void (*pyconv_qgemm_requant_fn)(int64_t rows, int64_t n, const int32_t *acc,
+                                        int64_t lda, const int32_t *bias, const float *mult,
+                                        float lo, float hi, int32_t yz, uint8_t *dst,
+                                        int64_t ldd);
+typedef void (*pyconv_qgemm_add_u8_fn)(int64_t n, const uint8_t *a, const uint8_t *b,
+                                       uint8_t *c, float ra, float rb, float fixed,
+                                       float lo, float hi);
+typedef void (*pyconv_qgemm_add_s8_fn)(int64_t n, const int8_t *a, const int8_t *b,
+                                       int8_t *c, float ra, float rb, float fixed,
+                                       float lo, float hi);
+typedef void (*pyconv_qgemm_transpose_fn)(int64_t rows, int64_t cols, const uint8_t *src,
+                                          int64_t lds, uint8_t *dst, int64_t ldd);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
+    pyconv_qgemm_requant_fn requant;
+    pyconv_qgemm_add_u8_fn add_u8;
+    pyconv_qgemm_add_s8_fn add_s8;
+    pyconv_qgemm_transpose_fn transpose;
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;
