@@ -24,6 +24,8 @@ __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvI
 #: Integer types a quantized tensor may have, by ONNX TensorProto code.
 _QUANT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}
 _INTEGER_INPUTS = (np.uint8, np.int8, np.uint16, np.int16, np.int32)
+_UINT8 = np.dtype(np.uint8)
+U8, I8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 
 def _saturate(values, dtype):
@@ -460,19 +462,33 @@ class QLinearConv(_QLinear):
         self.packed = _PackedWeights()
         self.fast = _packed_qconv(self, consts)
         self.geometry = None
+        self.fast_shapes = {}       # input shape -> run arguments of the C conv, or None
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        if self.fast is not None and isinstance(x, np.ndarray) and x.dtype == np.uint8 \
-                and x.ndim == 4 and x.shape[1] == self.fast.cg * self.fast.groups:
+    def _fast_args(self, shape):
+        """(output shape, strides, pads, dilations) of the C convolution for an input of
+        ``shape``, or None where it does not apply (the general path reports errors)."""
+        args = None
+        if shape[1] == self.fast.cg * self.fast.groups:
             if self.geometry is None:
                 self.geometry = ConvAttributes.from_onnx("conv", self.attrs,
                                                          self.fast_kernel_shape,
                                                          op=self.node.label)
-            g = self.geometry.resolve(x.shape[2:])
+            g = self.geometry.resolve(shape[2:])
             if min(g.pads_begin) >= 0:
-                return [self.fast.run(x, g.output_shape, self.geometry.strides,
-                                      g.pads_begin, self.geometry.dilations, self.context)]
+                args = (g.output_shape, self.geometry.strides, g.pads_begin,
+                        self.geometry.dilations)
+        self.fast_shapes[shape] = args
+        return args
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.fast is not None and type(x) is np.ndarray and x.dtype == _UINT8 \
+                and x.ndim == 4:
+            args = self.fast_shapes.get(x.shape, False)
+            if args is False:
+                args = self._fast_args(x.shape)
+            if args is not None:
+                return [self.fast.run(x, *args, self.context)]
         y = super().run(inputs, out)[0]
         lo, hi = _clamp_bounds(self.attrs, y.dtype)
         if (lo, hi) != _clamp_bounds({}, y.dtype):
@@ -554,18 +570,27 @@ def _quantize(op, y, inputs, scale_i, zp_i, a_dtype):
 
 @register("QLinearAdd", domain="com.microsoft")
 class QLinearAdd(_QLinearBinary):
+    def setup(self, consts):
+        # Constant per-tensor parameters of one 8-bit type (a QDQ model's residual adds):
+        # same-shape inputs run in one pass with onnxruntime's arithmetic.
+        self.fast = None
+        if all(i in consts for i in (1, 2, 4, 5, 6, 7)):
+            params = [consts[i] for i in (1, 2, 4, 5, 6, 7)]
+            scales, zps = params[0::2], params[1::2]
+            if all(s.dtype.kind == "f" and s.size == 1 and np.isfinite(s).all() and s > 0
+                   for s in scales) and all(z.size == 1 for z in zps) \
+                    and len({z.dtype for z in zps}) == 1 and zps[0].dtype in (U8, I8):
+                self.fast = (zps[0].dtype,) + tuple(
+                    v for s, z in zip(scales, zps)
+                    for v in (np.float32(s.reshape(())), int(z.reshape(()))))
+
     def run(self, inputs, out=None):
         a, b = inputs[0], inputs[3]
-        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape \
-                and a.dtype == b.dtype and a.dtype in (np.uint8, np.int8) \
-                and len(inputs) > 7 and inputs[7] is not None:
-            # Same shapes (the residual adds of a QDQ model): one pass with onnxruntime's
-            # arithmetic.
-            (sa, za), (sb, zb), (sc, zc) = (_per_tensor(self, inputs, i, i + 1, a.dtype)
-                                            for i in (1, 4, 6))
-            if zc.dtype == a.dtype:
-                return [qgemm.qlinear_add(a, sa[0], int(za[0]), b, sb[0], int(zb[0]), sc[0],
-                                          int(zc[0]), self.context)]
+        fast = self.fast
+        if fast is not None and type(a) is np.ndarray and type(b) is np.ndarray \
+                and a.dtype == fast[0] and b.dtype == fast[0] and a.shape == b.shape:
+            return [qgemm.qlinear_add(a, fast[1], fast[2], b, fast[3], fast[4], fast[5],
+                                      fast[6], self.context)]
         return super().run(inputs, out)
 
     def compute(self, a, b):

@@ -6,12 +6,21 @@
 #if defined(PYCONV_HAVE_X86_KERNELS)
 #include "cpu_id.inc"
 
-static int cpu_has_avx512vnni(void)
+static int detect_avx512vnni(void)
 {
     unsigned r7[4];
     cpuid_count(7, 0, r7);
     int avx512f = (r7[1] >> 16) & 1, vnni = (r7[2] >> 11) & 1;
     return avx512f && vnni && os_saves(0xE6);
+}
+
+/* Read once: CPUID traps to the hypervisor in a VM (microseconds), and every quantized
+ * layer looks its kernel up per call. A race only computes the same answer twice. */
+static int cpu_has_avx512vnni(void)
+{
+    static volatile int known = -1;
+    if (known < 0) known = detect_avx512vnni();
+    return known;
 }
 #endif
 
