@@ -6,6 +6,8 @@ integers, as onnxruntime's QDQ transformers do:
   x_scale * w_scale) -> Conv -> [Relu | Clip] -> QuantizeLinear becomes one QLinearConv
   (uint8 in, uint8 / int8 out; a Relu or Clip becomes a clamp of the quantized output,
   exact since quantization is monotonic: ``_pyconv_qmin`` / ``_pyconv_qmax``);
+- the same around a Gemm (x of shape (m, k), int8 weights per output column): a 1x1
+  QLinearConv over m images between two Reshapes;
 - DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear becomes
   ``com.microsoft.QLinearAdd``; DequantizeLinear -> GlobalAveragePool -> QuantizeLinear
   ``com.microsoft.QLinearGlobalAveragePool``;
@@ -177,6 +179,63 @@ def _fuse_conv(ctx, conv):
     return fused, [conv, q] + between
 
 
+def _fresh_constant(graph, base, value):
+    """A new read-only constant of ``graph`` (any dtype) named after ``base``; its name."""
+    name, k = base, 0
+    while name in graph.constants:
+        k += 1
+        name = f"{base}__{k}"
+    value = np.ascontiguousarray(value)
+    value.flags.writeable = False
+    graph.constants[name] = value
+    return name
+
+
+def _fuse_gemm(ctx, gemm):
+    """DQ(x) -> Gemm(DQ(int8 weight), DQ(int32 bias)) -> Q, x of shape (m, k): a 1x1
+    QLinearConv over m images of k channels, between two Reshapes (which onnxruntime runs
+    as QGemm: the same int32 sums and requantization)."""
+    if gemm.op_type != "Gemm" or gemm.domain not in _ONNX or len(gemm.inputs) < 2 \
+            or float(gemm.attrs.get("alpha", 1.0)) != 1.0 \
+            or float(gemm.attrs.get("beta", 1.0)) != 1.0 or int(gemm.attrs.get("transA", 0)):
+        return None
+    dq_w = ctx.op(gemm.inputs[1], "DequantizeLinear")
+    if dq_w is None or len(dq_w.inputs) < 3:
+        return None
+    w = ctx.const(dq_w.inputs[0])
+    if w is None or w.ndim != 2:
+        return None
+    trans_b = int(gemm.attrs.get("transB", 0))
+    w_scale = ctx.const(dq_w.inputs[1])
+    if w_scale is None or w_scale.size > 1 and \
+            int(dq_w.attrs.get("axis", 1)) % 2 != (0 if trans_b else 1):
+        return None             # per-channel scales must run along the output columns
+    # The conv's view of the weights: (n, k, 1, 1); its DequantizeLinear per axis 0.
+    w4 = (w if trans_b else w.T).reshape(w.shape[0] if trans_b else w.shape[1], -1, 1, 1)
+    graph = ctx.graph
+    w_name = _fresh_constant(graph, dq_w.inputs[0] + "_conv", w4)
+    view = Node("DequantizeLinear", [w_name] + list(dq_w.inputs[1:3]), [w_name + "_dq"],
+                {"axis": 0}, name=dq_w.name + "_conv")
+    ctx.producer[view.outputs[0]] = view
+    conv = Node("Conv", [gemm.inputs[0], view.outputs[0]] + list(gemm.inputs[2:3]),
+                gemm.outputs, {}, name=gemm.name)
+    found = _fuse_conv(ctx, conv)
+    if found is None:
+        del graph.constants[w_name]
+        return None
+    fused, removed = found
+    x4 = gemm.name + "_x4"
+    y4 = gemm.name + "_y4"
+    to4 = _fresh_constant(graph, gemm.name + "_shape4", np.array([0, -1, 1, 1], np.int64))
+    to2 = _fresh_constant(graph, gemm.name + "_shape2", np.array([0, -1], np.int64))
+    x, y = fused.inputs[0], fused.outputs[0]
+    fused.inputs[0] = x4
+    fused.outputs = [y4]
+    return [Node("Reshape", [x, to4], [x4], {}, name=gemm.name + "_to4"), fused,
+            Node("Reshape", [y4, to2], [y], {}, name=gemm.name + "_to2")], \
+        [gemm] + removed[1:]
+
+
 def _same_params(ctx, dq, q):
     a, b = _qparams(ctx, dq), _qparams(ctx, q)
     return a is not None and b is not None and a[1:] == b[1:] \
@@ -222,7 +281,7 @@ def _fuse_elementwise(ctx, n):
 
 def fuse_qdq(graph):
     """The rewrites of the module docstring; returns ``graph``."""
-    for fuse in (_fuse_conv, _fuse_elementwise):
+    for fuse in (_fuse_conv, _fuse_gemm, _fuse_elementwise):
         ctx = _Context(graph)
         replaced = {}       # id of a node removed -> the fused node taking its place
         dropped = set()
@@ -244,7 +303,8 @@ def fuse_qdq(graph):
         nodes = []
         for n in graph.nodes:
             if id(n) in replaced:
-                nodes.append(replaced[id(n)])
+                new = replaced[id(n)]
+                nodes.extend(new if isinstance(new, list) else [new])
             elif id(n) not in dropped:
                 nodes.append(n)
         graph.nodes = nodes
