@@ -35,6 +35,13 @@ cdef extern from "qgemm.h" nogil:
     ctypedef void (*pyconv_qgemm_transpose_fn)(int64_t rows, int64_t cols,
                                                const uint8_t *src, int64_t lds, uint8_t *dst,
                                                int64_t ldd) noexcept nogil
+    ctypedef void (*pyconv_qgemm_dw_plane_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                              int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+                                              int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                              int64_t dh, int64_t dw, const int8_t *wts,
+                                              int32_t xz, int32_t bias, float mult, float lo,
+                                              float hi, int32_t yz, void *acc, float *xf,
+                                              uint8_t *dst) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -42,6 +49,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_add_u8_fn add_u8
         pyconv_qgemm_add_s8_fn add_s8
         pyconv_qgemm_transpose_fn transpose
+        pyconv_qgemm_dw_plane_fn dw_plane
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
 
@@ -297,16 +305,6 @@ cdef struct _qconv:
     int direct
 
 
-cdef inline uint8_t _requant(int32_t acc, float mult, float lo, float hi, int32_t yz) noexcept nogil:
-    cdef float v = <float>acc * mult
-    cdef float magic = 12582912.0      # 1.5 * 2 ** 23, added and taken away in float32
-    v = lo if v < lo else (hi if v > hi else v)
-    # Round half to even: exact for |v| < 2 ** 22, which the clamp guarantees.
-    v = v + magic
-    v = v - magic
-    return <uint8_t>(<int32_t>v + yz)
-
-
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     """Images x (c, h * w) -> (h * w, c), blocks of 64 pixels."""
     cdef _qconv *q = <_qconv *>arg
@@ -403,55 +401,16 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
 
 
 cdef void _qconv_depthwise(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    """One (image, channel) plane per task: int32 sums of w * (x - xz) over the taps that
-    read inside the image, then requantized."""
+    """One (image, channel) plane per task (the kernel table's dw_plane)."""
     cdef _qconv *q = <_qconv *>arg
-    cdef int64_t t, ch, i, j, o, oh, ih, ow0, ow1, P = q.oh * q.ow
-    cdef int32_t *acc = <int32_t *>(q.scratch + slot * q.scratch_stride)
-    cdef int32_t wv, xz = q.xz
-    cdef const uint8_t *plane
-    cdef int64_t base
-    cdef int32_t *dst
-    cdef uint8_t *yrow
-    cdef float s
-    cdef int32_t b
+    cdef int64_t t, ch, P = q.oh * q.ow
+    cdef uint8_t *acc = q.scratch + slot * q.scratch_stride
+    cdef float *xf = <float *>(acc + _round_up(P * 4, 64))
     for t in range(lo, hi):
         ch = t % q.c
-        plane = q.x + t * q.h * q.w
-        memset(acc, 0, P * sizeof(int32_t))
-        for i in range(q.kh):
-            for j in range(q.kw):
-                wv = q.w_dw[ch * q.kh * q.kw + i * q.kw + j]
-                if wv == 0:
-                    continue
-                # output columns whose tap j reads inside: 0 <= o * sw - pw + j * dw < w
-                ow0 = _ceil_div(q.pw - j * q.dw, q.sw)
-                ow0 = max(ow0, <int64_t>0)
-                ow1 = _ceil_div(q.w + q.pw - j * q.dw, q.sw)
-                ow1 = min(ow1, q.ow)
-                if ow0 >= ow1:
-                    continue
-                for oh in range(q.oh):
-                    ih = oh * q.sh - q.ph + i * q.dh
-                    if ih < 0 or ih >= q.h:
-                        continue
-                    base = ih * q.w - q.pw + j * q.dw
-                    dst = acc + oh * q.ow
-                    if q.sw == 1:
-                        for o in range(ow0, ow1):
-                            dst[o] += wv * (<int32_t>plane[base + o] - xz)
-                    else:
-                        for o in range(ow0, ow1):
-                            dst[o] += wv * (<int32_t>plane[base + o * q.sw] - xz)
-        b = q.bias[ch]
-        s = q.mult[ch]
-        yrow = q.y + t * P
-        for o in range(P):
-            yrow[o] = _requant(acc[o] + b, s, q.lo, q.hi, q.yz)
-
-
-cdef inline int64_t _ceil_div(int64_t a, int64_t b) noexcept nogil:
-    return -((-a) // b) if a < 0 else (a + b - 1) // b
+        q.kernel.dw_plane(q.x + t * q.h * q.w, q.h, q.w, q.oh, q.ow, q.kh, q.kw, q.sh, q.sw,
+                          q.ph, q.pw, q.dh, q.dw, q.w_dw + ch * q.kh * q.kw, q.xz,
+                          q.bias[ch], q.mult[ch], q.lo, q.hi, q.yz, acc, xf, q.y + t * P)
 
 
 cdef class QConv2d:
@@ -549,7 +508,7 @@ cdef class QConv2d:
             q.w_dw = <const int8_t *>cnp.PyArray_DATA(wdw)
             tasks = n * self.m
             nthreads = threads_for(tasks * P * self.kh * self.kw, c.nthreads)
-            q.scratch_stride = _round_up(P * 4, 64)
+            q.scratch_stride = _round_up(P * 4, 64) + _round_up(q.h * q.w * 4, 64)
             scratch = np.empty(q.scratch_stride * nthreads, np.uint8)
             q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
             with nogil:

@@ -25,7 +25,8 @@ typedef void (*pyconv_qgemm_fn)(int64_t m, int64_t np, int64_t kp, const uint8_t
                                 int64_t lda, const int8_t *bp, int32_t *c, int64_t ldc);
 
 /* The loops around the GEMM (qgemm_common.inc): requantize a tile of int32 sums (rows x
- * n, per-column bias and multiplier) to 8 bits, the quantized add, a byte transpose. */
+ * n, per-column bias and multiplier) to 8 bits, the quantized add, a byte transpose, a
+ * depthwise channel. */
 typedef void (*pyconv_qgemm_requant_fn)(int64_t rows, int64_t n, const int32_t *acc,
                                         int64_t lda, const int32_t *bias, const float *mult,
                                         float lo, float hi, int32_t yz, uint8_t *dst,
@@ -39,6 +40,14 @@ typedef void (*pyconv_qgemm_add_s8_fn)(int64_t n, const int8_t *a, const int8_t 
 typedef void (*pyconv_qgemm_transpose_fn)(int64_t rows, int64_t cols, const uint8_t *src,
                                           int64_t lds, uint8_t *dst, int64_t ldd);
 
+typedef void (*pyconv_qgemm_dw_plane_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                         int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+                                         int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                         int64_t dh, int64_t dw, const int8_t *wts,
+                                         int32_t xz, int32_t bias, float mult, float lo,
+                                         float hi, int32_t yz, void *acc, float *xf,
+                                         uint8_t *dst);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
@@ -46,6 +55,7 @@ typedef struct {
     pyconv_qgemm_add_u8_fn add_u8;
     pyconv_qgemm_add_s8_fn add_s8;
     pyconv_qgemm_transpose_fn transpose;
+    pyconv_qgemm_dw_plane_fn dw_plane;  /* one depthwise channel, requantized */
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;
