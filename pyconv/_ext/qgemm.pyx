@@ -8,7 +8,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from pyconv._ext.gemm cimport context_of, exec_ctx, grain_for, parallel_for, threads_for
+from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, threads_for,
+                               workspace_floats)
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -42,6 +43,11 @@ cdef extern from "qgemm.h" nogil:
                                               int32_t xz, int32_t bias, float mult, float lo,
                                               float hi, int32_t yz, void *acc, float *xf,
                                               uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_shift_fn)(int64_t n, const uint8_t *x, int32_t xz,
+                                           float *y) noexcept nogil
+    ctypedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float mult,
+                                                   float lo, float hi, int32_t yz,
+                                                   uint8_t *dst) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -50,6 +56,8 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_add_s8_fn add_s8
         pyconv_qgemm_transpose_fn transpose
         pyconv_qgemm_dw_plane_fn dw_plane
+        pyconv_qgemm_shift_fn shift_to_float
+        pyconv_qgemm_requant_float_fn requant_float
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
 
@@ -500,7 +508,7 @@ cdef class QConv2d:
         q.mult = <const float *>cnp.PyArray_DATA(mult)
         cdef int64_t P = oh * ow, tasks, macs, rows
         cdef int nthreads
-        cdef cnp.ndarray scratch, hwc, packed, wdw
+        cdef cnp.ndarray scratch, packed, wdw
         if y.size == 0:
             return y.view(self.out_dtype)
         if self.depthwise:
@@ -539,10 +547,12 @@ cdef class QConv2d:
         q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
                             + _round_up(rows * q.mg, 64))
         check_tensor_size((n, q.h * q.w, q.c))
-        scratch = np.empty(q.scratch_stride * max(nthreads, 1), np.uint8)
-        q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
-        hwc = np.empty(n * q.h * q.w * q.c, np.uint8)
-        q.x_hwc = <uint8_t *>cnp.PyArray_DATA(hwc)
+        # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
+        # per-thread scratch, then the (pixels, channels) image.
+        cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
+        q.scratch = <uint8_t *>workspace_floats(
+            (scratch_bytes + n * q.h * q.w * q.c + 3) // 4 + 16)
+        q.x_hwc = q.scratch + scratch_bytes
         tasks = n * self.groups * q.row_blocks
         cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)     # blocks of _to_hwc
         with nogil:
@@ -610,3 +620,84 @@ def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero
         else:
             parallel_for(nthreads, n, _round_up(grain_for(n, nthreads), 64), _qadd_range, &t)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The two ends of a quantized convolution run on the float kernels with exact integer sums
+# (pyconv.ops.quant: depthwise layers, whose float kernel is faster than an integer one).
+cdef struct _ends:
+    const pyconv_qgemm_kernel *kernel
+    const uint8_t *q
+    float *f
+    const float *mult
+    int64_t plane, channels
+    int32_t zp
+    float lo, hi
+
+
+cdef void _shift_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _ends *t = <_ends *>arg
+    t.kernel.shift_to_float((hi - lo) * t.plane, t.q + lo * t.plane, t.zp, t.f + lo * t.plane)
+
+
+cdef void _requant_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _ends *t = <_ends *>arg
+    cdef int64_t p
+    for p in range(lo, hi):
+        t.kernel.requant_float(t.plane, t.f + p * t.plane, t.mult[p % t.channels], t.lo, t.hi,
+                               t.zp, <uint8_t *>t.q + p * t.plane)
+
+
+cdef _run_planes(_ends *t, int64_t planes, int requant, context):
+    cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef int nthreads = threads_for(planes * t.plane // 4, c.nthreads)
+    with nogil:
+        if nthreads <= 1:
+            (_requant_planes if requant else _shift_blocks)(t, 0, planes, 0)
+        else:
+            parallel_for(nthreads, planes, grain_for(planes, nthreads),
+                         _requant_planes if requant else _shift_blocks, t)
+
+
+def shift_to_float(x, int zero_point, context=None):
+    """``x - zero_point`` as float32 (exact) of a uint8 NC... array."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
+        raise InvalidDType(f"shift_to_float: expected a uint8 array of rank >= 2, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef cnp.ndarray y = np.empty(x.shape, np.float32)
+    cdef _ends t
+    t.q = <const uint8_t *>cnp.PyArray_DATA(xc)
+    t.f = <float *>cnp.PyArray_DATA(y)
+    t.plane = x.size // (x.shape[0] * x.shape[1]) if x.size else 0
+    t.zp = zero_point
+    if x.size:
+        _run_planes(&t, x.shape[0] * x.shape[1], 0, context)
+    return y
+
+
+def requantize_float(acc, multiplier, int zero_point, int qmin, int qmax, out_dtype=np.uint8,
+                     context=None):
+    """Float32 NC... sums that are exact integers (bias included) requantized per channel:
+    ``saturate(round_half_even(acc * multiplier[c]) + zero_point)`` clamped to
+    ``[qmin, qmax]``, as ``out_dtype`` (uint8 or int8)."""
+    if not isinstance(acc, np.ndarray) or acc.dtype != np.float32 or acc.ndim < 2:
+        raise InvalidDType(f"requantize_float: expected a float32 array of rank >= 2, got "
+                           f"{getattr(acc, 'dtype', type(acc).__name__)} "
+                           f"{getattr(acc, 'shape', '')}")
+    cdef cnp.ndarray mult = np.ascontiguousarray(np.broadcast_to(
+        np.asarray(multiplier, np.float32).reshape(-1), (acc.shape[1],)))
+    cdef cnp.ndarray ac = np.ascontiguousarray(acc)
+    cdef cnp.ndarray y = np.empty(acc.shape, np.uint8)
+    cdef _ends t
+    t.q = <const uint8_t *>cnp.PyArray_DATA(y)
+    t.f = <float *>cnp.PyArray_DATA(ac)
+    t.mult = <const float *>cnp.PyArray_DATA(mult)
+    t.channels = acc.shape[1]
+    t.plane = acc.size // (acc.shape[0] * acc.shape[1]) if acc.size else 0
+    t.zp = zero_point
+    t.lo, t.hi = qmin - zero_point, qmax - zero_point
+    if acc.size:
+        _run_planes(&t, acc.shape[0] * acc.shape[1], 1, context)
+    return y.view(out_dtype)

@@ -48,6 +48,10 @@ typedef void (*pyconv_qgemm_dw_plane_fn)(const uint8_t *x, int64_t h, int64_t w,
                                          float hi, int32_t yz, void *acc, float *xf,
                                          uint8_t *dst);
 
+typedef void (*pyconv_qgemm_shift_fn)(int64_t n, const uint8_t *x, int32_t xz, float *y);
+typedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float mult,
+                                              float lo, float hi, int32_t yz, uint8_t *dst);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
@@ -56,6 +60,8 @@ typedef struct {
     pyconv_qgemm_add_s8_fn add_s8;
     pyconv_qgemm_transpose_fn transpose;
     pyconv_qgemm_dw_plane_fn dw_plane;  /* one depthwise channel, requantized */
+    pyconv_qgemm_shift_fn shift_to_float;
+    pyconv_qgemm_requant_float_fn requant_float;
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;
