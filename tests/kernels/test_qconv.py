@@ -135,3 +135,52 @@ def test_argument_checks():
         conv.run(np.ones((1, 3, 5, 5), np.uint8), (3, 3), (1, 1), (0, 0), (1, 1))
     with pytest.raises(InvalidArgument, match="pads"):
         conv.run(np.ones((1, 2, 5, 5), np.uint8), (3, 3), (1, 1), (-1, 0), (1, 1))
+
+
+def _mlas_add(a, sa, za, b, sb, zb, sc, zc, lo, hi):
+    """MLAS's AVX2 QLinearAdd in float64: each fused multiply-add is exact in float64 and
+    rounded once to float32; then round half to even and saturate."""
+    ra, rb = np.float32(sa) / np.float32(sc), np.float32(sb) / np.float32(sc)
+    fixed = np.float32(np.float32(zc) - (ra * np.float32(za) + rb * np.float32(zb)))
+    v = (b.astype(np.float64) * np.float64(rb) + np.float64(fixed)).astype(np.float32)
+    v = (a.astype(np.float64) * np.float64(ra) + v.astype(np.float64)).astype(np.float32)
+    return np.clip(np.rint(v), lo, hi).astype(np.int64)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("zero_points", [(0, 0, 0), (255, 255, 255), (17, 240, 128)])
+def test_qlinear_add_against_mlas_formula(isa, dtype, zero_points):
+    rng = np.random.default_rng(sum(zero_points))
+    info = np.iinfo(dtype)
+    za, zb, zc = (int(np.clip(z, info.min, info.max)) for z in zero_points)
+    a = rng.integers(info.min, info.max + 1, (3, 5, 7, 11)).astype(dtype)
+    b = rng.integers(info.min, info.max + 1, a.shape).astype(dtype)
+    for sa, sb, sc in ((0.02, 0.03, 0.04), (0.1, 0.1, 0.01), (0.001, 0.5, 0.25)):
+        got = qgemm.qlinear_add(a, sa, za, b, sb, zb, sc, zc,
+                                gemm.ExecutionContext(num_threads=2, isa=isa))
+        assert got.dtype == dtype and got.shape == a.shape
+        np.testing.assert_array_equal(got, _mlas_add(a, sa, za, b, sb, zb, sc, zc, info.min,
+                                                     info.max))
+    with pytest.raises(InvalidArgument, match="one shape"):
+        qgemm.qlinear_add(a, 1.0, 0, b[:1], 1.0, 0, 1.0, 0)
+
+
+def test_float_sums_ends():
+    # shift_to_float is exact; requantize_float is the int32 requantization of exact sums.
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 256, (2, 3, 5, 4)).astype(np.uint8)
+    np.testing.assert_array_equal(qgemm.shift_to_float(x, 200), x.astype(np.float32) - 200)
+    acc = rng.integers(-3_000_000, 3_000_000, (2, 3, 5, 4)).astype(np.float32)
+    mult = np.float32([1e-4, 3e-5, 2e-3])
+    for qmin, qmax, yz, dtype in ((0, 255, 7, np.uint8), (-128, 127, -3, np.int8),
+                                  (50, 60, 7, np.uint8)):
+        got = qgemm.requantize_float(acc, mult, yz, qmin, qmax, dtype)
+        v = np.clip(acc * mult.reshape(1, 3, 1, 1), np.float32(qmin - yz),
+                    np.float32(qmax - yz))
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.rint(v).astype(np.int64) + yz)
+    with pytest.raises(InvalidDType, match="float32"):
+        qgemm.requantize_float(acc.astype(np.float64), mult, 0, 0, 255)
+    with pytest.raises(InvalidDType, match="uint8"):
+        qgemm.shift_to_float(x.astype(np.int8), 0)
