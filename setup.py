@@ -55,6 +55,7 @@ QGEMM_SOURCES = [("qgemm_generic.c", [], [])]
 if X86:
     QGEMM_SOURCES += [
         ("qgemm_avx2.c", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
+        ("qgemm_avxvnni.c", ["-mavx2", "-mfma", "-mavxvnni"], ["/arch:AVX2"]),
         ("qgemm_avx512vnni.c", ["-mavx512f", "-mavx512vnni", "-mavx2", "-mfma"],
          ["/arch:AVX512"]),
     ]

@@ -59,6 +59,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_shift_fn shift_to_float
         pyconv_qgemm_requant_float_fn requant_float
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
+    const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
 
 #: Rows per task at least (a multiple of every kernel's row tile).
@@ -70,9 +71,33 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
 
 
 def kernel_isa(context=None):
-    """The integer kernel the context's ISA selects ("avx512vnni", "avx2", "generic")."""
+    """The integer kernel the context's ISA selects ("avx512vnni", "avxvnni", "avx2",
+    "generic")."""
     cdef exec_ctx c = context_of(context)
     return pyconv_qgemm_kernel_for(c.kernel.isa).isa.decode()
+
+
+def kernel_names():
+    """Every integer kernel this CPU runs: those the supported ISAs select, and the plain
+    AVX2 one wherever AVX2 runs (selected only without AVX-VNNI)."""
+    from pyconv._ext.gemm import ExecutionContext, supported_isas
+    isas = supported_isas()
+    names = {kernel_isa(ExecutionContext(isa=isa)) for isa in isas} | {"generic"}
+    if "avx2" in isas:
+        names.add("avx2")
+    return sorted(names)
+
+
+cdef const pyconv_qgemm_kernel *_kernel(context, kernel) except NULL:
+    """The context's kernel, or (tests) the one named ``kernel`` if this CPU runs it."""
+    cdef exec_ctx c
+    if kernel is None:
+        c = context_of(context)
+        return pyconv_qgemm_kernel_for(c.kernel.isa)
+    if kernel not in kernel_names():
+        raise InvalidArgument(f"int8 kernel {kernel!r} does not run here; this CPU runs "
+                              f"{kernel_names()}")
+    return pyconv_qgemm_kernel_named(kernel.encode())
 
 
 cdef class PackedInt8:
@@ -114,8 +139,9 @@ cdef void _rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     t.kernel.gemm(hi - lo, t.np, t.kp, t.a + lo * t.lda, t.lda, t.bp, t.c + lo * t.ldc, t.ldc)
 
 
-def matmul_u8s8(a, PackedInt8 b, context=None):
-    """``a @ b`` exactly, as int32 of shape (m, b.n): ``a`` uint8 (m, b.k)."""
+def matmul_u8s8(a, PackedInt8 b, context=None, kernel=None):
+    """``a @ b`` exactly, as int32 of shape (m, b.n): ``a`` uint8 (m, b.k); ``kernel`` (for
+    tests) names one of :func:`kernel_names` instead of the context's."""
     if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 2:
         raise InvalidDType(f"int8 GEMM: the left operand must be a 2-D uint8 array, got "
                            f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
@@ -136,7 +162,7 @@ def matmul_u8s8(a, PackedInt8 b, context=None):
     cdef exec_ctx c = context_of(context)
     cdef cnp.ndarray[int8_t, ndim=1, mode="c"] packed = b.data
     cdef _task t
-    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+    t.kernel = _kernel(context, kernel)
     t.a = &left[0, 0]
     t.lda = b.kp
     t.np = b.np

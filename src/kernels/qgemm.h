@@ -67,12 +67,18 @@ typedef struct {
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;
 #if defined(PYCONV_HAVE_X86_KERNELS)
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx2;
+extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni;
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni;
 #endif
 
 /* The kernel for the float kernels' ISA name ("avx512", "avx2", "generic"): AVX-512 VNNI
- * where the CPU has it under "avx512", else the AVX2 one, else the portable one. */
+ * where the CPU has it under "avx512", else AVX-VNNI (VEX, 256-bit) where the CPU has it
+ * under "avx512" or "avx2", else the AVX2 one, else the portable one. */
 const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa);
+
+/* The kernel of that name ("generic", "avx2", "avxvnni", "avx512vnni"), or NULL; the
+ * caller checks that the CPU runs it (tests cover every kernel this way). */
+const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name);
 
 /* Packs int8 B (k x n, row stride ldb) into dst (np * kp bytes, see above). */
 void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst);

@@ -14,12 +14,26 @@ static int detect_avx512vnni(void)
     return avx512f && vnni && os_saves(0xE6);
 }
 
+static int detect_avxvnni(void)
+{
+    unsigned r71[4];
+    cpuid_count(7, 1, r71);
+    return ((r71[0] >> 4) & 1) && os_saves(0x6);
+}
+
 /* Read once: CPUID traps to the hypervisor in a VM (microseconds), and every quantized
  * layer looks its kernel up per call. A race only computes the same answer twice. */
 static int cpu_has_avx512vnni(void)
 {
     static volatile int known = -1;
     if (known < 0) known = detect_avx512vnni();
+    return known;
+}
+
+static int cpu_has_avxvnni(void)
+{
+    static volatile int known = -1;
+    if (known < 0) known = detect_avxvnni();
     return known;
 }
 #endif
@@ -68,12 +82,29 @@ const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generi
 const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
 {
 #if defined(PYCONV_HAVE_X86_KERNELS)
+    const int x86 = strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0;
     if (strcmp(isa, "avx512") == 0 && cpu_has_avx512vnni())
         return &pyconv_qgemm_kernel_avx512vnni;
-    if (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0)
+    if (x86 && cpu_has_avxvnni())
+        return &pyconv_qgemm_kernel_avxvnni;
+    if (x86)
         return &pyconv_qgemm_kernel_avx2;
 #else
     (void)isa;
 #endif
     return &pyconv_qgemm_kernel_generic;
+}
+
+const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
+{
+    const pyconv_qgemm_kernel *all[] = {
+        &pyconv_qgemm_kernel_generic,
+#if defined(PYCONV_HAVE_X86_KERNELS)
+        &pyconv_qgemm_kernel_avx2, &pyconv_qgemm_kernel_avxvnni,
+        &pyconv_qgemm_kernel_avx512vnni,
+#endif
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(all[i]->isa, name) == 0) return all[i];
+    return NULL;
 }
