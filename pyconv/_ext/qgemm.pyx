@@ -48,6 +48,9 @@ cdef extern from "qgemm.h" nogil:
     ctypedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float mult,
                                                    float lo, float hi, int32_t yz,
                                                    uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_quantize8_fn)(int64_t n, const float *x, float scale,
+                                               float zp, float lo, float hi,
+                                               uint8_t *dst) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -58,6 +61,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_dw_plane_fn dw_plane
         pyconv_qgemm_shift_fn shift_to_float
         pyconv_qgemm_requant_float_fn requant_float
+        pyconv_qgemm_quantize8_fn quantize8
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
@@ -186,6 +190,7 @@ def matmul_u8s8(a, PackedInt8 b, context=None, kernel=None):
 from libc.math cimport nearbyintf
 
 cdef struct _qtask:
+    const pyconv_qgemm_kernel *kernel
     const float *x
     void *q
     const float *scale
@@ -202,6 +207,10 @@ DEF QBLOCK = 16384
 cdef inline void _quantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i1) noexcept nogil:
     cdef float s = t.scale[c], z = t.zero[c], v
     cdef int64_t base = c * t.inner, i
+    if t.kind <= 1:         # 8-bit: the vectorized loop of the kernel table
+        t.kernel.quantize8(i1 - i0, t.x + base + i0, s, z, t.lo, t.hi,
+                           <uint8_t *>t.q + base + i0)
+        return
     for i in range(base + i0, base + i1):
         v = nearbyintf(t.x[i] / s) + z
         v = t.lo if v < t.lo else (t.hi if v > t.hi else v)
@@ -299,6 +308,7 @@ cdef _run(_qtask *t, scale, zero_point, context, int dequant):
     t.scale = <const float *>cnp.PyArray_DATA(s)
     t.zero = <const float *>cnp.PyArray_DATA(z)
     cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
     cdef int64_t blocks = t.channels * t.blocks_per_channel
     cdef int nthreads = threads_for(blocks * t.block // 4, c.nthreads)
     t.dequantize = dequant

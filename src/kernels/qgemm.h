@@ -52,6 +52,9 @@ typedef void (*pyconv_qgemm_shift_fn)(int64_t n, const uint8_t *x, int32_t xz, f
 typedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float mult,
                                               float lo, float hi, int32_t yz, uint8_t *dst);
 
+typedef void (*pyconv_qgemm_quantize8_fn)(int64_t n, const float *x, float scale, float zp,
+                                          float lo, float hi, uint8_t *dst);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
@@ -62,6 +65,7 @@ typedef struct {
     pyconv_qgemm_dw_plane_fn dw_plane;  /* one depthwise channel, requantized */
     pyconv_qgemm_shift_fn shift_to_float;
     pyconv_qgemm_requant_float_fn requant_float;
+    pyconv_qgemm_quantize8_fn quantize8;  /* QuantizeLinear to uint8 / int8 */
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;

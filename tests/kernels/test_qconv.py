@@ -184,3 +184,25 @@ def test_float_sums_ends():
         qgemm.requantize_float(acc.astype(np.float64), mult, 0, 0, 255)
     with pytest.raises(InvalidDType, match="uint8"):
         qgemm.shift_to_float(x.astype(np.int8), 0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype,zp", [(np.uint8, 0), (np.uint8, 255), (np.uint8, 77),
+                                      (np.int8, -128), (np.int8, 5)])
+def test_quantize_8bit_on_every_kernel(isa, dtype, zp):
+    # round(x / scale) half to even, + zero point, saturated; ties and both saturations
+    # present; a NaN goes to the lowest value (MLAS's MAXPS clamp), infinities saturate.
+    rng = np.random.default_rng(abs(zp))
+    scale = np.float32(0.5)
+    x = np.concatenate([np.arange(-300, 300, dtype=np.float32) * np.float32(0.25),
+                        rng.standard_normal(5000).astype(np.float32) * 40,
+                        np.float32([np.inf, -np.inf])])
+    got = qgemm.quantize(x, np.float32([scale]), np.asarray([zp], dtype), 0, dtype,
+                         gemm.ExecutionContext(num_threads=2, isa=isa))
+    info = np.iinfo(dtype)
+    want = np.clip(np.rint(x / scale) + zp, info.min, info.max).astype(dtype)
+    np.testing.assert_array_equal(got, want)
+    assert (got == info.min).any() and (got == info.max).any()
+    nan = qgemm.quantize(np.float32([np.nan]), np.float32([scale]), np.asarray([zp], dtype),
+                         0, dtype, gemm.ExecutionContext(isa=isa))
+    assert nan[0] == info.min
