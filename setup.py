@@ -54,8 +54,10 @@ def _per_isa(stem):
 QGEMM_SOURCES = [("qgemm_generic.c", [], [])]
 if X86:
     QGEMM_SOURCES += [
-        ("qgemm_avx2.c", ["-mavx2"], ["/arch:AVX2"]),
-        ("qgemm_avx512vnni.c", ["-mavx512f", "-mavx512vnni", "-mavx2"], ["/arch:AVX512"]),
+        ("qgemm_avx2.c", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
+        ("qgemm_avxvnni.c", ["-mavx2", "-mfma", "-mavxvnni"], ["/arch:AVX2"]),
+        ("qgemm_avx512vnni.c", ["-mavx512f", "-mavx512vnni", "-mavx2", "-mfma"],
+         ["/arch:AVX512"]),
     ]
 DWCONV_SOURCES = _per_isa("dwconv")
 POOL_SOURCES = _per_isa("pool")
@@ -144,8 +146,8 @@ class BuildExt(build_ext):
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
                   "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc",
-                  "eltwise.h", "eltwise_common.inc", "qgemm.h", "cpu_id.inc",
-                  "pack_transpose.h"]
+                  "eltwise.h", "eltwise_common.inc", "qgemm.h", "qgemm_common.inc",
+                  "cpu_id.inc", "pack_transpose.h"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,

@@ -8,7 +8,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from pyconv._ext.gemm cimport context_of, exec_ctx, grain_for, parallel_for, threads_for
+from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, threads_for,
+                               workspace_floats)
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -21,10 +22,48 @@ cdef extern from "qgemm.h" nogil:
     ctypedef void (*pyconv_qgemm_fn)(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
                                      int64_t lda, const int8_t *bp, int32_t *c,
                                      int64_t ldc) noexcept nogil
+    ctypedef void (*pyconv_qgemm_requant_fn)(int64_t rows, int64_t n, const int32_t *acc,
+                                             int64_t lda, const int32_t *bias,
+                                             const float *mult, float lo, float hi,
+                                             int32_t yz, uint8_t *dst,
+                                             int64_t ldd) noexcept nogil
+    ctypedef void (*pyconv_qgemm_add_u8_fn)(int64_t n, const uint8_t *a, const uint8_t *b,
+                                            uint8_t *c, float ra, float rb, float fixed,
+                                            float lo, float hi) noexcept nogil
+    ctypedef void (*pyconv_qgemm_add_s8_fn)(int64_t n, const int8_t *a, const int8_t *b,
+                                            int8_t *c, float ra, float rb, float fixed,
+                                            float lo, float hi) noexcept nogil
+    ctypedef void (*pyconv_qgemm_transpose_fn)(int64_t rows, int64_t cols,
+                                               const uint8_t *src, int64_t lds, uint8_t *dst,
+                                               int64_t ldd) noexcept nogil
+    ctypedef void (*pyconv_qgemm_dw_plane_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                              int64_t oh, int64_t ow, int64_t kh, int64_t kw,
+                                              int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                              int64_t dh, int64_t dw, const int8_t *wts,
+                                              int32_t xz, int32_t bias, float mult, float lo,
+                                              float hi, int32_t yz, void *acc, float *xf,
+                                              uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_shift_fn)(int64_t n, const uint8_t *x, int32_t xz,
+                                           float *y) noexcept nogil
+    ctypedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float mult,
+                                                   float lo, float hi, int32_t yz,
+                                                   uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_quantize8_fn)(int64_t n, const float *x, float scale,
+                                               float zp, float lo, float hi,
+                                               uint8_t *dst) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
+        pyconv_qgemm_requant_fn requant
+        pyconv_qgemm_add_u8_fn add_u8
+        pyconv_qgemm_add_s8_fn add_s8
+        pyconv_qgemm_transpose_fn transpose
+        pyconv_qgemm_dw_plane_fn dw_plane
+        pyconv_qgemm_shift_fn shift_to_float
+        pyconv_qgemm_requant_float_fn requant_float
+        pyconv_qgemm_quantize8_fn quantize8
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
+    const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
 
 #: Rows per task at least (a multiple of every kernel's row tile).
@@ -36,9 +75,33 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
 
 
 def kernel_isa(context=None):
-    """The integer kernel the context's ISA selects ("avx512vnni", "avx2", "generic")."""
+    """The integer kernel the context's ISA selects ("avx512vnni", "avxvnni", "avx2",
+    "generic")."""
     cdef exec_ctx c = context_of(context)
     return pyconv_qgemm_kernel_for(c.kernel.isa).isa.decode()
+
+
+def kernel_names():
+    """Every integer kernel this CPU runs: those the supported ISAs select, and the plain
+    AVX2 one wherever AVX2 runs (selected only without AVX-VNNI)."""
+    from pyconv._ext.gemm import ExecutionContext, supported_isas
+    isas = supported_isas()
+    names = {kernel_isa(ExecutionContext(isa=isa)) for isa in isas} | {"generic"}
+    if "avx2" in isas:
+        names.add("avx2")
+    return sorted(names)
+
+
+cdef const pyconv_qgemm_kernel *_kernel(context, kernel) except NULL:
+    """The context's kernel, or (tests) the one named ``kernel`` if this CPU runs it."""
+    cdef exec_ctx c
+    if kernel is None:
+        c = context_of(context)
+        return pyconv_qgemm_kernel_for(c.kernel.isa)
+    if kernel not in kernel_names():
+        raise InvalidArgument(f"int8 kernel {kernel!r} does not run here; this CPU runs "
+                              f"{kernel_names()}")
+    return pyconv_qgemm_kernel_named(kernel.encode())
 
 
 cdef class PackedInt8:
@@ -80,8 +143,9 @@ cdef void _rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     t.kernel.gemm(hi - lo, t.np, t.kp, t.a + lo * t.lda, t.lda, t.bp, t.c + lo * t.ldc, t.ldc)
 
 
-def matmul_u8s8(a, PackedInt8 b, context=None):
-    """``a @ b`` exactly, as int32 of shape (m, b.n): ``a`` uint8 (m, b.k)."""
+def matmul_u8s8(a, PackedInt8 b, context=None, kernel=None):
+    """``a @ b`` exactly, as int32 of shape (m, b.n): ``a`` uint8 (m, b.k); ``kernel`` (for
+    tests) names one of :func:`kernel_names` instead of the context's."""
     if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 2:
         raise InvalidDType(f"int8 GEMM: the left operand must be a 2-D uint8 array, got "
                            f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
@@ -102,7 +166,7 @@ def matmul_u8s8(a, PackedInt8 b, context=None):
     cdef exec_ctx c = context_of(context)
     cdef cnp.ndarray[int8_t, ndim=1, mode="c"] packed = b.data
     cdef _task t
-    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+    t.kernel = _kernel(context, kernel)
     t.a = &left[0, 0]
     t.lda = b.kp
     t.np = b.np
@@ -126,6 +190,7 @@ def matmul_u8s8(a, PackedInt8 b, context=None):
 from libc.math cimport nearbyintf
 
 cdef struct _qtask:
+    const pyconv_qgemm_kernel *kernel
     const float *x
     void *q
     const float *scale
@@ -142,6 +207,10 @@ DEF QBLOCK = 16384
 cdef inline void _quantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i1) noexcept nogil:
     cdef float s = t.scale[c], z = t.zero[c], v
     cdef int64_t base = c * t.inner, i
+    if t.kind <= 1:         # 8-bit: the vectorized loop of the kernel table
+        t.kernel.quantize8(i1 - i0, t.x + base + i0, s, z, t.lo, t.hi,
+                           <uint8_t *>t.q + base + i0)
+        return
     for i in range(base + i0, base + i1):
         v = nearbyintf(t.x[i] / s) + z
         v = t.lo if v < t.lo else (t.hi if v > t.hi else v)
@@ -239,6 +308,7 @@ cdef _run(_qtask *t, scale, zero_point, context, int dequant):
     t.scale = <const float *>cnp.PyArray_DATA(s)
     t.zero = <const float *>cnp.PyArray_DATA(z)
     cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
     cdef int64_t blocks = t.channels * t.blocks_per_channel
     cdef int nthreads = threads_for(blocks * t.block // 4, c.nthreads)
     t.dequantize = dequant
@@ -247,3 +317,423 @@ cdef _run(_qtask *t, scale, zero_point, context, int dequant):
             _blocks(t, 0, blocks, 0)
         else:
             parallel_for(nthreads, blocks, grain_for(blocks, nthreads), _blocks, t)
+
+
+# ---------------------------------------------------------------------------------------
+# Quantized 2-D convolution, uint8 in -> uint8 (or int8) out: QLinearConv with the weight's
+# zero point 0 (onnxruntime's symmetric int8 weights). The image is transposed once to
+# (pixels, channels), so that an im2col row is runs of memcpy (one per kernel row when a
+# whole kernel row reads inside the image); each task takes a block of output positions
+# of one group through im2col -> int8 GEMM -> requantize into the NCHW output, in the
+# scratch of its thread. Depthwise layers (one channel per group) run a direct kernel on
+# the NCHW image. Requantization is onnxruntime's (MlasRequantizeOutput): the int32 sum
+# plus the int32 bias, times the float32 per-channel multiplier, clamped, rounded half to
+# even, plus the output zero point.
+from libc.string cimport memcpy, memset
+
+cdef struct _qconv:
+    const pyconv_qgemm_kernel *kernel
+    int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+    int64_t groups, cg, mg, m, kg, kp, npad, rows, row_blocks
+    const uint8_t *x            # NCHW image batch
+    uint8_t *x_hwc              # its (n, h * w, c) copy (GEMM path)
+    const int8_t *packed        # per group, npad * kp bytes
+    const int8_t *w_dw          # depthwise weights (c, kh * kw)
+    const int32_t *bias         # per output channel; the GEMM path's has -xz * colsum in it
+    const float *mult
+    float lo, hi                # clamp bounds minus the output zero point
+    int32_t yz, xz
+    uint8_t *y
+    uint8_t *scratch
+    int64_t scratch_stride
+    int direct
+
+
+cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Images x (c, h * w) -> (h * w, c), blocks of 64 pixels."""
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t hw = q.h * q.w, blocks = (hw + 63) // 64, t, img, p0, p1
+    for t in range(lo, hi):
+        img = t // blocks
+        p0 = (t % blocks) * 64
+        p1 = min(p0 + 64, hw)
+        q.kernel.transpose(q.c, p1 - p0, q.x + img * q.c * hw + p0, hw,
+                           q.x_hwc + (img * hw + p0) * q.c, q.c)
+
+
+cdef inline void _copy(uint8_t *dst, const uint8_t *src, int64_t n) noexcept nogil:
+    """memcpy for the short runs of an im2col row (a kernel row of a 3-channel image is
+    21 bytes): 8 bytes at a time inline, where a call would cost more than the copy."""
+    if n >= 64:
+        memcpy(dst, src, n)
+        return
+    while n >= 8:
+        memcpy(dst, src, 8)
+        dst += 8
+        src += 8
+        n -= 8
+    while n > 0:
+        dst[0] = src[0]
+        dst += 1
+        src += 1
+        n -= 1
+
+
+cdef inline void _fill(uint8_t *dst, uint8_t value, int64_t n) noexcept nogil:
+    if n >= 64:
+        memset(dst, value, n)
+        return
+    while n > 0:
+        dst[0] = value
+        dst += 1
+        n -= 1
+
+
+cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64_t g,
+                             uint8_t *dst) noexcept nogil:
+    cdef int64_t oh = p // q.ow, ow = p % q.ow, i, j, ih, iw, iw0 = ow * q.sw - q.pw
+    cdef int64_t run = q.kw * q.cg
+    cdef uint8_t zp = <uint8_t>q.xz
+    for i in range(q.kh):
+        ih = oh * q.sh - q.ph + i * q.dh
+        if ih < 0 or ih >= q.h:
+            _fill(dst, zp, run)
+            dst += run
+            continue
+        if q.groups == 1 and q.dw == 1 and iw0 >= 0 and iw0 + q.kw <= q.w:
+            _copy(dst, x + (ih * q.w + iw0) * q.c, run)
+            dst += run
+            continue
+        for j in range(q.kw):
+            iw = iw0 + j * q.dw
+            if iw < 0 or iw >= q.w:
+                _fill(dst, zp, q.cg)
+            else:
+                _copy(dst, x + (ih * q.w + iw) * q.c + g * q.cg, q.cg)
+            dst += q.cg
+    if q.kp > q.kg:
+        _fill(dst, 0, q.kp - q.kg)
+
+
+cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t t, img, g, p0, p1, p, rows, r, co, P = q.oh * q.ow
+    cdef uint8_t *a = q.scratch + slot * q.scratch_stride
+    cdef int32_t *acc = <int32_t *>(a + _round_up(q.rows * q.kp, 64))
+    cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
+    cdef const uint8_t *x
+    cdef const uint8_t *rows_a
+    for t in range(lo, hi):
+        img = t // (q.groups * q.row_blocks)
+        g = (t // q.row_blocks) % q.groups
+        p0 = (t % q.row_blocks) * q.rows
+        p1 = min(p0 + q.rows, P)
+        rows = p1 - p0
+        x = q.x_hwc + img * q.h * q.w * q.c
+        if q.direct:
+            rows_a = x + p0 * q.c
+        else:
+            for p in range(p0, p1):
+                _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
+            rows_a = a
+        q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp, acc,
+                      q.npad)
+        # Requantized as (positions, channels), then transposed into the NCHW planes.
+        q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
+                         q.lo, q.hi, q.yz, tile, q.mg)
+        q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
+
+
+cdef void _qconv_depthwise(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """One (image, channel) plane per task (the kernel table's dw_plane)."""
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t t, ch, P = q.oh * q.ow
+    cdef uint8_t *acc = q.scratch + slot * q.scratch_stride
+    cdef float *xf = <float *>(acc + _round_up(P * 4, 64))
+    for t in range(lo, hi):
+        ch = t % q.c
+        q.kernel.dw_plane(q.x + t * q.h * q.w, q.h, q.w, q.oh, q.ow, q.kh, q.kw, q.sh, q.sw,
+                          q.ph, q.pw, q.dh, q.dw, q.w_dw + ch * q.kh * q.kw, q.xz,
+                          q.bias[ch], q.mult[ch], q.lo, q.hi, q.yz, acc, xf, q.y + t * P)
+
+
+cdef class QConv2d:
+    """A quantized 2-D convolution packed once: uint8 NCHW input with zero point
+    ``x_zero_point``, int8 weights (m, c / groups, kh, kw) with zero point 0, int32 bias,
+    per-channel float32 multipliers (``x_scale * w_scale / y_scale``), output uint8 or
+    int8 with zero point ``y_zero_point``, clamped to ``[qmin, qmax]`` (the type's range,
+    or narrower for a fused Relu / Clip)."""
+
+    cdef readonly int64_t m, cg, groups, kh, kw
+    cdef readonly bint depthwise
+    cdef readonly object out_dtype
+    cdef object packed, bias, mult, w_dw
+    cdef int32_t xz, yz
+    cdef float lo, hi
+
+    def __init__(self, w, bias, multiplier, int x_zero_point, int y_zero_point, int qmin,
+                 int qmax, int groups, out_dtype=np.uint8):
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+            raise InvalidDType(f"quantized conv: weights must be a 4-D int8 array, got "
+                               f"{getattr(w, 'dtype', type(w).__name__)} "
+                               f"{getattr(w, 'shape', '')}")
+        m, cg, kh, kw = w.shape
+        if groups < 1 or m % groups:
+            raise InvalidArgument(f"quantized conv: {m} output channels in {groups} groups")
+        if not 0 <= x_zero_point <= 255:
+            raise InvalidArgument(f"quantized conv: x_zero_point {x_zero_point} is not a "
+                                  f"uint8 value")
+        self.m, self.cg, self.groups, self.kh, self.kw = m, cg, groups, kh, kw
+        self.xz, self.yz = x_zero_point, y_zero_point
+        self.lo, self.hi = qmin - y_zero_point, qmax - y_zero_point
+        self.out_dtype = np.dtype(out_dtype)
+        bias = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
+        self.mult = np.ascontiguousarray(np.broadcast_to(
+            np.asarray(multiplier, np.float32).reshape(-1), (m,)))
+        self.depthwise = cg == 1 and groups == m
+        if self.depthwise:
+            self.w_dw = np.ascontiguousarray(w.reshape(m, kh * kw))
+            self.bias = np.ascontiguousarray(bias.astype(np.int32))
+            return
+        mg = m // groups
+        # K in (kernel row, kernel column, channel) order: the order of the image's
+        # (pixels, channels) copy, so that an im2col row is runs of memcpy.
+        mats = w.reshape(groups, mg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(
+            groups, kh * kw * cg, mg)
+        packs = [PackedInt8(np.ascontiguousarray(mats[g])) for g in range(groups)]
+        self.packed = np.concatenate([p.data for p in packs])
+        sums = np.concatenate([p.column_sums for p in packs])
+        # (x - xz) . w = x . w - xz * sum(w): the zero point's share enters with the bias
+        # (int32 wraps as onnxruntime's int32 sums do).
+        self.bias = (bias - x_zero_point * sums).astype(np.int32)
+
+    def run(self, x, output_shape, strides, pads_begin, dilations, context=None):
+        """``y`` (n, m, oh, ow) of ``x`` (n, c, h, w) uint8; pads at the end are implied by
+        ``output_shape``; every pad must be >= 0."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
+                               f"{getattr(x, 'dtype', type(x).__name__)} "
+                               f"{getattr(x, 'shape', '')}")
+        if x.shape[1] != self.cg * self.groups:
+            raise InvalidArgument(f"quantized conv: input of shape {x.shape} has "
+                                  f"{x.shape[1]} channels, the weights take "
+                                  f"{self.cg * self.groups}")
+        if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1:
+            raise InvalidArgument(f"quantized conv: pads {pads_begin}, strides {strides}, "
+                                  f"dilations {dilations}: pads must be >= 0, strides and "
+                                  f"dilations >= 1")
+        cdef cnp.ndarray xc = np.ascontiguousarray(x)
+        cdef int64_t n = x.shape[0], oh = output_shape[0], ow = output_shape[1]
+        check_tensor_size((n, self.m, oh, ow))
+        cdef cnp.ndarray y = np.empty((n, self.m, oh, ow), np.uint8)
+        cdef exec_ctx c = context_of(context)
+        cdef _qconv q
+        q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+        q.n, q.c, q.h, q.w = n, x.shape[1], x.shape[2], x.shape[3]
+        q.oh, q.ow, q.kh, q.kw = oh, ow, self.kh, self.kw
+        q.sh, q.sw = strides
+        q.ph, q.pw = pads_begin
+        q.dh, q.dw = dilations
+        q.groups, q.cg, q.m = self.groups, self.cg, self.m
+        q.mg = self.m // self.groups
+        q.xz, q.yz, q.lo, q.hi = self.xz, self.yz, self.lo, self.hi
+        q.x = <const uint8_t *>cnp.PyArray_DATA(xc)
+        q.y = <uint8_t *>cnp.PyArray_DATA(y)
+        cdef cnp.ndarray bias = self.bias, mult = self.mult
+        q.bias = <const int32_t *>cnp.PyArray_DATA(bias)
+        q.mult = <const float *>cnp.PyArray_DATA(mult)
+        cdef int64_t P = oh * ow, tasks, macs, rows
+        cdef int nthreads
+        cdef cnp.ndarray scratch, packed, wdw
+        if y.size == 0:
+            return y.view(self.out_dtype)
+        if self.depthwise:
+            wdw = self.w_dw
+            q.w_dw = <const int8_t *>cnp.PyArray_DATA(wdw)
+            tasks = n * self.m
+            nthreads = threads_for(tasks * P * self.kh * self.kw, c.nthreads)
+            q.scratch_stride = _round_up(P * 4, 64) + _round_up(q.h * q.w * 4, 64)
+            scratch = np.empty(q.scratch_stride * nthreads, np.uint8)
+            q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
+            return y.view(self.out_dtype)
+        q.kg = self.kh * self.kw * self.cg
+        q.kp = _round_up(q.kg, PYCONV_QGEMM_KB)
+        q.npad = _round_up(q.mg, PYCONV_QGEMM_NB)
+        packed = self.packed
+        q.packed = <const int8_t *>cnp.PyArray_DATA(packed)
+        q.direct = (self.kh == 1 and self.kw == 1 and q.sh == 1 and q.sw == 1 and q.ph == 0
+                    and q.pw == 0 and self.groups == 1 and q.kp == q.c and oh == q.h
+                    and ow == q.w)
+        macs = n * P * q.kp * q.npad * self.groups
+        nthreads = threads_for(macs // 4, c.nthreads)
+        # Positions per task: the A block and the int32 sums about L2-sized, and about four
+        # tasks per thread.
+        rows = min(393216 // q.kp, 524288 // (q.npad * 4))
+        rows = max(6, min(198, rows // 6 * 6))
+        if nthreads > 1:
+            rows = max(6, min(rows, _round_up(
+                (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
+        q.rows = rows
+        q.row_blocks = (P + rows - 1) // rows
+        q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
+                            + _round_up(rows * q.mg, 64))
+        check_tensor_size((n, q.h * q.w, q.c))
+        # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
+        # per-thread scratch, then the (pixels, channels) image.
+        cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
+        q.scratch = <uint8_t *>workspace_floats(
+            (scratch_bytes + n * q.h * q.w * q.c + 3) // 4 + 16)
+        q.x_hwc = q.scratch + scratch_bytes
+        tasks = n * self.groups * q.row_blocks
+        cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)     # blocks of _to_hwc
+        with nogil:
+            if nthreads <= 1:
+                _to_hwc(&q, 0, tiles, 0)
+                _qconv_tasks(&q, 0, tasks, 0)
+            else:
+                parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
+                parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
+        return y.view(self.out_dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# QLinearAdd of two same-shape 8-bit tensors, with onnxruntime's arithmetic (MLAS's AVX2
+# kernel): c = b * (b_scale / c_scale) + fixed, then + a * (a_scale / c_scale), each a fused
+# multiply-add rounded to float32 (exact in double: 8-bit x 24-bit products), rounded half
+# to even, saturated; fixed = c_zp - (a_zp * ratio_a + b_zp * ratio_b) in float32.
+cdef struct _qadd:
+    const pyconv_qgemm_kernel *kernel
+    const uint8_t *a
+    const uint8_t *b
+    uint8_t *c
+    float ra, rb, fixed
+    int is_signed
+
+
+cdef void _qadd_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qadd *t = <_qadd *>arg
+    if t.is_signed:
+        t.kernel.add_s8(hi - lo, <const int8_t *>t.a + lo, <const int8_t *>t.b + lo,
+                        <int8_t *>t.c + lo, t.ra, t.rb, t.fixed, -128.0, 127.0)
+    else:
+        t.kernel.add_u8(hi - lo, t.a + lo, t.b + lo, t.c + lo, t.ra, t.rb, t.fixed, 0.0,
+                        255.0)
+
+
+def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero_point,
+                float c_scale, int c_zero_point, context=None):
+    """``com.microsoft.QLinearAdd`` of same-shape uint8 (or int8) ``a`` and ``b`` as
+    onnxruntime computes it (see above); per-tensor scales and zero points."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and a.dtype in (np.uint8, np.int8)):
+        raise InvalidArgument(f"quantized add: expected two 8-bit arrays of one shape and "
+                              f"type, got {getattr(a, 'dtype', None)} "
+                              f"{getattr(a, 'shape', None)} and {getattr(b, 'dtype', None)} "
+                              f"{getattr(b, 'shape', None)}")
+    cdef cnp.ndarray ac = np.ascontiguousarray(a), bc = np.ascontiguousarray(b)
+    cdef cnp.ndarray out = np.empty(a.shape, a.dtype)
+    cdef _qadd t
+    t.a = <const uint8_t *>cnp.PyArray_DATA(ac)
+    t.b = <const uint8_t *>cnp.PyArray_DATA(bc)
+    t.c = <uint8_t *>cnp.PyArray_DATA(out)
+    t.ra = a_scale / c_scale
+    t.rb = b_scale / c_scale
+    cdef float za = <float>a_zero_point, zb = <float>b_zero_point
+    t.fixed = <float>c_zero_point - (t.ra * za + t.rb * zb)
+    t.is_signed = a.dtype == np.int8
+    cdef int64_t n = out.size
+    cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef int nthreads = threads_for(n // 4, c.nthreads)
+    with nogil:
+        if nthreads <= 1:
+            _qadd_range(&t, 0, n, 0)
+        else:
+            parallel_for(nthreads, n, _round_up(grain_for(n, nthreads), 64), _qadd_range, &t)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The two ends of a quantized convolution run on the float kernels with exact integer sums
+# (pyconv.ops.quant: depthwise layers, whose float kernel is faster than an integer one).
+cdef struct _ends:
+    const pyconv_qgemm_kernel *kernel
+    const uint8_t *q
+    float *f
+    const float *mult
+    int64_t plane, channels
+    int32_t zp
+    float lo, hi
+
+
+cdef void _shift_blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _ends *t = <_ends *>arg
+    t.kernel.shift_to_float((hi - lo) * t.plane, t.q + lo * t.plane, t.zp, t.f + lo * t.plane)
+
+
+cdef void _requant_planes(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _ends *t = <_ends *>arg
+    cdef int64_t p
+    for p in range(lo, hi):
+        t.kernel.requant_float(t.plane, t.f + p * t.plane, t.mult[p % t.channels], t.lo, t.hi,
+                               t.zp, <uint8_t *>t.q + p * t.plane)
+
+
+cdef _run_planes(_ends *t, int64_t planes, int requant, context):
+    cdef exec_ctx c = context_of(context)
+    t.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef int nthreads = threads_for(planes * t.plane // 4, c.nthreads)
+    with nogil:
+        if nthreads <= 1:
+            (_requant_planes if requant else _shift_blocks)(t, 0, planes, 0)
+        else:
+            parallel_for(nthreads, planes, grain_for(planes, nthreads),
+                         _requant_planes if requant else _shift_blocks, t)
+
+
+def shift_to_float(x, int zero_point, context=None):
+    """``x - zero_point`` as float32 (exact) of a uint8 NC... array."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 2:
+        raise InvalidDType(f"shift_to_float: expected a uint8 array of rank >= 2, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef cnp.ndarray y = np.empty(x.shape, np.float32)
+    cdef _ends t
+    t.q = <const uint8_t *>cnp.PyArray_DATA(xc)
+    t.f = <float *>cnp.PyArray_DATA(y)
+    t.plane = x.size // (x.shape[0] * x.shape[1]) if x.size else 0
+    t.zp = zero_point
+    if x.size:
+        _run_planes(&t, x.shape[0] * x.shape[1], 0, context)
+    return y
+
+
+def requantize_float(acc, multiplier, int zero_point, int qmin, int qmax, out_dtype=np.uint8,
+                     context=None):
+    """Float32 NC... sums that are exact integers (bias included) requantized per channel:
+    ``saturate(round_half_even(acc * multiplier[c]) + zero_point)`` clamped to
+    ``[qmin, qmax]``, as ``out_dtype`` (uint8 or int8)."""
+    if not isinstance(acc, np.ndarray) or acc.dtype != np.float32 or acc.ndim < 2:
+        raise InvalidDType(f"requantize_float: expected a float32 array of rank >= 2, got "
+                           f"{getattr(acc, 'dtype', type(acc).__name__)} "
+                           f"{getattr(acc, 'shape', '')}")
+    cdef cnp.ndarray mult = np.ascontiguousarray(np.broadcast_to(
+        np.asarray(multiplier, np.float32).reshape(-1), (acc.shape[1],)))
+    cdef cnp.ndarray ac = np.ascontiguousarray(acc)
+    cdef cnp.ndarray y = np.empty(acc.shape, np.uint8)
+    cdef _ends t
+    t.q = <const uint8_t *>cnp.PyArray_DATA(y)
+    t.f = <float *>cnp.PyArray_DATA(ac)
+    t.mult = <const float *>cnp.PyArray_DATA(mult)
+    t.channels = acc.shape[1]
+    t.plane = acc.size // (acc.shape[0] * acc.shape[1]) if acc.size else 0
+    t.zp = zero_point
+    t.lo, t.hi = qmin - zero_point, qmax - zero_point
+    if acc.size:
+        _run_planes(&t, acc.shape[0] * acc.shape[1], 1, context)
+    return y.view(out_dtype)

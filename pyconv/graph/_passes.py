@@ -2,7 +2,9 @@
 
 Order (see :func:`optimize`): validate + topological sort, then by level
 basic:    remove Identity / inference Dropout, fold constants, remove dead nodes;
-all:      + exporter idioms as one node (SiLU, HardSwish, GELU, Mish, pixel shuffle:
+all:      static QDQ patterns as integer nodes (QLinearConv, QLinearAdd, ...:
+          pyconv/graph/_qdq.py) before the folding, then
+          + exporter idioms as one node (SiLU, HardSwish, GELU, Mish, pixel shuffle:
           pyconv/graph/_idioms.py), the decomposed layer norm as one LayerNormalization,
           BatchNormalization folded into Conv / ConvTranspose
           weights, standalone BatchNormalization (and per-channel Mul / Add after it or
@@ -19,6 +21,7 @@ import numpy as np
 
 from pyconv._activations import onnx_activation
 from pyconv.errors import InvalidModel, PyconvError, UnsupportedOperator
+from pyconv.graph._qdq import fuse_qdq
 from pyconv.graph._idioms import (fuse_activation_idioms, fuse_pixel_shuffle,
                                   fuse_squeeze_excite, new_constant, visited, visiting)
 from pyconv.ops import lookup
@@ -713,7 +716,11 @@ def _pass_list(level, shapes):
     """(name, pass as a one-argument call) of ``level``, in order."""
     passes = []
     if level >= LEVEL_BASIC:
-        passes += [eliminate_identity, fold_constants, eliminate_dead]
+        passes += [eliminate_identity]
+    if level > LEVEL_BASIC:
+        passes += [fuse_qdq]       # before folding turns the weights' DequantizeLinear
+    if level >= LEVEL_BASIC:       # into float constants
+        passes += [fold_constants, eliminate_dead]
     if level > LEVEL_BASIC:
         passes += [fuse_activation_idioms, (fuse_pixel_shuffle, shapes),
                    (fuse_layer_norm, shapes), fold_batchnorm, (fold_channel_ops, shapes),

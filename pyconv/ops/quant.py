@@ -16,6 +16,7 @@ import numpy as np
 from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
 from pyconv.errors import InvalidDType, InvalidModel
+from pyconv.functional import ConvPlan
 from pyconv.ops._base import Op, register
 
 __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
@@ -24,6 +25,8 @@ __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvI
 #: Integer types a quantized tensor may have, by ONNX TensorProto code.
 _QUANT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}
 _INTEGER_INPUTS = (np.uint8, np.int8, np.uint16, np.int16, np.int32)
+_UINT8 = np.dtype(np.uint8)
+U8, I8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 
 def _saturate(values, dtype):
@@ -406,6 +409,77 @@ class _QLinear(Op):
         return [_requantize(acc, scale, y_zp.reshape(()), y_zp.dtype.type)]
 
 
+def _clamp_bounds(attrs, dtype):
+    """The output range of a QLinearConv: its type's, or narrower where the optimizer
+    folded a Relu / Clip after it (``_pyconv_qmin`` / ``_pyconv_qmax``, quantized)."""
+    info = np.iinfo(dtype)
+    return (max(int(attrs.get("_pyconv_qmin", info.min)), int(info.min)),
+            min(int(attrs.get("_pyconv_qmax", info.max)), int(info.max)))
+
+
+def _packed_qconv(op, consts):
+    """The C convolution (qgemm.QConv2d) of a QLinearConv whose parameters are constants
+    of the form it runs: uint8 input, int8 2-D weights with zero point 0 (onnxruntime's
+    symmetric weights), per-tensor input and output scales, uint8 or int8 output; else
+    None (the exact NumPy-assisted path runs, and reports bad parameters)."""
+    nin = len(op.node.inputs)
+    has_bias = nin > 8 and op.node.inputs[8]
+    if any(i not in consts for i in range(1, 9 if has_bias else 8)):
+        return None
+    x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = (consts[i] for i in range(1, 8))
+    bias = consts[8] if has_bias else None
+    scales_ok = all(s.dtype.kind == "f" and np.all(np.isfinite(s)) and np.all(s > 0)
+                    for s in (x_scale, w_scale, y_scale))
+    if not (scales_ok and x_scale.size == 1 and y_scale.size == 1
+            and x_zp.dtype == np.uint8 and x_zp.size == 1
+            and y_zp.dtype in (np.uint8, np.int8) and y_zp.size == 1
+            and w.dtype == np.int8 and w.ndim == 4 and w_zp.dtype == np.int8
+            and not np.any(w_zp) and w_zp.size in (1, w.shape[0])
+            and w_scale.size in (1, w.shape[0])
+            and (bias is None or bias.dtype == np.int32 and bias.shape == (w.shape[0],))):
+        return None
+    group = int(op.attrs["group"])
+    if group < 1 or w.shape[0] % group:
+        return None
+    op.fast_kernel_shape = w.shape[2:]
+    multiplier = np.broadcast_to(_output_scale(x_scale, w_scale, y_scale, (w.shape[0],)),
+                                 (w.shape[0],))
+    lo, hi = _clamp_bounds(op.attrs, y_zp.dtype)
+    args = (w, bias, multiplier, int(x_zp.reshape(())), int(y_zp.reshape(())), lo, hi,
+            group, y_zp.dtype)
+    taps = int(np.prod(w.shape[1:]))
+    largest = taps * 255 * 128 + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None
+                                  and bias.size else 0)
+    if w.shape[1] == 1 and group == w.shape[0] and largest < 2 ** 24:
+        return _FloatSumsConv(op, *args)
+    return qgemm.QConv2d(*args)
+
+
+class _FloatSumsConv:
+    """A depthwise QLinearConv on pyconv's float depthwise kernels: the shifted input
+    ``x - x_zero_point``, weights and bias are small integers, and every partial sum stays
+    below 2 ** 24, so the float32 sums are the exact int32 ones; requantized as those
+    (qgemm.requantize_float). Faster than an integer depthwise kernel: fused multiply-adds
+    at full vector width."""
+
+    def __init__(self, op, w, bias, multiplier, x_zero_point, y_zero_point, qmin, qmax,
+                 group, out_dtype):
+        self.cg, self.groups = w.shape[1], group
+        self.plan = ConvPlan(w.astype(np.float32),
+                             None if bias is None else bias.astype(np.float32),
+                             groups=group, context=op.context,
+                             attributes=ConvAttributes.from_onnx("conv", op.attrs, w.shape[2:],
+                                                                 op=op.node.label))
+        self.multiplier = np.ascontiguousarray(multiplier, np.float32)
+        self.x_zero_point, self.y_zero_point = x_zero_point, y_zero_point
+        self.qmin, self.qmax, self.out_dtype = qmin, qmax, out_dtype
+
+    def run(self, x, context):
+        acc = self.plan.run(qgemm.shift_to_float(x, self.x_zero_point, context))
+        return qgemm.requantize_float(acc, self.multiplier, self.y_zero_point, self.qmin,
+                                      self.qmax, self.out_dtype, context)
+
+
 @register("QLinearConv")
 class QLinearConv(_QLinear):
     """ConvInteger plus an optional int32 bias, requantized; the weight's scale and zero
@@ -418,6 +492,44 @@ class QLinearConv(_QLinear):
 
     def setup(self, consts):
         self.packed = _PackedWeights()
+        self.fast = _packed_qconv(self, consts)
+        self.geometry = None
+        self.fast_shapes = {}       # input shape -> run arguments of the C conv, or None
+
+    def _fast_args(self, shape):
+        """(output shape, strides, pads, dilations) of the C convolution for an input of
+        ``shape``, or None where it does not apply (the general path reports errors)."""
+        args = None
+        if shape[1] == self.fast.cg * self.fast.groups:
+            if self.geometry is None:
+                self.geometry = ConvAttributes.from_onnx("conv", self.attrs,
+                                                         self.fast_kernel_shape,
+                                                         op=self.node.label)
+            g = self.geometry.resolve(shape[2:])
+            if min(g.pads_begin) >= 0:
+                args = (g.output_shape, self.geometry.strides, g.pads_begin,
+                        self.geometry.dilations)
+        self.fast_shapes[shape] = args
+        return args
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        if self.fast is not None and type(x) is np.ndarray and x.dtype == _UINT8 \
+                and x.ndim == 4:
+            if isinstance(self.fast, _FloatSumsConv):
+                if x.shape[1] == self.fast.cg * self.fast.groups:
+                    return [self.fast.run(x, self.context)]
+            else:
+                args = self.fast_shapes.get(x.shape, False)
+                if args is False:
+                    args = self._fast_args(x.shape)
+                if args is not None:
+                    return [self.fast.run(x, *args, self.context)]
+        y = super().run(inputs, out)[0]
+        lo, hi = _clamp_bounds(self.attrs, y.dtype)
+        if (lo, hi) != _clamp_bounds({}, y.dtype):
+            y = np.clip(y, lo, hi).astype(y.dtype, copy=False)
+        return [y]
 
     def product(self, x, x_zp, w, w_zp, inputs):
         acc = _integer_conv(self, x, x_zp, w, w_zp, self.attrs, self.packed)
@@ -494,6 +606,29 @@ def _quantize(op, y, inputs, scale_i, zp_i, a_dtype):
 
 @register("QLinearAdd", domain="com.microsoft")
 class QLinearAdd(_QLinearBinary):
+    def setup(self, consts):
+        # Constant per-tensor parameters of one 8-bit type (a QDQ model's residual adds):
+        # same-shape inputs run in one pass with onnxruntime's arithmetic.
+        self.fast = None
+        if all(i in consts for i in (1, 2, 4, 5, 6, 7)):
+            params = [consts[i] for i in (1, 2, 4, 5, 6, 7)]
+            scales, zps = params[0::2], params[1::2]
+            if all(s.dtype.kind == "f" and s.size == 1 and np.isfinite(s).all() and s > 0
+                   for s in scales) and all(z.size == 1 for z in zps) \
+                    and len({z.dtype for z in zps}) == 1 and zps[0].dtype in (U8, I8):
+                self.fast = (zps[0].dtype,) + tuple(
+                    v for s, z in zip(scales, zps)
+                    for v in (np.float32(s.reshape(())), int(z.reshape(()))))
+
+    def run(self, inputs, out=None):
+        a, b = inputs[0], inputs[3]
+        fast = self.fast
+        if fast is not None and type(a) is np.ndarray and type(b) is np.ndarray \
+                and a.dtype == fast[0] and b.dtype == fast[0] and a.shape == b.shape:
+            return [qgemm.qlinear_add(a, fast[1], fast[2], b, fast[3], fast[4], fast[5],
+                                      fast[6], self.context)]
+        return super().run(inputs, out)
+
     def compute(self, a, b):
         return a + b
 

@@ -66,4 +66,7 @@ static void qgemm_avx512vnni(int64_t m, int64_t np, int64_t kp, const uint8_t *a
     }
 }
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni = {"avx512vnni", qgemm_avx512vnni};
+#define QGEMM_SUFFIX avx512vnni
+#include "qgemm_common.inc"
+
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni = {"avx512vnni", qgemm_avx512vnni, QGEMM_HELPERS};

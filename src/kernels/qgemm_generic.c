@@ -6,12 +6,35 @@
 #if defined(PYCONV_HAVE_X86_KERNELS)
 #include "cpu_id.inc"
 
-static int cpu_has_avx512vnni(void)
+static int detect_avx512vnni(void)
 {
     unsigned r7[4];
     cpuid_count(7, 0, r7);
     int avx512f = (r7[1] >> 16) & 1, vnni = (r7[2] >> 11) & 1;
     return avx512f && vnni && os_saves(0xE6);
+}
+
+static int detect_avxvnni(void)
+{
+    unsigned r71[4];
+    cpuid_count(7, 1, r71);
+    return ((r71[0] >> 4) & 1) && os_saves(0x6);
+}
+
+/* Read once: CPUID traps to the hypervisor in a VM (microseconds), and every quantized
+ * layer looks its kernel up per call. A race only computes the same answer twice. */
+static int cpu_has_avx512vnni(void)
+{
+    static volatile int known = -1;
+    if (known < 0) known = detect_avx512vnni();
+    return known;
+}
+
+static int cpu_has_avxvnni(void)
+{
+    static volatile int known = -1;
+    if (known < 0) known = detect_avxvnni();
+    return known;
 }
 #endif
 
@@ -51,17 +74,37 @@ static void qgemm_generic(int64_t m, int64_t np, int64_t kp, const uint8_t *a, i
     }
 }
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generic};
+#define QGEMM_SUFFIX generic
+#include "qgemm_common.inc"
+
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generic, QGEMM_HELPERS};
 
 const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
 {
 #if defined(PYCONV_HAVE_X86_KERNELS)
+    const int x86 = strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0;
     if (strcmp(isa, "avx512") == 0 && cpu_has_avx512vnni())
         return &pyconv_qgemm_kernel_avx512vnni;
-    if (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0)
+    if (x86 && cpu_has_avxvnni())
+        return &pyconv_qgemm_kernel_avxvnni;
+    if (x86)
         return &pyconv_qgemm_kernel_avx2;
 #else
     (void)isa;
 #endif
     return &pyconv_qgemm_kernel_generic;
+}
+
+const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
+{
+    const pyconv_qgemm_kernel *all[] = {
+        &pyconv_qgemm_kernel_generic,
+#if defined(PYCONV_HAVE_X86_KERNELS)
+        &pyconv_qgemm_kernel_avx2, &pyconv_qgemm_kernel_avxvnni,
+        &pyconv_qgemm_kernel_avx512vnni,
+#endif
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (strcmp(all[i]->isa, name) == 0) return all[i];
+    return NULL;
 }

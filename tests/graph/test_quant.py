@@ -164,6 +164,25 @@ def test_qlinear_conv(per_channel, out_dtype):
     _compare(_graph(node, {"x": x}, inits), {"x": x})
 
 
+@pytest.mark.parametrize("bias_size", [3000, 30_000_000])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_qlinear_conv_depthwise(bias_size, stride):
+    # Depthwise: exact float32 sums on the float kernels (small bias), or the integer
+    # kernel where a sum could pass 2 ** 24 (huge bias); both onnxruntime's integers.
+    rng = np.random.default_rng(16)
+    x = _ints(rng, U8, (2, 12, 11, 10))
+    inits = {"xs": np.float32(0.02), "xz": np.uint8(131), "w": _ints(rng, I8, (12, 1, 3, 3)),
+             "ws": rng.uniform(0.001, 0.01, 12).astype(np.float32),
+             "wz": np.zeros(12, I8), "ys": np.float32(0.05 if bias_size < 1e6 else 25.0),
+             "yz": np.uint8(100),
+             "b": rng.integers(-bias_size, bias_size, 12).astype(np.int32)}
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz",
+                                            "b"], ["y"], group=12, pads=[1, 1, 1, 1],
+                            strides=[stride, stride])
+    got = _compare(_graph(node, {"x": x}, inits), {"x": x})[0]
+    assert len(np.unique(got)) > (20 if bias_size < 1e6 else 8)    # not all saturated
+
+
 @pytest.mark.parametrize("dtypes", [(U8, U8, U8), (I8, I8, I8), (U8, I8, U8)])
 def test_qlinear_matmul(dtypes):
     rng = np.random.default_rng(7)

@@ -25,6 +25,33 @@ def test_exact_against_int64(isa, threads, m, k, n):
     np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
 
 
+@pytest.mark.parametrize("kernel", qgemm.kernel_names())
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_every_kernel_exact(kernel, m, k, n):
+    # Each kernel this CPU runs, also those no context selects here (the plain AVX2 one
+    # on a CPU with AVX-VNNI).
+    rng = np.random.default_rng(m + 7 * k + 11 * n)
+    a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    got = qgemm.matmul_u8s8(a, qgemm.PackedInt8(b), gemm.ExecutionContext(num_threads=2),
+                            kernel=kernel)
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64))
+    full = np.full((7, 1000), 255, np.uint8)
+    low = np.full((1000, 20), -128, np.int8)
+    assert (qgemm.matmul_u8s8(full, qgemm.PackedInt8(low), kernel=kernel)
+            == 255 * -128 * 1000).all()
+
+
+def test_kernel_selection():
+    names = qgemm.kernel_names()
+    assert "generic" in names
+    for isa in ISAS:
+        assert qgemm.kernel_isa(gemm.ExecutionContext(isa=isa)) in names
+    with pytest.raises(InvalidArgument, match="does not run here"):
+        qgemm.matmul_u8s8(np.ones((2, 3), np.uint8), qgemm.PackedInt8(np.ones((3, 5), np.int8)),
+                          kernel="avx9000")
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_extremes_do_not_saturate(isa):
     # 255 * -128 in every product: vpmaddubsw would saturate its int16 pair sums here.
