@@ -175,7 +175,7 @@ def take_out(out, shape, dtype=np.float32):
     """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array."""
     if out is not None and out.shape == tuple(shape) and out.dtype == dtype:
         return out
-    return np.empty(check_tensor_size(shape), dtype)
+    return np.empty(check_tensor_size(shape, itemsize=np.dtype(dtype).itemsize), dtype)
 
 
 def bound_step(kernel, op, out, second=None):
