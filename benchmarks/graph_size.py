@@ -29,11 +29,15 @@ def chain(n, ops):
 
 
 def timed(make, feeds):
-    t0 = time.perf_counter()
+    """Creation (wall and this process's CPU seconds: on a busy machine the CPU time says
+    more), first run and second run seconds, and the output."""
+    t0, c0 = time.perf_counter(), time.process_time()
     s = make()
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     y = s.run(None, feeds)[0]
-    return t1 - t0, time.perf_counter() - t1, y
+    t2 = time.perf_counter()
+    s.run(None, feeds)
+    return [t1 - t0, c1 - c0, t2 - t1, time.perf_counter() - t2], y
 
 
 def main():
@@ -46,18 +50,19 @@ def main():
     engines = {"pyconv": lambda m: pyconv.InferenceSession(m),
                "onnxruntime": lambda m: ort.InferenceSession(
                    m, providers=["CPUExecutionProvider"])}
-    print(f"{'chain':28s} {'engine':12s} {'create s':>9s} {'first run s':>12s}")
+    print(f"{'chain':28s} {'engine':12s} {'create s':>9s} {'create cpu s':>13s} "
+          f"{'first run s':>12s} {'next run s':>11s}")
     for ops in (["Identity"], ["Relu", "Add", "Identity"]):
         for n in [int(v) for v in args.sizes.split(",")]:
             m = chain(n, ops)
             ys = {}
             for name, make in engines.items():
-                best = [np.inf, np.inf]
+                best = [np.inf] * 4
                 for _ in range(args.repeats):
-                    c, r, ys[name] = timed(lambda: make(m), {"x": x})
-                    best = [min(best[0], c), min(best[1], r)]
+                    times, ys[name] = timed(lambda: make(m), {"x": x})
+                    best = [min(b, t) for b, t in zip(best, times)]
                 print(f"{'/'.join(ops) + f' x {n}':28s} {name:12s} {best[0]:9.3f} "
-                      f"{best[1]:12.4f}")
+                      f"{best[1]:13.3f} {best[2]:12.4f} {best[3]:11.4f}")
             np.testing.assert_array_equal(ys["pyconv"], ys["onnxruntime"])
 
 

@@ -22,11 +22,13 @@ asymmetric padding as in the ONNX operator specification and
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import math
 import operator
 from typing import NamedTuple
 
-from pyconv.errors import InvalidArgument, ShapeError
+from pyconv.errors import InvalidArgument, MemoryLimitExceeded, ShapeError
 
 __all__ = [
     "normalize_tuple",
@@ -56,6 +58,8 @@ __all__ = [
     "as_shape",
     "check_groups",
     "check_tensor_size",
+    "AllocationBudget",
+    "ALLOCATION_BUDGET",
     "MAX_DIM",
     "MAX_TENSOR_ELEMENTS",
 ]
@@ -102,9 +106,28 @@ def _as_int(value, name: str, minimum: int, op: str = "") -> int:
     return result
 
 
-def check_tensor_size(shape, op: str = "", what: str = "output") -> tuple[int, ...]:
+class AllocationBudget(NamedTuple):
+    """What the node now running may allocate under a session's memory limit."""
+    #: ``SessionOptions.memory_limit_bytes``.
+    limit: int
+    #: Activation bytes the run holds before this node's outputs.
+    held: int
+    #: The node, for the message (``Expand node 'e'``).
+    where: str
+
+
+#: The :class:`AllocationBudget` of the node running in this thread (None outside a run
+#: under a memory limit), set by the session's executor around each node so that
+#: :func:`check_tensor_size` refuses a buffer past the limit before it is allocated.
+ALLOCATION_BUDGET = contextvars.ContextVar("pyconv_allocation_budget", default=None)
+
+
+def check_tensor_size(shape, op: str = "", what: str = "output",
+                      itemsize: int = 4) -> tuple[int, ...]:
     """``shape`` as a tuple of ints, or ShapeError when it would exceed
-    :data:`MAX_TENSOR_ELEMENTS` elements (checked before anything is allocated)."""
+    :data:`MAX_TENSOR_ELEMENTS` elements, or MemoryLimitExceeded when its bytes
+    (``itemsize`` each) would take a run past its session's memory limit
+    (:data:`ALLOCATION_BUDGET`); checked before anything is allocated."""
     shape = tuple(int(d) for d in shape)
     if any(d < 0 for d in shape):
         raise ShapeError(f"{_where(op, None)[0]}{what} shape {shape} has a negative dim")
@@ -114,6 +137,15 @@ def check_tensor_size(shape, op: str = "", what: str = "output") -> tuple[int, .
     if count > MAX_TENSOR_ELEMENTS:
         raise ShapeError(f"{_where(op, None)[0]}{what} shape {shape} has {count:,} elements, "
                          f"above pyconv's limit of {MAX_TENSOR_ELEMENTS:,} per tensor")
+    budget = ALLOCATION_BUDGET.get()
+    if budget is not None:
+        nbytes = math.prod(shape) * itemsize
+        if budget.held + nbytes > budget.limit:
+            raise MemoryLimitExceeded(
+                f"{budget.where}: its {what} of shape {shape} would take {nbytes:,} bytes; "
+                f"with the {budget.held:,} bytes of activations the run holds, that is above "
+                f"the session's memory_limit_bytes={budget.limit:,} (refused before "
+                f"allocating it)")
     return shape
 
 

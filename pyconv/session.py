@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from pyconv._ext.gemm import ExecutionContext, check_num_threads
+from pyconv._gc import collection_paused
 from pyconv.errors import InvalidArgument, InvalidModel, PyconvError, RunFailed
 from pyconv.graph import _passes
 from pyconv.graph._executor import Program
@@ -416,6 +417,12 @@ class InferenceSession:
         self._options = sess_options or SessionOptions()
         _check_option_ranges(self._options)
         self._providers = _check_providers(providers, provider_options)
+        with collection_paused():       # a big graph makes objects per node: see _gc
+            self._create(path_or_bytes)
+        self.creation_seconds = time.perf_counter() - t0
+
+    def _create(self, path_or_bytes):
+        """Loads, optimises and prepares the model (the operators, the program)."""
         graph, proto = load(path_or_bytes)
         self._inputs_info = list(graph.inputs)
         self._outputs_info = list(graph.outputs)
@@ -466,7 +473,6 @@ class InferenceSession:
         self.profile = []
         self._profile_lock = threading.Lock()
         self._profile_start = time.perf_counter()
-        self.creation_seconds = time.perf_counter() - t0
         self.weights_bytes = sum(v.nbytes for v in graph.constants.values())
 
     # -- metadata ---------------------------------------------------------------------------
@@ -522,8 +528,9 @@ class InferenceSession:
 
         A dict with ``arena_bytes`` (planned buffers of the largest plan),
         ``unplanned_bytes`` (other intermediate values), ``naive_bytes`` (every
-        intermediate value without reuse), ``peak_activation_bytes`` (arena +
-        unplanned: an upper bound of the activations alive at once) and
+        intermediate value without reuse), ``peak_activation_bytes`` (the arena and
+        the unplanned values alive at once at the peak, as a run under
+        ``memory_limit_bytes`` counts them) and
         ``weights_bytes`` (constants after optimisation, before packing)."""
         with self._program._plan_lock:
             plans = list(self._program.plans.values())
@@ -531,10 +538,9 @@ class InferenceSession:
             return {"arena_bytes": 0, "unplanned_bytes": 0, "naive_bytes": 0,
                     "peak_activation_bytes": 0, "weights_bytes": self.weights_bytes,
                     "plans": 0}
-        p = max(plans, key=lambda p: p.arena_bytes + p.unplanned_bytes)
+        p = max(plans, key=lambda p: p.peak_bytes)
         return {"arena_bytes": p.arena_bytes, "unplanned_bytes": p.unplanned_bytes,
-                "naive_bytes": p.naive_bytes,
-                "peak_activation_bytes": p.arena_bytes + p.unplanned_bytes,
+                "naive_bytes": p.naive_bytes, "peak_activation_bytes": p.peak_bytes,
                 "weights_bytes": self.weights_bytes, "plans": len(plans)}
 
     # -- running ------------------------------------------------------------------------------

@@ -282,7 +282,7 @@ def pad_widths(x, widths, mode, value=0, op="pad"):
                                  f"smaller than the {kept} elements it reflects "
                                  f"(input shape {x.shape})")
         shape.append(size)
-    shape = check_tensor_size(shape, op)
+    shape = check_tensor_size(shape, op, itemsize=x.itemsize)
     # What stays of the input: x[lo:hi] along each dim, at lo + begin in the output.
     keep = [(max(-b, 0), min(n, n + e)) for n, (b, e) in zip(x.shape, widths)]
     if mode == "constant":

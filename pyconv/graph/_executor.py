@@ -18,12 +18,15 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import math
 import threading
 import time
 from collections import OrderedDict, defaultdict
 
 import numpy as np
 
+from pyconv._gc import collection_paused
+from pyconv.arithmetic import ALLOCATION_BUDGET, AllocationBudget
 from pyconv.errors import InvalidArgument, MemoryLimitExceeded, PyconvError, RunFailed
 
 ALIGN = 64
@@ -57,6 +60,10 @@ class MemoryPlan:
         Bytes of intermediate values without a planned buffer (views excluded).
     naive_bytes : int
         What all intermediate values would take without reuse.
+    peak_bytes : int
+        The arena plus the most bytes of unplanned values alive at once, each counted
+        through the value that owns its memory (as a run under a memory limit counts):
+        what a run of this signature holds at its peak.
     """
 
     def __init__(self, nslots, steps, record, output_slots, const_slots, input_slots):
@@ -107,7 +114,7 @@ class MemoryPlan:
                 if o < 0 or o not in shapes:
                     continue
                 shape, dtype = shapes[o]
-                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                nbytes = math.prod(shape) * np.dtype(dtype).itemsize
                 if find(o) == o:
                     self.naive_bytes += nbytes
                 if (k == 0 and s.op.supports_out and find(o) == o and o not in pinned
@@ -120,6 +127,18 @@ class MemoryPlan:
         self.arena_bytes = max((o + s for o, s in placed), default=0)
         planned = sum(c[0] for c in candidates)
         self.unplanned_bytes = self.naive_bytes - planned
+        external = {find(s) for s in const_slots} | {find(s) for s in input_slots}
+        changes = []        # (step, bytes) as unplanned owners appear and go
+        for slot, (shape, dtype) in shapes.items():
+            if find(slot) != slot or slot in external or slot in self.offsets:
+                continue
+            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+            changes += [(define.get(slot, 0), nbytes), (group_end[slot] + 1, -nbytes)]
+        held = unplanned_peak = 0
+        for _, change in sorted(changes):       # at one step, what goes before what comes
+            held += change
+            unplanned_peak = max(unplanned_peak, held)
+        self.peak_bytes = self.arena_bytes + unplanned_peak
         self._pool = []
         self._lock = threading.Lock()
 
@@ -131,7 +150,7 @@ class MemoryPlan:
         base = (-buf.ctypes.data) % ALIGN
         views = {}
         for slot, (off, shape) in self.offsets.items():
-            n = int(np.prod(shape, dtype=np.int64)) * 4
+            n = math.prod(shape) * 4
             views[slot] = buf[base + off:base + off + n].view(np.float32).reshape(shape)
         return Arena(buf, views)
 
@@ -310,10 +329,13 @@ class Program:
             for i in s.ins:
                 if i >= 0 and i not in self.const_slots:
                     last[i] = t
-        self.free_after = [[] for _ in self.steps]
+        freed = defaultdict(list)
         for i, t in last.items():
             if i not in keep:
-                self.free_after[t].append(i)
+                freed[t].append(i)
+        self.free_after = [()] * len(self.steps)     # most steps free nothing: one tuple
+        for t, slots in freed.items():
+            self.free_after[t] = tuple(slots)
         self.plan_memory = plan_memory
         # input signature -> MemoryPlan, least recently used first (self.max_plans kept).
         self.plans = OrderedDict()
@@ -400,7 +422,7 @@ class Program:
             record = {"shapes": {s: (v.shape, v.dtype) for s, v in zip(self.input_slots, feeds)},
                       "aliases": []}
         elif plan is not None:
-            self._check_limit(plan.arena_bytes + plan.unplanned_bytes, "the memory plan for "
+            self._check_limit(plan.peak_bytes, "the memory plan for "
                               f"inputs {[v.shape for v in feeds]}")
             arena = plan.acquire()
             views = arena.views
@@ -420,12 +442,22 @@ class Program:
                 out = views.get(step.outs[0]) if views else None
                 if profile is not None:
                     t0 = time.perf_counter()
+                # A node writing into its planned buffer allocates nothing the plan's check
+                # did not count; any other checks its sizes against what the limit leaves
+                # before it allocates (arithmetic.check_tensor_size).
+                budget = None
+                if live is not None and out is None:
+                    budget = ALLOCATION_BUDGET.set(AllocationBudget(
+                        self.memory_limit, live.total, step.node.label))
                 try:
                     res = step.op.run(ins, out)
                 except PyconvError:
                     raise
                 except _OP_ERRORS as exc:
                     raise self._failure(step, ins, exc) from exc
+                finally:
+                    if budget is not None:
+                        ALLOCATION_BUDGET.reset(budget)
                 if profile is not None:
                     t1 = time.perf_counter()
                     profile.append((step.node, t0, t1, [getattr(r, "shape", None)
@@ -449,9 +481,10 @@ class Program:
             if arena is not None:
                 plan.release(arena)
         if record is not None:
-            plan = MemoryPlan(self.nslots, self.steps, record,
-                              set(self.output_slot.values()), set(self.const_slots),
-                              set(self.input_slots))
+            with collection_paused():
+                plan = MemoryPlan(self.nslots, self.steps, record,
+                                  set(self.output_slot.values()), set(self.const_slots),
+                                  set(self.input_slots))
             with self._plan_lock:
                 self.plans.setdefault(key, plan)
                 self.plans.move_to_end(key)
@@ -472,8 +505,9 @@ class Program:
         arena = plan.acquire()
         try:
             if arena.steps is None:
-                arena.steps = list(zip(self._bind(plan, arena.views), self._fast_ins,
-                                       self._fast_outs, self.free_after, self.steps))
+                with collection_paused():
+                    arena.steps = list(zip(self._bind(plan, arena.views), self._fast_ins,
+                                           self._fast_outs, self.free_after, self.steps))
             for call, ins_at, outs_at, free, step in arena.steps:
                 if stop is not None and stop.terminate:
                     raise _terminated(step)

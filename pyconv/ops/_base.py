@@ -22,6 +22,14 @@ __all__ = ["Node", "Op", "register", "lookup", "registered_ops", "REQUIRED"]
 #: Marks an attribute without a default (the node must set it).
 REQUIRED = object()
 
+#: ONNX attributes that are flags: 0 or 1 and nothing else. onnxruntime reads other values
+#: inconsistently (keepdims=7 as 0, for instance), so a node setting one is InvalidModel.
+FLAG_ATTRIBUTES = frozenset({
+    "allowzero", "ceil_mode", "count_include_pad", "detect_negative", "detect_positive",
+    "exclude_outside", "exclusive", "fmod", "input_forget", "keepdims", "largest", "layout",
+    "linear_before_reset", "noop_with_empty_axes", "reverse", "select_last_index", "sorted",
+    "storage_order", "training_mode", "transA", "transB"})
+
 _REGISTRY: dict[tuple[str, str], type] = {}
 
 
@@ -107,6 +115,10 @@ class Op:
         for key, default in self.attributes.items():
             if key in node.attrs:
                 attrs[key] = node.attrs[key]
+                if key in FLAG_ATTRIBUTES and not (isinstance(attrs[key], int)
+                                                   and attrs[key] in (0, 1)):
+                    raise InvalidModel(f"{node.label}: attribute '{key}' is a flag, 0 or 1; "
+                                       f"got {attrs[key]!r}")
             elif default is REQUIRED:
                 raise InvalidModel(f"{node.label}: required attribute '{key}' is missing")
             else:
@@ -175,7 +187,7 @@ def take_out(out, shape, dtype=np.float32):
     """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array."""
     if out is not None and out.shape == tuple(shape) and out.dtype == dtype:
         return out
-    return np.empty(check_tensor_size(shape), dtype)
+    return np.empty(check_tensor_size(shape, itemsize=np.dtype(dtype).itemsize), dtype)
 
 
 def bound_step(kernel, op, out, second=None):

@@ -164,7 +164,8 @@ class ConstantOfShape(Op):
         v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
         if v.size != 1:
             self.fail(f"value must have one element, got {v.size}")
-        return [np.full(check_tensor_size(shape, self.node.label), v[0], v.dtype)]
+        return [np.full(check_tensor_size(shape, self.node.label, itemsize=v.dtype.itemsize),
+                        v[0], v.dtype)]
 
 
 @register("Shape")
@@ -402,6 +403,9 @@ class Gather(Op):
         if idx.size and (idx.min() < -dim or idx.max() >= dim):
             self.fail(f"indices out of range [{-dim}, {dim - 1}] for axis {axis} of input "
                       f"shape {x.shape}")
+        # A few indices can select rows of a large input many times over.
+        check_tensor_size(x.shape[:axis] + idx.shape + x.shape[axis + 1:], self.node.label,
+                          itemsize=x.itemsize)
         return [np.take(x, np.where(idx < 0, idx + dim, idx), axis=axis)]
 
 
@@ -415,7 +419,7 @@ class Expand(Op):
             full = np.broadcast_shapes(x.shape, tuple(shape))
         except ValueError:
             self.fail(f"cannot expand input of shape {x.shape} to {shape}", ShapeError)
-        check_tensor_size(full, self.node.label)
+        check_tensor_size(full, self.node.label, itemsize=x.itemsize)
         return [np.array(np.broadcast_to(x, full))]
 
 
@@ -550,7 +554,8 @@ class Tile(Op):
         if len(reps) != x.ndim or any(r < 0 for r in reps):
             self.fail(f"repeats {reps} must be {x.ndim} non-negative values (input shape "
                       f"{x.shape})", ShapeError)
-        check_tensor_size([d * r for d, r in zip(x.shape, reps)], self.node.label)
+        check_tensor_size([d * r for d, r in zip(x.shape, reps)], self.node.label,
+                          itemsize=x.itemsize)
         return [np.tile(x, reps)]
 
 
@@ -576,7 +581,7 @@ class Range(Op):
         else:
             count = -((int(start) - int(limit)) // int(delta))   # exact integer ceil
         n = int(max(count, 0))
-        check_tensor_size([n], self.node.label)
+        check_tensor_size([n], self.node.label, itemsize=max(dtype.itemsize, 4))
         y = np.arange(n, dtype=work) * work(delta) + work(start)
         return [y.astype(dtype, copy=False)]
 
@@ -707,7 +712,8 @@ class OneHot(Op):
         axis = self.check_axis(self.attrs["axis"], indices.ndim + 1)
         shape = list(indices.shape)
         shape.insert(axis, depth)
-        check_tensor_size(shape, self.node.label)
+        check_tensor_size(shape, self.node.label,
+                          itemsize=values.itemsize + 1)     # the bool mask, then y
         idx = indices.astype(np.int64)
         idx = np.where(idx < 0, idx + depth, idx)
         positions = np.arange(depth).reshape((-1,) + (1,) * (indices.ndim - axis))

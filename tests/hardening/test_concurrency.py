@@ -52,11 +52,15 @@ def test_several_sessions_in_threads_match_their_serial_runs():
 
 
 def test_keyboard_interrupt_leaves_the_session_usable(model):
+    import signal
     sess = pyconv.InferenceSession(model)
     x = inputs(1, batch=8)[0]
     expected = sess.run(None, {"x": x})
     timer = threading.Timer(0.05, _thread.interrupt_main)
     interrupted = False
+    # interrupt_main does nothing while SIGINT is ignored, and a module imported by the
+    # full suite's collection leaves it ignored: Python's own handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer.start()
     try:
         for _ in range(10_000):   # interrupted long before this finishes
@@ -65,6 +69,7 @@ def test_keyboard_interrupt_leaves_the_session_usable(model):
         interrupted = True
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert interrupted
     for got, want in zip(sess.run(None, {"x": x}), expected):
         np.testing.assert_array_equal(got, want)

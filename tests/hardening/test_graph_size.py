@@ -131,3 +131,40 @@ def test_both_arena_placements_never_overlap_live_buffers(seed):
         assert ex._place(cands) == ex._place_by_time(cands, sizes)
     finally:
         ex.PLACEMENT_WORK = budget
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_garbage_collection_is_restored_after_creation_and_planning(enabled):
+    """Session creation and the first run's plan pause Python's cyclic collector (it
+    walked every object again and again on big graphs); afterwards, on success or error,
+    and with several sessions made at once, it is exactly as the caller had it."""
+    import gc
+    import threading
+    model = _chain(300, ["Relu", "Add"])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        sess = pyconv.InferenceSession(model)
+        assert gc.isenabled() is enabled
+        sess.run(None, {"x": np.ones(4, np.float32)})
+        sess.run(None, {"x": np.ones(4, np.float32)})
+        assert gc.isenabled() is enabled
+        with pytest.raises(pyconv.errors.InvalidModel):
+            pyconv.InferenceSession(model[: len(model) // 2])
+        assert gc.isenabled() is enabled
+        errors = []
+
+        def create():
+            try:
+                pyconv.InferenceSession(model).run(None, {"x": np.ones(4, np.float32)})
+            except Exception as exc:     # noqa: BLE001 - reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=create) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -96,6 +96,23 @@ def test_optional_inputs_may_be_empty_or_omitted():
         np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x)
 
 
+@pytest.mark.parametrize("key, value", [("keepdims", 7), ("keepdims", -1),
+                                        ("keepdims", 2**40), ("select_last_index", 2)])
+def test_flag_attributes_other_than_0_or_1_are_refused(key, value):
+    """onnxruntime read keepdims=7 as 0 where pyconv read it as 1 (the attribute fuzzer's
+    finding): a flag is 0 or 1, anything else is InvalidModel."""
+    op = "ReduceMean" if key == "keepdims" else "ArgMax"
+    node = helper.make_node(op, ["x"], ["y"], name="n", **{key: value})
+    out = helper.make_tensor_value_info("y", TensorProto.INT64 if op == "ArgMax" else F, None)
+    with pytest.raises(InvalidModel, match=f"{op} node 'n': attribute '{key}' is a flag, 0 or "
+                                           f"1; got {value}"):
+        pyconv.InferenceSession(_model([node], outputs=[out]).SerializeToString())
+    for flag in (0, 1):     # the two meanings load and run
+        node = helper.make_node(op, ["x"], ["y"], **{key: flag})
+        pyconv.InferenceSession(_model([node], outputs=[out]).SerializeToString()).run(
+            None, {"x": np.ones((2, 3), np.float32)})
+
+
 # -- failures inside a node or a pass ----------------------------------------------------------
 
 def test_a_node_failing_on_its_inputs_names_the_node_the_operator_and_the_problem():
@@ -189,6 +206,48 @@ def test_external_data_from_a_regular_file_still_loads(tmp_path):
     sess = pyconv.InferenceSession(str(_external_model(tmp_path, "weights.bin")))
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], x + 2)
+
+
+def test_external_data_in_a_model_given_as_bytes_or_a_proto_is_refused(tmp_path):
+    """Without a file there is no directory to confine the read to: refused, even when the
+    file it names exists next to the process's working directory."""
+    import onnx
+    (tmp_path / "weights.bin").write_bytes(np.full((2, 3), 2, np.float32).tobytes())
+    path = _external_model(tmp_path, "weights.bin")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for model in (path.read_bytes(), onnx.load_model(str(path), load_external_data=False)):
+            with pytest.raises(InvalidModel, match="external data 'weights.bin'"):
+                pyconv.InferenceSession(model)
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_value_produced_twice_is_refused():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["y"])]
+    with pytest.raises(InvalidModel, match="output 'y' is produced more than once"):
+        pyconv.InferenceSession(_model(nodes).SerializeToString())
+    with pytest.raises(InvalidModel, match="output 'x' is produced more than once"):
+        pyconv.InferenceSession(_model([helper.make_node("Relu", ["x"], ["x"])] + RELU)
+                                .SerializeToString())
+
+
+def test_loading_and_running_write_no_file(tmp_path):
+    """Nothing appears next to the model or in the working directory (pyconv writes files
+    only when asked: a profile, an optimised model)."""
+    (tmp_path / "weights.bin").write_bytes(np.full((2, 3), 2, np.float32).tobytes())
+    path = _external_model(tmp_path, "weights.bin")
+    before = sorted(os.listdir(tmp_path))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        sess = pyconv.InferenceSession(str(path))
+        for _ in range(2):
+            sess.run(None, {"x": np.ones((2, 3), np.float32)})
+    finally:
+        os.chdir(cwd)
+    assert sorted(os.listdir(tmp_path)) == before
 
 
 # -- thread counts (validated before the pool, issue 13; checked again here) ---------------
