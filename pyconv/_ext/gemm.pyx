@@ -688,19 +688,26 @@ cdef inline pyconv_epilogue _activation_epilogue(int act, float a, float b) noex
 
 # Checks of the bound calls (ConvCall, PoolCall): a few C tests instead of Python ones.
 
-cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept:
-    """a is a float32, aligned, C-contiguous ndarray of exactly this shape."""
+cdef bint _float32_of_shape(object a, int ndim, const cnp.npy_intp *dims,
+                            bint contiguous) noexcept:
+    """a is a float32, aligned ndarray of exactly this shape (C-contiguous if asked)."""
     if not cnp.PyArray_Check(a):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
     if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != ndim
-            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+            or (contiguous and not cnp.PyArray_IS_C_CONTIGUOUS(arr))
+            or not cnp.PyArray_ISALIGNED(arr)):
         return False
     cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(arr)
     for i in range(ndim):
         if shape[i] != dims[i]:
             return False
     return True
+
+
+cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept:
+    """a is a float32, aligned, C-contiguous ndarray of exactly this shape."""
+    return _float32_of_shape(a, ndim, dims, True)
 
 
 cdef int check_bound_out(str owner, object out, int ndim, const cnp.npy_intp *dims,
@@ -1150,17 +1157,7 @@ cdef _batched(object a, object b, object y, object context):
 
 cdef bint _float32_matrices(object x, int ndim, const cnp.npy_intp *dims) noexcept:
     """x is an aligned float32 ndarray of exactly this shape (any strides)."""
-    if not cnp.PyArray_Check(x):
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>x
-    if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != ndim
-            or not cnp.PyArray_ISALIGNED(arr)):
-        return False
-    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(arr)
-    for i in range(ndim):
-        if shape[i] != dims[i]:
-            return False
-    return True
+    return _float32_of_shape(x, ndim, dims, False)
 
 
 cdef bint _reaches(object y, object x) noexcept:

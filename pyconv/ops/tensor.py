@@ -63,6 +63,17 @@ def _axes_from(op, inputs, index, attr="axes", since=13):
     return None
 
 
+def _view_step(shape, view, run):
+    """A bound step returning ``view(x)`` for a plain ndarray of the planned ``shape``,
+    ``run(inputs)`` (which converts or reports) for anything else."""
+    def call(inputs):
+        x = inputs[0]
+        if type(x) is np.ndarray and x.shape == shape:
+            return [view(x)]
+        return run(inputs)
+    return call
+
+
 class _View(Op):
     """An operator whose one output is its input's data under another shape (a NumPy view
     where the strides allow): Reshape, Flatten, Squeeze, Unsqueeze. Bound to a planned
@@ -88,14 +99,7 @@ class _View(Op):
             target = self.run(stand_in)[0].shape
         except PyconvError:
             return None                 # the run reports it
-        run = self.run
-
-        def call(inputs):
-            x = inputs[0]
-            if type(x) is np.ndarray and x.shape == shape:
-                return [x.reshape(target)]
-            return run(inputs)
-        return call
+        return _view_step(shape, lambda x: x.reshape(target), self.run)
 
 
 @register("Identity")
@@ -256,18 +260,12 @@ class Transpose(Op):
         """A view with the permutation checked once for the planned rank."""
         if specs[0] is None:
             return None
-        shape, run = tuple(specs[0][0]), self.run
+        shape = tuple(specs[0][0])
         try:
             perm = self._perm(len(shape))
         except PyconvError:
             return None                 # the run reports it
-
-        def call(inputs):
-            x = inputs[0]
-            if type(x) is np.ndarray and x.shape == shape:
-                return [x.transpose(perm)]
-            return run(inputs)
-        return call
+        return _view_step(shape, lambda x: x.transpose(perm), self.run)
 
 
 @register("Squeeze")
