@@ -92,6 +92,30 @@ def test_depthwise_fused_bias_residual_activation(isa, threads, rng, act, a, b_,
     assert_close(plan.run(x, residual=res), fn(ref + res), k ** nd)
 
 
+@pytest.mark.parametrize("act", ["silu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("sp", [(10, 10), (5, 5), (3, 7), (40, 21)], ids=str)
+def test_depthwise_activation_after_the_block_is_the_engine(isa, threads, rng, act, sp):
+    """The activations not fused into the depthwise tile run over each block's rows as one
+    run of floats (rows narrower than a vector end mid-vector): the bits of the standalone
+    op on the conv's output, with and without a residual, on both depthwise paths."""
+    from pyconv._ext import conv as conv_ext, eltwise
+    c = 7
+    x = 3 * rand(rng, 1, c, *sp)
+    w, bias = rand(rng, c, 1, 3, 3), rand(rng, c)
+    res = rand(rng, 1, c, *sp)
+    for width in (0, 1000):       # rows kernel, then channels at a time
+        previous = conv_ext.set_depthwise_channels_max_width(width)
+        try:
+            fused = F.ConvPlan(w, bias, padding=1, groups=c, activation=act)
+            plain = F.ConvPlan(w, bias, padding=1, groups=c)
+            np.testing.assert_array_equal(fused.run(x), eltwise.unary(plain.run(x), act))
+            np.testing.assert_array_equal(fused.run(x, residual=res),
+                                          eltwise.unary(plain.run(x, residual=res), act))
+            assert fused.kernel.last_algorithm == "depthwise"
+        finally:
+            conv_ext.set_depthwise_channels_max_width(previous)
+
+
 def test_depthwise_relu_keeps_nan(isa, rng):
     x = rand(rng, 1, 3, 6, 20)
     x[0, 1, 2, 5] = np.nan

@@ -343,11 +343,12 @@ def test_threads_cover_every_tile_repeatedly(isa, rng, m, k, n):
 
 
 @pytest.mark.parametrize("name", sorted(gemm.ACTIVATIONS))
-@pytest.mark.parametrize("width", [1, 7, 35, 48, 53])
+@pytest.mark.parametrize("width", [1, 7, 10, 35, 48, 53])
 def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, width):
     """The GEMM epilogue's one pass gives the bits of (acc + bias) + residual followed by
-    the standalone activation, tails included. A 1x1 conv with identity weights makes acc
-    the input exactly."""
+    the standalone activation, tails included (rows narrower than a tile lie end to end and
+    run as one run of floats, the bias changing inside a vector). A 1x1 conv with identity
+    weights makes acc the input exactly."""
     from pyconv._ext import eltwise
     c = 11
     a, b = {"clip": (-1.5, 2.5), "leaky_relu": (0.1, 0.0), "hardsigmoid": (0.2, 0.5),
