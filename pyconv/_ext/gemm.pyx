@@ -1488,6 +1488,77 @@ def measure_peak_gflops(threads=1, isa=None, seconds=0.2):
     return best / 1e9
 
 
+cdef struct _affine_job:
+    const pyconv_sgemm_kernel *kern
+    const float *x
+    float *y
+    const float *scale
+    const float *shift
+    int64_t channels, plane, rows_per_task
+    pyconv_epilogue ep
+
+
+cdef void _affine_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Tasks lo..hi: blocks of rows_per_task planes of one image each; the products while
+    the block stays in cache, then the epilogue's shift and activation over it."""
+    cdef const _affine_job *j = <const _affine_job *>arg
+    cdef int64_t blocks = (j.channels + j.rows_per_task - 1) // j.rows_per_task
+    cdef int64_t t, n, c0, c1, c, q
+    cdef const float *xr
+    cdef float *yr
+    cdef float s
+    cdef pyconv_epilogue ep = j.ep
+    for t in range(lo, hi):
+        n = t // blocks
+        c0 = (t - n * blocks) * j.rows_per_task
+        c1 = min(c0 + j.rows_per_task, j.channels)
+        for c in range(c0, c1):
+            xr = j.x + (n * j.channels + c) * j.plane
+            yr = j.y + (n * j.channels + c) * j.plane
+            s = j.scale[c]
+            for q in range(j.plane):
+                yr[q] = xr[q] * s
+        ep.bias = j.shift + c0
+        j.kern.epilogue(j.y + (n * j.channels + c0) * j.plane, j.plane, c1 - c0, j.plane, &ep)
+
+
+def channel_affine(x, scale, shift, out, activation=None, float act_alpha=0.0,
+                   float act_beta=0.0, context=None):
+    """out = act(x * scale + shift) with scale and shift per channel (axis 1) of a
+    C-contiguous float32 x (N, C, *spatial), written into out (x's shape, C-contiguous,
+    not overlapping x): the product, then the GEMM epilogue (shift as its bias, the
+    activation), so the bits of the product, the sum and the activation done one after
+    the other. Returns out."""
+    cdef int act = activation_code(activation)
+    cdef const float[::1] xs = x.reshape(-1)
+    cdef float[::1] ys = out.reshape(-1)
+    cdef const float[::1] sc = scale
+    cdef const float[::1] sh = shift
+    cdef exec_ctx ctx = context_of(context)
+    cdef int64_t batch = x.shape[0], channels = x.shape[1]
+    if out.shape != x.shape or sc.shape[0] != channels or sh.shape[0] != channels:
+        raise ShapeError(f"channel_affine: x {x.shape}, scale {scale.shape}, shift "
+                         f"{shift.shape}, out {out.shape}")
+    if xs.shape[0] == 0:
+        return out
+    cdef _affine_job j
+    j.kern = ctx.kernel
+    j.x = &xs[0]
+    j.y = &ys[0]
+    j.scale = &sc[0]
+    j.shift = &sh[0]
+    j.channels = channels
+    j.plane = xs.shape[0] // (batch * channels)
+    # blocks of about 16K floats (in L1 / L2 between the two passes)
+    j.rows_per_task = max(<int64_t>1, min(channels, 16384 // max(j.plane, <int64_t>1)))
+    j.ep = _activation_epilogue(act, act_alpha, act_beta)
+    cdef int64_t tasks = batch * ((channels + j.rows_per_task - 1) // j.rows_per_task)
+    cdef int nthreads = ctx.nthreads if xs.shape[0] > 32768 else 1
+    with nogil:
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _affine_tasks, &j)
+    return out
+
+
 cdef struct _activation_job:
     const pyconv_sgemm_kernel *kern
     float *data

@@ -24,6 +24,12 @@ class _Affine(Op):
         y = take_out(out, x.shape)
         if np.may_share_memory(y, x):
             y = np.empty(x.shape, np.float32)
+        if x.flags.c_contiguous and y.flags.c_contiguous:
+            # one pass per block of planes (DenseNet's BN + ReLU after each Concat: three
+            # NumPy passes were a sixth of the model)
+            return gemm.channel_affine(x, np.ascontiguousarray(scale, np.float32).reshape(-1),
+                                       np.ascontiguousarray(shift, np.float32).reshape(-1),
+                                       y, activation, a, b, self.context)
         np.multiply(x, scale.reshape(shape), out=y)
         y += shift.reshape(shape)
         if activation:
