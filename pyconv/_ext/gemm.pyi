@@ -119,6 +119,10 @@ class LinearKernel:
 
 def measure_peak_gflops(threads: int = 1, isa: Optional[str] = None,
                         seconds: float = 0.2) -> float: ...
+def channel_affine(x: _F32, scale: _F32, shift: _F32, activation: Optional[str] = None,
+                   act_alpha: float = 0.0, act_beta: float = 0.0,
+                   out: Optional[_F32] = None,
+                   context: Optional[ExecutionContext] = None) -> _F32: ...
 def apply_activation(x: _F32, activation: Optional[str], act_alpha: float = 0.0,
                      act_beta: float = 0.0,
                      context: Optional[ExecutionContext] = None) -> _F32: ...

@@ -12,7 +12,9 @@
 # src/kernels/pool_* (same dispatch as the GEMM; generic included), for any stride, window
 # and padding: separable passes (the window's input rows combined into one row, then each
 # output column's taps of that row), a plain max checked for NaN, and torch's NaN rule on
-# the rows that hold one (see pool.h).
+# the rows that hold one (see pool.h). Small 2-D planes (rows of at most one vector in
+# and out: 8x8, 3x3 maps) compute each output row in registers instead, the column taps
+# moved into place by permutes (pool_small_rows).
 # Lp pooling is separable the same way and stays here: the vertical pass sums |x| ** p
 # over the window's rows (contiguous, vectorised), the horizontal pass sums each column's
 # taps (fused taps with constant stride for kw <= 3, stride <= 2 on the interior columns,

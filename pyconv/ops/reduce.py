@@ -6,9 +6,12 @@ from opset 18 (ReduceSum: 13); ``noop_with_empty_axes`` makes absent / empty axe
 identity instead of a reduction over every axis."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv.errors import InvalidDType, ShapeError
+from pyconv.functional._pool import global_avg_pool
 from pyconv.ops._base import Op, register
 from pyconv.ops.tensor import _axes_from, _int_list
 
@@ -49,6 +52,13 @@ class ReduceSum(_Reduce):
 @register("ReduceMean")
 class ReduceMean(_Reduce):
     def reduce(self, x, axes, keep):
+        if (x.dtype == np.float32 and x.size and axes and axes[0] > 0
+                and axes == tuple(range(axes[0], x.ndim))):
+            # trailing axes (global pooling as the dynamo exporter writes it): the global
+            # pool's kernel, which sums in float64; NumPy's mean took 10x onnxruntime
+            lead = x.shape[:axes[0]]
+            y = global_avg_pool(x.reshape(1, math.prod(lead), -1), context=self.context)
+            return y.reshape(lead + (1,) * len(axes) if keep else lead)
         if x.dtype.kind in "iu":
             return np.mean(x, axis=axes, keepdims=keep).astype(x.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):

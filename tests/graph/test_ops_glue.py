@@ -189,6 +189,24 @@ def test_reduce(rng, op, opset, axes, keepdims):
     check(m, {"x": x}, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,axes,keepdims", [
+    ((1, 64, 7, 7), (2, 3), 1),        # global pooling as the dynamo exporter writes it
+    ((2, 3, 4, 5), (3, 1, 2), 0),      # trailing axes in any order, not kept
+    ((2, 3, 5), (-1,), 1),
+    ((2, 3, 4, 5), (0, 1), 1),         # leading axes: NumPy's mean
+])
+def test_reduce_mean_over_trailing_axes(rng, shape, axes, keepdims):
+    """float32 ReduceMean over trailing axes runs on the global pool's kernel."""
+    x = rand(rng, *shape, shift=3.0)
+    x[(0,) * len(shape)] = np.inf
+    m = node_model("ReduceMean", {"x": x}, opset=13, axes=list(axes), keepdims=keepdims)
+    check(m, {"x": x}, rtol=1e-6, atol=1e-6)
+    x[(0,) * len(shape)] = np.nan
+    m2 = node_model("ReduceMean", {"x": x}, opset=18, consts={"axes": np.array(axes)},
+                    keepdims=keepdims)
+    check(m2, {"x": x}, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["ReduceMin", "ReduceMax", "ReduceProd", "ReduceSumSquare",
                                 "ReduceL1"])
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])

@@ -92,6 +92,30 @@ def test_depthwise_fused_bias_residual_activation(isa, threads, rng, act, a, b_,
     assert_close(plan.run(x, residual=res), fn(ref + res), k ** nd)
 
 
+@pytest.mark.parametrize("act", ["silu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("sp", [(10, 10), (5, 5), (3, 7), (40, 21)], ids=str)
+def test_depthwise_activation_after_the_block_is_the_engine(isa, threads, rng, act, sp):
+    """The activations not fused into the depthwise tile run over each block's rows as one
+    run of floats (rows narrower than a vector end mid-vector): the bits of the standalone
+    op on the conv's output, with and without a residual, on both depthwise paths."""
+    from pyconv._ext import conv as conv_ext, eltwise
+    c = 7
+    x = 3 * rand(rng, 1, c, *sp)
+    w, bias = rand(rng, c, 1, 3, 3), rand(rng, c)
+    res = rand(rng, 1, c, *sp)
+    for width in (0, 1000):       # rows kernel, then channels at a time
+        previous = conv_ext.set_depthwise_channels_max_width(width)
+        try:
+            fused = F.ConvPlan(w, bias, padding=1, groups=c, activation=act)
+            plain = F.ConvPlan(w, bias, padding=1, groups=c)
+            np.testing.assert_array_equal(fused.run(x), eltwise.unary(plain.run(x), act))
+            np.testing.assert_array_equal(fused.run(x, residual=res),
+                                          eltwise.unary(plain.run(x, residual=res), act))
+            assert fused.kernel.last_algorithm == "depthwise"
+        finally:
+            conv_ext.set_depthwise_channels_max_width(previous)
+
+
 def test_depthwise_relu_keeps_nan(isa, rng):
     x = rand(rng, 1, 3, 6, 20)
     x[0, 1, 2, 5] = np.nan
@@ -123,6 +147,13 @@ POOL_CASES = [
     ((4, 6, 9), 3, 2, 1, 1, False),      # 3-D
     ((5, 5, 18), 5, 1, 2, 1, False),     # 3-D, 25 window rows
     ((9, 9, 12), (9, 9, 3), 1, 0, 1, False),    # 81 window rows: past the kernel's limit
+    # planes of at most one vector a row: each output row in registers
+    ((8, 8), 3, 1, 1, 1, False),         # Inception's 3x3 / 1 average on an 8x8 map
+    ((3, 3), 3, 1, 1, 1, False),
+    ((17, 5), (5, 3), (2, 1), (2, 1), 1, True),    # more rows than columns, ceil_mode
+    ((6, 16), 5, 3, 2, 1, False),        # a full vector in, stride 3
+    ((5, 12), (2, 4), (1, 3), 0, (2, 3), True),    # dilated, ceil_mode
+    ((9,), 3, 1, 1, 1, False),           # 1-D
 ]
 
 
@@ -154,8 +185,9 @@ def test_avg_pool_matches_reference(isa, threads, rng, case, count_include_pad):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_avg_pool_divisor_override(isa, threads, rng):
-    x = rand(rng, 2, 5, 10, 37)
+@pytest.mark.parametrize("sp", [(10, 37), (7, 9)])
+def test_avg_pool_divisor_override(isa, threads, rng, sp):
+    x = rand(rng, 2, 5, *sp)
     got = F.avg_pool2d(x, 3, 2, 1, divisor_override=4)
     ref = R.avg_pool_nd(x, (3, 3), (2, 2), 1, 1, 1, False, True) * 9 / 4
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
@@ -209,6 +241,8 @@ def test_max_pool_planes_with_nan_and_inf(isa, threads, rng):
     ((9, 9, 12), (9, 9, 3), 1, 0, 1),    # 81 window rows: two vertical steps
     ((37,), 3, 2, 1, 1),                 # 1-D
     ((6, 45), 2, 2, 0, 1),               # the direct 2x2 / 2 rows, a partial last vector
+    ((8, 8), 3, 1, 1, 1),                # small planes: rows in registers
+    ((7, 13), 3, 2, 1, 2),
 ])
 def test_max_pool_nan_rows_every_path(isa, threads, rng, sp, k, s, p, d):
     """Rows whose window holds a NaN are redone with torch's rule on every path of the

@@ -343,11 +343,12 @@ def test_threads_cover_every_tile_repeatedly(isa, rng, m, k, n):
 
 
 @pytest.mark.parametrize("name", sorted(gemm.ACTIVATIONS))
-@pytest.mark.parametrize("width", [1, 7, 35, 48, 53])
+@pytest.mark.parametrize("width", [1, 7, 10, 35, 48, 53])
 def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, width):
     """The GEMM epilogue's one pass gives the bits of (acc + bias) + residual followed by
-    the standalone activation, tails included. A 1x1 conv with identity weights makes acc
-    the input exactly."""
+    the standalone activation, tails included (rows narrower than a tile lie end to end and
+    run as one run of floats, the bias changing inside a vector). A 1x1 conv with identity
+    weights makes acc the input exactly."""
     from pyconv._ext import eltwise
     c = 11
     a, b = {"clip": (-1.5, 2.5), "leaky_relu": (0.1, 0.0), "hardsigmoid": (0.2, 0.5),
@@ -363,3 +364,29 @@ def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, w
                                                                + residual))
     plain = F.ConvPlan(eye, None, activation=act, act_alpha=a, act_beta=b)
     np.testing.assert_array_equal(plain.run(x), unary(x))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 7), (1, 3), (1, 40, 4, 4), (2, 3, 130, 131)],
+                         ids=str)
+@pytest.mark.parametrize("name", ["none", "relu", "silu", "clip"])
+def test_channel_affine_is_product_sum_then_activation(isa, threads, rng, shape, name):
+    """BatchNormalization's and ChannelAffine's kernel: the bits of x * scale, + shift,
+    then the standalone activation, per channel of axis 1; the large map splits over
+    threads."""
+    from pyconv._ext import eltwise
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    scale = rng.standard_normal(shape[1]).astype(np.float32)
+    shift = rng.standard_normal(shape[1]).astype(np.float32)
+    a, b = (-1.0, 2.0) if name == "clip" else (0.0, 0.0)
+    bshape = (1, shape[1]) + (1,) * (len(shape) - 2)
+    want = x * scale.reshape(bshape) + shift.reshape(bshape)
+    if name != "none":
+        want = eltwise.unary(want, name, a, b)
+    out = np.empty_like(x)
+    x.flags.writeable = False      # a session's feed or constant
+    got = gemm.channel_affine(x, scale, shift, None if name == "none" else name, a, b,
+                              out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ShapeError, match="channel_affine"):
+        gemm.channel_affine(x, scale[:-1], shift, out=out)
