@@ -130,9 +130,27 @@ class BuildExt(build_ext):
         return choice, {"pool": [] if msvc else ["-pthread"], "openmp": [omp_flag],
                         "serial": []}[choice]
 
+    def _flag_works(self, flag):
+        """True when the compiler accepts ``flag`` (probed once)."""
+        cache = self.__dict__.setdefault("_flag_cache", {})
+        if flag not in cache:
+            with tempfile.TemporaryDirectory() as tmp:
+                src = os.path.join(tmp, "flag_probe.c")
+                with open(src, "w") as f:
+                    f.write("int pyconv_flag_probe(void) { return 0; }\n")
+                try:
+                    self.compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+                    cache[flag] = True
+                except Exception:
+                    cache[flag] = False
+        return cache[flag]
+
     def _compile_isa_sources(self, ext, common, msvc):
         objects = []
         for name, gcc_flags, msvc_flags in EXTENSION_ISA_SOURCES.get(ext.name, ()):
+            if not msvc and "-mavxvnni" in gcc_flags and not self._flag_works("-mavxvnni"):
+                # GCC < 11 / clang < 12: the file builds without its kernel (see the file)
+                gcc_flags = [f for f in gcc_flags if f != "-mavxvnni"]
             objects += self.compiler.compile(
                 [os.path.join(KERNEL_DIR, name)],
                 output_dir=self.build_temp,

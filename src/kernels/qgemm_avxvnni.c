@@ -10,6 +10,8 @@
 #define MR 6
 #define GROUP_BYTES (PYCONV_QGEMM_NB * PYCONV_QGEMM_KB)
 
+#if defined(__AVXVNNI__)
+
 static inline __attribute__((always_inline)) void tile(const int rows, int64_t groups,
                                                        const uint8_t *a, int64_t lda,
                                                        const int8_t *b, int32_t *c,
@@ -51,3 +53,7 @@ static void qgemm_avxvnni(int64_t m, int64_t np, int64_t kp, const uint8_t *a, i
 #include "qgemm_common.inc"
 
 const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni = {"avxvnni", qgemm_avxvnni, QGEMM_HELPERS};
+#else
+/* A compiler without -mavxvnni (GCC < 11, clang < 12): no kernel, never dispatched. */
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni = {"avxvnni", NULL};
+#endif

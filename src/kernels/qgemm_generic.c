@@ -85,7 +85,7 @@ const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const int x86 = strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0;
     if (strcmp(isa, "avx512") == 0 && cpu_has_avx512vnni())
         return &pyconv_qgemm_kernel_avx512vnni;
-    if (x86 && cpu_has_avxvnni())
+    if (x86 && cpu_has_avxvnni() && pyconv_qgemm_kernel_avxvnni.gemm != NULL)
         return &pyconv_qgemm_kernel_avxvnni;
     if (x86)
         return &pyconv_qgemm_kernel_avx2;
@@ -105,6 +105,6 @@ const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
 #endif
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (strcmp(all[i]->isa, name) == 0) return all[i];
+        if (strcmp(all[i]->isa, name) == 0) return all[i]->gemm != NULL ? all[i] : NULL;
     return NULL;
 }
