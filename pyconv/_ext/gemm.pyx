@@ -1654,6 +1654,7 @@ def channel_affine(x, scale, shift, activation=None, float act_alpha=0.0,
 
     x: float32 (N, C, ...) C-contiguous; scale, shift: float32 (C,); out: None or a
     writeable float32 C-contiguous array of x's shape (x itself for in place). The
+    product is rounded before the shift is added (the bits of Mul then Add); the
     activation is one of the fused epilogue's (pyconv._activations), computed by the
     same vector code."""
     cdef int act = activation_code(activation)
