@@ -14,13 +14,24 @@ cnp.import_array()
 from pyconv._ext.gemm cimport context_of, grain_for, parallel_for, threads_for
 
 
-def _checked_output(name, what, iy, ix, int64_t planes, int64_t h, int64_t w):
-    """The (planes, OH, OW) float32 output, once every source row in ``iy`` and column in
-    ``ix`` is known to lie inside the (h, w) input (the kernels read without bounds)."""
-    if (iy.size and (iy.min() < 0 or iy.max() >= h)) or \
-            (ix.size and (ix.min() < 0 or ix.max() >= w)):
+cdef bint _inside(const int64_t[::1] v, int64_t n) noexcept:
+    """Every index of v lies in [0, n) (a C loop: NumPy's min and max cost more than a
+    small resize)."""
+    cdef Py_ssize_t i
+    for i in range(v.shape[0]):
+        if v[i] < 0 or v[i] >= n:
+            return False
+    return True
+
+
+def _checked_output(name, what, const int64_t[::1] iy, const int64_t[::1] ix,
+                    int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow):
+    """The (planes, oh, ow) float32 output, once every source row in ``iy`` and column in
+    ``ix`` (flat) is known to lie inside the (h, w) input (the kernels read without
+    bounds)."""
+    if not _inside(iy, h) or not _inside(ix, w):
         raise ValueError(f"{name}: source {what} outside the ({h}, {w}) input")
-    return np.empty((planes, iy.shape[0], ix.shape[0]), np.float32)
+    return np.empty((planes, oh, ow), np.float32)
 
 
 cdef struct _linear_job:
@@ -70,7 +81,8 @@ def linear_2d(x, iy, wy, ix, wx, context=None):
     if iyv.shape[1] != 2 or ixv.shape[1] != 2 or wyv.shape[0] != oh or wxv.shape[0] != ow \
             or wyv.shape[1] != 2 or wxv.shape[1] != 2:
         raise ValueError("linear_2d: taps must be (OH, 2) / (OW, 2) with matching weights")
-    y = _checked_output("linear_2d", "taps", np.asarray(iyv), np.asarray(ixv), planes, h, w)
+    y = _checked_output("linear_2d", "taps", np.asarray(iyv).reshape(-1),
+                        np.asarray(ixv).reshape(-1), planes, h, w, oh, ow)
     if planes == 0 or oh == 0 or ow == 0:
         return y
     cdef float[:, :, ::1] yv = y
@@ -119,6 +131,18 @@ cdef void _nearest_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept no
                 out[ox] = row[j.ix[ox]]
 
 
+cdef int64_t _repeat_factor(const int64_t[::1] ix, int64_t w) noexcept:
+    """k when ix is [0] * k + [1] * k + ... + [w - 1] * k (an integer upsampling), else 0."""
+    cdef int64_t ow = ix.shape[0], k, i
+    if w <= 0 or ow % w != 0:
+        return 0
+    k = ow // w
+    for i in range(ow):
+        if ix[i] != i // k:
+            return 0
+    return k
+
+
 def nearest_2d(x, iy, ix, context=None):
     """Nearest resizing of (P, H, W) float32 C-contiguous ``x`` to (P, OH, OW): output
     pixel (oy, ox) of each plane copies (iy[oy], ix[ox]) (int64 indices inside the
@@ -128,8 +152,7 @@ def nearest_2d(x, iy, ix, context=None):
     cdef const int64_t[::1] ixv = np.ascontiguousarray(ix, np.int64).reshape(-1)
     cdef int64_t planes = xv.shape[0], h = xv.shape[1], w = xv.shape[2]
     cdef int64_t oh = iyv.shape[0], ow = ixv.shape[0]
-    ix_a = np.asarray(ixv)
-    y = _checked_output("nearest_2d", "indices", np.asarray(iyv), ix_a, planes, h, w)
+    y = _checked_output("nearest_2d", "indices", iyv, ixv, planes, h, w, oh, ow)
     if planes == 0 or oh == 0 or ow == 0:
         return y
     cdef float[:, :, ::1] yv = y
@@ -138,9 +161,7 @@ def nearest_2d(x, iy, ix, context=None):
     j.y = &yv[0, 0, 0]
     j.h, j.w, j.oh, j.ow = h, w, oh, ow
     j.iy, j.ix = &iyv[0], &ixv[0]
-    j.repeat = 0
-    if ow % w == 0 and np.array_equal(ix_a, np.arange(ow) // (ow // w)):
-        j.repeat = ow // w
+    j.repeat = _repeat_factor(ixv, w)
     cdef int64_t rows = planes * oh
     cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
     with nogil:
