@@ -152,6 +152,91 @@ def _floats(value, name):
     return [as_float(v, f"{name}[{i}]") for i, v in enumerate(items)]
 
 
+def _checked(sizes, scales, roi, mode, coordinate_mode, nearest_mode, antialias,
+             exclude_outside, cubic_coeff_a, extrapolation_value):
+    """resize()'s arguments validated and normalised (lists of ints / floats, bools,
+    floats), in this order: sizes, scales, roi, antialias, exclude_outside, cubic_coeff_a,
+    extrapolation_value."""
+    with prefixed_errors("resize"):
+        as_choice(mode, MODES, "mode")
+        as_choice(coordinate_mode, COORDINATE_MODES, "coordinate_transformation_mode")
+        as_choice(nearest_mode, NEAREST_MODES, "nearest_mode")
+        antialias = as_bool(antialias, "antialias")
+        exclude_outside = as_bool(exclude_outside, "exclude_outside")
+        cubic_coeff_a = as_float(cubic_coeff_a, "cubic_coeff_a")
+        extrapolation_value = as_float(extrapolation_value, "extrapolation_value")
+        if sizes is not None:
+            sizes = list(as_shape(sizes, "sizes"))
+        if scales is not None:
+            scales = _floats(scales, "scales")
+        if roi is not None:
+            roi = _floats(roi, "roi")
+    if sizes is None and scales is None:
+        raise InvalidArgument("resize: sizes or scales must be given")
+    return sizes, scales, roi, antialias, exclude_outside, cubic_coeff_a, extrapolation_value
+
+
+def _resolve(shape, sizes, scales, roi, coordinate_transformation_mode):
+    """(sizes, scales, rois, crop) of a resize of an input of ``shape``: the output size
+    per axis, the scale per axis, the (start, end) region per axis and whether it is
+    ``tf_crop_and_resize`` (validated: see :func:`resize`)."""
+    r = len(shape)
+    crop = coordinate_transformation_mode == "tf_crop_and_resize"
+    if crop:
+        if roi is None or len(roi) != 2 * r:
+            raise ShapeError(f"resize: tf_crop_and_resize needs roi with {2 * r} values for a "
+                             f"rank-{r} input, got {None if roi is None else list(roi)}")
+        rois = [(float(roi[i]), float(roi[i + r])) for i in range(r)]
+    else:
+        rois = [(0.0, 1.0)] * r
+    if sizes is not None:
+        if len(sizes) != r or min(sizes, default=1) < 0:
+            raise ShapeError(f"resize: sizes {sizes} must have {r} non-negative values for "
+                             f"input shape {shape}")
+        if scales is not None and len(scales) not in (0, r):
+            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
+                             f"{shape}")
+        if not scales:
+            scales = [o / i if i else 1.0 for o, i in zip(sizes, shape)]
+    else:
+        if len(scales) != r:
+            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
+                             f"{shape}")
+        if not all(0 < s < math.inf for s in scales):
+            raise InvalidArgument(f"resize: scales {scales} must be positive and finite")
+        sizes = [math.floor(i * s) if math.isfinite(i * s) else math.inf
+                 for i, s in zip(shape, scales)]
+        if math.inf in sizes:
+            raise ShapeError(f"resize: scales {scales} make an infinite output size from "
+                             f"input shape {shape}")
+    check_tensor_size(sizes, "resize")
+    return sizes, scales, rois, crop
+
+
+def _taps_2d(shape, dtype, sizes, scales, mode, coordinate_mode, nearest_mode, antialias,
+             exclude_outside, crop):
+    """The C kernels' per-axis (indices, weights) of the last two axes when the resize is
+    nearest / bilinear over exactly those (both resized, float32), else None."""
+    r = len(shape)
+    if mode in ("nearest", "linear") and dtype == np.float32 and r >= 2 and \
+            not antialias and not exclude_outside and not crop and \
+            all(sizes[a] == shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
+            not any(sizes[a] == shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
+        return [_axis_taps(mode, coordinate_mode, sizes[a], shape[a], scales[a],
+                           nearest_mode) for a in (r - 2, r - 1)]
+    return None
+
+
+def _run_2d(x, sizes, mode, taps, context):
+    (iy, wy), (ix, wx) = taps
+    planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
+    if mode == "nearest":
+        y = _resize_kernels.nearest_2d(planes, iy, ix, context)
+    else:
+        y = _resize_kernels.linear_2d(planes, iy, wy, ix, wx, context)
+    return y.reshape(sizes)
+
+
 def resize(x, sizes=None, scales=None, mode="nearest",
            coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
            cubic_coeff_a=-0.75, exclude_outside=False, extrapolation_value=0.0,
@@ -205,68 +290,18 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     if x.dtype.kind not in "biuf":
         raise InvalidDType(f"resize: x must be a numeric array, got dtype {x.dtype}")
     r = x.ndim
-    with prefixed_errors("resize"):
-        as_choice(mode, MODES, "mode")
-        as_choice(coordinate_transformation_mode, COORDINATE_MODES,
-                  "coordinate_transformation_mode")
-        as_choice(nearest_mode, NEAREST_MODES, "nearest_mode")
-        antialias = as_bool(antialias, "antialias")
-        exclude_outside = as_bool(exclude_outside, "exclude_outside")
-        cubic_coeff_a = as_float(cubic_coeff_a, "cubic_coeff_a")
-        extrapolation_value = as_float(extrapolation_value, "extrapolation_value")
-        if sizes is not None:
-            sizes = list(as_shape(sizes, "sizes"))
-        if scales is not None:
-            scales = _floats(scales, "scales")
-        if roi is not None:
-            roi = _floats(roi, "roi")
-    if sizes is None and scales is None:
-        raise InvalidArgument("resize: sizes or scales must be given")
-    crop = coordinate_transformation_mode == "tf_crop_and_resize"
-    if crop:
-        if roi is None or len(roi) != 2 * r:
-            raise ShapeError(f"resize: tf_crop_and_resize needs roi with {2 * r} values for a "
-                             f"rank-{r} input, got {None if roi is None else list(roi)}")
-        rois = [(float(roi[i]), float(roi[i + r])) for i in range(r)]
-    else:
-        rois = [(0.0, 1.0)] * r
-    if sizes is not None:
-        if len(sizes) != r or min(sizes, default=1) < 0:
-            raise ShapeError(f"resize: sizes {sizes} must have {r} non-negative values for "
-                             f"input shape {x.shape}")
-        if scales is not None and len(scales) not in (0, r):
-            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
-                             f"{x.shape}")
-        if not scales:
-            scales = [o / i if i else 1.0 for o, i in zip(sizes, x.shape)]
-    else:
-        if len(scales) != r:
-            raise ShapeError(f"resize: scales {scales} must have {r} values for input shape "
-                             f"{x.shape}")
-        if not all(0 < s < math.inf for s in scales):
-            raise InvalidArgument(f"resize: scales {scales} must be positive and finite")
-        sizes = [math.floor(i * s) if math.isfinite(i * s) else math.inf
-                 for i, s in zip(x.shape, scales)]
-        if math.inf in sizes:
-            raise ShapeError(f"resize: scales {scales} make an infinite output size from "
-                             f"input shape {x.shape}")
-    check_tensor_size(sizes, "resize")
+    (sizes, scales, roi, antialias, exclude_outside, cubic_coeff_a,
+     extrapolation_value) = _checked(sizes, scales, roi, mode, coordinate_transformation_mode,
+                                     nearest_mode, antialias, exclude_outside, cubic_coeff_a,
+                                     extrapolation_value)
+    sizes, scales, rois, crop = _resolve(x.shape, sizes, scales, roi,
+                                         coordinate_transformation_mode)
     if 0 in x.shape or 0 in sizes:
         return np.zeros(sizes, x.dtype)
-    if mode in ("nearest", "linear") and x.dtype == np.float32 and r >= 2 and \
-            not antialias and not exclude_outside and not crop and \
-            all(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in range(r - 2)) and \
-            not any(sizes[a] == x.shape[a] and scales[a] == 1.0 for a in (r - 2, r - 1)):
-        # Nearest / bilinear over the last two axes (both resized): one C pass.
-        (iy, wy), (ix, wx) = [
-            _axis_taps(mode, coordinate_transformation_mode, sizes[a], x.shape[a],
-                       scales[a], nearest_mode) for a in (r - 2, r - 1)]
-        planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
-        if mode == "nearest":
-            y = _resize_kernels.nearest_2d(planes, iy, ix, context)
-        else:
-            y = _resize_kernels.linear_2d(planes, iy, wy, ix, wx, context)
-        return y.reshape(sizes)
+    taps = _taps_2d(x.shape, x.dtype, sizes, scales, mode, coordinate_transformation_mode,
+                    nearest_mode, antialias, exclude_outside, crop)
+    if taps is not None:        # nearest / bilinear over the last two axes: one C pass
+        return _run_2d(x, sizes, mode, taps, context)
     if mode == "nearest" and not crop:
         repeated = _integer_repeat(x, sizes, scales, coordinate_transformation_mode,
                                    nearest_mode)
@@ -299,3 +334,39 @@ def resize(x, sizes=None, scales=None, mode="nearest",
     if y.dtype != x.dtype:
         y = np.rint(y).astype(x.dtype) if x.dtype.kind in "iub" else y.astype(x.dtype)
     return np.ascontiguousarray(y)
+
+
+def bind_resize(x_shape, sizes=None, scales=None, mode="nearest",
+                coordinate_transformation_mode="half_pixel",
+                nearest_mode="round_prefer_floor", antialias=False, exclude_outside=False,
+                roi=None, context=None):
+    """:func:`resize` of a float32 input of ``x_shape`` bound once (a memory planner's
+    step), when it runs the C kernels (nearest / bilinear over the last two axes, both
+    resized); None otherwise.
+
+    Returns
+    -------
+    call : callable or None
+        ``call(x)`` returns the resized array, or None without computing anything when x
+        is not a float32 C-contiguous ndarray of ``x_shape`` (the caller then takes
+        :func:`resize`, which converts or reports)."""
+    shape = tuple(int(d) for d in x_shape)
+    sizes, scales, roi, antialias, exclude_outside, _, _ = _checked(
+        sizes, scales, roi, mode, coordinate_transformation_mode, nearest_mode, antialias,
+        exclude_outside, -0.75, 0.0)
+    sizes, scales, _, crop = _resolve(shape, sizes, scales, roi,
+                                      coordinate_transformation_mode)
+    if 0 in shape or 0 in sizes:
+        return None
+    taps = _taps_2d(shape, np.float32, sizes, scales, mode, coordinate_transformation_mode,
+                    nearest_mode, antialias, exclude_outside, crop)
+    if taps is None:
+        return None
+
+    def call(x):
+        if (type(x) is not np.ndarray or x.dtype != np.float32 or x.shape != shape
+                or not x.flags.c_contiguous):
+            return None
+        return _run_2d(x, sizes, mode, taps, context)
+    return call
+

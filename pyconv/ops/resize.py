@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv import functional as F
+from pyconv.functional._resize import bind_resize
+from pyconv.errors import PyconvError
 from pyconv.ops._base import Op, register, wrap_errors
 
 
@@ -18,15 +20,18 @@ class Resize(Op):
                   "exclude_outside": 0, "extrapolation_value": 0.0, "antialias": 0,
                   "axes": None, "keep_aspect_ratio_policy": "stretch"}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
+    def setup(self, consts):
+        self.consts = consts
+
+    def _arguments(self, shape, inputs):
+        """(sizes, scales, roi) over every axis of an input of ``shape``, from the inputs
+        and attributes (opset 10's scales input; 11+ roi, scales or sizes, axes and
+        keep_aspect_ratio_policy)."""
         a = self.attrs
-        r = x.ndim
+        r = len(shape)
         if self.opset < 11:
             # Opset 10: (X, scales); coordinates asymmetric, nearest rounds down.
-            scales = [float(s) for s in inputs[1]]
-            return [wrap_errors(self, F.resize, x, None, scales, a["mode"], "asymmetric",
-                                "floor", context=self.context)]
+            return None, [float(s) for s in inputs[1]], None
         roi = inputs[1] if _present(inputs, 1) else None
         scales = [float(s) for s in inputs[2]] if _present(inputs, 2) else None
         sizes = [int(s) for s in inputs[3]] if _present(inputs, 3) else None
@@ -37,7 +42,7 @@ class Resize(Op):
         given = scales if scales is not None else sizes
         if len(given) != len(axes):
             self.fail(f"{'scales' if sizes is None else 'sizes'} {given} must have "
-                      f"{len(axes)} values (input shape {x.shape})")
+                      f"{len(axes)} values (input shape {tuple(shape)})")
         if roi is not None:
             roi = [float(v) for v in roi]
             if len(roi) == 2 * len(axes) and len(axes) != r:
@@ -52,12 +57,12 @@ class Resize(Op):
             for i, d in enumerate(axes):
                 full_scales[d] = scales[i]
         else:
-            full_sizes = list(x.shape)
+            full_sizes = list(shape)
             for i, d in enumerate(axes):
                 full_sizes[d] = sizes[i]
             policy = str(a["keep_aspect_ratio_policy"])
             if policy != "stretch":
-                ratios = [full_sizes[d] / x.shape[d] for d in axes]
+                ratios = [full_sizes[d] / shape[d] for d in axes]
                 if policy == "not_larger":
                     s = min(ratios)
                 elif policy == "not_smaller":
@@ -66,13 +71,54 @@ class Resize(Op):
                     self.fail(f"keep_aspect_ratio_policy must be stretch, not_larger or "
                               f"not_smaller, got {policy!r}")
                 full_scales = [s if d in axes else 1.0 for d in range(r)]
-                full_sizes = [int(s * x.shape[d] + 0.5) if d in axes else x.shape[d]
+                full_sizes = [int(s * shape[d] + 0.5) if d in axes else shape[d]
                               for d in range(r)]
-        return [wrap_errors(self, F.resize, x, full_sizes, full_scales, a["mode"],
-                            a["coordinate_transformation_mode"], a["nearest_mode"],
+        return full_sizes, full_scales, roi
+
+    def _modes(self):
+        """(coordinate_transformation_mode, nearest_mode) as this opset reads them."""
+        a = self.attrs
+        if self.opset < 11:
+            return "asymmetric", "floor"
+        return a["coordinate_transformation_mode"], a["nearest_mode"]
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        a = self.attrs
+        sizes, scales, roi = self._arguments(x.shape, inputs)
+        ctm, nearest = self._modes()
+        return [wrap_errors(self, F.resize, x, sizes, scales, a["mode"], ctm, nearest,
                             a["cubic_coeff_a"], bool(a["exclude_outside"]),
                             a["extrapolation_value"], bool(a["antialias"]), roi,
                             context=self.context)]
+
+    def bind(self, specs, out):
+        """The C kernels bound to the planned float32 input shape when every other input
+        is a constant; None where ``run`` must decide."""
+        if specs[0] is None or specs[0][1] != np.float32:
+            return None
+        if any(i not in self.consts for i in range(1, len(self.node.inputs))
+               if self.node.inputs[i]):
+            return None                 # scales or sizes computed at run time
+        a = self.attrs
+        shape = tuple(specs[0][0])
+        inputs = [None] + [self.consts.get(i) for i in range(1, len(self.node.inputs))]
+        try:
+            sizes, scales, roi = self._arguments(shape, inputs)
+            ctm, nearest = self._modes()
+            call = bind_resize(shape, sizes, scales, a["mode"], ctm, nearest,
+                               bool(a["antialias"]), bool(a["exclude_outside"]), roi,
+                               context=self.context)
+        except PyconvError:
+            return None                 # the run reports it
+        if call is None:
+            return None
+        run = self.run
+
+        def step(inputs):
+            y = call(inputs[0])
+            return [y] if y is not None else run(inputs)
+        return step
 
 
 @register("Upsample")

@@ -371,6 +371,36 @@ def test_shape_ops_are_bound_steps_matching_onnxruntime(rng):
         calls["Squeeze"]([other, i64(-1)])
 
 
+@pytest.mark.parametrize("attrs,consts", [
+    ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+      "nearest_mode": "floor"}, {"scales": np.array([1, 1, 2, 2], np.float32)}),
+    ({"mode": "linear"}, {"sizes": np.array([1, 3, 13, 7], np.int64)}),
+    ({"mode": "nearest", "axes": [2, 3]}, {"scales": np.array([3, 0.5], np.float32)}),
+], ids=["nearest-2x", "bilinear-sizes", "nearest-axes"])
+def test_resize_with_constant_scales_is_a_bound_step(rng, attrs, consts):
+    """Resize with constant scales or sizes binds the C kernel to the planned shape (its
+    taps computed once); results match onnxruntime; another shape takes the op's run."""
+    names = ["x", "roi", "scales", "sizes"]
+    inputs = ["x", ""] + [n if n in consts else "" for n in names[2:]]
+    while inputs[-1] == "":
+        inputs.pop()
+    nodes = [helper.make_node("Resize", inputs, ["r"], **attrs),
+             helper.make_node("Relu", ["r"], ["y"])]
+    m = B.model(nodes, [("x", [1, 3, "h", "w"])], [("y", None)], consts, opset=18)
+    s = pyconv.InferenceSession(m)
+    for _ in range(3):
+        x = B.rand(rng, 1, 3, 6, 10) - 0.5
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], B.ort_run(m, {"x": x})[0],
+                                   rtol=1e-6, atol=1e-6)
+    assert bound_steps(s) == ["Resize", "Relu"]
+    (plan,) = s._program.plans.values()
+    calls = {step.node.op_type: call for call, *_, step in plan._pool[-1].steps}
+    other = B.rand(rng, 1, 3, 4, 4)
+    args = [other, None] + [consts.get(n) for n in names[2:len(inputs)]]
+    np.testing.assert_allclose(np.maximum(calls["Resize"](args)[0], 0),
+                               B.ort_run(m, {"x": other})[0], rtol=1e-6, atol=1e-6)
+
+
 def test_bound_steps_take_the_general_path_when_shapes_depend_on_data(rng):
     # The conv's input shape comes from the values of an input: every feed has the same
     # signature (one plan), but the planned shapes only hold for the first.
