@@ -969,17 +969,29 @@ def as_choice(value, choices, name: str) -> str:
     return value
 
 
-def as_shape(value, name: str, *, minimum: int = 0) -> tuple[int, ...]:
-    """``value`` as a tuple of ints ``>= minimum`` (a sequence or a 1-D integer array;
-    a single int, a string, a float or None is refused with the argument named)."""
+def _sequence(value, name: str, what: str) -> tuple:
+    """The items of a sequence or 1-D array ``value``; a scalar, a string or None is
+    refused with the argument named (``what``: "ints", "numbers")."""
     try:
         if isinstance(value, (str, bytes)) or getattr(value, "ndim", 1) != 1:
             raise TypeError
-        items = tuple(value)
+        return tuple(value)
     except TypeError:
-        raise InvalidArgument(f"{name} must be a sequence of ints, got "
+        raise InvalidArgument(f"{name} must be a sequence of {what}, got "
                               f"{type(value).__name__} {value!r}") from None
-    return tuple(_as_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(items))
+
+
+def as_shape(value, name: str, *, minimum: int = 0) -> tuple[int, ...]:
+    """``value`` as a tuple of ints ``>= minimum`` (a sequence or a 1-D integer array;
+    a single int, a string, a float or None is refused with the argument named)."""
+    return tuple(_as_int(v, f"{name}[{i}]", minimum)
+                 for i, v in enumerate(_sequence(value, name, "ints")))
+
+
+def as_floats(value, name: str) -> list[float]:
+    """``value`` as a list of floats (a sequence or a 1-D array), as :func:`as_shape`."""
+    return [as_float(v, f"{name}[{i}]")
+            for i, v in enumerate(_sequence(value, name, "numbers"))]
 
 
 _KINDS = ("conv", "conv_transpose", "pool")

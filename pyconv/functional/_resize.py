@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from pyconv._ext import resize as _resize_kernels
-from pyconv.arithmetic import (as_bool, as_choice, as_float, as_shape, check_tensor_size,
-                               prefixed_errors)
+from pyconv.arithmetic import (as_bool, as_choice, as_float, as_floats, as_shape,
+                               check_tensor_size, prefixed_errors)
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
 __all__ = ["resize"]
@@ -140,18 +140,6 @@ def _integer_repeat(x, sizes, scales, coordinate_mode, nearest_mode):
     return y
 
 
-def _floats(value, name):
-    """``value`` as a list of floats (a sequence or a 1-D array), else InvalidArgument."""
-    try:
-        if isinstance(value, (str, bytes)) or getattr(value, "ndim", 1) != 1:
-            raise TypeError
-        items = list(value)
-    except TypeError:
-        raise InvalidArgument(f"{name} must be a sequence of numbers, got "
-                              f"{type(value).__name__} {value!r}") from None
-    return [as_float(v, f"{name}[{i}]") for i, v in enumerate(items)]
-
-
 def _checked(sizes, scales, roi, mode, coordinate_mode, nearest_mode, antialias,
              exclude_outside, cubic_coeff_a, extrapolation_value):
     """resize()'s arguments validated and normalised (lists of ints / floats, bools,
@@ -168,9 +156,9 @@ def _checked(sizes, scales, roi, mode, coordinate_mode, nearest_mode, antialias,
         if sizes is not None:
             sizes = list(as_shape(sizes, "sizes"))
         if scales is not None:
-            scales = _floats(scales, "scales")
+            scales = as_floats(scales, "scales")
         if roi is not None:
-            roi = _floats(roi, "roi")
+            roi = as_floats(roi, "roi")
     if sizes is None and scales is None:
         raise InvalidArgument("resize: sizes or scales must be given")
     return sizes, scales, roi, antialias, exclude_outside, cubic_coeff_a, extrapolation_value
