@@ -84,11 +84,13 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
 /* The convolution's phase copy of one input channel (see conv.pyx, phase_copy): for
  * row phase py, the sw planes q = 0..sw-1, each hq rows of wq floats (planes `plane`
  * floats apart), get dst[q * plane + i * wq + j] = x[iy * w + ix] with iy = i * sh + py - ph
- * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0.
+ * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0: rows
+ * i0 <= i < i1 of the hq (a band: threads fill the rows their tiles read).
  * sw <= PYCONV_MAX_PHASE_STRIDE. */
 typedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
                                       int64_t sw, int64_t py, int64_t ph, int64_t pw,
-                                      int64_t hq, int64_t wq, int64_t plane, float *dst);
+                                      int64_t wq, int64_t plane, int64_t i0, int64_t i1,
+                                      float *dst);
 
 /* One run of consecutive floats: src offset, length, dst offset. */
 typedef struct {

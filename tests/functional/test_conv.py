@@ -129,6 +129,23 @@ def test_batch_and_threads_give_identical_results(rng):
     np.testing.assert_array_equal(F.conv2d(x[2:3], w, padding=1), outs[0][2:3])
 
 
+@pytest.mark.parametrize("threads_", [3, 5])
+@pytest.mark.parametrize("n,sp,s,d", [(1, (13, 11), 1, 1), (1, (17, 9), 2, 1),
+                                      (2, (7, 12), 1, 2), (1, (3, 30), 3, 1)])
+def test_phase_copy_bands_match_reference(algorithm, rng, threads_, n, sp, s, d):
+    """The phase copy is filled in row bands, one per thread (ragged with 3 or 5 threads
+    on these heights), before the tiles read it, rows of other bands included."""
+    x, w, b = rand(rng, n, 6, *sp), rand(rng, 10, 6, 3, 3), rand(rng, 10)
+    previous = pyconv.get_num_threads()
+    try:
+        pyconv.set_num_threads(threads_)
+        got = F.conv2d(x, w, b, stride=s, padding=1, dilation=d)
+    finally:
+        pyconv.set_num_threads(previous)
+    pb, pe = arithmetic.resolve_padding(1, 2)
+    assert_close(got, R.conv_nd(x, w, b, (s, s), pb, pe, (d, d), 1), 6 * 9)
+
+
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("mode", ["same", "same_upper", "same_lower", "valid"])
 def test_string_padding_modes(rng, stride, mode):
