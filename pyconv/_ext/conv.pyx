@@ -38,7 +38,7 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                sgemm_workspace_floats, strided_b, workspace_floats,
                                planned_array, arrays_overlap, check_bound_out, exec_ctx,
                                context_of, parallel_for, grain_for, B_PACK_COPY,
-                               B_PACK_IM2COL, sgemm_row_blocks)
+                               B_PACK_IM2COL, sgemm_row_blocks, partial_panel_width)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)

@@ -43,8 +43,8 @@ cdef im2col_segment *_column_runs(int64_t n0, int64_t nc, int64_t kc, int64_t nr
 
 cdef inline void _zero_last_panel(float *dst, int64_t kc, int64_t nc, int64_t nr) noexcept nogil:
     """Zeroes the columns past nc of the last, partial NR panel of a kc-deep block."""
-    cdef int64_t p = nc // nr, tail = (nc + nr - 1) // nr * nr - nc, kk
-    if tail:
+    cdef int64_t p = nc // nr, tail = partial_panel_width(nc - p * nr, nr) - (nc - p * nr), kk
+    if nc % nr and tail:
         for kk in range(kc):
             _zero(dst + p * kc * nr + kk * nr + (nc - p * nr), tail)
 

@@ -151,6 +151,14 @@ cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int
                       float alpha, float beta, const pyconv_epilogue *ep, float *bbuf,
                       float *tile) noexcept nogil
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil
+
+
+cdef inline int64_t partial_panel_width(int64_t cols, int64_t nr) noexcept nogil:
+    """Columns of a packed B panel holding cols < nr columns that the kernels read: the
+    edge kernels compute whole 16-float vectors (fewer for AVX2 / generic, whose panels
+    are 16 wide), so the zero fill stops there: 1 column of a 48-wide AVX-512 panel
+    (7x7 maps) zeroed 47 floats per k step."""
+    return min(nr, (cols + 15) // 16 * 16)
 # How one (a.m x n) product runs: threads, B block, thread grid, workspace; decided once.
 cdef struct sgemm_plan:
     int64_t n, mpanels, npanels, kc, nc, stride, tm, tn, workspace_floats

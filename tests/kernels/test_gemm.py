@@ -63,18 +63,21 @@ def test_large_and_skinny(isa, threads, rng, m, k, n):
     assert_gemm_close(pyconv.matmul(a, b), a, b)
 
 
-def test_partial_tiles_of_every_width(isa, rng):
-    """Every column count of a partial tile (each vector count of the edge kernels), with a
-    full and a one-row panel, accumulated onto C (beta) and not."""
+@pytest.mark.parametrize("k", [7, 263])
+def test_partial_tiles_of_every_width(isa, rng, k):
+    """Every column count of a partial tile (each vector count of the edge kernels, and
+    the narrow AVX-512 tiles of 1-7 columns with their interleaved k chains and tails),
+    with a full and a one-row panel, after a full tile and alone, over one and over two K
+    blocks, accumulated onto C (beta) and not."""
     info = gemm.kernel_info()
     mr, nr = info["mr"], info["nr"]
-    for n in range(1, nr + 1):
-        a, b, c0 = random(rng, (mr + 1, 7)), random(rng, (7, n)), random(rng, (mr + 1, n))
+    for n in [*range(1, nr + 1), nr + 1, nr + 5]:
+        a, b, c0 = random(rng, (mr + 1, k)), random(rng, (k, n)), random(rng, (mr + 1, n))
         assert_gemm_close(pyconv.matmul(a, b), a, b)
         out = c0.copy()
         gemm.sgemm(a, b, out, beta=0.5)
-        np.testing.assert_allclose(out, a.astype(np.float64) @ b + 0.5 * c0, rtol=1e-5,
-                                   atol=1e-5)
+        bound = (k + 4) * EPS32 * (np.abs(a).astype(np.float64) @ np.abs(b) + np.abs(c0))
+        assert np.all(np.abs(out - (a.astype(np.float64) @ b + 0.5 * c0)) <= bound + 1e-6)
 
 
 def test_shifted_tiles_of_every_width(isa, rng):
