@@ -338,9 +338,10 @@ cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                           int64_t nr, float *dst) noexcept nogil:
     cdef const strided_b *b = <const strided_b *>ctx
-    cdef int64_t p, jr, j, kk, cols, width
+    cdef int64_t p, jr, j, kk, cols, width, sk
     cdef const float *src
     cdef float *out
+    cdef float *row
     for p in range((nc + nr - 1) // nr):
         jr = p * nr
         cols = min(nr, nc - jr)
@@ -348,11 +349,17 @@ cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, in
         src = b.data + k0 * b.sk + (n0 + jr) * b.sn
         if cols < nr and b.sn == 1:
             width = partial_panel_width(cols, nr)
-            for kk in range(kc):        # a few columns: no library call per k step
-                for j in range(width):  # (vectorised)
-                    out[kk * nr + j] = 0.0
-                for j in range(cols):
-                    out[kk * nr + j] = src[kk * b.sk + j]
+            sk = b.sk
+            for kk in range(kc):
+                row = out + kk * nr
+                for j in range(cols, width):
+                    row[j] = 0.0
+                if cols >= 8:
+                    memcpy(row, src, cols * sizeof(float))
+                else:                   # a few columns: no library call per k step
+                    for j in range(cols):
+                        row[j] = src[j]
+                src += sk
             continue
         if cols < nr:
             memset(out, 0, kc * nr * sizeof(float))
