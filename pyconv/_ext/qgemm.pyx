@@ -6,7 +6,7 @@
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
 from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, threads_for,
                                workspace_floats)
@@ -55,7 +55,7 @@ cdef extern from "qgemm.h" nogil:
                                                  int64_t c, int64_t oy, int64_t ow,
                                                  int64_t kh, int64_t kw, int64_t sh,
                                                  int64_t sw, int64_t ph, int64_t pw,
-                                                 int64_t dh, int64_t dw, const int16_t *wts,
+                                                 int64_t dh, int64_t dw, const float *wts,
                                                  int32_t xz, const int32_t *bias,
                                                  const float *mult, float lo, float hi,
                                                  int32_t yz, int32_t *acc,
@@ -357,7 +357,7 @@ cdef struct _qconv:
     const uint8_t *x_hwc        # its (n, h * w, c) layout (GEMM and NHWC depthwise paths)
     const int8_t *packed        # per group, npad * kp bytes
     const int8_t *w_dw          # depthwise weights (c, kh * kw)
-    const int16_t *w_dw16       # the same as (kh * kw, c) int16 (NHWC depthwise path)
+    const float *w_dwf          # the same as (kh * kw, c) float32 (NHWC depthwise path)
     const int32_t *bias         # per output channel; the GEMM path's has -xz * colsum in it
     const float *mult
     float lo, hi                # clamp bounds minus the output zero point
@@ -491,7 +491,7 @@ cdef void _qconv_depthwise_nhwc(void *arg, int64_t lo, int64_t hi, int slot) noe
         img = t // q.oh
         oy = t % q.oh
         q.kernel.dw_row_nhwc(q.x + img * q.h * q.w * q.c, q.h, q.w, q.c, oy, q.ow, q.kh,
-                             q.kw, q.sh, q.sw, q.ph, q.pw, q.dh, q.dw, q.w_dw16, q.xz,
+                             q.kw, q.sh, q.sw, q.ph, q.pw, q.dh, q.dw, q.w_dwf, q.xz,
                              q.bias, q.mult, q.lo, q.hi, q.yz, acc,
                              q.y + t * q.ow * q.m)
 
@@ -506,7 +506,7 @@ cdef class QConv2d:
     cdef readonly int64_t m, cg, groups, kh, kw
     cdef readonly bint depthwise
     cdef readonly object out_dtype
-    cdef object packed, bias, mult, w_dw, w_dw16
+    cdef object packed, bias, mult, w_dw, w_dwf
     cdef int32_t xz, yz
     cdef float lo, hi
 
@@ -532,7 +532,7 @@ cdef class QConv2d:
         self.depthwise = cg == 1 and groups == m
         if self.depthwise:
             self.w_dw = np.ascontiguousarray(w.reshape(m, kh * kw))
-            self.w_dw16 = np.ascontiguousarray(self.w_dw.T, np.int16)
+            self.w_dwf = np.ascontiguousarray(self.w_dw.T, np.float32)
             self.bias = np.ascontiguousarray(bias.astype(np.int32))
             return
         mg = m // groups
@@ -596,8 +596,8 @@ cdef class QConv2d:
         if y.size == 0:
             return y.view(self.out_dtype)
         if self.depthwise and channels_last:
-            wdw = self.w_dw16
-            q.w_dw16 = <const int16_t *>cnp.PyArray_DATA(wdw)
+            wdw = self.w_dwf
+            q.w_dwf = <const float *>cnp.PyArray_DATA(wdw)
             q.x_hwc = q.x
             tasks = n * oh
             nthreads = threads_for(tasks * ow * self.m * self.kh * self.kw, c.nthreads)

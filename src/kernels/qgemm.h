@@ -61,7 +61,7 @@ typedef void (*pyconv_qgemm_dw_row_nhwc_fn)(const uint8_t *x, int64_t h, int64_t
                                             int64_t c, int64_t oy, int64_t ow, int64_t kh,
                                             int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                                             int64_t pw, int64_t dh, int64_t dw,
-                                            const int16_t *wts, int32_t xz,
+                                            const float *wts, int32_t xz,
                                             const int32_t *bias, const float *mult, float lo,
                                             float hi, int32_t yz, int32_t *acc, uint8_t *dst);
 typedef void (*pyconv_qgemm_maxpool_row_fn)(const uint8_t *x, int64_t h, int64_t w, int64_t c,

@@ -69,6 +69,9 @@ CONVS = {
                              pads=(1, 1, 1, 1)),
     "depthwise_5x5_odd_channels": dict(c=19, m=19, k=(5, 5), group=19, pads=(2, 2, 2, 2)),
     "depthwise_dilated_no_pad": dict(c=16, m=16, k=(3, 3), group=16, dilations=(2, 2)),
+    # Channel blocks of 64, 32, 16, 8 and single channels; a kernel beyond the batched taps.
+    "depthwise_138_channels": dict(c=138, m=138, k=(3, 3), group=138, pads=(1, 1, 1, 1)),
+    "depthwise_9x9": dict(c=20, m=20, k=(9, 9), group=20, pads=(4, 4, 4, 4)),
     "int8_output": dict(c=16, m=16, k=(3, 3), pads=(1, 1, 1, 1), y_dtype=np.int8),
     "int8_output_depthwise": dict(c=16, m=16, k=(3, 3), group=16, y_dtype=np.int8),
     "per_tensor_no_bias": dict(c=16, m=24, k=(3, 3), per_channel=False, bias=False),
