@@ -105,8 +105,13 @@ def test_channels_last_qlinearconv_matches_onnxruntime(case, threads):
             opts.intra_op_num_threads = threads
             got, = pyconv.InferenceSession(model, opts).run(None, {"x": x})
             want = _onnx_reference(model, x)
-        else:
-            (got,), (want,) = _both(model, {"x": x}, threads)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            # The reference requantizes in float64, onnxruntime (and pyconv) in float32:
+            # a product next to a rounding tie may round the other way.
+            diff = np.abs(got.astype(np.int32) - want)
+            assert diff.max() <= 1 and np.count_nonzero(diff) <= max(2, diff.size // 500)
+            continue
+        (got,), (want,) = _both(model, {"x": x}, threads)
         assert got.dtype == want.dtype and got.shape == want.shape, (got.shape, want.shape)
         np.testing.assert_array_equal(got, want)
 
