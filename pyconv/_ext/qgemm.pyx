@@ -66,6 +66,12 @@ cdef extern from "qgemm.h" nogil:
                                                  int64_t sw, int64_t ph, int64_t pw,
                                                  int64_t dh, int64_t dw,
                                                  uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
+                                                  const uint8_t *a, int64_t lda,
+                                                  const int8_t *bp, int64_t n,
+                                                  const int32_t *bias, const float *mult,
+                                                  float lo, float hi, int32_t yz,
+                                                  uint8_t *dst, int64_t ldd) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -80,6 +86,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_dw_row_nhwc_fn dw_row_nhwc
         pyconv_qgemm_maxpool_row_fn maxpool_row_u8
         pyconv_qgemm_maxpool_row_fn maxpool_row_s8
+        pyconv_qgemm_gemm_requant_fn gemm_requant
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
@@ -443,6 +450,8 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
+    cdef uint8_t *dst
+    cdef int64_t ldd
     for t in range(lo, hi):
         img = t // (q.groups * q.row_blocks)
         g = (t // q.row_blocks) % q.groups
@@ -456,15 +465,25 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
             for p in range(p0, p1):
                 _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
             rows_a = a
-        q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp, acc,
-                      q.npad)
-        if q.channels_last:     # requantized in place: (positions, channels) is NHWC
+        # Requantized as (positions, channels): in place where that is the output's layout
+        # (NHWC), else into the tile transposed into the NCHW planes.
+        if q.channels_last:
+            dst = q.y + (img * P + p0) * q.m + g * q.mg
+            ldd = q.m
+        else:
+            dst = tile
+            ldd = q.mg
+        if q.kernel.gemm_requant != NULL:
+            q.kernel.gemm_requant(rows, q.npad, q.kp, rows_a, q.kp,
+                                  q.packed + g * q.npad * q.kp, q.mg, q.bias + g * q.mg,
+                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd)
+        else:
+            q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp,
+                          acc, q.npad)
             q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
-                             q.lo, q.hi, q.yz, q.y + (img * P + p0) * q.m + g * q.mg, q.m)
+                             q.lo, q.hi, q.yz, dst, ldd)
+        if q.channels_last:
             continue
-        # Requantized as (positions, channels), then transposed into the NCHW planes.
-        q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
-                         q.lo, q.hi, q.yz, tile, q.mg)
         q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
 
 
