@@ -663,7 +663,8 @@ cdef class QConv2d:
         q.row_blocks = (P + rows - 1) // rows
         q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
                             + _round_up(rows * q.mg, 64))
-        check_tensor_size((n, q.h * q.w, q.c))
+        if not channels_last:
+            check_tensor_size((n, q.h * q.w, q.c))
         # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
         # per-thread scratch, then the (pixels, channels) image unless x is NHWC already.
         cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
@@ -880,3 +881,44 @@ def max_pool_nhwc(x, kernel_shape, strides, pads_begin, dilations, output_shape,
         else:
             parallel_for(nthreads, rows, grain_for(rows, nthreads), _qpool_rows, &t)
     return y
+
+
+def channel_sums(x, bint channels_last, context=None):
+    """int32 sums over the spatial dims of 8-bit ``x`` (n, c, *spatial), or (n, *spatial,
+    c) where ``channels_last``: (n, c). Exact below 2 ** 23 pixels per plane."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.ndim < 3:
+        raise InvalidDType(f"channel sums: input must be a uint8 or int8 array of rank >= 3, "
+                           f"got {getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef int64_t n = x.shape[0], c = x.shape[x.ndim - 1] if channels_last else x.shape[1]
+    cdef int64_t plane = x.size // max(n * c, 1), i, j, k
+    if plane >= 1 << 23:
+        raise InvalidArgument(f"channel sums: {plane} pixels per plane, at most {1 << 23}")
+    cdef cnp.ndarray out = np.zeros((n, c), np.int32)
+    cdef int32_t *o = <int32_t *>cnp.PyArray_DATA(out)
+    cdef const uint8_t *u = <const uint8_t *>cnp.PyArray_DATA(xc)
+    cdef const int8_t *s8 = <const int8_t *>cnp.PyArray_DATA(xc)
+    cdef int32_t acc
+    cdef bint signed = x.dtype == np.int8
+    with nogil:
+        for i in range(n):
+            if channels_last:
+                for j in range(plane):
+                    if signed:
+                        for k in range(c):
+                            o[i * c + k] += s8[(i * plane + j) * c + k]
+                    else:
+                        for k in range(c):
+                            o[i * c + k] += u[(i * plane + j) * c + k]
+            else:
+                for k in range(c):
+                    acc = 0
+                    if signed:
+                        for j in range(plane):
+                            acc += s8[(i * c + k) * plane + j]
+                    else:
+                        for j in range(plane):
+                            acc += u[(i * c + k) * plane + j]
+                    o[i * c + k] = acc
+    return out

@@ -715,10 +715,15 @@ class QLinearGlobalAveragePool(Op):
         x = _integer(self, inputs[0], 0)
         if x.ndim < 3:
             self.fail(f"input must have rank >= 3 (N, C, spatial...), got shape {x.shape}")
-        axes = tuple(range(1, x.ndim - 1)) if self.attrs["channels_last"] else \
-            tuple(range(2, x.ndim))
-        total = x.astype(np.int64).sum(axis=axes, keepdims=True)
+        channels_last = bool(self.attrs["channels_last"])
+        axes = tuple(range(1, x.ndim - 1)) if channels_last else tuple(range(2, x.ndim))
         count = int(np.prod([x.shape[a] for a in axes]))
+        keep = [1 if a in axes else x.shape[a] for a in range(x.ndim)]
+        if x.dtype in (U8, I8) and 0 < count < 1 << 23:
+            total = qgemm.channel_sums(x, channels_last, self.context).astype(np.int64).reshape(
+                keep)
+        else:
+            total = x.astype(np.int64).sum(axis=axes, keepdims=True)
         x_scale, x_zp = _per_tensor(self, inputs, 1, 2, x.dtype)
         mean = (total - count * int(x_zp[0])).astype(np.float32) \
             * (x_scale[0] / np.float32(count))

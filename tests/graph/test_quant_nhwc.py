@@ -168,6 +168,26 @@ def test_nhwc_max_pool_bad_input_is_a_clear_error():
             pyconv.InferenceSession(model).run(None, {"x": x})
 
 
+@pytest.mark.parametrize("channels_last", [0, 1])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_global_average_pool_matches_onnxruntime(channels_last, dtype):
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    inits = {"xs": np.float32(0.03), "xz": np.array(rng.integers(info.min, info.max), dtype),
+             "ys": np.float32(0.021), "yz": np.array(rng.integers(info.min, info.max), dtype)}
+    node = helper.make_node("QLinearGlobalAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"],
+                            domain=MS, channels_last=channels_last)
+    model = _model([node], inits, [("x", helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))],
+                   ["y"])
+    for shape in [(1, 7, 7, 64), (2, 5, 3, 1280), (3, 1, 1, 17), (2, 16, 16, 3)]:
+        if not channels_last:
+            shape = (shape[0], shape[3], shape[1], shape[2])
+        x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        (got,), (want,) = _both(model, {"x": x})
+        assert got.dtype == want.dtype and got.shape == want.shape, (got.shape, want.shape)
+        np.testing.assert_array_equal(got, want)
+
+
 def _mobile_net(rng):
     """A float net with the layers of MobileNet-style and ResNet-style int8 chains:
     stride-2 stem, MaxPool, expand 1x1 -> depthwise 3x3 (stride 1 and 2, ReLU6) ->

@@ -140,3 +140,16 @@ def test_max_pool_nhwc_every_isa(isa, dtype):
     np.testing.assert_array_equal(got, want)
     with pytest.raises(InvalidDType, match="uint8 or int8"):
         qgemm.max_pool_nhwc(x.astype(np.int16), (3, 3), (2, 2), (1, 1), (1, 1), (5, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_channel_sums_both_layouts(dtype):
+    rng = np.random.default_rng(8)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (3, 5, 7, 33)).astype(dtype)
+    np.testing.assert_array_equal(qgemm.channel_sums(x, True),
+                                  x.astype(np.int64).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(qgemm.channel_sums(x, False),
+                                  x.astype(np.int64).sum(axis=(2, 3)))
+    with pytest.raises(InvalidDType, match="uint8 or int8"):
+        qgemm.channel_sums(x.astype(np.int32), True)
