@@ -26,6 +26,7 @@ __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvI
 _QUANT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}
 _INTEGER_INPUTS = (np.uint8, np.int8, np.uint16, np.int16, np.int32)
 _UINT8 = np.dtype(np.uint8)
+_FLOAT32 = np.dtype(np.float32)
 U8, I8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 
@@ -88,6 +89,14 @@ def _along(op, param, x, axis, block_size, name):
     return param.reshape(shape)
 
 
+def _per_tensor_const(scale, zp):
+    """Whether constant ``scale`` and ``zp`` are one finite float scale and one integer
+    zero point."""
+    return isinstance(scale, np.ndarray) and isinstance(zp, np.ndarray) \
+        and scale.size == 1 and zp.size == 1 and scale.dtype.kind == "f" \
+        and bool(np.all(np.isfinite(scale)))
+
+
 @register("QuantizeLinear")
 class QuantizeLinear(Op):
     """``y = saturate(round_half_even(x / scale) + zero_point)``."""
@@ -96,8 +105,22 @@ class QuantizeLinear(Op):
                   "precision": 0}
     required_inputs = 2
 
+    def setup(self, consts):
+        # Constant per-tensor parameters (a QDQ model's): checked once, each run goes
+        # straight to the kernel.
+        self.fast = None
+        scale, zp = consts.get(1), consts.get(2)
+        code = int(self.attrs["output_dtype"] or 0)
+        if int(self.attrs["block_size"]) == 0 and _per_tensor_const(scale, zp) \
+                and zp.dtype.type in _QUANT_TYPES.values() and scale.dtype == np.float32 \
+                and np.all(scale > 0) and (not code or _QUANT_TYPES.get(code) is zp.dtype.type):
+            self.fast = (scale.reshape(()), zp.reshape(()), zp.dtype.type)
+
     def run(self, inputs, out=None):
         x = inputs[0]
+        fast = self.fast
+        if fast is not None and type(x) is np.ndarray and x.dtype == _FLOAT32 and x.ndim:
+            return [qgemm.quantize(x, fast[0], fast[1], 0, fast[2], self.context)]
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             self.fail(f"input '{self.input_name(0)}' must be a float tensor", InvalidDType)
         scale = _scale(self, inputs, 1)
@@ -134,8 +157,19 @@ class DequantizeLinear(Op):
     attributes = {"axis": 1, "block_size": 0, "output_dtype": 0}
     required_inputs = 2
 
+    def setup(self, consts):
+        self.fast = None        # as QuantizeLinear's
+        scale, zp = consts.get(1), consts.get(2)
+        if int(self.attrs["block_size"]) == 0 and _per_tensor_const(scale, zp) \
+                and scale.dtype == np.float32 and zp.dtype.type in _QUANT_TYPES.values():
+            self.fast = (scale.reshape(()), zp.reshape(()), zp.dtype)
+
     def run(self, inputs, out=None):
-        x = _integer(self, inputs[0], 0, _INTEGER_INPUTS)
+        x = inputs[0]
+        fast = self.fast
+        if fast is not None and type(x) is np.ndarray and x.dtype == fast[2] and x.ndim:
+            return [qgemm.dequantize(x, fast[0], fast[1], 0, self.context)]
+        x = _integer(self, x, 0, _INTEGER_INPUTS)
         scale = _scale(self, inputs, 1)
         zp = _zero_point(self, inputs, 2)
         axis, block = self.attrs["axis"], int(self.attrs["block_size"])

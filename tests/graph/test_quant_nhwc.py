@@ -168,6 +168,28 @@ def test_nhwc_max_pool_bad_input_is_a_clear_error():
             pyconv.InferenceSession(model).run(None, {"x": x})
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_same_shape_qlinear_add_is_onnxruntime_bit_for_bit(dtype, threads):
+    """The residual adds of the chains: same-shape inputs on the one-pass kernel (16-wide
+    vectors and a scalar tail) give onnxruntime's bytes."""
+    rng = np.random.default_rng(6)
+    info = np.iinfo(dtype)
+    inits = {"as": np.float32(0.05), "az": np.array(rng.integers(info.min, info.max), dtype),
+             "bs": np.float32(0.031), "bz": np.array(rng.integers(info.min, info.max), dtype),
+             "ys": np.float32(0.07), "yz": np.array(rng.integers(info.min, info.max), dtype)}
+    node = helper.make_node("QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"],
+                            ["y"], domain=MS)
+    code = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model = _model([node], inits, [("a", code), ("b", code)], ["y"])
+    for shape in [(1, 7, 9, 33), (2, 3, 5, 16), (1, 1, 1, 5), (1, 32, 32, 256)]:
+        a = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        b = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        (got,), (want,) = _both(model, {"a": a, "b": b}, threads)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("channels_last", [0, 1])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_qlinear_global_average_pool_matches_onnxruntime(channels_last, dtype):
