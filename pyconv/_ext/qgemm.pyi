@@ -43,8 +43,8 @@ class QConv2d:
                  qmax: int, groups: int, out_dtype: object = ...) -> None: ...
     def run(self, x: npt.NDArray[np.uint8], output_shape: tuple[int, int],
             strides: tuple[int, int], pads_begin: tuple[int, int],
-            dilations: tuple[int, int], context: Optional[ExecutionContext] = None
-            ) -> npt.NDArray: ...
+            dilations: tuple[int, int], context: Optional[ExecutionContext] = None,
+            channels_last: bool = False) -> npt.NDArray: ...
 
 def qlinear_add(a: npt.NDArray, a_scale: float, a_zero_point: int, b: npt.NDArray,
                 b_scale: float, b_zero_point: int, c_scale: float, c_zero_point: int,
@@ -54,3 +54,9 @@ def shift_to_float(x: npt.NDArray[np.uint8], zero_point: int,
 def requantize_float(acc: npt.NDArray[np.float32], multiplier: npt.ArrayLike,
                      zero_point: int, qmin: int, qmax: int, out_dtype: object = ...,
                      context: Optional[ExecutionContext] = None) -> npt.NDArray: ...
+def max_pool_nhwc(x: npt.NDArray, kernel_shape: tuple[int, int], strides: tuple[int, int],
+                  pads_begin: tuple[int, int], dilations: tuple[int, int],
+                  output_shape: tuple[int, int],
+                  context: Optional[ExecutionContext] = None) -> npt.NDArray: ...
+def channel_sums(x: npt.NDArray, channels_last: bool,
+                 context: Optional[ExecutionContext] = None) -> npt.NDArray[np.int32]: ...

@@ -51,6 +51,27 @@ cdef extern from "qgemm.h" nogil:
     ctypedef void (*pyconv_qgemm_quantize8_fn)(int64_t n, const float *x, float scale,
                                                float zp, float lo, float hi,
                                                uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_dw_row_nhwc_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                                 int64_t c, int64_t oy, int64_t ow,
+                                                 int64_t kh, int64_t kw, int64_t sh,
+                                                 int64_t sw, int64_t ph, int64_t pw,
+                                                 int64_t dh, int64_t dw, const float *wts,
+                                                 int32_t xz, const int32_t *bias,
+                                                 const float *mult, float lo, float hi,
+                                                 int32_t yz, int32_t *acc,
+                                                 uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_maxpool_row_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                                 int64_t c, int64_t oy, int64_t ow,
+                                                 int64_t kh, int64_t kw, int64_t sh,
+                                                 int64_t sw, int64_t ph, int64_t pw,
+                                                 int64_t dh, int64_t dw,
+                                                 uint8_t *dst) noexcept nogil
+    ctypedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
+                                                  const uint8_t *a, int64_t lda,
+                                                  const int8_t *bp, int64_t n,
+                                                  const int32_t *bias, const float *mult,
+                                                  float lo, float hi, int32_t yz,
+                                                  uint8_t *dst, int64_t ldd) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -62,6 +83,10 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_shift_fn shift_to_float
         pyconv_qgemm_requant_float_fn requant_float
         pyconv_qgemm_quantize8_fn quantize8
+        pyconv_qgemm_dw_row_nhwc_fn dw_row_nhwc
+        pyconv_qgemm_maxpool_row_fn maxpool_row_u8
+        pyconv_qgemm_maxpool_row_fn maxpool_row_s8
+        pyconv_qgemm_gemm_requant_fn gemm_requant
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
@@ -225,18 +250,26 @@ cdef inline void _quantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i
 
 
 cdef inline void _dequantize_run(const _qtask *t, int64_t c, int64_t i0, int64_t i1) noexcept nogil:
+    # One loop per type (no test inside: the compiler vectorizes each).
     cdef float s = t.scale[c], z = t.zero[c]
     cdef int64_t base = c * t.inner, i
     cdef float *y = <float *>t.x
-    for i in range(base + i0, base + i1):
-        if t.kind == 0:
-            y[i] = (<float>(<const uint8_t *>t.q)[i] - z) * s
-        elif t.kind == 1:
-            y[i] = (<float>(<const int8_t *>t.q)[i] - z) * s
-        elif t.kind == 2:
-            y[i] = (<float>(<const unsigned short *>t.q)[i] - z) * s
-        else:
-            y[i] = (<float>(<const short *>t.q)[i] - z) * s
+    cdef const uint8_t *u8 = <const uint8_t *>t.q
+    cdef const int8_t *s8 = <const int8_t *>t.q
+    cdef const unsigned short *u16 = <const unsigned short *>t.q
+    cdef const short *s16 = <const short *>t.q
+    if t.kind == 0:
+        for i in range(base + i0, base + i1):
+            y[i] = (<float>u8[i] - z) * s
+    elif t.kind == 1:
+        for i in range(base + i0, base + i1):
+            y[i] = (<float>s8[i] - z) * s
+    elif t.kind == 2:
+        for i in range(base + i0, base + i1):
+            y[i] = (<float>u16[i] - z) * s
+    else:
+        for i in range(base + i0, base + i1):
+            y[i] = (<float>s16[i] - z) * s
 
 
 cdef void _blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -253,6 +286,7 @@ cdef void _blocks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
 
 _KINDS = {np.dtype(np.uint8): 0, np.dtype(np.int8): 1, np.dtype(np.uint16): 2,
           np.dtype(np.int16): 3}
+_BOUNDS = [(0, 255), (-128, 127), (0, 65535), (-32768, 32767)]
 
 
 cdef _qtask _task_for(cnp.ndarray flt, cnp.ndarray q, scale, zero, int axis):
@@ -269,8 +303,7 @@ cdef _qtask _task_for(cnp.ndarray flt, cnp.ndarray q, scale, zero, int axis):
     t.block = QBLOCK
     t.blocks_per_channel = max((inner + QBLOCK - 1) // QBLOCK, 1)
     t.kind = _KINDS[q.dtype]
-    info = np.iinfo(q.dtype)
-    t.lo, t.hi = info.min, info.max
+    t.lo, t.hi = _BOUNDS[t.kind]
     return t
 
 
@@ -335,10 +368,11 @@ cdef struct _qconv:
     const pyconv_qgemm_kernel *kernel
     int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
     int64_t groups, cg, mg, m, kg, kp, npad, rows, row_blocks
-    const uint8_t *x            # NCHW image batch
-    uint8_t *x_hwc              # its (n, h * w, c) copy (GEMM path)
+    const uint8_t *x            # NCHW image batch (NHWC where channels_last)
+    const uint8_t *x_hwc        # its (n, h * w, c) layout (GEMM and NHWC depthwise paths)
     const int8_t *packed        # per group, npad * kp bytes
     const int8_t *w_dw          # depthwise weights (c, kh * kw)
+    const float *w_dwf          # the same as (kh * kw, c) float32 (NHWC depthwise path)
     const int32_t *bias         # per output channel; the GEMM path's has -xz * colsum in it
     const float *mult
     float lo, hi                # clamp bounds minus the output zero point
@@ -347,6 +381,7 @@ cdef struct _qconv:
     uint8_t *scratch
     int64_t scratch_stride
     int direct
+    int channels_last           # x and y are NHWC (n, h, w, c)
 
 
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -358,7 +393,7 @@ cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
         p0 = (t % blocks) * 64
         p1 = min(p0 + 64, hw)
         q.kernel.transpose(q.c, p1 - p0, q.x + img * q.c * hw + p0, hw,
-                           q.x_hwc + (img * hw + p0) * q.c, q.c)
+                           <uint8_t *>q.x_hwc + (img * hw + p0) * q.c, q.c)
 
 
 cdef inline void _copy(uint8_t *dst, const uint8_t *src, int64_t n) noexcept nogil:
@@ -423,6 +458,8 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
+    cdef uint8_t *dst
+    cdef int64_t ldd
     for t in range(lo, hi):
         img = t // (q.groups * q.row_blocks)
         g = (t // q.row_blocks) % q.groups
@@ -436,11 +473,25 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
             for p in range(p0, p1):
                 _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
             rows_a = a
-        q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp, acc,
-                      q.npad)
-        # Requantized as (positions, channels), then transposed into the NCHW planes.
-        q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
-                         q.lo, q.hi, q.yz, tile, q.mg)
+        # Requantized as (positions, channels): in place where that is the output's layout
+        # (NHWC), else into the tile transposed into the NCHW planes.
+        if q.channels_last:
+            dst = q.y + (img * P + p0) * q.m + g * q.mg
+            ldd = q.m
+        else:
+            dst = tile
+            ldd = q.mg
+        if q.kernel.gemm_requant != NULL:
+            q.kernel.gemm_requant(rows, q.npad, q.kp, rows_a, q.kp,
+                                  q.packed + g * q.npad * q.kp, q.mg, q.bias + g * q.mg,
+                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd)
+        else:
+            q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp,
+                          acc, q.npad)
+            q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
+                             q.lo, q.hi, q.yz, dst, ldd)
+        if q.channels_last:
+            continue
         q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
 
 
@@ -457,6 +508,21 @@ cdef void _qconv_depthwise(void *arg, int64_t lo, int64_t hi, int slot) noexcept
                           q.bias[ch], q.mult[ch], q.lo, q.hi, q.yz, acc, xf, q.y + t * P)
 
 
+cdef void _qconv_depthwise_nhwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """One (image, output row) of an NHWC image per task (the kernel table's
+    dw_row_nhwc)."""
+    cdef _qconv *q = <_qconv *>arg
+    cdef int64_t t, img, oy
+    cdef int32_t *acc = <int32_t *>(q.scratch + slot * q.scratch_stride)
+    for t in range(lo, hi):
+        img = t // q.oh
+        oy = t % q.oh
+        q.kernel.dw_row_nhwc(q.x + img * q.h * q.w * q.c, q.h, q.w, q.c, oy, q.ow, q.kh,
+                             q.kw, q.sh, q.sw, q.ph, q.pw, q.dh, q.dw, q.w_dwf, q.xz,
+                             q.bias, q.mult, q.lo, q.hi, q.yz, acc,
+                             q.y + t * q.ow * q.m)
+
+
 cdef class QConv2d:
     """A quantized 2-D convolution packed once: uint8 NCHW input with zero point
     ``x_zero_point``, int8 weights (m, c / groups, kh, kw) with zero point 0, int32 bias,
@@ -467,7 +533,7 @@ cdef class QConv2d:
     cdef readonly int64_t m, cg, groups, kh, kw
     cdef readonly bint depthwise
     cdef readonly object out_dtype
-    cdef object packed, bias, mult, w_dw
+    cdef object packed, bias, mult, w_dw, w_dwf
     cdef int32_t xz, yz
     cdef float lo, hi
 
@@ -493,6 +559,7 @@ cdef class QConv2d:
         self.depthwise = cg == 1 and groups == m
         if self.depthwise:
             self.w_dw = np.ascontiguousarray(w.reshape(m, kh * kw))
+            self.w_dwf = np.ascontiguousarray(self.w_dw.T, np.float32)
             self.bias = np.ascontiguousarray(bias.astype(np.int32))
             return
         mg = m // groups
@@ -507,16 +574,19 @@ cdef class QConv2d:
         # (int32 wraps as onnxruntime's int32 sums do).
         self.bias = (bias - x_zero_point * sums).astype(np.int32)
 
-    def run(self, x, output_shape, strides, pads_begin, dilations, context=None):
-        """``y`` (n, m, oh, ow) of ``x`` (n, c, h, w) uint8; pads at the end are implied by
+    def run(self, x, output_shape, strides, pads_begin, dilations, context=None,
+            bint channels_last=False):
+        """``y`` (n, m, oh, ow) of ``x`` (n, c, h, w) uint8, or NHWC ``y`` (n, oh, ow, m) of
+        ``x`` (n, h, w, c) where ``channels_last``; pads at the end are implied by
         ``output_shape``; every pad must be >= 0."""
         if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
             raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
                                f"{getattr(x, 'dtype', type(x).__name__)} "
                                f"{getattr(x, 'shape', '')}")
-        if x.shape[1] != self.cg * self.groups:
+        cdef int cax = 3 if channels_last else 1
+        if x.shape[cax] != self.cg * self.groups:
             raise InvalidArgument(f"quantized conv: input of shape {x.shape} has "
-                                  f"{x.shape[1]} channels, the weights take "
+                                  f"{x.shape[cax]} channels, the weights take "
                                   f"{self.cg * self.groups}")
         if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1:
             raise InvalidArgument(f"quantized conv: pads {pads_begin}, strides {strides}, "
@@ -525,11 +595,16 @@ cdef class QConv2d:
         cdef cnp.ndarray xc = np.ascontiguousarray(x)
         cdef int64_t n = x.shape[0], oh = output_shape[0], ow = output_shape[1]
         check_tensor_size((n, self.m, oh, ow))
-        cdef cnp.ndarray y = np.empty((n, self.m, oh, ow), np.uint8)
+        cdef cnp.ndarray y = np.empty((n, oh, ow, self.m) if channels_last
+                                      else (n, self.m, oh, ow), np.uint8)
         cdef exec_ctx c = context_of(context)
         cdef _qconv q
         q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
-        q.n, q.c, q.h, q.w = n, x.shape[1], x.shape[2], x.shape[3]
+        q.channels_last = channels_last
+        if channels_last:
+            q.n, q.h, q.w, q.c = x.shape
+        else:
+            q.n, q.c, q.h, q.w = x.shape
         q.oh, q.ow, q.kh, q.kw = oh, ow, self.kh, self.kw
         q.sh, q.sw = strides
         q.ph, q.pw = pads_begin
@@ -546,6 +621,20 @@ cdef class QConv2d:
         cdef int nthreads
         cdef cnp.ndarray scratch, packed, wdw
         if y.size == 0:
+            return y.view(self.out_dtype)
+        if self.depthwise and channels_last:
+            wdw = self.w_dwf
+            q.w_dwf = <const float *>cnp.PyArray_DATA(wdw)
+            q.x_hwc = q.x
+            tasks = n * oh
+            nthreads = threads_for(tasks * ow * self.m * self.kh * self.kw, c.nthreads)
+            q.scratch_stride = _round_up(ow * self.m * 4, 64)
+            q.scratch = <uint8_t *>workspace_floats(q.scratch_stride * nthreads // 4 + 16)
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise_nhwc(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise_nhwc, &q)
             return y.view(self.out_dtype)
         if self.depthwise:
             wdw = self.w_dw
@@ -582,21 +671,23 @@ cdef class QConv2d:
         q.row_blocks = (P + rows - 1) // rows
         q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
                             + _round_up(rows * q.mg, 64))
-        check_tensor_size((n, q.h * q.w, q.c))
+        if not channels_last:
+            check_tensor_size((n, q.h * q.w, q.c))
         # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
-        # per-thread scratch, then the (pixels, channels) image.
+        # per-thread scratch, then the (pixels, channels) image unless x is NHWC already.
         cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
-        q.scratch = <uint8_t *>workspace_floats(
-            (scratch_bytes + n * q.h * q.w * q.c + 3) // 4 + 16)
-        q.x_hwc = q.scratch + scratch_bytes
+        cdef int64_t copy_bytes = 0 if channels_last else n * q.h * q.w * q.c
+        q.scratch = <uint8_t *>workspace_floats((scratch_bytes + copy_bytes + 3) // 4 + 16)
+        q.x_hwc = q.x if channels_last else q.scratch + scratch_bytes
         tasks = n * self.groups * q.row_blocks
-        cdef int64_t tiles = n * ((q.h * q.w + 63) // 64)     # blocks of _to_hwc
+        cdef int64_t tiles = 0 if channels_last else n * ((q.h * q.w + 63) // 64)
         with nogil:
             if nthreads <= 1:
                 _to_hwc(&q, 0, tiles, 0)
                 _qconv_tasks(&q, 0, tasks, 0)
             else:
-                parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
+                if tiles:       # blocks of _to_hwc
+                    parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
                 parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
         return y.view(self.out_dtype)
 
@@ -737,3 +828,105 @@ def requantize_float(acc, multiplier, int zero_point, int qmin, int qmax, out_dt
     if acc.size:
         _run_planes(&t, acc.shape[0] * acc.shape[1], 1, context)
     return y.view(out_dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# 8-bit max pooling over NHWC images: exact on the integers (max commutes with the
+# monotonic dequantization), a vector max over the channels per tap.
+cdef struct _qpool:
+    pyconv_qgemm_maxpool_row_fn row
+    const uint8_t *x
+    uint8_t *y
+    int64_t h, w, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw
+
+
+cdef void _qpool_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef _qpool *t = <_qpool *>arg
+    cdef int64_t r
+    for r in range(lo, hi):
+        t.row(t.x + (r // t.oh) * t.h * t.w * t.c, t.h, t.w, t.c, r % t.oh, t.ow, t.kh,
+              t.kw, t.sh, t.sw, t.ph, t.pw, t.dh, t.dw, t.y + r * t.ow * t.c)
+
+
+def max_pool_nhwc(x, kernel_shape, strides, pads_begin, dilations, output_shape,
+                  context=None):
+    """2-D max pooling of ``x`` (n, h, w, c) uint8 or int8 -> (n, oh, ow, c); pads at the
+    end are implied by ``output_shape``; windows that read no pixel give the type's lowest
+    value."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.ndim != 4:
+        raise InvalidDType(f"8-bit max pool: input must be a 4-D uint8 or int8 array, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1 \
+            or min(kernel_shape) < 1 or min(output_shape) < 0:
+        raise InvalidArgument(f"8-bit max pool: kernel {kernel_shape}, pads {pads_begin}, "
+                              f"strides {strides}, dilations {dilations}, output "
+                              f"{output_shape}: kernel, strides and dilations must be >= 1, "
+                              f"pads >= 0")
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef int64_t n = x.shape[0]
+    check_tensor_size((n, output_shape[0], output_shape[1], x.shape[3]))
+    cdef cnp.ndarray y = np.empty((n, output_shape[0], output_shape[1], x.shape[3]), x.dtype)
+    cdef exec_ctx c = context_of(context)
+    cdef const pyconv_qgemm_kernel *k = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef _qpool t
+    t.row = k.maxpool_row_u8 if x.dtype == np.uint8 else k.maxpool_row_s8
+    t.x = <const uint8_t *>cnp.PyArray_DATA(xc)
+    t.y = <uint8_t *>cnp.PyArray_DATA(y)
+    t.h, t.w, t.c = x.shape[1], x.shape[2], x.shape[3]
+    t.oh, t.ow = output_shape
+    t.kh, t.kw = kernel_shape
+    t.sh, t.sw = strides
+    t.ph, t.pw = pads_begin
+    t.dh, t.dw = dilations
+    cdef int64_t rows = n * t.oh
+    if y.size == 0:
+        return y
+    cdef int nthreads = threads_for(rows * t.ow * t.c * t.kh * t.kw // 8, c.nthreads)
+    with nogil:
+        if nthreads <= 1:
+            _qpool_rows(&t, 0, rows, 0)
+        else:
+            parallel_for(nthreads, rows, grain_for(rows, nthreads), _qpool_rows, &t)
+    return y
+
+
+def channel_sums(x, bint channels_last, context=None):
+    """int32 sums over the spatial dims of 8-bit ``x`` (n, c, *spatial), or (n, *spatial,
+    c) where ``channels_last``: (n, c). Exact below 2 ** 23 pixels per plane."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.uint8, np.int8) or x.ndim < 3:
+        raise InvalidDType(f"channel sums: input must be a uint8 or int8 array of rank >= 3, "
+                           f"got {getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    cdef cnp.ndarray xc = np.ascontiguousarray(x)
+    cdef int64_t n = x.shape[0], c = x.shape[x.ndim - 1] if channels_last else x.shape[1]
+    cdef int64_t plane = x.size // max(n * c, 1), i, j, k
+    if plane >= 1 << 23:
+        raise InvalidArgument(f"channel sums: {plane} pixels per plane, at most {1 << 23}")
+    cdef cnp.ndarray out = np.zeros((n, c), np.int32)
+    cdef int32_t *o = <int32_t *>cnp.PyArray_DATA(out)
+    cdef const uint8_t *u = <const uint8_t *>cnp.PyArray_DATA(xc)
+    cdef const int8_t *s8 = <const int8_t *>cnp.PyArray_DATA(xc)
+    cdef int32_t acc
+    cdef bint signed = x.dtype == np.int8
+    with nogil:
+        for i in range(n):
+            if channels_last:
+                for j in range(plane):
+                    if signed:
+                        for k in range(c):
+                            o[i * c + k] += s8[(i * plane + j) * c + k]
+                    else:
+                        for k in range(c):
+                            o[i * c + k] += u[(i * plane + j) * c + k]
+            else:
+                for k in range(c):
+                    acc = 0
+                    if signed:
+                        for j in range(plane):
+                            acc += s8[(i * c + k) * plane + j]
+                    else:
+                        for j in range(plane):
+                            acc += u[(i * c + k) * plane + j]
+                    o[i * c + k] = acc
+    return out

@@ -14,6 +14,14 @@ integers, as onnxruntime's QDQ transformers do:
 - DequantizeLinear -> MaxPool / Flatten / Reshape -> QuantizeLinear with the same scale
   and zero point runs the middle op on the integers (it commutes with both).
 
+Then the integer layers run channels last (NHWC), as onnxruntime's NHWC transformer runs
+them: each packed QLinearConv becomes ``com.microsoft.QLinearConv`` with
+``channels_last``, and the 8-bit MaxPool, QLinearAdd and QLinearGlobalAveragePool that read
+its outputs follow (``com.microsoft.NhwcMaxPool`` ...). A chain of them passes NHWC values
+from one to the next; a Transpose goes in where a chain starts and one restores the
+NCHW value for any other reader (the unread ones are removed as dead), so a chain costs
+two transposes instead of two per layer.
+
 What the fused nodes compute is onnxruntime's integer arithmetic (int32 sums, float32
 requantization rounded half to even), which can differ from the float graph by a
 rounding step, as onnxruntime's own optimised run does. Runs before constant folding,
@@ -26,6 +34,7 @@ import numpy as np
 
 from pyconv.graph._idioms import visiting
 from pyconv.ops._base import Node
+from pyconv.ops.quant import packed_qconv_form
 
 _ONNX = ("", "ai.onnx")
 
@@ -279,6 +288,85 @@ def _fuse_elementwise(ctx, n):
     return None
 
 
+_TO_NHWC = [0, 2, 3, 1]
+_TO_NCHW = [0, 3, 1, 2]
+
+
+def _packed_conv(ctx, n):
+    """Whether ``n`` is a 2-D QLinearConv that runs packed (constant parameters of
+    qgemm.QConv2d's form)."""
+    if n.op_type != "QLinearConv" or n.domain not in _ONNX or len(n.outputs) != 1 \
+            or len(n.inputs) < 8:
+        return False
+    params = [ctx.const(x) for x in n.inputs[1:8]]
+    bias = n.inputs[8] if len(n.inputs) > 8 and n.inputs[8] else None
+    b = ctx.const(bias) if bias else None
+    if bias and b is None or not packed_qconv_form(*params, b):
+        return False
+    group = int(n.attrs.get("group", 1) or 1)
+    ks = n.attrs.get("kernel_shape")
+    return group >= 1 and params[2].shape[0] % group == 0 \
+        and (ks is None or len(ks) == 2)
+
+
+def to_channels_last(graph):
+    """The NHWC chains of the module docstring; returns ``graph``."""
+    ctx = _Context(graph)
+    taken = set(graph.constants) | {v.name for v in graph.inputs} | set(ctx.producer)
+    nhwc = {}           # NCHW value -> its NHWC twin
+    nodes = []
+
+    def fresh(base):
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}__{k}"
+        taken.add(name)
+        return name
+
+    def twin(name):
+        """The NHWC twin of ``name``, transposed here where there is none yet."""
+        if name not in nhwc:
+            nhwc[name] = fresh(name + "_nhwc")
+            nodes.append(Node("Transpose", [name], [nhwc[name]], {"perm": _TO_NHWC},
+                              name=fresh(name + "_to_nhwc")))
+        return nhwc[name]
+
+    def emit(n, op_type, inputs, attrs, domain):
+        """``n`` as ``op_type`` writing the NHWC twin of its output, which a Transpose
+        restores for the readers of the NCHW value."""
+        y = n.outputs[0]
+        nhwc[y] = fresh(y + "_nhwc")
+        nodes.append(Node(op_type, inputs, [nhwc[y]], attrs, name=n.name, domain=domain))
+        nodes.append(Node("Transpose", [nhwc[y]], [y], {"perm": _TO_NCHW},
+                          name=fresh(y + "_to_nchw")))
+
+    for n in graph.nodes:
+        single = len(n.outputs) == 1 or len(n.outputs) > 1 and not any(n.outputs[1:])
+        x = n.inputs[0] if n.inputs else ""
+        if _packed_conv(ctx, n):
+            emit(n, "QLinearConv", [twin(x)] + list(n.inputs[1:]),
+                 dict(n.attrs, channels_last=1), "com.microsoft")
+        elif n.op_type == "QLinearAdd" and n.domain == "com.microsoft" and single \
+                and len(n.inputs) >= 4 and x in nhwc and n.inputs[3] in nhwc:
+            # Both inputs 4-D (from chain layers), so broadcasting commutes with the
+            # transpose.
+            inputs = list(n.inputs)
+            inputs[0], inputs[3] = nhwc[x], nhwc[n.inputs[3]]
+            emit(n, "QLinearAdd", inputs, dict(n.attrs), "com.microsoft")
+        elif n.op_type == "MaxPool" and n.domain in _ONNX and single and x in nhwc \
+                and len(n.attrs.get("kernel_shape") or ()) == 2:
+            emit(n, "NhwcMaxPool", [nhwc[x]], dict(n.attrs), "com.microsoft")
+        elif n.op_type == "QLinearGlobalAveragePool" and n.domain == "com.microsoft" \
+                and x in nhwc and not int(n.attrs.get("channels_last", 0) or 0):
+            emit(n, "QLinearGlobalAveragePool", [nhwc[x]] + list(n.inputs[1:]),
+                 dict(n.attrs, channels_last=1), "com.microsoft")
+        else:
+            nodes.append(n)
+    graph.nodes = nodes
+    return graph
+
+
 def fuse_qdq(graph):
     """The rewrites of the module docstring; returns ``graph``."""
     for fuse in (_fuse_conv, _fuse_gemm, _fuse_elementwise):
@@ -308,4 +396,4 @@ def fuse_qdq(graph):
             elif id(n) not in dropped:
                 nodes.append(n)
         graph.nodes = nodes
-    return graph
+    return to_channels_last(graph)

@@ -17,7 +17,7 @@ from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
 from pyconv.errors import InvalidDType, InvalidModel
 from pyconv.functional import ConvPlan
-from pyconv.ops._base import Op, register
+from pyconv.ops._base import REQUIRED, Op, register
 
 __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
            "MatMulInteger", "QLinearConv", "QLinearMatMul"]
@@ -26,6 +26,7 @@ __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvI
 _QUANT_TYPES = {2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}
 _INTEGER_INPUTS = (np.uint8, np.int8, np.uint16, np.int16, np.int32)
 _UINT8 = np.dtype(np.uint8)
+_FLOAT32 = np.dtype(np.float32)
 U8, I8 = np.dtype(np.uint8), np.dtype(np.int8)
 
 
@@ -88,6 +89,14 @@ def _along(op, param, x, axis, block_size, name):
     return param.reshape(shape)
 
 
+def _per_tensor_const(scale, zp):
+    """Whether constant ``scale`` and ``zp`` are one finite float scale and one integer
+    zero point."""
+    return isinstance(scale, np.ndarray) and isinstance(zp, np.ndarray) \
+        and scale.size == 1 and zp.size == 1 and scale.dtype.kind == "f" \
+        and bool(np.all(np.isfinite(scale)))
+
+
 @register("QuantizeLinear")
 class QuantizeLinear(Op):
     """``y = saturate(round_half_even(x / scale) + zero_point)``."""
@@ -96,8 +105,22 @@ class QuantizeLinear(Op):
                   "precision": 0}
     required_inputs = 2
 
+    def setup(self, consts):
+        # Constant per-tensor parameters (a QDQ model's): checked once, each run goes
+        # straight to the kernel.
+        self.fast = None
+        scale, zp = consts.get(1), consts.get(2)
+        code = int(self.attrs["output_dtype"] or 0)
+        if int(self.attrs["block_size"]) == 0 and _per_tensor_const(scale, zp) \
+                and zp.dtype.type in _QUANT_TYPES.values() and scale.dtype == np.float32 \
+                and np.all(scale > 0) and (not code or _QUANT_TYPES.get(code) is zp.dtype.type):
+            self.fast = (scale.reshape(()), zp.reshape(()), zp.dtype.type)
+
     def run(self, inputs, out=None):
         x = inputs[0]
+        fast = self.fast
+        if fast is not None and type(x) is np.ndarray and x.dtype == _FLOAT32 and x.ndim:
+            return [qgemm.quantize(x, fast[0], fast[1], 0, fast[2], self.context)]
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
             self.fail(f"input '{self.input_name(0)}' must be a float tensor", InvalidDType)
         scale = _scale(self, inputs, 1)
@@ -134,8 +157,19 @@ class DequantizeLinear(Op):
     attributes = {"axis": 1, "block_size": 0, "output_dtype": 0}
     required_inputs = 2
 
+    def setup(self, consts):
+        self.fast = None        # as QuantizeLinear's
+        scale, zp = consts.get(1), consts.get(2)
+        if int(self.attrs["block_size"]) == 0 and _per_tensor_const(scale, zp) \
+                and scale.dtype == np.float32 and zp.dtype.type in _QUANT_TYPES.values():
+            self.fast = (scale.reshape(()), zp.reshape(()), zp.dtype)
+
     def run(self, inputs, out=None):
-        x = _integer(self, inputs[0], 0, _INTEGER_INPUTS)
+        x = inputs[0]
+        fast = self.fast
+        if fast is not None and type(x) is np.ndarray and x.dtype == fast[2] and x.ndim:
+            return [qgemm.dequantize(x, fast[0], fast[1], 0, self.context)]
+        x = _integer(self, x, 0, _INTEGER_INPUTS)
         scale = _scale(self, inputs, 1)
         zp = _zero_point(self, inputs, 2)
         axis, block = self.attrs["axis"], int(self.attrs["block_size"])
@@ -417,26 +451,37 @@ def _clamp_bounds(attrs, dtype):
             min(int(attrs.get("_pyconv_qmax", info.max)), int(info.max)))
 
 
-def _packed_qconv(op, consts):
+def packed_qconv_form(x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None):
+    """Whether constant QLinearConv parameters are of the form qgemm.QConv2d runs (see
+    _packed_qconv); the graph passes ask it too (pyconv/graph/_qdq.py)."""
+    params = (x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp)
+    if any(not isinstance(p, np.ndarray) for p in params) \
+            or bias is not None and not isinstance(bias, np.ndarray):
+        return False
+    scales_ok = all(s.dtype.kind == "f" and np.all(np.isfinite(s)) and np.all(s > 0)
+                    for s in (x_scale, w_scale, y_scale))
+    return bool(scales_ok and x_scale.size == 1 and y_scale.size == 1
+                and x_zp.dtype == np.uint8 and x_zp.size == 1
+                and y_zp.dtype in (np.uint8, np.int8) and y_zp.size == 1
+                and w.dtype == np.int8 and w.ndim == 4 and w_zp.dtype == np.int8
+                and not np.any(w_zp) and w_zp.size in (1, w.shape[0])
+                and w_scale.size in (1, w.shape[0])
+                and (bias is None or bias.dtype == np.int32 and bias.shape == (w.shape[0],)))
+
+
+def _packed_qconv(op, consts, float_sums=True):
     """The C convolution (qgemm.QConv2d) of a QLinearConv whose parameters are constants
     of the form it runs: uint8 input, int8 2-D weights with zero point 0 (onnxruntime's
     symmetric weights), per-tensor input and output scales, uint8 or int8 output; else
-    None (the exact NumPy-assisted path runs, and reports bad parameters)."""
+    None (the exact NumPy-assisted path runs, and reports bad parameters). A depthwise
+    layer runs on the float kernels (_FloatSumsConv) where ``float_sums`` and exact."""
     nin = len(op.node.inputs)
     has_bias = nin > 8 and op.node.inputs[8]
     if any(i not in consts for i in range(1, 9 if has_bias else 8)):
         return None
     x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = (consts[i] for i in range(1, 8))
     bias = consts[8] if has_bias else None
-    scales_ok = all(s.dtype.kind == "f" and np.all(np.isfinite(s)) and np.all(s > 0)
-                    for s in (x_scale, w_scale, y_scale))
-    if not (scales_ok and x_scale.size == 1 and y_scale.size == 1
-            and x_zp.dtype == np.uint8 and x_zp.size == 1
-            and y_zp.dtype in (np.uint8, np.int8) and y_zp.size == 1
-            and w.dtype == np.int8 and w.ndim == 4 and w_zp.dtype == np.int8
-            and not np.any(w_zp) and w_zp.size in (1, w.shape[0])
-            and w_scale.size in (1, w.shape[0])
-            and (bias is None or bias.dtype == np.int32 and bias.shape == (w.shape[0],))):
+    if not packed_qconv_form(*(consts.get(i) for i in range(1, 9))):
         return None
     group = int(op.attrs["group"])
     if group < 1 or w.shape[0] % group:
@@ -450,7 +495,7 @@ def _packed_qconv(op, consts):
     taps = int(np.prod(w.shape[1:]))
     largest = taps * 255 * 128 + (int(np.abs(bias.astype(np.int64)).max()) if bias is not None
                                   and bias.size else 0)
-    if w.shape[1] == 1 and group == w.shape[0] and largest < 2 ** 24:
+    if float_sums and w.shape[1] == 1 and group == w.shape[0] and largest < 2 ** 24:
         return _FloatSumsConv(op, *args)
     return qgemm.QConv2d(*args)
 
@@ -486,13 +531,15 @@ class QLinearConv(_QLinear):
     point per tensor or per output channel."""
 
     attributes = dict(_CONV_ATTRIBUTES)
+    channels_last = False
 
     def channel_axis(self, acc):
         return 1
 
     def setup(self, consts):
         self.packed = _PackedWeights()
-        self.fast = _packed_qconv(self, consts)
+        # NHWC runs on the integer depthwise kernel: the float one is NCHW.
+        self.fast = _packed_qconv(self, consts, float_sums=not self.channels_last)
         self.geometry = None
         self.fast_shapes = {}       # input shape -> run arguments of the C conv, or None
 
@@ -500,12 +547,14 @@ class QLinearConv(_QLinear):
         """(output shape, strides, pads, dilations) of the C convolution for an input of
         ``shape``, or None where it does not apply (the general path reports errors)."""
         args = None
-        if shape[1] == self.fast.cg * self.fast.groups:
+        channels, spatial = (shape[3], shape[1:3]) if self.channels_last else \
+            (shape[1], shape[2:])
+        if channels == self.fast.cg * self.fast.groups:
             if self.geometry is None:
                 self.geometry = ConvAttributes.from_onnx("conv", self.attrs,
                                                          self.fast_kernel_shape,
                                                          op=self.node.label)
-            g = self.geometry.resolve(shape[2:])
+            g = self.geometry.resolve(spatial)
             if min(g.pads_begin) >= 0:
                 args = (g.output_shape, self.geometry.strides, g.pads_begin,
                         self.geometry.dilations)
@@ -524,12 +573,23 @@ class QLinearConv(_QLinear):
                 if args is False:
                     args = self._fast_args(x.shape)
                 if args is not None:
-                    return [self.fast.run(x, *args, self.context)]
+                    return [self.fast.run(x, *args, self.context,
+                                          channels_last=self.channels_last)]
+        if self.channels_last:      # the general path is NCHW
+            x = _integer(self, x, 0)
+            if x.ndim != 4:
+                self.fail(f"input must be 4-D (N, H, W, C) with channels_last, got shape "
+                          f"{x.shape}")
+            y = self._general([x.transpose(0, 3, 1, 2)] + list(inputs[1:]), out)
+            return [np.ascontiguousarray(y.transpose(0, 2, 3, 1))]
+        return [self._general(inputs, out)]
+
+    def _general(self, inputs, out):
         y = super().run(inputs, out)[0]
         lo, hi = _clamp_bounds(self.attrs, y.dtype)
         if (lo, hi) != _clamp_bounds({}, y.dtype):
             y = np.clip(y, lo, hi).astype(y.dtype, copy=False)
-        return [y]
+        return y
 
     def product(self, x, x_zp, w, w_zp, inputs):
         acc = _integer_conv(self, x, x_zp, w, w_zp, self.attrs, self.packed)
@@ -540,6 +600,44 @@ class QLinearConv(_QLinear):
                 self.fail(f"bias has shape {bias.shape}, expected ({acc.shape[1]},)")
             acc = acc + bias.reshape((-1,) + (1,) * (acc.ndim - 2))
         return acc, acc.shape
+
+
+@register("QLinearConv", domain="com.microsoft")
+class QLinearConvChannelsLast(QLinearConv):
+    """``com.microsoft.QLinearConv``: ONNX QLinearConv, reading and writing NHWC where
+    ``channels_last`` is 1 (onnxruntime's NHWC form; the integer chains of QDQ models run
+    in it, pyconv/graph/_qdq.py). 2-D only."""
+
+    attributes = dict(_CONV_ATTRIBUTES, channels_last=0)
+
+    def setup(self, consts):
+        self.channels_last = bool(int(self.attrs["channels_last"]))
+        super().setup(consts)
+
+
+@register("NhwcMaxPool", domain="com.microsoft")
+class NhwcMaxPool(Op):
+    """``com.microsoft.NhwcMaxPool``: 2-D MaxPool of an 8-bit NHWC tensor, on the integers
+    (qgemm.max_pool_nhwc)."""
+
+    attributes = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None,
+                  "kernel_shape": REQUIRED, "pads": None, "storage_order": 0,
+                  "strides": None}
+
+    def setup(self, consts):
+        self.geometry = ConvAttributes.from_onnx("pool", self.attrs, op=self.node.label)
+        if len(self.geometry.kernel_shape) != 2:
+            self.fail(f"kernel_shape {list(self.geometry.kernel_shape)}: only 2-D pooling is "
+                      f"supported")
+
+    def run(self, inputs, out=None):
+        x = _integer(self, inputs[0], 0, (np.uint8, np.int8))
+        if x.ndim != 4:
+            self.fail(f"input must be 4-D (N, H, W, C), got shape {x.shape}")
+        g = self.geometry.resolve(x.shape[1:3])
+        return [qgemm.max_pool_nhwc(x, self.geometry.kernel_shape, self.geometry.strides,
+                                    g.pads_begin, self.geometry.dilations, g.output_shape,
+                                    self.context)]
 
 
 @register("QLinearMatMul")
@@ -651,10 +749,15 @@ class QLinearGlobalAveragePool(Op):
         x = _integer(self, inputs[0], 0)
         if x.ndim < 3:
             self.fail(f"input must have rank >= 3 (N, C, spatial...), got shape {x.shape}")
-        axes = tuple(range(1, x.ndim - 1)) if self.attrs["channels_last"] else \
-            tuple(range(2, x.ndim))
-        total = x.astype(np.int64).sum(axis=axes, keepdims=True)
+        channels_last = bool(self.attrs["channels_last"])
+        axes = tuple(range(1, x.ndim - 1)) if channels_last else tuple(range(2, x.ndim))
         count = int(np.prod([x.shape[a] for a in axes]))
+        keep = [1 if a in axes else x.shape[a] for a in range(x.ndim)]
+        if x.dtype in (U8, I8) and 0 < count < 1 << 23:
+            total = qgemm.channel_sums(x, channels_last, self.context).astype(np.int64).reshape(
+                keep)
+        else:
+            total = x.astype(np.int64).sum(axis=axes, keepdims=True)
         x_scale, x_zp = _per_tensor(self, inputs, 1, 2, x.dtype)
         mean = (total - count * int(x_zp[0])).astype(np.float32) \
             * (x_scale[0] / np.float32(count))

@@ -55,6 +55,28 @@ typedef void (*pyconv_qgemm_requant_float_fn)(int64_t n, const float *acc, float
 typedef void (*pyconv_qgemm_quantize8_fn)(int64_t n, const float *x, float scale, float zp,
                                           float lo, float hi, uint8_t *dst);
 
+/* One output row of a depthwise convolution / an 8-bit max pool over an NHWC image (see
+ * qgemm_common.inc). */
+typedef void (*pyconv_qgemm_dw_row_nhwc_fn)(const uint8_t *x, int64_t h, int64_t w,
+                                            int64_t c, int64_t oy, int64_t ow, int64_t kh,
+                                            int64_t kw, int64_t sh, int64_t sw, int64_t ph,
+                                            int64_t pw, int64_t dh, int64_t dw,
+                                            const float *wts, int32_t xz,
+                                            const int32_t *bias, const float *mult, float lo,
+                                            float hi, int32_t yz, int32_t *acc, uint8_t *dst);
+typedef void (*pyconv_qgemm_maxpool_row_fn)(const uint8_t *x, int64_t h, int64_t w, int64_t c,
+                                            int64_t oy, int64_t ow, int64_t kh, int64_t kw,
+                                            int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                            int64_t dh, int64_t dw, uint8_t *dst);
+
+/* dst (m x n bytes, row stride ldd) = requant(A * B) as pyconv_qgemm_requant_fn does, for
+ * the first n <= np columns. */
+typedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
+                                             const uint8_t *a, int64_t lda, const int8_t *bp,
+                                             int64_t n, const int32_t *bias,
+                                             const float *mult, float lo, float hi,
+                                             int32_t yz, uint8_t *dst, int64_t ldd);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
@@ -66,6 +88,12 @@ typedef struct {
     pyconv_qgemm_shift_fn shift_to_float;
     pyconv_qgemm_requant_float_fn requant_float;
     pyconv_qgemm_quantize8_fn quantize8;  /* QuantizeLinear to uint8 / int8 */
+    pyconv_qgemm_dw_row_nhwc_fn dw_row_nhwc;
+    pyconv_qgemm_maxpool_row_fn maxpool_row_u8;
+    pyconv_qgemm_maxpool_row_fn maxpool_row_s8;
+    /* The GEMM with qgemm_requant's epilogue on the registers (NULL where the ISA has
+     * none: gemm, then requant). */
+    pyconv_qgemm_gemm_requant_fn gemm_requant;
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;

@@ -94,10 +94,15 @@ def test_quantized_net_matches_onnxruntime_in_integers(qdq_model, threads):
     opts.intra_op_num_threads = threads
     sess = pyconv.InferenceSession(data, opts)
     ops = _op_types(sess)
-    # Every conv, the Gemm, the Add and the pool run in integers; no float conv is left.
-    assert ops.count("QLinearConv") == 7 and "Conv" not in ops and "Gemm" not in ops, ops
-    assert "com.microsoft::QLinearAdd" in ops and \
+    # Every conv, the Gemm, the Add and the pools run in integers, channels last; no float
+    # conv is left.
+    assert ops.count("com.microsoft::QLinearConv") == 7 and "Conv" not in ops \
+        and "Gemm" not in ops, ops
+    assert "com.microsoft::QLinearAdd" in ops and "com.microsoft::NhwcMaxPool" in ops and \
         "com.microsoft::QLinearGlobalAveragePool" in ops, ops
+    # Transposes only where the chain meets NCHW values: the quantized input, the pooled
+    # features to the Flatten, and both sides of the Gemm's 1x1 conv.
+    assert ops.count("Transpose") == 4, ops
     assert ops.count("DequantizeLinear") == 1 and ops.count("QuantizeLinear") == 1, ops
     step = _output_step(data)
     for x in inputs[:3] + [np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(

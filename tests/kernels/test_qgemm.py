@@ -73,3 +73,83 @@ def test_kernel_names_and_checks():
     with pytest.raises(InvalidArgument, match=r"\(2, 4\).*\(3, 5\)"):
         qgemm.matmul_u8s8(np.ones((2, 4), np.uint8), packed)
     assert qgemm.matmul_u8s8(np.ones((0, 3), np.uint8), packed).shape == (0, 5)
+
+
+def _qconv_reference(x, w, bias, mult, xz, yz, lo, hi, stride, pad, groups):
+    """A quantized conv of NCHW ``x`` in int64 sums and onnxruntime's float32
+    requantization (float(sum + bias) * multiplier, clamped, rounded half to even, + yz)."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    xp = np.pad(x.astype(np.int64) - xz, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    acc = np.zeros((n, m, oh, ow), np.int64)
+    mg = m // groups
+    for g in range(groups):
+        xs = xp[:, g * cg:(g + 1) * cg]
+        for i in range(kh):
+            for j in range(kw):
+                win = xs[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+                acc[:, g * mg:(g + 1) * mg] += np.einsum(
+                    "nchw,mc->nmhw", win, w[g * mg:(g + 1) * mg, :, i, j].astype(np.int64))
+    v = (acc + bias.reshape(1, -1, 1, 1)).astype(np.float32) * mult.reshape(1, -1, 1, 1)
+    v = np.rint(np.clip(v, np.float32(lo - yz), np.float32(hi - yz)))
+    return (v.astype(np.int32) + yz).astype(np.uint8)
+
+
+QCONVS = [  # (c, m, k, stride, pad, groups)
+    (16, 20, 3, 1, 1, 1), (3, 70, 7, 2, 3, 1), (64, 36, 1, 1, 0, 1), (24, 48, 3, 2, 1, 4),
+    (40, 40, 3, 1, 1, 40), (72, 72, 5, 2, 2, 72)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c,m,k,stride,pad,groups", QCONVS)
+def test_qconv_every_isa_and_layout(isa, threads, c, m, k, stride, pad, groups):
+    """QConv2d (the GEMM path with its requantizing epilogue where the kernel has one,
+    the depthwise kernels) NCHW and NHWC against the int64 reference: output rows that
+    leave 1-5 rows of a 6-row tile, channel counts off the 16-column blocks."""
+    rng = np.random.default_rng(c * 7 + m + k)
+    w = rng.integers(-128, 128, (m, c // groups, k, k)).astype(np.int8)
+    bias = rng.integers(-30000, 30000, m).astype(np.int32)
+    mult = rng.uniform(2e-5, 4e-4, m).astype(np.float32)
+    xz, yz, lo, hi = 13, 120, 5, 250
+    conv = qgemm.QConv2d(w, bias, mult, xz, yz, lo, hi, groups)
+    context = gemm.ExecutionContext(num_threads=threads, isa=isa)
+    for shape in [(1, 9, 11), (2, 13, 7)]:
+        x = rng.integers(0, 256, (shape[0], c) + shape[1:]).astype(np.uint8)
+        want = _qconv_reference(x, w, bias, mult, xz, yz, lo, hi, stride, pad, groups)
+        out = want.shape[2:]
+        got = conv.run(x, out, (stride, stride), (pad, pad), (1, 1), context)
+        np.testing.assert_array_equal(got, want)
+        got = conv.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, (stride, stride),
+                       (pad, pad), (1, 1), context, channels_last=True)
+        np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_max_pool_nhwc_every_isa(isa, dtype):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (2, 9, 10, 37)).astype(dtype)
+    got = qgemm.max_pool_nhwc(x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5),
+                              gemm.ExecutionContext(isa=isa))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=info.min)
+    want = np.max([padded[:, i:i + 10:2, j:j + 10:2] for i in range(3) for j in range(3)],
+                  axis=0)[:, :5, :5]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(InvalidDType, match="uint8 or int8"):
+        qgemm.max_pool_nhwc(x.astype(np.int16), (3, 3), (2, 2), (1, 1), (1, 1), (5, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_channel_sums_both_layouts(dtype):
+    rng = np.random.default_rng(8)
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max + 1, (3, 5, 7, 33)).astype(dtype)
+    np.testing.assert_array_equal(qgemm.channel_sums(x, True),
+                                  x.astype(np.int64).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(qgemm.channel_sums(x, False),
+                                  x.astype(np.int64).sum(axis=(2, 3)))
+    with pytest.raises(InvalidDType, match="uint8 or int8"):
+        qgemm.channel_sums(x.astype(np.int32), True)
