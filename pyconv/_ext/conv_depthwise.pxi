@@ -5,7 +5,7 @@ cdef enum:
     DW_BLOCK_FLOATS = 16384     # packed input rows per depthwise task: 64 KiB, L2-resident
     DW_CHANNELS_MAX_WIDTH = 10  # widest output rows run by channels (_depthwise_by_channels)
     DW_CHANNELS_MAX_WIDTH_K5 = 20       # the same for kernels 5 or 6 wide
-    DW_CHANNELS_MAX_WIDTH_K7 = 32       # and 7 or more wide
+    DW_CHANNELS_MAX_WIDTH_K7 = 24       # and 7 or more wide
     DW_CHANNELS_MAX_FLOATS = 65536      # its scratch per task: 256 KiB, L2-resident
 
 
@@ -37,9 +37,9 @@ cdef bint _depthwise_by_channels(const conv_args *p) noexcept nogil:
     (pyconv_dwconv_channels_fn): rows shorter than a vector would leave lanes idle, and
     per-channel setup would cost more than the channel's few taps. Measured on AVX-512
     (1 thread, against the rows): 10x10 outputs 1.5x (3x3 taps) to 5x (9x9) faster, 5x5
-    and smaller 4-9x; 12-16 wide outputs 5-25% slower with 3x3 taps, 5x5 taps faster up
-    to 20 wide (the rows' register tiles win from 24), 7x7 taps up to 32 (14x14 2.5x,
-    32x32 1.3x: the rows have no register-tiled 7x7 kernel)."""
+    and smaller 4-9x; 12-16 wide outputs 5-25% slower with 3x3 taps; 5x5 and 7x7 taps
+    faster up to 20 wide (7x7 on 20x20 1.7x), the rows' register tiles from 24 (7x7 on
+    32x32 10% faster by rows)."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t width = (_dw_channels_max_width if _dw_channels_max_width >= 0
                           else DW_CHANNELS_MAX_WIDTH if g.k[2] < 5
