@@ -83,9 +83,7 @@ static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, 
  * in the `channels` window: the padding that some tap reads (none where negative). */
 static inline int64_t pyconv_dw_channels_pad(const pyconv_conv_geom *g, int d, int end)
 {
-    const int64_t p = end ? (g->out_size[d] - 1) * g->s[d] + (g->k[d] - 1) * g->dl[d] + 1
-                                - g->in_size[d] - g->pb[d]      /* the last window's reach */
-                          : g->pb[d];
+    const int64_t p = end ? g->pe[d] : g->pb[d];
     return p > 0 ? p : 0;
 }
 
