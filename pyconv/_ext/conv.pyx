@@ -40,7 +40,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                context_of, parallel_for, grain_for, B_PACK_COPY,
                                B_PACK_IM2COL, sgemm_row_blocks, partial_panel_width)
 from pyconv._ext import gemm as _gemm
-from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
+from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_ACT_RELU, PYCONV_ACT_CLIP,
+                               PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
                                pyconv_run)
 from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
@@ -61,8 +62,9 @@ cdef extern from "dwconv.h" nogil:
                                            const pyconv_dw_channel *c, int64_t zd, int64_t y0,
                                            int64_t y1, float *ws) noexcept nogil
     ctypedef void (*pyconv_dwconv_channels_fn)(const pyconv_conv_geom *g, const float *x,
-                                               const float *taps, float *y, int64_t nch,
-                                               float *ws) noexcept nogil
+                                               const float *taps, const float *bias, float *y,
+                                               int64_t nch, int act, float act_a,
+                                               float act_b, float *ws) noexcept nogil
     ctypedef struct pyconv_dwconv_kernel:
         const char *isa
         const char *name

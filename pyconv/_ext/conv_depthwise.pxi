@@ -3,8 +3,10 @@
 
 cdef enum:
     DW_BLOCK_FLOATS = 16384     # packed input rows per depthwise task: 64 KiB, L2-resident
-    DW_CHANNELS_MAX_WIDTH = 8   # widest output rows run by channels (_depthwise_by_channels):
-                                # 7x7 maps 1.4-2x faster than by rows, 14x14 about even
+    DW_CHANNELS_MAX_WIDTH = 10  # widest output rows run by channels (_depthwise_by_channels)
+    DW_CHANNELS_MAX_WIDTH_K5 = 20       # the same for kernels 5 or 6 wide
+    DW_CHANNELS_MAX_WIDTH_K7 = 24       # and 7 or more wide
+    DW_CHANNELS_MAX_FLOATS = 65536      # its scratch per task: 256 KiB, L2-resident
 
 
 cdef int64_t _dw_channels_max_width = -1    # tests: 0 never, large always; -1 the default
@@ -33,13 +35,21 @@ cdef bint _depthwise_fits(const pyconv_conv_geom *g) noexcept nogil:
 cdef bint _depthwise_by_channels(const conv_args *p) noexcept nogil:
     """Small 2-D maps with one output per input channel run lanes channels at a time
     (pyconv_dwconv_channels_fn): rows shorter than a vector would leave lanes idle, and
-    per-channel setup would cost more than the channel's few taps."""
+    per-channel setup would cost more than the channel's few taps. Measured on AVX-512
+    (1 thread, against the rows): 10x10 outputs 1.5x (3x3 taps) to 5x (9x9) faster, 5x5
+    and smaller 4-9x; 12-16 wide outputs 5-25% slower with 3x3 taps; 5x5 and 7x7 taps
+    faster up to 20 wide (7x7 on 20x20 1.7x), the rows' register tiles from 24 (7x7 on
+    32x32 10% faster by rows)."""
     cdef const pyconv_conv_geom *g = &p.geom
+    cdef int64_t width = (_dw_channels_max_width if _dw_channels_max_width >= 0
+                          else DW_CHANNELS_MAX_WIDTH if g.k[2] < 5
+                          else DW_CHANNELS_MAX_WIDTH_K5 if g.k[2] < 7
+                          else DW_CHANNELS_MAX_WIDTH_K7)
     return (p.dw_kernel.lanes > 1 and p.cout == p.cin and g.out_size[0] == 1
             and g.in_size[0] == 1 and g.k[0] == 1 and g.pb[0] == 0   # the one plane read
-            and g.out_size[2] <= (_dw_channels_max_width if _dw_channels_max_width >= 0
-                                  else DW_CHANNELS_MAX_WIDTH)
-            and pyconv_dw_channels_workspace_floats(g, p.dw_kernel.lanes) <= DW_BLOCK_FLOATS)
+            and g.out_size[2] <= width
+            and pyconv_dw_channels_workspace_floats(g, p.dw_kernel.lanes)
+            <= DW_CHANNELS_MAX_FLOATS)
 
 
 cdef int64_t _depthwise_blocking(conv_args *p, int nthreads) noexcept:
@@ -97,12 +107,16 @@ cdef void _depthwise_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept
 
 
 cdef void _depthwise_channels_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    """Blocks of lanes channels lo..hi ((image, block) pairs), then bias, residual and
-    activation on the block's planes."""
+    """Blocks of lanes channels lo..hi ((image, block) pairs). The kernel adds the bias and
+    applies relu / clip; a residual (added before the activation) and the other
+    activations run after it on the block's planes."""
     cdef const conv_args *p = <const conv_args *>arg
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t lanes = p.dw_kernel.lanes, nblk = (p.cout + lanes - 1) // lanes
     cdef int64_t t, n, c0, nch, plane = _volume(g.out_size), in_plane = _volume(g.in_size)
+    cdef bint in_kernel = p.residual == NULL and (p.act == PYCONV_ACT_NONE
+                                                  or p.act == PYCONV_ACT_RELU
+                                                  or p.act == PYCONV_ACT_CLIP)
     cdef pyconv_epilogue ep
     cdef float *ws = p.ws + slot * p.ws_stride
     for t in range(lo, hi):
@@ -110,9 +124,12 @@ cdef void _depthwise_channels_tasks(void *arg, int64_t lo, int64_t hi, int slot)
         c0 = (t - n * nblk) * lanes
         nch = min(lanes, p.cout - c0)
         p.dw_kernel.channels(g, p.x + (n * p.cin + c0) * in_plane, p.weight + c0 * _volume(g.k),
-                             p.y + (n * p.cout + c0) * plane, nch, ws)
-        if p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE:
+                             p.bias + c0 if p.bias != NULL else NULL,
+                             p.y + (n * p.cout + c0) * plane, nch,
+                             p.act if in_kernel else PYCONV_ACT_NONE, p.act_a, p.act_b, ws)
+        if not in_kernel:
             _fill_epilogue(p, c0, n, &ep)
+            ep.bias = NULL      # added by the kernel
             p.kernel.epilogue(p.y + (n * p.cout + c0) * plane, plane, nch, plane, &ep)
 
 

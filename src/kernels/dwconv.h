@@ -29,13 +29,15 @@ typedef struct {
 typedef void (*pyconv_dwconv_rows_fn)(const pyconv_conv_geom *g, const pyconv_dw_channel *c,
                                       int64_t zd, int64_t y0, int64_t y1, float *ws);
 
-/* Small maps (rows shorter than a vector): `lanes` channels per call, vectorised across
- * channels (stride 1: across each channel's flattened output grid). x, taps, y: the
- * first of nch <= lanes channels (strides: a plane, kh * kw
- * taps, a plane); 2-D only (depth 1). Writes the plain convolution: the caller applies
- * bias, residual and activation. ws: pyconv_dw_channels_workspace_floats(g, lanes). */
+/* Small maps: `lanes` channels per call, vectorised across channels (one per lane). x,
+ * taps, y: the first of nch <= lanes channels (strides: a plane, kh * kw taps, a plane);
+ * 2-D only (depth 1). Writes the convolution plus bias (nch floats, or NULL), then act when
+ * it is relu or clip (act_a, act_b its bounds; pass NONE for anything else, and when a
+ * residual must come first): the caller applies the rest. ws:
+ * pyconv_dw_channels_workspace_floats(g, lanes). */
 typedef void (*pyconv_dwconv_channels_fn)(const pyconv_conv_geom *g, const float *x,
-                                          const float *taps, float *y, int64_t nch,
+                                          const float *taps, const float *bias, float *y,
+                                          int64_t nch, int act, float act_a, float act_b,
                                           float *ws);
 
 typedef struct {
@@ -77,29 +79,24 @@ static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, 
     return pyconv_dw_block_in_rows(g, rows) * g->s[2] * lp;
 }
 
-/* The padded input window of `channels` (rows, columns) and its floats per lane. */
-static inline int64_t pyconv_dw_window_rows(const pyconv_conv_geom *g)
+/* The rows (d = 1) or columns (d = 2) of zeros before (end 0) or after (end 1) the input
+ * in the `channels` window: the padding that some tap reads (none where negative). */
+static inline int64_t pyconv_dw_channels_pad(const pyconv_conv_geom *g, int d, int end)
 {
-    return (g->out_size[1] - 1) * g->s[1] + (g->k[1] - 1) * g->dl[1] + 1;
+    const int64_t p = end ? g->pe[d] : g->pb[d];
+    return p > 0 ? p : 0;
 }
 
-static inline int64_t pyconv_dw_window_cols(const pyconv_conv_geom *g)
-{
-    return (g->out_size[2] - 1) * g->s[2] + (g->k[2] - 1) * g->dl[2] + 1;
-}
-
-/* `channels` scratch: the interleaved padded window, taps and output, lanes each; at
- * stride 1 the windows of two channels and their output grids (each with vectors of
- * slack). */
+/* `channels` scratch: the interleaved padded window, the taps and the output grid, lanes
+ * floats per pixel or tap. */
 static inline int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g,
                                                           int64_t lanes)
 {
-    const int64_t hp = pyconv_dw_window_rows(g), wp = pyconv_dw_window_cols(g);
-    const int64_t interleaved = lanes * (hp * wp + g->k[1] * g->k[2] +
-                                         g->out_size[1] * g->out_size[2]);
-    const int64_t grid = 2 * ((hp * wp + lanes + 15) / 16 * 16
-                              + (g->out_size[1] * wp + 2 * lanes + 15) / 16 * 16);
-    return (interleaved > grid ? interleaved : grid) + 16;
+    const int64_t hp = pyconv_dw_channels_pad(g, 1, 0) + g->in_size[1]
+                       + pyconv_dw_channels_pad(g, 1, 1);
+    const int64_t wp = pyconv_dw_channels_pad(g, 2, 0) + g->in_size[2]
+                       + pyconv_dw_channels_pad(g, 2, 1);
+    return lanes * (hp * wp + g->k[1] * g->k[2] + g->out_size[1] * g->out_size[2]) + 16;
 }
 
 #ifdef __cplusplus

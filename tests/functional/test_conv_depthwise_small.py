@@ -1,7 +1,7 @@
 """Depthwise convolutions on small maps, which run several channels per call
-(dwconv_channels: the flattened-grid kernel at stride 1, channels interleaved across
-vector lanes otherwise), against the float64 reference on every ISA path, with the path
-forced on and off."""
+(dwconv_channels: channels interleaved across vector lanes, tiles of up to 8 output
+pixels of the flattened grid with only the taps that read the input), against the
+float64 reference on every ISA path, with the path forced on and off."""
 import numpy as np
 import pytest
 
@@ -23,7 +23,14 @@ CASES = [
     (1, 4, (6, 5), (3, 5), (1, 2), (0, 2, 1, 1), (2, 1)),   # asymmetric everything
     (1, 8, (9, 9), (3, 3), 3, 0, 1),         # stride 3, no padding
     (1, 6, (4, 8), (5, 5), 1, 8, 3),         # taps cropped: negative window padding
-    (1, 7, (6, 6), (3, 3), 1, 1, 1),         # stride-1 grid of 3 vectors: a pair's tail
+    (1, 7, (6, 6), (3, 3), 1, 1, 1),         # tiles of 7 pixels wrapping rows
+    (2, 33, (10, 10), (9, 9), 1, 4, 1),      # MixNet's 9x9: tiles of 5, 3 lane blocks
+    (1, 20, (10, 10), (5, 5), 1, 4, 2),      # LR-ASPP's dilated 5x5
+    (1, 18, (20, 20), (7, 7), 2, 3, 1),      # 7x7 stride 2
+    (1, 17, (11, 13), (7, 7), 1, 3, 1),      # odd sizes: 13-wide rows, tiles of 7 and 6
+    (1, 6, (2, 2), (3, 3), 1, 3, 1),         # outputs on padding only: tiles of no taps
+    (1, 19, (13, 12), (3, 3), (3, 2), 2, 2),  # strides 3 and 2, dilation 2, tiles wrapping
+    (1, 16, (32, 32), (7, 7), 1, 3, 1),      # ConvNeXt's 7x7 on the widest channels map
 ]
 
 
@@ -39,7 +46,12 @@ def path(request):
     conv_ext.set_depthwise_channels_max_width(previous)
 
 
-@pytest.mark.parametrize("activation", [None, "relu", "hardswish"])
+ACTIVATIONS = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+               "clip": lambda v: np.clip(v, -0.5, 0.75),       # relu and clip: in-kernel
+               "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_small_depthwise_matches_reference(isa, threads, path, rng, case, activation):
     n, c, sp, k, s, p, d = case
@@ -47,17 +59,12 @@ def test_small_depthwise_matches_reference(isa, threads, path, rng, case, activa
     pb, pe = arithmetic.resolve_padding(p, 2)
     ref = R.conv_nd(x, w, b, s, pb, pe, d, c)
     residual = rand(rng, *ref.shape)
-    plan = F.ConvPlan(w, b, stride=s, padding=p, dilation=d, groups=c, activation=activation)
-    got = plan.run(x, residual=residual)
-    want = ref + residual
-    if activation == "relu":
-        want = np.maximum(want, 0)
-    elif activation == "hardswish":
-        want = want * np.clip(want / 6 + 0.5, 0, 1)
-    assert_close(got, want, np.prod(k))
-    assert_close(plan.run(x), {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
-                               "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}
-                 [activation](ref), np.prod(k))
+    bounds = (-0.5, 0.75) if activation == "clip" else (0.0, 0.0)
+    plan = F.ConvPlan(w, b, stride=s, padding=p, dilation=d, groups=c, activation=activation,
+                      act_alpha=bounds[0], act_beta=bounds[1])
+    act = ACTIVATIONS[activation]
+    assert_close(plan.run(x, residual=residual), act(ref + residual), np.prod(k))
+    assert_close(plan.run(x), act(ref), np.prod(k))
     assert plan.kernel.last_algorithm == "depthwise"
 
 
