@@ -93,6 +93,8 @@ cdef extern from "sgemm.h" nogil:
         PYCONV_MAX_PHASE_STRIDE
 
 cdef extern from "parallel.h" nogil:
+    unsigned pyconv_fp_flush_denormals()
+    void pyconv_fp_restore(unsigned saved)
     ctypedef void (*pyconv_range_fn)(void *ctx, int64_t begin, int64_t end,
                                      int slot) noexcept nogil
     void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
@@ -139,6 +141,10 @@ cdef exec_ctx context_of(object context) except *
 # (src/runtime/parallel.h); slot indexes per-thread scratch.
 cdef void parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
                        void *ctx) noexcept nogil
+# Denormals as zero on the calling thread (and its parallel loops' workers); the
+# previous control word back (src/runtime/parallel.h).
+cdef unsigned fp_flush_denormals() noexcept nogil
+cdef void fp_restore(unsigned saved) noexcept nogil
 cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil
 cdef int threads_for(int64_t work, int nthreads) noexcept nogil
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,

@@ -232,6 +232,14 @@ cdef void parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn f
     pyconv_parallel_for(nthreads, n, grain, fn, ctx)
 
 
+cdef unsigned fp_flush_denormals() noexcept nogil:
+    return pyconv_fp_flush_denormals()
+
+
+cdef void fp_restore(unsigned saved) noexcept nogil:
+    pyconv_fp_restore(saved)
+
+
 cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil:
     """Items per task so that each thread has about TASKS_PER_THREAD tasks to take:
     enough that a late thread's share is picked up by the others, few enough that

@@ -1,6 +1,45 @@
 /* parallel.c: the parallel-for of parallel.h: a pthread pool (default), OpenMP, or serial. */
 #include "parallel.h"
 
+#if defined(__SSE__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 1)
+#include <xmmintrin.h>
+/* MXCSR: bits 0-5 are sticky exception flags (per thread, left alone), the rest control
+ * rounding, masks, flush-to-zero (bit 15) and denormals-are-zero (bit 6). */
+#define FP_STATUS_BITS 0x3Fu
+#define FP_FLUSH_BITS 0x8040u
+static inline unsigned fp_get(void) { return _mm_getcsr(); }
+static inline void fp_set(unsigned v) { _mm_setcsr(v); }
+#else
+#define FP_STATUS_BITS 0u
+#define FP_FLUSH_BITS 0u
+static inline unsigned fp_get(void) { return 0; }
+static inline void fp_set(unsigned v) { (void)v; }
+#endif
+
+unsigned pyconv_fp_flush_denormals(void)
+{
+    const unsigned saved = fp_get();
+    if ((saved | FP_FLUSH_BITS) != saved) fp_set(saved | FP_FLUSH_BITS);
+    return saved;
+}
+
+void pyconv_fp_restore(unsigned saved)
+{
+    const unsigned now = fp_get();
+    if ((now & ~FP_STATUS_BITS) != (saved & ~FP_STATUS_BITS))
+        fp_set((now & FP_STATUS_BITS) | (saved & ~FP_STATUS_BITS));
+}
+
+/* Runs on a participant in the control word `env` of the caller (its own status flags
+ * kept), then restores its own. */
+static inline unsigned fp_enter(unsigned env)
+{
+    const unsigned own = fp_get();
+    if ((own & ~FP_STATUS_BITS) != (env & ~FP_STATUS_BITS))
+        fp_set((own & FP_STATUS_BITS) | (env & ~FP_STATUS_BITS));
+    return own;
+}
+
 #if !defined(PYCONV_THREADS_POOL) && !defined(PYCONV_THREADS_OPENMP)
 
 const char *pyconv_parallel_backend(void) { return "serial"; }
@@ -33,11 +72,14 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
         return;
     }
     _Atomic int64_t next = 0;
+    const unsigned env = fp_get();
 #pragma omp parallel num_threads(nthreads)
     {
         const int slot = omp_get_thread_num();
+        const unsigned own = fp_enter(env);
         for (int64_t t; (t = atomic_fetch_add(&next, 1)) < tasks;)
             fn(ctx, t * grain, t + 1 == tasks ? n : (t + 1) * grain, slot);
+        pyconv_fp_restore(own);
     }
 }
 
@@ -102,6 +144,7 @@ typedef struct {
     _Atomic(void *) ctx;
     _Atomic int64_t n, grain, tasks;
     _Atomic int max_helpers;
+    _Atomic unsigned fp_env;            /* the caller's floating-point control word */
     _Atomic int busy;                   /* owned by a caller */
     _Atomic uint64_t range_next[MAX_PARTICIPANTS];   /* per participant's range */
 } job_slot;
@@ -171,10 +214,13 @@ static bool help_one(void)
             void *ctx = atomic_load(&s->ctx);
             const int64_t n = atomic_load(&s->n);
             const int64_t grain = atomic_load(&s->grain);
+            const unsigned env = atomic_load(&s->fp_env);
             const uint64_t joined_word = word + ((uint64_t)1 << JOINED_SHIFT);
             if (atomic_compare_exchange_weak(&s->word, &word, joined_word)) {
+                const unsigned own = fp_enter(env);
                 run_tasks(s, word >> GEN_SHIFT, fn, ctx, n, grain, tasks, max_helpers + 1,
                           (int)joined + 1);
+                pyconv_fp_restore(own);
                 return true;
             }
         }
@@ -288,6 +334,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
     atomic_store(&s->grain, grain);
     atomic_store(&s->tasks, tasks);
     atomic_store(&s->max_helpers, nthreads - 1);
+    atomic_store(&s->fp_env, fp_get());
     atomic_store(&s->done, 0);
     for (int r = 0; r < nthreads; r++)
         atomic_store(&s->range_next[r], (gen << GEN_SHIFT) | (uint64_t)range_begin(tasks, nthreads, r));

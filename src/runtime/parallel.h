@@ -23,6 +23,13 @@ typedef void (*pyconv_range_fn)(void *ctx, int64_t begin, int64_t end, int slot)
 void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
                          void *ctx);
 
+/* Flush-to-zero and denormals-are-zero on the calling thread (x86 MXCSR; elsewhere
+ * nothing); returns the previous floating-point control word for pyconv_fp_restore.
+ * Every participant of a parallel loop computes in its caller's control word, so a
+ * kernel that sets this before its loops has it on the workers too. */
+unsigned pyconv_fp_flush_denormals(void);
+void pyconv_fp_restore(unsigned saved);
+
 /* "pool" (pthreads, the default), "openmp" (a build option) or "serial". */
 const char *pyconv_parallel_backend(void);
 

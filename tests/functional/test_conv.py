@@ -327,3 +327,26 @@ def test_bad_inputs_raise_clear_errors(rng):
         F.conv_transpose2d(x, rand(rng, 4, 2, 3, 3), stride=2, output_padding=2)
     with pytest.raises(InvalidArgument, match=r"output_padding is only for transposed"):
         F.ConvPlan(w, output_padding=1)
+
+
+@pytest.mark.parametrize("threads_", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv_reads_denormals_as_zero_and_restores_the_callers_mode(rng, threads_, kernel):
+    """Convolutions run with denormals as zero on every thread (a denormal operand costs a
+    microcode assist per multiply-add); the caller's floating-point mode comes back."""
+    x = np.zeros((1, 8, 12, 12), np.float32)
+    x[0, ::2, 3:9, 2:10] = np.float32(1e-40)        # denormal: read as zero
+    x[0, 1, 5, 5] = 1.0                             # normal values still count
+    w = np.full((16, 8, kernel, kernel), 1e30, np.float32)
+    previous = pyconv.get_num_threads()
+    try:
+        pyconv.set_num_threads(threads_)
+        got = F.conv2d(x, w, padding=kernel // 2)
+    finally:
+        pyconv.set_num_threads(previous)
+    x_flushed = np.where(np.abs(x) < np.finfo(np.float32).tiny, 0, x).astype(np.float32)
+    pb, pe = arithmetic.resolve_padding(kernel // 2, 2)
+    ref = R.conv_nd(x_flushed, w, None, (1, 1), pb, pe, (1, 1), 1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    # NumPy on this thread still produces denormals (flush-to-zero was not left on)
+    assert np.float32(1e-38) * np.float32(0.01) != 0
