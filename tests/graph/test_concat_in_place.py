@@ -86,11 +86,16 @@ def concat_flags(session):
 
 
 @pytest.mark.parametrize("level", [L.ORT_DISABLE_ALL, L.ORT_ENABLE_ALL])
-def test_producers_write_into_the_concat(level):
+def test_producers_write_into_the_concat(level, monkeypatch):
     rng = np.random.default_rng(0)
     m = model(rng, [1, 3, 9, 7], ALL_OUTPUTS)
     s = check(m, [(1, 3, 9, 7)], rng, level)
     flags = concat_flags(s)
+    copies = []
+    copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda *a, **k: copies.append(a[1].shape) or
+                        copyto(*a, **k))
+    s.run(None, {"x": B.rand(rng, 1, 3, 9, 7)})
     if level == L.ORT_DISABLE_ALL:
         # c2 holds x (a feed: copied), a, b and d; c1 is the run [x, a, b] of it; c3 gets
         # a twice (placed in c2, so copied both times), bk and x; c5 holds c4 and e, c4's
@@ -100,6 +105,10 @@ def test_producers_write_into_the_concat(level):
         assert flags["c3"] == [False, False, True, False]
         assert flags["c5"] == [True, True]
         assert "c4" not in flags
+        # what a planned run copies: x into c1 and c2 (the same block, each its own
+        # input), a twice and x into c3, the slice and a into c4
+        assert sorted(copies) == sorted([(1, 3, 9, 7)] * 3 + [(1, 4, 9, 7)] * 3
+                                        + [(1, 3, 9, 7)])
     else:
         assert flags                        # fusions rename values; something is placed
 
@@ -168,3 +177,31 @@ def test_concat_bound_step_meets_other_inputs():
     np.testing.assert_array_equal(call([p, q])[0], np.concatenate([p, q], 1))
     q2 = B.rand(rng, 1, 1, 3, 4)
     np.testing.assert_array_equal(call([p, q2])[0], np.concatenate([p, q2], 1))
+
+
+@pytest.mark.parametrize("attrs", [
+    {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+    {"mode": "linear"}], ids=["nearest", "bilinear"])
+def test_decoder_upsampling_writes_into_the_concat(attrs, monkeypatch):
+    """A U-Net decoder: the bound Resize writes its upsampled map straight into its block
+    of the concat with the skip connection, and the concat copies nothing."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             conv("p", "w1", "deep"),
+             helper.make_node("Resize", ["deep", "", "scales"], ["up"], **attrs),
+             conv("x", "w2", "skip"),
+             helper.make_node("Concat", ["up", "skip"], ["c"], axis=1),
+             conv("c", "w3", "y")]
+    m = B.model(nodes, [("x", [1, 3, "H", "W"])], [("y", None)],
+                {"w1": B.rand(rng, 4, 3, 3, 3), "w2": B.rand(rng, 2, 3, 3, 3),
+                 "w3": B.rand(rng, 2, 6, 3, 3),
+                 "scales": np.array([1, 1, 2, 2], np.float32)})
+    s = check(m, [(1, 3, 8, 10), (1, 3, 6, 6)], rng, L.ORT_DISABLE_ALL)
+    assert concat_flags(s)["c"] == [True, True]
+    copies = []
+    copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda *a, **k: copies.append(a) or copyto(*a, **k))
+    x = B.rand(rng, 1, 3, 6, 6)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], B.ort_run(m, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+    assert copies == []
