@@ -529,11 +529,12 @@ class Program:
                 out = views.get(step.outs[0]) if views else None
                 if profile is not None:
                     t0 = time.perf_counter()
-                # A node writing into its planned buffer allocates nothing the plan's check
-                # did not count; any other checks its sizes against what the limit leaves
-                # before it allocates (arithmetic.check_tensor_size).
+                # A node checks the sizes it allocates against what the limit leaves
+                # before it allocates (arithmetic.check_tensor_size); one writing into its
+                # planned buffer allocates nothing, but one whose output the plan did not
+                # foresee (sizes from the feed's values) must still be checked.
                 budget = None
-                if live is not None and out is None:
+                if live is not None:
                     budget = ALLOCATION_BUDGET.set(AllocationBudget(
                         self.memory_limit, live.total, step.node.label))
                 try:
