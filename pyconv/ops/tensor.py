@@ -391,19 +391,36 @@ def _same_memory(a, b):
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
+def _constant_inputs(op, specs):
+    """The inputs after the first as a bind sees them: constants (``op.consts``) or None
+    for absent ones; None when one is computed at run time."""
+    values = [None]
+    for i in range(1, len(op.node.inputs)):
+        if not op.node.inputs[i]:
+            values.append(None)
+        elif i in op.consts:
+            values.append(op.consts[i])
+        else:
+            return None
+    return values
+
+
 @register("Split")
 class Split(Op):
     attributes = {"axis": 0, "split": None, "num_outputs": None}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        axis = self.check_axis(self.attrs["axis"], x.ndim)
+    def setup(self, consts):
+        self.consts = consts
+
+    def _pieces(self, shape, inputs):
+        """(axis, per output the index tuple of its piece) for an input of ``shape``."""
+        axis = self.check_axis(self.attrs["axis"], len(shape))
         n = len(self.node.outputs)
         if self.opset < 13:
             split = self.attrs["split"]
         else:
             split = _int_list(self, inputs[1], "split") if len(inputs) > 1 else None
-        dim = x.shape[axis]
+        dim = shape[axis]
         if split is None:
             if self.opset >= 18 and self.attrs["num_outputs"] is not None:
                 n = int(self.attrs["num_outputs"])
@@ -417,8 +434,34 @@ class Split(Op):
         if sum(split) != dim or len(split) != n or min(split) < 0:
             self.fail(f"split {split} does not fit axis {axis} of size {dim} into {n} "
                       f"outputs", ShapeError)
-        bounds = np.cumsum(split)[:-1]
-        return list(np.split(x, bounds, axis=axis))
+        pieces, start = [], 0
+        for size in split:
+            pieces.append((slice(None),) * axis + (slice(start, start + size),))
+            start += size
+        return pieces
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        return [x[index] for index in self._pieces(x.shape, inputs)]
+
+    def bind(self, specs, out):
+        """The pieces' index tuples resolved once for the planned input shape."""
+        inputs = _constant_inputs(self, specs)
+        if specs[0] is None or inputs is None:
+            return None
+        shape = tuple(specs[0][0])
+        try:
+            pieces = self._pieces(shape, inputs)
+        except PyconvError:
+            return None                 # the run reports it
+        run = self.run
+
+        def call(inputs):
+            x = inputs[0]
+            if type(x) is np.ndarray and x.shape == shape:
+                return [x[index] for index in pieces]
+            return run(inputs)
+        return call
 
 
 @register("Slice")
@@ -426,8 +469,11 @@ class Slice(Op):
     required_inputs = staticmethod(lambda opset: 3 if opset >= 10 else 1)
     attributes = {"starts": None, "ends": None, "axes": None}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
+    def setup(self, consts):
+        self.consts = consts
+
+    def _index(self, ndim, inputs):
+        """The NumPy index tuple of the slice for an input of rank ``ndim``."""
         if self.opset < 10:
             starts, ends, axes = self.attrs["starts"], self.attrs["ends"], self.attrs["axes"]
             steps = None
@@ -443,12 +489,28 @@ class Slice(Op):
         if not len(starts) == len(ends) == len(axes) == len(steps):
             self.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} must "
                       f"have the same length")
-        index = [slice(None)] * x.ndim
+        index = [slice(None)] * ndim
         for s, e, a, st in zip(starts, ends, axes, steps):
             if st == 0:
                 self.fail("steps must not be 0")
-            index[self.check_axis(a, x.ndim)] = slice(int(s), int(e), int(st))
-        return [x[tuple(index)]]
+            index[self.check_axis(a, ndim)] = slice(int(s), int(e), int(st))
+        return tuple(index)
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        return [x[self._index(x.ndim, inputs)]]
+
+    def bind(self, specs, out):
+        """The index tuple resolved once, with constant starts / ends / axes / steps."""
+        inputs = _constant_inputs(self, specs)
+        if specs[0] is None or inputs is None:
+            return None
+        shape = tuple(specs[0][0])
+        try:
+            index = self._index(len(shape), inputs)
+        except PyconvError:
+            return None                 # the run reports it
+        return _view_step(shape, lambda x: x[index], self.run)
 
 
 @register("Gather")
