@@ -32,11 +32,16 @@ cdef extern from "eltwise.h" nogil:
     ctypedef void (*pyconv_standardize_fn)(const float *x, float *y, int64_t n, double eps,
                                            const float *s, const float *b, int64_t k,
                                            double *mean, double *inv_std) noexcept nogil
+    ctypedef void (*pyconv_standardize_cols_fn)(const float *x, float *y, int64_t c,
+                                                int64_t p, int64_t j0, int64_t j1, double eps,
+                                                const float *s, const float *b, double *mean,
+                                                double *inv_std) noexcept nogil
     ctypedef struct pyconv_eltwise_kernel:
         const char *isa
         pyconv_unary_fn unary
         pyconv_binary_fn binary
         pyconv_standardize_fn standardize
+        pyconv_standardize_cols_fn standardize_cols
     const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 
     cpdef enum pyconv_unary:
@@ -577,4 +582,91 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
         else:
             grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
             parallel_for(ctx.nthreads, rows, grain, _std_range, &j)
+    return y, mean, inv
+
+
+# ---------------------------------------------------------------------------------------
+# Column standardisation (channels-first layer norm)
+
+cdef enum:
+    STDC_COLUMNS = 64       # columns (pixels) of one task
+
+
+cdef struct _stdc_job:
+    pyconv_standardize_cols_fn fn
+    const float *x
+    float *y
+    int64_t c, p            # channels, pixels of one image
+    int64_t blocks          # tasks per image
+    double eps
+    const float *s          # (c,) or NULL
+    const float *b
+    double *mean            # (images, p)
+    double *inv
+
+
+cdef void _stdc_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _stdc_job *j = <const _stdc_job *>arg
+    cdef int64_t t, n, j0, j1
+    for t in range(lo, hi):
+        n = t // j.blocks
+        j0 = (t - n * j.blocks) * STDC_COLUMNS
+        j1 = min(j0 + STDC_COLUMNS, j.p)
+        j.fn(j.x + n * j.c * j.p, j.y + n * j.c * j.p, j.c, j.p, j0, j1, j.eps, j.s, j.b,
+             j.mean + n * j.p, j.inv + n * j.p)
+
+
+def standardize_columns(x, double eps, scale=None, bias=None, context=None):
+    """Each column of the (C, P) matrices of a float32 (N, C, P) array standardised over
+    its C values, ``(x - mean) / sqrt(var + eps) * scale + bias`` with ``scale`` and
+    ``bias`` (C,) (missing: 1 and 0): a layer norm over the channels of each pixel of NCHW
+    images. The arithmetic of :func:`standardize` (two passes, sums in float blocks then
+    double), split over threads by blocks of columns.
+
+    Returns
+    -------
+    (y, mean, inv_std)
+        ``y`` (N, C, P) float32; ``mean`` and ``inv_std = 1 / sqrt(var + eps)`` (N, P)
+        float64.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 3:
+        raise InvalidDType(f"standardize_columns: expected a 3-D float32 ndarray, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    cdef int64_t n = x.shape[0], c = x.shape[1], p = x.shape[2]
+    if c < 1:
+        raise InvalidArgument(f"standardize_columns: columns of {c} values have no mean")
+    params = []
+    for name, v in (("scale", scale), ("bias", bias)):
+        if v is not None:
+            v = np.ascontiguousarray(v, np.float32)
+            if v.shape != (c,):
+                raise InvalidArgument(f"standardize_columns: {name} of shape {v.shape}: "
+                                      f"expected ({c},)")
+        params.append(v)
+    s, b = params
+    cdef exec_ctx ctx = context_of(context)
+    x = _contiguous(x)
+    y = np.empty((n, c, p), np.float32)
+    mean = np.empty((n, p), np.float64)
+    inv = np.empty((n, p), np.float64)
+    if n * p == 0:
+        return y, mean, inv
+    cdef _stdc_job j
+    j.fn = _kernel_of(&ctx).standardize_cols
+    j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    j.c, j.p = c, p
+    j.blocks = (p + STDC_COLUMNS - 1) // STDC_COLUMNS
+    j.eps = eps
+    j.s = <const float *>cnp.PyArray_DATA(<cnp.ndarray>s) if s is not None else NULL
+    j.b = <const float *>cnp.PyArray_DATA(<cnp.ndarray>b) if b is not None else NULL
+    j.mean = <double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    j.inv = <double *>cnp.PyArray_DATA(<cnp.ndarray>inv)
+    cdef int64_t tasks = n * j.blocks
+    with nogil:
+        if n * c * p < 2 * CHUNK or ctx.nthreads <= 1 or tasks < 2:
+            _stdc_range(&j, 0, tasks, 0)
+        else:
+            parallel_for(ctx.nthreads, tasks, grain_for(tasks, ctx.nthreads), _stdc_range, &j)
     return y, mean, inv

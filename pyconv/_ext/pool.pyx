@@ -673,10 +673,29 @@ cdef enum:
 cdef double _sum_f64(const float *x, int64_t n) noexcept nogil:
     """Sum of n floats: CHUNK float lanes add at most 16 values each, then go to 8 double
     partial sums (8 independent chains: one double chain costs an add latency per value,
-    which made a 96 x 8 x 8 global average pool 9 us)."""
+    which made a 96 x 8 x 8 global average pool 9 us). Planes of at most 16 * 16 floats
+    (squeeze-and-excitation pools on 7x7 to 16x16 maps) take 16 float lanes instead, so
+    that only 16 values go to double, not CHUNK: a 960 x 10 x 10 pool 41 -> 14 us."""
     cdef float acc[CHUNK]
+    cdef float lane[16]
+    cdef float rest
     cdef double part[8]
     cdef int64_t i = 0, j, q, block_end
+    if n <= 256:
+        for q in range(16):
+            lane[q] = 0.0
+        while n - i >= 16:
+            for q in range(16):
+                lane[q] += x[i + q]
+            i = i + 16
+        rest = 0.0                      # the tail apart: lane stays in registers
+        for j in range(i, n):
+            rest += x[j]
+        for q in range(8):
+            part[q] = <double>lane[q] + <double>lane[q + 8]
+        part[0] += <double>rest
+        return (((part[0] + part[1]) + (part[2] + part[3]))
+                + ((part[4] + part[5]) + (part[6] + part[7])))
     for q in range(8):
         part[q] = 0.0
     while n - i >= CHUNK:

@@ -64,6 +64,9 @@ def normalize_last_axes(x, axis, eps, weight=None, bias=None, context=None):
     if rows * cols == 0:
         nan = np.full((rows, 1), np.nan)
         return np.empty(x.shape, x.dtype), nan, nan
+    channels_first = _channels_first(x, axis, weight, bias)
+    if channels_first is not None:
+        return _normalize_channels(channels_first, x.shape, eps, weight, bias, context)
     row_weight, row_bias = _row_vector(weight, axis, x.shape), _row_vector(bias, axis, x.shape)
     fused = (weight is None or row_weight is not None) and (bias is None or
                                                             row_bias is not None)
@@ -77,6 +80,41 @@ def normalize_last_axes(x, axis, eps, weight=None, bias=None, context=None):
         if bias is not None:
             y += bias.astype(y.dtype, copy=False)
     return y, mean, inv_std
+
+
+def last_axis_vector(p, size):
+    """A parameter that broadcasts against (..., ``size``) varying over the last axis only
+    (or not at all) as its ``size`` values; None when it is None or varies elsewhere."""
+    if p is None or any(d != 1 for d in p.shape[:-1]) or (p.ndim and p.shape[-1]
+                                                           not in (1, size)):
+        return None
+    return np.broadcast_to(p.reshape(-1), (size,))
+
+
+def _channels_first(x, axis, weight, bias):
+    """``x`` with its last axis moved to axis 1, when that is a C-contiguous float32 array
+    (x is the NHWC view of NCHW data, as exporters write a channels-first layer norm:
+    Transpose, LayerNormalization over the last axis, Transpose back) and the norm is over
+    that axis alone with per-channel parameters; else None."""
+    c = x.shape[-1]
+    if (x.dtype != np.float32 or x.ndim < 3 or axis != x.ndim - 1 or x.flags.c_contiguous
+            or any(p is not None and last_axis_vector(p, c) is None for p in (weight, bias))):
+        return None
+    moved = np.moveaxis(x, -1, 1)
+    return moved if moved.flags.c_contiguous else None
+
+
+def _normalize_channels(moved, shape, eps, weight, bias, context):
+    """:func:`normalize_last_axes` of the channels-last view of ``moved`` (N, C, *) over C:
+    each pixel standardised over its channels in place in the NCHW layout (the column
+    kernel), the result handed back as the same channels-last view; no transposed copy."""
+    from pyconv._ext import eltwise
+    n, c = moved.shape[:2]
+    y, mean, inv_std = eltwise.standardize_columns(
+        moved.reshape(n, c, -1), float(eps), last_axis_vector(weight, c),
+        last_axis_vector(bias, c), context=context)
+    return (np.moveaxis(y.reshape(moved.shape), 1, -1), mean.reshape(-1, 1),
+            inv_std.reshape(-1, 1))
 
 
 def normalize_groups(x, num_groups, eps, weight=None, bias=None, context=None):

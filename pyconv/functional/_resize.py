@@ -215,14 +215,17 @@ def _taps_2d(shape, dtype, sizes, scales, mode, coordinate_mode, nearest_mode, a
     return None
 
 
-def _run_2d(x, sizes, mode, taps, context):
+def _run_2d(x, sizes, mode, taps, context, out=None):
+    """The C kernel over the planes of ``x``; into ``out`` (a C-contiguous float32 array of
+    ``sizes``) when given."""
     (iy, wy), (ix, wx) = taps
     planes = np.ascontiguousarray(x).reshape(-1, x.shape[-2], x.shape[-1])
+    y = None if out is None else out.reshape(-1, sizes[-2], sizes[-1])
     if mode == "nearest":
-        y = _resize_kernels.nearest_2d(planes, iy, ix, context)
+        y = _resize_kernels.nearest_2d(planes, iy, ix, context, y)
     else:
-        y = _resize_kernels.linear_2d(planes, iy, wy, ix, wx, context)
-    return y.reshape(sizes)
+        y = _resize_kernels.linear_2d(planes, iy, wy, ix, wx, context, y)
+    return y.reshape(sizes) if out is None else out
 
 
 def resize(x, sizes=None, scales=None, mode="nearest",
@@ -327,10 +330,12 @@ def resize(x, sizes=None, scales=None, mode="nearest",
 def bind_resize(x_shape, sizes=None, scales=None, mode="nearest",
                 coordinate_transformation_mode="half_pixel",
                 nearest_mode="round_prefer_floor", antialias=False, exclude_outside=False,
-                roi=None, context=None):
+                roi=None, context=None, out=None):
     """:func:`resize` of a float32 input of ``x_shape`` bound once (a memory planner's
     step), when it runs the C kernels (nearest / bilinear over the last two axes, both
-    resized); None otherwise.
+    resized); None otherwise. ``out``: where each call writes (a memory planner's buffer),
+    used when it is a writeable C-contiguous float32 array of the output shape; else each
+    call returns a new array.
 
     Returns
     -------
@@ -351,10 +356,17 @@ def bind_resize(x_shape, sizes=None, scales=None, mode="nearest",
     if taps is None:
         return None
 
+    if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.float32
+                                and out.shape == tuple(sizes) and out.flags.c_contiguous
+                                and out.flags.writeable):
+        out = None
+
     def call(x):
         if (type(x) is not np.ndarray or x.dtype != np.float32 or x.shape != shape
                 or not x.flags.c_contiguous):
             return None
-        return _run_2d(x, sizes, mode, taps, context)
+        if out is not None and np.may_share_memory(x, out):
+            return _run_2d(x, sizes, mode, taps, context)
+        return _run_2d(x, sizes, mode, taps, context, out)
     return call
 

@@ -4,7 +4,9 @@ memory plan per input signature.
 The first run for a signature allocates every value and records shapes, dtypes and
 which outputs are views of which inputs. From that, :class:`MemoryPlan` places each
 float32 result of an operator that can write into a given buffer (``supports_out``)
-at an offset of one arena, reusing the bytes of values that are dead by then (greedy by
+at an offset of one arena (a Concat's inputs, where each is one contiguous block of its
+output, inside the output's buffer at their blocks: their producers write there and the
+concat copies nothing), reusing the bytes of values that are dead by then (greedy by
 size, the intervals being [producing step, last step reading it or any view of it]; first
 fit by time when a huge fan-in would make that quadratic). A Program keeps the plans of
 its ``max_plans`` most recently used signatures. Later runs take an arena from a pool
@@ -64,6 +66,11 @@ class MemoryPlan:
         The arena plus the most bytes of unplanned values alive at once, each counted
         through the value that owns its memory (as a run under a memory limit counts):
         what a run of this signature holds at its peak.
+    in_place : dict
+        Step index -> per input, whether the plan placed it in its block of the step's
+        output (a Concat whose producers write straight into it; see ``_blocks``).
+
+    ``const_slots`` maps the slots of constants to their values.
     """
 
     def __init__(self, nslots, steps, record, output_slots, const_slots, input_slots):
@@ -107,6 +114,29 @@ class MemoryPlan:
             if slot in const_slots or slot in input_slots:
                 pinned.add(r)
             group_end[r] = max(group_end.get(r, -1), e)
+
+        def writable(o):
+            """Whether slot ``o`` can have a planned buffer: a float32 output 0 of an op
+            that writes into a given buffer, owning its memory, not pinned."""
+            t = define.get(o)
+            if t is None or steps[t].outs[0] != o or not steps[t].op.supports_out:
+                return False
+            shape, dtype = shapes.get(o, ((), None))
+            return (find(o) == o and o not in pinned and dtype == np.float32
+                    and math.prod(shape) > 0)
+
+        def spec(i):
+            const = const_slots.get(i)
+            return (const.shape, const.dtype) if isinstance(const, np.ndarray) \
+                else shapes.get(i)
+
+        #: slot -> (slot of the buffer it lies in, byte offset): inputs written straight
+        #: into their blocks of a Concat's output (and concats that are runs of another's).
+        inside, self.in_place = _blocks(steps, spec, writable)
+        start, group_stop = dict(define), dict(group_end)
+        for slot, (root, _) in inside.items():
+            start[root] = min(start[root], define[slot])
+            group_stop[root] = max(group_stop[root], group_end[slot])
         candidates = []
         self.naive_bytes = 0
         for t, s in enumerate(steps):
@@ -117,15 +147,17 @@ class MemoryPlan:
                 nbytes = math.prod(shape) * np.dtype(dtype).itemsize
                 if find(o) == o:
                     self.naive_bytes += nbytes
-                if (k == 0 and s.op.supports_out and find(o) == o and o not in pinned
-                        and dtype == np.float32 and nbytes > 0):
-                    candidates.append((nbytes, t, group_end[o], o, shape))
+                if k == 0 and o not in inside and writable(o):
+                    candidates.append((nbytes, start[o], group_stop[o], o, shape))
         self.offsets = {}
         placed = _place(candidates)
         for (offset, size), (_, _, _, slot, shape) in zip(placed, candidates):
             self.offsets[slot] = (offset, shape)
+        for slot, (root, offset) in inside.items():
+            self.offsets[slot] = (self.offsets[root][0] + offset, shapes[slot][0])
         self.arena_bytes = max((o + s for o, s in placed), default=0)
-        planned = sum(c[0] for c in candidates)
+        planned = sum(c[0] for c in candidates) + sum(
+            math.prod(shapes[slot][0]) * 4 for slot in inside)
         self.unplanned_bytes = self.naive_bytes - planned
         external = {find(s) for s in const_slots} | {find(s) for s in input_slots}
         changes = []        # (step, bytes) as unplanned owners appear and go
@@ -158,6 +190,57 @@ class MemoryPlan:
         with self._lock:
             if len(self._pool) < 8:
                 self._pool.append(arena)
+
+
+def _blocks(steps, spec, writable):
+    """Concat inputs placed in their blocks of the output (:meth:`Op.input_blocks`), so
+    their producers write there and the concat copies nothing.
+
+    Returns ``inside`` (slot -> (slot of the buffer, byte offset)) and ``in_place`` (step
+    -> per input, whether it lies in its block of that step's output). Concats are taken
+    largest first; one whose output is ``writable`` and not inside another's is a buffer,
+    each writable input not yet placed goes into its block (a value is placed once: an
+    input of two concats is copied by the second), and a concat whose inputs are a run of
+    another's inputs at the same relative offsets (DenseNet's cat_k within cat_{k+1}) is a
+    view of that run. Only float32 is placed (see ``writable``)."""
+    blocks = {}
+    by_first = defaultdict(list)            # first input slot -> concat steps
+    for t, s in enumerate(steps):
+        if s.outs and s.outs[0] >= 0 and all(i >= 0 for i in s.ins):
+            specs = [spec(i) for i in s.ins]
+            if all(sp is not None for sp in specs) and spec(s.outs[0]) is not None:
+                offsets = s.op.input_blocks(specs)
+                if offsets is not None:
+                    blocks[t] = offsets
+                    by_first[s.ins[0]].append(t)
+    inside, in_place, buffers = {}, {}, set()
+    order = sorted(blocks, key=lambda t: (-math.prod(spec(steps[t].outs[0])[0]), -t))
+    for t in order:
+        ins, out, offsets = steps[t].ins, steps[t].outs[0], blocks[t]
+        if out in inside:
+            root, base = inside[out]
+        elif writable(out):
+            root, base = out, 0
+            buffers.add(out)
+        else:
+            continue
+        flags = []
+        for i, offset in zip(ins, offsets):
+            at = (root, base + 4 * offset)
+            if i not in inside and i not in buffers and i != out and writable(i):
+                inside[i] = at
+            flags.append(inside.get(i) == at)
+        for j, first in enumerate(ins):
+            for t2 in by_first.get(first, ()):
+                run, out2 = steps[t2].ins, steps[t2].outs[0]
+                if (t2 == t or out2 in inside or out2 in buffers or run != ins[j:j + len(run)]
+                        or blocks[t2] != [o - offsets[j] for o in offsets[j:j + len(run)]]
+                        or not writable(out2)):
+                    continue
+                inside[out2] = (root, base + 4 * offsets[j])
+        if any(flags):
+            in_place[t] = flags
+    return inside, in_place
 
 
 def _owner(a):
@@ -387,11 +470,15 @@ class Program:
         """Per step, ``call(inputs) -> outputs``: the operator bound to the planned shapes
         and this arena's buffer (:meth:`pyconv.ops.Op.bind`), else its plain ``run``."""
         calls = []
-        for step in self.steps:
+        for t, step in enumerate(self.steps):
             out = views.get(step.outs[0])
             call = None
             specs = [self._spec(plan, i) for i in step.ins]
-            if all(sp is not None for sp, i in zip(specs, step.ins) if i >= 0):
+            flags = plan.in_place.get(t)
+            if flags is not None and out is not None:
+                call = step.op.bind_placed(specs, out, [views[i] if here else None
+                                                        for i, here in zip(step.ins, flags)])
+            elif all(sp is not None for sp, i in zip(specs, step.ins) if i >= 0):
                 call = step.op.bind(specs, out)
             if call is None:
                 call = _unbound(step.op, out)
@@ -442,11 +529,12 @@ class Program:
                 out = views.get(step.outs[0]) if views else None
                 if profile is not None:
                     t0 = time.perf_counter()
-                # A node writing into its planned buffer allocates nothing the plan's check
-                # did not count; any other checks its sizes against what the limit leaves
-                # before it allocates (arithmetic.check_tensor_size).
+                # A node checks the sizes it allocates against what the limit leaves
+                # before it allocates (arithmetic.check_tensor_size); one writing into its
+                # planned buffer allocates nothing, but one whose output the plan did not
+                # foresee (sizes from the feed's values) must still be checked.
                 budget = None
-                if live is not None and out is None:
+                if live is not None:
                     budget = ALLOCATION_BUDGET.set(AllocationBudget(
                         self.memory_limit, live.total, step.node.label))
                 try:
@@ -483,7 +571,7 @@ class Program:
         if record is not None:
             with collection_paused():
                 plan = MemoryPlan(self.nslots, self.steps, record,
-                                  set(self.output_slot.values()), set(self.const_slots),
+                                  set(self.output_slot.values()), self.const_slots,
                                   set(self.input_slots))
             with self._plan_lock:
                 self.plans.setdefault(key, plan)

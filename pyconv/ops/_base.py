@@ -153,6 +153,19 @@ class Op:
         ``specs`` and falls back to ``run`` when they do not."""
         return None
 
+    def input_blocks(self, specs):
+        """Where each input lies in output 0 when every input is one contiguous block of
+        it (Concat with the dims before its axis all 1): their element offsets, in input
+        order; else None (the default). The memory planner then places inputs whose
+        producers can write there at those offsets (:meth:`bind_placed`)."""
+        return None
+
+    def bind_placed(self, specs, out, placed):
+        """:meth:`bind` for a plan that placed some inputs in ``out`` (an op whose
+        :meth:`input_blocks` gave offsets): ``placed[i]`` is the planned buffer input ``i``
+        was written to (its block of ``out``), or None for an input found elsewhere."""
+        return self.bind(specs, out)
+
     # -- helpers -------------------------------------------------------------------------
     def fail(self, message, cls=InvalidArgument):
         """Raises ``cls`` with a message naming this node."""

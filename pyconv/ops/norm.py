@@ -2,12 +2,14 @@
 InstanceNormalization, LayerNormalization, GroupNormalization and LRN."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pyconv._ext import eltwise, gemm
-from pyconv.errors import InvalidDType, ShapeError
+from pyconv.errors import InvalidDType, PyconvError, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
-from pyconv.functional._norm import normalize_groups, normalize_last_axes
+from pyconv.functional._norm import last_axis_vector, normalize_groups, normalize_last_axes
 from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
 
 
@@ -159,6 +161,61 @@ class LayerNormalization(_Standardize):
 
     def setup(self, consts):
         self.stash = self.check_stash_type()
+        self.consts = consts
+
+    def bind(self, specs, out):
+        """The kernel bound to a planned float32 input normalised over its last axis alone,
+        Scale and B constant and Mean / InvStdDev not wanted: a call runs the column kernel
+        when the input is the channels-last view of NCHW data (the exporters' channels-
+        first norm: Transpose, LayerNormalization, Transpose back; the result is the same
+        view of NCHW data, so the second Transpose gives it back contiguous), the row
+        kernel when it is C-contiguous, else ``run``."""
+        if (specs[0] is None or specs[0][1] != np.float32 or any(self.node.outputs[1:])
+                or any(self.node.inputs[i] and i not in self.consts
+                       for i in range(1, len(self.node.inputs)))):
+            return None
+        shape = tuple(specs[0][0])
+        rank = len(shape)
+        params = [self.consts.get(i) for i in (1, 2)]
+        try:
+            if rank < 2 or self.check_axis(self.attrs["axis"], rank) != rank - 1:
+                return None
+            for i, p in zip((1, 2), params):
+                self.broadcast_param(p, i, shape)
+        except PyconvError:
+            return None                 # the run reports it
+        c = shape[-1]
+        if c == 0 or math.prod(shape) == 0:
+            return None
+        s, b = [None if p is None else last_axis_vector(np.asarray(p, np.float32), c)
+                for p in params]
+        if any(v is None and p is not None for v, p in zip((s, b), params)):
+            return None                 # a parameter varying over other axes: run
+        s, b = [None if v is None else np.ascontiguousarray(v) for v in (s, b)]
+        s_row, b_row = [None if p is None else p.reshape(1, c) for p in (s, b)]
+        eps, rows, ctx, run = float(self.attrs["epsilon"]), math.prod(shape[:-1]), \
+            self.context, self.run
+        # the NCHW shape, its strides, and the channels-last view's strides
+        to_last = (0,) + tuple(range(2, rank)) + (1,)
+        to_first = (0, rank - 1) + tuple(range(1, rank - 1))
+        nchw = tuple(shape[k] for k in to_first)
+        nchw_strides = np.empty(0, np.float32).itemsize * np.cumprod(
+            (1,) + nchw[:0:-1])[::-1]
+        view_strides = tuple(int(nchw_strides[k]) for k in to_last)
+        columns = (shape[0], c, math.prod(shape[1:-1]))
+
+        def call(inputs):
+            x = inputs[0]
+            if type(x) is np.ndarray and x.dtype == np.float32 and x.shape == shape:
+                if rank >= 3 and x.strides == view_strides:
+                    y = eltwise.standardize_columns(x.transpose(to_first).reshape(columns),
+                                                    eps, s, b, context=ctx)[0]
+                    return [y.reshape(nchw).transpose(to_last)]
+                if x.flags.c_contiguous:
+                    return [eltwise.standardize(x.reshape(rows, c), eps, s_row, b_row,
+                                                context=ctx)[0].reshape(shape)]
+            return run(inputs)
+        return call
 
     def run(self, inputs, out=None):
         x = inputs[0]

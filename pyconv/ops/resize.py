@@ -15,6 +15,7 @@ def _present(inputs, i):
 
 @register("Resize")
 class Resize(Op):
+    supports_out = True        # the bound C kernels write into the planned buffer
     attributes = {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
                   "nearest_mode": "round_prefer_floor", "cubic_coeff_a": -0.75,
                   "exclude_outside": 0, "extrapolation_value": 0.0, "antialias": 0,
@@ -108,7 +109,7 @@ class Resize(Op):
             ctm, nearest = self._modes()
             call = bind_resize(shape, sizes, scales, a["mode"], ctm, nearest,
                                bool(a["antialias"]), bool(a["exclude_outside"]), roi,
-                               context=self.context)
+                               context=self.context, out=out)
         except PyconvError:
             return None                 # the run reports it
         if call is None:

@@ -306,40 +306,121 @@ class Unsqueeze(_View):
 
 @register("Concat")
 class Concat(Op):
+    """Inputs joined along ``axis``. When the dims before the axis are all 1 every input
+    is one contiguous block of the output: the memory planner then has the producers write
+    straight into their blocks (:meth:`input_blocks`), and a run copies only the inputs
+    found elsewhere (initializers, feeds, views, graph outputs, a value another concat
+    holds)."""
     attributes = {"axis": REQUIRED}
     supports_out = True
 
+    def _out_shape(self, shapes):
+        """The output shape for input ``shapes`` and the axis, checked."""
+        rank = len(shapes[0])
+        axis = self.check_axis(self.attrs["axis"], rank)
+        for i, sh in enumerate(shapes):
+            if len(sh) != rank or sh[:axis] + sh[axis + 1:] != \
+                    shapes[0][:axis] + shapes[0][axis + 1:]:
+                self.fail(f"input '{self.input_name(i)}' has shape {sh}, incompatible "
+                          f"with '{self.input_name(0)}' {shapes[0]} along axis "
+                          f"{axis}", ShapeError)
+        shape = list(shapes[0])
+        shape[axis] = sum(sh[axis] for sh in shapes)
+        return axis, shape
+
     def run(self, inputs, out=None):
         arrays = [a for a in inputs if a is not None]
-        rank = arrays[0].ndim
-        axis = self.check_axis(self.attrs["axis"], rank)
-        for i, a in enumerate(arrays):
-            if a.ndim != rank or a.shape[:axis] + a.shape[axis + 1:] != \
-                    arrays[0].shape[:axis] + arrays[0].shape[axis + 1:]:
-                self.fail(f"input '{self.input_name(i)}' has shape {a.shape}, incompatible "
-                          f"with '{self.input_name(0)}' {arrays[0].shape} along axis "
-                          f"{axis}", ShapeError)
-        shape = list(arrays[0].shape)
-        shape[axis] = sum(a.shape[axis] for a in arrays)
+        axis, shape = self._out_shape([a.shape for a in arrays])
         dtype = np.result_type(*arrays)
         if out is not None and list(out.shape) == shape and out.dtype == dtype:
-            return [np.concatenate(arrays, axis=axis, out=out)]
+            # Inputs a plan placed in their blocks of ``out`` are there already.
+            start = 0
+            for a in arrays:
+                block = out[(slice(None),) * axis + (slice(start, start + a.shape[axis]),)]
+                start += a.shape[axis]
+                if not _same_memory(a, block):
+                    np.copyto(block, a)
+            return [out]
         return [np.concatenate(arrays, axis=axis)]
+
+    def input_blocks(self, specs):
+        if not specs or any(sp is None or sp[1] != np.float32 for sp in specs):
+            return None
+        shapes = [tuple(sp[0]) for sp in specs]
+        try:
+            axis, _ = self._out_shape(shapes)
+        except PyconvError:
+            return None                 # the run reports it
+        if math.prod(shapes[0][:axis]) != 1:
+            return None                 # each input is several strided pieces
+        offsets, start = [], 0
+        for sh in shapes:
+            offsets.append(start)
+            start += math.prod(sh)
+        return offsets
+
+    def bind(self, specs, out):
+        return self.bind_placed(specs, out, [None] * len(specs))
+
+    def bind_placed(self, specs, out, placed):
+        """Copies each input into its block of ``out``, but for those the plan placed
+        there (``inputs[i] is placed[i]``: the producer wrote its planned buffer)."""
+        offsets = self.input_blocks(specs)
+        if out is None or offsets is None or not out.flags.c_contiguous:
+            return None
+        shapes = [tuple(sp[0]) for sp in specs]
+        flat = out.reshape(-1)
+        blocks = [flat[o:o + math.prod(sh)].reshape(sh) for o, sh in zip(offsets, shapes)]
+        work = list(zip(shapes, blocks, placed))
+        run = self.run
+
+        def call(inputs):
+            for x, (shape, block, here) in zip(inputs, work):
+                if x is not here:
+                    if type(x) is not np.ndarray or x.shape != shape or \
+                            x.dtype != np.float32:
+                        return run(inputs, out)
+                    np.copyto(block, x)
+            return [out]
+        return call
+
+
+def _same_memory(a, b):
+    """Whether ``a`` and ``b`` are the same elements of the same memory."""
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _constant_inputs(op, specs):
+    """The inputs after the first as a bind sees them: constants (``op.consts``) or None
+    for absent ones; None when one is computed at run time."""
+    values = [None]
+    for i in range(1, len(op.node.inputs)):
+        if not op.node.inputs[i]:
+            values.append(None)
+        elif i in op.consts:
+            values.append(op.consts[i])
+        else:
+            return None
+    return values
 
 
 @register("Split")
 class Split(Op):
     attributes = {"axis": 0, "split": None, "num_outputs": None}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
-        axis = self.check_axis(self.attrs["axis"], x.ndim)
+    def setup(self, consts):
+        self.consts = consts
+
+    def _pieces(self, shape, inputs):
+        """(axis, per output the index tuple of its piece) for an input of ``shape``."""
+        axis = self.check_axis(self.attrs["axis"], len(shape))
         n = len(self.node.outputs)
         if self.opset < 13:
             split = self.attrs["split"]
         else:
             split = _int_list(self, inputs[1], "split") if len(inputs) > 1 else None
-        dim = x.shape[axis]
+        dim = shape[axis]
         if split is None:
             if self.opset >= 18 and self.attrs["num_outputs"] is not None:
                 n = int(self.attrs["num_outputs"])
@@ -353,8 +434,34 @@ class Split(Op):
         if sum(split) != dim or len(split) != n or min(split) < 0:
             self.fail(f"split {split} does not fit axis {axis} of size {dim} into {n} "
                       f"outputs", ShapeError)
-        bounds = np.cumsum(split)[:-1]
-        return list(np.split(x, bounds, axis=axis))
+        pieces, start = [], 0
+        for size in split:
+            pieces.append((slice(None),) * axis + (slice(start, start + size),))
+            start += size
+        return pieces
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        return [x[index] for index in self._pieces(x.shape, inputs)]
+
+    def bind(self, specs, out):
+        """The pieces' index tuples resolved once for the planned input shape."""
+        inputs = _constant_inputs(self, specs)
+        if specs[0] is None or inputs is None:
+            return None
+        shape = tuple(specs[0][0])
+        try:
+            pieces = self._pieces(shape, inputs)
+        except PyconvError:
+            return None                 # the run reports it
+        run = self.run
+
+        def call(inputs):
+            x = inputs[0]
+            if type(x) is np.ndarray and x.shape == shape:
+                return [x[index] for index in pieces]
+            return run(inputs)
+        return call
 
 
 @register("Slice")
@@ -362,8 +469,11 @@ class Slice(Op):
     required_inputs = staticmethod(lambda opset: 3 if opset >= 10 else 1)
     attributes = {"starts": None, "ends": None, "axes": None}
 
-    def run(self, inputs, out=None):
-        x = inputs[0]
+    def setup(self, consts):
+        self.consts = consts
+
+    def _index(self, ndim, inputs):
+        """The NumPy index tuple of the slice for an input of rank ``ndim``."""
         if self.opset < 10:
             starts, ends, axes = self.attrs["starts"], self.attrs["ends"], self.attrs["axes"]
             steps = None
@@ -379,12 +489,28 @@ class Slice(Op):
         if not len(starts) == len(ends) == len(axes) == len(steps):
             self.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} must "
                       f"have the same length")
-        index = [slice(None)] * x.ndim
+        index = [slice(None)] * ndim
         for s, e, a, st in zip(starts, ends, axes, steps):
             if st == 0:
                 self.fail("steps must not be 0")
-            index[self.check_axis(a, x.ndim)] = slice(int(s), int(e), int(st))
-        return [x[tuple(index)]]
+            index[self.check_axis(a, ndim)] = slice(int(s), int(e), int(st))
+        return tuple(index)
+
+    def run(self, inputs, out=None):
+        x = inputs[0]
+        return [x[self._index(x.ndim, inputs)]]
+
+    def bind(self, specs, out):
+        """The index tuple resolved once, with constant starts / ends / axes / steps."""
+        inputs = _constant_inputs(self, specs)
+        if specs[0] is None or inputs is None:
+            return None
+        shape = tuple(specs[0][0])
+        try:
+            index = self._index(len(shape), inputs)
+        except PyconvError:
+            return None                 # the run reports it
+        return _view_step(shape, lambda x: x[index], self.run)
 
 
 @register("Gather")

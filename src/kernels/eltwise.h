@@ -56,11 +56,20 @@ typedef void (*pyconv_standardize_fn)(const float *x, float *y, int64_t n, doubl
                                       const float *s, const float *b, int64_t k, double *mean,
                                       double *inv_std);
 
+/* Columns [j0, j1) of a (c, p) row-major matrix (a channels-first image: c channels of p
+ * pixels) standardised over their c values, as pyconv_standardize_fn does a row: s and b
+ * (either may be NULL) hold one value per row (channel); mean[j] and inv_std[j] receive
+ * the statistics of column j. y may be x. */
+typedef void (*pyconv_standardize_cols_fn)(const float *x, float *y, int64_t c, int64_t p,
+                                           int64_t j0, int64_t j1, double eps, const float *s,
+                                           const float *b, double *mean, double *inv_std);
+
 typedef struct {
     const char *isa;
     pyconv_unary_fn unary;
     pyconv_binary_fn binary;
     pyconv_standardize_fn standardize;
+    pyconv_standardize_cols_fn standardize_cols;
 } pyconv_eltwise_kernel;
 
 extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic;

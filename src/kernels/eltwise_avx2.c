@@ -4,6 +4,6 @@
 #include "simd_ops.inc"
 #include "eltwise_common.inc"
 
-const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx2 = {"avx2", eltwise_unary_avx2,
-                                                          eltwise_binary_avx2,
-                                                          eltwise_standardize_avx2};
+const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx2 = {
+    "avx2", eltwise_unary_avx2, eltwise_binary_avx2, eltwise_standardize_avx2,
+    eltwise_standardize_cols_avx2};

@@ -4,6 +4,6 @@
 #include "simd_ops.inc"
 #include "eltwise_common.inc"
 
-const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx512 = {"avx512", eltwise_unary_avx512,
-                                                            eltwise_binary_avx512,
-                                                            eltwise_standardize_avx512};
+const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx512 = {
+    "avx512", eltwise_unary_avx512, eltwise_binary_avx512, eltwise_standardize_avx512,
+    eltwise_standardize_cols_avx512};

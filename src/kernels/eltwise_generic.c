@@ -6,9 +6,9 @@
 #include "simd_ops.inc"
 #include "eltwise_common.inc"
 
-const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic = {"generic", eltwise_unary_generic,
-                                                             eltwise_binary_generic,
-                                                             eltwise_standardize_generic};
+const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic = {
+    "generic", eltwise_unary_generic, eltwise_binary_generic, eltwise_standardize_generic,
+    eltwise_standardize_cols_generic};
 
 const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 {

@@ -364,7 +364,7 @@ def test_adaptive_output_size_none_keeps_the_input_size(rng):
     assert F.adaptive_max_pool2d(x, 4).shape == (2, 3, 4, 4)
 
 
-@pytest.mark.parametrize("sp", [(9,), (9, 7), (25, 33), (4, 5, 6), (2, 3, 2, 3)],
+@pytest.mark.parametrize("sp", [(9,), (9, 7), (10, 10), (16, 16), (25, 33), (4, 5, 6), (2, 3, 2, 3)],
                          ids=lambda v: "x".join(map(str, v)))
 def test_global_pools_match_reference(threads, rng, sp):
     x = rand(rng, 2, 16, *sp) + 3.0

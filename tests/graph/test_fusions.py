@@ -300,6 +300,28 @@ def test_squeeze_excite_is_one_step(rng, form, opset):
     assert B.op_types(s) == ["Conv", "SqueezeExcite"]
 
 
+@pytest.mark.parametrize("form", ["timm_efficientnet", "torchvision_mobilenetv3"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_squeeze_excite_bound_step_writes_its_planned_buffer(rng, form, batch):
+    """Inside a graph (its output planned), at one sample (the products as GEMVs) and
+    several: the bound step writes the planned buffer; results match onnxruntime."""
+    import functools
+    nodes, consts = _se_model(rng, form, c=40, mid=10)
+    nodes.append(mk("Relu", ["y"], ["z"]))
+    m = B.model(nodes, [("inp", ["N", 3, 6, 5])], [("z", None)], consts)
+    s = check(m, {"inp": B.rand(rng, batch, 3, 6, 5)})
+    (plan,) = s._program.plans.values()
+    (call,) = [c for c, *_, step in plan._pool[-1].steps
+               if step.node.op_type == "SqueezeExcite"]
+    assert not isinstance(call, functools.partial)
+    out = next(v for slot, v in plan._pool[-1].views.items()
+               if s._program.steps[1].outs[0] == slot)
+    feeds = {"inp": B.rand(rng, batch, 3, 6, 5)}
+    np.testing.assert_allclose(s.run(None, feeds)[0], B.ort_run(m, feeds)[0], rtol=1e-5,
+                               atol=1e-5)
+    assert call([B.rand(rng, batch, 40, 6, 5)])[0] is out
+
+
 @pytest.mark.parametrize("case", ["pooled_read_twice", "scales_another_tensor",
                                   "gate_is_an_output", "padded_conv"])
 def test_squeeze_excite_near_misses_are_kept(rng, case):

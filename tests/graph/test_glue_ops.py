@@ -173,3 +173,24 @@ def test_resize_linear_matches_onnxruntime(rng, ctm, shape, out):
         got = s.run(None, feeds)[0]
         assert got.shape == tuple(out)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_kernels_write_into_out(rng, mode):
+    """The C kernels write a given ``out`` (a planned buffer) with the bits of a new
+    output, and refuse one of another shape, dtype or layout."""
+    from pyconv._ext import resize as K
+    from pyconv.functional._resize import _axis_taps
+    x = B.rand(rng, 3, 5, 7)
+    (iy, wy), (ix, wx) = [_axis_taps(mode, "half_pixel", o, i, o / i, "round_prefer_floor")
+                          for o, i in ((11, 5), (14, 7))]
+    run = (lambda **kw: K.nearest_2d(x, iy, ix, **kw)) if mode == "nearest" else \
+        (lambda **kw: K.linear_2d(x, iy, wy, ix, wx, **kw))
+    want = run()
+    out = np.full((3, 11, 14), np.nan, np.float32)
+    assert run(out=out) is out
+    np.testing.assert_array_equal(out, want)
+    for bad in (np.empty((3, 11, 13), np.float32), np.empty((3, 11, 14), np.float64),
+                np.empty((3, 14, 11), np.float32).transpose(0, 2, 1)):
+        with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
+            run(out=bad)

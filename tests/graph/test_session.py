@@ -463,3 +463,36 @@ def test_unknown_session_keywords_are_refused_not_ignored():
         warnings.simplefilter("always")
         pyconv.InferenceSession(path, disabled_optimizers=["ConstantFolding"])
     assert any("disabled_optimizers" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("opset", [11, 18])
+def test_slice_and_split_are_bound_views(rng, opset):
+    """Slice and Split with constant arguments resolve their index tuples once per plan:
+    views of the input, as their runs give; results match onnxruntime and the reference
+    evaluator, also for another input shape (same rank: the plan of a new signature)."""
+    from onnx.reference import ReferenceEvaluator
+    split_kw = ({"split": [2, 3, 1]} if opset < 13 else {})
+    split_in = ["r"] + ([] if opset < 13 else ["sizes"])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Split", split_in, ["a", "b", "c"], axis=1, **split_kw),
+             helper.make_node("Slice", ["b", "st", "en", "ax", "sp"], ["s"]),
+             helper.make_node("Mul", ["a", "c"], ["m"]),
+             helper.make_node("Add", ["s", "s"], ["y"])]
+    consts = {"st": np.array([-1, 1], np.int64), "en": np.array([-100, 100], np.int64),
+              "ax": np.array([3, 2], np.int64), "sp": np.array([-2, 2], np.int64)}
+    if opset >= 13:
+        consts["sizes"] = np.array([2, 3, 1], np.int64)
+    m = B.model(nodes, [("x", ["N", 6, "H", "W"])], [("y", None), ("m", None)], consts,
+                opset=opset)
+    s = pyconv.InferenceSession(m)
+    for shape in [(1, 6, 5, 7), (1, 6, 5, 7), (2, 6, 4, 9), (2, 6, 4, 9)]:
+        x = B.rand(rng, *shape)
+        want = ReferenceEvaluator(m).run(None, {"x": x})
+        for g, w, o in zip(s.run(None, {"x": x}), want, B.ort_run(m, {"x": x})):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(g, o, rtol=1e-6, atol=1e-6)
+    plan = s._program.plans[next(iter(s._program.plans))]
+    import functools
+    steps = {step.node.op_type: call for call, *_, step in plan._pool[-1].steps}
+    assert not isinstance(steps["Slice"], functools.partial)
+    assert not isinstance(steps["Split"], functools.partial)

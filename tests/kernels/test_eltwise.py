@@ -345,6 +345,53 @@ def test_standardize_large_offset_constant_rows_and_threads(rng):
     np.testing.assert_array_equal(z, one[0])
 
 
+@pytest.mark.parametrize("n,c,p", [
+    (1, 40, 1024),              # ConvNeXt's stem: whole blocks of 4 vectors
+    (2, 80, 63),                # single vectors and a column tail
+    (1, 130, 5),                # more rows than one float block, columns under a vector
+    (3, 1, 17),                 # one channel: y = bias
+])
+@pytest.mark.parametrize("isa_name", pyconv.supported_isas())
+def test_standardize_columns_matches_float64(rng, isa_name, n, c, p):
+    """Channels-first layer norm: the columns of each (C, P) image against the rows of its
+    transpose in float64, with per-channel scale and bias."""
+    x = (rng.standard_normal((n, c, p)) * 3 + 7).astype(np.float32)
+    scale = rng.standard_normal(c).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    ctx = pyconv.ExecutionContext(isa=isa_name)
+    rows = x.transpose(0, 2, 1).reshape(n * p, c)
+    for s, b in ((scale, bias), (None, bias), (scale, None), (None, None)):
+        y, mean, inv = eltwise.standardize_columns(x, 1e-5, s, b, context=ctx)
+        want, want_mean, want_inv = standardize_reference(
+            rows, 1e-5, None if s is None else s.reshape(1, c),
+            None if b is None else b.reshape(1, c))
+        want = want.reshape(n, p, c).transpose(0, 2, 1)
+        assert y.dtype == np.float32 and y.shape == x.shape and mean.shape == (n, p)
+        np.testing.assert_allclose(y, want, rtol=0, atol=1e-6 * max(np.abs(want).max(), 1))
+        np.testing.assert_allclose(mean.reshape(-1, 1), want_mean, rtol=1e-7)
+        np.testing.assert_allclose(inv.reshape(-1, 1), want_inv, rtol=1e-6)
+
+
+def test_standardize_columns_threads_offset_and_errors(rng):
+    x = (rng.standard_normal((2, 96, 300)) + 1e4).astype(np.float32)
+    s = rng.standard_normal(96).astype(np.float32)
+    one = eltwise.standardize_columns(x, 1e-5, s, s,
+                                      context=pyconv.ExecutionContext(num_threads=1))
+    two = eltwise.standardize_columns(x, 1e-5, s, s,
+                                      context=pyconv.ExecutionContext(num_threads=2))
+    for a, b in zip(one, two):          # split over threads by columns: the same bits
+        np.testing.assert_array_equal(a, b)
+    rows = x.transpose(0, 2, 1).reshape(-1, 96)
+    want = standardize_reference(rows, 1e-5, s.reshape(1, 96), s.reshape(1, 96))[0]
+    np.testing.assert_allclose(one[0], want.reshape(2, 300, 96).transpose(0, 2, 1), atol=2e-3)
+    with pytest.raises(InvalidArgument, match=r"scale of shape \(4,\): expected \(96,\)"):
+        eltwise.standardize_columns(x, 1e-5, np.ones(4, np.float32))
+    with pytest.raises(InvalidArgument, match="no mean"):
+        eltwise.standardize_columns(np.zeros((1, 0, 3), np.float32), 1e-5)
+    with pytest.raises(InvalidDType):
+        eltwise.standardize_columns(np.zeros((4, 3), np.float32), 1e-5)
+
+
 def test_standardize_errors():
     x = np.zeros((4, 6), np.float32)
     with pytest.raises(InvalidArgument, match=r"scale of shape \(3, 1\)"):
