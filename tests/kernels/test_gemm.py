@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import reference as R
+from _helpers import flush_denormals
 import pyconv
 import pyconv.functional as F
 from pyconv._ext import conv as conv_ext
@@ -350,8 +351,8 @@ def test_threads_cover_every_tile_repeatedly(isa, rng, m, k, n):
 def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, width):
     """The GEMM epilogue's one pass gives the bits of (acc + bias) + residual followed by
     the standalone activation, tails included (rows narrower than a tile lie end to end and
-    run as one run of floats, the bias changing inside a vector). A 1x1 conv with identity
-    weights makes acc the input exactly."""
+    run as one run of floats, the bias changing inside a vector), denormals flushed (a
+    conv's mode). A 1x1 conv with identity weights makes acc the input exactly."""
     from pyconv._ext import eltwise
     c = 11
     a, b = {"clip": (-1.5, 2.5), "leaky_relu": (0.1, 0.0), "hardsigmoid": (0.2, 0.5),
@@ -363,10 +364,10 @@ def test_epilogue_adds_in_order_then_activates_like_the_engine(isa, rng, name, w
     act = None if name == "none" else name
     unary = (lambda v: v) if act is None else (lambda v: eltwise.unary(v, name, a, b))
     plan = F.ConvPlan(eye, bias, activation=act, act_alpha=a, act_beta=b)
-    np.testing.assert_array_equal(plan.run(x, residual), unary((x + bias[:, None, None])
-                                                               + residual))
+    np.testing.assert_array_equal(plan.run(x, residual),
+                                  flush_denormals(unary((x + bias[:, None, None]) + residual)))
     plain = F.ConvPlan(eye, None, activation=act, act_alpha=a, act_beta=b)
-    np.testing.assert_array_equal(plain.run(x), unary(x))
+    np.testing.assert_array_equal(plain.run(x), flush_denormals(unary(x)))
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 3, 7), (1, 3), (1, 40, 4, 4), (2, 3, 130, 131)],
