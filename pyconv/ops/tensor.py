@@ -405,6 +405,20 @@ def _constant_inputs(op, specs):
     return values
 
 
+def _resolved_for_plan(op, specs, resolve):
+    """(planned input shape, resolve(shape, constant inputs)) for a bind whose other
+    inputs are constants; None where the run must decide (a computed input, an unknown
+    shape, or arguments the run reports)."""
+    inputs = _constant_inputs(op, specs)
+    if specs[0] is None or inputs is None:
+        return None
+    shape = tuple(specs[0][0])
+    try:
+        return shape, resolve(shape, inputs)
+    except PyconvError:
+        return None                     # the run reports it
+
+
 @register("Split")
 class Split(Op):
     attributes = {"axis": 0, "split": None, "num_outputs": None}
@@ -446,14 +460,10 @@ class Split(Op):
 
     def bind(self, specs, out):
         """The pieces' index tuples resolved once for the planned input shape."""
-        inputs = _constant_inputs(self, specs)
-        if specs[0] is None or inputs is None:
+        resolved = _resolved_for_plan(self, specs, self._pieces)
+        if resolved is None:
             return None
-        shape = tuple(specs[0][0])
-        try:
-            pieces = self._pieces(shape, inputs)
-        except PyconvError:
-            return None                 # the run reports it
+        shape, pieces = resolved
         run = self.run
 
         def call(inputs):
@@ -502,14 +512,11 @@ class Slice(Op):
 
     def bind(self, specs, out):
         """The index tuple resolved once, with constant starts / ends / axes / steps."""
-        inputs = _constant_inputs(self, specs)
-        if specs[0] is None or inputs is None:
+        resolved = _resolved_for_plan(self, specs,
+                                      lambda shape, inputs: self._index(len(shape), inputs))
+        if resolved is None:
             return None
-        shape = tuple(specs[0][0])
-        try:
-            index = self._index(len(shape), inputs)
-        except PyconvError:
-            return None                 # the run reports it
+        shape, index = resolved
         return _view_step(shape, lambda x: x[index], self.run)
 
 

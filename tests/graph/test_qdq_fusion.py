@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import pyconv
+from tests.graph import _build as B
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the quantization oracle")
 onnx = pytest.importorskip("onnx")
@@ -60,23 +61,11 @@ def _float_net(rng):
 
 @pytest.fixture(scope="module")
 def qdq_model(tmp_path_factory):
-    from onnxruntime import quantization as q
     rng = np.random.default_rng(18)
-    tmp = tmp_path_factory.mktemp("qdq")
-    src, dst = tmp / "float.onnx", tmp / "qdq.onnx"
-    onnx.save(_float_net(rng), src)
+    net = _float_net(rng)
     inputs = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(6)]
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter({"x": x} for x in inputs)
-
-        def get_next(self):
-            return next(self.items, None)
-    q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, activation_type=q.QuantType.QUInt8,
-                      weight_type=q.QuantType.QInt8)
-    return dst.read_bytes(), inputs
+    return (B.quantize_static_qdq(net, [{"x": x} for x in inputs],
+                                  tmp_path_factory.mktemp("qdq")), inputs)
 
 
 def _output_step(model_bytes):

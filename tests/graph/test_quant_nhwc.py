@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pyconv
 from pyconv.errors import PyconvError
+from tests.graph import _build as B
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the quantization oracle")
 onnx = pytest.importorskip("onnx")
@@ -252,23 +253,10 @@ def _mobile_net(rng):
 
 @pytest.fixture(scope="module")
 def mobile_qdq(tmp_path_factory):
-    from onnxruntime import quantization as q
     rng = np.random.default_rng(18)
-    tmp = tmp_path_factory.mktemp("qdq_nhwc")
-    src, dst = tmp / "float.onnx", tmp / "qdq.onnx"
-    onnx.save(_mobile_net(rng), src)
-    calib = [rng.standard_normal((2, 3, 37, 29)).astype(np.float32) for _ in range(4)]
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self.items = iter({"x": x} for x in calib)
-
-        def get_next(self):
-            return next(self.items, None)
-    q.quantize_static(str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, activation_type=q.QuantType.QUInt8,
-                      weight_type=q.QuantType.QInt8)
-    return dst.read_bytes()
+    net = _mobile_net(rng)
+    calib = [{"x": rng.standard_normal((2, 3, 37, 29)).astype(np.float32)} for _ in range(4)]
+    return B.quantize_static_qdq(net, calib, tmp_path_factory.mktemp("qdq_nhwc"))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
