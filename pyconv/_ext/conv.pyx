@@ -854,21 +854,19 @@ cdef class ConvKernel:
         # operand costs a microcode assist per multiply-add (SiLU of a very negative
         # value is one: mixnet_s's 1x1 convs after it ran 20-40x slower, the model 3x),
         # and changes a sum by under 1e-38 a term. The caller's setting is restored.
+        p.ws = ws
         with nogil:
             fp_env = fp_flush_denormals()
             if self.transposed:
                 _conv_transpose_forward(&p, self.direct, nthreads, ws, ws + r.cols_floats)
             elif r.direct:
-                p.ws = ws
                 _depthwise_forward(&p, nthreads)
             elif p.algo == ALGO_BANDED:
-                p.ws = ws
                 _banded_forward(&p, nthreads)
             elif p.algo != ALGO_IM2COL:
                 p.ws = ws + p.pc.wave * p.pc.image      # after the phase copies
                 _phase_copy_forward(&p, nthreads, ws)
             else:
-                p.ws = ws
                 _im2col_forward(&p, nthreads)
             fp_restore(fp_env)
         return out

@@ -346,7 +346,7 @@ cdef void _pack_a(const float *src, int64_t sm, int64_t sk, int64_t m, int64_t k
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                           int64_t nr, float *dst) noexcept nogil:
     cdef const strided_b *b = <const strided_b *>ctx
-    cdef int64_t p, jr, j, kk, cols, width, sk
+    cdef int64_t p, jr, j, kk, cols, width
     cdef const float *src
     cdef float *out
     cdef float *row
@@ -355,25 +355,20 @@ cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, in
         cols = min(nr, nc - jr)
         out = dst + jr * kc
         src = b.data + k0 * b.sk + (n0 + jr) * b.sn
-        if cols < nr and b.sn == 1:
-            width = partial_panel_width(cols, nr)
-            sk = b.sk
+        width = partial_panel_width(cols, nr) if cols < nr else nr
+        if width > cols:                # a partial panel's zeros, as far as read
             for kk in range(kc):
                 row = out + kk * nr
                 for j in range(cols, width):
                     row[j] = 0.0
-                if cols >= 8:
-                    memcpy(row, src, cols * sizeof(float))
-                else:                   # a few columns: no library call per k step
-                    for j in range(cols):
-                        row[j] = src[j]
-                src += sk
-            continue
-        if cols < nr:
-            memset(out, 0, kc * nr * sizeof(float))
         if b.sn == 1:
             for kk in range(kc):
-                memcpy(out + kk * nr, src + kk * b.sk, cols * sizeof(float))
+                row = out + kk * nr
+                if cols >= 8:
+                    memcpy(row, src + kk * b.sk, cols * sizeof(float))
+                else:                   # a few columns: no library call per k step
+                    for j in range(cols):
+                        row[j] = src[kk * b.sk + j]
         elif b.sk == 1:         # columns contiguous in k: a transposed B (Q @ K.T, X.T)
             pyconv_transpose_rows(src, b.sn, kc, out, nr, cols)
         else:

@@ -30,13 +30,12 @@ void pyconv_fp_restore(unsigned saved)
         fp_set((now & FP_STATUS_BITS) | (saved & ~FP_STATUS_BITS));
 }
 
-/* Runs on a participant in the control word `env` of the caller (its own status flags
- * kept), then restores its own. */
+/* A participant takes the caller's control word `env` (its own status flags kept);
+ * returns its own for pyconv_fp_restore. */
 static inline unsigned fp_enter(unsigned env)
 {
     const unsigned own = fp_get();
-    if ((own & ~FP_STATUS_BITS) != (env & ~FP_STATUS_BITS))
-        fp_set((own & FP_STATUS_BITS) | (env & ~FP_STATUS_BITS));
+    pyconv_fp_restore(env);
     return own;
 }
 

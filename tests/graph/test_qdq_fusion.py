@@ -4,7 +4,7 @@ outputs match onnxruntime's own integer run (which fuses the same patterns), wit
 output quantum; patterns the fusion must not touch keep the float semantics."""
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import pyconv
 from tests.graph import _build as B
@@ -51,12 +51,7 @@ def _float_net(rng):
         helper.make_node("GlobalAveragePool", ["e0"], ["f"]),
         helper.make_node("Flatten", ["f"], ["f1"]),
         helper.make_node("Gemm", ["f1", "fc_w", "fc_b"], ["logits"], transB=1)]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8)
+    return B.model(nodes, [("x", [1, 3, 32, 32])], [("logits", [1, 10])], inits)
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +135,8 @@ def _hand_qdq(act=None, w_zero=0, bias_scale_factor=1.0):
         last = "a"
     nodes += [helper.make_node("QuantizeLinear", [last, "ys", "yz"], ["yq"]),
               helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8).SerializeToString(), float(ys)
+    model = B.model(nodes, [("x", [1, 4, 9, 8])], [("y", None)], inits)
+    return model.SerializeToString(), float(ys)
 
 
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])

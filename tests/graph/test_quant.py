@@ -8,6 +8,7 @@ from onnx.reference import ReferenceEvaluator
 
 import pyconv
 from pyconv.errors import InvalidArgument, InvalidDType
+from tests.graph import _build as B
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the quantization oracle")
 
@@ -264,12 +265,7 @@ def _float_cnn(rng):
              helper.make_node("Reshape", ["f", "shape"], ["g"]),
              helper.make_node("MatMul", ["g", "fc_w"], ["h"]),
              helper.make_node("Add", ["h", "fc_b"], ["logits"])]
-    graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8)
+    return B.model(nodes, [("x", [1, 3, 16, 16])], [("logits", [1, 10])], inits)
 
 
 @pytest.mark.parametrize("mode", ["static_qdq", "static_qoperator", "dynamic"])

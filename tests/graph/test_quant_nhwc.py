@@ -242,13 +242,7 @@ def _mobile_net(rng):
              + conv("d2", "e2", 64, 64, 3, group=64, stride=2, act="relu6")
              + conv("g2", "d2", 64, 32, 3, group=4)
              + [helper.make_node("GlobalAveragePool", ["g2"], ["y"])])
-    graph = helper.make_graph(
-        nodes, "net",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=8)
+    return B.model(nodes, [("x", ["n", 3, "h", "w"])], [("y", None)], inits)
 
 
 @pytest.fixture(scope="module")
