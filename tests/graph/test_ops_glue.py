@@ -196,7 +196,9 @@ def test_reduce(rng, op, opset, axes, keepdims):
     ((2, 3, 4, 5), (0, 1), 1),         # leading axes: NumPy's mean
 ])
 def test_reduce_mean_over_trailing_axes(rng, shape, axes, keepdims):
-    """float32 ReduceMean over trailing axes runs on the global pool's kernel."""
+    """float32 ReduceMean over trailing axes runs on the global pool's kernel, bound to
+    the planned shape (the later runs) when the axes are known."""
+    from tests.graph.test_session import bound_steps
     x = rand(rng, *shape, shift=3.0)
     x[(0,) * len(shape)] = np.inf
     m = node_model("ReduceMean", {"x": x}, opset=13, axes=list(axes), keepdims=keepdims)
@@ -205,6 +207,16 @@ def test_reduce_mean_over_trailing_axes(rng, shape, axes, keepdims):
     m2 = node_model("ReduceMean", {"x": x}, opset=18, consts={"axes": np.array(axes)},
                     keepdims=keepdims)
     check(m2, {"x": x}, rtol=1e-6, atol=1e-6)
+    trailing = sorted(a % len(shape) for a in axes) == list(range(len(shape) - len(axes),
+                                                                  len(shape)))
+    for model in (m, m2):
+        s = pyconv.InferenceSession(model)
+        for k in range(3):
+            xk = rand(rng, *shape, shift=float(k))
+            np.testing.assert_allclose(s.run(None, {"x": xk})[0],
+                                       ReferenceEvaluator(model).run(None, {"x": xk})[0],
+                                       rtol=1e-6, atol=1e-6)
+        assert bound_steps(s) == (["ReduceMean"] if trailing else [])
 
 
 @pytest.mark.parametrize("op", ["ReduceMin", "ReduceMax", "ReduceProd", "ReduceSumSquare",
