@@ -42,8 +42,8 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                fp_flush_denormals, fp_restore)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_ACT_RELU, PYCONV_ACT_CLIP,
-                               PYCONV_MAX_PHASE_STRIDE, pyconv_epilogue_fn,
-                               pyconv_run)
+                               PYCONV_MAX_PHASE_STRIDE, PYCONV_MAX_TILE_VECTORS,
+                               pyconv_epilogue_fn, pyconv_run)
 from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError
 
@@ -102,12 +102,17 @@ cdef struct phase_copy:
     # then reads the plane value at off[k] + oy * wq + ox: no bounds, no stride.
     #  - shifted: the output is computed on an oh x wq grid (columns ow..wq-1 dropped), so
     #    the B row of every tap is one contiguous run, read in place by the micro-kernel;
+    #    or, where that computes fewer columns (ow a multiple of the vector length: no
+    #    column of the grid's wq - ow per row is computed), by vectors along each output
+    #    row (row_vectors of them), each tile's at their own offsets in the grid;
     #  - padded im2col: B panels are packed from the copy (plain row copies) for a GEMM
     #    on the oh*ow real columns.
     int64_t hq, wq, plane    # phase plane: rows, row length, floats (hq * wq)
     int64_t nplanes          # C_in_g * sh * sw planes per (image, group)
     int64_t image            # floats per (image, group), slack included
-    int64_t ncols            # shifted: oh * wq grid columns; padded im2col: oh * ow
+    int64_t ncols            # shifted: oh * wq grid columns (or oh * row_vectors * vl);
+                             # padded im2col: oh * ow
+    int64_t row_vectors      # shifted: vectors per output row; 0: runs over the grid
     int64_t nchunks          # column chunks (tasks): NR wide (shifted) or `chunk` wide
     int64_t chunk            # padded im2col: columns per task (a multiple of NR)
     int64_t mblocks          # row blocks each chunk is split into (tasks for the threads)
@@ -211,6 +216,19 @@ cdef int64_t _im2col_cost(const conv_args *p) noexcept nogil:
     return p.cout // p.groups * k * ((n + 15) // 16 * 16) + 12 * k * n
 
 
+cdef int64_t _shifted_columns(const pyconv_conv_geom *g, const pyconv_sgemm_kernel *kern,
+                              int64_t wq, int64_t *row_vectors) noexcept nogil:
+    """Columns the shifted tiles compute (whole NR-wide chunks): over the oh x wq grid, or
+    by vectors along the output rows where that is fewer (ow = 32: 32 x 34 -> 32 x 32
+    columns); row_vectors (if not NULL) gets the vectors per row, 0 for the grid."""
+    cdef int64_t oh = g.out_size[1], rv = (g.out_size[2] + kern.vl - 1) // kern.vl
+    cdef int64_t grid = (oh * wq + kern.nr - 1) // kern.nr * kern.nr
+    cdef int64_t rows = (oh * rv * kern.vl + kern.nr - 1) // kern.nr * kern.nr
+    if row_vectors != NULL:
+        row_vectors[0] = rv if rows < grid else 0
+    return min(grid, rows)
+
+
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                            int nthreads, int forced, int64_t *cost) noexcept:
     """The cheapest path by a cost model in multiply-add equivalents per group (returned in
@@ -244,7 +262,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # computes a partial last chunk in fewer vectors: the static split of the tiles gives
     # a thread whole chunks, so the full ones set the time (fewer columns chose the
     # shifted path for 7x7 maps, 34% slower than padded im2col there at 2 threads).
-    computed = (g.out_size[1] * wq + kern.nr - 1) // kern.nr * kern.nr
+    computed = _shifted_columns(g, kern, wq, NULL)
     copy = 2 * (p.cin // p.groups) * g.s[1] * g.s[2] * hq * wq
     gemm = m * k * ((n + 15) // 16 * 16)
     shifted = m * k * computed + copy

@@ -38,7 +38,11 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
     cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
     cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr, want
     if p.algo == ALGO_SHIFTED:
-        pc.ncols = p.geom.out_size[1] * pc.wq
+        pc.ncols = _shifted_columns(&p.geom, kern, pc.wq, &pc.row_vectors)
+        if pc.row_vectors == 0:
+            pc.ncols = p.geom.out_size[1] * pc.wq
+        else:
+            pc.ncols = p.geom.out_size[1] * pc.row_vectors * kern.vl
         pc.chunk = kern.nr
         pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
     else:
@@ -165,9 +169,9 @@ cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, int64_t i
 
 cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
                         float *tile) noexcept nogil:
-    """Row block of one NR-wide chunk of grid columns of one (image, group) of the wave:
-    tiles by the shifted micro-kernel, then bias, residual and activation on the tile and
-    the kept columns copied out row run by row run."""
+    """Row block of one NR-wide chunk of grid columns (or of row vectors) of one (image,
+    group) of the wave: tiles by the shifted micro-kernel, then bias, residual and
+    activation on the tile and the kept columns copied out run by run."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef const phase_copy *pc = &p.pc
     cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
@@ -175,31 +179,54 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
     cdef const packed_a *a = &p.packed[grp]
     cdef const pyconv_sgemm_kernel *kern = a.kernel
-    cdef int64_t mr = kern.mr, nr = kern.nr, cout_g = p.cout // p.groups
+    cdef int64_t mr = kern.mr, nr = kern.nr, vl = kern.vl, cout_g = p.cout // p.groups
     cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
     cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
     cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
-    cdef int64_t cnt, i, plane = g.out_size[1] * g.out_size[2]
+    cdef int64_t cnt, i, v, q, nvec = (n1 - n0 + vl - 1) // vl
+    cdef int64_t plane = g.out_size[1] * g.out_size[2], rv = pc.row_vectors
+    cdef int64_t voff[PYCONV_MAX_TILE_VECTORS]
+    cdef int64_t start[PYCONV_MAX_TILE_VECTORS]     # row vectors: output offset of each
     cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
+    cdef const float *src = xp + img * pc.image
     cdef float *dst
     cdef pyconv_epilogue ep, seg
     cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
     # Without a residual the epilogue does not depend on the position: one call on the
     # whole tile (dropped columns included) instead of one per row run.
     cdef bint whole_tile = has_ep and p.residual == NULL
+    for v in range(nr // vl):
+        if rv:
+            q = n0 // vl + v
+            oy = q // rv
+            ox = (q - oy * rv) * vl
+            voff[v] = oy * pc.wq + ox
+            start[v] = oy * g.out_size[2] + ox
+        else:
+            voff[v] = n0 + v * vl
     _fill_epilogue(p, grp * cout_g, n, &ep)
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
         rows = min(mr, a.m - ir)
         if n1 - n0 < nr and kern.shifted_edge != NULL:   # a partial last chunk
-            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off,
-                              tile, n1 - n0)
+            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, n1 - n0)
         else:
-            kern.shifted(a.k, a.kc, mpad, ir, a.data, xp + img * pc.image + n0, pc.off, tile)
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile)
         seg = ep
         seg.bias = ep.bias + ir if ep.bias != NULL else NULL
         if whole_tile:
             kern.epilogue(tile, nr, rows, n1 - n0, &seg)
+        if rv:
+            for v in range(nvec):
+                ox = start[v] % g.out_size[2]
+                cnt = min(vl, g.out_size[2] - ox)
+                if has_ep and not whole_tile:      # with a residual: this vector's part
+                    seg.residual = ep.residual + ir * plane + start[v]
+                    kern.epilogue(tile + v * vl, nr, rows, cnt, &seg)
+                dst = y + ir * plane + start[v]
+                for i in range(rows):
+                    memcpy(dst + i * plane, tile + i * nr + v * vl, cnt * sizeof(float))
+            continue
         j = n0
         while j < n1:
             oy = j // pc.wq

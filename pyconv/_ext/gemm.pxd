@@ -29,7 +29,8 @@ cdef extern from "sgemm.h" nogil:
                                               float b) noexcept nogil
     ctypedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
-                                            const int64_t *off, float *tile) noexcept nogil
+                                            const int64_t *off, const int64_t *voff,
+                                            float *tile) noexcept nogil
 
     ctypedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
                                            int64_t sw, int64_t py, int64_t ph, int64_t pw,
@@ -46,8 +47,8 @@ cdef extern from "sgemm.h" nogil:
 
     ctypedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                                  int64_t ir, const float *a, const float *src,
-                                                 const int64_t *off, float *tile,
-                                                 int64_t n) noexcept nogil
+                                                 const int64_t *off, const int64_t *voff,
+                                                 float *tile, int64_t n) noexcept nogil
 
     ctypedef void (*pyconv_sgemm_ukernel_ep)(int64_t kc, const float *a, const float *b,
                                              float *c, int64_t ldc, float beta,
@@ -57,6 +58,7 @@ cdef extern from "sgemm.h" nogil:
         const char *ukernel_name
         int mr
         int nr
+        int vl
         pyconv_sgemm_ukernel ukernel
         pyconv_sgemm_ukernel_edge ukernel_edge
         pyconv_epilogue_fn epilogue
@@ -91,6 +93,7 @@ cdef extern from "sgemm.h" nogil:
 
     enum:
         PYCONV_MAX_PHASE_STRIDE
+        PYCONV_MAX_TILE_VECTORS
 
 cdef extern from "parallel.h" nogil:
     unsigned pyconv_fp_flush_denormals()

@@ -64,19 +64,25 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
                                 int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                 float beta, float *y, int64_t sy);
 
-/* The convolution's shifted-B tile: tile[i * NR + j] = sum_k A[k][ir + i] * src[off[k] + j]
- * for i < MR, j < NR. A is packed as for the ukernel (KC-deep blocks of MR-row panels, mpad
- * rows, panel ir of block k0 at a + k0 * mpad + ir * kcb); B row k is the contiguous run at
- * src + off[k], read straight from the caller's padded input instead of a packed panel. */
+/* The convolution's shifted-B tile: tile[i * NR + v * vl + j] = sum_k A[k][ir + i] *
+ * src[off[k] + voff[v] + j] for i < MR, v < NR / vl, j < vl (vl: the kernel's vector
+ * length). A is packed as for the ukernel (KC-deep blocks of MR-row panels, mpad rows,
+ * panel ir of block k0 at a + k0 * mpad + ir * kcb); B row k is read straight from the
+ * caller's padded input instead of a packed panel, each vector of it at its own offset
+ * voff[v] (v * vl: one contiguous run; else vectors along the output rows, none over the
+ * padding columns between them). */
+/* The most vectors across a tile (NR / vl) of any kernel: the size of voff. */
+#define PYCONV_MAX_TILE_VECTORS 16
 typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                        const float *a, const float *src, const int64_t *off,
-                                       float *tile);
+                                       const int64_t *voff, float *tile);
 
 /* The same for the first n < NR columns only (the last chunk of a row of tiles): only
  * the vectors holding them are computed and stored. */
 typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
-                                            const int64_t *off, float *tile, int64_t n);
+                                            const int64_t *off, const int64_t *voff,
+                                            float *tile, int64_t n);
 
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
@@ -118,6 +124,7 @@ typedef struct {
     const char *isa;            /* "avx512", "avx2" or "generic" */
     const char *ukernel_name;   /* e.g. "sgemm_ukernel_8x48_avx512" */
     int mr, nr;                 /* register tile */
+    int vl;                     /* floats per vector (the shifted kernels' voff unit) */
     pyconv_sgemm_ukernel ukernel;
     pyconv_sgemm_ukernel_edge ukernel_edge;  /* NULL: the driver goes through a tile buffer */
     pyconv_epilogue_fn epilogue;

@@ -86,7 +86,7 @@ static double fma_peak_avx2(int64_t iterations)
 }
 
 const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx2 = {
-    "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, sgemm_ukernel_6x16_avx2, ukernel_edge_avx2,
+    "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, VL, sgemm_ukernel_6x16_avx2, ukernel_edge_avx2,
     epilogue_avx2, gemv_avx2, fma_peak_avx2, shifted_avx2,
     shifted_edge_avx2, phase_split_avx2, pack_runs_avx2, NULL, channel_affine_avx2,
 };

@@ -36,6 +36,8 @@ CASES = [
     (1, 40, 20, (9, 7), (3, 3), 1, 2, 2, 1),                 # few columns: 16-wide chunks
     (1, 8, 16, (8, 8), (3, 3), 1, 1, 1, 1),      # shifted grid 8 x 10: last chunk 32 wide
     (2, 8, 12, (3, 3), (3, 3), 1, 1, 1, 1),      # shifted grid 3 x 5: one 15-wide chunk
+    (1, 8, 20, (6, 32), (3, 3), 1, 1, 1, 1),     # shifted by vectors along the output rows
+    (2, 6, 9, (3, 16), (3, 3), 1, 1, 1, 1),      # the same, one vector per row (AVX-512)
     (2, 40, 70, (1, 1), (1, 1), 1, 0, 1, 2),     # one output position: GEMV, grouped
     (3, 7, 9, (1,), (1,), 1, 0, 1, 1),           # the same in 1-D
 ]
@@ -111,6 +113,23 @@ def test_pointwise_conv_on_one_position_matches_float64(isa, threads, rng, activ
            "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}[activation]
     assert_close(plan.run(x), act(acc), cin)
     assert_close(plan.run(x, residual), act(acc + residual), cin)
+
+
+@pytest.mark.parametrize("sp", [(6, 32), (3, 16), (4, 40), (6, 8)])
+def test_shifted_row_vectors_with_residual_and_activation(isa, threads, rng, sp):
+    """The shifted path by vectors along the output rows (where the map width is a
+    multiple of the vector length: no padding column computed) or over the grid (40, and
+    8 on AVX-512): bias, residual and activation on each vector's part of the output."""
+    x, w, b = rand(rng, 2, 7, *sp), rand(rng, 19, 7, 3, 3), rand(rng, 19)
+    residual = rand(rng, 2, 19, *sp)
+    previous = conv_ext.set_algorithm("shifted")
+    try:
+        plan = F.ConvPlan(w, b, padding=1, activation="relu")
+        got = plan.run(x, residual)
+    finally:
+        conv_ext.set_algorithm(previous)
+    ref = R.conv_nd(x, w, b, 1, (1, 1), (1, 1), (1, 1), 1) + residual
+    assert_close(got, np.maximum(ref, 0), 7 * 9)
 
 
 def test_batch_and_threads_give_identical_results(rng):
