@@ -47,8 +47,11 @@ cdef enum:
     GEMV_MAX_N = 1
     # Up to this many input rows a linear layer runs as matrix-vector products.
     _GEMV_MAX_ROWS = 1
-    # Work units per thread below which fewer threads are used (see threads_for).
-    WORK_PER_THREAD = 1 << 17
+    # Work units per thread below which fewer threads are used (see threads_for): 1 << 17
+    # kept MobileNets' 86K-multiply-add depthwise convs on one thread, 4-8% slower at 2
+    # threads than 1 << 15 or 1 << 13 (their outputs then written by one core, read by
+    # two); 1 << 20 was 12-25% slower.
+    WORK_PER_THREAD = 1 << 15
     # Tasks per thread of a parallel loop (see grain_for).
     TASKS_PER_THREAD = 4
 
@@ -269,8 +272,8 @@ cdef float *workspace_floats(int64_t count) except NULL:
 
 cdef int threads_for(int64_t work, int nthreads) noexcept nogil:
     """Threads worth using for `work` units (multiply-adds or floats moved): at most
-    nthreads, at least 1. Below WORK_PER_THREAD units per thread an OpenMP fork/join costs
-    more than it saves, and on a busy machine a parallel region waits for every thread."""
+    nthreads, at least 1. Below WORK_PER_THREAD units per thread a parallel loop's hand-off
+    costs more than it saves."""
     cdef int64_t useful = work // WORK_PER_THREAD
     if useful < 1:
         return 1
