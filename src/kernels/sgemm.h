@@ -90,8 +90,10 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
 /* The convolution's phase copy of one input channel (see conv.pyx, phase_copy): for
  * row phase py, the sw planes q = 0..sw-1, each hq rows of wq floats (planes `plane`
  * floats apart), get dst[q * plane + i * wq + j] = x[iy * w + ix] with iy = i * sh + py - ph
- * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0: rows
- * i0 <= i < i1 of the hq (a band: threads fill the rows their tiles read).
+ * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0: the band
+ * of rows i0 <= i < i1 of the hq (threads fill the rows their tiles read), each band edge
+ * inside a plane moved up to the next cache line (the bands of rows i0..i1 and i1..i2
+ * tile the plane; no line is written by two of them).
  * sw <= PYCONV_MAX_PHASE_STRIDE. */
 typedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
                                       int64_t sw, int64_t py, int64_t ph, int64_t pw,

@@ -132,6 +132,27 @@ def test_shifted_row_vectors_with_residual_and_activation(isa, threads, rng, sp)
     assert_close(got, np.maximum(ref, 0), 7 * 9)
 
 
+@pytest.mark.parametrize("nthreads", [3, 7])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("algorithm", ["shifted", "padded"])
+@pytest.mark.parametrize("sp", [(9, 5), (30, 22), (4, 40)])
+def test_phase_copy_bands_of_many_threads(rng, nthreads, stride, algorithm, sp):
+    """The phase copy filled in a band of rows per thread, each band edge moved up to a
+    cache line: narrow planes (bands of a row or two, edges past the next band's rows,
+    empty bands) and wide ones, every stride phase."""
+    # 16 -> 24 channels: enough multiply-adds for several threads even on the 9 x 5 map
+    x, w, b = rand(rng, 1, 16, *sp), rand(rng, 24, 16, 3, 3), rand(rng, 24)
+    previous = conv_ext.set_algorithm(algorithm)
+    try:
+        plan = F.ConvPlan(w, b, stride=stride, padding=1,
+                          context=pyconv.ExecutionContext(num_threads=nthreads))
+        got = plan.run(x)
+    finally:
+        conv_ext.set_algorithm(previous)
+    ref = R.conv_nd(x, w, b, (stride, stride), (1, 1), (1, 1), (1, 1), 1)
+    assert_close(got, ref, 16 * 9)
+
+
 def test_batch_and_threads_give_identical_results(rng):
     x, w = rand(rng, 4, 16, 13, 11), rand(rng, 32, 16, 3, 3)
     outs = []
