@@ -1708,3 +1708,65 @@ def channel_affine(x, scale, shift, activation=None, float act_alpha=0.0,
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _affine_rows, &j)
     return out
+
+
+cdef class ChannelAffineCall:
+    """channel_affine() bound to an input shape, its scale, shift and activation (see
+    :func:`bind_channel_affine`). ``call(x)`` returns the result (in the planned buffer
+    when the bind had one, else a new array), or None, computing nothing, when x is not a
+    float32 aligned C-contiguous array of the bound shape."""
+    cdef int ndim
+    cdef cnp.npy_intp x_dims[8]
+    cdef object scale, shift, out
+    cdef _affine_job job
+    cdef int64_t rows
+    cdef int nthreads
+
+    def __call__(self, x):
+        if not planned_array(x, self.ndim, self.x_dims):
+            return None
+        y = self.out
+        if y is None or (y is not x and arrays_overlap(y, x)):
+            y = np.empty(x.shape, np.float32)   # x itself or a separate buffer
+        cdef _affine_job j = self.job
+        j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        if self.rows:
+            with nogil:
+                parallel_for(self.nthreads, self.rows, grain_for(self.rows, self.nthreads),
+                             _affine_rows, &j)
+        return y
+
+
+def bind_channel_affine(tuple x_shape, scale, shift, activation=None, float act_alpha=0.0,
+                        float act_beta=0.0, out=None, context=None):
+    """A :class:`ChannelAffineCall`: channel_affine() on inputs of ``x_shape`` (N, C, ...),
+    the checks and conversions done once; ``out``: None or the planned output buffer."""
+    if not 2 <= len(x_shape) <= 8 or min(x_shape) < 0:
+        raise ShapeError(f"bind_channel_affine: x_shape must be (N, C, ...) with at most 8 "
+                         f"dims, got {x_shape}")
+    cdef ChannelAffineCall call = ChannelAffineCall.__new__(ChannelAffineCall)
+    call.ndim = len(x_shape)
+    cdef int64_t size = 1
+    for i in range(call.ndim):
+        call.x_dims[i] = x_shape[i]
+        size *= x_shape[i]
+    check_bound_out("bind_channel_affine", out, call.ndim, call.x_dims, x_shape)
+    cdef int64_t channels = x_shape[1]
+    if scale is None or shift is None:
+        raise ValueError("bind_channel_affine: scale and shift are required")
+    call.scale = _as_float32_vector(scale, channels, "channel_affine: scale")
+    call.shift = _as_float32_vector(shift, channels, "channel_affine: shift")
+    call.out = out
+    cdef exec_ctx ctx = context_of(context)
+    call.rows = x_shape[0] * channels if size else 0
+    call.job.kern = ctx.kernel
+    call.job.scale = <const float *>cnp.PyArray_DATA(<cnp.ndarray>call.scale)
+    call.job.shift = <const float *>cnp.PyArray_DATA(<cnp.ndarray>call.shift)
+    call.job.n = size // call.rows if call.rows else 0
+    call.job.channels = channels
+    call.job.act = activation_code(activation)
+    call.job.a = act_alpha
+    call.job.b = act_beta
+    call.nthreads = threads_for(size * 4, ctx.nthreads)
+    return call

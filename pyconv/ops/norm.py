@@ -10,12 +10,37 @@ from pyconv._ext import eltwise, gemm
 from pyconv.errors import InvalidDType, PyconvError, ShapeError
 from pyconv.functional._misc import _bn_scale_shift
 from pyconv.functional._norm import last_axis_vector, normalize_groups, normalize_last_axes
-from pyconv.ops._base import REQUIRED, Op, register, take_out, wrap_errors
+from pyconv.ops._base import REQUIRED, Op, bound_step, register, take_out, wrap_errors
 
 
 class _Affine(Op):
     """``act(x * scale + shift)`` with per-channel (axis 1) scale and shift."""
     supports_out = True
+
+    def constant_affine(self):
+        """(scale, shift, activation, alpha, beta) when scale and shift are constants,
+        else None."""
+        return None
+
+    def bind(self, specs, out):
+        """The kernel bound to the planned input shape with its constant scale and shift
+        (the unbound run's checks and conversions cost several microseconds a call, 62
+        times in DenseNet-121)."""
+        affine = self.constant_affine()
+        if affine is None or specs[0] is None or specs[0][1] != np.float32:
+            return None
+        scale, shift, activation, a, b = affine
+        shape = tuple(specs[0][0])
+        if out is not None and (out.shape != shape or out.dtype != np.float32
+                                or not out.flags.c_contiguous or not out.flags.aligned
+                                or not out.flags.writeable):
+            out = None
+        try:
+            kernel = gemm.bind_channel_affine(shape, scale, shift, activation, a, b, out=out,
+                                              context=self.context)
+        except (PyconvError, ValueError):
+            return None                 # the run reports it
+        return bound_step(kernel, self, out)
 
     def affine(self, x, scale, shift, out, activation=None, a=0.0, b=0.0):
         x = self.float32(x)
@@ -57,6 +82,9 @@ class BatchNormalization(_Affine):
         scale, shift = self.ss if self.ss is not None else self._scale_shift(inputs[1:5])
         return [self.affine(inputs[0], scale, shift, out)]
 
+    def constant_affine(self):
+        return None if self.ss is None else (*self.ss, None, 0.0, 0.0)
+
 
 @register("ChannelAffine", domain="pyconv")
 class ChannelAffine(_Affine):
@@ -65,10 +93,20 @@ class ChannelAffine(_Affine):
     required_inputs = 3
     attributes = {"_pyconv_activation": None, "_pyconv_alpha": 0.0, "_pyconv_beta": 0.0}
 
+    def setup(self, consts):
+        self.consts = consts
+
     def run(self, inputs, out=None):
         a = self.attrs
         return [self.affine(inputs[0], inputs[1], inputs[2], out, a["_pyconv_activation"],
                             float(a["_pyconv_alpha"]), float(a["_pyconv_beta"]))]
+
+    def constant_affine(self):
+        if 1 not in self.consts or 2 not in self.consts:
+            return None
+        a = self.attrs
+        return (self.consts[1], self.consts[2], a["_pyconv_activation"],
+                float(a["_pyconv_alpha"]), float(a["_pyconv_beta"]))
 
 
 @register("InstanceNormalization")

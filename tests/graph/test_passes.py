@@ -96,6 +96,13 @@ def test_channel_affine_chain_with_activation(rng):
                 {"s": B.rand(rng, 5, 1, 1), "t": B.rand(rng, 5, 1, 1), **B.bn_params(rng, 5)})
     s = check_unchanged(m, {"x": B.rand(rng, 2, 3, 4, 4), "z": B.rand(rng, 2, 2, 4, 4)})
     assert B.op_types(s) == ["Concat", "ChannelAffine"]
+    # the planned runs call the kernel bound to the shape, scale and shift
+    from tests.graph.test_session import bound_steps
+    for _ in range(3):
+        feeds = {"x": B.rand(rng, 2, 3, 4, 4), "z": B.rand(rng, 2, 2, 4, 4)}
+        np.testing.assert_allclose(s.run(None, feeds)[0], B.ort_run(m, feeds)[0], rtol=1e-5,
+                                   atol=1e-5)
+    assert "ChannelAffine" in bound_steps(s)
 
 
 def test_per_channel_mul_add_folded_into_conv(rng):

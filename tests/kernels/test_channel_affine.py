@@ -68,3 +68,38 @@ def test_bad_arguments_are_named():
         gemm.channel_affine(x, s, s, out=np.empty((1, 3, 4, 5), np.float32))
     with pytest.raises(Exception, match="activation|unknown"):
         gemm.channel_affine(x, s, s, "no-such-activation")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("activation", [None, "relu", "hardswish"])
+def test_bound_call_gives_the_unbound_bits(shape, activation, rng=np.random.default_rng(5)):
+    """bind_channel_affine: the bits of channel_affine into the planned buffer, in place
+    (out is x), or into a new array when the buffer overlaps x otherwise; None for an
+    input it was not bound to."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    scale = rng.standard_normal(shape[1]).astype(np.float32)
+    shift = rng.standard_normal(shape[1]).astype(np.float32)
+    want = gemm.channel_affine(x, scale, shift, activation)
+    for threads in (1, 2):
+        ctx = pyconv.ExecutionContext(num_threads=threads)
+        out = np.empty(shape, np.float32)
+        call = gemm.bind_channel_affine(shape, scale, shift, activation, out=out, context=ctx)
+        y = call(x)
+        assert y is out
+        np.testing.assert_array_equal(y, want)
+        assert gemm.bind_channel_affine(shape, scale, shift, activation)(x) is not x
+        xi = x.copy()
+        assert gemm.bind_channel_affine(shape, scale, shift, activation, out=xi)(xi) is xi
+        np.testing.assert_array_equal(xi, want)
+        assert call(x.astype(np.float64)) is None
+        assert call(np.zeros((1,) + shape, np.float32)) is None
+
+
+def test_bind_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="scale and shift"):
+        gemm.bind_channel_affine((1, 3, 4), None, np.zeros(3, np.float32))
+    with pytest.raises((ShapeError, InvalidArgument, ValueError)):
+        gemm.bind_channel_affine((1, 3, 4), np.zeros(4, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        gemm.bind_channel_affine((1, 3, 4), np.zeros(3, np.float32), np.zeros(3, np.float32),
+                                 out=np.zeros((1, 3, 5), np.float32))
