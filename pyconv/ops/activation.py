@@ -12,7 +12,7 @@ import numpy as np
 from pyconv import functional as F
 from pyconv._activations import ACTIVATIONS, onnx_activation
 from pyconv._ext import eltwise
-from pyconv.errors import InvalidModel
+from pyconv.errors import InvalidModel, PyconvError
 from pyconv.ops._base import Op, register, wrap_errors
 
 
@@ -134,11 +134,25 @@ class Clip(Op):
         lo, hi = ACTIVATIONS["clip"].params({"min": lo, "max": hi})
         return [activate(self, x, "clip", lo, hi, out)]
 
+    def setup(self, consts):
+        self.consts = consts
+
     def bind(self, specs, out):
-        if any(sp is not None for sp in specs[1:]):
-            return None     # bounds given as inputs: read at each run
-        lo, hi = ACTIVATIONS["clip"].params(
-            {} if ACTIVATIONS["clip"].takes_inputs(self.opset) else self.attrs)
+        """Bounds from the attributes, or from inputs that are constants (as exporters
+        write ReLU6), resolved once; computed bounds are read at each run."""
+        if not ACTIVATIONS["clip"].takes_inputs(self.opset):
+            lo, hi = ACTIVATIONS["clip"].params(self.attrs)
+            return bind_unary(self, specs, out, "clip", lo, hi)
+        given = [None]
+        for i, spec in enumerate(specs[1:], 1):
+            if spec is not None and i not in self.consts:
+                return None
+            given.append(None if spec is None else self.consts[i])
+        try:
+            lo, hi = self.bounds(given)
+        except PyconvError:
+            return None                 # the run reports it
+        lo, hi = ACTIVATIONS["clip"].params({"min": lo, "max": hi})
         return bind_unary(self, specs, out, "clip", lo, hi)
 
 

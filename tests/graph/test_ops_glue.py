@@ -482,3 +482,35 @@ def test_errors_name_the_node(op, inputs, consts, attrs, opset, match):
                    **attrs)
     with pytest.raises(PyconvError, match=r"node 'the_node'.*" + match):
         pyconv.InferenceSession(m).run(None, inputs)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-0.5, None), (None, 0.25), (None, None)],
+                         ids=["relu6", "min", "max", "none"])
+@pytest.mark.parametrize("opset", [6, 13])
+def test_clip_with_constant_bounds_is_bound(rng, bounds, opset):
+    """Clip's bounds, attributes (opset 6) or constant inputs (as exporters write ReLU6),
+    are resolved once for the planned runs; a fed bound is read at each run."""
+    from tests.graph.test_session import bound_steps
+    lo, hi = bounds
+    x = rand(rng, 2, 3, 5, scale=4.0)
+    if opset < 11:
+        attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+        m = node_model("Clip", {"x": x}, opset=opset, **attrs)
+    else:
+        consts = {"lo": None if lo is None else np.float32(lo),
+                  "hi": None if hi is None else np.float32(hi)}
+        m = node_model("Clip", {"x": x}, opset=opset, consts=consts)
+    s = pyconv.InferenceSession(m)
+    for k in range(3):
+        xk = rand(rng, 2, 3, 5, scale=4.0)
+        np.testing.assert_array_equal(s.run(None, {"x": xk})[0],
+                                      ReferenceEvaluator(m).run(None, {"x": xk})[0])
+    assert bound_steps(s) == ["Clip"]
+    fed = node_model("Clip", {"x": x, "lo": np.float32(-1.0)}, opset=13,
+                     consts={"hi": np.float32(1.0)})
+    s = pyconv.InferenceSession(fed)
+    for lo_value in (-1.0, 0.5, -0.25):
+        feeds = {"x": x, "lo": np.float32(lo_value)}
+        np.testing.assert_array_equal(s.run(None, feeds)[0],
+                                      ReferenceEvaluator(fed).run(None, feeds)[0])
+    assert bound_steps(s) == []
