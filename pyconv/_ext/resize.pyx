@@ -120,6 +120,34 @@ cdef struct _nearest_job:
     int64_t repeat          # k when ix is [0] * k + [1] * k + ... (ow = k * w), else 0
 
 
+cdef void _nearest_2x_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Input rows lo..hi (plane * h + row) of an exact 2x upsampling in both dims: each
+    value written four times, the two output rows of an input row in one loop (tiny planes
+    made a row a call: 1280 planes of 4x4 took 99 us, onnxruntime 17)."""
+    cdef const _nearest_job *j = <const _nearest_job *>arg
+    cdef int64_t t, i, w = j.w
+    cdef const float *row
+    cdef float *o0
+    cdef float *o1
+    cdef float v
+    for t in range(lo, hi):
+        row = j.x + t * w
+        o0 = j.y + t * 4 * w
+        o1 = o0 + 2 * w
+        if w >= 16:                     # pairs (vectorised), then the row copied
+            for i in range(w):
+                o0[2 * i] = row[i]
+                o0[2 * i + 1] = row[i]
+            memcpy(o1, o0, 2 * w * sizeof(float))
+            continue
+        for i in range(w):
+            v = row[i]
+            o0[2 * i] = v
+            o0[2 * i + 1] = v
+            o1[2 * i] = v
+            o1[2 * i + 1] = v
+
+
 cdef void _nearest_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef const _nearest_job *j = <const _nearest_job *>arg
     cdef int64_t t, p, oy, ox, i, r
@@ -182,6 +210,11 @@ def nearest_2d(x, iy, ix, context=None, out=None):
     j.repeat = _repeat_factor(ixv, w)
     cdef int64_t rows = planes * oh
     cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
+    if j.repeat == 2 and _repeat_factor(iyv, h) == 2:
+        rows = planes * h               # input rows, each making two output rows
+        with nogil:
+            parallel_for(nthreads, rows, grain_for(rows, nthreads), _nearest_2x_rows, &j)
+        return y
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _nearest_rows, &j)
     return y

@@ -102,6 +102,20 @@ def test_interpolate_nearest_matches_reference(mode, rng):
                                           err_msg=f"{mode} {n}-D {i}->{o}")
 
 
+@pytest.mark.parametrize("hw", [(1, 1), (4, 4), (3, 15), (5, 16), (2, 40)])
+def test_interpolate_nearest_2x_matches_reference(threads, rng, hw):
+    """Exact 2x upsampling in both dims (each input row making two output rows, tiny
+    rows in one loop, wide ones paired then copied) against the reference and np.repeat;
+    a 2x in one dim only takes the general path."""
+    x = rng.standard_normal((2, 7) + hw).astype(np.float32)
+    size = (2 * hw[0], 2 * hw[1])
+    y = F.interpolate(x, size=size, mode="nearest")
+    np.testing.assert_array_equal(y, R.interpolate_nearest(x, size, "nearest"))
+    np.testing.assert_array_equal(y, x.repeat(2, axis=2).repeat(2, axis=3))
+    y = F.interpolate(x, size=(hw[0], 2 * hw[1]), mode="nearest")
+    np.testing.assert_array_equal(y, x.repeat(2, axis=3))
+
+
 def test_interpolate_nearest_index_uses_torch_float32_arithmetic():
     # floor(37 * 6 / 74) is 3 in exact arithmetic; torch computes 37 * float32(6 / 74)
     # = 2.9999998 and takes 2. pyconv follows torch (the reference, exact, says 3).
