@@ -294,7 +294,7 @@ def pool_lanes():
 
 
 def _pool_both_paths(force, mode, x, geo, **options):
-    """(rows result, lanes result, lanes algorithm) of one 2-D pooling."""
+    """(rows result, lanes result, lanes algorithm) of one pooling."""
     attributes = arithmetic.ConvAttributes.from_onnx(
         "pool", {"kernel_shape": list(geo[0]), "strides": list(geo[1]),
                  "pads": list(geo[2]) + list(geo[3]), "dilations": list(geo[4]),
@@ -322,6 +322,8 @@ LANES_CASES = [
     ((1, 20), ((3, 5), (2, 3), 2, (1, 2), (1, 2), 4, True)),   # ... past the end padding
     ((1, 16), ((16, 8), 8, 8, 0, 0, 1, False)),       # PSPNet's 8x8 / 8 pyramid pool
     ((1, 12), ((1, 1), 1, 1, 0, 0, 1, False)),
+    ((1, 16), ((37,), 3, 2, 1, 1, 1, True)),          # 1-D: a one-row plane
+    ((1, 9), ((1, 6, 7), (1, 3, 3), 1, (0, 1, 1), (0, 1, 1), 1, False)),  # 3-D, depth 1
 ]
 
 
@@ -335,7 +337,7 @@ def test_pool_lanes_match_rows_and_reference(isa, threads, rng, pool_lanes, plan
     values bit for bit (the same operations in the same order; padding is the neutral
     value), and the reference's; max with NaN and infinities by torch's rule."""
     sp, *geo = case
-    geo = tuple(_tup(v, 2) for v in geo[:5]) + (geo[5],)
+    geo = tuple(_tup(v, len(sp)) for v in geo[:5]) + (geo[5],)
     x = rand(rng, *planes, *sp)
     y = x.copy()
     y.reshape(-1)[:: 7] = np.nan          # NaN in some blocks' planes, not in others
