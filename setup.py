@@ -163,9 +163,9 @@ class BuildExt(build_ext):
 
 
 KERNEL_HEADERS = ["sgemm.h", "sgemm_common.inc", "sgemm_tiles.inc", "simd_ops.inc",
-                  "conv_geom.h", "dwconv.h", "dwconv_common.inc", "pool.h", "pool_common.inc",
-                  "eltwise.h", "eltwise_common.inc", "qgemm.h", "qgemm_common.inc",
-                  "cpu_id.inc", "pack_transpose.h"]
+                  "conv_geom.h", "dwconv.h", "dwconv_common.inc", "lanes_common.inc",
+                  "pool.h", "pool_common.inc", "eltwise.h", "eltwise_common.inc", "qgemm.h",
+                  "qgemm_common.inc", "cpu_id.inc", "pack_transpose.h"]
 RUNTIME_HEADERS = ["parallel.h"]
 
 # Per-ISA kernel objects linked into each extension (cythonize copies Extension objects,

@@ -149,6 +149,8 @@ cdef struct conv_args:
     int act
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
+    bint whole_window        # one output position whose window (after the crop) is the
+                             # whole input: its im2col column is the image (a GEMV)
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
     bint dw_channels         # depthwise on a small map: dw_kernel.lanes channels per task
     int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
@@ -389,29 +391,35 @@ cdef class _CroppedWeights:
         self.views = NULL
         cdef const float[::1] wflat = weight.reshape(-1)
         self.wptr = &wflat[0] if wflat.shape[0] else NULL
-        if not owner.direct:
-            self.pack(owner)
 
     cdef int pack(self, ConvKernel owner) except -1:
-        """Packs the weights per group for the GEMM paths (once; a direct kernel's only
-        when a reshape falls back to im2col, see _depthwise_fits)."""
+        """Packs the weights per group for the GEMM paths, once, when a reshape first
+        takes one: the direct kernels and the GEMV of a whole-window conv (VGG's 7x7
+        head, 411 MB) read the unpacked weights, and a packed copy would double them."""
         if self.views != NULL:
             return 0
         weight = self.weight
         cdef int64_t groups = owner.groups, g
         cdef int64_t cin_g = owner.cin // groups, cout_g = owner.cout // groups
         cdef int64_t kvol = int(np.prod(weight.shape[2:]))
+        mats = []
         for g in range(groups):
             if owner.transposed:
                 wg = weight[g * cin_g:(g + 1) * cin_g].reshape(cin_g, cout_g * kvol).T
             else:
                 wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, cin_g * kvol)
-            self.mats.append(PackedMatrix(wg, owner.context))
-        self.raw = bytearray(groups * sizeof(packed_a))
-        cdef unsigned char[::1] rv = self.raw
-        self.views = <packed_a *>&rv[0]
+            mats.append(PackedMatrix(wg, owner.context))
+        if self.views != NULL:
+            return 0        # packed by another thread's reshape meanwhile: keep that one
+        # no GIL release from here on: the fields change together for other threads
+        raw = bytearray(groups * sizeof(packed_a))
+        cdef unsigned char[::1] rv = raw
+        cdef packed_a *views = <packed_a *>&rv[0]
         for g in range(groups):
-            self.views[g] = (<PackedMatrix>self.mats[g]).view
+            views[g] = (<PackedMatrix>mats[g]).view
+        self.mats = mats
+        self.raw = raw
+        self.views = views
         return 0
 
 
@@ -434,7 +442,8 @@ cdef class ConvReshape:
     geometry : pyconv.arithmetic.ConvGeometry
         The same as the arithmetic helper returned it.
     algorithm : str
-        'depthwise', 'pointwise', 'im2col', 'shifted', 'padded' or 'banded'; 'col2im' or
+        'depthwise', 'pointwise', 'gemv' (one output position whose window is the whole
+        input), 'im2col', 'shifted', 'padded' or 'banded'; 'col2im' or
         'depthwise' for a transposed convolution.
     bands : tuple
         'banded': the output boxes of its bands, ((o0, o1), (c0, c1)) each, along the
@@ -598,6 +607,8 @@ cdef class ConvKernel:
             r.algorithm = "col2im"
         elif r.p.pointwise:
             r.algorithm = "pointwise"
+        elif r.p.whole_window:
+            r.algorithm = "gemv"
         else:
             r.algorithm = _ALGORITHM_NAMES[r.p.algo]
             if r.p.algo == ALGO_BANDED:
@@ -692,16 +703,23 @@ cdef class ConvKernel:
             ks = (g.k[0], g.k[1], g.k[2])
             ps = (g.pb[0], g.pb[1], g.pb[2])
         r.direct = self.direct and (self.transposed or _depthwise_fits(g))
-        if self.direct and not r.direct:
-            cw.pack(self)       # hostile padding / strides: the depthwise rows would hold
-                                # them, implicit im2col holds only the taps of the outputs
+        # One output position whose kept taps cover the input exactly, no padding read
+        # (a fully connected layer exported as a conv over its whole map: VGG's 7x7 head):
+        # the column of the one position is the image itself, a GEMV on the unpacked
+        # weights (_conv_gemm_task), where the padded im2col GEMM streamed them packed.
+        p.whole_window = (not self.transposed and not r.direct and ys == (1, 1, 1)
+                          and ks == xs and ps == (0, 0, 0)
+                          and all(ks[i] == 1 or ds[i] == 1 for i in range(3)))
+        if not r.direct and not p.whole_window:
+            cw.pack(self)       # the GEMM paths (also a depthwise kernel's im2col
+                                # fallback: hostile padding / strides, _depthwise_fits)
         r.weights = cw
         p.weight = cw.wptr
         p.packed = cw.views
         p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
                        and ps == (0, 0, 0) and xs == ys)
-        p.algo = ALGO_IM2COL     # also the pointwise GEMM (see _conv_gemm_task)
-        if r.direct or self.transposed or p.pointwise:
+        p.algo = ALGO_IM2COL     # also the pointwise GEMM and the GEMV (_conv_gemm_task)
+        if r.direct or self.transposed or p.pointwise or p.whole_window:
             return 0
         if self.direct:
             return 0            # the im2col fallback of a depthwise kernel: no bands
@@ -790,6 +808,7 @@ cdef class ConvKernel:
                 if p.band_cols:
                     sub[2] = (crop[2][0] + c[2], crop[2][0] + c[3])
                 bw = self._weights_for(tuple(sub))
+                bw.pack(self)
                 band_weights.append(bw)
                 bv[i].o0 = r[0]
                 bv[i].o1 = r[1]
@@ -832,6 +851,8 @@ cdef class ConvKernel:
         if p.batch == 0 or _volume(p.geom.out_size) * p.cout == 0:
             return 0                                 # nothing to compute
         if not self.transposed:
+            if p.whole_window:
+                return 0                             # a GEMV: no workspace
             if r.direct:
                 p.ws_stride = _depthwise_blocking(p, r.nthreads)
                 r.ws_floats = p.ws_stride * r.nthreads

@@ -155,14 +155,16 @@ cdef void _conv_gemm_task(const conv_args *p, int64_t task, int nthreads, float 
     cdef pyconv_epilogue ep
     cdef pointwise_gemv gv
     _fill_epilogue(p, grp * cout_g, n, &ep)
-    if p.pointwise and ncols == 1 and p.band_off == NULL:
-        # One output position (squeeze-excite convs, heads after a global pool): a GEMV
-        # on the unpacked weights reads each weight once with every lane busy, where the
-        # GEMM would run an MR x 1 edge tile per row panel (one lane in 16 useful).
-        gv.w = p.weight + grp * cout_g * cin_g
+    if (p.pointwise or p.whole_window) and ncols == 1 and p.band_off == NULL:
+        # One output position (squeeze-excite convs, heads after a global pool, a fully
+        # connected layer as a conv over its whole map): a GEMV on the unpacked weights
+        # reads each weight once with every lane busy, where the GEMM would run an MR x 1
+        # edge tile per row panel (one lane in 16 useful). The position's column is the
+        # image: K = C_in_g x the window, in the weights' (channel, taps) order.
+        gv.k = cin_g * _volume(p.geom.k)
+        gv.w = p.weight + grp * cout_g * gv.k
         gv.x = x
         gv.y = y
-        gv.k = cin_g
         gv.kernel = p.kernel
         gv.ep = ep
         if nthreads > 1:

@@ -12,9 +12,12 @@
 # src/kernels/pool_* (same dispatch as the GEMM; generic included), for any stride, window
 # and padding: separable passes (the window's input rows combined into one row, then each
 # output column's taps of that row), a plain max checked for NaN, and torch's NaN rule on
-# the rows that hold one (see pool.h). Small 2-D planes (rows of at most one vector in
-# and out: 8x8, 3x3 maps) compute each output row in registers instead, the column taps
-# moved into place by permutes (pool_small_rows).
+# the rows that hold one (see pool.h). Small 2-D planes of many channels run a vector's
+# width of planes at a time, one plane a lane (pool_lanes: transposed into a padded
+# pixel-major window, every output pixel one vector per tap, transposed back; the row
+# kernel's values bit for bit); a few planes of rows of at most one vector in and out
+# compute each output row in registers, the column taps moved into place by permutes
+# (pool_small_rows).
 # Lp pooling is separable the same way and stays here: the vertical pass sums |x| ** p
 # over the window's rows (contiguous, vectorised), the horizontal pass sums each column's
 # taps (fused taps with constant stride for kw <= 3, stride <= 2 on the interior columns,
@@ -54,11 +57,19 @@ cdef extern from "pool.h" nogil:
                           int64_t *hi)
     ctypedef void (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
                                          int64_t r0, int64_t r1, float *tmp) noexcept nogil
+    ctypedef void (*pyconv_pool_lanes_fn)(const pyconv_pool_geom *g, const float *x, float *y,
+                                          int64_t b0, int64_t b1, float *ws) noexcept nogil
     ctypedef struct pyconv_pool_kernel:
         const char *isa
         const char *name
         pyconv_pool_rows_fn rows
+        pyconv_pool_lanes_fn channels
+        int lanes
     const pyconv_pool_kernel *pyconv_pool_kernel_for(const char *isa)
+    int64_t pyconv_pool_lanes_workspace_floats(const pyconv_conv_geom *g, int64_t lanes)
+
+cdef enum:
+    LANES_MAX_WIDTH = 64            # widest output rows run lanes planes at a time (_by_lanes)
 
 cdef enum:
     MODE_MAX = 0
@@ -416,17 +427,22 @@ cdef struct _rows_job:
     const pyconv_pool_geom *pg
     const params *prm
     const pyconv_pool_kernel *kern  # NULL: the rows below (Lp, indices), else the ISA kernel
+    bint by_lanes                   # the kernel's blocks of planes across the lanes
     float *ws
     int64_t ws_stride
 
 
 cdef void _row_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    """Output rows lo..hi (a contiguous block: whole planes when there are many)."""
+    """Output rows lo..hi (a contiguous block: whole planes when there are many), or
+    blocks of planes lo..hi by lanes."""
     cdef const _rows_job *j = <const _rows_job *>arg
     cdef float *tmp = j.ws + slot * j.ws_stride
     cdef int64_t r
     cdef const pyconv_conv_geom *g = &j.pg.win
     cdef bint wide = g.in_size[0] * g.in_size[1] * g.in_size[2] >= 2147483647
+    if j.by_lanes:
+        j.kern.channels(j.pg, j.x, j.y, lo, hi, tmp)
+        return
     if j.kern != NULL:
         j.kern.rows(j.pg, j.x, j.y, lo, hi, tmp)
         return
@@ -440,14 +456,16 @@ cdef void _row_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil
 
 
 cdef void _pool_rows(const float *x, float *y, int64_t *ind, const pyconv_pool_geom *pg,
-                     const params *prm, const pyconv_pool_kernel *kern, float *ws,
-                     int64_t ws_stride, int nthreads) noexcept nogil:
+                     const params *prm, const pyconv_pool_kernel *kern, bint by_lanes,
+                     float *ws, int64_t ws_stride, int nthreads) noexcept nogil:
     cdef int64_t rows = pg.planes * pg.win.out_size[0] * pg.win.out_size[1]
+    if by_lanes:
+        rows = (pg.planes + kern.lanes - 1) // kern.lanes
     # the ISA kernels take max and average without indices, NaN rows included
     cdef const pyconv_pool_kernel *rows_kernel = (
         kern if prm.index_mode == 0 and prm.mode != MODE_LP else NULL)
-    cdef _rows_job j = _rows_job(x=x, y=y, ind=ind, pg=pg, prm=prm, kern=rows_kernel, ws=ws,
-                                 ws_stride=ws_stride)
+    cdef _rows_job j = _rows_job(x=x, y=y, ind=ind, pg=pg, prm=prm, kern=rows_kernel,
+                                 by_lanes=by_lanes, ws=ws, ws_stride=ws_stride)
     parallel_for(nthreads, rows, grain_for(rows, nthreads), _row_tasks, &j)
 
 
@@ -467,6 +485,16 @@ cdef object _contiguous(object x, str op):
 
 cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
+
+
+cdef inline int64_t _slot_floats(int64_t used) noexcept nogil:
+    """The stride of per-thread scratch slots of `used` floats: whole 128-byte line pairs
+    and 1 KiB between the slots' used parts, out of the prefetchers' reach (the adjacent
+    line's pair, the streamer's next lines). Slots of 112 floats (a 77-wide row's) put
+    two threads' rows in one line pair: Inception's 3x3 / 2 max pool on 77x77 maps ran
+    slower on 2 threads than on 1 (86 against 68 us); 44 us with one pair between the
+    slots, 34 us with 1 KiB."""
+    return _round_up(used, 32) + 256
 
 
 def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
@@ -569,44 +597,111 @@ cdef int _pool_setup(pyconv_pool_geom *pg, params *prm, str mode, int64_t planes
     return 0
 
 
-cdef int _pool_work(int64_t planes, const int64_t *in_size, const int64_t *out_size,
-                    int threads, int64_t *ws_stride) noexcept nogil:
-    """The threads of a pooling (fewer for small maps, at most one per output row) and
-    the per-thread workspace in floats (W + 32 for the SIMD row kernel, or OW int32)."""
+cdef enum:
+    LANES_MAX_FLOATS = 65536        # the lanes path's scratch per task: 256 KiB, L2-resident
+    LANES_MAX_SIZE = 65536          # larger sizes, pads, strides, windows: the rows
+
+
+cdef int64_t _lanes_max_width = -1   # tests: 0 never, large always; -1 the default
+
+
+def set_pool_lanes_max_width(int64_t width):
+    """The widest output rows that pooling runs `lanes` planes at a time on (-1: the
+    default, 0: never); for tests and benchmarks. Returns the previous value."""
+    global _lanes_max_width
+    previous = _lanes_max_width
+    _lanes_max_width = width
+    return previous
+
+
+cdef bint _by_lanes(const pyconv_pool_geom *pg, const params *prm,
+                    const pyconv_pool_kernel *kern) noexcept nogil:
+    """Small 2-D planes of at least half a vector's width of planes run lanes planes at a
+    time (pyconv_pool_lanes_fn): the row kernel pays its setup, clipped border columns and
+    a reload of the combined row it has just stored (which cannot be forwarded) once per
+    output row, some 100 cycles, against a few outputs a row. Measured on AVX-512 (1
+    thread, against the rows): Inception's 3x3 / 1 averages on 17x17, 8x8 and 3x3 maps
+    3.3x, 2x and 5x faster, its 3x3 / 2 max pools on 36x36 to 8x8 1.5x to 3.6x; the
+    direct 2x2 / 2 max rows (no combined row) stay faster from 16 outputs a row (VGG's
+    32x32: 25 against 48 us)."""
+    cdef const pyconv_conv_geom *g = &pg.win
+    cdef int64_t width = _lanes_max_width if _lanes_max_width >= 0 else LANES_MAX_WIDTH
+    cdef bint direct_2x2 = (prm.mode == MODE_MAX and g.k[1] == 2 and g.k[2] == 2
+                            and g.s[1] == 2 and g.s[2] == 2 and g.pb[1] == 0 and g.pb[2] == 0
+                            and g.dl[1] == 1 and g.dl[2] == 1)
+    cdef int i
+    if _lanes_max_width < 0 and direct_2x2 and g.out_size[2] >= 16:
+        return False
+    for i in range(1, 3):       # sizes whose window arithmetic stays far inside int64
+        if (g.in_size[i] > LANES_MAX_SIZE or g.out_size[i] > LANES_MAX_SIZE
+                or g.pb[i] > LANES_MAX_SIZE or g.s[i] > LANES_MAX_SIZE
+                or g.k[i] * g.dl[i] > LANES_MAX_SIZE):
+            return False
+    return (kern.lanes > 1 and kern.channels != NULL and prm.index_mode == 0
+            and prm.mode != MODE_LP and g.in_size[0] == 1 and g.out_size[0] == 1
+            and g.k[0] == 1 and g.pb[0] == 0 and g.out_size[2] <= width
+            and pg.planes * 2 >= kern.lanes
+            and pyconv_pool_lanes_workspace_floats(g, kern.lanes) <= LANES_MAX_FLOATS)
+
+
+cdef int _pool_work(const pyconv_pool_geom *pg, const params *prm,
+                    const pyconv_pool_kernel *kern, int threads, int64_t *ws_stride,
+                    bint *by_lanes) noexcept nogil:
+    """The algorithm (by_lanes, else rows), the threads of a pooling (fewer for small maps,
+    at most one per task) and the per-thread workspace in floats (the lanes window, or
+    W + 32 for the SIMD row kernel, or OW int32)."""
+    cdef const pyconv_conv_geom *g = &pg.win
     # Each input value costs a row kernel about 8 multiply-adds' time (vertical and
     # horizontal passes, clipped border taps): counted as values alone, Inception's 3x3
     # average pools on 8x8 maps (768 channels, 0.16 ms) stayed on one thread.
-    cdef int nthreads = threads_for(8 * planes * in_size[0] * in_size[1] * in_size[2], threads)
-    cdef int64_t rows = planes * out_size[0] * out_size[1]
-    if nthreads > rows:
-        nthreads = <int>rows
-    ws_stride[0] = _round_up(max(in_size[2] + 32, out_size[2]), 16)
+    cdef int nthreads = threads_for(8 * pg.planes * g.in_size[0] * g.in_size[1] * g.in_size[2],
+                                    threads)
+    cdef int64_t tasks = pg.planes * g.out_size[0] * g.out_size[1]
+    by_lanes[0] = _by_lanes(pg, prm, kern)
+    if by_lanes[0]:
+        # each input value also goes through two transposes: twice the row kernel's cost
+        # (Inception's 3x3 averages on 2048 3x3 planes, 15 us, were left on one thread)
+        nthreads = threads_for(16 * pg.planes * g.in_size[1] * g.in_size[2], threads)
+        tasks = (pg.planes + kern.lanes - 1) // kern.lanes
+        ws_stride[0] = _slot_floats(pyconv_pool_lanes_workspace_floats(g, kern.lanes))
+    else:
+        ws_stride[0] = _slot_floats(max(g.in_size[2] + 32, g.out_size[2]))
+    if nthreads > tasks:
+        nthreads = <int>tasks
     return max(nthreads, 1)
 
 
-def pool_work(int64_t planes, tuple in_shape, tuple out_shape, context=None):
-    """(threads, workspace bytes) of a :func:`pool` run on ``planes`` planes of
-    ``in_shape`` (D, H, W) giving ``out_shape`` (OD, OH, OW) under ``context``."""
-    cdef int64_t ins[3]
-    cdef int64_t outs[3]
+def pool_work(str mode, tuple x_shape, tuple out_shape, tuple kernel, tuple stride,
+              tuple pads_begin, tuple pads_end, tuple dilation, str indices="none",
+              context=None):
+    """(algorithm, threads, workspace bytes) of a :func:`pool` run on inputs of
+    ``x_shape`` (P, D, H, W) with this window (as pool() takes it) under ``context``:
+    algorithm ``'lanes'`` (small planes, lanes at a time), ``'rows'`` (the SIMD row
+    kernel) or ``'generic'`` (Lp pooling, indices)."""
+    cdef pyconv_pool_geom pg
+    cdef params prm
+    cdef exec_ctx ctx = context_of(context)
+    cdef const pyconv_pool_kernel *kern = pyconv_pool_kernel_for(ctx.kernel.isa)
     cdef int64_t ws_stride
-    ins[0], ins[1], ins[2] = in_shape
-    outs[0], outs[1], outs[2] = out_shape
-    cdef int nthreads = _pool_work(planes, ins, outs, context_of(context).nthreads,
-                                   &ws_stride)
-    return nthreads, int(ws_stride * nthreads * sizeof(float))
+    cdef bint by_lanes
+    _pool_setup(&pg, &prm, mode, x_shape[0], x_shape[1], x_shape[2], x_shape[3], out_shape,
+                kernel, stride, pads_begin, pads_end, dilation, True, 0.0, 2.0, indices)
+    cdef int nthreads = _pool_work(&pg, &prm, kern, ctx.nthreads, &ws_stride, &by_lanes)
+    algorithm = ("lanes" if by_lanes else
+                 "rows" if prm.mode != MODE_LP and prm.index_mode == 0 else "generic")
+    return algorithm, nthreads, int(ws_stride * nthreads * sizeof(float))
 
 
 cdef int _pool_run(const float *x, float *y, int64_t *ind, const pyconv_pool_geom *pg,
                    const params *prm, const pyconv_pool_kernel *kern,
                    int threads) except -1:
     """The rows of a set-up problem (non-empty input and output) on the threads."""
-    cdef const pyconv_conv_geom *g = &pg.win
     cdef int64_t ws_stride
-    cdef int nthreads = _pool_work(pg.planes, g.in_size, g.out_size, threads, &ws_stride)
+    cdef bint by_lanes
+    cdef int nthreads = _pool_work(pg, prm, kern, threads, &ws_stride, &by_lanes)
     cdef float *ws = workspace_floats(ws_stride * nthreads)
     with nogil:
-        _pool_rows(x, y, ind, pg, prm, kern, ws, ws_stride, nthreads)
+        _pool_rows(x, y, ind, pg, prm, kern, by_lanes, ws, ws_stride, nthreads)
     return 0
 
 
@@ -952,7 +1047,7 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, co
     j.ind = indp
     j.g = &g
     j.mode = MODE_MAX if is_max else MODE_AVG
-    j.ws_stride = _round_up(g.in_size[2], 16)
+    j.ws_stride = _slot_floats(g.in_size[2])
     j.ws = workspace_floats(j.ws_stride * max(nthreads, 1))
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _adaptive_tasks, &j)

@@ -226,7 +226,9 @@ class PoolReshape:
         The resolved window (``auto_pad`` and ``ceil_mode`` applied); a global pooling's
         window is the whole input plane.
     algorithm : str
-        ``'rows'`` (the ISA's SIMD row kernel: max or average without indices),
+        ``'lanes'`` (small 2-D planes, max or average without indices: the ISA's kernel
+        that runs a vector's width of planes at a time, one plane a lane), ``'rows'`` (the
+        ISA's SIMD row kernel: max or average without indices),
         ``'generic'`` (scalar windows: Lp pooling, max pooling with indices) or
         ``'global'`` (plane reductions).
     num_threads : int
@@ -326,7 +328,6 @@ class PoolPlan:
             self._kw["divisor"] = _divisor(op, divisor_override)
         else:
             self._kw["p"] = _norm(op, p, allow_inf=False)
-        self._algorithm = "rows" if mode != "lp" and indices == "none" else "generic"
         # PoolReshape per input shape: the arithmetic costs more than a small pooling
         self._reshapes = {}
 
@@ -357,11 +358,12 @@ class PoolPlan:
         planes = x_shape[0] * x_shape[1]
         window = (_lead(g.output_shape, 1), _lead(a.kernel_shape, 1), _lead(a.strides, 1),
                   _lead(g.pads_begin, 0), _lead(g.pads_end, 0), _lead(a.dilations, 1))
-        nthreads, ws = _kernels.pool_work(planes, _lead(x_shape[2:], 1), window[0],
-                                          self.context)
+        algorithm, nthreads, ws = _kernels.pool_work(
+            self.mode, (planes,) + _lead(x_shape[2:], 1), *window, indices=self.indices,
+            context=self.context)
         return PoolReshape(x_shape, x_shape[:2] + g.output_shape, a.kernel_shape, a.strides,
-                           g.pads_begin, g.pads_end, a.dilations, self._algorithm, nthreads,
-                           ws, window)
+                           g.pads_begin, g.pads_end, a.dilations, algorithm, nthreads, ws,
+                           window)
 
     def output_shape(self, x_shape):
         """Output shape (N, C, *out_spatial) for an input shape; validates the geometry."""

@@ -522,22 +522,54 @@ class Slice(Op):
 
 @register("Gather")
 class Gather(Op):
+    """Gather; one index (a 0-d ``indices``) selects a view, as NumPy's basic indexing
+    does: torch's ``x[:, :, i]`` (PSPNet's adaptive pooling as dynamo exports it reads
+    its windows so from a transposed layout, where a copying take cost 80 us)."""
     required_inputs = 2
     attributes = {"axis": 0}
 
-    def run(self, inputs, out=None):
-        x, idx = inputs
-        axis = self.check_axis(self.attrs["axis"], x.ndim)
+    def setup(self, consts):
+        self.consts = consts
+
+    def _checked(self, shape, idx):
+        """(axis, dim) after checking ``idx`` against an input of ``shape``."""
+        axis = self.check_axis(self.attrs["axis"], len(shape))
         if idx.dtype.kind not in "iu":
             self.fail(f"indices must be int32/int64, got {idx.dtype}", InvalidDType)
-        dim = x.shape[axis]
+        dim = shape[axis]
         if idx.size and (idx.min() < -dim or idx.max() >= dim):
             self.fail(f"indices out of range [{-dim}, {dim - 1}] for axis {axis} of input "
-                      f"shape {x.shape}")
+                      f"shape {tuple(shape)}")
+        return axis, dim
+
+    def _view_index(self, shape, inputs):
+        """The basic index tuple of a 0-d ``indices`` for an input of ``shape``; None for
+        an index array."""
+        idx = inputs[1]
+        if idx.ndim:
+            return None
+        axis, dim = self._checked(shape, idx)
+        i = int(idx)
+        # the Ellipsis keeps a 0-d result an array (a 1-D input's element)
+        return (slice(None),) * axis + (i + dim if i < 0 else i, Ellipsis)
+
+    def run(self, inputs, out=None):
+        x, idx = inputs
+        if idx.ndim == 0:
+            return [x[self._view_index(x.shape, inputs)]]
+        axis, dim = self._checked(x.shape, idx)
         # A few indices can select rows of a large input many times over.
         check_tensor_size(x.shape[:axis] + idx.shape + x.shape[axis + 1:], self.node.label,
                           itemsize=x.itemsize)
         return [np.take(x, np.where(idx < 0, idx + dim, idx), axis=axis)]
+
+    def bind(self, specs, out):
+        """A constant 0-d index: the view's index tuple resolved once."""
+        resolved = _resolved_for_plan(self, specs, self._view_index)
+        if resolved is None or resolved[1] is None:
+            return None
+        shape, index = resolved
+        return _view_step(shape, lambda x: x[index], self.run)
 
 
 @register("Expand")

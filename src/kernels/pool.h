@@ -50,11 +50,45 @@ static inline int64_t pyconv_pool_padded_taps(const pyconv_conv_geom *g, int i, 
 typedef void (*pyconv_pool_rows_fn)(const pyconv_pool_geom *g, const float *x, float *y,
                                     int64_t r0, int64_t r1, float *tmp);
 
+/* Small 2-D planes (depth 1, no depth window), `lanes` planes at a time across the vector
+ * lanes: planes [b0 * lanes, min(b1 * lanes, g->planes)) of x into y, max or average
+ * without indices, the values of pool_rows (NaN by its rule; an average's zero may lose its
+ * sign). Each block of planes is transposed into a pixel-major window padded with the
+ * neutral value (-inf, 0), every output pixel takes its full window there, and the result
+ * is transposed back. ws: pyconv_pool_lanes_workspace_floats(g, lanes) floats, 64-byte
+ * aligned, private to the calling thread. */
+typedef void (*pyconv_pool_lanes_fn)(const pyconv_pool_geom *g, const float *x, float *y,
+                                     int64_t b0, int64_t b1, float *ws);
+
 typedef struct {
     const char *isa;
     const char *name;        /* e.g. "pool_rows_avx512" */
     pyconv_pool_rows_fn rows;
+    pyconv_pool_lanes_fn channels;  /* NULL: none (one-float vectors) */
+    int lanes;               /* planes per block of `channels` */
 } pyconv_pool_kernel;
+
+/* The padding rows (d = 1) or columns (d = 2) before (end 0) or after (end 1) the input
+ * that some tap of some output reads: a ceil_mode window can reach past the end pads. */
+static inline int64_t pyconv_pool_lanes_pad(const pyconv_conv_geom *g, int d, int end)
+{
+    if (!end) return g->pb[d];
+    const int64_t last = (g->out_size[d] - 1) * g->s[d] - g->pb[d] + (g->k[d] - 1) * g->dl[d];
+    return last + 1 > g->in_size[d] ? last + 1 - g->in_size[d] : 0;
+}
+
+/* `channels` scratch: the padded window and the output grid (lanes floats a pixel), and
+ * per output pixel the average's factor and divisor. */
+static inline int64_t pyconv_pool_lanes_workspace_floats(const pyconv_conv_geom *g,
+                                                         int64_t lanes)
+{
+    const int64_t hp = pyconv_pool_lanes_pad(g, 1, 0) + g->in_size[1]
+                       + pyconv_pool_lanes_pad(g, 1, 1);
+    const int64_t wp = pyconv_pool_lanes_pad(g, 2, 0) + g->in_size[2]
+                       + pyconv_pool_lanes_pad(g, 2, 1);
+    const int64_t npx = g->out_size[1] * g->out_size[2];
+    return lanes * (hp * wp + npx) + 2 * npx + 16;
+}
 
 extern const pyconv_pool_kernel pyconv_pool_kernel_generic;
 #if defined(PYCONV_HAVE_X86_KERNELS)

@@ -5,4 +5,4 @@
 #include "pool_common.inc"
 
 const pyconv_pool_kernel pyconv_pool_kernel_avx2 = {"avx2", "pool_rows_avx2",
-                                                    pool_rows_avx2};
+                                                    pool_rows_avx2, pool_lanes_avx2, VL};

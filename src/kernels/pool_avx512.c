@@ -5,4 +5,4 @@
 #include "pool_common.inc"
 
 const pyconv_pool_kernel pyconv_pool_kernel_avx512 = {"avx512", "pool_rows_avx512",
-                                                      pool_rows_avx512};
+                                                      pool_rows_avx512, pool_lanes_avx512, VL};

@@ -7,7 +7,7 @@
 #include "pool_common.inc"
 
 const pyconv_pool_kernel pyconv_pool_kernel_generic = {"generic", "pool_rows_generic",
-                                                       pool_rows_generic};
+                                                       pool_rows_generic, pool_lanes_generic, VL};
 
 const pyconv_pool_kernel *pyconv_pool_kernel_for(const char *isa)
 {

@@ -260,6 +260,57 @@ def test_auto_algorithm_choice(rng, shape, expected):
     assert plan.kernel.last_algorithm == expected
 
 
+# (batch, C_in, spatial, C_out, kernel, stride, pads, groups, whole window)
+WHOLE_WINDOW_CASES = [
+    (1, 64, (7, 7), 96, (7, 7), 1, 0, 1, True),       # VGG's head: a linear layer
+    (3, 12, (5, 5), 10, (5, 5), 2, 0, 2, True),       # batch, groups, a stride
+    (2, 8, (3, 4), 6, (3, 4), 1, 0, 1, True),         # rectangular
+    (1, 6, (3, 3), 5, (5, 5), 1, 1, 1, True),         # the taps kept (the crop) cover it
+    (2, 5, (9,), 7, (9,), 1, 0, 1, True),             # 1-D
+    (1, 4, (2, 3, 3), 3, (2, 3, 3), 1, 0, 1, True),   # 3-D
+    (1, 6, (3, 3), 5, (3, 3), 3, 1, 1, False),        # one position reading padding
+    (1, 6, (7, 7), 5, (7, 7), 1, 1, 1, False),        # 3x3 positions
+]
+
+
+@pytest.mark.parametrize("case", WHOLE_WINDOW_CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_whole_window_conv_is_a_gemv(rng, case, threads):
+    """A conv with one output position whose kept taps cover the input exactly is a GEMV
+    on the unpacked weights ('gemv'), bias, residual and activation as the GEMM's
+    epilogue applies them; other geometries keep the GEMM."""
+    n, cin, sp, cout, k, s, p, groups, whole = case
+    nd = len(sp)
+    x = rand(rng, n, cin, *sp)
+    w = rand(rng, cout, cin // groups, *k)
+    b = rand(rng, cout)
+    plan = F.ConvPlan(w, b, stride=s, padding=p, groups=groups, activation="relu",
+                      context=pyconv.ExecutionContext(num_threads=threads))
+    ref = R.conv_nd(x, w, b, (s,) * nd, (p,) * nd, (p,) * nd, (1,) * nd, groups)
+    residual = rand(rng, *ref.shape)
+    assert_close(plan.run(x), np.maximum(ref, 0), cin * np.prod(k))
+    assert_close(plan.run(x, residual=residual), np.maximum(ref + residual, 0),
+                 cin * np.prod(k))
+    assert (plan.reshape(x.shape).algorithm == "gemv") == whole
+
+
+def test_whole_window_conv_packs_no_weights(rng):
+    """The GEMV reads the weights as given: no packed copy of them is made (VGG's head:
+    411 MB), as the GEMM paths' packing would."""
+    import tracemalloc
+    x, w = rand(rng, 1, 128, 7, 7), rand(rng, 256, 128, 7, 7)        # 6.4 MB of weights
+    tracemalloc.start()
+    try:
+        plan = F.ConvPlan(w, None)
+        y = plan.run(x)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert plan.reshape(x.shape).algorithm == "gemv"
+    assert held < w.nbytes // 4, held
+    assert_close(y, R.conv_nd(x, w, None, (1, 1), (0, 0), (0, 0), (1, 1), 1), 128 * 49)
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_adjoint_identity_random_geometry(data):

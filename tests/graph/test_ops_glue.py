@@ -412,6 +412,50 @@ def test_gather_elements(rng, axis, smaller):
           reference=not smaller and axis >= 0)
 
 
+@pytest.mark.parametrize("shape,axis,index", [
+    ((3, 4, 5), 1, 2), ((3, 4, 5), -1, -1), ((6,), 0, -6), ((2, 3), 0, 1), ((1, 5, 1), 2, 0),
+])
+@pytest.mark.parametrize("constant", [True, False])
+def test_gather_one_index(rng, shape, axis, index, constant):
+    """A 0-d index (torch's x[:, i]) selects a view, bound once for a constant index; a
+    1-D input gives a 0-d array. Read from a transposed layout (PSPNet's windows) and
+    summed after, as the model does; run twice: the recording run, then the bound one."""
+    data = rand(rng, *shape)
+    perm = list(range(len(shape)))[::-1]
+    idx = np.array(index, np.int64)
+    feeds = {"d": np.ascontiguousarray(data.transpose(perm))}
+    if not constant:
+        feeds["i"] = idx
+    nodes = [helper.make_node("Transpose", ["d"], ["t"], perm=perm),
+             helper.make_node("Gather", ["t", "i"], ["g"], axis=axis),
+             helper.make_node("Add", ["g", "g"], ["y0"]),
+             helper.make_node("Gather", ["t", "i"], ["y1"], axis=axis)]
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for k, v in feeds.items()],
+        [onnx.ValueInfoProto(name="y0"), onnx.ValueInfoProto(name="y1")],
+        [numpy_helper.from_array(idx, "i")] if constant else [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = np.take(data, index, axis=axis)
+    sess = pyconv.InferenceSession(m)
+    for _ in range(2):
+        y0, y1 = sess.run(None, feeds)
+        assert y1.shape == want.shape and y1.dtype == np.float32
+        np.testing.assert_array_equal(y1, want)
+        np.testing.assert_array_equal(y0, want + want)
+    check(m, feeds)
+
+
+@pytest.mark.parametrize("index", [4, -5])
+def test_gather_one_index_out_of_range(index):
+    feeds = {"d": np.zeros((3, 4), np.float32)}
+    m = node_model("Gather", feeds, consts={"i": np.array(index, np.int64)}, axis=1)
+    with pytest.raises(PyconvError, match=r"the_node.*indices out of range \[-4, 3\] for "
+                                          r"axis 1 of input shape \(3, 4\)"):
+        pyconv.InferenceSession(m).run(None, feeds)
+
+
 @pytest.mark.parametrize("dshape,ishape,batch_dims", [
     ((4, 5), (3, 2), 0), ((4, 5, 6), (2, 3, 1), 0), ((2, 5, 6), (2, 3, 1), 1),
     ((2, 3, 4, 5), (2, 3, 2), 2), ((3, 4), (2,), 0), ((2, 4, 5), (2, 4, 1), 2),

@@ -13,6 +13,7 @@ from _helpers import assert_close, rand
 import reference as R
 import pyconv
 import pyconv.functional as F
+from pyconv import arithmetic
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
@@ -280,3 +281,102 @@ def test_large_maps_split_over_threads_match_one_thread(isa, rng, stride):
         pyconv.set_num_threads(previous)
     np.testing.assert_allclose(single[0], R.conv_nd(x, w, b, stride, 1, 1, 1, 32),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def pool_lanes():
+    """``force(width)``: the widest output rows pooled lanes planes at a time (0: never,
+    large: always); the default is restored after the test."""
+    from pyconv._ext import pool as pool_ext
+    previous = pool_ext.set_pool_lanes_max_width(-1)
+    yield pool_ext.set_pool_lanes_max_width
+    pool_ext.set_pool_lanes_max_width(previous)
+
+
+def _pool_both_paths(force, mode, x, geo, **options):
+    """(rows result, lanes result, lanes algorithm) of one pooling."""
+    attributes = arithmetic.ConvAttributes.from_onnx(
+        "pool", {"kernel_shape": list(geo[0]), "strides": list(geo[1]),
+                 "pads": list(geo[2]) + list(geo[3]), "dilations": list(geo[4]),
+                 "ceil_mode": int(geo[5])}, op="pool")
+    results = []
+    for width in (0, 10_000):
+        force(width)
+        plan = F.PoolPlan(mode, attributes, **options)
+        results.append((plan.run(x), plan.reshape(x.shape).algorithm))
+    force(-1)
+    assert results[0][1] == "rows"
+    return results[0][0], results[1][0], results[1][1]
+
+
+# (planes: batch, channels), (spatial, kernel, stride, pads_begin, pads_end, dilation, ceil)
+LANES_CASES = [
+    ((1, 288), ((17, 17), 3, 1, 1, 1, 1, False)),     # Inception's averages, several blocks
+    ((2, 13), ((8, 8), 3, 1, 1, 1, 1, False)),        # a partial last block across the batch
+    ((1, 16), ((3, 3), 3, 1, 1, 1, 1, False)),        # 3x3 planes
+    ((1, 40), ((36, 36), 3, 2, 0, 0, 1, False)),      # Inception's 3x3 / 2 max pools
+    ((1, 9), ((15, 15), 3, 2, 0, 0, 1, True)),        # SqueezeNet's ceil_mode
+    ((1, 24), ((16, 16), 2, 2, 0, 0, 1, False)),      # 2x2 / 2
+    ((2, 8), ((11, 13), (3, 2), (2, 1), (1, 0), (2, 1), (2, 3), True)),  # everything odd
+    ((1, 17), ((2, 3), 2, 1, 1, 1, 3, False)),        # windows of padding only
+    ((1, 20), ((3, 5), (2, 3), 2, (1, 2), (1, 2), 4, True)),   # ... past the end padding
+    ((1, 16), ((16, 8), 8, 8, 0, 0, 1, False)),       # PSPNet's 8x8 / 8 pyramid pool
+    ((1, 12), ((1, 1), 1, 1, 0, 0, 1, False)),
+    ((1, 16), ((37,), 3, 2, 1, 1, 1, True)),          # 1-D: a one-row plane
+    ((1, 9), ((1, 6, 7), (1, 3, 3), 1, (0, 1, 1), (0, 1, 1), 1, False)),  # 3-D, depth 1
+]
+
+
+def _lanes_id(c):
+    return "-".join(str(v).replace(" ", "") for v in (c[0],) + c[1])
+
+
+@pytest.mark.parametrize("planes,case", LANES_CASES, ids=[_lanes_id(c) for c in LANES_CASES])
+def test_pool_lanes_match_rows_and_reference(isa, threads, rng, pool_lanes, planes, case):
+    """Small 2-D planes pooled lanes planes at a time (pool_lanes) give the row kernel's
+    values bit for bit (the same operations in the same order; padding is the neutral
+    value), and the reference's; max with NaN and infinities by torch's rule."""
+    sp, *geo = case
+    geo = tuple(_tup(v, len(sp)) for v in geo[:5]) + (geo[5],)
+    x = rand(rng, *planes, *sp)
+    y = x.copy()
+    y.reshape(-1)[:: 7] = np.nan          # NaN in some blocks' planes, not in others
+    y[0, -1] = -np.inf
+    y.reshape(-1)[3:: 11] = np.inf
+    rows, lanes, algorithm = _pool_both_paths(pool_lanes, "max", y, geo)
+    if pyconv.get_isa() == "generic" and algorithm != "lanes":
+        pytest.skip("no vector lanes on this build's portable path")
+    assert algorithm == "lanes"
+    np.testing.assert_array_equal(lanes, rows)
+    np.testing.assert_array_equal(lanes, R.max_pool_nd(y, *geo)[0].astype(np.float32))
+    for cip in (True, False):
+        rows, lanes, _ = _pool_both_paths(pool_lanes, "avg", x, geo, count_include_pad=cip)
+        np.testing.assert_array_equal(lanes, rows)
+        np.testing.assert_allclose(lanes, R.avg_pool_nd(x, *geo, count_include_pad=cip),
+                                   rtol=1e-5, atol=1e-6)
+    rows, lanes, _ = _pool_both_paths(pool_lanes, "avg", x, geo, divisor_override=5)
+    np.testing.assert_array_equal(lanes, rows)
+
+
+def test_pool_lanes_chosen_for_small_planes(pool_lanes):
+    """The default choice: small planes of enough channels by lanes, wide maps, few planes
+    and the direct 2x2 / 2 rows of 16 outputs or more by rows."""
+    from pyconv._ext import pool as pool_ext
+    if "avx512" not in pyconv.supported_isas():
+        pytest.skip("the choice is measured for AVX-512's 16 lanes; this CPU lacks it")
+    ctx = pyconv.ExecutionContext(isa="avx512")
+
+    def algorithm(mode, x_shape, out, k, s, p):
+        return pool_ext.pool_work(mode, x_shape, out, (1, k, k), (1, s, s), (0, p, p),
+                                  (0, p, p), (1, 1, 1), context=ctx)[0]
+
+    assert algorithm("avg", (768, 1, 8, 8), (1, 8, 8), 3, 1, 1) == "lanes"
+    assert algorithm("max", (288, 1, 17, 17), (1, 8, 8), 3, 2, 0) == "lanes"
+    assert algorithm("max", (512, 1, 16, 16), (1, 8, 8), 2, 2, 0) == "lanes"
+    assert algorithm("max", (256, 1, 32, 32), (1, 16, 16), 2, 2, 0) == "rows"
+    assert algorithm("max", (64, 1, 112, 112), (1, 56, 56), 3, 2, 1) == "rows"   # scratch
+    assert algorithm("avg", (3, 1, 8, 8), (1, 8, 8), 3, 1, 1) == "rows"          # planes
+    assert algorithm("max", (768, 1, 8, 8), (1, 8, 8), 3, 1, 1) == "lanes"
+    assert pool_ext.pool_work("max", (768, 1, 8, 8), (1, 8, 8), (1, 3, 3), (1, 1, 1),
+                              (0, 1, 1), (0, 1, 1), (1, 1, 1), indices="onnx",
+                              context=ctx)[0] == "generic"
