@@ -37,6 +37,8 @@ CASES = [
     (1, 8, 16, (8, 8), (3, 3), 1, 1, 1, 1),      # shifted grid 8 x 10: last chunk 32 wide
     (2, 8, 12, (3, 3), (3, 3), 1, 1, 1, 1),      # shifted grid 3 x 5: one 15-wide chunk
     (2, 40, 70, (1, 1), (1, 1), 1, 0, 1, 2),     # one output position: GEMV, grouped
+    (1, 5, 7, (10, 41), (3, 5), 2, (2, 0, 1, 4), 1, 1),  # stride 2, rows of 3 vectors:
+    (2, 4, 6, (9, 36), (5, 3), 2, (0, 3, 2, 1), (1, 2), 1),  # both column phases per pass
     (3, 7, 9, (1,), (1,), 1, 0, 1, 1),           # the same in 1-D
 ]
 
