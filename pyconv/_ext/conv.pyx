@@ -94,6 +94,8 @@ cdef enum:
     ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
     ALGO_BANDED = 4          # implicit im2col per band of outer output rows, each with only
                              # the kernel rows that read the input there (see conv_band)
+    ALGO_CHANNELS = 5        # channel tiles on the phase copy (1-D / 2-D, small maps): vectors
+                             # across output channels, outputs as broadcasts (channel_tile)
 
 
 cdef struct phase_copy:
@@ -103,14 +105,18 @@ cdef struct phase_copy:
     #  - shifted: the output is computed on an oh x wq grid (columns ow..wq-1 dropped), so
     #    the B row of every tap is one contiguous run, read in place by the micro-kernel;
     #  - padded im2col: B panels are packed from the copy (plain row copies) for a GEMM
-    #    on the oh*ow real columns.
+    #    on the oh*ow real columns;
+    #  - channel tiles: the transposed product, the weights in NR-channel panels as vectors,
+    #    each output a broadcast of the copy: chunks of `chunk` outputs of one output row.
     int64_t hq, wq, plane    # phase plane: rows, row length, floats (hq * wq)
     int64_t nplanes          # C_in_g * sh * sw planes per (image, group)
     int64_t image            # floats per (image, group), slack included
     int64_t ncols            # shifted: oh * wq grid columns; padded im2col: oh * ow
     int64_t nchunks          # column chunks (tasks): NR wide (shifted) or `chunk` wide
-    int64_t chunk            # padded im2col: columns per task (a multiple of NR)
-    int64_t mblocks          # row blocks each chunk is split into (tasks for the threads)
+    int64_t chunk            # padded im2col: columns per task (a multiple of NR); channel
+                             # tiles: outputs per tile (kernel.channel_cols)
+    int64_t mblocks          # row blocks each chunk is split into (tasks for the threads);
+                             # channel tiles: the NR-channel panels of a group
     int64_t ws_stride        # per-thread scratch: a tile, or a packed B block + tile
     int64_t wave             # (image, group) pairs padded at a time (workspace bound)
     const int64_t *off       # C_in_g * kvol B-row offsets
@@ -136,6 +142,7 @@ cdef struct conv_args:
     const float *bias
     const float *residual    # same layout as y, or NULL
     const packed_a *packed   # one per group (GEMM paths), of the taps kept (see _tap_crop)
+    const float *panels      # ALGO_CHANNELS: (groups, pc.mblocks, K, NR) transposed weights
     int64_t y_plane          # floats per output channel (a band computes part of it)
     int64_t y_first          # first output value of this band in each channel
     int64_t batch, groups, cin, cout
@@ -146,8 +153,8 @@ cdef struct conv_args:
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
     bint dw_channels         # depthwise on a small map: dw_kernel.lanes channels per task
-    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
-                             # ALGO_BANDED
+    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED,
+                             # ALGO_BANDED or ALGO_CHANNELS
     phase_copy pc
     int band_dim             # ALGO_BANDED: the spatial dim split into bands, and the bands
     int64_t nbands
@@ -182,14 +189,15 @@ include "conv_transposed.pxi"
 # The plan: algorithm choice, packed weights, reshape and run.
 
 _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
-               "padded": ALGO_PADDED, "banded": ALGO_BANDED}
+               "padded": ALGO_PADDED, "banded": ALGO_BANDED, "channels": ALGO_CHANNELS}
 
 
 def set_algorithm(name):
     """Forces the dense-convolution algorithm of plans made afterwards (their execution
     context keeps it): 'auto' (the default: per shape), 'im2col' (implicit im2col packed
     from the image), 'shifted' (GEMM reading B in place from a padded copy of the input)
-    or 'padded' (im2col packed from that copy), the last two 1-D / 2-D only, or 'banded'
+    or 'padded' (im2col packed from that copy) or 'channels' (channel tiles on that copy:
+    vectors across output channels), the last three 1-D / 2-D only, or 'banded'
     (im2col per band of outer output rows, each with only the kernel rows that read the
     input there, wherever that skips any); other shapes keep their usual path. Taps that
     read only padding for every output are dropped under any setting. For tests and benchmarks; returns the previous
@@ -211,6 +219,10 @@ cdef int64_t _im2col_cost(const conv_args *p) noexcept nogil:
     return p.cout // p.groups * k * ((n + 15) // 16 * 16) + 12 * k * n
 
 
+# Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much.
+DEF CHANNEL_PANEL_BYTES = 256 * 1024
+
+
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                            int nthreads, int forced, int64_t *cost) noexcept:
     """The cheapest path by a cost model in multiply-add equivalents per group (returned in
@@ -222,16 +234,25 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     threads than NR-wide column panels, padded im2col splits the rows too and every row
     block packs the same B (see _padded_split); the shifted path reads B in place. K
     counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
-    can make negative."""
+    can make negative.
+
+    Channel tiles compute M (in vectors of 16) x K x the oh*ow outputs, plus 16 per
+    output for the transposed store and the epilogue, and read no packed B: taken only
+    where an output row is one tile (ow <= channel_cols), the panels have two vectors of
+    channels or more (one vector per output is 9 loads per 8 multiply-adds) and a panel
+    of weights (K x NR) stays in L2 (each tile streams it: on ResNet's 512 -> 512 3x3 on
+    7x7, 4.6K x 48 floats, from L3, 1.6x slower than padded im2col). 64 -> 96 3x3 on 8x8:
+    38 us against 42 for padded im2col (1 thread, AVX-512)."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
+    cdef int64_t channels = -1
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
             or g.s[0] != 1 or g.pb[0] != 0 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
             or g.s[2] > PYCONV_MAX_PHASE_STRIDE or g.pb[1] < 0 or g.pb[2] < 0):
         return ALGO_IM2COL
-    if forced == ALGO_SHIFTED or forced == ALGO_PADDED:
+    if forced == ALGO_SHIFTED or forced == ALGO_PADDED or forced == ALGO_CHANNELS:
         return forced
     if g.k[1] * g.k[2] == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
@@ -256,11 +277,17 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
         im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
+    if (g.out_size[2] <= kern.channel_cols and m > 16
+            and k * kern.nr * sizeof(float) <= CHANNEL_PANEL_BYTES):
+        channels = (m + 15) // 16 * 16 * k * n + 16 * m * n + copy
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1):
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and
         # 128 -> 128 3x3 stride-2 convs on 160x160 to 28x28 maps); at stride 1 both ~1.7x.
         shifted += shifted // 4
+    if channels >= 0 and channels < shifted and channels < padded and channels < im2col:
+        cost[0] = channels
+        return ALGO_CHANNELS
     if shifted <= padded and shifted <= im2col:
         cost[0] = shifted
         return ALGO_SHIFTED
@@ -351,7 +378,7 @@ cdef tuple _as3(tuple t, int64_t fill):
 
 
 _ALGORITHM_NAMES = {ALGO_IM2COL: "im2col", ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded",
-                    ALGO_BANDED: "banded"}
+                    ALGO_BANDED: "banded", ALGO_CHANNELS: "channels"}
 
 
 cdef class _CroppedWeights:
@@ -361,6 +388,7 @@ cdef class _CroppedWeights:
     pointers in the reshape's conv_args and band descriptors stay valid."""
     cdef object weight          # (C_out, C_in_g, *k) or transposed layout, C-contiguous
     cdef list mats              # PackedMatrix per group (GEMM paths)
+    cdef object panels          # channel tiles' weights (see channel_panels), made once
     cdef object raw             # bytearray holding one packed_a per group
     cdef const float *wptr
     cdef packed_a *views
@@ -368,6 +396,7 @@ cdef class _CroppedWeights:
     def __init__(self, ConvKernel owner, weight):
         self.weight = weight
         self.mats = []
+        self.panels = None
         self.views = NULL
         cdef const float[::1] wflat = weight.reshape(-1)
         self.wptr = &wflat[0] if wflat.shape[0] else NULL
@@ -396,6 +425,21 @@ cdef class _CroppedWeights:
             self.views[g] = (<PackedMatrix>self.mats[g]).view
         return 0
 
+    cdef const float *channel_panels(self, ConvKernel owner, int64_t nr) except NULL:
+        """The weights of the channel tiles (ALGO_CHANNELS), made on first use: per group,
+        per panel of nr output channels, K x nr floats (the transposed weights, channels
+        across, zeros past the group's last channel), K in the packed GEMM's order."""
+        cdef int64_t groups = owner.groups, cout_g = owner.cout // groups
+        cdef int64_t npanels = (cout_g + nr - 1) // nr
+        if self.panels is None:
+            w = self.weight.reshape(groups, cout_g, -1)
+            k = w.shape[2]
+            padded = np.zeros((groups, npanels * nr, k), dtype=np.float32)
+            padded[:, :cout_g] = w
+            self.panels = np.ascontiguousarray(
+                padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2))
+        return <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.panels)
+
 
 cdef class ConvReshape:
     """One input shape of a :class:`ConvKernel` resolved once (the reshape step of
@@ -416,7 +460,8 @@ cdef class ConvReshape:
     geometry : pyconv.arithmetic.ConvGeometry
         The same as the arithmetic helper returned it.
     algorithm : str
-        'depthwise', 'pointwise', 'im2col', 'shifted', 'padded' or 'banded'; 'col2im' or
+        'depthwise', 'pointwise', 'im2col', 'shifted', 'padded', 'channels' or 'banded';
+        'col2im' or
         'depthwise' for a transposed convolution.
     bands : tuple
         'banded': the output boxes of its bands, ((o0, o1), (c0, c1)) each, along the
@@ -706,6 +751,8 @@ cdef class ConvKernel:
         if p.algo != ALGO_IM2COL:
             r.offsets = _phase_copy_setup(p, kern)
             p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
+        if p.algo == ALGO_CHANNELS:
+            p.panels = cw.channel_panels(self, kern.nr)
         return 0
 
     cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced,

@@ -78,6 +78,15 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                             const float *a, const float *src,
                                             const int64_t *off, float *tile, int64_t n);
 
+/* The convolution's channel tile (small maps, many channels; see sgemm_tiles.inc):
+ * y[i * ldy + j] = sum_k w[k * NR + i] * src[off[k] + j] for i < m <= NR output channels
+ * and j < n <= channel_cols consecutive outputs of one output row, w a K x NR panel of the
+ * transposed weights (channels across, zero past m), B read as broadcasts from the
+ * caller's padded input; tile: channel_cols * NR floats of scratch. */
+typedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m, const float *src,
+                                       const int64_t *off, int64_t n, float *y, int64_t ldy,
+                                       float *tile);
+
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
 
@@ -129,6 +138,8 @@ typedef struct {
     pyconv_pack_runs_fn pack_runs;
     pyconv_sgemm_ukernel_ep ukernel_ep;      /* NULL: ukernel, then epilogue */
     pyconv_channel_affine_fn channel_affine;
+    pyconv_channel_tile_fn channel_tile;
+    int channel_cols;           /* the most columns (outputs) of one channel tile */
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */

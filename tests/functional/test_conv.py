@@ -37,16 +37,19 @@ CASES = [
     (1, 8, 16, (8, 8), (3, 3), 1, 1, 1, 1),      # shifted grid 8 x 10: last chunk 32 wide
     (2, 8, 12, (3, 3), (3, 3), 1, 1, 1, 1),      # shifted grid 3 x 5: one 15-wide chunk
     (2, 40, 70, (1, 1), (1, 1), 1, 0, 1, 2),     # one output position: GEMV, grouped
+    (2, 12, 100, (9, 11), (3, 3), 1, 1, 1, 2),   # channel tiles: partial panel, 2 per row
     (1, 5, 7, (10, 41), (3, 5), 2, (2, 0, 1, 4), 1, 1),  # stride 2, rows of 3 vectors:
     (2, 4, 6, (9, 36), (5, 3), 2, (0, 3, 2, 1), (1, 2), 1),  # both column phases per pass
+    (1, 24, 112, (16, 15), (3, 3), 2, 1, 2, 1),  # channel tiles: 3 panels, stride 2, dilated
     (3, 7, 9, (1,), (1,), 1, 0, 1, 1),           # the same in 1-D
 ]
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
 # in place from a padded, stride-phase-split copy of the input) or im2col packed from
-# that copy ('padded') or im2col per band of output rows ('banded', where it skips taps);
-# 'auto' picks per shape, so each test below forces each one.
-ALGORITHMS = ["im2col", "shifted", "padded", "banded"]
+# that copy ('padded'), channel tiles on that copy ('channels': vectors across output
+# channels, each output a broadcast) or im2col per band of output rows ('banded', where it
+# skips taps); 'auto' picks per shape, so each test below forces each one.
+ALGORITHMS = ["im2col", "shifted", "padded", "channels", "banded"]
 
 
 @pytest.fixture(params=ALGORITHMS)
@@ -210,7 +213,9 @@ def test_algorithm_setting_is_checked():
 
 @pytest.mark.parametrize("shape,expected", [
     ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),    # wide rows: 2 of 58 grid columns dropped
-    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "padded"),       # 8-wide rows on a 12-wide grid
+    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "channels"),     # 8-wide rows: one tile each, no packing
+    ((1, 64, 8, 8, 16, 3, 1, 2, 2), "shifted"),      # one vector of channels: no channel tiles
+    ((1, 512, 7, 7, 96, 3, 1, 1, 1), "padded"),      # panels of 4.6K x 48 weights: past L2
     ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),  # the image is the GEMM's B already
     ((1, 16, 32, 32, 16, 1, 2, 0, 1), "im2col"),     # strided 1x1: a copy of 4 phases to use 1
 ])
