@@ -219,8 +219,10 @@ cdef int64_t _im2col_cost(const conv_args *p) noexcept nogil:
     return p.cout // p.groups * k * ((n + 15) // 16 * 16) + 12 * k * n
 
 
-# Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much.
+# Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much, and
+# with two vectors of channels (more loads per multiply-add) at most about L1.
 DEF CHANNEL_PANEL_BYTES = 256 * 1024
+DEF CHANNEL_PANEL_L1_BYTES = 64 * 1024
 
 
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
@@ -236,16 +238,19 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
     can make negative.
 
-    Channel tiles compute M (in vectors of 16) x K x the oh*ow outputs, plus 16 per
-    output for the transposed store and the epilogue, and read no packed B: taken only
-    where an output row is one tile (ow <= channel_cols), the panels have two vectors of
-    channels or more (one vector per output is 9 loads per 8 multiply-adds) and a panel
-    of weights (K x NR) stays in L2 (each tile streams it: on ResNet's 512 -> 512 3x3 on
-    7x7, 4.6K x 48 floats, from L3, 1.6x slower than padded im2col). 64 -> 96 3x3 on 8x8:
-    38 us against 42 for padded im2col (1 thread, AVX-512)."""
+    Channel tiles compute M (in vectors of 16) x K x the outputs in whole tiles of
+    channel_cols per row, plus 16 per output for the transposed store and the epilogue,
+    and read no packed B. Each tile streams a panel of weights (K x NR), so they are
+    taken only where it stays in L2 (ResNet's 512 -> 512 3x3 on 7x7, 4.6K x 48 floats
+    from L3: 1.7x slower than padded im2col), no panel holds one vector of channels (9
+    loads per 8 multiply-adds: 64 -> 64 on 56x56, 48 + 16 channels, 1.25x slower than
+    shifted) and two-vector panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2:
+    1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
+    dilated on 32x32 52 against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96
+    stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
-    cdef int64_t channels = -1
+    cdef int64_t channels = -1, panel, last
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
@@ -277,9 +282,13 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
         im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
-    if (g.out_size[2] <= kern.channel_cols and m > 16
-            and k * kern.nr * sizeof(float) <= CHANNEL_PANEL_BYTES):
-        channels = (m + 15) // 16 * 16 * k * n + 16 * m * n + copy
+    panel = k * kern.nr * sizeof(float)
+    last = m % kern.nr if m % kern.nr else kern.nr      # channels of the last panel
+    if (last > 16 and panel <= CHANNEL_PANEL_BYTES
+            and (last > 32 or panel <= CHANNEL_PANEL_L1_BYTES)):
+        channels = ((m + 15) // 16 * 16 * k * g.out_size[1]
+                    * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
+                       * kern.channel_cols) + 16 * m * n + copy)
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1):
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and
@@ -431,13 +440,22 @@ cdef class _CroppedWeights:
         across, zeros past the group's last channel), K in the packed GEMM's order."""
         cdef int64_t groups = owner.groups, cout_g = owner.cout // groups
         cdef int64_t npanels = (cout_g + nr - 1) // nr
+        cdef size_t addr
+        cdef int64_t start, count
         if self.panels is None:
             w = self.weight.reshape(groups, cout_g, -1)
             k = w.shape[2]
             padded = np.zeros((groups, npanels * nr, k), dtype=np.float32)
             padded[:, :cout_g] = w
-            self.panels = np.ascontiguousarray(
-                padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2))
+            # 64-byte aligned: a weight vector split over two cache lines costs a second
+            # load (a 32 -> 32 3x3 conv on 32x32 ran 92 or 123 us by where the array fell).
+            count = groups * npanels * k * nr
+            raw = np.empty(count + 16, dtype=np.float32)
+            addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
+            start = (64 - addr % 64) % 64 // 4
+            panels = raw[start:start + count].reshape(groups, npanels, k, nr)
+            panels[...] = padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2)
+            self.panels = panels
         return <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.panels)
 
 

@@ -227,7 +227,8 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
 cdef void _channels_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
                          float *tile) noexcept nogil:
     """One NR-channel panel x one chunk of outputs of one output row of one (image,
-    group) of the wave, by the channel tile (stored transposed into y), then its epilogue."""
+    group) of the wave, by the channel tile (stored transposed into y, its epilogue
+    applied)."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef const phase_copy *pc = &p.pc
     cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
@@ -241,13 +242,11 @@ cdef void _channels_task(const conv_args *p, int64_t wave0, int64_t task, const 
     cdef int64_t k = p.packed[0].k
     cdef float *y = p.y + (n * p.cout + grp * cout_g + m0) * plane + oy * ow + ox
     cdef pyconv_epilogue ep
+    _fill_epilogue(p, grp * cout_g + m0, n, &ep)
+    if ep.residual != NULL:
+        ep.residual += oy * ow + ox
     kern.channel_tile(k, p.panels + (grp * pc.mblocks + mb) * k * kern.nr, rows,
-                      xp + img * pc.image + oy * pc.wq + ox, pc.off, cnt, y, plane, tile)
-    if p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE:
-        _fill_epilogue(p, grp * cout_g + m0, n, &ep)
-        if ep.residual != NULL:
-            ep.residual += oy * ow + ox
-        kern.epilogue(y, plane, rows, cnt, &ep)
+                      xp + img * pc.image + oy * pc.wq + ox, pc.off, cnt, y, plane, tile, &ep)
 
 
 cdef struct _wave_job:

@@ -51,7 +51,8 @@ cdef extern from "sgemm.h" nogil:
 
     ctypedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m,
                                             const float *src, const int64_t *off, int64_t n,
-                                            float *y, int64_t ldy, float *tile) noexcept nogil
+                                            float *y, int64_t ldy, float *tile,
+                                            const pyconv_epilogue *ep) noexcept nogil
 
     ctypedef void (*pyconv_sgemm_ukernel_ep)(int64_t kc, const float *a, const float *b,
                                              float *c, int64_t ldc, float beta,

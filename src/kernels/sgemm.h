@@ -79,13 +79,15 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                             const int64_t *off, float *tile, int64_t n);
 
 /* The convolution's channel tile (small maps, many channels; see sgemm_tiles.inc):
- * y[i * ldy + j] = sum_k w[k * NR + i] * src[off[k] + j] for i < m <= NR output channels
- * and j < n <= channel_cols consecutive outputs of one output row, w a K x NR panel of the
- * transposed weights (channels across, zero past m), B read as broadcasts from the
- * caller's padded input; tile: channel_cols * NR floats of scratch. */
+ * y[i * ldy + j] = ep(sum_k w[k * NR + i] * src[off[k] + j]) for i < m <= NR output
+ * channels and j < n <= channel_cols consecutive outputs of one output row, w a K x NR
+ * panel of the transposed weights (channels across, zero past m), B read as broadcasts
+ * from the caller's padded input; the epilogue's bias and residual indexed from the
+ * tile's first channel and output (residual rows ep->ldr apart); tile: channel_cols * NR
+ * floats of scratch. */
 typedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m, const float *src,
                                        const int64_t *off, int64_t n, float *y, int64_t ldy,
-                                       float *tile);
+                                       float *tile, const pyconv_epilogue *ep);
 
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
