@@ -356,3 +356,26 @@ def test_conv_reads_denormals_as_zero_and_restores_the_callers_mode(rng, threads
     np.testing.assert_allclose(got, ref, rtol=1e-6)
     # NumPy on this thread still produces denormals (flush-to-zero was not left on)
     assert np.float32(1e-38) * np.float32(0.01) != 0
+
+
+# Channel tiles apply the bias and a relu / clip in registers (without a residual), the
+# rest after the transposed store: either way the bits of the conv's plain sums followed
+# by the activation (x < a ? a : x, as the element-wise engine computes it).
+@pytest.mark.parametrize("activation,params", [("relu", (0.0, 0.0)), ("clip", (-0.5, 0.7))])
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+def test_channel_tiles_activation_bits(isa, rng, activation, params, with_residual):
+    x, w, b = rand(rng, 1, 12, 6, 11), rand(rng, 40, 12, 3, 3), rand(rng, 40)
+    residual = rand(rng, 1, 40, 6, 11) if with_residual else None
+    previous = conv_ext.set_algorithm("channels")
+    try:
+        fused = F.ConvPlan(w, b, padding=1, activation=activation, act_alpha=params[0],
+                           act_beta=params[1])
+        plain = F.ConvPlan(w, b, padding=1)
+        assert fused.reshape(x.shape).algorithm == "channels"
+        got, sums = fused.run(x, residual=residual), plain.run(x, residual=residual)
+    finally:
+        conv_ext.set_algorithm(previous)
+    lo, hi = (0.0, np.inf) if activation == "relu" else params
+    want = np.where(sums < lo, np.float32(lo), sums)
+    want = np.where(want > hi, np.float32(hi), want)
+    np.testing.assert_array_equal(got, want)
