@@ -455,7 +455,8 @@ cdef class _CroppedWeights:
             start = (64 - addr % 64) % 64 // 4
             panels = raw[start:start + count].reshape(groups, npanels, k, nr)
             panels[...] = padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2)
-            self.panels = panels
+            if self.panels is None:     # set once: reshapes point into it (one made by
+                self.panels = panels    # another thread meanwhile is dropped)
         return <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.panels)
 
 
