@@ -22,13 +22,22 @@ from pyconv._ext.gemm import ExecutionContext, check_num_threads
 from pyconv._gc import collection_paused
 from pyconv.errors import InvalidArgument, InvalidModel, PyconvError, RunFailed
 from pyconv.graph import _passes
-from pyconv.graph._executor import Program
+from pyconv.graph._executor import Program, signature
 from pyconv.graph._load import ValueInfo, load
 from pyconv.ops import lookup
 
 __all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel",
            "ExecutionMode", "NodeArg", "ModelMetadata", "OrtValue", "IOBinding",
            "get_available_providers", "get_all_providers", "get_device"]
+
+
+def _is_one_of(v, arrays):
+    """Whether v is one of arrays (the object itself; no generator: this runs per output
+    of every run)."""
+    for a in arrays:
+        if v is a:
+            return True
+    return False
 
 
 class GraphOptimizationLevel(enum.IntEnum):
@@ -545,20 +554,27 @@ class InferenceSession:
 
     # -- running ------------------------------------------------------------------------------
     def _check_feed(self, input_feed):
+        """The feeds in input order, and their signature when a repeated one let the checks
+        be skipped (else None)."""
         if type(input_feed) is dict and len(input_feed) == len(self._inputs_info):
             try:
                 feeds = [input_feed[vi.name] for vi in self._inputs_info]
             except KeyError:
                 feeds = None
-            if feeds is not None and all(type(v) is np.ndarray for v in feeds):
-                if tuple([(v.shape, v.dtype) for v in feeds]) in self._feed_signatures:
-                    return feeds
+            if feeds is not None:
+                for v in feeds:
+                    if type(v) is not np.ndarray:
+                        break
+                else:
+                    key = signature(feeds)
+                    if key in self._feed_signatures:
+                        return feeds, key
         feeds = self._check_feed_fully(input_feed)
         if len(self._feed_signatures) < 64 and all(
                 type(v) is np.ndarray and v is input_feed[vi.name]
                 for v, vi in zip(feeds, self._inputs_info)):
-            self._feed_signatures.add(tuple([(v.shape, v.dtype) for v in feeds]))
-        return feeds
+            self._feed_signatures.add(signature(feeds))
+        return feeds, None
 
     def _check_feed_fully(self, input_feed):
         if not hasattr(input_feed, "keys"):
@@ -642,7 +658,7 @@ class InferenceSession:
             raise TypeError(f"output_names must be a list of output names or None, got "
                             f"{type(output_names).__name__} {output_names!r}")
         try:
-            feeds = self._check_feed(input_feed)
+            feeds, key = self._check_feed(input_feed)
         except InvalidArgument:
             # Off the fast path: OrtValue feeds (unwrapped to their arrays), or initializers
             # fed as inputs (a clearer error).
@@ -650,8 +666,8 @@ class InferenceSession:
                     any(isinstance(v, OrtValue) for v in input_feed.values())):
                 self._refuse_overrides(input_feed)
                 raise
-            feeds = self._check_feed({k: v.numpy() if isinstance(v, OrtValue) else v
-                                      for k, v in input_feed.items()})
+            feeds, key = self._check_feed({k: v.numpy() if isinstance(v, OrtValue) else v
+                                           for k, v in input_feed.items()})
         if not output_names:              # None or [], as in onnxruntime: every output
             wanted = self._all_output_slots
         else:
@@ -662,7 +678,7 @@ class InferenceSession:
                                           f"{all_outs}")
             wanted = [self._program.output_slot[n] for n in output_names]
         profile = [] if self._options.enable_profiling else None
-        outs = self._program.run(feeds, wanted, profile, run_options)
+        outs = self._program.run(feeds, wanted, profile, run_options, key)
         if profile is not None:
             self._add_profile(profile)
         result = []
@@ -670,7 +686,7 @@ class InferenceSession:
             if type(v) is not np.ndarray:
                 v = np.asarray(v)
             # Never hand out an initializer, a feed or a read-only view of one.
-            if not v.flags.writeable or any(v is f for f in feeds):
+            if not v.flags.writeable or _is_one_of(v, feeds):
                 v = v.copy()
             result.append(v)
         return result

@@ -94,6 +94,8 @@ cdef enum:
     ALGO_PADDED = 3          # im2col packed from the phase copy (1-D / 2-D)
     ALGO_BANDED = 4          # implicit im2col per band of outer output rows, each with only
                              # the kernel rows that read the input there (see conv_band)
+    ALGO_CHANNELS = 5        # channel tiles on the phase copy (1-D / 2-D, small maps): vectors
+                             # across output channels, outputs as broadcasts (channel_tile)
 
 
 cdef struct phase_copy:
@@ -106,7 +108,9 @@ cdef struct phase_copy:
     #    column of the grid's wq - ow per row is computed), by vectors along each output
     #    row (row_vectors of them), each tile's at their own offsets in the grid;
     #  - padded im2col: B panels are packed from the copy (plain row copies) for a GEMM
-    #    on the oh*ow real columns.
+    #    on the oh*ow real columns;
+    #  - channel tiles: the transposed product, the weights in NR-channel panels as vectors,
+    #    each output a broadcast of the copy: chunks of `chunk` outputs of one output row.
     int64_t hq, wq, plane    # phase plane: rows, row length, floats (hq * wq)
     int64_t nplanes          # C_in_g * sh * sw planes per (image, group)
     int64_t image            # floats per (image, group), slack included
@@ -114,8 +118,10 @@ cdef struct phase_copy:
                              # padded im2col: oh * ow
     int64_t row_vectors      # shifted: vectors per output row; 0: runs over the grid
     int64_t nchunks          # column chunks (tasks): NR wide (shifted) or `chunk` wide
-    int64_t chunk            # padded im2col: columns per task (a multiple of NR)
-    int64_t mblocks          # row blocks each chunk is split into (tasks for the threads)
+    int64_t chunk            # padded im2col: columns per task (a multiple of NR); channel
+                             # tiles: outputs per tile (kernel.channel_cols)
+    int64_t mblocks          # row blocks each chunk is split into (tasks for the threads);
+                             # channel tiles: the NR-channel panels of a group
     int64_t ws_stride        # per-thread scratch: a tile, or a packed B block + tile
     int64_t wave             # (image, group) pairs padded at a time (workspace bound)
     const int64_t *off       # C_in_g * kvol B-row offsets
@@ -141,6 +147,7 @@ cdef struct conv_args:
     const float *bias
     const float *residual    # same layout as y, or NULL
     const packed_a *packed   # one per group (GEMM paths), of the taps kept (see _tap_crop)
+    const float *panels      # ALGO_CHANNELS: (groups, pc.mblocks, K, NR) transposed weights
     int64_t y_plane          # floats per output channel (a band computes part of it)
     int64_t y_first          # first output value of this band in each channel
     int64_t batch, groups, cin, cout
@@ -153,8 +160,8 @@ cdef struct conv_args:
                              # whole input: its im2col column is the image (a GEMV)
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
     bint dw_channels         # depthwise on a small map: dw_kernel.lanes channels per task
-    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED or
-                             # ALGO_BANDED
+    int algo                 # dense convs: ALGO_IM2COL, ALGO_SHIFTED, ALGO_PADDED,
+                             # ALGO_BANDED or ALGO_CHANNELS
     phase_copy pc
     int band_dim             # ALGO_BANDED: the spatial dim split into bands, and the bands
     int64_t nbands
@@ -189,14 +196,15 @@ include "conv_transposed.pxi"
 # The plan: algorithm choice, packed weights, reshape and run.
 
 _ALGORITHMS = {"auto": ALGO_AUTO, "im2col": ALGO_IM2COL, "shifted": ALGO_SHIFTED,
-               "padded": ALGO_PADDED, "banded": ALGO_BANDED}
+               "padded": ALGO_PADDED, "banded": ALGO_BANDED, "channels": ALGO_CHANNELS}
 
 
 def set_algorithm(name):
     """Forces the dense-convolution algorithm of plans made afterwards (their execution
     context keeps it): 'auto' (the default: per shape), 'im2col' (implicit im2col packed
     from the image), 'shifted' (GEMM reading B in place from a padded copy of the input)
-    or 'padded' (im2col packed from that copy), the last two 1-D / 2-D only, or 'banded'
+    or 'padded' (im2col packed from that copy) or 'channels' (channel tiles on that copy:
+    vectors across output channels), the last three 1-D / 2-D only, or 'banded'
     (im2col per band of outer output rows, each with only the kernel rows that read the
     input there, wherever that skips any); other shapes keep their usual path. Taps that
     read only padding for every output are dropped under any setting. For tests and benchmarks; returns the previous
@@ -231,6 +239,12 @@ cdef int64_t _shifted_columns(const pyconv_conv_geom *g, const pyconv_sgemm_kern
     return min(grid, rows)
 
 
+# Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much, and
+# with two vectors of channels (more loads per multiply-add) at most about L1.
+DEF CHANNEL_PANEL_BYTES = 256 * 1024
+DEF CHANNEL_PANEL_L1_BYTES = 64 * 1024
+
+
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                            int nthreads, int forced, int64_t *cost) noexcept:
     """The cheapest path by a cost model in multiply-add equivalents per group (returned in
@@ -242,16 +256,28 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     threads than NR-wide column panels, padded im2col splits the rows too and every row
     block packs the same B (see _padded_split); the shifted path reads B in place. K
     counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
-    can make negative."""
+    can make negative.
+
+    Channel tiles compute M (in vectors of 16) x K x the outputs in whole tiles of
+    channel_cols per row, plus 16 per output for the transposed store and the epilogue,
+    and read no packed B. Each tile streams a panel of weights (K x NR), so they are
+    taken only where it stays in L2 (ResNet's 512 -> 512 3x3 on 7x7, 4.6K x 48 floats
+    from L3: 1.7x slower than padded im2col), no panel holds one vector of channels (9
+    loads per 8 multiply-adds: 64 -> 64 on 56x56, 48 + 16 channels, 1.25x slower than
+    shifted) and two-vector panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2:
+    1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
+    dilated on 32x32 52 against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96
+    stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
+    cdef int64_t channels = -1, panel, last
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
             or g.s[0] != 1 or g.pb[0] != 0 or g.s[1] > PYCONV_MAX_PHASE_STRIDE
             or g.s[2] > PYCONV_MAX_PHASE_STRIDE or g.pb[1] < 0 or g.pb[2] < 0):
         return ALGO_IM2COL
-    if forced == ALGO_SHIFTED or forced == ALGO_PADDED:
+    if forced == ALGO_SHIFTED or forced == ALGO_PADDED or forced == ALGO_CHANNELS:
         return forced
     if g.k[1] * g.k[2] == 1:
         return ALGO_IM2COL      # strided 1x1: the copy would hold sh*sw phases to use one
@@ -276,11 +302,21 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
         im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
+    panel = k * kern.nr * sizeof(float)
+    last = m % kern.nr if m % kern.nr else kern.nr      # channels of the last panel
+    if (last > 16 and panel <= CHANNEL_PANEL_BYTES
+            and (last > 32 or panel <= CHANNEL_PANEL_L1_BYTES)):
+        channels = ((m + 15) // 16 * 16 * k * g.out_size[1]
+                    * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
+                       * kern.channel_cols) + 16 * m * n + copy)
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1):
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and
         # 128 -> 128 3x3 stride-2 convs on 160x160 to 28x28 maps); at stride 1 both ~1.7x.
         shifted += shifted // 4
+    if channels >= 0 and channels < shifted and channels < padded and channels < im2col:
+        cost[0] = channels
+        return ALGO_CHANNELS
     if shifted <= padded and shifted <= im2col:
         cost[0] = shifted
         return ALGO_SHIFTED
@@ -371,7 +407,7 @@ cdef tuple _as3(tuple t, int64_t fill):
 
 
 _ALGORITHM_NAMES = {ALGO_IM2COL: "im2col", ALGO_SHIFTED: "shifted", ALGO_PADDED: "padded",
-                    ALGO_BANDED: "banded"}
+                    ALGO_BANDED: "banded", ALGO_CHANNELS: "channels"}
 
 
 cdef class _CroppedWeights:
@@ -381,6 +417,7 @@ cdef class _CroppedWeights:
     pointers in the reshape's conv_args and band descriptors stay valid."""
     cdef object weight          # (C_out, C_in_g, *k) or transposed layout, C-contiguous
     cdef list mats              # PackedMatrix per group (GEMM paths)
+    cdef object panels          # channel tiles' weights (see channel_panels), made once
     cdef object raw             # bytearray holding one packed_a per group
     cdef const float *wptr
     cdef packed_a *views
@@ -388,6 +425,7 @@ cdef class _CroppedWeights:
     def __init__(self, ConvKernel owner, weight):
         self.weight = weight
         self.mats = []
+        self.panels = None
         self.views = NULL
         cdef const float[::1] wflat = weight.reshape(-1)
         self.wptr = &wflat[0] if wflat.shape[0] else NULL
@@ -422,6 +460,31 @@ cdef class _CroppedWeights:
         self.views = views
         return 0
 
+    cdef const float *channel_panels(self, ConvKernel owner, int64_t nr) except NULL:
+        """The weights of the channel tiles (ALGO_CHANNELS), made on first use: per group,
+        per panel of nr output channels, K x nr floats (the transposed weights, channels
+        across, zeros past the group's last channel), K in the packed GEMM's order."""
+        cdef int64_t groups = owner.groups, cout_g = owner.cout // groups
+        cdef int64_t npanels = (cout_g + nr - 1) // nr
+        cdef size_t addr
+        cdef int64_t start, count
+        if self.panels is None:
+            w = self.weight.reshape(groups, cout_g, -1)
+            k = w.shape[2]
+            padded = np.zeros((groups, npanels * nr, k), dtype=np.float32)
+            padded[:, :cout_g] = w
+            # 64-byte aligned: a weight vector split over two cache lines costs a second
+            # load (a 32 -> 32 3x3 conv on 32x32 ran 92 or 123 us by where the array fell).
+            count = groups * npanels * k * nr
+            raw = np.empty(count + 16, dtype=np.float32)
+            addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
+            start = (64 - addr % 64) % 64 // 4
+            panels = raw[start:start + count].reshape(groups, npanels, k, nr)
+            panels[...] = padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2)
+            if self.panels is None:     # set once: reshapes point into it (one made by
+                self.panels = panels    # another thread meanwhile is dropped)
+        return <const float *>cnp.PyArray_DATA(<cnp.ndarray>self.panels)
+
 
 cdef class ConvReshape:
     """One input shape of a :class:`ConvKernel` resolved once (the reshape step of
@@ -443,7 +506,7 @@ cdef class ConvReshape:
         The same as the arithmetic helper returned it.
     algorithm : str
         'depthwise', 'pointwise', 'gemv' (one output position whose window is the whole
-        input), 'im2col', 'shifted', 'padded' or 'banded'; 'col2im' or
+        input), 'im2col', 'shifted', 'padded', 'channels' or 'banded'; 'col2im' or
         'depthwise' for a transposed convolution.
     bands : tuple
         'banded': the output boxes of its bands, ((o0, o1), (c0, c1)) each, along the
@@ -742,6 +805,8 @@ cdef class ConvKernel:
         if p.algo != ALGO_IM2COL:
             r.offsets = _phase_copy_setup(p, kern)
             p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
+        if p.algo == ALGO_CHANNELS:
+            p.panels = cw.channel_panels(self, kern.nr)
         return 0
 
     cdef object _banded(self, conv_args *p, tuple crop, int64_t best, bint forced,

@@ -37,6 +37,14 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
     cdef phase_copy *pc = &p.pc
     cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
     cdef int64_t mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr, want
+    if p.algo == ALGO_CHANNELS:
+        # Tasks: chunks of channel_cols outputs of one output row x NR-channel panels.
+        pc.ncols = p.geom.out_size[1] * p.geom.out_size[2]
+        pc.chunk = kern.channel_cols
+        pc.nchunks = p.geom.out_size[1] * ((p.geom.out_size[2] + pc.chunk - 1) // pc.chunk)
+        pc.mblocks = (p.cout // p.groups + kern.nr - 1) // kern.nr
+        pc.ws_stride = (kern.channel_cols * kern.nr + 15) // 16 * 16
+        return pc.wave * pc.image + nthreads * pc.ws_stride
     if p.algo == ALGO_SHIFTED:
         pc.ncols = _shifted_columns(&p.geom, kern, pc.wq, &pc.row_vectors)
         if pc.row_vectors == 0:
@@ -243,6 +251,31 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
             j += run
 
 
+cdef void _channels_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
+                         float *tile) noexcept nogil:
+    """One NR-channel panel x one chunk of outputs of one output row of one (image,
+    group) of the wave, by the channel tile (stored transposed into y, its epilogue
+    applied)."""
+    cdef const pyconv_conv_geom *g = &p.geom
+    cdef const phase_copy *pc = &p.pc
+    cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+    cdef int64_t mb = task % pc.mblocks, t = task // pc.mblocks
+    cdef int64_t chunk = t % pc.nchunks, img = t // pc.nchunks, ng = wave0 + img
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups, cout_g = p.cout // p.groups
+    cdef int64_t ow = g.out_size[2], per_row = (ow + pc.chunk - 1) // pc.chunk
+    cdef int64_t oy = chunk // per_row, ox = (chunk - oy * per_row) * pc.chunk
+    cdef int64_t cnt = min(pc.chunk, ow - ox), m0 = mb * kern.nr
+    cdef int64_t rows = min(kern.nr, cout_g - m0), plane = g.out_size[1] * ow
+    cdef int64_t k = p.packed[0].k
+    cdef float *y = p.y + (n * p.cout + grp * cout_g + m0) * plane + oy * ow + ox
+    cdef pyconv_epilogue ep
+    _fill_epilogue(p, grp * cout_g + m0, n, &ep)
+    if ep.residual != NULL:
+        ep.residual += oy * ow + ox
+    kern.channel_tile(k, p.panels + (grp * pc.mblocks + mb) * k * kern.nr, rows,
+                      xp + img * pc.image + oy * pc.wq + ox, pc.off, cnt, y, plane, tile, &ep)
+
+
 cdef struct _wave_job:
     const conv_args *p
     float *copies            # the wave's phase copies, pc.image floats per (image, group)
@@ -281,6 +314,8 @@ cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
     for t in range(lo, hi):
         if p.algo == ALGO_SHIFTED:
             _shifted_task(p, j.wave0, t, j.copies, scratch)
+        elif p.algo == ALGO_CHANNELS:
+            _channels_task(p, j.wave0, t, j.copies, scratch)
         else:
             _padded_task(p, j.wave0, t, j.copies, scratch)
 

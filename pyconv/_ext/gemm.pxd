@@ -50,6 +50,11 @@ cdef extern from "sgemm.h" nogil:
                                                  const int64_t *off, const int64_t *voff,
                                                  float *tile, int64_t n) noexcept nogil
 
+    ctypedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m,
+                                            const float *src, const int64_t *off, int64_t n,
+                                            float *y, int64_t ldy, float *tile,
+                                            const pyconv_epilogue *ep) noexcept nogil
+
     ctypedef void (*pyconv_sgemm_ukernel_ep)(int64_t kc, const float *a, const float *b,
                                              float *c, int64_t ldc, float beta,
                                              const pyconv_epilogue *ep) noexcept nogil
@@ -70,6 +75,8 @@ cdef extern from "sgemm.h" nogil:
         pyconv_pack_runs_fn pack_runs
         pyconv_sgemm_ukernel_ep ukernel_ep
         pyconv_channel_affine_fn channel_affine
+        pyconv_channel_tile_fn channel_tile
+        int channel_cols
 
     # The fused activations, by name (values from sgemm.h; pyconv._activations is the
     # Python registry over them).

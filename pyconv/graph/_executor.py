@@ -171,13 +171,15 @@ class MemoryPlan:
             held += change
             unplanned_peak = max(unplanned_peak, held)
         self.peak_bytes = self.arena_bytes + unplanned_peak
+        # Arenas between runs. list.pop / append are atomic (no lock: a lock pair cost
+        # as much as a small model's glue step); the cap may be passed by a racing run.
         self._pool = []
-        self._lock = threading.Lock()
 
     def acquire(self):
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
+        try:
+            return self._pool.pop()
+        except IndexError:
+            pass
         buf = np.empty(self.arena_bytes + ALIGN, np.uint8)
         base = (-buf.ctypes.data) % ALIGN
         views = {}
@@ -187,9 +189,8 @@ class MemoryPlan:
         return Arena(buf, views)
 
     def release(self, arena):
-        with self._lock:
-            if len(self._pool) < 8:
-                self._pool.append(arena)
+        if len(self._pool) < 8:
+            self._pool.append(arena)
 
 
 def _blocks(steps, spec, writable):
@@ -423,6 +424,9 @@ class Program:
         # input signature -> MemoryPlan, least recently used first (self.max_plans kept).
         self.plans = OrderedDict()
         self._plan_lock = threading.Lock()
+        # (signature, plan) of the last lookup, set under the lock: a repeated signature
+        # (the usual run) is found without the lock and the reordering it needs.
+        self._recent = None
         # Memory owners that a run's accounting does not count (constants).
         self._const_owners = {id(_owner(v)) for v in self.const_slots.values()
                               if isinstance(v, np.ndarray)}
@@ -442,14 +446,15 @@ class Program:
                 f"{where} needs {nbytes:,} bytes of activations, above the session's "
                 f"memory_limit_bytes={self.memory_limit:,}")
 
-    def run(self, feeds, wanted, profile=None, stop=None):
+    def run(self, feeds, wanted, profile=None, stop=None, key=None):
         """Runs with ``feeds`` (slot order of the graph inputs); returns the values of the
         slots in ``wanted``. ``stop`` (a RunOptions) ends the run with RunFailed before the
-        next node once its ``terminate`` is set, from any thread."""
+        next node once its ``terminate`` is set, from any thread. ``key``: the feeds'
+        signature (``signature(feeds)``) when the caller has it."""
         # ONNX arithmetic is plain IEEE: log(0) = -inf, sqrt(-1) = NaN, silently (as in
         # onnxruntime), so NumPy's floating-point warnings are off for the whole run.
         with np.errstate(all="ignore"):
-            return self._run(feeds, wanted, profile, stop)
+            return self._run(feeds, wanted, profile, stop, key)
 
     def _failure(self, step, ins, exc):
         """The error for an operator that raised a non-pyconv exception."""
@@ -494,11 +499,12 @@ class Program:
             return const.shape, const.dtype
         return plan.shapes.get(slot)
 
-    def _run(self, feeds, wanted, profile, stop):
+    def _run(self, feeds, wanted, profile, stop, key=None):
         vals = list(self.template)
         for s, v in zip(self.input_slots, feeds):
             vals[s] = v
-        key = tuple([(v.shape, v.dtype) for v in feeds])
+        if key is None:
+            key = signature(feeds)
         plan = self._plan(key) if self.plan_memory else None
         if plan is not None and profile is None and not self.memory_limit:
             return self._run_bound(plan, vals, wanted, stop)
@@ -574,18 +580,23 @@ class Program:
                                   set(self.output_slot.values()), self.const_slots,
                                   set(self.input_slots))
             with self._plan_lock:
-                self.plans.setdefault(key, plan)
+                plan = self.plans.setdefault(key, plan)
                 self.plans.move_to_end(key)
                 while len(self.plans) > self.max_plans:
                     self.plans.popitem(last=False)
+                self._recent = (key, plan)
         return result
 
     def _plan(self, key):
         """The plan of input signature ``key`` (now the most recently used), or None."""
+        recent = self._recent
+        if recent is not None and recent[0] == key:
+            return recent[1]        # already the most recently used
         with self._plan_lock:
             plan = self.plans.get(key)
             if plan is not None:
                 self.plans.move_to_end(key)
+                self._recent = (key, plan)
             return plan
 
     def _run_bound(self, plan, vals, wanted, stop=None):
@@ -616,6 +627,11 @@ class Program:
             return [vals[s] for s in wanted]
         finally:
             plan.release(arena)
+
+
+def signature(feeds):
+    """The memory plans' key of a run: (shape, dtype) per feed."""
+    return tuple([(v.shape, v.dtype) for v in feeds])
 
 
 def _terminated(step):

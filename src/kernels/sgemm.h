@@ -64,6 +64,9 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
                                 int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                 float beta, float *y, int64_t sy);
 
+/* The most vectors across a tile (NR / vl) of any kernel: the size of voff. */
+#define PYCONV_MAX_TILE_VECTORS 16
+
 /* The convolution's shifted-B tile: tile[i * NR + v * vl + j] = sum_k A[k][ir + i] *
  * src[off[k] + voff[v] + j] for i < MR, v < NR / vl, j < vl (vl: the kernel's vector
  * length). A is packed as for the ukernel (KC-deep blocks of MR-row panels, mpad rows,
@@ -71,8 +74,6 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
  * caller's padded input instead of a packed panel, each vector of it at its own offset
  * voff[v] (v * vl: one contiguous run; else vectors along the output rows, none over the
  * padding columns between them). */
-/* The most vectors across a tile (NR / vl) of any kernel: the size of voff. */
-#define PYCONV_MAX_TILE_VECTORS 16
 typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                        const float *a, const float *src, const int64_t *off,
                                        const int64_t *voff, float *tile);
@@ -83,6 +84,17 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                             const float *a, const float *src,
                                             const int64_t *off, const int64_t *voff,
                                             float *tile, int64_t n);
+
+/* The convolution's channel tile (small maps, many channels; see sgemm_tiles.inc):
+ * y[i * ldy + j] = ep(sum_k w[k * NR + i] * src[off[k] + j]) for i < m <= NR output
+ * channels and j < n <= channel_cols consecutive outputs of one output row, w a K x NR
+ * panel of the transposed weights (channels across, zero past m), B read as broadcasts
+ * from the caller's padded input; the epilogue's bias and residual indexed from the
+ * tile's first channel and output (residual rows ep->ldr apart); tile: channel_cols * NR
+ * floats of scratch. */
+typedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m, const float *src,
+                                       const int64_t *off, int64_t n, float *y, int64_t ldy,
+                                       float *tile, const pyconv_epilogue *ep);
 
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
@@ -138,6 +150,8 @@ typedef struct {
     pyconv_pack_runs_fn pack_runs;
     pyconv_sgemm_ukernel_ep ukernel_ep;      /* NULL: ukernel, then epilogue */
     pyconv_channel_affine_fn channel_affine;
+    pyconv_channel_tile_fn channel_tile;
+    int channel_cols;           /* the most columns (outputs) of one channel tile */
 } pyconv_sgemm_kernel;
 
 /* One table per ISA, each defined in a file compiled with that ISA's flags. */

@@ -62,6 +62,9 @@ static void sgemm_ukernel_6x16_avx2(int64_t kc, const float *restrict a, const f
 
 /* Edge and shifted kernels: the shared template over 8-float vectors. The main tile
  * above stays here, scheduled by hand for the 16 ymm registers; so does the peak loop. */
+/* 2 vectors of channels x 6 columns: 12 accumulators, 2 weights and a broadcast in the 16
+ * ymm registers. */
+#define CHANNEL_COLS 6
 #include "sgemm_tiles.inc"
 
 /* 12 independent FMA chains: covers 2 FMA ports x 5-cycle latency with room to spare. */
@@ -89,4 +92,5 @@ const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx2 = {
     "avx2", "sgemm_ukernel_6x16_avx2", MR, NR, VL, sgemm_ukernel_6x16_avx2, ukernel_edge_avx2,
     epilogue_avx2, gemv_avx2, fma_peak_avx2, shifted_avx2,
     shifted_edge_avx2, phase_split_avx2, pack_runs_avx2, NULL, channel_affine_avx2,
+    channel_tile_avx2, CHANNEL_COLS,
 };

@@ -223,5 +223,5 @@ const pyconv_sgemm_kernel pyconv_sgemm_kernel_avx512 = {
     "avx512", "sgemm_ukernel_8x48_avx512", MR, NR, VL, sgemm_ukernel_8x48_avx512,
     ukernel_edge_narrow_avx512, epilogue_avx512, gemv_avx512, fma_peak_avx512,
     shifted_avx512, shifted_edge_avx512, phase_split_avx512, pack_runs_avx512,
-    sgemm_ukernel_8x48_ep_avx512, channel_affine_avx512,
+    sgemm_ukernel_8x48_ep_avx512, channel_affine_avx512, channel_tile_avx512, CHANNEL_COLS,
 };

@@ -55,5 +55,5 @@ const pyconv_sgemm_kernel pyconv_sgemm_kernel_generic = {
     "generic", "sgemm_ukernel_4x16_generic", MR, NR, VL, sgemm_ukernel_4x16_generic,
     ukernel_edge_generic, epilogue_generic, gemv_generic, fma_peak_generic, shifted_generic,
     shifted_edge_generic, phase_split_generic, pack_runs_generic, NULL,
-    channel_affine_generic,
+    channel_affine_generic, channel_tile_generic, CHANNEL_COLS,
 };

@@ -39,14 +39,19 @@ CASES = [
     (1, 8, 20, (6, 32), (3, 3), 1, 1, 1, 1),     # shifted by vectors along the output rows
     (2, 6, 9, (3, 16), (3, 3), 1, 1, 1, 1),      # the same, one vector per row (AVX-512)
     (2, 40, 70, (1, 1), (1, 1), 1, 0, 1, 2),     # one output position: GEMV, grouped
+    (2, 12, 100, (9, 11), (3, 3), 1, 1, 1, 2),   # channel tiles: partial panel, 2 per row
+    (1, 5, 7, (10, 41), (3, 5), 2, (2, 0, 1, 4), 1, 1),  # stride 2, rows of 3 vectors:
+    (2, 4, 6, (9, 36), (5, 3), 2, (0, 3, 2, 1), (1, 2), 1),  # both column phases per pass
+    (1, 24, 112, (16, 15), (3, 3), 2, 1, 2, 1),  # channel tiles: 3 panels, stride 2, dilated
     (3, 7, 9, (1,), (1,), 1, 0, 1, 1),           # the same in 1-D
 ]
 
 # Dense convs run through im2col packed from the image, the shifted path (GEMM reading B
 # in place from a padded, stride-phase-split copy of the input) or im2col packed from
-# that copy ('padded') or im2col per band of output rows ('banded', where it skips taps);
-# 'auto' picks per shape, so each test below forces each one.
-ALGORITHMS = ["im2col", "shifted", "padded", "banded"]
+# that copy ('padded'), channel tiles on that copy ('channels': vectors across output
+# channels, each output a broadcast) or im2col per band of output rows ('banded', where it
+# skips taps); 'auto' picks per shape, so each test below forces each one.
+ALGORITHMS = ["im2col", "shifted", "padded", "channels", "banded"]
 
 
 @pytest.fixture(params=ALGORITHMS)
@@ -248,7 +253,9 @@ def test_algorithm_setting_is_checked():
 
 @pytest.mark.parametrize("shape,expected", [
     ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),    # wide rows: 2 of 58 grid columns dropped
-    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "padded"),       # 8-wide rows on a 12-wide grid
+    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "channels"),     # 8-wide rows: one tile each, no packing
+    ((1, 64, 8, 8, 16, 3, 1, 2, 2), "shifted"),      # one vector of channels: no channel tiles
+    ((1, 512, 7, 7, 96, 3, 1, 1, 1), "padded"),      # panels of 4.6K x 48 weights: past L2
     ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),  # the image is the GEMM's B already
     ((1, 16, 32, 32, 16, 1, 2, 0, 1), "im2col"),     # strided 1x1: a copy of 4 phases to use 1
 ])
@@ -440,3 +447,26 @@ def test_conv_reads_denormals_as_zero_and_restores_the_callers_mode(rng, threads
     np.testing.assert_allclose(got, ref, rtol=1e-6)
     # NumPy on this thread still produces denormals (flush-to-zero was not left on)
     assert np.float32(1e-38) * np.float32(0.01) != 0
+
+
+# Channel tiles apply the bias and a relu / clip in registers (without a residual), the
+# rest after the transposed store: either way the bits of the conv's plain sums followed
+# by the activation (x < a ? a : x, as the element-wise engine computes it).
+@pytest.mark.parametrize("activation,params", [("relu", (0.0, 0.0)), ("clip", (-0.5, 0.7))])
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+def test_channel_tiles_activation_bits(isa, rng, activation, params, with_residual):
+    x, w, b = rand(rng, 1, 12, 6, 11), rand(rng, 40, 12, 3, 3), rand(rng, 40)
+    residual = rand(rng, 1, 40, 6, 11) if with_residual else None
+    previous = conv_ext.set_algorithm("channels")
+    try:
+        fused = F.ConvPlan(w, b, padding=1, activation=activation, act_alpha=params[0],
+                           act_beta=params[1])
+        plain = F.ConvPlan(w, b, padding=1)
+        assert fused.reshape(x.shape).algorithm == "channels"
+        got, sums = fused.run(x, residual=residual), plain.run(x, residual=residual)
+    finally:
+        conv_ext.set_algorithm(previous)
+    lo, hi = (0.0, np.inf) if activation == "relu" else params
+    want = np.where(sums < lo, np.float32(lo), sums)
+    want = np.where(want > hi, np.float32(hi), want)
+    np.testing.assert_array_equal(got, want)

@@ -120,7 +120,7 @@ def test_reshape_is_frozen_and_cached(rng):
 
 @pytest.mark.parametrize("shape,expected", [
     ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),
-    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "padded"),
+    ((1, 64, 8, 8, 96, 3, 1, 2, 2), "channels"),
     ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),
     ((1, 16, 32, 32, 16, 1, 2, 0, 1), "im2col"),
     ((1, 8, 9, 9, 8, 3, 1, 1, 1), None),                  # groups=8: depthwise
