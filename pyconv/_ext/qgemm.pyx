@@ -72,6 +72,10 @@ cdef extern from "qgemm.h" nogil:
                                                   const int32_t *bias, const float *mult,
                                                   float lo, float hi, int32_t yz,
                                                   uint8_t *dst, int64_t ldd) noexcept nogil
+    ctypedef void (*pyconv_qgemm_gemm_requant_indirect_fn)(
+        int64_t m, int64_t np, int64_t taps, int64_t kt, const uint8_t *const *rows,
+        const int8_t *bp, int64_t n, const int32_t *bias, const float *mult, float lo,
+        float hi, int32_t yz, uint8_t *dst, int64_t ldd) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -87,6 +91,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_maxpool_row_fn maxpool_row_u8
         pyconv_qgemm_maxpool_row_fn maxpool_row_s8
         pyconv_qgemm_gemm_requant_fn gemm_requant
+        pyconv_qgemm_gemm_requant_indirect_fn gemm_requant_indirect
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
@@ -381,6 +386,8 @@ cdef struct _qconv:
     uint8_t *scratch
     int64_t scratch_stride
     int direct
+    int indirect                # the GEMM reads the pixels through a table of row pointers
+    const uint8_t *pad_row      # cg bytes of the input zero point (the indirect padding)
     int channels_last           # x and y are NHWC (n, h, w, c)
 
 
@@ -450,9 +457,34 @@ cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64
         _fill(dst, 0, q.kp - q.kg)
 
 
+cdef inline void _pixel_pointers(const _qconv *q, const uint8_t *x, int64_t oh, int64_t ow,
+                                 int64_t g, const uint8_t **dst) noexcept nogil:
+    """Output pixel (oh, ow)'s taps for the indirect GEMM: per (kernel row, kernel column),
+    its input pixel's channels of group g, or the zero-point row where it is padding."""
+    cdef int64_t i, j, ih, iw, ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw
+    cdef const uint8_t *row
+    if ih0 >= 0 and ih0 + (q.kh - 1) * q.dh < q.h and iw0 >= 0 \
+            and iw0 + (q.kw - 1) * q.dw < q.w:      # inside: steps of the geometry
+        for i in range(q.kh):
+            row = x + ((ih0 + i * q.dh) * q.w + iw0) * q.c + g * q.cg
+            for j in range(q.kw):
+                dst[0] = row + j * q.dw * q.c
+                dst += 1
+        return
+    for i in range(q.kh):
+        ih = ih0 + i * q.dh
+        for j in range(q.kw):
+            iw = iw0 + j * q.dw
+            if ih < 0 or ih >= q.h or iw < 0 or iw >= q.w:
+                dst[0] = q.pad_row
+            else:
+                dst[0] = x + (ih * q.w + iw) * q.c + g * q.cg
+            dst += 1
+
+
 cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qconv *q = <_qconv *>arg
-    cdef int64_t t, img, g, p0, p1, p, rows, r, co, P = q.oh * q.ow
+    cdef int64_t t, img, g, p0, p1, p, rows, r, co, taps = 0, oy, ox, P = q.oh * q.ow
     cdef uint8_t *a = q.scratch + slot * q.scratch_stride
     cdef int32_t *acc = <int32_t *>(a + _round_up(q.rows * q.kp, 64))
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
@@ -469,6 +501,16 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
         x = q.x_hwc + img * q.h * q.w * q.c
         if q.direct:
             rows_a = x + p0 * q.c
+        elif q.indirect:
+            taps = q.kh * q.kw
+            oy, ox = p0 // q.ow, p0 % q.ow
+            for p in range(p1 - p0):
+                _pixel_pointers(q, x, oy, ox, g, <const uint8_t **>a + p * taps)
+                ox += 1
+                if ox == q.ow:
+                    ox = 0
+                    oy += 1
+            rows_a = a
         else:
             for p in range(p0, p1):
                 _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
@@ -481,7 +523,12 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
         else:
             dst = tile
             ldd = q.mg
-        if q.kernel.gemm_requant != NULL:
+        if q.indirect:
+            q.kernel.gemm_requant_indirect(rows, q.npad, taps, q.cg, <const uint8_t **>a,
+                                           q.packed + g * q.npad * q.kp, q.mg,
+                                           q.bias + g * q.mg, q.mult + g * q.mg, q.lo, q.hi,
+                                           q.yz, dst, ldd)
+        elif q.kernel.gemm_requant != NULL:
             q.kernel.gemm_requant(rows, q.npad, q.kp, rows_a, q.kp,
                                   q.packed + g * q.npad * q.kp, q.mg, q.bias + g * q.mg,
                                   q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd)
@@ -533,7 +580,7 @@ cdef class QConv2d:
     cdef readonly int64_t m, cg, groups, kh, kw
     cdef readonly bint depthwise
     cdef readonly object out_dtype
-    cdef object packed, bias, mult, w_dw, w_dwf
+    cdef object packed, bias, mult, w_dw, w_dwf, pad_row
     cdef int32_t xz, yz
     cdef float lo, hi
 
@@ -563,6 +610,7 @@ cdef class QConv2d:
             self.bias = np.ascontiguousarray(bias.astype(np.int32))
             return
         mg = m // groups
+        self.pad_row = np.full(cg, x_zero_point, np.uint8)
         # K in (kernel row, kernel column, channel) order: the order of the image's
         # (pixels, channels) copy, so that an im2col row is runs of memcpy.
         mats = w.reshape(groups, mg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(
@@ -658,6 +706,12 @@ cdef class QConv2d:
         q.direct = (self.kh == 1 and self.kw == 1 and q.sh == 1 and q.sw == 1 and q.ph == 0
                     and q.pw == 0 and self.groups == 1 and q.kp == q.c and oh == q.h
                     and ow == q.w)
+        # Pixels read in place through row pointers where each tap's channels are whole
+        # groups of 4 k and long enough to pay for the pointers; else im2col.
+        q.indirect = (not q.direct and q.kernel.gemm_requant_indirect != NULL
+                      and self.cg % PYCONV_QGEMM_KB == 0 and self.cg >= 16)
+        cdef cnp.ndarray pad_row = self.pad_row
+        q.pad_row = <const uint8_t *>cnp.PyArray_DATA(pad_row)
         macs = n * P * q.kp * q.npad * self.groups
         nthreads = threads_for(macs // 4, c.nthreads)
         # Positions per task: the A block and the int32 sums about L2-sized, and about four
@@ -669,6 +723,8 @@ cdef class QConv2d:
                 (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
         q.rows = rows
         q.row_blocks = (P + rows - 1) // rows
+        # (the A block holds the im2col rows, or the indirect path's rows * taps pointers:
+        # fewer bytes, as cg >= 16)
         q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
                             + _round_up(rows * q.mg, 64))
         if not channels_last:

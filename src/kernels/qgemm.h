@@ -77,6 +77,18 @@ typedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
                                              const float *mult, float lo, float hi,
                                              int32_t yz, uint8_t *dst, int64_t ldd);
 
+/* gemm_requant for an A given as taps runs of kt bytes per row (kt a multiple of 4, kp =
+ * taps * kt): row r's run t at rows[r * taps + t] (an indirect convolution: the pixels of
+ * each tap read in place, a row of the input zero point for the padding). */
+typedef void (*pyconv_qgemm_gemm_requant_indirect_fn)(int64_t m, int64_t np, int64_t taps,
+                                                      int64_t kt,
+                                                      const uint8_t *const *rows,
+                                                      const int8_t *bp, int64_t n,
+                                                      const int32_t *bias,
+                                                      const float *mult, float lo,
+                                                      float hi, int32_t yz, uint8_t *dst,
+                                                      int64_t ldd);
+
 typedef struct {
     const char *isa;
     pyconv_qgemm_fn gemm;
@@ -94,6 +106,8 @@ typedef struct {
     /* The GEMM with qgemm_requant's epilogue on the registers (NULL where the ISA has
      * none: gemm, then requant). */
     pyconv_qgemm_gemm_requant_fn gemm_requant;
+    /* gemm_requant over a table of row pointers (NULL where the ISA has none: im2col). */
+    pyconv_qgemm_gemm_requant_indirect_fn gemm_requant_indirect;
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;

@@ -4,7 +4,8 @@
  * rows left below a multiple of 6 run as one tile of their count (a row at a time would
  * stream the B panel once per row). Every tile takes the whole K, so the requantizing
  * variant (qgemm_avx512vnni_requant) requantizes the sums from the registers (the
- * epilogue of qgemm_requant, in vectors) and stores bytes. */
+ * epilogue of qgemm_requant, in vectors) and stores bytes. The indirect variant reads
+ * each row's K as runs from a table of pointers (a convolution's pixels, no im2col). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -27,24 +28,33 @@ typedef struct {
 } requant_args;
 
 static inline __attribute__((always_inline)) void tile(const int rows, const int blocks,
-                                                       int64_t groups, const uint8_t *a,
-                                                       int64_t lda, const int8_t *b,
-                                                       int64_t bstride, int32_t *c,
-                                                       int64_t ldc, const requant_args *rq,
-                                                       int64_t col)
+                                                       int64_t taps, int64_t groups,
+                                                       const uint8_t *a, int64_t lda,
+                                                       const uint8_t *const *ap,
+                                                       const int8_t *b, int64_t bstride,
+                                                       int32_t *c, int64_t ldc,
+                                                       const requant_args *rq, int64_t col)
 {
     __m512i acc[MR][NBLK];
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < blocks; j++) acc[r][j] = _mm512_setzero_si512();
-    for (int64_t g = 0; g < groups; g++) {
-        __m512i bv[NBLK];
-        for (int j = 0; j < blocks; j++)
-            bv[j] = _mm512_loadu_si512((const void *)(b + j * bstride + g * GROUP_BYTES));
-        for (int r = 0; r < rows; r++) {
-            int32_t four;
-            memcpy(&four, a + r * lda + g * PYCONV_QGEMM_KB, sizeof four);
-            const __m512i av = _mm512_set1_epi32(four);
-            for (int j = 0; j < blocks; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
+    /* K is taps runs of groups * 4 bytes: row r's run t at ap[r * taps + t] (an indirect
+     * convolution's pixels), or one run at a + r * lda. */
+    for (int64_t t = 0; t < taps; t++) {
+        const uint8_t *arow[MR];
+        for (int r = 0; r < rows; r++) arow[r] = ap ? ap[r * taps + t] : a + r * lda;
+        const int8_t *bt = b + t * groups * GROUP_BYTES;
+        for (int64_t g = 0; g < groups; g++) {
+            __m512i bv[NBLK];
+            for (int j = 0; j < blocks; j++)
+                bv[j] = _mm512_loadu_si512((const void *)(bt + j * bstride + g * GROUP_BYTES));
+            for (int r = 0; r < rows; r++) {
+                int32_t four;
+                memcpy(&four, arow[r] + g * PYCONV_QGEMM_KB, sizeof four);
+                const __m512i av = _mm512_set1_epi32(four);
+                for (int j = 0; j < blocks; j++)
+                    acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
+            }
         }
     }
     if (rq == NULL) {
@@ -80,9 +90,10 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
     }
 }
 
-#define TILE(R, NB) tile(R, NB, groups, a + i * lda, lda, panel, bstride,                  \
-                         c ? c + i * ldc + blk * PYCONV_QGEMM_NB : NULL, ldc,               \
-                         rq_row(rq, &row, i), blk * PYCONV_QGEMM_NB)
+#define TILE(R, NB) tile(R, NB, taps, groups, ap ? NULL : a + i * lda, lda,               \
+                         ap ? ap + i * taps : NULL,                                        \
+                         panel, bstride, c ? c + i * ldc + blk * PYCONV_QGEMM_NB : NULL,   \
+                         ldc, rq_row(rq, &row, i), blk * PYCONV_QGEMM_NB)
 #define TILES(R)                                                                            \
     switch (nb) {                                                                           \
     case 4: TILE(R, 4); break;                                                              \
@@ -101,12 +112,16 @@ static inline const requant_args *rq_row(const requant_args *rq, requant_args *r
     return row;
 }
 
+/* A is rows of lda bytes at a, or (ap not NULL) taps runs of kp / taps bytes per row at
+ * ap[row * taps + t]. */
 static inline __attribute__((always_inline)) void gemm(int64_t m, int64_t np, int64_t kp,
                                                        const uint8_t *a, int64_t lda,
+                                                       const uint8_t *const *ap, int64_t taps,
                                                        const int8_t *bp, int32_t *c,
                                                        int64_t ldc, const requant_args *rq)
 {
-    const int64_t groups = kp / PYCONV_QGEMM_KB, bstride = groups * GROUP_BYTES;
+    const int64_t groups = kp / PYCONV_QGEMM_KB / taps;
+    const int64_t bstride = kp / PYCONV_QGEMM_KB * GROUP_BYTES;
     const int64_t nblocks = np / PYCONV_QGEMM_NB;
     requant_args row;
     for (int64_t blk = 0; blk < nblocks; blk += NBLK) {
@@ -128,7 +143,7 @@ static inline __attribute__((always_inline)) void gemm(int64_t m, int64_t np, in
 static void qgemm_avx512vnni(int64_t m, int64_t np, int64_t kp, const uint8_t *a, int64_t lda,
                              const int8_t *bp, int32_t *c, int64_t ldc)
 {
-    gemm(m, np, kp, a, lda, bp, c, ldc, NULL);
+    gemm(m, np, kp, a, lda, NULL, 1, bp, c, ldc, NULL);
 }
 
 static void qgemm_avx512vnni_requant(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
@@ -137,10 +152,22 @@ static void qgemm_avx512vnni_requant(int64_t m, int64_t np, int64_t kp, const ui
                                      float hi, int32_t yz, uint8_t *dst, int64_t ldd)
 {
     const requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd};
-    gemm(m, np, kp, a, lda, bp, NULL, 0, &rq);
+    gemm(m, np, kp, a, lda, NULL, 1, bp, NULL, 0, &rq);
+}
+
+static void qgemm_avx512vnni_requant_indirect(int64_t m, int64_t np, int64_t taps,
+                                              int64_t kt, const uint8_t *const *rows,
+                                              const int8_t *bp, int64_t n,
+                                              const int32_t *bias, const float *mult,
+                                              float lo, float hi, int32_t yz, uint8_t *dst,
+                                              int64_t ldd)
+{
+    const requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd};
+    gemm(m, np, taps * kt, NULL, 0, rows, taps, bp, NULL, 0, &rq);
 }
 
 #define QGEMM_SUFFIX avx512vnni
 #include "qgemm_common.inc"
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni = {"avx512vnni", qgemm_avx512vnni, QGEMM_HELPERS, qgemm_avx512vnni_requant};
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx512vnni = {"avx512vnni", qgemm_avx512vnni, QGEMM_HELPERS, qgemm_avx512vnni_requant,
+    qgemm_avx512vnni_requant_indirect};

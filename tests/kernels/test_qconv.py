@@ -1,7 +1,8 @@
-"""The quantized 2-D convolution of pyconv._ext.qgemm (im2col of uint8 pixels, int8 GEMM,
-requantize epilogue; the direct depthwise kernel) against an int64 NumPy convolution and
-onnxruntime's requantization written out in NumPy, over strides, pads, dilations,
-groups, zero points and saturation, on every kernel this CPU runs."""
+"""The quantized 2-D convolution of pyconv._ext.qgemm (im2col of uint8 pixels or row
+pointers to them, int8 GEMM, requantize epilogue; the direct depthwise kernel) against an
+int64 NumPy convolution and onnxruntime's requantization written out in NumPy, over
+strides, pads, dilations, groups, zero points and saturation, on every kernel this CPU
+runs."""
 import numpy as np
 import pytest
 
@@ -49,6 +50,13 @@ CASES = [  # (n, c, h, w, m, k, stride, pad, dilation, groups)
     (1, 16, 14, 15, 16, 5, 2, 2, 1, 16),   # depthwise, stride 2
     (1, 8, 9, 9, 8, 3, 1, 2, 2, 8),        # depthwise, dilation
     (1, 4, 3, 3, 4, 5, 1, 2, 1, 1),        # taps mostly in the padding
+    # channels of each group a multiple of 4 and >= 16: the GEMM reads the pixels in place
+    # through row pointers (AVX-512 VNNI; im2col elsewhere)
+    (1, 16, 21, 20, 32, 3, 1, 1, 1, 1),    # several row blocks, padding on every side
+    (1, 32, 10, 9, 48, 3, 2, 1, 1, 2),     # groups, stride 2
+    (1, 16, 12, 10, 16, 3, 1, 2, 2, 1),    # dilation
+    (2, 20, 5, 5, 24, 5, 1, 2, 1, 1),      # taps mostly in the padding
+    (1, 64, 6, 7, 80, 3, 2, 0, 1, 1),      # no padding, odd output width
 ]
 
 
