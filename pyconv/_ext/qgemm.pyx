@@ -631,28 +631,41 @@ cdef class QConv2d:
             raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
                                f"{getattr(x, 'dtype', type(x).__name__)} "
                                f"{getattr(x, 'shape', '')}")
+        cdef QConvCall call = self.bind(x.shape, output_shape, strides, pads_begin, dilations,
+                                        context, channels_last)
+        return call._execute(np.ascontiguousarray(x))
+
+    def bind(self, x_shape, output_shape, strides, pads_begin, dilations, context=None,
+             bint channels_last=False):
+        """A :class:`QConvCall`: ``run`` for inputs of ``x_shape`` with the geometry, the
+        threads and the task split decided once (a bound step of a memory plan)."""
+        if len(x_shape) != 4:
+            raise InvalidArgument(f"quantized conv: input must be 4-D, got shape "
+                                  f"{tuple(x_shape)}")
         cdef int cax = 3 if channels_last else 1
-        if x.shape[cax] != self.cg * self.groups:
-            raise InvalidArgument(f"quantized conv: input of shape {x.shape} has "
-                                  f"{x.shape[cax]} channels, the weights take "
+        if x_shape[cax] != self.cg * self.groups:
+            raise InvalidArgument(f"quantized conv: input of shape {tuple(x_shape)} has "
+                                  f"{x_shape[cax]} channels, the weights take "
                                   f"{self.cg * self.groups}")
         if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1:
             raise InvalidArgument(f"quantized conv: pads {pads_begin}, strides {strides}, "
                                   f"dilations {dilations}: pads must be >= 0, strides and "
                                   f"dilations >= 1")
-        cdef cnp.ndarray xc = np.ascontiguousarray(x)
-        cdef int64_t n = x.shape[0], oh = output_shape[0], ow = output_shape[1]
+        cdef int64_t n = x_shape[0], oh = output_shape[0], ow = output_shape[1]
         check_tensor_size((n, self.m, oh, ow))
-        cdef cnp.ndarray y = np.empty((n, oh, ow, self.m) if channels_last
-                                      else (n, self.m, oh, ow), np.uint8)
+        cdef QConvCall call = QConvCall.__new__(QConvCall)
+        call.conv = self
+        call.x_shape = tuple(int(d) for d in x_shape)
+        call.y_shape = (n, oh, ow, self.m) if channels_last else (n, self.m, oh, ow)
+        call.out_dtype = self.out_dtype
         cdef exec_ctx c = context_of(context)
-        cdef _qconv q
+        cdef _qconv *q = &call.q
         q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
         q.channels_last = channels_last
         if channels_last:
-            q.n, q.h, q.w, q.c = x.shape
+            q.n, q.h, q.w, q.c = call.x_shape
         else:
-            q.n, q.c, q.h, q.w = x.shape
+            q.n, q.c, q.h, q.w = call.x_shape
         q.oh, q.ow, q.kh, q.kw = oh, ow, self.kh, self.kw
         q.sh, q.sw = strides
         q.ph, q.pw = pads_begin
@@ -660,44 +673,34 @@ cdef class QConv2d:
         q.groups, q.cg, q.m = self.groups, self.cg, self.m
         q.mg = self.m // self.groups
         q.xz, q.yz, q.lo, q.hi = self.xz, self.yz, self.lo, self.hi
-        q.x = <const uint8_t *>cnp.PyArray_DATA(xc)
-        q.y = <uint8_t *>cnp.PyArray_DATA(y)
         cdef cnp.ndarray bias = self.bias, mult = self.mult
         q.bias = <const int32_t *>cnp.PyArray_DATA(bias)
         q.mult = <const float *>cnp.PyArray_DATA(mult)
-        cdef int64_t P = oh * ow, tasks, macs, rows
-        cdef int nthreads
-        cdef cnp.ndarray scratch, packed, wdw
-        if y.size == 0:
-            return y.view(self.out_dtype)
+        cdef int64_t P = oh * ow, macs, rows
+        cdef cnp.ndarray packed, wdw
+        call.empty = n * self.m * P == 0
+        if call.empty:
+            return call
         if self.depthwise and channels_last:
             wdw = self.w_dwf
             q.w_dwf = <const float *>cnp.PyArray_DATA(wdw)
-            q.x_hwc = q.x
-            tasks = n * oh
-            nthreads = threads_for(tasks * ow * self.m * self.kh * self.kw, c.nthreads)
+            call.mode = _DEPTHWISE_NHWC
+            call.tasks = n * oh
+            call.nthreads = threads_for(call.tasks * ow * self.m * self.kh * self.kw,
+                                        c.nthreads)
             q.scratch_stride = _round_up(ow * self.m * 4, 64)
-            q.scratch = <uint8_t *>workspace_floats(q.scratch_stride * nthreads // 4 + 16)
-            with nogil:
-                if nthreads <= 1:
-                    _qconv_depthwise_nhwc(&q, 0, tasks, 0)
-                else:
-                    parallel_for(nthreads, tasks, 1, _qconv_depthwise_nhwc, &q)
-            return y.view(self.out_dtype)
+            call.workspace_bytes = q.scratch_stride * call.nthreads
+            return call
         if self.depthwise:
             wdw = self.w_dw
             q.w_dw = <const int8_t *>cnp.PyArray_DATA(wdw)
-            tasks = n * self.m
-            nthreads = threads_for(tasks * P * self.kh * self.kw, c.nthreads)
+            call.mode = _DEPTHWISE
+            call.tasks = n * self.m
+            call.nthreads = threads_for(call.tasks * P * self.kh * self.kw, c.nthreads)
             q.scratch_stride = _round_up(P * 4, 64) + _round_up(q.h * q.w * 4, 64)
-            scratch = np.empty(q.scratch_stride * nthreads, np.uint8)
-            q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
-            with nogil:
-                if nthreads <= 1:
-                    _qconv_depthwise(&q, 0, tasks, 0)
-                else:
-                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
-            return y.view(self.out_dtype)
+            call.workspace_bytes = q.scratch_stride * call.nthreads
+            return call
+        call.mode = _GEMM
         q.kg = self.kh * self.kw * self.cg
         q.kp = _round_up(q.kg, PYCONV_QGEMM_KB)
         q.npad = _round_up(q.mg, PYCONV_QGEMM_NB)
@@ -713,14 +716,14 @@ cdef class QConv2d:
         cdef cnp.ndarray pad_row = self.pad_row
         q.pad_row = <const uint8_t *>cnp.PyArray_DATA(pad_row)
         macs = n * P * q.kp * q.npad * self.groups
-        nthreads = threads_for(macs // 4, c.nthreads)
+        call.nthreads = threads_for(macs // 4, c.nthreads)
         # Positions per task: the A block and the int32 sums about L2-sized, and about four
         # tasks per thread.
         rows = min(393216 // q.kp, 524288 // (q.npad * 4))
         rows = max(6, min(198, rows // 6 * 6))
-        if nthreads > 1:
+        if call.nthreads > 1:
             rows = max(6, min(rows, _round_up(
-                (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
+                (n * P * self.groups + 4 * call.nthreads - 1) // (4 * call.nthreads), 6)))
         q.rows = rows
         q.row_blocks = (P + rows - 1) // rows
         # (the A block holds the im2col rows, or the indirect path's rows * taps pointers:
@@ -731,21 +734,75 @@ cdef class QConv2d:
             check_tensor_size((n, q.h * q.w, q.c))
         # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
         # per-thread scratch, then the (pixels, channels) image unless x is NHWC already.
-        cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
-        cdef int64_t copy_bytes = 0 if channels_last else n * q.h * q.w * q.c
-        q.scratch = <uint8_t *>workspace_floats((scratch_bytes + copy_bytes + 3) // 4 + 16)
-        q.x_hwc = q.x if channels_last else q.scratch + scratch_bytes
-        tasks = n * self.groups * q.row_blocks
-        cdef int64_t tiles = 0 if channels_last else n * ((q.h * q.w + 63) // 64)
-        with nogil:
-            if nthreads <= 1:
-                _to_hwc(&q, 0, tiles, 0)
-                _qconv_tasks(&q, 0, tasks, 0)
-            else:
-                if tiles:       # blocks of _to_hwc
-                    parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
-                parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
-        return y.view(self.out_dtype)
+        call.scratch_bytes = q.scratch_stride * max(call.nthreads, 1)
+        call.workspace_bytes = call.scratch_bytes + (0 if channels_last
+                                                     else n * q.h * q.w * q.c)
+        call.tasks = n * self.groups * q.row_blocks
+        call.tiles = 0 if channels_last else n * ((q.h * q.w + 63) // 64)
+        return call
+
+
+cdef enum:
+    _GEMM = 0
+    _DEPTHWISE = 1
+    _DEPTHWISE_NHWC = 2
+
+
+cdef class QConvCall:
+    """:meth:`QConv2d.run` bound to one input shape (:meth:`QConv2d.bind`): calling it
+    with a uint8 C-contiguous array of that shape gives the output (a new array per
+    call), anything else gives None (the caller then runs the general path)."""
+
+    cdef QConv2d conv
+    cdef _qconv q
+    cdef readonly tuple x_shape, y_shape
+    cdef object out_dtype
+    cdef int mode, nthreads
+    cdef bint empty
+    cdef int64_t tasks, tiles, scratch_bytes, workspace_bytes
+
+    def __call__(self, x):
+        if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_UINT8
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and x.shape == self.x_shape):
+            return None
+        return self._execute(x)
+
+    cdef object _execute(self, cnp.ndarray x):
+        """The convolution of x (uint8, C-contiguous, of the bound shape)."""
+        cdef cnp.ndarray y = np.empty(self.y_shape, self.out_dtype)
+        if self.empty:
+            return y
+        cdef _qconv q = self.q      # a copy: concurrent runs of one call share nothing
+        q.x = <const uint8_t *>cnp.PyArray_DATA(x)
+        q.y = <uint8_t *>cnp.PyArray_DATA(y)
+        q.scratch = <uint8_t *>workspace_floats((self.workspace_bytes + 3) // 4 + 16)
+        cdef int nthreads = self.nthreads
+        cdef int64_t tasks = self.tasks, tiles = self.tiles
+        q.x_hwc = q.x
+        if self.mode == _DEPTHWISE_NHWC:
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise_nhwc(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise_nhwc, &q)
+        elif self.mode == _DEPTHWISE:
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
+        else:
+            q.x_hwc = q.x if q.channels_last else q.scratch + self.scratch_bytes
+            with nogil:
+                if nthreads <= 1:
+                    _to_hwc(&q, 0, tiles, 0)
+                    _qconv_tasks(&q, 0, tasks, 0)
+                else:
+                    if tiles:       # blocks of _to_hwc
+                        parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc,
+                                     &q)
+                    parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
+        return y
 
 
 # ---------------------------------------------------------------------------------------

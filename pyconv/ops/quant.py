@@ -15,9 +15,9 @@ import numpy as np
 
 from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
-from pyconv.errors import InvalidDType, InvalidModel
+from pyconv.errors import InvalidDType, InvalidModel, PyconvError
 from pyconv.functional import ConvPlan
-from pyconv.ops._base import REQUIRED, Op, register
+from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
 
 __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
            "MatMulInteger", "QLinearConv", "QLinearMatMul"]
@@ -541,12 +541,12 @@ class QLinearConv(_QLinear):
         # NHWC runs on the integer depthwise kernel: the float one is NCHW.
         self.fast = _packed_qconv(self, consts, float_sums=not self.channels_last)
         self.geometry = None
-        self.fast_shapes = {}       # input shape -> run arguments of the C conv, or None
+        self.fast_calls = {}        # input shape -> the C conv bound to it, or None
 
-    def _fast_args(self, shape):
-        """(output shape, strides, pads, dilations) of the C convolution for an input of
-        ``shape``, or None where it does not apply (the general path reports errors)."""
-        args = None
+    def _fast_call(self, shape):
+        """The C convolution bound to inputs of ``shape`` (qgemm.QConv2d.bind), or None
+        where it does not apply (the general path reports errors)."""
+        call = None
         channels, spatial = (shape[3], shape[1:3]) if self.channels_last else \
             (shape[1], shape[2:])
         if channels == self.fast.cg * self.fast.groups:
@@ -556,10 +556,12 @@ class QLinearConv(_QLinear):
                                                          op=self.node.label)
             g = self.geometry.resolve(spatial)
             if min(g.pads_begin) >= 0:
-                args = (g.output_shape, self.geometry.strides, g.pads_begin,
-                        self.geometry.dilations)
-        self.fast_shapes[shape] = args
-        return args
+                call = wrap_errors(self, self.fast.bind, shape, g.output_shape,
+                                   self.geometry.strides, g.pads_begin,
+                                   self.geometry.dilations, self.context,
+                                   channels_last=self.channels_last)
+        self.fast_calls[shape] = call
+        return call
 
     def run(self, inputs, out=None):
         x = inputs[0]
@@ -569,12 +571,14 @@ class QLinearConv(_QLinear):
                 if x.shape[1] == self.fast.cg * self.fast.groups:
                     return [self.fast.run(x, self.context)]
             else:
-                args = self.fast_shapes.get(x.shape, False)
-                if args is False:
-                    args = self._fast_args(x.shape)
-                if args is not None:
-                    return [self.fast.run(x, *args, self.context,
-                                          channels_last=self.channels_last)]
+                call = self.fast_calls.get(x.shape, False)
+                if call is False:
+                    call = self._fast_call(x.shape)
+                if call is not None:
+                    y = call(x)
+                    if y is None:       # not C-contiguous
+                        y = call(np.ascontiguousarray(x))
+                    return [y]
         if self.channels_last:      # the general path is NCHW
             x = _integer(self, x, 0)
             if x.ndim != 4:
@@ -583,6 +587,21 @@ class QLinearConv(_QLinear):
             y = self._general([x.transpose(0, 3, 1, 2)] + list(inputs[1:]), out)
             return [np.ascontiguousarray(y.transpose(0, 2, 3, 1))]
         return [self._general(inputs, out)]
+
+    def bind(self, specs, out):
+        """The C convolution bound to the planned input shape (no per-call geometry or
+        checks in Python); None where ``run`` must decide."""
+        if not isinstance(self.fast, qgemm.QConv2d) or specs[0] is None:
+            return None
+        shape, dtype = specs[0]
+        if dtype != _UINT8 or len(shape) != 4:
+            return None
+        try:
+            call = self.fast_calls[shape] if shape in self.fast_calls else \
+                self._fast_call(shape)
+        except PyconvError:
+            return None
+        return None if call is None else bound_step(call, self, out)
 
     def _general(self, inputs, out):
         y = super().run(inputs, out)[0]

@@ -273,3 +273,17 @@ def test_qdq_chain_runs_channels_last_and_matches_onnxruntime(mobile_qdq, thread
         want, = ref.run(None, {"x": x})
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_planned_runs_bind_the_integer_convs(mobile_qdq):
+    """The later runs of a planned shape call each packed QLinearConv bound to it
+    (qgemm.QConv2d.bind: geometry, threads and tasks decided once), with the same bits."""
+    from tests.graph.test_session import bound_steps
+    sess = pyconv.InferenceSession(mobile_qdq)
+    ref = ort.InferenceSession(mobile_qdq, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = rng.standard_normal((2, 3, 37, 29)).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0],
+                                      ref.run(None, {"x": x})[0])
+    assert bound_steps(sess).count("QLinearConv") == 7

@@ -83,6 +83,34 @@ def test_qconv_against_int64_reference(isa, threads, case):
     assert len(np.unique(want)) > min(want.size // 4, 50)     # not all saturated
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_bound_call_is_run_for_its_shape_only(channels_last, depthwise):
+    """QConv2d.bind decides the geometry once: the call gives run's output for C-contiguous
+    uint8 inputs of the bound shape and None for anything else."""
+    rng = np.random.default_rng(3 + 2 * channels_last + depthwise)
+    c = m = 32
+    groups = 32 if depthwise else 1
+    w = rng.integers(-128, 128, (m, c // groups, 3, 3)).astype(np.int8)
+    bias = rng.integers(-500, 500, m).astype(np.int32)
+    mult = np.full(m, 2e-4, np.float32)
+    conv = qgemm.QConv2d(w, bias, mult, 7, 130, 0, 255, groups)
+    shape = (2, 9, 10, c) if channels_last else (2, c, 9, 10)
+    call = conv.bind(shape, (5, 5), (2, 2), (1, 1), (1, 1), channels_last=channels_last)
+    for _ in range(2):
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        want = conv.run(x, (5, 5), (2, 2), (1, 1), (1, 1), channels_last=channels_last)
+        nchw = x.transpose(0, 3, 1, 2) if channels_last else x
+        ref, _ = reference(nchw, 7, w, bias, mult, 130, 0, 255, (2, 2), (1, 1), (1, 1),
+                           groups)
+        np.testing.assert_array_equal(want.transpose(0, 3, 1, 2) if channels_last else want,
+                                      ref)
+        np.testing.assert_array_equal(call(x), want)
+    assert call.x_shape == shape and call(x.astype(np.int8)) is None
+    assert call(np.zeros((1,) + shape[1:], np.uint8)) is None
+    assert call(np.asfortranarray(x)) is None and call(list(x)) is None
+
+
 @pytest.mark.parametrize("xz,yz", [(0, 0), (255, 255), (0, 255), (255, 0), (128, 3)])
 @pytest.mark.parametrize("depthwise", [False, True])
 def test_zero_point_extremes_and_saturation(xz, yz, depthwise):
