@@ -331,7 +331,7 @@ def quantize(x, scale, zero_point, int axis, dtype, context=None):
 
 def dequantize(q, scale, zero_point, int axis, context=None):
     """``(q - zero_point) * scale`` as float32; as :func:`quantize`."""
-    cdef cnp.ndarray qa = np.ascontiguousarray(q)
+    cdef cnp.ndarray qa = contiguous_bytes(q, context)
     cdef cnp.ndarray y = np.empty((<object>qa).shape, np.float32)
     cdef _qtask t = _task_for(y, qa, scale, zero_point, axis)
     _run(&t, scale, zero_point, context, 1)
@@ -633,7 +633,7 @@ cdef class QConv2d:
                                f"{getattr(x, 'shape', '')}")
         cdef QConvCall call = self.bind(x.shape, output_shape, strides, pads_begin, dilations,
                                         context, channels_last)
-        return call._execute(np.ascontiguousarray(x))
+        return call._execute(contiguous_bytes(x, context))
 
     def bind(self, x_shape, output_shape, strides, pads_begin, dilations, context=None,
              bint channels_last=False):
@@ -803,6 +803,38 @@ cdef class QConvCall:
                                      &q)
                     parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
         return y
+
+
+def contiguous_bytes(x, context=None):
+    """``x`` as a C-contiguous array. A 4-D 8-bit view that swaps channels first and
+    channels last (a Transpose (0, 3, 1, 2) or (0, 2, 3, 1) of a C-contiguous array: the
+    NCHW / NHWC twins of an integer chain) is copied by the 16 x 16 byte-tile transpose,
+    NumPy's strided copy took several times as long; anything else as
+    ``np.ascontiguousarray``."""
+    if not cnp.PyArray_Check(x):
+        return np.ascontiguousarray(x)
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_NDIM(a) != 4 \
+            or cnp.PyArray_ITEMSIZE(a) != 1:
+        return np.ascontiguousarray(x)
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *st = cnp.PyArray_STRIDES(a)
+    cdef int64_t n = d[0], image = d[1] * d[2] * d[3], rows, cols, i
+    if (st[0] == image or n == 1) and st[1] == 1 and st[3] == d[1] and st[2] == d[3] * d[1]:
+        rows, cols = d[2] * d[3], d[1]      # NCHW view of NHWC bytes: (pixels, channels)
+    elif (st[0] == image or n == 1) and st[2] == 1 and st[1] == d[2] and st[3] == d[1] * d[2]:
+        rows, cols = d[3], d[1] * d[2]      # NHWC view of NCHW bytes: (channels, pixels)
+    else:
+        return np.ascontiguousarray(x)
+    cdef cnp.ndarray y = np.empty((<object>x).shape, (<object>x).dtype)
+    cdef exec_ctx c = context_of(context)
+    cdef const pyconv_qgemm_kernel *k = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef const uint8_t *src = <const uint8_t *>cnp.PyArray_DATA(a)
+    cdef uint8_t *dst = <uint8_t *>cnp.PyArray_DATA(y)
+    with nogil:
+        for i in range(n):
+            k.transpose(rows, cols, src + i * image, cols, dst + i * image, rows)
+    return y
 
 
 # ---------------------------------------------------------------------------------------

@@ -576,8 +576,8 @@ class QLinearConv(_QLinear):
                     call = self._fast_call(x.shape)
                 if call is not None:
                     y = call(x)
-                    if y is None:       # not C-contiguous
-                        y = call(np.ascontiguousarray(x))
+                    if y is None:       # not C-contiguous (an NHWC view of NCHW bytes)
+                        y = call(qgemm.contiguous_bytes(x, self.context))
                     return [y]
         if self.channels_last:      # the general path is NCHW
             x = _integer(self, x, 0)
