@@ -389,6 +389,9 @@ cdef struct _qconv:
     int indirect                # the GEMM reads the pixels through a table of row pointers
     const uint8_t *pad_row      # cg bytes of the input zero point (the indirect padding)
     int channels_last           # x and y are NHWC (n, h, w, c)
+    const uint8_t *residual     # NHWC uint8 like y: each block of y then has it added
+    float add_ra, add_rb, add_fixed
+    int conv_is_a               # y is the add's first operand (else its second)
 
 
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -490,6 +493,7 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
+    cdef const uint8_t *res
     cdef uint8_t *dst
     cdef int64_t ldd
     for t in range(lo, hi):
@@ -537,6 +541,14 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
                           acc, q.npad)
             q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
                              q.lo, q.hi, q.yz, dst, ldd)
+        if q.residual != NULL:      # the QLinearAdd reading y, on the block while it is hot
+            res = q.residual + (img * P + p0) * q.m
+            if q.conv_is_a:
+                q.kernel.add_u8(rows * q.m, dst, res, dst, q.add_ra, q.add_rb, q.add_fixed,
+                                0.0, 255.0)
+            else:
+                q.kernel.add_u8(rows * q.m, res, dst, dst, q.add_ra, q.add_rb, q.add_fixed,
+                                0.0, 255.0)
         if q.channels_last:
             continue
         q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
@@ -660,6 +672,7 @@ cdef class QConv2d:
         call.out_dtype = self.out_dtype
         cdef exec_ctx c = context_of(context)
         cdef _qconv *q = &call.q
+        q.residual = NULL
         q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
         q.channels_last = channels_last
         if channels_last:
@@ -742,6 +755,12 @@ cdef class QConv2d:
         return call
 
 
+cdef bint _bytes_of_shape(object a, tuple shape):
+    """a is a uint8 C-contiguous ndarray of exactly this shape."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT8
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) and a.shape == shape)
+
+
 cdef enum:
     _GEMM = 0
     _DEPTHWISE = 1
@@ -750,29 +769,58 @@ cdef enum:
 
 cdef class QConvCall:
     """:meth:`QConv2d.run` bound to one input shape (:meth:`QConv2d.bind`): calling it
-    with a uint8 C-contiguous array of that shape gives the output (a new array per
-    call), anything else gives None (the caller then runs the general path)."""
+    with a uint8 C-contiguous array of that shape (and the residual where it has an add,
+    :meth:`with_add`) gives the output (a new array per call), anything else gives None
+    (the caller then runs the general path)."""
 
     cdef QConv2d conv
     cdef _qconv q
     cdef readonly tuple x_shape, y_shape
     cdef object out_dtype
     cdef int mode, nthreads
-    cdef bint empty
+    cdef bint empty, adds       # adds: called with the residual of a fused QLinearAdd
     cdef int64_t tasks, tiles, scratch_bytes, workspace_bytes
 
-    def __call__(self, x):
-        if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_UINT8
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and x.shape == self.x_shape):
+    def __call__(self, x, residual=None):
+        if not (_bytes_of_shape(x, self.x_shape) and (
+                residual is None and not self.adds
+                or residual is not None and self.adds and _bytes_of_shape(residual,
+                                                                          self.y_shape))):
             return None
-        return self._execute(x)
+        return self._execute(x, residual)
 
-    cdef object _execute(self, cnp.ndarray x):
-        """The convolution of x (uint8, C-contiguous, of the bound shape)."""
+    def with_add(self, float a_scale, int a_zero_point, float b_scale, int b_zero_point,
+                 float c_scale, int c_zero_point, bint conv_is_a):
+        """This call followed by a QLinearAdd of uint8 y and a residual of y's shape
+        (``call(x, residual)``), y the add's first operand where ``conv_is_a``: each block
+        of output rows gets the add (qlinear_add's arithmetic) while it is in cache.
+        NHWC convolutions of one group with uint8 output only (ValueError otherwise)."""
+        if self.mode != _GEMM or not self.q.channels_last or self.q.groups != 1 \
+                or self.out_dtype != np.uint8:
+            raise ValueError("QConvCall.with_add: an NHWC uint8 convolution of one group "
+                             "only")
+        cdef QConvCall call = QConvCall.__new__(QConvCall)
+        call.conv, call.q, call.x_shape, call.y_shape = self.conv, self.q, self.x_shape, \
+            self.y_shape
+        call.out_dtype, call.mode, call.nthreads, call.empty = self.out_dtype, self.mode, \
+            self.nthreads, self.empty
+        call.tasks, call.tiles, call.scratch_bytes, call.workspace_bytes = \
+            self.tasks, self.tiles, self.scratch_bytes, self.workspace_bytes
+        call.adds = True
+        _add_factors(a_scale, a_zero_point, b_scale, b_zero_point, c_scale, c_zero_point,
+                     &call.q.add_ra, &call.q.add_rb, &call.q.add_fixed)
+        call.q.conv_is_a = conv_is_a
+        return call
+
+    cdef object _execute(self, cnp.ndarray x, object residual=None):
+        """The convolution of x (uint8, C-contiguous, of the bound shape), plus the bound
+        add of ``residual`` (uint8, C-contiguous, of the output shape) where it has one."""
         cdef cnp.ndarray y = np.empty(self.y_shape, self.out_dtype)
         if self.empty:
             return y
         cdef _qconv q = self.q      # a copy: concurrent runs of one call share nothing
+        if self.adds:
+            q.residual = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>residual)
         q.x = <const uint8_t *>cnp.PyArray_DATA(x)
         q.y = <uint8_t *>cnp.PyArray_DATA(y)
         q.scratch = <uint8_t *>workspace_floats((self.workspace_bytes + 3) // 4 + 16)
@@ -851,6 +899,16 @@ cdef struct _qadd:
     int is_signed
 
 
+cdef void _add_factors(float a_scale, int a_zero_point, float b_scale, int b_zero_point,
+                       float c_scale, int c_zero_point, float *ra, float *rb,
+                       float *fixed) noexcept:
+    """The float32 factors of the add kernels (see above), one home for their rounding."""
+    ra[0] = a_scale / c_scale
+    rb[0] = b_scale / c_scale
+    cdef float za = <float>a_zero_point, zb = <float>b_zero_point
+    fixed[0] = <float>c_zero_point - (ra[0] * za + rb[0] * zb)
+
+
 cdef void _qadd_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qadd *t = <_qadd *>arg
     if t.is_signed:
@@ -877,10 +935,8 @@ def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero
     t.a = <const uint8_t *>cnp.PyArray_DATA(ac)
     t.b = <const uint8_t *>cnp.PyArray_DATA(bc)
     t.c = <uint8_t *>cnp.PyArray_DATA(out)
-    t.ra = a_scale / c_scale
-    t.rb = b_scale / c_scale
-    cdef float za = <float>a_zero_point, zb = <float>b_zero_point
-    t.fixed = <float>c_zero_point - (t.ra * za + t.rb * zb)
+    _add_factors(a_scale, a_zero_point, b_scale, b_zero_point, c_scale, c_zero_point,
+                 &t.ra, &t.rb, &t.fixed)
     t.is_signed = a.dtype == np.int8
     cdef int64_t n = out.size
     cdef exec_ctx c = context_of(context)

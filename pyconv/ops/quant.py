@@ -17,7 +17,7 @@ from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
 from pyconv.errors import InvalidDType, InvalidModel, PyconvError
 from pyconv.functional import ConvPlan
-from pyconv.ops._base import REQUIRED, Op, bound_step, register, wrap_errors
+from pyconv.ops._base import REQUIRED, Node, Op, bound_step, register, wrap_errors
 
 __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
            "MatMulInteger", "QLinearConv", "QLinearMatMul"]
@@ -748,6 +748,83 @@ class QLinearAdd(_QLinearBinary):
 
     def compute(self, a, b):
         return a + b
+
+
+@register("QLinearConvAdd", domain="pyconv")
+class QLinearConvAdd(QLinearConvChannelsLast):
+    """A channels-last QLinearConv whose output only a QLinearAdd reads, fused by the
+    optimizer (pyconv/graph/_qdq.py): inputs 0-8 the conv's (8, the bias, may be empty),
+    9 the add's other operand, 10-15 the add's a_scale, a_zero_point, b_scale,
+    b_zero_point, y_scale, y_zero_point; ``_pyconv_conv_operand`` 0 where the conv's
+    output is the add's first operand, 1 where it is its second. Each block of output
+    rows gets the add while it is in cache (qgemm.QConvCall.with_add): the two nodes'
+    arithmetic on the same uint8 values, without the pass over the whole output."""
+
+    required_inputs = 8
+
+    def setup(self, consts):
+        self.side = int(self.attrs.get("_pyconv_conv_operand", 0))
+        if len(self.node.inputs) != 16 or not self.node.inputs[9] or self.side not in (0, 1):
+            self.fail(f"expected 16 inputs (the conv's 9, the residual, the add's 6 "
+                      f"parameters) and _pyconv_conv_operand 0 or 1, got "
+                      f"{len(self.node.inputs)} inputs and {self.side}", InvalidModel)
+        super().setup({i: v for i, v in consts.items() if i < 9})
+        # The add as its own node runs it (the general path; its parameters, checked once).
+        ins = self.node.inputs
+        pair = [self.node.outputs[0] + "_conv", ins[9]]
+        a, b = pair if self.side == 0 else pair[::-1]
+        node = Node("QLinearAdd", [a, ins[10], ins[11], b, ins[12], ins[13], ins[14], ins[15]],
+                    list(self.node.outputs), name=self.node.name, domain="com.microsoft")
+        self.add = QLinearAdd(node, self.opset, {i: consts[j] for i, j in zip(
+            (1, 2, 4, 5, 6, 7), range(10, 16)) if j in consts}, self.context)
+        self.add_calls = {}         # input shape -> the conv call with the add, or None
+
+    def _add_call(self, shape):
+        call = None
+        fast = self.add.fast
+        if isinstance(self.fast, qgemm.QConv2d) and fast is not None and fast[0] == U8:
+            conv = self.fast_calls[shape] if shape in self.fast_calls else \
+                self._fast_call(shape)
+            try:
+                call = None if conv is None else conv.with_add(*fast[1:], self.side == 0)
+            except ValueError:      # a conv the fused add does not run in (int8 output)
+                call = None
+        self.add_calls[shape] = call
+        return call
+
+    def run(self, inputs, out=None):
+        x, res = inputs[0], inputs[9]
+        if type(x) is np.ndarray and x.dtype == _UINT8 and x.ndim == 4:
+            call = self.add_calls.get(x.shape, False)
+            if call is False:
+                call = self._add_call(x.shape)
+            if call is not None:
+                y = call(x, res)
+                if y is None and type(res) is np.ndarray:
+                    y = call(qgemm.contiguous_bytes(x, self.context),
+                             qgemm.contiguous_bytes(res, self.context))
+                if y is not None:
+                    return [y]
+        y = super().run(inputs[:9])[0]
+        pair = [y, res] if self.side == 0 else [res, y]
+        return self.add.run([pair[0], inputs[10], inputs[11], pair[1]] + list(inputs[12:16]))
+
+    def bind(self, specs, out):
+        """The conv with the add bound to the planned input shapes; None where ``run``
+        must decide."""
+        if specs[0] is None or specs[9] is None:
+            return None
+        (shape, dtype), (res_shape, res_dtype) = specs[0], specs[9]
+        if dtype != _UINT8 or res_dtype != _UINT8 or len(shape) != 4:
+            return None
+        try:
+            call = self.add_calls[shape] if shape in self.add_calls else \
+                self._add_call(shape)
+        except PyconvError:
+            return None
+        if call is None or call.y_shape != res_shape:
+            return None
+        return bound_step(call, self, out, 9)
 
 
 @register("QLinearMul", domain="com.microsoft")

@@ -259,7 +259,9 @@ def test_qdq_chain_runs_channels_last_and_matches_onnxruntime(mobile_qdq, thread
     opts.intra_op_num_threads = threads
     sess = pyconv.InferenceSession(mobile_qdq, opts)
     ops = [(n.domain + "::" if n.domain else "") + n.op_type for n in sess._graph.nodes]
-    assert ops.count("com.microsoft::QLinearConv") == 7 and "Conv" not in ops, ops
+    assert ops.count("com.microsoft::QLinearConv") == 6 and "Conv" not in ops, ops
+    # The conv whose output only the residual add reads runs with it as one node.
+    assert ops.count("pyconv::QLinearConvAdd") == 1 and "QLinearAdd" not in str(ops), ops
     assert "com.microsoft::NhwcMaxPool" in ops and "MaxPool" not in ops, ops
     # One Transpose into the chain (the quantized image), one out (the pooled features).
     assert ops.count("Transpose") == 2, ops
@@ -286,4 +288,47 @@ def test_planned_runs_bind_the_integer_convs(mobile_qdq):
         x = rng.standard_normal((2, 3, 37, 29)).astype(np.float32)
         np.testing.assert_array_equal(sess.run(None, {"x": x})[0],
                                       ref.run(None, {"x": x})[0])
-    assert bound_steps(sess).count("QLinearConv") == 7
+    steps = bound_steps(sess)
+    assert steps.count("QLinearConv") == 6 and steps.count("QLinearConvAdd") == 1, steps
+
+
+def _residual_net(rng):
+    """Residual adds whose conv operand comes second, and one whose conv output another
+    conv reads too (that conv stays separate)."""
+    inits = {}
+
+    def conv(name, x, c_in, c_out, k, stride=1, relu=True):
+        inits[f"{name}_w"] = (rng.standard_normal((c_out, c_in, k, k))
+                              * (1.5 / np.sqrt(c_in * k * k))).astype(np.float32)
+        inits[f"{name}_b"] = (rng.standard_normal(c_out) * 0.1).astype(np.float32)
+        out = [helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"],
+                                [name + "_c" if relu else name], strides=[stride] * 2,
+                                pads=[k // 2] * 4)]
+        return out + ([helper.make_node("Relu", [name + "_c"], [name])] if relu else [])
+    nodes = (conv("stem", "x", 3, 32, 3, stride=2)
+             + conv("c1", "stem", 32, 32, 3)
+             + [helper.make_node("Add", ["stem", "c1"], ["r1"])]
+             + conv("c2", "r1", 32, 32, 1, relu=False)
+             + conv("c3", "c2", 32, 32, 3)
+             + [helper.make_node("Add", ["c2", "c3"], ["r2"]),
+                helper.make_node("GlobalAveragePool", ["r2"], ["y"])])
+    return B.model(nodes, [("x", ["n", 3, "h", "w"])], [("y", None)], inits)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_adds_fuse_into_their_convs_and_match_onnxruntime(tmp_path, threads):
+    rng = np.random.default_rng(21)
+    calib = [{"x": rng.standard_normal((2, 3, 30, 26)).astype(np.float32)} for _ in range(4)]
+    model = B.quantize_static_qdq(_residual_net(rng), calib, tmp_path)
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = pyconv.InferenceSession(model, opts)
+    ops = [(n.domain + "::" if n.domain else "") + n.op_type for n in sess._graph.nodes]
+    assert ops.count("pyconv::QLinearConvAdd") == 2 and ops.count(
+        "com.microsoft::QLinearAdd") == 0 and ops.count("com.microsoft::QLinearConv") == 2, ops
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    ref = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 32, 32), (2, 3, 37, 29), (1, 3, 32, 32), (1, 3, 32, 32)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])

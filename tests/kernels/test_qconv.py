@@ -57,6 +57,7 @@ CASES = [  # (n, c, h, w, m, k, stride, pad, dilation, groups)
     (1, 16, 12, 10, 16, 3, 1, 2, 2, 1),    # dilation
     (2, 20, 5, 5, 24, 5, 1, 2, 1, 1),      # taps mostly in the padding
     (1, 64, 6, 7, 80, 3, 2, 0, 1, 1),      # no padding, odd output width
+    (1, 64, 13, 11, 48, 3, 1, 1, 1, 1),    # K 576, 143 rows: full tiles and rows left
 ]
 
 
@@ -109,6 +110,49 @@ def test_bound_call_is_run_for_its_shape_only(channels_last, depthwise):
     assert call.x_shape == shape and call(x.astype(np.int8)) is None
     assert call(np.zeros((1,) + shape[1:], np.uint8)) is None
     assert call(np.asfortranarray(x)) is None and call(list(x)) is None
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("conv_is_a", [True, False])
+@pytest.mark.parametrize("k,c", [(1, 32), (3, 16), (3, 3)])   # direct, indirect, im2col
+def test_bound_add_is_conv_then_qlinear_add(isa, threads, conv_is_a, k, c):
+    """QConvCall.with_add: the conv's uint8 output and a residual through qlinear_add's
+    arithmetic, block by block, equal to the two calls one after the other."""
+    rng = np.random.default_rng(k + c + 2 * conv_is_a)
+    m = 48
+    w = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
+    mult = (rng.uniform(0.5, 2.0, m) * 128 / (np.sqrt(c * k * k) * 128 * 74)).astype(
+        np.float32)
+    conv = qgemm.QConv2d(w, rng.integers(-5000, 5000, m).astype(np.int32), mult, 9, 120, 0,
+                         255, 1)
+    ctx = gemm.ExecutionContext(num_threads=threads, isa=isa)
+    shape, out = (2, 17, 15, c), (17, 15)
+    add = (np.float32(0.031), 7, np.float32(0.05), 130, np.float32(0.06), 11)
+    call = conv.bind(shape, out, (1, 1), (k // 2, k // 2), (1, 1), ctx,
+                     channels_last=True).with_add(*add, conv_is_a)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    res = rng.integers(0, 256, (2,) + out + (m,)).astype(np.uint8)
+    y = conv.run(x, out, (1, 1), (k // 2, k // 2), (1, 1), ctx, channels_last=True)
+    a, b = (y, res) if conv_is_a else (res, y)
+    want = qgemm.qlinear_add(a, add[0], add[1], b, add[2], add[3], add[4], add[5], ctx)
+    got = call(x, res)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 100 and not np.array_equal(want, y)
+    assert call(x) is None and call(x, res[:1]) is None and call(x, res.view(np.int8)) is None
+
+
+def test_bound_add_needs_an_nhwc_uint8_conv_of_one_group():
+    w = np.ones((16, 8, 3, 3), np.int8)
+    add = (0.1, 0, 0.1, 0, 0.1, 0, True)
+    for conv, channels_last in [(qgemm.QConv2d(w, None, 0.01, 0, 0, -128, 127, 1,
+                                               out_dtype=np.int8), True),
+                                (qgemm.QConv2d(w, None, 0.01, 0, 0, 0, 255, 1), False),
+                                (qgemm.QConv2d(w[:, :4], None, 0.01, 0, 0, 0, 255, 2), True)]:
+        shape = (1, 5, 5, 8) if channels_last else (1, 8, 5, 5)
+        with pytest.raises(ValueError, match="NHWC uint8"):
+            conv.bind(shape, (5, 5), (1, 1), (1, 1), (1, 1),
+                      channels_last=channels_last).with_add(*add)
 
 
 @pytest.mark.parametrize("xz,yz", [(0, 0), (255, 255), (0, 255), (255, 0), (128, 3)])
