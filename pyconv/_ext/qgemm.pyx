@@ -66,16 +66,24 @@ cdef extern from "qgemm.h" nogil:
                                                  int64_t sw, int64_t ph, int64_t pw,
                                                  int64_t dh, int64_t dw,
                                                  uint8_t *dst) noexcept nogil
+    ctypedef struct pyconv_qgemm_add_args:
+        const uint8_t *res
+        int64_t ldr
+        float ra, rb, fixed
+        int conv_is_a
     ctypedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
                                                   const uint8_t *a, int64_t lda,
                                                   const int8_t *bp, int64_t n,
                                                   const int32_t *bias, const float *mult,
                                                   float lo, float hi, int32_t yz,
-                                                  uint8_t *dst, int64_t ldd) noexcept nogil
+                                                  uint8_t *dst, int64_t ldd,
+                                                  const pyconv_qgemm_add_args *add
+                                                  ) noexcept nogil
     ctypedef void (*pyconv_qgemm_gemm_requant_indirect_fn)(
         int64_t m, int64_t np, int64_t taps, int64_t kt, const uint8_t *const *rows,
         const int8_t *bp, int64_t n, const int32_t *bias, const float *mult, float lo,
-        float hi, int32_t yz, uint8_t *dst, int64_t ldd) noexcept nogil
+        float hi, int32_t yz, uint8_t *dst, int64_t ldd,
+        const pyconv_qgemm_add_args *add) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -493,7 +501,8 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
-    cdef const uint8_t *res
+    cdef pyconv_qgemm_add_args add_args
+    cdef const pyconv_qgemm_add_args *add
     cdef uint8_t *dst
     cdef int64_t ldd
     for t in range(lo, hi):
@@ -527,28 +536,34 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
         else:
             dst = tile
             ldd = q.mg
+        add = NULL
+        if q.residual != NULL:      # the QLinearAdd reading y (NHWC, one group): fused
+            add_args.res = q.residual + (img * P + p0) * q.m
+            add_args.ldr = q.m
+            add_args.ra, add_args.rb, add_args.fixed = q.add_ra, q.add_rb, q.add_fixed
+            add_args.conv_is_a = q.conv_is_a
+            add = &add_args
         if q.indirect:
             q.kernel.gemm_requant_indirect(rows, q.npad, taps, q.cg, <const uint8_t **>a,
                                            q.packed + g * q.npad * q.kp, q.mg,
                                            q.bias + g * q.mg, q.mult + g * q.mg, q.lo, q.hi,
-                                           q.yz, dst, ldd)
+                                           q.yz, dst, ldd, add)
         elif q.kernel.gemm_requant != NULL:
             q.kernel.gemm_requant(rows, q.npad, q.kp, rows_a, q.kp,
                                   q.packed + g * q.npad * q.kp, q.mg, q.bias + g * q.mg,
-                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd)
+                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd, add)
         else:
             q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp,
                           acc, q.npad)
             q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
                              q.lo, q.hi, q.yz, dst, ldd)
-        if q.residual != NULL:      # the QLinearAdd reading y, on the block while it is hot
-            res = q.residual + (img * P + p0) * q.m
-            if q.conv_is_a:
-                q.kernel.add_u8(rows * q.m, dst, res, dst, q.add_ra, q.add_rb, q.add_fixed,
-                                0.0, 255.0)
-            else:
-                q.kernel.add_u8(rows * q.m, res, dst, dst, q.add_ra, q.add_rb, q.add_fixed,
-                                0.0, 255.0)
+            if add != NULL:         # the add on the block while it is in cache
+                if q.conv_is_a:
+                    q.kernel.add_u8(rows * q.m, dst, add.res, dst, add.ra, add.rb, add.fixed,
+                                    0.0, 255.0)
+                else:
+                    q.kernel.add_u8(rows * q.m, add.res, dst, dst, add.ra, add.rb, add.fixed,
+                                    0.0, 255.0)
         if q.channels_last:
             continue
         q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)

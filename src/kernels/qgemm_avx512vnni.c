@@ -25,6 +25,7 @@ typedef struct {
     int32_t yz;
     uint8_t *dst;
     int64_t ldd;
+    pyconv_qgemm_add_args add;  /* add.res NULL: no fused add */
 } requant_args;
 
 static inline __attribute__((always_inline)) void tile(const int rows, const int blocks,
@@ -85,7 +86,30 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
             __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sum, bias)), mult);
             v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
             const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), yz);
-            _mm512_mask_cvtepi32_storeu_epi8(rq->dst + r * rq->ldd + c0, k, q);
+            if (rq->add.res == NULL) {
+                _mm512_mask_cvtepi32_storeu_epi8(rq->dst + r * rq->ldd + c0, k, q);
+                continue;
+            }
+            /* The fused QLinearAdd on the output bytes' values, in qgemm_add_u8's
+             * vectors: fma(a, ra, fma(b, rb, fixed)), clamped to [0, 255], rounded. */
+            const uint8_t *rp = rq->add.res + r * rq->add.ldr + c0;
+            __m128i res16;
+            if (left >= 16) {
+                res16 = _mm_loadu_si128((const __m128i *)rp);
+            } else {
+                uint8_t part[16] = {0};
+                memcpy(part, rp, (size_t)left);
+                res16 = _mm_loadu_si128((const __m128i *)part);
+            }
+            const __m512 yv = _mm512_cvtepi32_ps(q);
+            const __m512 rv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(res16));
+            const __m512 av = rq->add.conv_is_a ? yv : rv, bv = rq->add.conv_is_a ? rv : yv;
+            __m512 s = _mm512_fmadd_ps(av, _mm512_set1_ps(rq->add.ra),
+                                       _mm512_fmadd_ps(bv, _mm512_set1_ps(rq->add.rb),
+                                                       _mm512_set1_ps(rq->add.fixed)));
+            s = _mm512_min_ps(_mm512_max_ps(s, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+            _mm512_mask_cvtepi32_storeu_epi8(rq->dst + r * rq->ldd + c0, k,
+                                             _mm512_cvtps_epi32(s));
         }
     }
 }
@@ -109,6 +133,7 @@ static inline const requant_args *rq_row(const requant_args *rq, requant_args *r
     if (rq == NULL) return NULL;
     *row = *rq;
     row->dst = rq->dst + i * rq->ldd;
+    if (rq->add.res != NULL) row->add.res = rq->add.res + i * rq->add.ldr;
     return row;
 }
 
@@ -149,9 +174,11 @@ static void qgemm_avx512vnni(int64_t m, int64_t np, int64_t kp, const uint8_t *a
 static void qgemm_avx512vnni_requant(int64_t m, int64_t np, int64_t kp, const uint8_t *a,
                                      int64_t lda, const int8_t *bp, int64_t n,
                                      const int32_t *bias, const float *mult, float lo,
-                                     float hi, int32_t yz, uint8_t *dst, int64_t ldd)
+                                     float hi, int32_t yz, uint8_t *dst, int64_t ldd,
+                                     const pyconv_qgemm_add_args *add)
 {
-    const requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd};
+    requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd, {NULL, 0, 0.0f, 0.0f, 0.0f, 0}};
+    if (add != NULL) rq.add = *add;
     gemm(m, np, kp, a, lda, NULL, 1, bp, NULL, 0, &rq);
 }
 
@@ -160,9 +187,10 @@ static void qgemm_avx512vnni_requant_indirect(int64_t m, int64_t np, int64_t tap
                                               const int8_t *bp, int64_t n,
                                               const int32_t *bias, const float *mult,
                                               float lo, float hi, int32_t yz, uint8_t *dst,
-                                              int64_t ldd)
+                                              int64_t ldd, const pyconv_qgemm_add_args *add)
 {
-    const requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd};
+    requant_args rq = {bias, mult, n, lo, hi, yz, dst, ldd, {NULL, 0, 0.0f, 0.0f, 0.0f, 0}};
+    if (add != NULL) rq.add = *add;
     gemm(m, np, taps * kt, NULL, 0, rows, taps, bp, NULL, 0, &rq);
 }
 
