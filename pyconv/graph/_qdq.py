@@ -372,8 +372,8 @@ def to_channels_last(graph):
 def fuse_conv_add(graph):
     """A channels-last QLinearConv of one group with uint8 output whose output only a
     QLinearAdd of constant per-tensor uint8 parameters reads (a residual block's last
-    conv) becomes ``pyconv.QLinearConvAdd`` at the add's place: each block of the conv's
-    output gets the add while it is in cache. Returns ``graph``."""
+    conv) becomes ``pyconv.QLinearConvAdd`` at the add's place: the conv adds the residual
+    to its outputs as it finishes them. Returns ``graph``."""
     ctx = _Context(graph)
     live, stack = set(), [ctx.producer[o] for o in ctx.outs if o in ctx.producer]
     while stack:        # the nodes the outputs need (the others are dead, removed later)

@@ -756,9 +756,10 @@ class QLinearConvAdd(QLinearConvChannelsLast):
     optimizer (pyconv/graph/_qdq.py): inputs 0-8 the conv's (8, the bias, may be empty),
     9 the add's other operand, 10-15 the add's a_scale, a_zero_point, b_scale,
     b_zero_point, y_scale, y_zero_point; ``_pyconv_conv_operand`` 0 where the conv's
-    output is the add's first operand, 1 where it is its second. Each block of output
-    rows gets the add while it is in cache (qgemm.QConvCall.with_add): the two nodes'
-    arithmetic on the same uint8 values, without the pass over the whole output."""
+    output is the add's first operand, 1 where it is its second. The add runs on the
+    requantized values as they are finished (qgemm.QConvCall.with_add: in the AVX-512
+    VNNI GEMM's epilogue, else per block of rows): the two nodes' arithmetic on the same
+    uint8 values, without the pass over the whole output."""
 
     required_inputs = 8
 
