@@ -332,3 +332,42 @@ def test_residual_adds_fuse_into_their_convs_and_match_onnxruntime(tmp_path, thr
     for shape in [(1, 3, 32, 32), (2, 3, 37, 29), (1, 3, 32, 32), (1, 3, 32, 32)]:
         x = rng.standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
+
+
+def test_fused_conv_add_falls_back_for_a_broadcast_residual():
+    """pyconv.QLinearConvAdd with a residual the bound add cannot take runs the conv and
+    then QLinearAdd as the two nodes run unfused (a broadcast residual: QLinearAdd's
+    general path), and a non-contiguous one as a contiguous one (onnxruntime's bits)."""
+    rng = np.random.default_rng(8)
+    conv = onnx.load_from_string(_conv_model(rng, c=16, m=24, k=(3, 3), pads=(1, 1, 1, 1)))
+    node = conv.graph.node[0]
+    inits = {i.name: numpy_helper.to_array(i) for i in conv.graph.initializer}
+    inits.update({"as": np.float32(0.05), "az": np.uint8(100), "bs": np.float32(0.03),
+                  "bz": np.uint8(7), "cs": np.float32(0.06), "cz": np.uint8(120)})
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    feeds = [("x", TensorProto.UINT8), ("r", TensorProto.UINT8)]
+    unfused = pyconv.SessionOptions()
+    unfused.graph_optimization_level = pyconv.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    for side in (0, 1):
+        pair = ["y", "r"] if side == 0 else ["r", "y"]
+        two = _model([helper.make_node("QLinearConv", list(node.input), ["y"], domain=MS,
+                                       **attrs),
+                      helper.make_node("QLinearAdd", [pair[0], "as", "az", pair[1], "bs", "bz",
+                                                      "cs", "cz"], ["z"], domain=MS)],
+                     inits, feeds, ["z"])
+        fused = _model([helper.make_node(
+            "QLinearConvAdd", list(node.input) + ["r", "as", "az", "bs", "bz", "cs", "cz"],
+            ["z"], domain="pyconv", _pyconv_conv_operand=side, **attrs)], inits, feeds, ["z"])
+        ref = ort.InferenceSession(two, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in pyconv.InferenceSession(two)._graph.nodes]
+        assert ops == ["QLinearConvAdd"], ops       # the optimizer fuses the pair itself
+        two_nodes = pyconv.InferenceSession(two, unfused)
+        sess = pyconv.InferenceSession(fused)
+        x = rng.integers(0, 256, (2, 7, 9, 16)).astype(np.uint8)
+        full = rng.integers(0, 256, (2, 7, 9, 24)).astype(np.uint8)
+        for r in [full, np.asfortranarray(full), full]:
+            np.testing.assert_array_equal(sess.run(None, {"x": x, "r": r})[0],
+                                          ref.run(None, {"x": x, "r": full})[0])
+        for r in [full[:, :, :, :1], full[:1, :1, :1]]:
+            np.testing.assert_array_equal(sess.run(None, {"x": x, "r": r})[0],
+                                          two_nodes.run(None, {"x": x, "r": r})[0])
