@@ -45,7 +45,20 @@ class QConv2d:
             strides: tuple[int, int], pads_begin: tuple[int, int],
             dilations: tuple[int, int], context: Optional[ExecutionContext] = None,
             channels_last: bool = False) -> npt.NDArray: ...
+    def bind(self, x_shape: tuple[int, ...], output_shape: tuple[int, int],
+             strides: tuple[int, int], pads_begin: tuple[int, int],
+             dilations: tuple[int, int], context: Optional[ExecutionContext] = None,
+             channels_last: bool = False) -> QConvCall: ...
 
+class QConvCall:
+    x_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+    def __call__(self, x: object, residual: object = None) -> Optional[npt.NDArray]: ...
+    def with_add(self, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int,
+                 c_scale: float, c_zero_point: int, conv_is_a: bool) -> QConvCall: ...
+
+def contiguous_bytes(x: npt.NDArray, context: Optional[ExecutionContext] = None
+                     ) -> npt.NDArray: ...
 def qlinear_add(a: npt.NDArray, a_scale: float, a_zero_point: int, b: npt.NDArray,
                 b_scale: float, b_zero_point: int, c_scale: float, c_zero_point: int,
                 context: Optional[ExecutionContext] = None) -> npt.NDArray: ...

@@ -66,12 +66,24 @@ cdef extern from "qgemm.h" nogil:
                                                  int64_t sw, int64_t ph, int64_t pw,
                                                  int64_t dh, int64_t dw,
                                                  uint8_t *dst) noexcept nogil
+    ctypedef struct pyconv_qgemm_add_args:
+        const uint8_t *res
+        int64_t ldr
+        float ra, rb, fixed
+        int conv_is_a
     ctypedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
                                                   const uint8_t *a, int64_t lda,
                                                   const int8_t *bp, int64_t n,
                                                   const int32_t *bias, const float *mult,
                                                   float lo, float hi, int32_t yz,
-                                                  uint8_t *dst, int64_t ldd) noexcept nogil
+                                                  uint8_t *dst, int64_t ldd,
+                                                  const pyconv_qgemm_add_args *add
+                                                  ) noexcept nogil
+    ctypedef void (*pyconv_qgemm_gemm_requant_indirect_fn)(
+        int64_t m, int64_t np, int64_t taps, int64_t kt, const uint8_t *const *rows,
+        const int8_t *bp, int64_t n, const int32_t *bias, const float *mult, float lo,
+        float hi, int32_t yz, uint8_t *dst, int64_t ldd,
+        const pyconv_qgemm_add_args *add) noexcept nogil
     ctypedef struct pyconv_qgemm_kernel:
         const char *isa
         pyconv_qgemm_fn gemm
@@ -87,6 +99,7 @@ cdef extern from "qgemm.h" nogil:
         pyconv_qgemm_maxpool_row_fn maxpool_row_u8
         pyconv_qgemm_maxpool_row_fn maxpool_row_s8
         pyconv_qgemm_gemm_requant_fn gemm_requant
+        pyconv_qgemm_gemm_requant_indirect_fn gemm_requant_indirect
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
     const pyconv_qgemm_kernel *pyconv_qgemm_kernel_named(const char *name)
     void pyconv_qgemm_pack_b(int64_t k, int64_t n, const int8_t *b, int64_t ldb, int8_t *dst)
@@ -326,7 +339,7 @@ def quantize(x, scale, zero_point, int axis, dtype, context=None):
 
 def dequantize(q, scale, zero_point, int axis, context=None):
     """``(q - zero_point) * scale`` as float32; as :func:`quantize`."""
-    cdef cnp.ndarray qa = np.ascontiguousarray(q)
+    cdef cnp.ndarray qa = contiguous_bytes(q, context)
     cdef cnp.ndarray y = np.empty((<object>qa).shape, np.float32)
     cdef _qtask t = _task_for(y, qa, scale, zero_point, axis)
     _run(&t, scale, zero_point, context, 1)
@@ -381,7 +394,12 @@ cdef struct _qconv:
     uint8_t *scratch
     int64_t scratch_stride
     int direct
+    int indirect                # the GEMM reads the pixels through a table of row pointers
+    const uint8_t *pad_row      # cg bytes of the input zero point (the indirect padding)
     int channels_last           # x and y are NHWC (n, h, w, c)
+    const uint8_t *residual     # NHWC uint8 like y: each block of y then has it added
+    float add_ra, add_rb, add_fixed
+    int conv_is_a               # y is the add's first operand (else its second)
 
 
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -450,14 +468,41 @@ cdef inline void _im2col_row(const _qconv *q, const uint8_t *x, int64_t p, int64
         _fill(dst, 0, q.kp - q.kg)
 
 
+cdef inline void _pixel_pointers(const _qconv *q, const uint8_t *x, int64_t oh, int64_t ow,
+                                 int64_t g, const uint8_t **dst) noexcept nogil:
+    """Output pixel (oh, ow)'s taps for the indirect GEMM: per (kernel row, kernel column),
+    its input pixel's channels of group g, or the zero-point row where it is padding."""
+    cdef int64_t i, j, ih, iw, ih0 = oh * q.sh - q.ph, iw0 = ow * q.sw - q.pw
+    cdef const uint8_t *row
+    if ih0 >= 0 and ih0 + (q.kh - 1) * q.dh < q.h and iw0 >= 0 \
+            and iw0 + (q.kw - 1) * q.dw < q.w:      # inside: steps of the geometry
+        for i in range(q.kh):
+            row = x + ((ih0 + i * q.dh) * q.w + iw0) * q.c + g * q.cg
+            for j in range(q.kw):
+                dst[0] = row + j * q.dw * q.c
+                dst += 1
+        return
+    for i in range(q.kh):
+        ih = ih0 + i * q.dh
+        for j in range(q.kw):
+            iw = iw0 + j * q.dw
+            if ih < 0 or ih >= q.h or iw < 0 or iw >= q.w:
+                dst[0] = q.pad_row
+            else:
+                dst[0] = x + (ih * q.w + iw) * q.c + g * q.cg
+            dst += 1
+
+
 cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qconv *q = <_qconv *>arg
-    cdef int64_t t, img, g, p0, p1, p, rows, r, co, P = q.oh * q.ow
+    cdef int64_t t, img, g, p0, p1, p, rows, r, co, taps = 0, oy, ox, P = q.oh * q.ow
     cdef uint8_t *a = q.scratch + slot * q.scratch_stride
     cdef int32_t *acc = <int32_t *>(a + _round_up(q.rows * q.kp, 64))
     cdef uint8_t *tile = <uint8_t *>acc + _round_up(q.rows * q.npad * 4, 64)
     cdef const uint8_t *x
     cdef const uint8_t *rows_a
+    cdef pyconv_qgemm_add_args add_args
+    cdef const pyconv_qgemm_add_args *add
     cdef uint8_t *dst
     cdef int64_t ldd
     for t in range(lo, hi):
@@ -469,6 +514,16 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
         x = q.x_hwc + img * q.h * q.w * q.c
         if q.direct:
             rows_a = x + p0 * q.c
+        elif q.indirect:
+            taps = q.kh * q.kw
+            oy, ox = p0 // q.ow, p0 % q.ow
+            for p in range(p1 - p0):
+                _pixel_pointers(q, x, oy, ox, g, <const uint8_t **>a + p * taps)
+                ox += 1
+                if ox == q.ow:
+                    ox = 0
+                    oy += 1
+            rows_a = a
         else:
             for p in range(p0, p1):
                 _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
@@ -481,15 +536,34 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
         else:
             dst = tile
             ldd = q.mg
-        if q.kernel.gemm_requant != NULL:
+        add = NULL
+        if q.residual != NULL:      # the QLinearAdd reading y (NHWC, one group): fused
+            add_args.res = q.residual + (img * P + p0) * q.m
+            add_args.ldr = q.m
+            add_args.ra, add_args.rb, add_args.fixed = q.add_ra, q.add_rb, q.add_fixed
+            add_args.conv_is_a = q.conv_is_a
+            add = &add_args
+        if q.indirect:
+            q.kernel.gemm_requant_indirect(rows, q.npad, taps, q.cg, <const uint8_t **>a,
+                                           q.packed + g * q.npad * q.kp, q.mg,
+                                           q.bias + g * q.mg, q.mult + g * q.mg, q.lo, q.hi,
+                                           q.yz, dst, ldd, add)
+        elif q.kernel.gemm_requant != NULL:
             q.kernel.gemm_requant(rows, q.npad, q.kp, rows_a, q.kp,
                                   q.packed + g * q.npad * q.kp, q.mg, q.bias + g * q.mg,
-                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd)
+                                  q.mult + g * q.mg, q.lo, q.hi, q.yz, dst, ldd, add)
         else:
             q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp,
                           acc, q.npad)
             q.kernel.requant(rows, q.mg, acc, q.npad, q.bias + g * q.mg, q.mult + g * q.mg,
                              q.lo, q.hi, q.yz, dst, ldd)
+            if add != NULL:         # the add on the block while it is in cache
+                if q.conv_is_a:
+                    q.kernel.add_u8(rows * q.m, dst, add.res, dst, add.ra, add.rb, add.fixed,
+                                    0.0, 255.0)
+                else:
+                    q.kernel.add_u8(rows * q.m, add.res, dst, dst, add.ra, add.rb, add.fixed,
+                                    0.0, 255.0)
         if q.channels_last:
             continue
         q.kernel.transpose(rows, q.mg, tile, q.mg, q.y + (img * q.m + g * q.mg) * P + p0, P)
@@ -533,7 +607,7 @@ cdef class QConv2d:
     cdef readonly int64_t m, cg, groups, kh, kw
     cdef readonly bint depthwise
     cdef readonly object out_dtype
-    cdef object packed, bias, mult, w_dw, w_dwf
+    cdef object packed, bias, mult, w_dw, w_dwf, pad_row
     cdef int32_t xz, yz
     cdef float lo, hi
 
@@ -563,6 +637,7 @@ cdef class QConv2d:
             self.bias = np.ascontiguousarray(bias.astype(np.int32))
             return
         mg = m // groups
+        self.pad_row = np.full(cg, x_zero_point, np.uint8)
         # K in (kernel row, kernel column, channel) order: the order of the image's
         # (pixels, channels) copy, so that an im2col row is runs of memcpy.
         mats = w.reshape(groups, mg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(
@@ -583,28 +658,42 @@ cdef class QConv2d:
             raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
                                f"{getattr(x, 'dtype', type(x).__name__)} "
                                f"{getattr(x, 'shape', '')}")
+        cdef QConvCall call = self.bind(x.shape, output_shape, strides, pads_begin, dilations,
+                                        context, channels_last)
+        return call._execute(contiguous_bytes(x, context))
+
+    def bind(self, x_shape, output_shape, strides, pads_begin, dilations, context=None,
+             bint channels_last=False):
+        """A :class:`QConvCall`: ``run`` for inputs of ``x_shape`` with the geometry, the
+        threads and the task split decided once (a bound step of a memory plan)."""
+        if len(x_shape) != 4:
+            raise InvalidArgument(f"quantized conv: input must be 4-D, got shape "
+                                  f"{tuple(x_shape)}")
         cdef int cax = 3 if channels_last else 1
-        if x.shape[cax] != self.cg * self.groups:
-            raise InvalidArgument(f"quantized conv: input of shape {x.shape} has "
-                                  f"{x.shape[cax]} channels, the weights take "
+        if x_shape[cax] != self.cg * self.groups:
+            raise InvalidArgument(f"quantized conv: input of shape {tuple(x_shape)} has "
+                                  f"{x_shape[cax]} channels, the weights take "
                                   f"{self.cg * self.groups}")
         if min(pads_begin) < 0 or min(strides) < 1 or min(dilations) < 1:
             raise InvalidArgument(f"quantized conv: pads {pads_begin}, strides {strides}, "
                                   f"dilations {dilations}: pads must be >= 0, strides and "
                                   f"dilations >= 1")
-        cdef cnp.ndarray xc = np.ascontiguousarray(x)
-        cdef int64_t n = x.shape[0], oh = output_shape[0], ow = output_shape[1]
+        cdef int64_t n = x_shape[0], oh = output_shape[0], ow = output_shape[1]
         check_tensor_size((n, self.m, oh, ow))
-        cdef cnp.ndarray y = np.empty((n, oh, ow, self.m) if channels_last
-                                      else (n, self.m, oh, ow), np.uint8)
+        cdef QConvCall call = QConvCall.__new__(QConvCall)
+        call.conv = self
+        call.x_shape = tuple(int(d) for d in x_shape)
+        call.y_shape = (n, oh, ow, self.m) if channels_last else (n, self.m, oh, ow)
+        call.out_dtype = self.out_dtype
         cdef exec_ctx c = context_of(context)
-        cdef _qconv q
+        cdef _qconv *q = &call.q
+        q.residual = NULL
         q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
         q.channels_last = channels_last
         if channels_last:
-            q.n, q.h, q.w, q.c = x.shape
+            q.n, q.h, q.w, q.c = call.x_shape
         else:
-            q.n, q.c, q.h, q.w = x.shape
+            q.n, q.c, q.h, q.w = call.x_shape
         q.oh, q.ow, q.kh, q.kw = oh, ow, self.kh, self.kw
         q.sh, q.sw = strides
         q.ph, q.pw = pads_begin
@@ -612,44 +701,34 @@ cdef class QConv2d:
         q.groups, q.cg, q.m = self.groups, self.cg, self.m
         q.mg = self.m // self.groups
         q.xz, q.yz, q.lo, q.hi = self.xz, self.yz, self.lo, self.hi
-        q.x = <const uint8_t *>cnp.PyArray_DATA(xc)
-        q.y = <uint8_t *>cnp.PyArray_DATA(y)
         cdef cnp.ndarray bias = self.bias, mult = self.mult
         q.bias = <const int32_t *>cnp.PyArray_DATA(bias)
         q.mult = <const float *>cnp.PyArray_DATA(mult)
-        cdef int64_t P = oh * ow, tasks, macs, rows
-        cdef int nthreads
-        cdef cnp.ndarray scratch, packed, wdw
-        if y.size == 0:
-            return y.view(self.out_dtype)
+        cdef int64_t P = oh * ow, macs, rows
+        cdef cnp.ndarray packed, wdw
+        call.empty = n * self.m * P == 0
+        if call.empty:
+            return call
         if self.depthwise and channels_last:
             wdw = self.w_dwf
             q.w_dwf = <const float *>cnp.PyArray_DATA(wdw)
-            q.x_hwc = q.x
-            tasks = n * oh
-            nthreads = threads_for(tasks * ow * self.m * self.kh * self.kw, c.nthreads)
+            call.mode = _DEPTHWISE_NHWC
+            call.tasks = n * oh
+            call.nthreads = threads_for(call.tasks * ow * self.m * self.kh * self.kw,
+                                        c.nthreads)
             q.scratch_stride = _round_up(ow * self.m * 4, 64)
-            q.scratch = <uint8_t *>workspace_floats(q.scratch_stride * nthreads // 4 + 16)
-            with nogil:
-                if nthreads <= 1:
-                    _qconv_depthwise_nhwc(&q, 0, tasks, 0)
-                else:
-                    parallel_for(nthreads, tasks, 1, _qconv_depthwise_nhwc, &q)
-            return y.view(self.out_dtype)
+            call.workspace_bytes = q.scratch_stride * call.nthreads
+            return call
         if self.depthwise:
             wdw = self.w_dw
             q.w_dw = <const int8_t *>cnp.PyArray_DATA(wdw)
-            tasks = n * self.m
-            nthreads = threads_for(tasks * P * self.kh * self.kw, c.nthreads)
+            call.mode = _DEPTHWISE
+            call.tasks = n * self.m
+            call.nthreads = threads_for(call.tasks * P * self.kh * self.kw, c.nthreads)
             q.scratch_stride = _round_up(P * 4, 64) + _round_up(q.h * q.w * 4, 64)
-            scratch = np.empty(q.scratch_stride * nthreads, np.uint8)
-            q.scratch = <uint8_t *>cnp.PyArray_DATA(scratch)
-            with nogil:
-                if nthreads <= 1:
-                    _qconv_depthwise(&q, 0, tasks, 0)
-                else:
-                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
-            return y.view(self.out_dtype)
+            call.workspace_bytes = q.scratch_stride * call.nthreads
+            return call
+        call.mode = _GEMM
         q.kg = self.kh * self.kw * self.cg
         q.kp = _round_up(q.kg, PYCONV_QGEMM_KB)
         q.npad = _round_up(q.mg, PYCONV_QGEMM_NB)
@@ -658,38 +737,167 @@ cdef class QConv2d:
         q.direct = (self.kh == 1 and self.kw == 1 and q.sh == 1 and q.sw == 1 and q.ph == 0
                     and q.pw == 0 and self.groups == 1 and q.kp == q.c and oh == q.h
                     and ow == q.w)
+        # Pixels read in place through row pointers where each tap's channels are whole
+        # groups of 4 k and long enough to pay for the pointers; else im2col.
+        q.indirect = (not q.direct and q.kernel.gemm_requant_indirect != NULL
+                      and self.cg % PYCONV_QGEMM_KB == 0 and self.cg >= 16)
+        cdef cnp.ndarray pad_row = self.pad_row
+        q.pad_row = <const uint8_t *>cnp.PyArray_DATA(pad_row)
         macs = n * P * q.kp * q.npad * self.groups
-        nthreads = threads_for(macs // 4, c.nthreads)
+        call.nthreads = threads_for(macs // 4, c.nthreads)
         # Positions per task: the A block and the int32 sums about L2-sized, and about four
         # tasks per thread.
         rows = min(393216 // q.kp, 524288 // (q.npad * 4))
         rows = max(6, min(198, rows // 6 * 6))
-        if nthreads > 1:
+        if call.nthreads > 1:
             rows = max(6, min(rows, _round_up(
-                (n * P * self.groups + 4 * nthreads - 1) // (4 * nthreads), 6)))
+                (n * P * self.groups + 4 * call.nthreads - 1) // (4 * call.nthreads), 6)))
         q.rows = rows
         q.row_blocks = (P + rows - 1) // rows
+        # (the A block holds the im2col rows, or the indirect path's rows * taps pointers:
+        # fewer bytes, as cg >= 16)
         q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
                             + _round_up(rows * q.mg, 64))
         if not channels_last:
             check_tensor_size((n, q.h * q.w, q.c))
         # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):
         # per-thread scratch, then the (pixels, channels) image unless x is NHWC already.
-        cdef int64_t scratch_bytes = q.scratch_stride * max(nthreads, 1)
-        cdef int64_t copy_bytes = 0 if channels_last else n * q.h * q.w * q.c
-        q.scratch = <uint8_t *>workspace_floats((scratch_bytes + copy_bytes + 3) // 4 + 16)
-        q.x_hwc = q.x if channels_last else q.scratch + scratch_bytes
-        tasks = n * self.groups * q.row_blocks
-        cdef int64_t tiles = 0 if channels_last else n * ((q.h * q.w + 63) // 64)
-        with nogil:
-            if nthreads <= 1:
-                _to_hwc(&q, 0, tiles, 0)
-                _qconv_tasks(&q, 0, tasks, 0)
-            else:
-                if tiles:       # blocks of _to_hwc
-                    parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc, &q)
-                parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
-        return y.view(self.out_dtype)
+        call.scratch_bytes = q.scratch_stride * max(call.nthreads, 1)
+        call.workspace_bytes = call.scratch_bytes + (0 if channels_last
+                                                     else n * q.h * q.w * q.c)
+        call.tasks = n * self.groups * q.row_blocks
+        call.tiles = 0 if channels_last else n * ((q.h * q.w + 63) // 64)
+        return call
+
+
+cdef bint _bytes_of_shape(object a, tuple shape):
+    """a is a uint8 C-contiguous ndarray of exactly this shape."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_UINT8
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a) and a.shape == shape)
+
+
+cdef enum:
+    _GEMM = 0
+    _DEPTHWISE = 1
+    _DEPTHWISE_NHWC = 2
+
+
+cdef class QConvCall:
+    """:meth:`QConv2d.run` bound to one input shape (:meth:`QConv2d.bind`): calling it
+    with a uint8 C-contiguous array of that shape (and the residual where it has an add,
+    :meth:`with_add`) gives the output (a new array per call), anything else gives None
+    (the caller then runs the general path)."""
+
+    cdef QConv2d conv
+    cdef _qconv q
+    cdef readonly tuple x_shape, y_shape
+    cdef object out_dtype
+    cdef int mode, nthreads
+    cdef bint empty, adds       # adds: called with the residual of a fused QLinearAdd
+    cdef int64_t tasks, tiles, scratch_bytes, workspace_bytes
+
+    def __call__(self, x, residual=None):
+        if not (_bytes_of_shape(x, self.x_shape) and (
+                residual is None and not self.adds
+                or residual is not None and self.adds and _bytes_of_shape(residual,
+                                                                          self.y_shape))):
+            return None
+        return self._execute(x, residual)
+
+    def with_add(self, float a_scale, int a_zero_point, float b_scale, int b_zero_point,
+                 float c_scale, int c_zero_point, bint conv_is_a):
+        """This call followed by a QLinearAdd of uint8 y and a residual of y's shape
+        (``call(x, residual)``), y the add's first operand where ``conv_is_a``: each block
+        of output rows gets the add (qlinear_add's arithmetic) while it is in cache.
+        NHWC convolutions of one group with uint8 output only (ValueError otherwise)."""
+        if self.mode != _GEMM or not self.q.channels_last or self.q.groups != 1 \
+                or self.out_dtype != np.uint8:
+            raise ValueError("QConvCall.with_add: an NHWC uint8 convolution of one group "
+                             "only")
+        cdef QConvCall call = QConvCall.__new__(QConvCall)
+        call.conv, call.q, call.x_shape, call.y_shape = self.conv, self.q, self.x_shape, \
+            self.y_shape
+        call.out_dtype, call.mode, call.nthreads, call.empty = self.out_dtype, self.mode, \
+            self.nthreads, self.empty
+        call.tasks, call.tiles, call.scratch_bytes, call.workspace_bytes = \
+            self.tasks, self.tiles, self.scratch_bytes, self.workspace_bytes
+        call.adds = True
+        _add_factors(a_scale, a_zero_point, b_scale, b_zero_point, c_scale, c_zero_point,
+                     &call.q.add_ra, &call.q.add_rb, &call.q.add_fixed)
+        call.q.conv_is_a = conv_is_a
+        return call
+
+    cdef object _execute(self, cnp.ndarray x, object residual=None):
+        """The convolution of x (uint8, C-contiguous, of the bound shape), plus the bound
+        add of ``residual`` (uint8, C-contiguous, of the output shape) where it has one."""
+        cdef cnp.ndarray y = np.empty(self.y_shape, self.out_dtype)
+        if self.empty:
+            return y
+        cdef _qconv q = self.q      # a copy: concurrent runs of one call share nothing
+        if self.adds:
+            q.residual = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>residual)
+        q.x = <const uint8_t *>cnp.PyArray_DATA(x)
+        q.y = <uint8_t *>cnp.PyArray_DATA(y)
+        q.scratch = <uint8_t *>workspace_floats((self.workspace_bytes + 3) // 4 + 16)
+        cdef int nthreads = self.nthreads
+        cdef int64_t tasks = self.tasks, tiles = self.tiles
+        q.x_hwc = q.x
+        if self.mode == _DEPTHWISE_NHWC:
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise_nhwc(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise_nhwc, &q)
+        elif self.mode == _DEPTHWISE:
+            with nogil:
+                if nthreads <= 1:
+                    _qconv_depthwise(&q, 0, tasks, 0)
+                else:
+                    parallel_for(nthreads, tasks, 1, _qconv_depthwise, &q)
+        else:
+            q.x_hwc = q.x if q.channels_last else q.scratch + self.scratch_bytes
+            with nogil:
+                if nthreads <= 1:
+                    _to_hwc(&q, 0, tiles, 0)
+                    _qconv_tasks(&q, 0, tasks, 0)
+                else:
+                    if tiles:       # blocks of _to_hwc
+                        parallel_for(nthreads, tiles, grain_for(tiles, nthreads), _to_hwc,
+                                     &q)
+                    parallel_for(nthreads, tasks, 1, _qconv_tasks, &q)
+        return y
+
+
+def contiguous_bytes(x, context=None):
+    """``x`` as a C-contiguous array. A 4-D 8-bit view that swaps channels first and
+    channels last (a Transpose (0, 3, 1, 2) or (0, 2, 3, 1) of a C-contiguous array: the
+    NCHW / NHWC twins of an integer chain) is copied by the 16 x 16 byte-tile transpose,
+    NumPy's strided copy took several times as long; anything else as
+    ``np.ascontiguousarray``."""
+    if not cnp.PyArray_Check(x):
+        return np.ascontiguousarray(x)
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_NDIM(a) != 4 \
+            or cnp.PyArray_ITEMSIZE(a) != 1:
+        return np.ascontiguousarray(x)
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *st = cnp.PyArray_STRIDES(a)
+    cdef int64_t n = d[0], image = d[1] * d[2] * d[3], rows, cols, i
+    if (st[0] == image or n == 1) and st[1] == 1 and st[3] == d[1] and st[2] == d[3] * d[1]:
+        rows, cols = d[2] * d[3], d[1]      # NCHW view of NHWC bytes: (pixels, channels)
+    elif (st[0] == image or n == 1) and st[2] == 1 and st[1] == d[2] and st[3] == d[1] * d[2]:
+        rows, cols = d[3], d[1] * d[2]      # NHWC view of NCHW bytes: (channels, pixels)
+    else:
+        return np.ascontiguousarray(x)
+    cdef cnp.ndarray y = np.empty((<object>x).shape, (<object>x).dtype)
+    cdef exec_ctx c = context_of(context)
+    cdef const pyconv_qgemm_kernel *k = pyconv_qgemm_kernel_for(c.kernel.isa)
+    cdef const uint8_t *src = <const uint8_t *>cnp.PyArray_DATA(a)
+    cdef uint8_t *dst = <uint8_t *>cnp.PyArray_DATA(y)
+    with nogil:
+        for i in range(n):
+            k.transpose(rows, cols, src + i * image, cols, dst + i * image, rows)
+    return y
 
 
 # ---------------------------------------------------------------------------------------
@@ -704,6 +912,16 @@ cdef struct _qadd:
     uint8_t *c
     float ra, rb, fixed
     int is_signed
+
+
+cdef void _add_factors(float a_scale, int a_zero_point, float b_scale, int b_zero_point,
+                       float c_scale, int c_zero_point, float *ra, float *rb,
+                       float *fixed) noexcept:
+    """The float32 factors of the add kernels (see above), one home for their rounding."""
+    ra[0] = a_scale / c_scale
+    rb[0] = b_scale / c_scale
+    cdef float za = <float>a_zero_point, zb = <float>b_zero_point
+    fixed[0] = <float>c_zero_point - (ra[0] * za + rb[0] * zb)
 
 
 cdef void _qadd_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -732,10 +950,8 @@ def qlinear_add(a, float a_scale, int a_zero_point, b, float b_scale, int b_zero
     t.a = <const uint8_t *>cnp.PyArray_DATA(ac)
     t.b = <const uint8_t *>cnp.PyArray_DATA(bc)
     t.c = <uint8_t *>cnp.PyArray_DATA(out)
-    t.ra = a_scale / c_scale
-    t.rb = b_scale / c_scale
-    cdef float za = <float>a_zero_point, zb = <float>b_zero_point
-    t.fixed = <float>c_zero_point - (t.ra * za + t.rb * zb)
+    _add_factors(a_scale, a_zero_point, b_scale, b_zero_point, c_scale, c_zero_point,
+                 &t.ra, &t.rb, &t.fixed)
     t.is_signed = a.dtype == np.int8
     cdef int64_t n = out.size
     cdef exec_ctx c = context_of(context)

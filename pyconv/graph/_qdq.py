@@ -20,7 +20,8 @@ them: each packed QLinearConv becomes ``com.microsoft.QLinearConv`` with
 its outputs follow (``com.microsoft.NhwcMaxPool`` ...). A chain of them passes NHWC values
 from one to the next; a Transpose goes in where a chain starts and one restores the
 NCHW value for any other reader (the unread ones are removed as dead), so a chain costs
-two transposes instead of two per layer.
+two transposes instead of two per layer. A residual block's last conv and the QLinearAdd
+that alone reads it then run as one node (``pyconv.QLinearConvAdd``).
 
 What the fused nodes compute is onnxruntime's integer arithmetic (int32 sums, float32
 requantization rounded half to even), which can differ from the float graph by a
@@ -37,6 +38,7 @@ from pyconv.ops._base import Node
 from pyconv.ops.quant import packed_qconv_form
 
 _ONNX = ("", "ai.onnx")
+_MS = "com.microsoft"
 
 
 class _Context:
@@ -367,6 +369,68 @@ def to_channels_last(graph):
     return graph
 
 
+def fuse_conv_add(graph):
+    """A channels-last QLinearConv of one group with uint8 output whose output only a
+    QLinearAdd of constant per-tensor uint8 parameters reads (a residual block's last
+    conv) becomes ``pyconv.QLinearConvAdd`` at the add's place: the conv adds the residual
+    to its outputs as it finishes them. Returns ``graph``."""
+    ctx = _Context(graph)
+    live, stack = set(), [ctx.producer[o] for o in ctx.outs if o in ctx.producer]
+    while stack:        # the nodes the outputs need (the others are dead, removed later)
+        n = stack.pop()
+        if id(n) not in live:
+            live.add(id(n))
+            stack.extend(ctx.producer[x] for x in n.inputs if x in ctx.producer)
+
+    def dead_readers(name):
+        """The dead nodes reading ``name``, and theirs (the NCHW twin's Transpose and
+        the DequantizeLinear the fusions left): they go with the conv."""
+        found, todo = [], [u for u in ctx.users.get(name, ()) if id(u) not in live]
+        while todo:
+            n = todo.pop()
+            if all(n is not f for f in found):
+                found.append(n)
+                todo.extend(u for o in n.outputs for u in ctx.users.get(o, ()))
+        return found
+
+    def conv_for(name):
+        conv = ctx.producer.get(name)
+        if conv is None or conv.op_type != "QLinearConv" or conv.domain != _MS \
+                or not int(conv.attrs.get("channels_last", 0) or 0) \
+                or int(conv.attrs.get("group", 1) or 1) != 1 or name in ctx.outs:
+            return None
+        yz = ctx.const(conv.inputs[7])
+        if yz is None or yz.dtype != np.uint8:
+            return None
+        readers = [u for u in ctx.users.get(name, ()) if id(u) in live]
+        return (conv, dead_readers(name)) if len(readers) == 1 else None
+
+    fused_at, dropped = {}, set()
+    for n in graph.nodes:
+        if n.op_type != "QLinearAdd" or n.domain != _MS or len(n.inputs) != 8 \
+                or len(n.outputs) != 1:
+            continue
+        params = [ctx.const(n.inputs[i]) for i in (1, 2, 4, 5, 6, 7)]
+        if any(p is None or p.size != 1 for p in params) \
+                or any(z.dtype != np.uint8 for z in params[1::2]):
+            continue
+        for side in (0, 1):
+            found = conv_for(n.inputs[3 * side])
+            if found is None or id(found[0]) in dropped:
+                continue
+            conv, dead = found
+            inputs = list(conv.inputs[:9]) + [""] * (9 - len(conv.inputs[:9]))
+            inputs += [n.inputs[3 - 3 * side]] + [n.inputs[i] for i in (1, 2, 4, 5, 6, 7)]
+            fused_at[id(n)] = Node("QLinearConvAdd", inputs, list(n.outputs),
+                                   dict(conv.attrs, _pyconv_conv_operand=side),
+                                   name=n.name, domain="pyconv")
+            dropped.update(id(x) for x in [conv] + dead)
+            break
+    if fused_at:
+        graph.nodes = [fused_at.get(id(n), n) for n in graph.nodes if id(n) not in dropped]
+    return graph
+
+
 def fuse_qdq(graph):
     """The rewrites of the module docstring; returns ``graph``."""
     for fuse in (_fuse_conv, _fuse_gemm, _fuse_elementwise):
@@ -396,4 +460,4 @@ def fuse_qdq(graph):
             elif id(n) not in dropped:
                 nodes.append(n)
         graph.nodes = nodes
-    return to_channels_last(graph)
+    return fuse_conv_add(to_channels_last(graph))

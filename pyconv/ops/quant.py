@@ -15,9 +15,9 @@ import numpy as np
 
 from pyconv._ext import qgemm
 from pyconv.arithmetic import ConvAttributes, check_tensor_size
-from pyconv.errors import InvalidDType, InvalidModel
+from pyconv.errors import InvalidDType, InvalidModel, PyconvError
 from pyconv.functional import ConvPlan
-from pyconv.ops._base import REQUIRED, Op, register
+from pyconv.ops._base import REQUIRED, Node, Op, bound_step, register, wrap_errors
 
 __all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
            "MatMulInteger", "QLinearConv", "QLinearMatMul"]
@@ -541,12 +541,12 @@ class QLinearConv(_QLinear):
         # NHWC runs on the integer depthwise kernel: the float one is NCHW.
         self.fast = _packed_qconv(self, consts, float_sums=not self.channels_last)
         self.geometry = None
-        self.fast_shapes = {}       # input shape -> run arguments of the C conv, or None
+        self.fast_calls = {}        # input shape -> the C conv bound to it, or None
 
-    def _fast_args(self, shape):
-        """(output shape, strides, pads, dilations) of the C convolution for an input of
-        ``shape``, or None where it does not apply (the general path reports errors)."""
-        args = None
+    def _fast_call(self, shape):
+        """The C convolution bound to inputs of ``shape`` (qgemm.QConv2d.bind), or None
+        where it does not apply (the general path reports errors)."""
+        call = None
         channels, spatial = (shape[3], shape[1:3]) if self.channels_last else \
             (shape[1], shape[2:])
         if channels == self.fast.cg * self.fast.groups:
@@ -556,10 +556,12 @@ class QLinearConv(_QLinear):
                                                          op=self.node.label)
             g = self.geometry.resolve(spatial)
             if min(g.pads_begin) >= 0:
-                args = (g.output_shape, self.geometry.strides, g.pads_begin,
-                        self.geometry.dilations)
-        self.fast_shapes[shape] = args
-        return args
+                call = wrap_errors(self, self.fast.bind, shape, g.output_shape,
+                                   self.geometry.strides, g.pads_begin,
+                                   self.geometry.dilations, self.context,
+                                   channels_last=self.channels_last)
+        self.fast_calls[shape] = call
+        return call
 
     def run(self, inputs, out=None):
         x = inputs[0]
@@ -569,12 +571,14 @@ class QLinearConv(_QLinear):
                 if x.shape[1] == self.fast.cg * self.fast.groups:
                     return [self.fast.run(x, self.context)]
             else:
-                args = self.fast_shapes.get(x.shape, False)
-                if args is False:
-                    args = self._fast_args(x.shape)
-                if args is not None:
-                    return [self.fast.run(x, *args, self.context,
-                                          channels_last=self.channels_last)]
+                call = self.fast_calls.get(x.shape, False)
+                if call is False:
+                    call = self._fast_call(x.shape)
+                if call is not None:
+                    y = call(x)
+                    if y is None:       # not C-contiguous (an NHWC view of NCHW bytes)
+                        y = call(qgemm.contiguous_bytes(x, self.context))
+                    return [y]
         if self.channels_last:      # the general path is NCHW
             x = _integer(self, x, 0)
             if x.ndim != 4:
@@ -583,6 +587,21 @@ class QLinearConv(_QLinear):
             y = self._general([x.transpose(0, 3, 1, 2)] + list(inputs[1:]), out)
             return [np.ascontiguousarray(y.transpose(0, 2, 3, 1))]
         return [self._general(inputs, out)]
+
+    def bind(self, specs, out):
+        """The C convolution bound to the planned input shape (no per-call geometry or
+        checks in Python); None where ``run`` must decide."""
+        if not isinstance(self.fast, qgemm.QConv2d) or specs[0] is None:
+            return None
+        shape, dtype = specs[0]
+        if dtype != _UINT8 or len(shape) != 4:
+            return None
+        try:
+            call = self.fast_calls[shape] if shape in self.fast_calls else \
+                self._fast_call(shape)
+        except PyconvError:
+            return None
+        return None if call is None else bound_step(call, self, out)
 
     def _general(self, inputs, out):
         y = super().run(inputs, out)[0]
@@ -729,6 +748,84 @@ class QLinearAdd(_QLinearBinary):
 
     def compute(self, a, b):
         return a + b
+
+
+@register("QLinearConvAdd", domain="pyconv")
+class QLinearConvAdd(QLinearConvChannelsLast):
+    """A channels-last QLinearConv whose output only a QLinearAdd reads, fused by the
+    optimizer (pyconv/graph/_qdq.py): inputs 0-8 the conv's (8, the bias, may be empty),
+    9 the add's other operand, 10-15 the add's a_scale, a_zero_point, b_scale,
+    b_zero_point, y_scale, y_zero_point; ``_pyconv_conv_operand`` 0 where the conv's
+    output is the add's first operand, 1 where it is its second. The add runs on the
+    requantized values as they are finished (qgemm.QConvCall.with_add: in the AVX-512
+    VNNI GEMM's epilogue, else per block of rows): the two nodes' arithmetic on the same
+    uint8 values, without the pass over the whole output."""
+
+    required_inputs = 8
+
+    def setup(self, consts):
+        self.side = int(self.attrs.get("_pyconv_conv_operand", 0))
+        if len(self.node.inputs) != 16 or not self.node.inputs[9] or self.side not in (0, 1):
+            self.fail(f"expected 16 inputs (the conv's 9, the residual, the add's 6 "
+                      f"parameters) and _pyconv_conv_operand 0 or 1, got "
+                      f"{len(self.node.inputs)} inputs and {self.side}", InvalidModel)
+        super().setup({i: v for i, v in consts.items() if i < 9})
+        # The add as its own node runs it (the general path; its parameters, checked once).
+        ins = self.node.inputs
+        pair = [self.node.outputs[0] + "_conv", ins[9]]
+        a, b = pair if self.side == 0 else pair[::-1]
+        node = Node("QLinearAdd", [a, ins[10], ins[11], b, ins[12], ins[13], ins[14], ins[15]],
+                    list(self.node.outputs), name=self.node.name, domain="com.microsoft")
+        self.add = QLinearAdd(node, self.opset, {i: consts[j] for i, j in zip(
+            (1, 2, 4, 5, 6, 7), range(10, 16)) if j in consts}, self.context)
+        self.add_calls = {}         # input shape -> the conv call with the add, or None
+
+    def _add_call(self, shape):
+        call = None
+        fast = self.add.fast
+        if isinstance(self.fast, qgemm.QConv2d) and fast is not None and fast[0] == U8:
+            conv = self.fast_calls[shape] if shape in self.fast_calls else \
+                self._fast_call(shape)
+            try:
+                call = None if conv is None else conv.with_add(*fast[1:], self.side == 0)
+            except ValueError:      # a conv the fused add does not run in (int8 output)
+                call = None
+        self.add_calls[shape] = call
+        return call
+
+    def run(self, inputs, out=None):
+        x, res = inputs[0], inputs[9]
+        if type(x) is np.ndarray and x.dtype == _UINT8 and x.ndim == 4:
+            call = self.add_calls.get(x.shape, False)
+            if call is False:
+                call = self._add_call(x.shape)
+            if call is not None:
+                y = call(x, res)
+                if y is None and type(res) is np.ndarray:
+                    y = call(qgemm.contiguous_bytes(x, self.context),
+                             qgemm.contiguous_bytes(res, self.context))
+                if y is not None:
+                    return [y]
+        y = super().run(inputs[:9])[0]
+        pair = [y, res] if self.side == 0 else [res, y]
+        return self.add.run([pair[0], inputs[10], inputs[11], pair[1]] + list(inputs[12:16]))
+
+    def bind(self, specs, out):
+        """The conv with the add bound to the planned input shapes; None where ``run``
+        must decide."""
+        if specs[0] is None or specs[9] is None:
+            return None
+        (shape, dtype), (res_shape, res_dtype) = specs[0], specs[9]
+        if dtype != _UINT8 or res_dtype != _UINT8 or len(shape) != 4:
+            return None
+        try:
+            call = self.add_calls[shape] if shape in self.add_calls else \
+                self._add_call(shape)
+        except PyconvError:
+            return None
+        if call is None or call.y_shape != res_shape:
+            return None
+        return bound_step(call, self, out, 9)
 
 
 @register("QLinearMul", domain="com.microsoft")

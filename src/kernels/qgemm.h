@@ -69,13 +69,37 @@ typedef void (*pyconv_qgemm_maxpool_row_fn)(const uint8_t *x, int64_t h, int64_t
                                             int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                                             int64_t dh, int64_t dw, uint8_t *dst);
 
+/* A QLinearAdd fused after the requantization (uint8 output): dst = the add (qgemm_add_u8's
+ * arithmetic, factors ra, rb, fixed) of the requantized value and res (row stride ldr),
+ * the requantized value its first operand where conv_is_a, else its second. */
+typedef struct {
+    const uint8_t *res;
+    int64_t ldr;
+    float ra, rb, fixed;
+    int conv_is_a;
+} pyconv_qgemm_add_args;
+
 /* dst (m x n bytes, row stride ldd) = requant(A * B) as pyconv_qgemm_requant_fn does, for
- * the first n <= np columns. */
+ * the first n <= np columns; then add's QLinearAdd where add is not NULL. */
 typedef void (*pyconv_qgemm_gemm_requant_fn)(int64_t m, int64_t np, int64_t kp,
                                              const uint8_t *a, int64_t lda, const int8_t *bp,
                                              int64_t n, const int32_t *bias,
                                              const float *mult, float lo, float hi,
-                                             int32_t yz, uint8_t *dst, int64_t ldd);
+                                             int32_t yz, uint8_t *dst, int64_t ldd,
+                                             const pyconv_qgemm_add_args *add);
+
+/* gemm_requant for an A given as taps runs of kt bytes per row (kt a multiple of 4, kp =
+ * taps * kt): row r's run t at rows[r * taps + t] (an indirect convolution: the pixels of
+ * each tap read in place, a row of the input zero point for the padding). */
+typedef void (*pyconv_qgemm_gemm_requant_indirect_fn)(int64_t m, int64_t np, int64_t taps,
+                                                      int64_t kt,
+                                                      const uint8_t *const *rows,
+                                                      const int8_t *bp, int64_t n,
+                                                      const int32_t *bias,
+                                                      const float *mult, float lo,
+                                                      float hi, int32_t yz, uint8_t *dst,
+                                                      int64_t ldd,
+                                                      const pyconv_qgemm_add_args *add);
 
 typedef struct {
     const char *isa;
@@ -94,6 +118,8 @@ typedef struct {
     /* The GEMM with qgemm_requant's epilogue on the registers (NULL where the ISA has
      * none: gemm, then requant). */
     pyconv_qgemm_gemm_requant_fn gemm_requant;
+    /* gemm_requant over a table of row pointers (NULL where the ISA has none: im2col). */
+    pyconv_qgemm_gemm_requant_indirect_fn gemm_requant_indirect;
 } pyconv_qgemm_kernel;
 
 extern const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic;

@@ -58,4 +58,4 @@ static void qgemm_avx2(int64_t m, int64_t np, int64_t kp, const uint8_t *a, int6
 #define QGEMM_SUFFIX avx2
 #include "qgemm_common.inc"
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx2 = {"avx2", qgemm_avx2, QGEMM_HELPERS, NULL};
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_avx2 = {"avx2", qgemm_avx2, QGEMM_HELPERS, NULL, NULL};

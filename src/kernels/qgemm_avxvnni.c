@@ -52,7 +52,7 @@ static void qgemm_avxvnni(int64_t m, int64_t np, int64_t kp, const uint8_t *a, i
 #define QGEMM_SUFFIX avxvnni
 #include "qgemm_common.inc"
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni = {"avxvnni", qgemm_avxvnni, QGEMM_HELPERS, NULL};
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni = {"avxvnni", qgemm_avxvnni, QGEMM_HELPERS, NULL, NULL};
 #else
 /* A compiler without -mavxvnni (GCC < 11, clang < 12): no kernel, never dispatched. */
 const pyconv_qgemm_kernel pyconv_qgemm_kernel_avxvnni = {"avxvnni", NULL};

@@ -77,7 +77,7 @@ static void qgemm_generic(int64_t m, int64_t np, int64_t kp, const uint8_t *a, i
 #define QGEMM_SUFFIX generic
 #include "qgemm_common.inc"
 
-const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generic, QGEMM_HELPERS, NULL};
+const pyconv_qgemm_kernel pyconv_qgemm_kernel_generic = {"generic", qgemm_generic, QGEMM_HELPERS, NULL, NULL};
 
 const pyconv_qgemm_kernel *pyconv_qgemm_kernel_for(const char *isa)
 {

@@ -259,7 +259,9 @@ def test_qdq_chain_runs_channels_last_and_matches_onnxruntime(mobile_qdq, thread
     opts.intra_op_num_threads = threads
     sess = pyconv.InferenceSession(mobile_qdq, opts)
     ops = [(n.domain + "::" if n.domain else "") + n.op_type for n in sess._graph.nodes]
-    assert ops.count("com.microsoft::QLinearConv") == 7 and "Conv" not in ops, ops
+    assert ops.count("com.microsoft::QLinearConv") == 6 and "Conv" not in ops, ops
+    # The conv whose output only the residual add reads runs with it as one node.
+    assert ops.count("pyconv::QLinearConvAdd") == 1 and "QLinearAdd" not in str(ops), ops
     assert "com.microsoft::NhwcMaxPool" in ops and "MaxPool" not in ops, ops
     # One Transpose into the chain (the quantized image), one out (the pooled features).
     assert ops.count("Transpose") == 2, ops
@@ -273,3 +275,99 @@ def test_qdq_chain_runs_channels_last_and_matches_onnxruntime(mobile_qdq, thread
         want, = ref.run(None, {"x": x})
         assert got.shape == want.shape
         np.testing.assert_array_equal(got, want)
+
+
+def test_planned_runs_bind_the_integer_convs(mobile_qdq):
+    """The later runs of a planned shape call each packed QLinearConv bound to it
+    (qgemm.QConv2d.bind: geometry, threads and tasks decided once), with the same bits."""
+    from tests.graph.test_session import bound_steps
+    sess = pyconv.InferenceSession(mobile_qdq)
+    ref = ort.InferenceSession(mobile_qdq, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = rng.standard_normal((2, 3, 37, 29)).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0],
+                                      ref.run(None, {"x": x})[0])
+    steps = bound_steps(sess)
+    assert steps.count("QLinearConv") == 6 and steps.count("QLinearConvAdd") == 1, steps
+
+
+def _residual_net(rng):
+    """Residual adds whose conv operand comes second, and one whose conv output another
+    conv reads too (that conv stays separate)."""
+    inits = {}
+
+    def conv(name, x, c_in, c_out, k, stride=1, relu=True):
+        inits[f"{name}_w"] = (rng.standard_normal((c_out, c_in, k, k))
+                              * (1.5 / np.sqrt(c_in * k * k))).astype(np.float32)
+        inits[f"{name}_b"] = (rng.standard_normal(c_out) * 0.1).astype(np.float32)
+        out = [helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"],
+                                [name + "_c" if relu else name], strides=[stride] * 2,
+                                pads=[k // 2] * 4)]
+        return out + ([helper.make_node("Relu", [name + "_c"], [name])] if relu else [])
+    nodes = (conv("stem", "x", 3, 32, 3, stride=2)
+             + conv("c1", "stem", 32, 32, 3)
+             + [helper.make_node("Add", ["stem", "c1"], ["r1"])]
+             + conv("c2", "r1", 32, 32, 1, relu=False)
+             + conv("c3", "c2", 32, 32, 3)
+             + [helper.make_node("Add", ["c2", "c3"], ["r2"]),
+                helper.make_node("GlobalAveragePool", ["r2"], ["y"])])
+    return B.model(nodes, [("x", ["n", 3, "h", "w"])], [("y", None)], inits)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_adds_fuse_into_their_convs_and_match_onnxruntime(tmp_path, threads):
+    rng = np.random.default_rng(21)
+    calib = [{"x": rng.standard_normal((2, 3, 30, 26)).astype(np.float32)} for _ in range(4)]
+    model = B.quantize_static_qdq(_residual_net(rng), calib, tmp_path)
+    opts = pyconv.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = pyconv.InferenceSession(model, opts)
+    ops = [(n.domain + "::" if n.domain else "") + n.op_type for n in sess._graph.nodes]
+    assert ops.count("pyconv::QLinearConvAdd") == 2 and ops.count(
+        "com.microsoft::QLinearAdd") == 0 and ops.count("com.microsoft::QLinearConv") == 2, ops
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    ref = ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 32, 32), (2, 3, 37, 29), (1, 3, 32, 32), (1, 3, 32, 32)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
+
+
+def test_fused_conv_add_falls_back_for_a_broadcast_residual():
+    """pyconv.QLinearConvAdd with a residual the bound add cannot take runs the conv and
+    then QLinearAdd as the two nodes run unfused (a broadcast residual: QLinearAdd's
+    general path), and a non-contiguous one as a contiguous one (onnxruntime's bits)."""
+    rng = np.random.default_rng(8)
+    conv = onnx.load_from_string(_conv_model(rng, c=16, m=24, k=(3, 3), pads=(1, 1, 1, 1)))
+    node = conv.graph.node[0]
+    inits = {i.name: numpy_helper.to_array(i) for i in conv.graph.initializer}
+    inits.update({"as": np.float32(0.05), "az": np.uint8(100), "bs": np.float32(0.03),
+                  "bz": np.uint8(7), "cs": np.float32(0.06), "cz": np.uint8(120)})
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    feeds = [("x", TensorProto.UINT8), ("r", TensorProto.UINT8)]
+    unfused = pyconv.SessionOptions()
+    unfused.graph_optimization_level = pyconv.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    for side in (0, 1):
+        pair = ["y", "r"] if side == 0 else ["r", "y"]
+        two = _model([helper.make_node("QLinearConv", list(node.input), ["y"], domain=MS,
+                                       **attrs),
+                      helper.make_node("QLinearAdd", [pair[0], "as", "az", pair[1], "bs", "bz",
+                                                      "cs", "cz"], ["z"], domain=MS)],
+                     inits, feeds, ["z"])
+        fused = _model([helper.make_node(
+            "QLinearConvAdd", list(node.input) + ["r", "as", "az", "bs", "bz", "cs", "cz"],
+            ["z"], domain="pyconv", _pyconv_conv_operand=side, **attrs)], inits, feeds, ["z"])
+        ref = ort.InferenceSession(two, providers=["CPUExecutionProvider"])
+        ops = [n.op_type for n in pyconv.InferenceSession(two)._graph.nodes]
+        assert ops == ["QLinearConvAdd"], ops       # the optimizer fuses the pair itself
+        two_nodes = pyconv.InferenceSession(two, unfused)
+        sess = pyconv.InferenceSession(fused)
+        x = rng.integers(0, 256, (2, 7, 9, 16)).astype(np.uint8)
+        full = rng.integers(0, 256, (2, 7, 9, 24)).astype(np.uint8)
+        for r in [full, np.asfortranarray(full), full]:
+            np.testing.assert_array_equal(sess.run(None, {"x": x, "r": r})[0],
+                                          ref.run(None, {"x": x, "r": full})[0])
+        for r in [full[:, :, :, :1], full[:1, :1, :1]]:
+            np.testing.assert_array_equal(sess.run(None, {"x": x, "r": r})[0],
+                                          two_nodes.run(None, {"x": x, "r": r})[0])

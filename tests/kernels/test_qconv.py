@@ -1,7 +1,8 @@
-"""The quantized 2-D convolution of pyconv._ext.qgemm (im2col of uint8 pixels, int8 GEMM,
-requantize epilogue; the direct depthwise kernel) against an int64 NumPy convolution and
-onnxruntime's requantization written out in NumPy, over strides, pads, dilations,
-groups, zero points and saturation, on every kernel this CPU runs."""
+"""The quantized 2-D convolution of pyconv._ext.qgemm (im2col of uint8 pixels or row
+pointers to them, int8 GEMM, requantize epilogue; the direct depthwise kernel) against an
+int64 NumPy convolution and onnxruntime's requantization written out in NumPy, over
+strides, pads, dilations, groups, zero points and saturation, on every kernel this CPU
+runs."""
 import numpy as np
 import pytest
 
@@ -49,6 +50,14 @@ CASES = [  # (n, c, h, w, m, k, stride, pad, dilation, groups)
     (1, 16, 14, 15, 16, 5, 2, 2, 1, 16),   # depthwise, stride 2
     (1, 8, 9, 9, 8, 3, 1, 2, 2, 8),        # depthwise, dilation
     (1, 4, 3, 3, 4, 5, 1, 2, 1, 1),        # taps mostly in the padding
+    # channels of each group a multiple of 4 and >= 16: the GEMM reads the pixels in place
+    # through row pointers (AVX-512 VNNI; im2col elsewhere)
+    (1, 16, 21, 20, 32, 3, 1, 1, 1, 1),    # several row blocks, padding on every side
+    (1, 32, 10, 9, 48, 3, 2, 1, 1, 2),     # groups, stride 2
+    (1, 16, 12, 10, 16, 3, 1, 2, 2, 1),    # dilation
+    (2, 20, 5, 5, 24, 5, 1, 2, 1, 1),      # taps mostly in the padding
+    (1, 64, 6, 7, 80, 3, 2, 0, 1, 1),      # no padding, odd output width
+    (1, 64, 13, 11, 48, 3, 1, 1, 1, 1),    # K 576, 143 rows: full tiles and rows left
 ]
 
 
@@ -73,6 +82,78 @@ def test_qconv_against_int64_reference(isa, threads, case):
     assert got.dtype == np.uint8 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > min(want.size // 4, 50)     # not all saturated
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_bound_call_is_run_for_its_shape_only(channels_last, depthwise):
+    """QConv2d.bind decides the geometry once: the call gives run's output for C-contiguous
+    uint8 inputs of the bound shape and None for anything else."""
+    rng = np.random.default_rng(3 + 2 * channels_last + depthwise)
+    c = m = 32
+    groups = 32 if depthwise else 1
+    w = rng.integers(-128, 128, (m, c // groups, 3, 3)).astype(np.int8)
+    bias = rng.integers(-500, 500, m).astype(np.int32)
+    mult = np.full(m, 2e-4, np.float32)
+    conv = qgemm.QConv2d(w, bias, mult, 7, 130, 0, 255, groups)
+    shape = (2, 9, 10, c) if channels_last else (2, c, 9, 10)
+    call = conv.bind(shape, (5, 5), (2, 2), (1, 1), (1, 1), channels_last=channels_last)
+    for _ in range(2):
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        want = conv.run(x, (5, 5), (2, 2), (1, 1), (1, 1), channels_last=channels_last)
+        nchw = x.transpose(0, 3, 1, 2) if channels_last else x
+        ref, _ = reference(nchw, 7, w, bias, mult, 130, 0, 255, (2, 2), (1, 1), (1, 1),
+                           groups)
+        np.testing.assert_array_equal(want.transpose(0, 3, 1, 2) if channels_last else want,
+                                      ref)
+        np.testing.assert_array_equal(call(x), want)
+    assert call.x_shape == shape and call(x.astype(np.int8)) is None
+    assert call(np.zeros((1,) + shape[1:], np.uint8)) is None
+    assert call(np.asfortranarray(x)) is None and call(list(x)) is None
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("conv_is_a", [True, False])
+@pytest.mark.parametrize("k,c", [(1, 32), (3, 16), (3, 3)])   # direct, indirect, im2col
+def test_bound_add_is_conv_then_qlinear_add(isa, threads, conv_is_a, k, c):
+    """QConvCall.with_add: the conv's uint8 output and a residual through qlinear_add's
+    arithmetic (in the AVX-512 VNNI GEMM's epilogue, else per block), equal to the two
+    calls one after the other."""
+    rng = np.random.default_rng(k + c + 2 * conv_is_a)
+    m = 40      # a last block of 8 columns
+    w = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
+    mult = (rng.uniform(0.5, 2.0, m) * 128 / (np.sqrt(c * k * k) * 128 * 74)).astype(
+        np.float32)
+    conv = qgemm.QConv2d(w, rng.integers(-5000, 5000, m).astype(np.int32), mult, 9, 120, 0,
+                         255, 1)
+    ctx = gemm.ExecutionContext(num_threads=threads, isa=isa)
+    shape, out = (2, 17, 15, c), (17, 15)
+    add = (np.float32(0.031), 7, np.float32(0.05), 130, np.float32(0.06), 11)
+    call = conv.bind(shape, out, (1, 1), (k // 2, k // 2), (1, 1), ctx,
+                     channels_last=True).with_add(*add, conv_is_a)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    res = rng.integers(0, 256, (2,) + out + (m,)).astype(np.uint8)
+    y = conv.run(x, out, (1, 1), (k // 2, k // 2), (1, 1), ctx, channels_last=True)
+    a, b = (y, res) if conv_is_a else (res, y)
+    want = qgemm.qlinear_add(a, add[0], add[1], b, add[2], add[3], add[4], add[5], ctx)
+    got = call(x, res)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 100 and not np.array_equal(want, y)
+    assert call(x) is None and call(x, res[:1]) is None and call(x, res.view(np.int8)) is None
+
+
+def test_bound_add_needs_an_nhwc_uint8_conv_of_one_group():
+    w = np.ones((16, 8, 3, 3), np.int8)
+    add = (0.1, 0, 0.1, 0, 0.1, 0, True)
+    for conv, channels_last in [(qgemm.QConv2d(w, None, 0.01, 0, 0, -128, 127, 1,
+                                               out_dtype=np.int8), True),
+                                (qgemm.QConv2d(w, None, 0.01, 0, 0, 0, 255, 1), False),
+                                (qgemm.QConv2d(w[:, :4], None, 0.01, 0, 0, 0, 255, 2), True)]:
+        shape = (1, 5, 5, 8) if channels_last else (1, 8, 5, 5)
+        with pytest.raises(ValueError, match="NHWC uint8"):
+            conv.bind(shape, (5, 5), (1, 1), (1, 1), (1, 1),
+                      channels_last=channels_last).with_add(*add)
 
 
 @pytest.mark.parametrize("xz,yz", [(0, 0), (255, 255), (0, 255), (255, 0), (128, 3)])

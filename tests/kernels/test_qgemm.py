@@ -128,14 +128,17 @@ def test_qconv_every_isa_and_layout(isa, threads, c, m, k, stride, pad, groups):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-def test_max_pool_nhwc_every_isa(isa, dtype):
-    rng = np.random.default_rng(3)
+@pytest.mark.parametrize("channels", [37, 96, 130])    # blocks of 64, 32 and single ones
+@pytest.mark.parametrize("k", [3, 9])                  # 81 taps: tap by tap through dst
+def test_max_pool_nhwc_every_isa(isa, dtype, channels, k):
+    rng = np.random.default_rng(3 + channels + k)
     info = np.iinfo(dtype)
-    x = rng.integers(info.min, info.max + 1, (2, 9, 10, 37)).astype(dtype)
-    got = qgemm.max_pool_nhwc(x, (3, 3), (2, 2), (1, 1), (1, 1), (5, 5),
+    x = rng.integers(info.min, info.max + 1, (2, 9, 10, channels)).astype(dtype)
+    p = k // 2
+    got = qgemm.max_pool_nhwc(x, (k, k), (2, 2), (p, p), (1, 1), (5, 5),
                               gemm.ExecutionContext(isa=isa))
-    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=info.min)
-    want = np.max([padded[:, i:i + 10:2, j:j + 10:2] for i in range(3) for j in range(3)],
+    padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=info.min)
+    want = np.max([padded[:, i:i + 10:2, j:j + 10:2] for i in range(k) for j in range(k)],
                   axis=0)[:, :5, :5]
     np.testing.assert_array_equal(got, want)
     with pytest.raises(InvalidDType, match="uint8 or int8"):
@@ -153,3 +156,22 @@ def test_channel_sums_both_layouts(dtype):
                                   x.astype(np.int64).sum(axis=(2, 3)))
     with pytest.raises(InvalidDType, match="uint8 or int8"):
         qgemm.channel_sums(x.astype(np.int32), True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", [(2, 5, 7, 19), (1, 4, 4, 2048), (3, 17, 33, 3), (1, 1, 1, 8)])
+def test_contiguous_bytes_copies_the_channel_swaps_by_tiles(isa, shape):
+    """NHWC <-> NCHW views of 8-bit images come back C-contiguous with NumPy's values
+    (16 x 16 tiles and their edges); other arrays as np.ascontiguousarray."""
+    rng = np.random.default_rng(sum(shape))
+    ctx = gemm.ExecutionContext(isa=isa)
+    base = rng.integers(0, 256, shape).astype(np.uint8)
+    views = [base.transpose(0, 3, 1, 2), base.transpose(0, 2, 3, 1),
+             base.view(np.int8).transpose(0, 3, 1, 2), base[:, ::-1].transpose(0, 3, 1, 2),
+             base.transpose(0, 1, 3, 2), base[..., :1]]
+    for v in views:
+        got = qgemm.contiguous_bytes(v, ctx)
+        assert got.flags.c_contiguous and got.dtype == v.dtype and got.shape == v.shape
+        np.testing.assert_array_equal(got, v)
+    y = qgemm.dequantize(views[0], np.float32(0.25), np.uint8(3), 0, ctx)
+    np.testing.assert_array_equal(y, (views[0].astype(np.float32) - 3) * np.float32(0.25))
