@@ -123,6 +123,15 @@ def channel_affine(x: _F32, scale: _F32, shift: _F32, activation: Optional[str] 
                    act_alpha: float = 0.0, act_beta: float = 0.0,
                    out: Optional[_F32] = None,
                    context: Optional[ExecutionContext] = None) -> _F32: ...
+
+class ChannelAffineCall:
+    """channel_affine() bound to an input shape; None when x does not fit."""
+    def __call__(self, x: _F32) -> Optional[_F32]: ...
+
+def bind_channel_affine(x_shape: Tuple[int, ...], scale: _F32, shift: _F32,
+                        activation: Optional[str] = None, act_alpha: float = 0.0,
+                        act_beta: float = 0.0, out: Optional[_F32] = None,
+                        context: Optional[ExecutionContext] = None) -> ChannelAffineCall: ...
 def apply_activation(x: _F32, activation: Optional[str], act_alpha: float = 0.0,
                      act_beta: float = 0.0,
                      context: Optional[ExecutionContext] = None) -> _F32: ...
