@@ -29,12 +29,13 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from benchmarks.zoo.run import DEFAULT_DIR, load_entries, make_feeds  # noqa: E402
+from benchmarks.zoo.run import (DEFAULT_DIR, QUANTIZED_TOLERANCE, load_entries,  # noqa: E402
+                                make_feeds)
 
 DEFAULT_MODELS = ("resnet18", "resnet50", "mobilenetv2_100", "mobilenetv3_large_100",
                   "efficientnet_b0", "regnetx_002", "densenet121", "repvgg_a0")
 MODES = ("qdq", "dynamic")
-TOLERANCE = 2.0 ** -6
+TOLERANCE = QUANTIZED_TOLERANCE
 CALIBRATION_INPUTS = 8
 
 
