@@ -254,13 +254,15 @@ def _product(a, za, b, zb, context):
     or one value per row, ``b`` a packed int8 (k, n) operand with ``zb`` a scalar or one
     value per column (zero points int64). Runs on the int8 GEMM; the zero points enter as
     row and column sums."""
-    acc = qgemm.matmul_u8s8(a, b, context).astype(np.int64)
+    acc = qgemm.matmul_u8s8(a, b, context)
     za = za.reshape(-1, 1) if za.ndim else za
     zb = zb.reshape(1, -1) if zb.ndim else zb
-    acc -= za * b.column_sums.reshape(1, -1)
-    acc -= a.sum(axis=1, dtype=np.int64).reshape(-1, 1) * zb
-    acc += b.k * za * zb
-    return acc.astype(np.int32)
+    # The corrections in int64, applied in int32: the same result modulo 2 ** 32 (int32
+    # sums wrap), in two passes over the product instead of int64 copies of it.
+    acc -= (za * b.column_sums.reshape(1, -1)).astype(np.int32)
+    acc -= (a.sum(axis=1, dtype=np.int64).reshape(-1, 1) * zb - b.k * za * zb).astype(
+        np.int32)
+    return acc
 
 
 def _integer_matmul(op, a, za, b, zb, cache=None):
