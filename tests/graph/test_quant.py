@@ -303,6 +303,19 @@ def test_bad_inputs_name_the_node():
     model = _graph(node, {"a": a}, {"b": np.ones((3, 2), U8)})
     with pytest.raises(InvalidDType, match=r"MatMulInteger node 'mm'.*uint8"):
         pyconv.InferenceSession(model.SerializeToString()).run(None, {"a": a})
+    # ConvInteger with constant weights (the C conv): the input's channels and its zero
+    # point's type are checked as on the NumPy path
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], name="ci")
+    x = np.ones((1, 4, 5, 5), U8)
+    model = _graph(node, {"x": x, "xz": np.uint8(3)}, {"w": np.ones((2, 3, 3, 3), U8)})
+    session = pyconv.InferenceSession(model.SerializeToString())
+    with pytest.raises(InvalidArgument, match=r"ConvInteger node 'ci'.*input channels 4"):
+        session.run(None, {"x": x, "xz": np.uint8(3)})
+    x = np.ones((1, 3, 5, 5), U8)
+    model = _graph(node, {"x": x, "xz": np.int8(3)}, {"w": np.ones((2, 3, 3, 3), U8)})
+    with pytest.raises(InvalidDType, match=r"ConvInteger node 'ci'.*x_zero_point is int8"):
+        pyconv.InferenceSession(model.SerializeToString()).run(None, {"x": x,
+                                                                      "xz": np.int8(3)})
 
 
 def _float_cnn(rng):
