@@ -37,10 +37,12 @@ class QConv2d:
     kh: int
     kw: int
     depthwise: bool
+    integer: bool
     out_dtype: np.dtype
     def __init__(self, w: npt.NDArray[np.int8], bias: Optional[npt.NDArray[np.int32]],
                  multiplier: npt.ArrayLike, x_zero_point: int, y_zero_point: int, qmin: int,
-                 qmax: int, groups: int, out_dtype: object = ...) -> None: ...
+                 qmax: int, groups: int, out_dtype: object = ...,
+                 w_zero_point: Optional[npt.ArrayLike] = None) -> None: ...
     def run(self, x: npt.NDArray[np.uint8], output_shape: tuple[int, int],
             strides: tuple[int, int], pads_begin: tuple[int, int],
             dilations: tuple[int, int], context: Optional[ExecutionContext] = None,
@@ -54,6 +56,7 @@ class QConvCall:
     x_shape: tuple[int, ...]
     y_shape: tuple[int, ...]
     def __call__(self, x: object, residual: object = None) -> Optional[npt.NDArray]: ...
+    def integer(self, x: object, x_zero_point: int) -> Optional[npt.NDArray[np.int32]]: ...
     def with_add(self, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int,
                  c_scale: float, c_zero_point: int, conv_is_a: bool) -> QConvCall: ...
 

@@ -400,6 +400,9 @@ cdef struct _qconv:
     const uint8_t *residual     # NHWC uint8 like y: each block of y then has it added
     float add_ra, add_rb, add_fixed
     int conv_is_a               # y is the add's first operand (else its second)
+    int int32_out               # y is the int32 NCHW sums, unrequantized (ConvInteger)
+    int sums_column             # the packed weights of a group end with a column of ones
+    const int32_t *wz           # per output channel, the weight zero point it serves
 
 
 cdef void _to_hwc(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -493,6 +496,25 @@ cdef inline void _pixel_pointers(const _qconv *q, const uint8_t *x, int64_t oh, 
             dst += 1
 
 
+cdef inline void _store_sums(const _qconv *q, const int32_t *acc, int64_t rows, int64_t g,
+                             int32_t *y, int64_t P) noexcept nogil:
+    """A block of int32 sums (rows, channels of group g) into the NCHW planes: plus the
+    zero points' share, ``bias - wz * (the window's sum of x)`` (the ones column), wrapping
+    as int32 sums do (-fwrapv)."""
+    cdef int64_t co, r
+    cdef int32_t b, z
+    cdef const int32_t *s = acc + q.mg
+    for co in range(q.mg):
+        b = q.bias[g * q.mg + co]
+        z = q.wz[g * q.mg + co] if q.sums_column else 0
+        if z != 0:
+            for r in range(rows):
+                y[co * P + r] = acc[r * q.npad + co] + b - z * s[r * q.npad]
+        else:
+            for r in range(rows):
+                y[co * P + r] = acc[r * q.npad + co] + b
+
+
 cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     cdef _qconv *q = <_qconv *>arg
     cdef int64_t t, img, g, p0, p1, p, rows, r, co, taps = 0, oy, ox, P = q.oh * q.ow
@@ -528,6 +550,11 @@ cdef void _qconv_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
             for p in range(p0, p1):
                 _im2col_row(q, x, p, g, a + (p - p0) * q.kp)
             rows_a = a
+        if q.int32_out:
+            q.kernel.gemm(rows, q.npad, q.kp, rows_a, q.kp, q.packed + g * q.npad * q.kp,
+                          acc, q.npad)
+            _store_sums(q, acc, rows, g, <int32_t *>q.y + (img * q.m + g * q.mg) * P + p0, P)
+            continue
         # Requantized as (positions, channels): in place where that is the output's layout
         # (NHWC), else into the tile transposed into the NCHW planes.
         if q.channels_last:
@@ -602,17 +629,24 @@ cdef class QConv2d:
     ``x_zero_point``, int8 weights (m, c / groups, kh, kw) with zero point 0, int32 bias,
     per-channel float32 multipliers (``x_scale * w_scale / y_scale``), output uint8 or
     int8 with zero point ``y_zero_point``, clamped to ``[qmin, qmax]`` (the type's range,
-    or narrower for a fused Relu / Clip)."""
+    or narrower for a fused Relu / Clip).
+
+    With ``out_dtype`` int32 (ConvInteger) the output is the exact int32 sums
+    ``conv(x - x_zero_point, w - w_zero_point)``, unrequantized (bias, multiplier, y zero
+    point and bounds unused): the weights' zero point ``w_zero_point`` (int8 values, per
+    tensor or per output channel) is given here, the input's with each call
+    (:meth:`QConvCall.integer`); NCHW, on the GEMM (depthwise layers too)."""
 
     cdef readonly int64_t m, cg, groups, kh, kw
-    cdef readonly bint depthwise
+    cdef readonly bint depthwise, integer
     cdef readonly object out_dtype
-    cdef object packed, bias, mult, w_dw, w_dwf, pad_row
+    cdef object packed, bias, mult, w_dw, w_dwf, pad_row, zero_point_sums, wz
+    cdef bint sums_column
     cdef int32_t xz, yz
     cdef float lo, hi
 
     def __init__(self, w, bias, multiplier, int x_zero_point, int y_zero_point, int qmin,
-                 int qmax, int groups, out_dtype=np.uint8):
+                 int qmax, int groups, out_dtype=np.uint8, w_zero_point=None):
         if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
             raise InvalidDType(f"quantized conv: weights must be a 4-D int8 array, got "
                                f"{getattr(w, 'dtype', type(w).__name__)} "
@@ -627,10 +661,19 @@ cdef class QConv2d:
         self.xz, self.yz = x_zero_point, y_zero_point
         self.lo, self.hi = qmin - y_zero_point, qmax - y_zero_point
         self.out_dtype = np.dtype(out_dtype)
+        self.integer = self.out_dtype == np.int32
+        wz = np.zeros(1, np.int64) if w_zero_point is None else \
+            np.asarray(w_zero_point, np.int64).reshape(-1)
+        if wz.size not in (1, m) or np.any(wz) and not self.integer \
+                or np.any(wz < -128) or np.any(wz > 127):
+            raise InvalidArgument(f"quantized conv: weight zero point of shape "
+                                  f"{np.shape(w_zero_point)}: expected int8 values, one or one "
+                                  f"per output channel ({m}), nonzero only with int32 output")
+        self.wz = np.ascontiguousarray(np.broadcast_to(wz, (m,)), np.int32)
         bias = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64)
         self.mult = np.ascontiguousarray(np.broadcast_to(
             np.asarray(multiplier, np.float32).reshape(-1), (m,)))
-        self.depthwise = cg == 1 and groups == m
+        self.depthwise = cg == 1 and groups == m and not self.integer
         if self.depthwise:
             self.w_dw = np.ascontiguousarray(w.reshape(m, kh * kw))
             self.w_dwf = np.ascontiguousarray(self.w_dw.T, np.float32)
@@ -642,12 +685,19 @@ cdef class QConv2d:
         # (pixels, channels) copy, so that an im2col row is runs of memcpy.
         mats = w.reshape(groups, mg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(
             groups, kh * kw * cg, mg)
+        # A weight zero point needs each window's sum of x: a column of ones gives it.
+        self.sums_column = bool(np.any(wz))
+        if self.sums_column:
+            mats = np.concatenate([mats, np.ones((groups, kh * kw * cg, 1), np.int8)], axis=2)
         packs = [PackedInt8(np.ascontiguousarray(mats[g])) for g in range(groups)]
         self.packed = np.concatenate([p.data for p in packs])
-        sums = np.concatenate([p.column_sums for p in packs])
+        sums = np.concatenate([p.column_sums[:mg] for p in packs])
         # (x - xz) . w = x . w - xz * sum(w): the zero point's share enters with the bias
         # (int32 wraps as onnxruntime's int32 sums do).
         self.bias = (bias - x_zero_point * sums).astype(np.int32)
+        # (x - xz) . (w - wz) = x . w - wz * sum(x) + xz * (k * wz - sum(w)), k taps: the
+        # last term is xz times this, per call (QConvCall.integer).
+        self.zero_point_sums = kh * kw * cg * self.wz.astype(np.int64) - sums
 
     def run(self, x, output_shape, strides, pads_begin, dilations, context=None,
             bint channels_last=False):
@@ -658,6 +708,9 @@ cdef class QConv2d:
             raise InvalidDType(f"quantized conv: input must be a 4-D uint8 array, got "
                                f"{getattr(x, 'dtype', type(x).__name__)} "
                                f"{getattr(x, 'shape', '')}")
+        if self.integer:
+            raise ValueError("QConv2d.run: an int32-output conv takes the input zero point "
+                             "with each call (bind(...).integer)")
         cdef QConvCall call = self.bind(x.shape, output_shape, strides, pads_begin, dilations,
                                         context, channels_last)
         return call._execute(contiguous_bytes(x, context))
@@ -669,6 +722,8 @@ cdef class QConv2d:
         if len(x_shape) != 4:
             raise InvalidArgument(f"quantized conv: input must be 4-D, got shape "
                                   f"{tuple(x_shape)}")
+        if channels_last and self.integer:
+            raise InvalidArgument("quantized conv: int32 output is NCHW only")
         cdef int cax = 3 if channels_last else 1
         if x_shape[cax] != self.cg * self.groups:
             raise InvalidArgument(f"quantized conv: input of shape {tuple(x_shape)} has "
@@ -689,6 +744,9 @@ cdef class QConv2d:
         cdef _qconv *q = &call.q
         q.residual = NULL
         q.kernel = pyconv_qgemm_kernel_for(c.kernel.isa)
+        q.int32_out, q.sums_column = self.integer, self.sums_column
+        cdef cnp.ndarray wz = self.wz
+        q.wz = <const int32_t *>cnp.PyArray_DATA(wz)
         q.channels_last = channels_last
         if channels_last:
             q.n, q.h, q.w, q.c = call.x_shape
@@ -731,7 +789,7 @@ cdef class QConv2d:
         call.mode = _GEMM
         q.kg = self.kh * self.kw * self.cg
         q.kp = _round_up(q.kg, PYCONV_QGEMM_KB)
-        q.npad = _round_up(q.mg, PYCONV_QGEMM_NB)
+        q.npad = _round_up(q.mg + self.sums_column, PYCONV_QGEMM_NB)
         packed = self.packed
         q.packed = <const int8_t *>cnp.PyArray_DATA(packed)
         q.direct = (self.kh == 1 and self.kw == 1 and q.sh == 1 and q.sw == 1 and q.ph == 0
@@ -739,7 +797,8 @@ cdef class QConv2d:
                     and ow == q.w)
         # Pixels read in place through row pointers where each tap's channels are whole
         # groups of 4 k and long enough to pay for the pointers; else im2col.
-        q.indirect = (not q.direct and q.kernel.gemm_requant_indirect != NULL
+        q.indirect = (not q.direct and not self.integer
+                      and q.kernel.gemm_requant_indirect != NULL
                       and self.cg % PYCONV_QGEMM_KB == 0 and self.cg >= 16)
         cdef cnp.ndarray pad_row = self.pad_row
         q.pad_row = <const uint8_t *>cnp.PyArray_DATA(pad_row)
@@ -797,12 +856,29 @@ cdef class QConvCall:
     cdef int64_t tasks, tiles, scratch_bytes, workspace_bytes
 
     def __call__(self, x, residual=None):
+        if self.conv.integer:
+            raise ValueError("QConvCall: an int32-output conv is called with .integer(x, "
+                             "x_zero_point)")
         if not (_bytes_of_shape(x, self.x_shape) and (
                 residual is None and not self.adds
                 or residual is not None and self.adds and _bytes_of_shape(residual,
                                                                           self.y_shape))):
             return None
         return self._execute(x, residual)
+
+    def integer(self, x, int x_zero_point):
+        """The int32 sums ``conv(x - x_zero_point, w - w_zero_point)`` of an int32-output
+        conv, ``x`` uint8 C-contiguous of the bound shape; None for any other ``x``."""
+        if not self.conv.integer:
+            raise ValueError("QConvCall.integer: the conv requantizes (call it)")
+        if not 0 <= x_zero_point <= 255:
+            raise InvalidArgument(f"quantized conv: x_zero_point {x_zero_point} is not a "
+                                  f"uint8 value")
+        if not _bytes_of_shape(x, self.x_shape):
+            return None
+        # int64 products, wrapped to int32 as the sums are
+        cdef cnp.ndarray bias = (x_zero_point * self.conv.zero_point_sums).astype(np.int32)
+        return self._execute(x, None, bias, x_zero_point)
 
     def with_add(self, float a_scale, int a_zero_point, float b_scale, int b_zero_point,
                  float c_scale, int c_zero_point, bint conv_is_a):
@@ -827,13 +903,18 @@ cdef class QConvCall:
         call.q.conv_is_a = conv_is_a
         return call
 
-    cdef object _execute(self, cnp.ndarray x, object residual=None):
+    cdef object _execute(self, cnp.ndarray x, object residual=None,
+                         cnp.ndarray bias=None, int x_zero_point=0):
         """The convolution of x (uint8, C-contiguous, of the bound shape), plus the bound
-        add of ``residual`` (uint8, C-contiguous, of the output shape) where it has one."""
+        add of ``residual`` (uint8, C-contiguous, of the output shape) where it has one;
+        an int32-output conv with its per-call ``bias`` and ``x_zero_point``."""
         cdef cnp.ndarray y = np.empty(self.y_shape, self.out_dtype)
         if self.empty:
             return y
         cdef _qconv q = self.q      # a copy: concurrent runs of one call share nothing
+        if bias is not None:
+            q.bias = <const int32_t *>cnp.PyArray_DATA(bias)
+            q.xz = x_zero_point
         if self.adds:
             q.residual = <const uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>residual)
         q.x = <const uint8_t *>cnp.PyArray_DATA(x)

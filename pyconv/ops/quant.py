@@ -254,13 +254,15 @@ def _product(a, za, b, zb, context):
     or one value per row, ``b`` a packed int8 (k, n) operand with ``zb`` a scalar or one
     value per column (zero points int64). Runs on the int8 GEMM; the zero points enter as
     row and column sums."""
-    acc = qgemm.matmul_u8s8(a, b, context).astype(np.int64)
+    acc = qgemm.matmul_u8s8(a, b, context)
     za = za.reshape(-1, 1) if za.ndim else za
     zb = zb.reshape(1, -1) if zb.ndim else zb
-    acc -= za * b.column_sums.reshape(1, -1)
-    acc -= a.sum(axis=1, dtype=np.int64).reshape(-1, 1) * zb
-    acc += b.k * za * zb
-    return acc.astype(np.int32)
+    # The corrections in int64, applied in int32: the same result modulo 2 ** 32 (int32
+    # sums wrap), in two passes over the product instead of int64 copies of it.
+    acc -= (za * b.column_sums.reshape(1, -1)).astype(np.int32)
+    acc -= (a.sum(axis=1, dtype=np.int64).reshape(-1, 1) * zb - b.k * za * zb).astype(
+        np.int32)
+    return acc
 
 
 def _integer_matmul(op, a, za, b, zb, cache=None):
@@ -382,22 +384,122 @@ _CONV_ATTRIBUTES = {"auto_pad": "NOTSET", "dilations": None, "group": 1,
                     "kernel_shape": None, "pads": None, "strides": None}
 
 
+def _bound_qconv(op, shape):
+    """``op.fast`` (a qgemm.QConv2d) bound to inputs of ``shape`` (QConv2d.bind), cached
+    in ``op.fast_calls``; None where it does not apply (the general path reports errors)."""
+    call = None
+    channels, spatial = (shape[3], shape[1:3]) if op.channels_last else (shape[1], shape[2:])
+    if channels == op.fast.cg * op.fast.groups:
+        if op.geometry is None:
+            op.geometry = ConvAttributes.from_onnx("conv", op.attrs, op.fast_kernel_shape,
+                                                   op=op.node.label)
+        g = op.geometry.resolve(spatial)
+        if min(g.pads_begin) >= 0:
+            call = wrap_errors(op, op.fast.bind, shape, g.output_shape, op.geometry.strides,
+                               g.pads_begin, op.geometry.dilations, op.context,
+                               channels_last=op.channels_last)
+    op.fast_calls[shape] = call
+    return call
+
+
+def _integer_qconv(op, consts):
+    """The C convolution with int32 output (qgemm.QConv2d, ``out_dtype`` int32) of a
+    ConvInteger whose weights (2-D, uint8 or int8) and weight zero point (per tensor or per
+    output channel) are constants; else None (the NumPy path runs, and reports bad
+    parameters)."""
+    nin = len(op.node.inputs)
+    has_wz = nin > 3 and op.node.inputs[3]
+    if 1 not in consts or has_wz and 3 not in consts:
+        return None
+    w, wz = consts[1], consts.get(3) if has_wz else None
+    if not isinstance(w, np.ndarray) or w.dtype not in (U8, I8) or w.ndim != 4:
+        return None
+    m = w.shape[0]
+    if wz is not None and (not isinstance(wz, np.ndarray) or wz.dtype != w.dtype
+                           or wz.size != 1 and wz.shape != (m,)):
+        return None
+    group = int(op.attrs["group"])
+    if group < 1 or m % group:
+        return None
+    w8, wz8 = _as_int8(w, np.zeros((), np.int64) if wz is None else wz.astype(np.int64))
+    if np.any(wz8 < -128) or np.any(wz8 > 127):
+        return None
+    op.fast_kernel_shape = w.shape[2:]
+    return qgemm.QConv2d(np.ascontiguousarray(w8), None, 1, 0, 0, 0, 0, group, np.int32,
+                         w_zero_point=wz8)
+
+
 @register("ConvInteger")
 class ConvInteger(Op):
     """``conv(x - x_zero_point, w - w_zero_point)`` as int32; the weight's zero point per
-    tensor or per output channel."""
+    tensor or per output channel. 2-D with constant weights on the int8 conv kernels
+    (qgemm.QConv2d with int32 output), bound per input shape; else NumPy-assisted."""
 
     attributes = dict(_CONV_ATTRIBUTES)
     required_inputs = 2
+    channels_last = False
 
     def setup(self, consts):
         self.packed = _PackedWeights()
+        self.fast = _integer_qconv(self, consts)
+        self.geometry = None
+        self.fast_calls = {}        # input shape -> the C conv bound to it, or None
+
+    def _fast(self, call, inputs):
+        """The bound C conv's output for these inputs, or None where it does not apply
+        (an input zero point that is not one value of x's type, x of another shape)."""
+        x = inputs[0]
+        xz = inputs[2] if len(inputs) > 2 else None
+        if xz is None:
+            z = 0
+        elif type(xz) is np.ndarray and xz.dtype == x.dtype and xz.size == 1:
+            z = int(xz.reshape(()))
+        else:
+            return None
+        if x.dtype == I8:           # onto uint8: x + 128 with its zero point
+            x, z = x.view(np.uint8) ^ np.uint8(0x80), z + 128
+        y = call.integer(x, z)
+        if y is None and type(x) is np.ndarray and x.shape == call.x_shape:
+            y = call.integer(np.ascontiguousarray(x), z)
+        return y
 
     def run(self, inputs, out=None):
-        x = _integer(self, inputs[0], 0)
+        x = inputs[0]
+        if self.fast is not None and type(x) is np.ndarray and x.ndim == 4 \
+                and x.dtype in (U8, I8):
+            call = self.fast_calls.get(x.shape, False)
+            if call is False:
+                call = _bound_qconv(self, x.shape)
+            if call is not None:
+                y = self._fast(call, inputs)
+                if y is not None:
+                    return [y]
+        x = _integer(self, x, 0)
         w = _integer(self, inputs[1], 1)
         return [_integer_conv(self, x, _zero_point(self, inputs, 2), w,
                               _zero_point(self, inputs, 3), self.attrs, self.packed)]
+
+    def bind(self, specs, out):
+        """The C convolution bound to the planned input shape; None where ``run`` must
+        decide."""
+        if self.fast is None or specs[0] is None:
+            return None
+        shape, dtype = specs[0]
+        if dtype not in (U8, I8) or len(shape) != 4:
+            return None
+        try:
+            call = self.fast_calls[shape] if shape in self.fast_calls else \
+                _bound_qconv(self, shape)
+        except PyconvError:
+            return None
+        if call is None:
+            return None
+        fast, run = self._fast, self.run
+
+        def step(inputs):
+            y = fast(call, inputs)
+            return [y] if y is not None else run(inputs, out)
+        return step
 
 
 def _requantize(acc, scale, zp, dtype):
@@ -543,26 +645,6 @@ class QLinearConv(_QLinear):
         self.geometry = None
         self.fast_calls = {}        # input shape -> the C conv bound to it, or None
 
-    def _fast_call(self, shape):
-        """The C convolution bound to inputs of ``shape`` (qgemm.QConv2d.bind), or None
-        where it does not apply (the general path reports errors)."""
-        call = None
-        channels, spatial = (shape[3], shape[1:3]) if self.channels_last else \
-            (shape[1], shape[2:])
-        if channels == self.fast.cg * self.fast.groups:
-            if self.geometry is None:
-                self.geometry = ConvAttributes.from_onnx("conv", self.attrs,
-                                                         self.fast_kernel_shape,
-                                                         op=self.node.label)
-            g = self.geometry.resolve(spatial)
-            if min(g.pads_begin) >= 0:
-                call = wrap_errors(self, self.fast.bind, shape, g.output_shape,
-                                   self.geometry.strides, g.pads_begin,
-                                   self.geometry.dilations, self.context,
-                                   channels_last=self.channels_last)
-        self.fast_calls[shape] = call
-        return call
-
     def run(self, inputs, out=None):
         x = inputs[0]
         if self.fast is not None and type(x) is np.ndarray and x.dtype == _UINT8 \
@@ -573,7 +655,7 @@ class QLinearConv(_QLinear):
             else:
                 call = self.fast_calls.get(x.shape, False)
                 if call is False:
-                    call = self._fast_call(x.shape)
+                    call = _bound_qconv(self, x.shape)
                 if call is not None:
                     y = call(x)
                     if y is None:       # not C-contiguous (an NHWC view of NCHW bytes)
@@ -598,7 +680,7 @@ class QLinearConv(_QLinear):
             return None
         try:
             call = self.fast_calls[shape] if shape in self.fast_calls else \
-                self._fast_call(shape)
+                _bound_qconv(self, shape)
         except PyconvError:
             return None
         return None if call is None else bound_step(call, self, out)
@@ -785,7 +867,7 @@ class QLinearConvAdd(QLinearConvChannelsLast):
         fast = self.add.fast
         if isinstance(self.fast, qgemm.QConv2d) and fast is not None and fast[0] == U8:
             conv = self.fast_calls[shape] if shape in self.fast_calls else \
-                self._fast_call(shape)
+                _bound_qconv(self, shape)
             try:
                 call = None if conv is None else conv.with_add(*fast[1:], self.side == 0)
             except ValueError:      # a conv the fused add does not run in (int8 output)

@@ -146,6 +146,64 @@ def test_conv_integer(case, w_dtype):
     _compare(_graph(node, {"x": x}, inits), {"x": x})
 
 
+@pytest.mark.parametrize("case", [
+    dict(shape=(1, 1, 16, 21), w=(8, 1, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2]),
+    dict(shape=(2, 16, 9, 11), w=(24, 16, 3, 3), pads=[1, 0, 2, 1]),
+    dict(shape=(1, 24, 7, 9), w=(40, 24, 1, 1)),
+    dict(shape=(1, 12, 10, 9), w=(12, 4, 3, 3), group=3, strides=[2, 1], dilations=[1, 2]),
+    dict(shape=(1, 8, 9, 9), w=(8, 1, 3, 3), group=8, auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(shape=(1, 4, 6, 6), w=(4, 4, 5, 5), pads=[3, 3, 3, 3]),
+])
+@pytest.mark.parametrize("x_dtype,w_dtype,per_channel", [
+    (U8, U8, False), (U8, I8, False), (U8, U8, True), (I8, I8, True), (I8, U8, False)])
+def test_conv_integer_on_the_int8_conv_kernels(case, x_dtype, w_dtype, per_channel):
+    """2-D ConvInteger with constant weights runs on qgemm.QConv2d's int32 output, bound to
+    the planned shape; the input's zero point is a graph input (DynamicQuantizeLinear's
+    output in a dynamically quantized model) that changes from run to run."""
+    rng = np.random.default_rng(11 + per_channel)
+    case = dict(case)
+    shape, w = case.pop("shape"), _ints(rng, w_dtype, case.pop("w"))
+    wz = _ints(rng, w_dtype, (w.shape[0],) if per_channel else ())
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], **case)
+    xz0 = np.asarray(0, x_dtype)
+    model = _graph(node, {"x": _ints(rng, x_dtype, shape), "xz": xz0}, {"w": w, "wz": wz})
+    session = pyconv.InferenceSession(model.SerializeToString())
+    (op,) = [step.op for step in session._program.steps if step.node.op_type == "ConvInteger"]
+    assert op.fast is not None
+    # onnxruntime: uint8 x, per-tensor weight zero point only
+    runtime = x_dtype == U8 and not per_channel
+    ort_session = ort.InferenceSession(model.SerializeToString(), providers=[
+        "CPUExecutionProvider"]) if runtime else None
+    for run in range(3):
+        feeds = {"x": _ints(rng, x_dtype, shape), "xz": _ints(rng, x_dtype, ())}
+        got = session.run(None, feeds)[0]
+        want = ReferenceEvaluator(model).run(None, feeds)[0] if not per_channel else None
+        if want is None:        # the reference evaluator takes per-tensor zero points only
+            want = _conv_integer_int64(feeds["x"], feeds["xz"], w, wz, model)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+        if runtime:
+            np.testing.assert_array_equal(got, ort_session.run(None, feeds)[0])
+    (plan,) = session._program.plans.values()
+    (call,) = [c for c, *_, step in plan._pool[-1].steps
+               if step.node.op_type == "ConvInteger"]
+    assert call.__qualname__.startswith("ConvInteger.bind")     # the bound C conv
+
+
+def _conv_integer_int64(x, xz, w, wz, model):
+    """ConvInteger as a float64 Conv of the shifted integers (exact below 2 ** 53)."""
+    node = model.graph.node[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if isinstance(attrs.get("auto_pad"), bytes):
+        attrs["auto_pad"] = attrs["auto_pad"].decode()
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    xs = x.astype(np.float64) - np.float64(xz)
+    ws = w.astype(np.float64) - wz.astype(np.float64).reshape(-1, 1, 1, 1)
+    g = _graph(conv, {"x": xs}, {"w": ws})
+    y = ReferenceEvaluator(g).run(None, {"x": xs})[0]
+    return np.rint(y).astype(np.int64).astype(np.int32)
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("out_dtype", [U8, I8])
 def test_qlinear_conv(per_channel, out_dtype):
@@ -245,6 +303,19 @@ def test_bad_inputs_name_the_node():
     model = _graph(node, {"a": a}, {"b": np.ones((3, 2), U8)})
     with pytest.raises(InvalidDType, match=r"MatMulInteger node 'mm'.*uint8"):
         pyconv.InferenceSession(model.SerializeToString()).run(None, {"a": a})
+    # ConvInteger with constant weights (the C conv): the input's channels and its zero
+    # point's type are checked as on the NumPy path
+    node = helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], name="ci")
+    x = np.ones((1, 4, 5, 5), U8)
+    model = _graph(node, {"x": x, "xz": np.uint8(3)}, {"w": np.ones((2, 3, 3, 3), U8)})
+    session = pyconv.InferenceSession(model.SerializeToString())
+    with pytest.raises(InvalidArgument, match=r"ConvInteger node 'ci'.*input channels 4"):
+        session.run(None, {"x": x, "xz": np.uint8(3)})
+    x = np.ones((1, 3, 5, 5), U8)
+    model = _graph(node, {"x": x, "xz": np.int8(3)}, {"w": np.ones((2, 3, 3, 3), U8)})
+    with pytest.raises(InvalidDType, match=r"ConvInteger node 'ci'.*x_zero_point is int8"):
+        pyconv.InferenceSession(model.SerializeToString()).run(None, {"x": x,
+                                                                      "xz": np.int8(3)})
 
 
 def _float_cnn(rng):

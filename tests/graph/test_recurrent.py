@@ -196,12 +196,16 @@ def test_dynamic_quantize_lstm_from_onnxruntime_quantizer(per_channel, direction
                        per_channel=per_channel)
     quantized = onnx.load(dst)
     assert "DynamicQuantizeLSTM" in {n.op_type for n in quantized.graph.node}
-    got = pyconv.InferenceSession(str(dst)).run(None, feeds)
-    want = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feeds)
-    exact = pyconv.InferenceSession(model.SerializeToString()).run(None, feeds)
-    for g, w, e in zip(got, want, exact):
-        assert g.shape == w.shape
-        # Both runs are within the quantization's error of the float layer, and of each
-        # other; the gates saturate in [-1, 1].
-        err = np.abs(w - e).max()
-        assert np.abs(g - w).max() <= max(2 * err, 0.02), (np.abs(g - w).max(), err)
+    session = pyconv.InferenceSession(str(dst))
+    # the second run takes the weights dequantized by the first
+    for run_feeds in (feeds, {k: np.ascontiguousarray(v[::-1]) for k, v in feeds.items()}):
+        got = session.run(None, run_feeds)
+        want = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(
+            None, run_feeds)
+        exact = pyconv.InferenceSession(model.SerializeToString()).run(None, run_feeds)
+        for g, w, e in zip(got, want, exact):
+            assert g.shape == w.shape
+            # Both runs are within the quantization's error of the float layer, and of
+            # each other; the gates saturate in [-1, 1].
+            err = np.abs(w - e).max()
+            assert np.abs(g - w).max() <= max(2 * err, 0.02), (np.abs(g - w).max(), err)

@@ -12,9 +12,8 @@ from pyconv.errors import InvalidArgument, InvalidDType
 ISAS = [isa for isa in ("avx512", "avx2", "generic") if isa in gemm.supported_isas()]
 
 
-def reference(x, xz, w, bias, mult, yz, qmin, qmax, strides, pads, dilations, groups):
-    """int64 sums of (x - xz) * w over the zero-point-padded image, plus the bias; then
-    float32 acc * mult, clamped to [qmin - yz, qmax - yz], rounded half to even, + yz."""
+def integer_sums(x, xz, w, strides, pads, dilations, groups):
+    """int64 sums of (x - xz) * w (w any integers) over the zero-point-padded image."""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = strides, pads, dilations
@@ -32,6 +31,13 @@ def reference(x, xz, w, bias, mult, yz, qmin, qmax, strides, pads, dilations, gr
                 patch = xp[:, g * cg:(g + 1) * cg, i * dh:i * dh + sh * (oh - 1) + 1:sh,
                            j * dw:j * dw + sw * (ow - 1) + 1:sw]
                 acc[:, co] += np.einsum("nchw,c->nhw", patch, w[co, :, i, j].astype(np.int64))
+    return acc, (oh, ow)
+
+
+def reference(x, xz, w, bias, mult, yz, qmin, qmax, strides, pads, dilations, groups):
+    """int64 sums of (x - xz) * w over the zero-point-padded image, plus the bias; then
+    float32 acc * mult, clamped to [qmin - yz, qmax - yz], rounded half to even, + yz."""
+    acc, (oh, ow) = integer_sums(x, xz, w, strides, pads, dilations, groups)
     acc += bias.reshape(1, -1, 1, 1)
     v = acc.astype(np.int32).astype(np.float32) * mult.astype(np.float32).reshape(1, -1, 1, 1)
     v = np.clip(v, np.float32(qmin - yz), np.float32(qmax - yz))
@@ -82,6 +88,55 @@ def test_qconv_against_int64_reference(isa, threads, case):
     assert got.dtype == np.uint8 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) > min(want.size // 4, 50)     # not all saturated
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("w_zero_point", ["none", "tensor", "channel"])
+@pytest.mark.parametrize("case", CASES)
+def test_int32_output_against_int64_reference(isa, threads, w_zero_point, case):
+    """ConvInteger's form: the exact sums of (x - xz) * (w - wz), the weights' zero point
+    per tensor or per output channel (a column of ones gives each window's sum of x),
+    the input's given with each call."""
+    n, c, h, wd, m, k, s, p, d, groups = case
+    rng = np.random.default_rng(sum(case) + len(w_zero_point))
+    x = rng.integers(0, 256, (n, c, h, wd)).astype(np.uint8)
+    w = rng.integers(-128, 128, (m, c // groups, k, k)).astype(np.int8)
+    wz = {"none": None, "tensor": np.int8(rng.integers(-128, 128)),
+          "channel": rng.integers(-128, 128, m).astype(np.int8)}[w_zero_point]
+    conv = qgemm.QConv2d(w, None, 1, 0, 0, 0, 0, groups, np.int32, w_zero_point=wz)
+    assert conv.integer and not conv.depthwise
+    w_shifted = w.astype(np.int64) - (0 if wz is None else np.int64(wz).reshape(-1, 1, 1, 1))
+    context = gemm.ExecutionContext(num_threads=threads, isa=isa)
+    for xz in (int(rng.integers(1, 255)), 0, 255):    # one bound call, any zero point
+        want, (oh, ow) = integer_sums(x, xz, w_shifted, (s, s), (p, p), (d, d), groups)
+        call = conv.bind(x.shape, (oh, ow), (s, s), (p, p), (d, d), context)
+        got = call.integer(x, xz)
+        assert got.dtype == np.int32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert call.integer(x[:, :, :, ::-1], xz) is None         # not C-contiguous
+    assert call.integer(x.astype(np.int8), xz) is None
+    with pytest.raises(ValueError, match="integer"):
+        call(x)
+    with pytest.raises(ValueError, match="zero point"):
+        conv.run(x, (oh, ow), (s, s), (p, p), (d, d))
+    with pytest.raises(InvalidArgument, match="x_zero_point 256"):
+        call.integer(x, 256)
+
+
+def test_int32_output_argument_checks():
+    w = np.ones((4, 2, 3, 3), np.int8)
+    with pytest.raises(InvalidArgument, match="weight zero point"):
+        qgemm.QConv2d(w, None, 1, 0, 0, 0, 0, 1, np.int32, w_zero_point=np.ones(3, np.int8))
+    with pytest.raises(InvalidArgument, match="weight zero point"):    # requantizing
+        qgemm.QConv2d(w, None, 1, 0, 0, 0, 255, 1, np.uint8, w_zero_point=np.int8(3))
+    conv = qgemm.QConv2d(w, None, 1, 0, 0, 0, 0, 2, np.int32)
+    with pytest.raises(InvalidArgument, match="NCHW only"):
+        conv.bind((1, 5, 5, 4), (3, 3), (1, 1), (0, 0), (1, 1), channels_last=True)
+    with pytest.raises(ValueError, match="requantizes"):
+        qgemm.QConv2d(w, None, 1, 0, 0, 0, 255, 1).bind(
+            (1, 2, 5, 5), (3, 3), (1, 1), (0, 0), (1, 1)).integer(np.zeros((1, 2, 5, 5),
+                                                                           np.uint8), 0)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
