@@ -384,6 +384,15 @@ _CONV_ATTRIBUTES = {"auto_pad": "NOTSET", "dilations": None, "group": 1,
                     "kernel_shape": None, "pads": None, "strides": None}
 
 
+def _planned_qconv(op, shape):
+    """op's conv bound to a planned input shape (cached per shape), or None where its run
+    must decide (a geometry or input the bound call does not take)."""
+    try:
+        return op.fast_calls[shape] if shape in op.fast_calls else _bound_qconv(op, shape)
+    except PyconvError:
+        return None
+
+
 def _bound_qconv(op, shape):
     """``op.fast`` (a qgemm.QConv2d) bound to inputs of ``shape`` (QConv2d.bind), cached
     in ``op.fast_calls``; None where it does not apply (the general path reports errors)."""
@@ -487,11 +496,7 @@ class ConvInteger(Op):
         shape, dtype = specs[0]
         if dtype not in (U8, I8) or len(shape) != 4:
             return None
-        try:
-            call = self.fast_calls[shape] if shape in self.fast_calls else \
-                _bound_qconv(self, shape)
-        except PyconvError:
-            return None
+        call = _planned_qconv(self, shape)
         if call is None:
             return None
         fast, run = self._fast, self.run
@@ -678,11 +683,7 @@ class QLinearConv(_QLinear):
         shape, dtype = specs[0]
         if dtype != _UINT8 or len(shape) != 4:
             return None
-        try:
-            call = self.fast_calls[shape] if shape in self.fast_calls else \
-                _bound_qconv(self, shape)
-        except PyconvError:
-            return None
+        call = _planned_qconv(self, shape)
         return None if call is None else bound_step(call, self, out)
 
     def _general(self, inputs, out):
