@@ -42,7 +42,7 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                fp_flush_denormals, fp_restore)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_ACT_RELU, PYCONV_ACT_CLIP,
-                               PYCONV_MAX_PHASE_STRIDE, PYCONV_MAX_TILE_VECTORS,
+                               PYCONV_MAX_PHASE_STRIDE, PYCONV_MAX_TILE_VECTORS, PYCONV_MAX_NR,
                                pyconv_epilogue_fn, pyconv_run)
 from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv.errors import InvalidArgument, InvalidDType, ShapeError

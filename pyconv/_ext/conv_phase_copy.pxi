@@ -191,10 +191,14 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
     cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
     cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
-    cdef int64_t cnt, i, v, q, nvec = (n1 - n0 + vl - 1) // vl
-    cdef int64_t plane = g.out_size[1] * g.out_size[2], rv = pc.row_vectors
+    cdef int64_t i, v, q, r, plane = g.out_size[1] * g.out_size[2], rv = pc.row_vectors
     cdef int64_t voff[PYCONV_MAX_TILE_VECTORS]
-    cdef int64_t start[PYCONV_MAX_TILE_VECTORS]     # row vectors: output offset of each
+    # The tile's kept runs, each within one output row: its column in the tile, its
+    # output offset and length (at most one run per column: NR)
+    cdef int64_t run_col[PYCONV_MAX_NR]
+    cdef int64_t run_out[PYCONV_MAX_NR]
+    cdef int64_t run_len[PYCONV_MAX_NR]
+    cdef int64_t nruns = 0
     cdef float *y = p.y + (n * p.cout + grp * cout_g) * plane
     cdef const float *src = xp + img * pc.image
     cdef float *dst
@@ -203,15 +207,31 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     # Without a residual the epilogue does not depend on the position: one call on the
     # whole tile (dropped columns included) instead of one per row run.
     cdef bint whole_tile = has_ep and p.residual == NULL
-    for v in range(nr // vl):
-        if rv:
+    if rv:                  # vectors along the output rows, each its own run
+        for v in range(nr // vl):
             q = n0 // vl + v
             oy = q // rv
             ox = (q - oy * rv) * vl
             voff[v] = oy * pc.wq + ox
-            start[v] = oy * g.out_size[2] + ox
-        else:
+            if v * vl < n1 - n0:
+                run_col[nruns] = v * vl
+                run_out[nruns] = oy * g.out_size[2] + ox
+                run_len[nruns] = min(vl, g.out_size[2] - ox)
+                nruns += 1
+    else:                   # consecutive grid columns: the runs inside each grid row
+        for v in range(nr // vl):
             voff[v] = n0 + v * vl
+        j = n0
+        while j < n1:
+            oy = j // pc.wq
+            ox = j - oy * pc.wq
+            run = min(pc.wq - ox, n1 - j)
+            if ox < g.out_size[2]:
+                run_col[nruns] = j - n0
+                run_out[nruns] = oy * g.out_size[2] + ox
+                run_len[nruns] = min(run, g.out_size[2] - ox)
+                nruns += 1
+            j += run
     _fill_epilogue(p, grp * cout_g, n, &ep)
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
@@ -224,31 +244,13 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
         seg.bias = ep.bias + ir if ep.bias != NULL else NULL
         if whole_tile:
             kern.epilogue(tile, nr, rows, n1 - n0, &seg)
-        if rv:
-            for v in range(nvec):
-                ox = start[v] % g.out_size[2]
-                cnt = min(vl, g.out_size[2] - ox)
-                if has_ep and not whole_tile:      # with a residual: this vector's part
-                    seg.residual = ep.residual + ir * plane + start[v]
-                    kern.epilogue(tile + v * vl, nr, rows, cnt, &seg)
-                dst = y + ir * plane + start[v]
-                for i in range(rows):
-                    memcpy(dst + i * plane, tile + i * nr + v * vl, cnt * sizeof(float))
-            continue
-        j = n0
-        while j < n1:
-            oy = j // pc.wq
-            ox = j - oy * pc.wq
-            run = min(pc.wq - ox, n1 - j)
-            if ox < g.out_size[2]:
-                cnt = min(run, g.out_size[2] - ox)
-                if has_ep and not whole_tile:      # with a residual: this run's part of it
-                    seg.residual = ep.residual + ir * plane + oy * g.out_size[2] + ox
-                    kern.epilogue(tile + (j - n0), nr, rows, cnt, &seg)
-                dst = y + ir * plane + oy * g.out_size[2] + ox
-                for i in range(rows):
-                    memcpy(dst + i * plane, tile + i * nr + (j - n0), cnt * sizeof(float))
-            j += run
+        for r in range(nruns):
+            if has_ep and not whole_tile:      # with a residual: this run's part of it
+                seg.residual = ep.residual + ir * plane + run_out[r]
+                kern.epilogue(tile + run_col[r], nr, rows, run_len[r], &seg)
+            dst = y + ir * plane + run_out[r]
+            for i in range(rows):
+                memcpy(dst + i * plane, tile + i * nr + run_col[r], run_len[r] * sizeof(float))
 
 
 cdef void _channels_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,

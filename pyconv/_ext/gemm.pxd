@@ -101,6 +101,7 @@ cdef extern from "sgemm.h" nogil:
     enum:
         PYCONV_MAX_PHASE_STRIDE
         PYCONV_MAX_TILE_VECTORS
+        PYCONV_MAX_NR
 
 cdef extern from "parallel.h" nogil:
     unsigned pyconv_fp_flush_denormals()

@@ -30,14 +30,9 @@ class _Affine(Op):
         if affine is None or specs[0] is None or specs[0][1] != np.float32:
             return None
         scale, shift, activation, a, b = affine
-        shape = tuple(specs[0][0])
-        if out is not None and (out.shape != shape or out.dtype != np.float32
-                                or not out.flags.c_contiguous or not out.flags.aligned
-                                or not out.flags.writeable):
-            out = None
         try:
-            kernel = gemm.bind_channel_affine(shape, scale, shift, activation, a, b, out=out,
-                                              context=self.context)
+            kernel = gemm.bind_channel_affine(tuple(specs[0][0]), scale, shift, activation, a,
+                                              b, out=out, context=self.context)
         except (PyconvError, ValueError):
             return None                 # the run reports it
         return bound_step(kernel, self, out)

@@ -64,8 +64,10 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
                                 int64_t sxi, int64_t sxk, const float *v, int64_t sv,
                                 float beta, float *y, int64_t sy);
 
-/* The most vectors across a tile (NR / vl) of any kernel: the size of voff. */
+/* The most vectors across a tile (NR / vl) of any kernel: the size of voff; and the
+ * most columns (NR): the callers' per-tile arrays. */
 #define PYCONV_MAX_TILE_VECTORS 16
+#define PYCONV_MAX_NR 64
 
 /* The convolution's shifted-B tile: tile[i * NR + v * vl + j] = sum_k A[k][ir + i] *
  * src[off[k] + voff[v] + j] for i < MR, v < NR / vl, j < vl (vl: the kernel's vector
