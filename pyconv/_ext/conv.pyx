@@ -230,12 +230,14 @@ cdef int64_t _shifted_columns(const pyconv_conv_geom *g, const pyconv_sgemm_kern
                               int64_t wq, int64_t *row_vectors) noexcept nogil:
     """Columns the shifted tiles compute (whole NR-wide chunks): over the oh x wq grid, or
     by vectors along the output rows where that is fewer (ow = 32: 32 x 34 -> 32 x 32
-    columns); row_vectors (if not NULL) gets the vectors per row, 0 for the grid."""
+    columns; on a tie too, as no grid column is then dropped: the tiles go straight into
+    the output where the rows are whole vectors); row_vectors (if not NULL) gets the
+    vectors per row, 0 for the grid."""
     cdef int64_t oh = g.out_size[1], rv = (g.out_size[2] + kern.vl - 1) // kern.vl
     cdef int64_t grid = (oh * wq + kern.nr - 1) // kern.nr * kern.nr
     cdef int64_t rows = (oh * rv * kern.vl + kern.nr - 1) // kern.nr * kern.nr
     if row_vectors != NULL:
-        row_vectors[0] = rv if rows < grid else 0
+        row_vectors[0] = rv if rows <= grid and wq > g.out_size[2] else 0
     return min(grid, rows)
 
 

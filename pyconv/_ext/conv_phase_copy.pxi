@@ -233,15 +233,37 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
                 nruns += 1
             j += run
     _fill_epilogue(p, grp * cout_g, n, &ep)
+    # Where the tile's columns are outputs one for one (no column dropped: row vectors
+    # that fill the output rows, or a grid as wide as them) and whole vectors, the kernel
+    # stores straight into y and the epilogue runs there: no copy out of a tile.
+    cdef bint direct = ((rv * vl == g.out_size[2]) if rv else (pc.wq == g.out_size[2])) and (
+        (n1 - n0) % vl == 0)
+    cdef int64_t coff[PYCONV_MAX_TILE_VECTORS]
+    for v in range(nr // vl):
+        coff[v] = v * vl
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
         ir = pan * mr
         rows = min(mr, a.m - ir)
-        if n1 - n0 < nr and kern.shifted_edge != NULL:   # a partial last chunk
-            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, n1 - n0)
-        else:
-            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile)
         seg = ep
         seg.bias = ep.bias + ir if ep.bias != NULL else NULL
+        if direct:
+            dst = y + ir * plane + n0
+            if n1 - n0 < nr:
+                kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, plane,
+                                  coff, rows, n1 - n0)
+            else:
+                kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, plane, coff,
+                             rows)
+            if has_ep:
+                if ep.residual != NULL:
+                    seg.residual = ep.residual + ir * plane + n0
+                kern.epilogue(dst, plane, rows, n1 - n0, &seg)
+            continue
+        if n1 - n0 < nr:                    # a partial last chunk
+            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, nr, coff,
+                              mr, n1 - n0)
+        else:
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, nr, coff, mr)
         if whole_tile:
             kern.epilogue(tile, nr, rows, n1 - n0, &seg)
         for r in range(nruns):

@@ -30,7 +30,8 @@ cdef extern from "sgemm.h" nogil:
     ctypedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
                                             const int64_t *off, const int64_t *voff,
-                                            float *tile) noexcept nogil
+                                            float *c, int64_t ldc, const int64_t *coff,
+                                            int64_t m) noexcept nogil
 
     ctypedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
                                            int64_t sw, int64_t py, int64_t ph, int64_t pw,
@@ -48,7 +49,8 @@ cdef extern from "sgemm.h" nogil:
     ctypedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                                  int64_t ir, const float *a, const float *src,
                                                  const int64_t *off, const int64_t *voff,
-                                                 float *tile, int64_t n) noexcept nogil
+                                                 float *c, int64_t ldc, const int64_t *coff,
+                                                 int64_t m, int64_t n) noexcept nogil
 
     ctypedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m,
                                             const float *src, const int64_t *off, int64_t n,

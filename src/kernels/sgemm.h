@@ -69,23 +69,27 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
 #define PYCONV_MAX_TILE_VECTORS 16
 #define PYCONV_MAX_NR 64
 
-/* The convolution's shifted-B tile: tile[i * NR + v * vl + j] = sum_k A[k][ir + i] *
- * src[off[k] + voff[v] + j] for i < MR, v < NR / vl, j < vl (vl: the kernel's vector
+/* The convolution's shifted-B tile: c[i * ldc + coff[v] + j] = sum_k A[k][ir + i] *
+ * src[off[k] + voff[v] + j] for i < m <= MR, v < NR / vl, j < vl (vl: the kernel's vector
  * length). A is packed as for the ukernel (KC-deep blocks of MR-row panels, mpad rows,
  * panel ir of block k0 at a + k0 * mpad + ir * kcb); B row k is read straight from the
  * caller's padded input instead of a packed panel, each vector of it at its own offset
  * voff[v] (v * vl: one contiguous run; else vectors along the output rows, none over the
- * padding columns between them). */
+ * padding columns between them). Each vector of C goes to its own offset coff[v]: a
+ * scratch tile (ldc = NR, coff[v] = v * vl), or straight into the output where every
+ * vector is a run of it. */
 typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                        const float *a, const float *src, const int64_t *off,
-                                       const int64_t *voff, float *tile);
+                                       const int64_t *voff, float *c, int64_t ldc,
+                                       const int64_t *coff, int64_t m);
 
 /* The same for the first n < NR columns only (the last chunk of a row of tiles): only
  * the vectors holding them are computed and stored. */
 typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                             const float *a, const float *src,
                                             const int64_t *off, const int64_t *voff,
-                                            float *tile, int64_t n);
+                                            float *c, int64_t ldc, const int64_t *coff,
+                                            int64_t m, int64_t n);
 
 /* The convolution's channel tile (small maps, many channels; see sgemm_tiles.inc):
  * y[i * ldy + j] = ep(sum_k w[k * NR + i] * src[off[k] + j]) for i < m <= NR output

@@ -137,6 +137,25 @@ def test_shifted_row_vectors_with_residual_and_activation(isa, threads, rng, sp)
     assert_close(got, np.maximum(ref, 0), 7 * 9)
 
 
+@pytest.mark.parametrize("sp", [(5, 16), (4, 17), (7, 9)])
+@pytest.mark.parametrize("kernel, stride, padding", [((3, 1), 1, (1, 0)), ((2, 2), 2, 0)])
+def test_shifted_grid_as_wide_as_the_output(isa, threads, rng, sp, kernel, stride, padding):
+    """Kernels whose phase planes are as wide as the output rows (a column of taps, or
+    2x2 at stride 2): no grid column is dropped, the tiles are stored straight into the
+    output (the last chunk, when not whole vectors, through the scratch tile)."""
+    x, w, b = rand(rng, 2, 7, *sp), rand(rng, 19, 7, *kernel), rand(rng, 19)
+    ref = R.conv_nd(x, w, b, stride, padding, padding, 1, 1)
+    residual = rand(rng, *ref.shape)
+    previous = conv_ext.set_algorithm("shifted")
+    try:
+        plan = F.ConvPlan(w, b, stride=stride, padding=padding, activation="relu")
+        got = plan.run(x, residual)
+    finally:
+        conv_ext.set_algorithm(previous)
+    assert plan.kernel.last_algorithm == "shifted"
+    assert_close(got, np.maximum(ref + residual, 0), 7 * kernel[0] * kernel[1])
+
+
 @pytest.mark.parametrize("nthreads", [3, 7])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("algorithm", ["shifted", "padded"])
