@@ -269,7 +269,12 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     shifted) and two-vector panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2:
     1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
     dilated on 32x32 52 against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96
-    stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102."""
+    stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102. Alone, with its
+    weights hot, a conv runs faster on channel tiles in more shapes (96 -> 96 on 28x28,
+    192 -> 192 on 14x14, 512 -> 512 on 7x7: 1.1-1.3x) than this model takes them for;
+    taking them there (panels up to half of L2, a last panel of one vector weighed instead
+    of excluded, whole tiles costed 15% under the GEMM's) made whole models slower, their
+    weights cold (DenseNet-121 1.10x, Darknet-53 1.05x at 1 thread), so it stays as fitted."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
     cdef int64_t channels = -1, panel, last
