@@ -691,7 +691,7 @@ cdef class ConvKernel:
             float act_alpha=0.0, float act_beta=0.0):
         """Runs ``shape`` (a reshape of this kernel) on x into out, both float32 aligned
         C-contiguous arrays of its input and output shapes (residual too, of the output
-        shape, or None)."""
+        shape, or None), out sharing no memory with them."""
         if shape.kernel is not self:
             raise ValueError("ConvKernel.run: the reshape belongs to another kernel")
         if not planned_array(x, shape.ndim, shape.x_dims) or not planned_array(
@@ -700,6 +700,9 @@ cdef class ConvKernel:
             raise ValueError(f"ConvKernel.run: x, out (and residual) must be float32 aligned "
                              f"C-contiguous arrays of shapes {shape.input_shape} and "
                              f"{shape.output_shape}")
+        if arrays_overlap(x, out) or (residual is not None and arrays_overlap(residual, out)):
+            # out is written while x and residual are still read
+            raise ValueError("ConvKernel.run: out shares memory with x or residual")
         self._last = shape
         return self._execute(shape, activation_code(activation), act_alpha, act_beta, x, out,
                              residual)

@@ -188,8 +188,8 @@ class ConvPlan:
         ``output_size`` (transposed only) picks the output spatial size like
         torch's ``ConvTranspose.forward(x, output_size)``; ``out`` (optional) is a
         preallocated C-contiguous float32 array of the output shape, written and
-        returned (a memory planner's buffer; it must not overlap ``x`` or
-        ``residual``)."""
+        returned (a memory planner's buffer; one that shares memory with ``x`` or
+        ``residual`` raises InvalidArgument)."""
         x = as_float32(x, "input", self.op)
         shape = self.reshape(x.shape, output_size)
         out_shape = shape.output_shape
@@ -203,6 +203,12 @@ class ConvPlan:
             out = np.empty(out_shape, dtype=np.float32)
         else:
             check_out(self.op, "out", out, out_shape, np.float32, aligned=True)
+            # The kernels write out while still reading x and residual (tiles go straight
+            # into the output): an overlap would be a wrong answer, not an in-place op.
+            for name, arr in (("input", x), ("residual", residual)):
+                if arr is not None and np.may_share_memory(out, arr):
+                    raise InvalidArgument(f"{self.op}: out shares memory with {name}; pass "
+                                          f"a separate output array")
         return self.kernel.run(shape, x, out, residual, self.activation, self.act_alpha,
                                self.act_beta)
 

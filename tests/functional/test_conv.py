@@ -156,6 +156,19 @@ def test_shifted_grid_as_wide_as_the_output(isa, threads, rng, sp, kernel, strid
     assert_close(got, np.maximum(ref + residual, 0), 7 * kernel[0] * kernel[1])
 
 
+def test_out_sharing_memory_with_an_operand_is_refused(rng):
+    """The kernels write out while reading x and the residual (shifted tiles go straight
+    into the output): an aliased out is refused, not computed wrong."""
+    plan = F.ConvPlan(rand(rng, 8, 8, 3, 3), None, padding=1)
+    x, residual = rand(rng, 1, 8, 4, 16), rand(rng, 1, 8, 4, 16)
+    with pytest.raises(InvalidArgument, match="out shares memory with residual"):
+        plan.run(x, residual, out=residual)
+    with pytest.raises(InvalidArgument, match="out shares memory with input"):
+        plan.run(x, out=x)
+    out = np.empty_like(residual)
+    assert plan.run(x, residual, out=out) is out
+
+
 @pytest.mark.parametrize("nthreads", [3, 7])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("algorithm", ["shifted", "padded"])
