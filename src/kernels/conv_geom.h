@@ -53,6 +53,23 @@ static inline void pyconv_inside_range(int64_t off, int64_t step, int64_t span, 
     *hi = b;
 }
 
+/* The zero (or neutral) rows (d = 1) or columns (d = 2) before (end 0) or after (end 1)
+ * the input that some tap of some output reads: a padded copy of the input this large
+ * holds every window. A pool's ceil_mode window can reach past its end pads, a conv's
+ * never reaches all of them, and a negative (cropping) pad needs none. */
+static inline int64_t pyconv_window_pad(const pyconv_conv_geom *g, int d, int end)
+{
+    if (!end) return g->pb[d] > 0 ? g->pb[d] : 0;
+    const int64_t last = (g->out_size[d] - 1) * g->s[d] - g->pb[d] + (g->k[d] - 1) * g->dl[d];
+    return last + 1 > g->in_size[d] ? last + 1 - g->in_size[d] : 0;
+}
+
+/* The input's extent along d with those pads. */
+static inline int64_t pyconv_window_extent(const pyconv_conv_geom *g, int d)
+{
+    return pyconv_window_pad(g, d, 0) + g->in_size[d] + pyconv_window_pad(g, d, 1);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -79,23 +79,12 @@ static inline int64_t pyconv_dwconv_workspace_floats(const pyconv_conv_geom *g, 
     return pyconv_dw_block_in_rows(g, rows) * g->s[2] * lp;
 }
 
-/* The rows (d = 1) or columns (d = 2) of zeros before (end 0) or after (end 1) the input
- * in the `channels` window: the padding that some tap reads (none where negative). */
-static inline int64_t pyconv_dw_channels_pad(const pyconv_conv_geom *g, int d, int end)
-{
-    const int64_t p = end ? g->pe[d] : g->pb[d];
-    return p > 0 ? p : 0;
-}
-
 /* `channels` scratch: the interleaved padded window, the taps and the output grid, lanes
  * floats per pixel or tap. */
 static inline int64_t pyconv_dw_channels_workspace_floats(const pyconv_conv_geom *g,
                                                           int64_t lanes)
 {
-    const int64_t hp = pyconv_dw_channels_pad(g, 1, 0) + g->in_size[1]
-                       + pyconv_dw_channels_pad(g, 1, 1);
-    const int64_t wp = pyconv_dw_channels_pad(g, 2, 0) + g->in_size[2]
-                       + pyconv_dw_channels_pad(g, 2, 1);
+    const int64_t hp = pyconv_window_extent(g, 1), wp = pyconv_window_extent(g, 2);
     return lanes * (hp * wp + g->k[1] * g->k[2] + g->out_size[1] * g->out_size[2]) + 16;
 }
 

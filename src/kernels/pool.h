@@ -68,24 +68,12 @@ typedef struct {
     int lanes;               /* planes per block of `channels` */
 } pyconv_pool_kernel;
 
-/* The padding rows (d = 1) or columns (d = 2) before (end 0) or after (end 1) the input
- * that some tap of some output reads: a ceil_mode window can reach past the end pads. */
-static inline int64_t pyconv_pool_lanes_pad(const pyconv_conv_geom *g, int d, int end)
-{
-    if (!end) return g->pb[d];
-    const int64_t last = (g->out_size[d] - 1) * g->s[d] - g->pb[d] + (g->k[d] - 1) * g->dl[d];
-    return last + 1 > g->in_size[d] ? last + 1 - g->in_size[d] : 0;
-}
-
 /* `channels` scratch: the padded window and the output grid (lanes floats a pixel), and
  * per output pixel the average's factor and divisor. */
 static inline int64_t pyconv_pool_lanes_workspace_floats(const pyconv_conv_geom *g,
                                                          int64_t lanes)
 {
-    const int64_t hp = pyconv_pool_lanes_pad(g, 1, 0) + g->in_size[1]
-                       + pyconv_pool_lanes_pad(g, 1, 1);
-    const int64_t wp = pyconv_pool_lanes_pad(g, 2, 0) + g->in_size[2]
-                       + pyconv_pool_lanes_pad(g, 2, 1);
+    const int64_t hp = pyconv_window_extent(g, 1), wp = pyconv_window_extent(g, 2);
     const int64_t npx = g->out_size[1] * g->out_size[2];
     return lanes * (hp * wp + npx) + 2 * npx + 16;
 }
