@@ -39,7 +39,7 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                planned_array, arrays_overlap, check_bound_out, exec_ctx,
                                context_of, parallel_for, grain_for, B_PACK_COPY,
                                B_PACK_IM2COL, sgemm_row_blocks, partial_panel_width,
-                               fp_flush_denormals, fp_restore)
+                               fp_flush_denormals, fp_restore, slot_floats)
 from pyconv._ext import gemm as _gemm
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_ACT_RELU, PYCONV_ACT_CLIP,
                                PYCONV_MAX_PHASE_STRIDE, PYCONV_MAX_TILE_VECTORS, PYCONV_MAX_NR,
@@ -929,7 +929,7 @@ cdef class ConvKernel:
             if p.whole_window:
                 return 0                             # a GEMV: no workspace
             if r.direct:
-                p.ws_stride = _depthwise_blocking(p, r.nthreads)
+                p.ws_stride = slot_floats(_depthwise_blocking(p, r.nthreads))
                 r.ws_floats = p.ws_stride * r.nthreads
             elif p.algo != ALGO_IM2COL and p.algo != ALGO_BANDED:
                 r.ws_floats = _phase_copy_blocking(p, r.nthreads)

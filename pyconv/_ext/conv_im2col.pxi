@@ -255,8 +255,7 @@ cdef int64_t _band_workspace_floats(const conv_args *p, const conv_band *band) n
     cdef int64_t n = _volume(q.geom.out_size)
     if not p.band_cols:
         return sgemm_workspace_floats(band.packed, n, 1)
-    return (sgemm_workspace_floats(band.packed, n, 1)
-            + (p.cout // p.groups * n + 15) // 16 * 16)
+    return sgemm_workspace_floats(band.packed, n, 1) + slot_floats(p.cout // p.groups * n)
 
 
 cdef void _band_cols_task(const conv_args *p, int64_t task, float *ws) noexcept nogil:

@@ -43,7 +43,7 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
         pc.chunk = kern.channel_cols
         pc.nchunks = p.geom.out_size[1] * ((p.geom.out_size[2] + pc.chunk - 1) // pc.chunk)
         pc.mblocks = (p.cout // p.groups + kern.nr - 1) // kern.nr
-        pc.ws_stride = (kern.channel_cols * kern.nr + 15) // 16 * 16
+        pc.ws_stride = slot_floats(kern.channel_cols * kern.nr)
         return pc.wave * pc.image + nthreads * pc.ws_stride
     if p.algo == ALGO_SHIFTED:
         pc.ncols = _shifted_columns(&p.geom, kern, pc.wq, &pc.row_vectors)
@@ -52,7 +52,7 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
         else:
             pc.ncols = p.geom.out_size[1] * pc.row_vectors * kern.vl
         pc.chunk = kern.nr
-        pc.ws_stride = (kern.mr * kern.nr + 15) // 16 * 16
+        pc.ws_stride = slot_floats(kern.mr * kern.nr)
     else:
         pc.ncols = p.geom.out_size[1] * p.geom.out_size[2]
         _padded_split(p, kern, mpanels, nthreads)

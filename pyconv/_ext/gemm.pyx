@@ -284,6 +284,19 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
 
 
+cdef int64_t slot_floats(int64_t used) noexcept nogil:
+    """The stride of per-thread scratch slots (slot * stride floats into one workspace) of
+    `used` floats: whole 128-byte line pairs and 1 KiB between the slots' used parts, out
+    of the prefetchers' reach (the adjacent line's pair, the streamer's next lines), so
+    that a thread running through its slot never pulls lines its neighbour is writing.
+    Slots of 112 floats (a 77-wide row's) put two threads' rows in one line pair:
+    Inception's 3x3 / 2 max pool on 77x77 maps ran slower on 2 threads than on 1 (86
+    against 68 us; 34 us with the gap). Depthwise 3x3 on 384 channels of 12x12, 448-float
+    slots: 29.9 us at 2 threads against 32.6 at 1, 18.8 with the gap (the second thread
+    ran its channels 3x slower)."""
+    return _round_up(used, 32) + 256
+
+
 cdef int64_t sgemm_nc(const packed_a *a, int64_t n) noexcept nogil:
     """Columns per packed B block for this A (what sgemm_block's nc argument expects)."""
     cdef int64_t kc = min(a.kc, a.k) if a.k > 0 else 1
@@ -490,9 +503,10 @@ cdef int64_t sgemm_row_blocks(int64_t m, int64_t n, int64_t k, const pyconv_sgem
 
 
 cdef int64_t sgemm_workspace_floats(const packed_a *a, int64_t n, int nthreads) noexcept nogil:
-    """Scratch floats sgemm_packed needs: per thread one B block and one edge tile."""
+    """Scratch floats sgemm_packed needs: per thread one B block and one edge tile (with
+    nthreads = 1: a slot's stride, see slot_floats)."""
     cdef int64_t kc = min(a.kc, a.k) if a.k > 0 else 1
-    return nthreads * _round_up(kc * sgemm_nc(a, n) + a.kernel.mr * a.kernel.nr, 16) + 16
+    return nthreads * slot_floats(kc * sgemm_nc(a, n) + a.kernel.mr * a.kernel.nr) + 16
 
 
 cdef void sgemm_block(const packed_a *a, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
@@ -609,7 +623,7 @@ cdef void sgemm_plan_for(const packed_a *a, int64_t n, int nthreads, int64_t b_p
     p.npanels = (n + nr - 1) // nr
     p.kc = min(a.kc, a.k) if a.k > 0 else 1
     p.nc = sgemm_nc(a, n) if n > 0 else nr
-    p.stride = _round_up(p.kc * p.nc + mr * nr, 16)
+    p.stride = slot_floats(p.kc * p.nc + mr * nr)
     p.tm = 1
     p.tn = 1
     if a.m <= 0 or n <= 0 or a.k <= 0:
@@ -1149,7 +1163,7 @@ cdef _batched(object a, object b, object y, object context):
     view.kernel = j.kern
     j.kc = min(<int64_t>KC_DEFAULT, j.k)
     j.nc = sgemm_nc(&view, j.n)
-    j.stride = j.apack + _round_up(j.kc * j.nc + mr * j.kern.nr, 16)
+    j.stride = slot_floats(j.apack + j.kc * j.nc + mr * j.kern.nr)
     cdef int nthreads = threads_for(items * j.m * j.n * j.k, ctx.nthreads)
     cdef sgemm_plan plan
     cdef float *ws

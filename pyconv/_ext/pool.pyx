@@ -43,7 +43,7 @@ cnp.import_array()
 
 from pyconv._ext.conv_geom cimport pyconv_conv_geom, pyconv_inside_range
 from pyconv._ext.gemm cimport (arrays_overlap, context_of, exec_ctx, grain_for, parallel_for,
-                               planned_array, threads_for, workspace_floats)
+                               planned_array, slot_floats, threads_for, workspace_floats)
 
 cdef extern from "pool.h" nogil:
     ctypedef struct pyconv_pool_geom:
@@ -487,16 +487,6 @@ cdef inline int64_t _round_up(int64_t x, int64_t m) noexcept nogil:
     return (x + m - 1) // m * m
 
 
-cdef inline int64_t _slot_floats(int64_t used) noexcept nogil:
-    """The stride of per-thread scratch slots of `used` floats: whole 128-byte line pairs
-    and 1 KiB between the slots' used parts, out of the prefetchers' reach (the adjacent
-    line's pair, the streamer's next lines). Slots of 112 floats (a 77-wide row's) put
-    two threads' rows in one line pair: Inception's 3x3 / 2 max pool on 77x77 maps ran
-    slower on 2 threads than on 1 (86 against 68 us); 44 us with one pair between the
-    slots, 34 us with 1 KiB."""
-    return _round_up(used, 32) + 256
-
-
 def pool(str mode, x, tuple out_shape, tuple kernel, tuple stride, tuple pads_begin,
          tuple pads_end, tuple dilation, *, bint count_include_pad=True, double divisor=0.0,
          double p=2.0, str indices="none", out=None, out_indices=None, context=None):
@@ -663,9 +653,9 @@ cdef int _pool_work(const pyconv_pool_geom *pg, const params *prm,
         # (Inception's 3x3 averages on 2048 3x3 planes, 15 us, were left on one thread)
         nthreads = threads_for(16 * pg.planes * g.in_size[1] * g.in_size[2], threads)
         tasks = (pg.planes + kern.lanes - 1) // kern.lanes
-        ws_stride[0] = _slot_floats(pyconv_pool_lanes_workspace_floats(g, kern.lanes))
+        ws_stride[0] = slot_floats(pyconv_pool_lanes_workspace_floats(g, kern.lanes))
     else:
-        ws_stride[0] = _slot_floats(max(g.in_size[2] + 32, g.out_size[2]))
+        ws_stride[0] = slot_floats(max(g.in_size[2] + 32, g.out_size[2]))
     if nthreads > tasks:
         nthreads = <int>tasks
     return max(nthreads, 1)
@@ -1047,7 +1037,7 @@ def adaptive_pool(x, tuple out_shape, bint is_max, bint return_indices=False, co
     j.ind = indp
     j.g = &g
     j.mode = MODE_MAX if is_max else MODE_AVG
-    j.ws_stride = _slot_floats(g.in_size[2])
+    j.ws_stride = slot_floats(g.in_size[2])
     j.ws = workspace_floats(j.ws_stride * max(nthreads, 1))
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _adaptive_tasks, &j)

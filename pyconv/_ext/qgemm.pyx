@@ -8,8 +8,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
 
-from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, threads_for,
-                               workspace_floats)
+from pyconv._ext.gemm cimport (context_of, exec_ctx, grain_for, parallel_for, slot_floats,
+                               threads_for, workspace_floats)
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -774,7 +774,7 @@ cdef class QConv2d:
             call.tasks = n * oh
             call.nthreads = threads_for(call.tasks * ow * self.m * self.kh * self.kw,
                                         c.nthreads)
-            q.scratch_stride = _round_up(ow * self.m * 4, 64)
+            q.scratch_stride = 4 * slot_floats(ow * self.m)
             call.workspace_bytes = q.scratch_stride * call.nthreads
             return call
         if self.depthwise:
@@ -783,7 +783,7 @@ cdef class QConv2d:
             call.mode = _DEPTHWISE
             call.tasks = n * self.m
             call.nthreads = threads_for(call.tasks * P * self.kh * self.kw, c.nthreads)
-            q.scratch_stride = _round_up(P * 4, 64) + _round_up(q.h * q.w * 4, 64)
+            q.scratch_stride = 4 * slot_floats(P + _round_up(q.h * q.w, 16))
             call.workspace_bytes = q.scratch_stride * call.nthreads
             return call
         call.mode = _GEMM
@@ -815,8 +815,9 @@ cdef class QConv2d:
         q.row_blocks = (P + rows - 1) // rows
         # (the A block holds the im2col rows, or the indirect path's rows * taps pointers:
         # fewer bytes, as cg >= 16)
-        q.scratch_stride = (_round_up(rows * q.kp, 64) + _round_up(rows * q.npad * 4, 64)
-                            + _round_up(rows * q.mg, 64))
+        q.scratch_stride = 4 * slot_floats((_round_up(rows * q.kp, 64)
+                                            + _round_up(rows * q.npad * 4, 64)
+                                            + _round_up(rows * q.mg, 64)) // 4)
         if not channels_last:
             check_tensor_size((n, q.h * q.w, q.c))
         # The thread's reused workspace (a fresh large array costs a page fault per 4 KiB):

@@ -11,7 +11,7 @@ from libc.string cimport memcpy
 
 cnp.import_array()
 
-from pyconv._ext.gemm cimport context_of, grain_for, parallel_for, threads_for
+from pyconv._ext.gemm cimport context_of, grain_for, parallel_for, slot_floats, threads_for
 
 
 cdef bint _inside(const int64_t[::1] v, int64_t n) noexcept:
@@ -44,8 +44,8 @@ def _checked_output(name, what, const int64_t[::1] iy, const int64_t[::1] ix,
 cdef struct _linear_job:
     const float *x
     float *y
-    float *tmp              # per thread slot: w floats
-    int64_t h, w, oh, ow
+    float *tmp              # per thread slot: w floats, slot_floats(w) apart
+    int64_t h, w, oh, ow, tmp_stride
     const int64_t *iy       # (oh, 2) source rows
     const float *wy         # (oh, 2) their weights
     const int64_t *ix       # (ow, 2) source columns
@@ -61,7 +61,7 @@ cdef void _linear_rows(void *arg, int64_t lo, int64_t hi, int slot) noexcept nog
     cdef const float *r0
     cdef const float *r1
     cdef float *out
-    cdef float *row = j.tmp + slot * j.w
+    cdef float *row = j.tmp + slot * j.tmp_stride
     cdef float a0, a1
     for t in range(lo, hi):             # t = plane * oh + output row
         p = t // j.oh
@@ -99,12 +99,13 @@ def linear_2d(x, iy, wy, ix, wx, context=None, out=None):
     cdef float[:, :, ::1] yv = y
     cdef int64_t rows = planes * oh
     cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
-    cdef float[::1] tmp = np.empty(nthreads * w, np.float32)
+    cdef float[::1] tmp = np.empty(nthreads * slot_floats(w), np.float32)
     cdef _linear_job j
     j.x = &xv[0, 0, 0]
     j.y = &yv[0, 0, 0]
     j.tmp = &tmp[0]
     j.h, j.w, j.oh, j.ow = h, w, oh, ow
+    j.tmp_stride = slot_floats(w)
     j.iy, j.wy, j.ix, j.wx = &iyv[0, 0], &wyv[0, 0], &ixv[0, 0], &wxv[0, 0]
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _linear_rows, &j)
