@@ -6,9 +6,10 @@
 Every (engine, threads) pair runs in its own worker process (two thread pools in one
 process fight for the cores), each holding one session. The parent interleaves them:
 round after round, each worker times a block of runs in turn, so slow phases of a shared
-machine fall on every engine alike. Then K spinning processes start (busy loops, each
-ending by itself after --max-seconds and killed on exit in any case) and the same rounds
-run again. Per model and phase the script prints the median latency of each worker and
+machine fall on every engine alike. Then the same rounds run again beside K spinning
+processes (busy loops, started anew each round so that the figures cover many placements
+of them by the scheduler, each ending by itself after --max-seconds and killed at the end
+of its round or on exit in any case). Per model and phase the script prints the median latency of each worker and
 the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime 2T.
 
 Models: the bundled models (pyconv.models), the onnx wheel's ResNet-50 (light zoo, random
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import os
 import subprocess
@@ -140,7 +142,8 @@ class Workers:
 
 
 class Spinners:
-    """K busy processes, each ending by itself after max_seconds; killed on stop/exit."""
+    """K busy processes, each ending by itself after max_seconds; killed on stop/exit (or
+    at the end of a with block)."""
 
     def __init__(self, k, max_seconds):
         self.procs = [subprocess.Popen([sys.executable, "-c", _SPIN, str(max_seconds)])
@@ -155,6 +158,12 @@ class Spinners:
             p.wait()
         self.procs = []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
 
 def block_size(workers, budget_s=0.15):
     """Runs per block: about budget_s of the slowest worker's quiet latency."""
@@ -162,19 +171,21 @@ def block_size(workers, budget_s=0.15):
     return int(np.clip(budget_s / slowest, 3, 200))
 
 
-def samples(workers, rounds, n):
+def samples(workers, rounds, n, load=None):
     """Latencies per pair: `rounds` rounds, each worker timing a block of n runs in turn,
-    in alternating order."""
+    in alternating order; `load()` (if given) makes the context each round runs in."""
     pairs = list(workers.procs)
     out = {pair: [] for pair in pairs}
     for r in range(rounds):
-        for pair in (pairs if r % 2 == 0 else pairs[::-1]):
-            out[pair] += workers.block(pair, n)
+        with load() if load is not None else contextlib.nullcontext():
+            for pair in (pairs if r % 2 == 0 else pairs[::-1]):
+                out[pair] += workers.block(pair, n)
     return out
 
 
-def measure(workers, rounds, n):
-    return {pair: float(np.median(v)) for pair, v in samples(workers, rounds, n).items()}
+def measure(workers, rounds, n, load=None):
+    return {pair: float(np.median(v))
+            for pair, v in samples(workers, rounds, n, load).items()}
 
 
 def main(argv=None):
@@ -204,12 +215,14 @@ def main(argv=None):
                 raise RuntimeError(f"workers for {name} failed to start: {workers.failed}")
             n = block_size(workers)
             for phase in ("quiet", "busy"):
-                spin = Spinners(args.spinners, args.max_seconds) if phase == "busy" else None
-                try:
-                    med = measure(workers, args.rounds, n)
-                finally:
-                    if spin is not None:
-                        spin.stop()
+                # New spinners every round: where the scheduler puts them against the
+                # workers' threads (both on one core, leaving a 1-thread worker a whole
+                # core, or one per core) decides a round's figures, and one placement
+                # for a whole phase once made MobileNetV2's pyconv 2T / 1T 0.81 in one
+                # run and 1.47 in the next. Many placements per phase: their median.
+                med = measure(workers, args.rounds, n,
+                              (lambda: Spinners(args.spinners, args.max_seconds))
+                              if phase == "busy" else None)
                 p1, p2 = med[("pyconv", 1)], med[("pyconv", 2)]
                 o1, o2 = med[("onnxruntime", 1)], med[("onnxruntime", 2)]
                 print(f"{name:<18} {phase:<6} {p1 * 1e3:>10.3f} {p2 * 1e3:>10.3f} "
