@@ -453,6 +453,15 @@ cdef inline int64_t _split(int64_t total, int64_t parts, int64_t idx) noexcept n
 # meet (the cache lines about the boundary travel between the cores): measured on 1x1
 # convs with K = 32 (192 rows x 400 columns split in two: 6 us slower than split by rows).
 DEF COLUMN_SPLIT_ROW_MACS = 3200
+# What a tile's reads cost in a model, in multiply-adds per float per unit of k: its rows
+# of A (the weights, streamed in order from beyond L2: each layer's are used once a run)
+# and its columns of B (the layer's input, which the previous layer's threads wrote: each
+# row block reads the other core's share of it again). Alone, with both hot, a 1x1 conv
+# splits best as the multiply-adds say; in MobileNetV4 its 1x1 convs on 20x20 and 10x10
+# maps ran 20-40% slower at 2 threads than alone, split by rows (64 x 400 x 96: 31.7 us,
+# 16.6 alone; 23.5 split by columns). Fitted on 54 models at 2 threads.
+DEF READ_A_MACS = 8
+DEF READ_B_MACS = 64
 
 
 cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_t nr,
@@ -464,7 +473,8 @@ cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_
 
     Every tile packs the B panels of its columns itself, pack_cost multiply-add rows per
     packed value: splitting M makes each row block pack the same B again. Splitting N
-    costs every row COLUMN_SPLIT_ROW_MACS per boundary. Columns count in 16-float vectors
+    costs every row COLUMN_SPLIT_ROW_MACS per boundary. Reading a float of A or B costs
+    READ_A_MACS / READ_B_MACS (cache lines coming from the other core or beyond L2). Columns count in 16-float vectors
     (the edge kernel computes no more), so a last panel of 1 column is a small tile. The
     time is the larger of the largest tile and the busiest thread's turns (3 equal tiles
     on 2 threads take 2 tiles' time); of the splits that minimise it, the one with fewest
@@ -480,10 +490,12 @@ cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_
             widest = max(widest, _round_up(cols, 16))
         for a in range(1, min(mpanels, max_tiles // b) + 1):
             total = (_round_up(n, 16) * (mpanels * mr + a * pack_cost)
-                     + (b - 1) * mpanels * mr * boundary)
+                     + (b - 1) * mpanels * mr * boundary
+                     + b * mpanels * mr * READ_A_MACS + a * _round_up(n, 16) * READ_B_MACS)
             # near-equal tiles taken in turns: the busiest thread runs ceil(T/threads)
             cost = max(widest * (((mpanels + a - 1) // a) * mr + pack_cost)
-                       + (((mpanels + a - 1) // a) * mr * boundary if b > 1 else 0),
+                       + (((mpanels + a - 1) // a) * mr * boundary if b > 1 else 0)
+                       + ((mpanels + a - 1) // a) * mr * READ_A_MACS + widest * READ_B_MACS,
                        (a * b + nthreads - 1) // nthreads * total // (a * b))
             if best < 0 or cost < best:
                 best = cost
