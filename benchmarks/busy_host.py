@@ -9,8 +9,9 @@ round after round, each worker times a block of runs in turn, so slow phases of 
 machine fall on every engine alike. Then the same rounds run again beside K spinning
 processes (busy loops, started anew each round so that the figures cover many placements
 of them by the scheduler, each ending by itself after --max-seconds and killed at the end
-of its round or on exit in any case). Per model and phase the script prints the median latency of each worker and
-the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime 2T.
+of its round or on exit in any case). Per model and phase the script prints the median
+latency of each worker and the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime
+2T.
 
 Models: the bundled models (pyconv.models), the onnx wheel's ResNet-50 (light zoo, random
 weights) and MobileNetV2 (benchmarks/_nets.py). Timings only: nothing is asserted.

@@ -474,11 +474,12 @@ cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_
     Every tile packs the B panels of its columns itself, pack_cost multiply-add rows per
     packed value: splitting M makes each row block pack the same B again. Splitting N
     costs every row COLUMN_SPLIT_ROW_MACS per boundary. Reading a float of A or B costs
-    READ_A_MACS / READ_B_MACS (cache lines coming from the other core or beyond L2). Columns count in 16-float vectors
-    (the edge kernel computes no more), so a last panel of 1 column is a small tile. The
-    time is the larger of the largest tile and the busiest thread's turns (3 equal tiles
-    on 2 threads take 2 tiles' time); of the splits that minimise it, the one with fewest
-    tiles (measured: more tiles than threads only added boundaries and repacking)."""
+    READ_A_MACS / READ_B_MACS (cache lines coming from the other core or beyond L2).
+    Columns count in 16-float vectors (the edge kernel computes no more), so a last panel
+    of 1 column is a small tile. The time is the larger of the largest tile and the
+    busiest thread's turns (3 equal tiles on 2 threads take 2 tiles' time); of the splits
+    that minimise it, the one with fewest tiles (measured: more tiles than threads only
+    added boundaries and repacking)."""
     cdef int64_t npanels = (n + nr - 1) // nr, a, b, j, cols, widest, total, cost, best = -1
     cdef int64_t boundary = COLUMN_SPLIT_ROW_MACS // max(k, <int64_t>1)
     tm[0] = 1
