@@ -190,7 +190,7 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef int64_t mr = kern.mr, nr = kern.nr, vl = kern.vl, cout_g = p.cout // p.groups
     cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
     cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
-    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run
+    cdef int64_t pan, ir, rows, n0 = chunk * nr, n1 = min(n0 + nr, pc.ncols), j, oy, ox, run, ldc
     cdef int64_t i, v, q, r, plane = g.out_size[1] * g.out_size[2], rv = pc.row_vectors
     cdef int64_t voff[PYCONV_MAX_TILE_VECTORS]
     # The tile's kept runs, each within one output row: its column in the tile, its
@@ -246,24 +246,21 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
         rows = min(mr, a.m - ir)
         seg = ep
         seg.bias = ep.bias + ir if ep.bias != NULL else NULL
+        # the output's rows of this panel, or the whole scratch tile
+        dst = y + ir * plane + n0 if direct else tile
+        ldc = plane if direct else nr
+        if n1 - n0 < nr:                    # a partial last chunk
+            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, ldc, coff,
+                              rows if direct else mr, n1 - n0)
+        else:
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, ldc, coff,
+                         rows if direct else mr)
         if direct:
-            dst = y + ir * plane + n0
-            if n1 - n0 < nr:
-                kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, plane,
-                                  coff, rows, n1 - n0)
-            else:
-                kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, plane, coff,
-                             rows)
             if has_ep:
                 if ep.residual != NULL:
                     seg.residual = ep.residual + ir * plane + n0
                 kern.epilogue(dst, plane, rows, n1 - n0, &seg)
             continue
-        if n1 - n0 < nr:                    # a partial last chunk
-            kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, nr, coff,
-                              mr, n1 - n0)
-        else:
-            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, tile, nr, coff, mr)
         if whole_tile:
             kern.epilogue(tile, nr, rows, n1 - n0, &seg)
         for r in range(nruns):
