@@ -480,7 +480,8 @@ cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_
     busiest thread's turns (3 equal tiles on 2 threads take 2 tiles' time); of the splits
     that minimise it, the one with fewest tiles (measured: more tiles than threads only
     added boundaries and repacking)."""
-    cdef int64_t npanels = (n + nr - 1) // nr, a, b, j, cols, widest, total, cost, best = -1
+    cdef int64_t npanels = (n + nr - 1) // nr, a, b, j, cols, widest, rows, total, cost
+    cdef int64_t best = -1
     cdef int64_t boundary = COLUMN_SPLIT_ROW_MACS // max(k, <int64_t>1)
     tm[0] = 1
     tn[0] = 1
@@ -493,10 +494,10 @@ cdef void _thread_grid(int64_t mpanels, int64_t n, int64_t k, int64_t mr, int64_
             total = (_round_up(n, 16) * (mpanels * mr + a * pack_cost)
                      + (b - 1) * mpanels * mr * boundary
                      + b * mpanels * mr * READ_A_MACS + a * _round_up(n, 16) * READ_B_MACS)
+            rows = (mpanels + a - 1) // a * mr          # the tallest tile's rows
             # near-equal tiles taken in turns: the busiest thread runs ceil(T/threads)
-            cost = max(widest * (((mpanels + a - 1) // a) * mr + pack_cost)
-                       + (((mpanels + a - 1) // a) * mr * boundary if b > 1 else 0)
-                       + ((mpanels + a - 1) // a) * mr * READ_A_MACS + widest * READ_B_MACS,
+            cost = max(widest * (rows + pack_cost) + (rows * boundary if b > 1 else 0)
+                       + rows * READ_A_MACS + widest * READ_B_MACS,
                        (a * b + nthreads - 1) // nthreads * total // (a * b))
             if best < 0 or cost < best:
                 best = cost

@@ -783,7 +783,8 @@ cdef class QConv2d:
             call.mode = _DEPTHWISE
             call.tasks = n * self.m
             call.nthreads = threads_for(call.tasks * P * self.kh * self.kw, c.nthreads)
-            q.scratch_stride = 4 * slot_floats(P + _round_up(q.h * q.w, 16))
+            # the int32 plane, then (from the next 64 bytes) the float input plane
+            q.scratch_stride = 4 * slot_floats(_round_up(P, 16) + q.h * q.w)
             call.workspace_bytes = q.scratch_stride * call.nthreads
             return call
         call.mode = _GEMM

@@ -99,13 +99,14 @@ def linear_2d(x, iy, wy, ix, wx, context=None, out=None):
     cdef float[:, :, ::1] yv = y
     cdef int64_t rows = planes * oh
     cdef int nthreads = threads_for(rows * ow, context_of(context).nthreads)
-    cdef float[::1] tmp = np.empty(nthreads * slot_floats(w), np.float32)
+    cdef int64_t tmp_stride = slot_floats(w)
+    cdef float[::1] tmp = np.empty(nthreads * tmp_stride, np.float32)
     cdef _linear_job j
     j.x = &xv[0, 0, 0]
     j.y = &yv[0, 0, 0]
     j.tmp = &tmp[0]
     j.h, j.w, j.oh, j.ow = h, w, oh, ow
-    j.tmp_stride = slot_floats(w)
+    j.tmp_stride = tmp_stride
     j.iy, j.wy, j.ix, j.wx = &iyv[0, 0], &wyv[0, 0], &ixv[0, 0], &wxv[0, 0]
     with nogil:
         parallel_for(nthreads, rows, grain_for(rows, nthreads), _linear_rows, &j)
