@@ -136,6 +136,13 @@ enum {
 #define JOINED_MASK 0xffULL
 #define MAX_TASKS ((int64_t)1 << 30)
 
+/* A range's counter has a cache line of its own: claims from one's own range then stay
+ * in one core's cache (shared lines cost a transfer per task: 24 tasks of 0.8 us took
+ * 11.8 us at 2 threads, 2.4 us over the ideal). */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t next;
+} range_counter;
+
 typedef struct {
     _Alignas(64) _Atomic uint64_t word;
     _Atomic int64_t done;               /* tasks finished */
@@ -145,7 +152,7 @@ typedef struct {
     _Atomic int max_helpers;
     _Atomic unsigned fp_env;            /* the caller's floating-point control word */
     _Atomic int busy;                   /* owned by a caller */
-    _Atomic uint64_t range_next[MAX_PARTICIPANTS];   /* per participant's range */
+    range_counter range_next[MAX_PARTICIPANTS];      /* per participant's range */
 } job_slot;
 
 static job_slot jobs[MAX_JOBS];
@@ -172,14 +179,17 @@ static inline int64_t range_begin(int64_t tasks, int parts, int r)
 }
 
 /* Claims and runs tasks of the job of generation `gen` in `s` until none is left: those
- * of range `slot` first, then of the others in turn. */
+ * of range `slot` first, then of the others in turn. The tasks run are added to `done`
+ * once, on the way out (the caller waits for all of them; the job's generation cannot
+ * change before). */
 static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, int64_t n,
                       int64_t grain, int64_t tasks, int parts, int slot)
 {
+    int64_t ran = 0;
     for (int i = 0; i < parts; i++) {
         const int r = (slot + i) % parts;
         const int64_t end = range_begin(tasks, parts, r + 1);
-        _Atomic uint64_t *counter = &s->range_next[r];
+        _Atomic uint64_t *counter = &s->range_next[r].next;
         uint64_t word = atomic_load(counter);
         for (;;) {
             const int64_t t = (int64_t)(word & TASK_MASK);
@@ -188,11 +198,12 @@ static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, 
                 continue;                           /* word reloaded: retry or move on */
             const int64_t begin = t * grain;
             fn(ctx, begin, t + 1 == tasks ? n : begin + grain, slot);
-            atomic_fetch_add_explicit(&s->done, 1, memory_order_release);
+            ran++;
             word = atomic_load(counter);
         }
-        if ((word >> GEN_SHIFT) != gen) return;     /* the job is over */
+        if ((word >> GEN_SHIFT) != gen) break;      /* the job is over */
     }
+    if (ran > 0) atomic_fetch_add_explicit(&s->done, ran, memory_order_release);
 }
 
 /* Joins one job with work left and a free helper place; false when there is none. */
@@ -336,7 +347,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
     atomic_store(&s->fp_env, fp_get());
     atomic_store(&s->done, 0);
     for (int r = 0; r < nthreads; r++)
-        atomic_store(&s->range_next[r], (gen << GEN_SHIFT) | (uint64_t)range_begin(tasks, nthreads, r));
+        atomic_store(&s->range_next[r].next, (gen << GEN_SHIFT) | (uint64_t)range_begin(tasks, nthreads, r));
     atomic_store(&s->word, word);             /* opens the job */
     atomic_fetch_add(&epoch, 1);
     if (atomic_load(&sleepers) > 0) {
