@@ -58,3 +58,34 @@ def test_lists_of_floats_are_converted_by_the_functional_layer():
     np.testing.assert_array_equal(F.max_pool2d(x.tolist(), 2), F.max_pool2d(x, 2))
     w = np.ones((1, 1, 2, 2), np.float32)
     np.testing.assert_array_equal(F.conv2d(x.tolist(), w.tolist()), F.conv2d(x, w))
+
+
+@pytest.mark.parametrize("shape,dtype", [((3,), np.float32), ((1, 64, 16, 16), np.float32),
+                                         ((0, 5), np.float32), ((), np.float32),
+                                         ((2, 3), np.int64)])
+def test_empty_aligned_starts_on_a_cache_line(shape, dtype):
+    from pyconv._ext.gemm import empty_aligned
+    a = empty_aligned(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype
+    assert a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0
+    a[...] = 1                                 # the memory is there and is its own
+    assert a.sum() == a.size
+
+
+def test_empty_aligned_checks_the_size_first():
+    from pyconv._ext.gemm import empty_aligned
+    from pyconv.errors import ShapeError
+    with pytest.raises(ShapeError, match="elements"):
+        empty_aligned((1 << 40, 1 << 40))
+
+
+def test_new_outputs_start_on_a_cache_line():
+    # Threads split an output's rows by columns: NumPy's 16-byte alignment would put each
+    # row's boundary in a line both threads write.
+    x = np.random.default_rng(0).random((1, 2, 9, 9), dtype=np.float32)
+    for _ in range(4):          # NumPy's buffers fall at varying offsets
+        assert F.conv2d(x, W).ctypes.data % 64 == 0
+        assert F.ConvPlan(W).run(x).ctypes.data % 64 == 0
+        assert F.linear(x.reshape(2, -1)[:, :18], np.ones((5, 18), np.float32)
+                        ).ctypes.data % 64 == 0

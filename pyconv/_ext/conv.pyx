@@ -39,8 +39,9 @@ from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_
                                planned_array, arrays_overlap, check_bound_out, exec_ctx,
                                context_of, parallel_for, grain_for, B_PACK_COPY,
                                B_PACK_IM2COL, sgemm_row_blocks, partial_panel_width,
-                               fp_flush_denormals, fp_restore, slot_floats)
+                               fp_flush_denormals, fp_restore, slot_floats, empty_lines)
 from pyconv._ext import gemm as _gemm
+from pyconv._ext.gemm import empty_aligned
 from pyconv._ext.gemm cimport (PYCONV_ACT_NONE, PYCONV_ACT_RELU, PYCONV_ACT_CLIP,
                                PYCONV_MAX_PHASE_STRIDE, PYCONV_MAX_TILE_VECTORS, PYCONV_MAX_NR,
                                pyconv_epilogue_fn, pyconv_run)
@@ -473,8 +474,6 @@ cdef class _CroppedWeights:
         across, zeros past the group's last channel), K in the packed GEMM's order."""
         cdef int64_t groups = owner.groups, cout_g = owner.cout // groups
         cdef int64_t npanels = (cout_g + nr - 1) // nr
-        cdef size_t addr
-        cdef int64_t start, count
         if self.panels is None:
             w = self.weight.reshape(groups, cout_g, -1)
             k = w.shape[2]
@@ -482,11 +481,7 @@ cdef class _CroppedWeights:
             padded[:, :cout_g] = w
             # 64-byte aligned: a weight vector split over two cache lines costs a second
             # load (a 32 -> 32 3x3 conv on 32x32 ran 92 or 123 us by where the array fell).
-            count = groups * npanels * k * nr
-            raw = np.empty(count + 16, dtype=np.float32)
-            addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
-            start = (64 - addr % 64) % 64 // 4
-            panels = raw[start:start + count].reshape(groups, npanels, k, nr)
+            panels = empty_aligned((groups, npanels, k, nr))
             panels[...] = padded.reshape(groups, npanels, nr, k).transpose(0, 1, 3, 2)
             if self.panels is None:     # set once: reshapes point into it (one made by
                 self.panels = panels    # another thread meanwhile is dropped)
@@ -1009,7 +1004,7 @@ cdef class ConvCall:
             if not planned_array(x, r.ndim, r.x_dims) or (
                     residual is not None and not planned_array(residual, r.ndim, r.y_dims)):
                 return None
-            out = cnp.PyArray_EMPTY(r.ndim, r.y_dims, cnp.NPY_FLOAT32, 0)
+            out = empty_lines(r.ndim, r.y_dims, cnp.NPY_FLOAT32)
         elif not planned_array(x, r.ndim, r.x_dims) or arrays_overlap(x, out) or (
                 residual is not None and (not planned_array(residual, r.ndim, r.y_dims)
                                           or arrays_overlap(residual, out))):

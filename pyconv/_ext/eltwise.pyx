@@ -16,9 +16,9 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
-from pyconv._ext.gemm cimport (arrays_overlap, context_of, exec_ctx, grain_for, parallel_for,
-                               planned_array, pyconv_sgemm_kernel)
-from pyconv._ext.gemm import ACTIVATIONS
+from pyconv._ext.gemm cimport (arrays_overlap, context_of, empty_lines, exec_ctx, grain_for,
+                               parallel_for, planned_array, pyconv_sgemm_kernel)
+from pyconv._ext.gemm import ACTIVATIONS, empty_aligned
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
 
@@ -185,7 +185,7 @@ def unary(x, op, float a=0.0, float b=0.0, out=None, context=None):
     x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
-        y = np.empty(x.shape, np.float32)
+        y = empty_aligned(x.shape)
     cdef int64_t n = x.size
     cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
@@ -231,7 +231,7 @@ cdef class UnaryCall:
             return self.run(inputs, self.out)
         y = self.out
         if y is None:
-            y = cnp.PyArray_EMPTY(self.ndim, self.dims, cnp.NPY_FLOAT32, 0)
+            y = empty_lines(self.ndim, self.dims, cnp.NPY_FLOAT32)
         elif (cnp.PyArray_DATA(<cnp.ndarray>y) != cnp.PyArray_DATA(<cnp.ndarray>x)
               and arrays_overlap(y, x)):
             return self.run(inputs, None)
@@ -417,7 +417,7 @@ def binary(a, b, op, out=None, context=None):
             or out.shape != out_shape or not out.flags.c_contiguous
             or not out.flags.writeable or not _may_write(out, a, layout[1] == FULL)
             or not _may_write(out, b, layout[2] == FULL)):
-        out = np.empty(check_tensor_size(out_shape), np.float32)
+        out = empty_aligned(out_shape)
     cdef _binary_job j
     _fill_job(&j, code, layout)
     _set_data(&j, a, b, out)
@@ -477,7 +477,7 @@ cdef class BinaryCall:
             return self.run(inputs, self.out)
         y = self.out
         if y is None:
-            y = cnp.PyArray_EMPTY(self.odim, self.odims, cnp.NPY_FLOAT32, 0)
+            y = empty_lines(self.odim, self.odims, cnp.NPY_FLOAT32)
         elif not (_may_write(y, a, self.a_full) and _may_write(y, b, self.b_full)):
             return self.run(inputs, None)
         cdef _binary_job j = self.job
@@ -560,7 +560,7 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
-        y = np.empty((rows, cols), np.float32)
+        y = empty_aligned((rows, cols))
     mean = np.empty((rows, 1), np.float64)
     inv = np.empty((rows, 1), np.float64)
     cdef _std_job j
@@ -647,7 +647,7 @@ def standardize_columns(x, double eps, scale=None, bias=None, context=None):
     s, b = params
     cdef exec_ctx ctx = context_of(context)
     x = _contiguous(x)
-    y = np.empty((n, c, p), np.float32)
+    y = empty_aligned((n, c, p))
     mean = np.empty((n, p), np.float64)
     inv = np.empty((n, p), np.float64)
     if n * p == 0:

@@ -252,6 +252,37 @@ cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
+cdef object empty_lines(int ndim, const cnp.npy_intp *dims, int typenum):
+    """A new C-contiguous array of typenum whose data starts on a 64-byte cache line (its
+    memory held by a byte array one line longer). NumPy's buffers start 16 bytes into a
+    line (malloc's alignment); threads writing neighbouring column ranges of every row
+    then share a line at each row's boundary: a 32 -> 64 1x1 conv on 16x16 split by
+    columns over 2 threads ran 16.4 us into such an output, 10.9 into an aligned one."""
+    cdef cnp.npy_intp nbytes = cnp.PyArray_DescrFromType(typenum).itemsize, i
+    for i in range(ndim):
+        nbytes *= dims[i]
+    cdef cnp.npy_intp raw_len = nbytes + 64
+    cdef cnp.ndarray raw = cnp.PyArray_EMPTY(1, &raw_len, cnp.NPY_UINT8, 0)
+    cdef uintptr_t data = (<uintptr_t>cnp.PyArray_DATA(raw) + 63) & ~(<uintptr_t>63)
+    cdef cnp.ndarray arr = cnp.PyArray_SimpleNewFromData(ndim, <cnp.npy_intp *>dims, typenum,
+                                                         <void *>data)
+    cnp.set_array_base(arr, raw)
+    return arr
+
+
+def empty_aligned(shape, dtype=np.float32):
+    """A new C-contiguous array (like ``np.empty``) whose data starts on a 64-byte cache
+    line, as the parallel kernels write their outputs best; sizes checked first."""
+    dt = np.dtype(dtype)
+    shape = check_tensor_size(shape, itemsize=dt.itemsize)
+    cdef cnp.npy_intp dims[32]
+    if len(shape) > 32:
+        raise InvalidArgument(f"empty_aligned: rank {len(shape)} exceeds 32")
+    for i, d in enumerate(shape):
+        dims[i] = d
+    return empty_lines(len(shape), dims, dt.num)
+
+
 # Workspaces: 64-byte aligned, one per Python thread, grown on demand and reused.
 _tls = threading.local()
 
@@ -426,9 +457,9 @@ cdef class PackedMatrix:
         a = _as_float32_2d(a, "a")
         cdef exec_ctx ctx = context_of(context)
         cdef int64_t size = _packed_a_floats(ctx.kernel, a.shape[0], a.shape[1])
-        self.buffer = np.empty(size + 16, dtype=np.float32)
-        cdef uintptr_t base = self.buffer.ctypes.data
-        self.view = _pack_into(a, ctx.kernel, <float *>((base + 63) & ~(<uintptr_t>63)),
+        self.buffer = empty_aligned((size,))
+        self.view = _pack_into(a, ctx.kernel,
+                               <float *>cnp.PyArray_DATA(<cnp.ndarray>self.buffer),
                                ctx.nthreads)
         self.shape = a.shape
 
@@ -874,7 +905,7 @@ def sgemm(a, b, out=None, *, float alpha=1.0, float beta=0.0, bias=None, activat
     if out is None:
         if beta != 0.0:
             raise InvalidArgument("sgemm: beta != 0 needs an `out` array to accumulate into")
-        out = np.empty((m, n), dtype=np.float32)
+        out = empty_aligned((m, n))
     elif (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != (m, n)
           or not out.flags.c_contiguous or not out.flags.writeable):
         raise InvalidArgument(
@@ -930,7 +961,7 @@ cdef object _checked_out(object out, tuple shape, str op):
     """A new float32 array of shape, or out when it is a writeable aligned C-contiguous
     float32 array of that shape (else InvalidArgument naming op)."""
     if out is None:
-        return np.empty(shape, dtype=np.float32)
+        return empty_aligned(shape)
     if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape
             or not out.flags.c_contiguous or not out.flags.aligned or not out.flags.writeable):
         raise InvalidArgument(f"{op}: out must be a writeable aligned C-contiguous float32 "
@@ -1267,7 +1298,7 @@ cdef class MatmulCall:
             return self.run(inputs, self.out)
         y = self.out
         if y is None:
-            y = np.empty(self.out_shape, np.float32)
+            y = empty_aligned(self.out_shape)
         elif _reaches(y, a) or _reaches(y, b):
             return self.run(inputs, None)
         if self.two_d:
@@ -1565,7 +1596,7 @@ cdef class LinearCall:
             return None
         out = self.out
         if out is None:
-            out = np.empty(r.output_shape, dtype=np.float32)
+            out = empty_aligned(r.output_shape)
         elif arrays_overlap(x, out):
             return None
         return self.kernel._execute(r, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
@@ -1714,7 +1745,7 @@ def channel_affine(x, scale, shift, activation=None, float act_alpha=0.0,
     cdef object sv = _as_float32_vector(scale, channels, "channel_affine: scale")
     cdef object tv = _as_float32_vector(shift, channels, "channel_affine: shift")
     if out is None:
-        out = np.empty(xa.shape, np.float32)
+        out = empty_aligned(xa.shape)
     else:
         check_out("channel_affine", "out", out, xa.shape, np.float32, aligned=True)
     cdef exec_ctx ctx = context_of(context)
@@ -1755,7 +1786,7 @@ cdef class ChannelAffineCall:
             return None
         y = self.out
         if y is None or (y is not x and arrays_overlap(y, x)):
-            y = np.empty(x.shape, np.float32)   # x itself or a separate buffer
+            y = empty_aligned(x.shape)   # x itself or a separate buffer
         cdef _affine_job j = self.job
         j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)

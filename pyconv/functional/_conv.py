@@ -5,6 +5,7 @@ from pyconv import arithmetic
 from pyconv._activations import epilogue_params
 from pyconv._arrays import as_float32, c_aligned, check_out
 from pyconv._ext.conv import ConvKernel
+from pyconv._ext.gemm import empty_aligned
 from pyconv.errors import InvalidArgument, ShapeError
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
@@ -200,7 +201,7 @@ class ConvPlan:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
         if out is None:
-            out = np.empty(out_shape, dtype=np.float32)
+            out = empty_aligned(out_shape)
         else:
             check_out(self.op, "out", out, out_shape, np.float32, aligned=True)
             # The kernels write out while still reading x and residual (tiles go straight

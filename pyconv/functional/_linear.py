@@ -13,7 +13,7 @@ import numpy as np
 from pyconv._activations import epilogue_params
 from pyconv._arrays import as_float32, check_out
 from pyconv._ext import gemm
-from pyconv._ext.gemm import LinearKernel
+from pyconv._ext.gemm import LinearKernel, empty_aligned
 from pyconv.arithmetic import MAX_TENSOR_ELEMENTS, check_tensor_size
 from pyconv.errors import InvalidArgument, ShapeError
 
@@ -156,7 +156,7 @@ class LinearPlan:
         if not x.flags.aligned:
             x = np.require(x, requirements="CA")
         if out is None:
-            out = np.empty(shape.output_shape, dtype=np.float32)
+            out = empty_aligned(shape.output_shape)
         else:
             check_out(self.op, "out", out, shape.output_shape, np.float32, aligned=True)
         return self.kernel.run(shape, x, out, self.activation, self.act_alpha,

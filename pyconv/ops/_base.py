@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv._arrays import as_float32
-from pyconv._ext.gemm import ExecutionContext
+from pyconv._ext.gemm import ExecutionContext, empty_aligned
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidModel, PyconvError
 
@@ -197,10 +197,11 @@ class Op:
 
 
 def take_out(out, shape, dtype=np.float32):
-    """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array."""
+    """``out`` when it fits ``shape``/``dtype`` (a planned buffer), else a new array
+    starting on a cache line, as the planned ones do."""
     if out is not None and out.shape == tuple(shape) and out.dtype == dtype:
         return out
-    return np.empty(check_tensor_size(shape, itemsize=np.dtype(dtype).itemsize), dtype)
+    return empty_aligned(shape, dtype)
 
 
 def bound_step(kernel, op, out, second=None):
