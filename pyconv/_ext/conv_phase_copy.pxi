@@ -161,17 +161,16 @@ cdef void _padded_task(const conv_args *p, int64_t wave0, int64_t task, const fl
                 ws + min(a.kc, a.k) * nc)
 
 
-cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t cy, int64_t i0, int64_t i1,
+cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t i0, int64_t i1,
                            float *dst) noexcept nogil:
-    """Rows [i0, i1) of the sw phase planes (py, 0..sw-1) of channel c of (image, group)
-    ng, cy = c*sh + py: plane px holds dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw],
-    zero outside the input (the per-ISA phase_split of src/kernels/sgemm_common.inc)."""
+    """Rows [i0, i1) of every phase plane of (image, group) ng: plane (c, py, px) holds
+    dst[i, j] = x[c, i*sh + py - ph, j*sw + px - pw], zero outside the input (the per-ISA
+    phase_split of src/kernels/sgemm_common.inc)."""
     cdef const pyconv_conv_geom *g = &p.geom
-    cdef int64_t c = cy // g.s[1], py = cy - c * g.s[1]
-    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups
-    cdef const float *xc = (p.x + (n * p.cin + grp * (p.cin // p.groups) + c)
-                            * g.in_size[1] * g.in_size[2])
-    p.packed[0].kernel.phase_split(xc, g.in_size[1], g.in_size[2], g.s[1], g.s[2], py, g.pb[1],
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups, cin_g = p.cin // p.groups
+    cdef int64_t hw = g.in_size[1] * g.in_size[2]
+    p.packed[0].kernel.phase_split(p.x + (n * p.cin + grp * cin_g) * hw, hw, cin_g,
+                                   g.in_size[1], g.in_size[2], g.s[1], g.s[2], g.pb[1],
                                    g.pb[2], p.pc.wq, p.pc.plane, i0, i1, dst)
 
 
@@ -304,7 +303,6 @@ cdef struct _wave_job:
     const conv_args *p
     float *copies            # the wave's phase copies, pc.image floats per (image, group)
     int64_t wave0            # first (image, group) of the wave
-    int64_t rows             # (channel, row phase) pairs per image
     int64_t bands            # bands of phase-plane rows per image
     int64_t band_rows        # rows per band
 
@@ -315,16 +313,13 @@ cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
     tiles of one thread are neighbours: see parallel.h)."""
     cdef const _wave_job *j = <const _wave_job *>arg
     cdef const conv_args *p = j.p
-    cdef int64_t t, cy, img, i0, i1
+    cdef int64_t t, img, i0, i1
     for t in range(lo, hi):
         img = t // j.bands
         i0 = (t % j.bands) * j.band_rows
         i1 = min(i0 + j.band_rows, p.pc.hq)
-        if i0 >= i1:
-            continue
-        for cy in range(j.rows):
-            _phase_copy_fill(p, j.wave0 + img, cy, i0, i1,
-                             j.copies + img * p.pc.image + cy * p.geom.s[2] * p.pc.plane)
+        if i0 < i1:
+            _phase_copy_fill(p, j.wave0 + img, i0, i1, j.copies + img * p.pc.image)
 
 
 cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -351,7 +346,6 @@ cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexc
     cdef _wave_job j
     j.p = p
     j.copies = ws
-    j.rows = pc.nplanes // p.geom.s[2]
     # One band per image when the images alone feed the threads, else one per thread
     # (more would cost a kernel call per channel and band: 2-row bands of 8x8 maps made a
     # 192-channel conv 10% slower).

@@ -105,18 +105,20 @@ typedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m, con
 /* Larger strides take im2col: their phase planes would cost more than they save. */
 #define PYCONV_MAX_PHASE_STRIDE 8
 
-/* The convolution's phase copy of one input channel (see conv.pyx, phase_copy): for
- * row phase py, the sw planes q = 0..sw-1, each hq rows of wq floats (planes `plane`
- * floats apart), get dst[q * plane + i * wq + j] = x[iy * w + ix] with iy = i * sh + py - ph
- * and ix = j * sw + q - pw when (iy, ix) is inside the h x w plane x, else 0: the band
- * of rows i0 <= i < i1 of the hq (threads fill the rows their tiles read), each band edge
- * inside a plane moved up to the next cache line (the bands of rows i0..i1 and i1..i2
- * tile the plane; no line is written by two of them).
- * sw <= PYCONV_MAX_PHASE_STRIDE. */
-typedef void (*pyconv_phase_split_fn)(const float *x, int64_t h, int64_t w, int64_t sh,
-                                      int64_t sw, int64_t py, int64_t ph, int64_t pw,
-                                      int64_t wq, int64_t plane, int64_t i0, int64_t i1,
-                                      float *dst);
+/* The convolution's phase copy of `channels` input channels (see conv.pyx, phase_copy;
+ * channel c at x + c * xs, an h x w plane): its sh * sw phase planes, each hq rows of wq
+ * floats, `plane` floats apart, plane (c * sh + py) * sw + q at dst, get
+ * [i * wq + j] = x_c[iy * w + ix] with iy = i * sh + py - ph and ix = j * sw + q - pw
+ * when (iy, ix) is inside the plane, else 0: the band of rows i0 <= i < i1 of the hq
+ * (threads fill the rows their tiles read), each band edge inside a plane moved up to
+ * the next cache line (the bands of rows i0..i1 and i1..i2 tile the plane; no line is
+ * written by two of them). All channels in one call: a call per channel and row phase
+ * cost more in set-up than its rows on small maps (a grouped 3x3 / 2 conv on 16x16 made
+ * 128 calls of 9 rows). sh, sw <= PYCONV_MAX_PHASE_STRIDE. */
+typedef void (*pyconv_phase_split_fn)(const float *x, int64_t xs, int64_t channels,
+                                      int64_t h, int64_t w, int64_t sh, int64_t sw,
+                                      int64_t ph, int64_t pw, int64_t wq, int64_t plane,
+                                      int64_t i0, int64_t i1, float *dst);
 
 /* One run of consecutive floats: src offset, length, dst offset. */
 typedef struct {

@@ -172,11 +172,12 @@ def test_out_sharing_memory_with_an_operand_is_refused(rng):
 @pytest.mark.parametrize("nthreads", [3, 7])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("algorithm", ["shifted", "padded"])
-@pytest.mark.parametrize("sp", [(9, 5), (30, 22), (4, 40)])
+@pytest.mark.parametrize("sp", [(9, 5), (30, 22), (4, 40), (5, 1100)])
 def test_phase_copy_bands_of_many_threads(rng, nthreads, stride, algorithm, sp):
     """The phase copy filled in a band of rows per thread, each band edge moved up to a
     cache line: narrow planes (bands of a row or two, edges past the next band's rows,
-    empty bands) and wide ones, every stride phase."""
+    empty bands) and wide ones, every stride phase (1100 columns: past the stride-2
+    masks made once per call)."""
     # 16 -> 24 channels: enough multiply-adds for several threads even on the 9 x 5 map
     x, w, b = rand(rng, 1, 16, *sp), rand(rng, 24, 16, 3, 3), rand(rng, 24)
     previous = conv_ext.set_algorithm(algorithm)
