@@ -125,6 +125,8 @@ cdef struct phase_copy:
                              # channel tiles: the NR-channel panels of a group
     int64_t ws_stride        # per-thread scratch: a tile, or a packed B block + tile
     int64_t wave             # (image, group) pairs padded at a time (workspace bound)
+    int64_t copies           # sets of the wave's copies: 1, filled in row bands by the
+                             # threads, or one per thread (see _phase_copy_blocking)
     const int64_t *off       # C_in_g * kvol B-row offsets
 
 
@@ -973,7 +975,7 @@ cdef class ConvKernel:
             elif p.algo == ALGO_BANDED:
                 _banded_forward(&p, nthreads)
             elif p.algo != ALGO_IM2COL:
-                p.ws = ws + p.pc.wave * p.pc.image      # after the phase copies
+                p.ws = ws + p.pc.copies * p.pc.wave * p.pc.image   # after the copies
                 _phase_copy_forward(&p, nthreads, ws)
             else:
                 _im2col_forward(&p, nthreads)

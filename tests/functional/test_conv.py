@@ -191,6 +191,26 @@ def test_phase_copy_bands_of_many_threads(rng, nthreads, stride, algorithm, sp):
     assert_close(got, ref, 16 * 9)
 
 
+@pytest.mark.parametrize("nthreads", [2, 3])
+@pytest.mark.parametrize("algorithm", ["shifted", "padded", "channels"])
+@pytest.mark.parametrize("n,sp,s,d", [(1, (8, 8), 1, 2), (1, (9, 7), 2, 1), (2, (6, 10), 1, 1)])
+def test_phase_copy_per_thread_matches_reference(rng, nthreads, algorithm, n, sp, s, d):
+    """Small maps with many channels: each thread fills a whole copy of its own (the
+    workspace holds one per thread) and its tiles read that one, whichever thread
+    filled it."""
+    x, w, b = rand(rng, n, 64, *sp), rand(rng, 96, 64, 3, 3), rand(rng, 96)
+    previous = conv_ext.set_algorithm(algorithm)
+    try:
+        plan = F.ConvPlan(w, b, stride=s, padding=d, dilation=d,
+                          context=pyconv.ExecutionContext(num_threads=nthreads))
+        got = plan.run(x)
+        one = F.ConvPlan(w, b, stride=s, padding=d, dilation=d).run(x)
+    finally:
+        conv_ext.set_algorithm(previous)
+    assert_close(got, R.conv_nd(x, w, b, (s, s), (d, d), (d, d), (d, d), 1), 64 * 9)
+    np.testing.assert_array_equal(got, one)
+
+
 def test_batch_and_threads_give_identical_results(rng):
     x, w = rand(rng, 4, 16, 13, 11), rand(rng, 32, 16, 3, 3)
     outs = []
