@@ -4,8 +4,10 @@
 
 # Phase copies of at most this many floats are made at once (then the next images').
 DEF PHASE_COPY_WAVE_FLOATS = 1 << 21
-# One copy per thread only for images of at most this many floats (256 KiB).
+# One copy per thread only for images of at most this many floats (256 KiB), and for at
+# most this many threads.
 DEF PRIVATE_COPY_MAX_FLOATS = 1 << 16
+DEF MAX_COPIES = 64
 # A float of a phase copy costs about this many multiply-adds of the tiles (at 1 thread
 # a 64 -> 96 dilated 3x3 on 8x8 spent 706 samples copying 9.2K floats, 7560 on 3.5M
 # multiply-adds).
@@ -53,7 +55,8 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
     # 2 threads, interleaved: a 64 -> 96 dilated 3x3 on 8x8 55.7 -> 40.2 us, 16 -> 32
     # on 32x32 (dilation 2) 58.6 -> 52.4.
     pc.copies = 1
-    if (nthreads > 1 and pc.wave < nthreads and pc.image <= PRIVATE_COPY_MAX_FLOATS
+    if (1 < nthreads <= MAX_COPIES and pc.wave < nthreads
+            and pc.image <= PRIVATE_COPY_MAX_FLOATS
             and 4 * COPY_FLOAT_MACS * pc.wave * pc.image * (bands - 1) // bands
             <= macs // nthreads):
         pc.copies = nthreads
@@ -326,6 +329,7 @@ cdef struct _wave_job:
     int64_t bands            # bands of phase-plane rows per image
     int64_t band_rows        # rows per band
     int64_t count            # (image, group) pairs in the wave
+    bint filled[MAX_COPIES]  # per-thread copies: slot s has filled its own
 
 
 cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
@@ -343,29 +347,25 @@ cdef void _fill_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogi
             _phase_copy_fill(p, j.wave0 + img, i0, i1, j.copies + img * p.pc.image)
 
 
-cdef void _fill_copy_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
-    """Whole images of the per-thread copies: task t fills image t % count of copy
-    t // count (the thread whose range it is reads that copy)."""
-    cdef const _wave_job *j = <const _wave_job *>arg
-    cdef const conv_args *p = j.p
-    cdef int64_t t, img
-    for t in range(lo, hi):
-        img = t % j.count
-        _phase_copy_fill(p, j.wave0 + img, 0, p.pc.hq,
-                         j.copies + ((t // j.count) * p.pc.wave + img) * p.pc.image)
-
-
 cdef void _tile_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
     """Tiles lo..hi of the wave: a contiguous run (neighbouring chunks share the cache
     lines at their edges in every output row; one thread writing both avoids false
     sharing)."""
-    cdef const _wave_job *j = <const _wave_job *>arg
+    cdef _wave_job *j = <_wave_job *>arg
     cdef const conv_args *p = j.p
     cdef float *scratch = p.ws + slot * p.pc.ws_stride
-    # this thread's copy, or the one all share
-    cdef const float *copies = j.copies + (slot * p.pc.wave * p.pc.image if p.pc.copies > 1
-                                           else 0)
+    cdef float *copies = j.copies
     cdef int64_t t
+    if p.pc.copies > 1:
+        # This thread's copy, filled by its first task: a thread that never joins fills
+        # none (filled in a loop of their own, a late thread's was filled by another,
+        # for nothing: one more whole copy per conv on a busy machine). Only this
+        # thread touches its flag.
+        copies += slot * p.pc.wave * p.pc.image
+        if not j.filled[slot]:
+            for t in range(j.count):
+                _phase_copy_fill(p, j.wave0 + t, 0, p.pc.hq, copies + t * p.pc.image)
+            j.filled[slot] = True
     for t in range(lo, hi):
         if p.algo == ALGO_SHIFTED:
             _shifted_task(p, j.wave0, t, copies, scratch)
@@ -397,7 +397,7 @@ cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexc
             _zero(ws + t * pc.image + pc.nplanes * pc.plane,    # never used
                   pc.image - pc.nplanes * pc.plane)
         if pc.copies > 1:
-            parallel_for(nthreads, pc.copies * count, count, _fill_copy_tasks, &j)
+            memset(j.filled, 0, sizeof(j.filled))
         else:
             parallel_for(nthreads, count * j.bands, grain_for(count * j.bands, nthreads),
                          _fill_tasks, &j)
