@@ -384,8 +384,8 @@ cdef void _phase_copy_forward(const conv_args *p, int nthreads, float *ws) noexc
     j.p = p
     j.copies = ws
     # One band per image when the images alone feed the threads, else one per thread
-    # (more would cost a kernel call per channel and band: 2-row bands of 8x8 maps made a
-    # 192-channel conv 10% slower).
+    # (more, when each band cost a kernel call per channel: 2-row bands of 8x8 maps made
+    # a 192-channel conv 10% slower).
     j.bands = 1 if nthreads == 1 or pc.wave >= nthreads else min(
         pc.hq, (nthreads + pc.wave - 1) // pc.wave)
     j.band_rows = (pc.hq + j.bands - 1) // j.bands
