@@ -201,7 +201,7 @@ class ConvPlan:
                 raise ShapeError(f"{self.op}: residual has shape {residual.shape}, the output "
                                  f"has shape {out_shape}")
         if out is None:
-            out = empty_aligned(out_shape)
+            out = empty_aligned(out_shape, check=False)
         else:
             check_out(self.op, "out", out, out_shape, np.float32, aligned=True)
             # The kernels write out while still reading x and residual (tiles go straight

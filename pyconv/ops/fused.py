@@ -99,7 +99,7 @@ class SqueezeExcite(Op):
         gate = self._gate(pooled)
         y = take_out(out, x.shape)
         if np.may_share_memory(y, x):
-            y = empty_aligned(x.shape)
+            y = empty_aligned(x.shape, check=False)
         pool.scale_planes(planes, gate.reshape(-1), y.reshape(n * self.channels, size),
                           self.context)
         return [y]
@@ -125,7 +125,7 @@ class SqueezeExcite(Op):
                 return run(inputs, out)
             planes = x.reshape(planes_shape)
             gate = gate_of(pool.global_pool(planes, False, ctx).reshape(n, -1))
-            dst = y if y is not None else empty_aligned(shape)
+            dst = y if y is not None else empty_aligned(shape, check=False)
             pool.scale_planes(planes, gate.reshape(-1), dst.reshape(planes_shape), ctx)
             return [dst]
         return call
