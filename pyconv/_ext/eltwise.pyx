@@ -16,7 +16,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t
 
-from pyconv._ext.gemm cimport (arrays_overlap, context_of, empty_f32, empty_lines, exec_ctx,
+from pyconv._ext.gemm cimport (arrays_overlap, context_of, empty_of, empty_lines, exec_ctx,
                                grain_for, parallel_for, planned_array, pyconv_sgemm_kernel)
 from pyconv._ext.gemm import ACTIVATIONS, empty_aligned
 from pyconv.arithmetic import check_tensor_size
@@ -185,7 +185,7 @@ def unary(x, op, float a=0.0, float b=0.0, out=None, context=None):
     x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
-        y = empty_f32(x.shape)
+        y = empty_of(x.shape)
     cdef int64_t n = x.size
     cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
@@ -560,7 +560,7 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
-        y = empty_f32((rows, cols))
+        y = empty_of((rows, cols))
     mean = np.empty((rows, 1), np.float64)
     inv = np.empty((rows, 1), np.float64)
     cdef _std_job j
@@ -647,7 +647,7 @@ def standardize_columns(x, double eps, scale=None, bias=None, context=None):
     s, b = params
     cdef exec_ctx ctx = context_of(context)
     x = _contiguous(x)
-    y = empty_f32((n, c, p))
+    y = empty_of((n, c, p))
     mean = np.empty((n, p), np.float64)
     inv = np.empty((n, p), np.float64)
     if n * p == 0:

@@ -204,7 +204,7 @@ cdef void sgemm_packed(const packed_a *a, int64_t n, pack_b_fn pack_b, int64_t b
 cdef float *workspace_floats(int64_t count) except NULL
 # A new C-contiguous array whose data starts on a cache line (see empty_aligned).
 cdef object empty_lines(int ndim, const cnp.npy_intp *dims, int typenum)
-cdef object empty_f32(tuple shape)
+cdef object empty_of(tuple shape, int typenum=*)
 cdef int activation_code(object activation) except -1
 # float32, aligned, C-contiguous, of exactly this shape (a bound call's planned input).
 cdef bint planned_array(object a, int ndim, const cnp.npy_intp *dims) noexcept

@@ -270,15 +270,15 @@ cdef object empty_lines(int ndim, const cnp.npy_intp *dims, int typenum):
     return arr
 
 
-cdef object empty_f32(tuple shape):
-    """empty_lines of float32 for a shape already checked (a plan's output, an input's)."""
+cdef object empty_of(tuple shape, int typenum=cnp.NPY_FLOAT32):
+    """empty_lines for a shape already checked (a plan's output, an input's)."""
     cdef cnp.npy_intp dims[32]
     cdef Py_ssize_t i, n = len(shape)
     if n > 32:
-        return empty_aligned(shape)
+        raise InvalidArgument(f"empty_aligned: rank {n} exceeds 32")
     for i in range(n):
         dims[i] = shape[i]
-    return empty_lines(<int>n, dims, cnp.NPY_FLOAT32)
+    return empty_lines(<int>n, dims, typenum)
 
 
 def empty_aligned(shape, dtype=np.float32, check=True):
@@ -287,12 +287,7 @@ def empty_aligned(shape, dtype=np.float32, check=True):
     (``check_tensor_size``: some microseconds) unless the caller has (check=False)."""
     dt = np.dtype(dtype)
     shape = check_tensor_size(shape, itemsize=dt.itemsize) if check else tuple(shape)
-    cdef cnp.npy_intp dims[32]
-    if len(shape) > 32:
-        raise InvalidArgument(f"empty_aligned: rank {len(shape)} exceeds 32")
-    for i, d in enumerate(shape):
-        dims[i] = d
-    return empty_lines(len(shape), dims, dt.num)
+    return empty_of(shape, dt.num)
 
 
 # Workspaces: 64-byte aligned, one per Python thread, grown on demand and reused.
@@ -1310,7 +1305,7 @@ cdef class MatmulCall:
             return self.run(inputs, self.out)
         y = self.out
         if y is None:
-            y = empty_f32(self.out_shape)
+            y = empty_of(self.out_shape)
         elif _reaches(y, a) or _reaches(y, b):
             return self.run(inputs, None)
         if self.two_d:
@@ -1608,7 +1603,7 @@ cdef class LinearCall:
             return None
         out = self.out
         if out is None:
-            out = empty_f32(r.output_shape)
+            out = empty_of(r.output_shape)
         elif arrays_overlap(x, out):
             return None
         return self.kernel._execute(r, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
@@ -1757,7 +1752,7 @@ def channel_affine(x, scale, shift, activation=None, float act_alpha=0.0,
     cdef object sv = _as_float32_vector(scale, channels, "channel_affine: scale")
     cdef object tv = _as_float32_vector(shift, channels, "channel_affine: shift")
     if out is None:
-        out = empty_f32(xa.shape)
+        out = empty_of(xa.shape)
     else:
         check_out("channel_affine", "out", out, xa.shape, np.float32, aligned=True)
     cdef exec_ctx ctx = context_of(context)
@@ -1798,7 +1793,7 @@ cdef class ChannelAffineCall:
             return None
         y = self.out
         if y is None or (y is not x and arrays_overlap(y, x)):
-            y = empty_f32(x.shape)   # x itself or a separate buffer
+            y = empty_of(x.shape)   # x itself or a separate buffer
         cdef _affine_job j = self.job
         j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)

@@ -7,7 +7,6 @@ from pyconv._ext import gemm
 from pyconv.arithmetic import ConvAttributes
 from pyconv.functional import ConvPlan
 from pyconv.errors import PyconvError
-from pyconv._ext.gemm import empty_aligned
 from pyconv.ops._base import Op, bound_step, register, take_out, wrap_errors
 
 
@@ -62,7 +61,7 @@ class _ConvBase(Op):
         out = take_out(out, shape)
         if out is not None and (np.may_share_memory(out, x) or (
                 residual is not None and np.may_share_memory(out, residual))):
-            out = empty_aligned(shape, check=False)   # take_out checked it
+            out = gemm.empty_aligned(shape, check=False)   # take_out checked it
         return [wrap_errors(self, plan.run, x, residual, None, out)]
 
     def bind(self, specs, out):

@@ -10,7 +10,6 @@ import numpy as np
 from pyconv._activations import ACTIVATIONS
 from pyconv._ext import gemm, pool
 from pyconv.errors import InvalidModel, ShapeError
-from pyconv._ext.gemm import empty_aligned
 from pyconv.ops._base import Op, register, take_out
 from pyconv.ops.activation import activate, bind_unary
 
@@ -99,7 +98,7 @@ class SqueezeExcite(Op):
         gate = self._gate(pooled)
         y = take_out(out, x.shape)
         if np.may_share_memory(y, x):
-            y = empty_aligned(x.shape, check=False)
+            y = gemm.empty_aligned(x.shape, check=False)
         pool.scale_planes(planes, gate.reshape(-1), y.reshape(n * self.channels, size),
                           self.context)
         return [y]
@@ -125,7 +124,7 @@ class SqueezeExcite(Op):
                 return run(inputs, out)
             planes = x.reshape(planes_shape)
             gate = gate_of(pool.global_pool(planes, False, ctx).reshape(n, -1))
-            dst = y if y is not None else empty_aligned(shape, check=False)
+            dst = y if y is not None else gemm.empty_aligned(shape, check=False)
             pool.scale_planes(planes, gate.reshape(-1), dst.reshape(planes_shape), ctx)
             return [dst]
         return call
