@@ -319,10 +319,12 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
         channels = ((m + 15) // 16 * 16 * k * g.out_size[1]
                     * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
                        * kern.channel_cols) + 16 * m * n + copy)
-    if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1):
+    if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1) and copy // 2 > PRIVATE_COPY_MAX_FLOATS:
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and
         # 128 -> 128 3x3 stride-2 convs on 160x160 to 28x28 maps); at stride 1 both ~1.7x.
+        # Not where the copy stays in L2 (a copy per thread): 64 -> 64, 4 groups, on
+        # 16x16, 2 threads: shifted 18.6 us, padded 28.1.
         shifted += shifted // 4
     if channels >= 0 and channels < shifted and channels < padded and channels < im2col:
         cost[0] = channels

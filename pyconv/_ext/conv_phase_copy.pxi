@@ -95,7 +95,10 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
     """Padded im2col tasks: column chunks x row blocks per (image, group). Each task packs
     its own B, so rows are split only when the columns cannot feed the threads: among
     the splits into at least nthreads tasks, the one whose largest task (multiply-adds plus
-    packing, as in _choose_algorithm) is cheapest."""
+    packing, as in _choose_algorithm, plus one per weight it reads) is cheapest. The
+    weights' term: in a model they come from memory, and every column chunk streams all of
+    them, so few columns split by rows (512 -> 512 3x3 on 7x7 at 2 threads: 32 + 17
+    columns 1.60 ms, 2 x 256 rows 1.34)."""
     cdef phase_copy *pc = &p.pc
     cdef int64_t panels = (pc.ncols + kern.nr - 1) // kern.nr
     cdef int64_t k = p.cin // p.groups * p.geom.k[1] * p.geom.k[2]
@@ -117,7 +120,7 @@ cdef void _padded_split(conv_args *p, const pyconv_sgemm_kernel *kern, int64_t m
         mb = min(mpanels, (per_image + nch - 1) // nch)
         cols = min((units + nch - 1) // nch * 16, pc.ncols)   # the widest chunk
         rows = (mpanels + mb - 1) // mb * kern.mr
-        cost = rows * k * ((cols + 15) // 16 * 16) + 8 * k * cols
+        cost = rows * k * ((cols + 15) // 16 * 16) + 8 * k * cols + rows * k
         if best < 0 or cost < best:
             best = cost
             pc.chunk = (units + nch - 1) // nch * 16
@@ -226,8 +229,9 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     cdef float *dst
     cdef pyconv_epilogue ep, seg
     cdef bint has_ep = p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE
-    # Without a residual the epilogue does not depend on the position: one call on the
-    # whole tile (dropped columns included) instead of one per row run.
+    # Without a residual the epilogue does not depend on the position: the kernel applies
+    # it to the whole tile (dropped columns included), mostly in registers; with one, each
+    # row run gets its part of the residual.
     cdef bint whole_tile = has_ep and p.residual == NULL
     if rv:                  # vectors along the output rows, each its own run
         for v in range(nr // vl):
@@ -257,10 +261,11 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
     _fill_epilogue(p, grp * cout_g, n, &ep)
     # Where the tile's columns are outputs one for one (no column dropped: row vectors
     # that fill the output rows, or a grid as wide as them) and whole vectors, the kernel
-    # stores straight into y and the epilogue runs there: no copy out of a tile.
+    # stores straight into y: no copy out of a tile.
     cdef bint direct = ((rv * vl == g.out_size[2]) if rv else (pc.wq == g.out_size[2])) and (
         (n1 - n0) % vl == 0)
     cdef int64_t coff[PYCONV_MAX_TILE_VECTORS]
+    cdef const pyconv_epilogue *in_kernel = &seg if whole_tile else NULL
     for v in range(nr // vl):
         coff[v] = v * vl
     for pan in range(mb * per, min(npan, (mb + 1) * per)):
@@ -273,18 +278,15 @@ cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const f
         ldc = plane if direct else nr
         if n1 - n0 < nr:                    # a partial last chunk
             kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, ldc, coff,
-                              rows if direct else mr, n1 - n0)
+                              rows, n1 - n0, in_kernel)
         else:
-            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, ldc, coff,
-                         rows if direct else mr)
+            kern.shifted(a.k, a.kc, mpad, ir, a.data, src, pc.off, voff, dst, ldc, coff, rows,
+                         in_kernel)
         if direct:
-            if has_ep:
-                if ep.residual != NULL:
-                    seg.residual = ep.residual + ir * plane + n0
+            if has_ep and not whole_tile:
+                seg.residual = ep.residual + ir * plane + n0
                 kern.epilogue(dst, plane, rows, n1 - n0, &seg)
             continue
-        if whole_tile:
-            kern.epilogue(tile, nr, rows, n1 - n0, &seg)
         for r in range(nruns):
             if has_ep and not whole_tile:      # with a residual: this run's part of it
                 seg.residual = ep.residual + ir * plane + run_out[r]

@@ -31,7 +31,7 @@ cdef extern from "sgemm.h" nogil:
                                             const float *a, const float *src,
                                             const int64_t *off, const int64_t *voff,
                                             float *c, int64_t ldc, const int64_t *coff,
-                                            int64_t m) noexcept nogil
+                                            int64_t m, const pyconv_epilogue *ep) noexcept nogil
 
     ctypedef void (*pyconv_phase_split_fn)(const float *x, int64_t xs, int64_t channels,
                                            int64_t h, int64_t w, int64_t sh, int64_t sw,
@@ -50,7 +50,8 @@ cdef extern from "sgemm.h" nogil:
                                                  int64_t ir, const float *a, const float *src,
                                                  const int64_t *off, const int64_t *voff,
                                                  float *c, int64_t ldc, const int64_t *coff,
-                                                 int64_t m, int64_t n) noexcept nogil
+                                                 int64_t m, int64_t n,
+                                                 const pyconv_epilogue *ep) noexcept nogil
 
     ctypedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m,
                                             const float *src, const int64_t *off, int64_t n,

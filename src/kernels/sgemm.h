@@ -77,11 +77,14 @@ typedef void (*pyconv_sgemv_fn)(int64_t m, int64_t k, float alpha, const float *
  * voff[v] (v * vl: one contiguous run; else vectors along the output rows, none over the
  * padding columns between them). Each vector of C goes to its own offset coff[v]: a
  * scratch tile (ldc = NR, coff[v] = v * vl), or straight into the output where every
- * vector is a run of it. */
+ * vector is a run of it. ep (NULL: none) is an epilogue without a residual, its bias
+ * indexed from the tile's row 0: the bias and a relu or clip are applied in registers,
+ * any other activation on the stored rows (coff[v] = v * vl there). */
 typedef void (*pyconv_shifted_ukernel)(int64_t k, int64_t kc, int64_t mpad, int64_t ir,
                                        const float *a, const float *src, const int64_t *off,
                                        const int64_t *voff, float *c, int64_t ldc,
-                                       const int64_t *coff, int64_t m);
+                                       const int64_t *coff, int64_t m,
+                                       const pyconv_epilogue *ep);
 
 /* The same for the first n < NR columns only (the last chunk of a row of tiles): only
  * the vectors holding them are computed and stored. */
@@ -89,7 +92,7 @@ typedef void (*pyconv_shifted_edge_ukernel)(int64_t k, int64_t kc, int64_t mpad,
                                             const float *a, const float *src,
                                             const int64_t *off, const int64_t *voff,
                                             float *c, int64_t ldc, const int64_t *coff,
-                                            int64_t m, int64_t n);
+                                            int64_t m, int64_t n, const pyconv_epilogue *ep);
 
 /* The convolution's channel tile (small maps, many channels; see sgemm_tiles.inc):
  * y[i * ldy + j] = ep(sum_k w[k * NR + i] * src[off[k] + j]) for i < m <= NR output

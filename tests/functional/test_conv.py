@@ -137,6 +137,36 @@ def test_shifted_row_vectors_with_residual_and_activation(isa, threads, rng, sp)
     assert_close(got, np.maximum(ref, 0), 7 * 9)
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "clip", "hardswish"])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("sp, kernel, stride", [((6, 32), (3, 3), 1), ((5, 11), (3, 3), 1),
+                                                ((7, 9), (2, 2), 2), ((9, 13), (3, 3), 2)])
+def test_shifted_epilogue_in_the_kernel(isa, threads, rng, activation, with_bias, sp, kernel,
+                                        stride):
+    """Without a residual the shifted kernel applies the epilogue before its stores (bias,
+    relu and clip in registers, other activations on the stored rows), into the output
+    (whole row vectors, a grid as wide as the rows) or into scratch (grid columns
+    dropped); 19 channels leave a partial last row panel."""
+    x, w = rand(rng, 2, 7, *sp), rand(rng, 19, 7, *kernel)
+    b = rand(rng, 19) if with_bias else None
+    lo, hi = -0.5, 1.5
+    params = {"act_alpha": lo, "act_beta": hi} if activation == "clip" else {}
+    padding = 1 if kernel == (3, 3) else 0
+    previous = conv_ext.set_algorithm("shifted")
+    try:
+        plan = F.ConvPlan(w, b, stride=stride, padding=padding, activation=activation,
+                          **params)
+        got = plan.run(x)
+    finally:
+        conv_ext.set_algorithm(previous)
+    assert plan.kernel.last_algorithm == "shifted"
+    ref = R.conv_nd(x, w, b, stride, padding, padding, 1, 1)
+    act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+           "clip": lambda v: np.clip(v, lo, hi),
+           "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}[activation]
+    assert_close(got, act(ref), 7 * kernel[0] * kernel[1])
+
+
 @pytest.mark.parametrize("sp", [(5, 16), (4, 17), (7, 9)])
 @pytest.mark.parametrize("kernel, stride, padding", [((3, 1), 1, (1, 0)), ((2, 2), 2, 0)])
 def test_shifted_grid_as_wide_as_the_output(isa, threads, rng, sp, kernel, stride, padding):
@@ -197,18 +227,24 @@ def test_phase_copy_bands_of_many_threads(rng, nthreads, stride, algorithm, sp):
 def test_phase_copy_per_thread_matches_reference(rng, nthreads, algorithm, n, sp, s, d):
     """Small maps with many channels: each thread fills a whole copy of its own (the
     workspace holds one per thread) and its tiles read that one, whichever thread
-    filled it."""
+    filled it. The shifted and channel tiles sum each output in one fixed order, so they
+    match one thread bit for bit; padded im2col's column chunks depend on the threads
+    (a narrow chunk's kernel sums in several chains), so it is compared within rounding."""
     x, w, b = rand(rng, n, 64, *sp), rand(rng, 96, 64, 3, 3), rand(rng, 96)
     previous = conv_ext.set_algorithm(algorithm)
     try:
         plan = F.ConvPlan(w, b, stride=s, padding=d, dilation=d,
                           context=pyconv.ExecutionContext(num_threads=nthreads))
         got = plan.run(x)
-        one = F.ConvPlan(w, b, stride=s, padding=d, dilation=d).run(x)
+        one = F.ConvPlan(w, b, stride=s, padding=d, dilation=d,
+                         context=pyconv.ExecutionContext(num_threads=1)).run(x)
     finally:
         conv_ext.set_algorithm(previous)
     assert_close(got, R.conv_nd(x, w, b, (s, s), (d, d), (d, d), (d, d), 1), 64 * 9)
-    np.testing.assert_array_equal(got, one)
+    if algorithm == "padded":
+        assert_close(got, one, 64 * 9)
+    else:
+        np.testing.assert_array_equal(got, one)
 
 
 def test_batch_and_threads_give_identical_results(rng):
