@@ -267,10 +267,16 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     channel_cols per row, plus 16 per output for the transposed store and the epilogue,
     and read no packed B. Each tile streams a panel of weights (K x NR), so they are
     taken only where it stays in L2 (ResNet's 512 -> 512 3x3 on 7x7, 4.6K x 48 floats
-    from L3: 1.7x slower than padded im2col), no panel holds one vector of channels (9
-    loads per 8 multiply-adds: 64 -> 64 on 56x56, 48 + 16 channels, 1.25x slower than
-    shifted) and two-vector panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2:
-    1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
+    from L3: 1.7x slower than padded im2col), no last panel holds one vector of channels
+    after others (9 loads per 8 multiply-adds: 64 -> 64 on 56x56, 48 + 16 channels, 1.25x
+    slower than shifted; groups of at most 16 channels, one panel, are weighed with
+    their extra loads: the other paths waste as much on small maps, e.g. 512 -> 512 in
+    32 groups on 7x7 101 us against 128 shifted and 185 padded at 1 thread, 64 -> 16
+    dilated on 8x8 18.6 against 23.8, 256 -> 16 on 7x7 47 against 58 shifted and 88
+    padded, its 147 KiB panel from L2 (a vector of weights per 8 multiply-adds), while
+    32 -> 32 in 2 groups on 16x16 stays shifted, 29.5 against 31.4) and two-vector
+    panels stay
+    near L1 (64 -> 32 on 16x16, 110 KiB from L2: 1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
     dilated on 32x32 52 against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96
     stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102. Alone, with its
     weights hot, a conv runs faster on channel tiles in more shapes (96 -> 96 on 28x28,
@@ -314,11 +320,16 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
         im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
     panel = k * kern.nr * sizeof(float)
     last = m % kern.nr if m % kern.nr else kern.nr      # channels of the last panel
-    if (last > 16 and panel <= CHANNEL_PANEL_BYTES
-            and (last > 32 or panel <= CHANNEL_PANEL_L1_BYTES)):
+    if m <= 16:
+        panel = k * 16 * sizeof(float)      # one vector: the tiles read 16 of its NR floats
+    if ((last > 16 or m <= 16) and panel <= CHANNEL_PANEL_BYTES
+            and (last > 32 or m <= 16 or panel <= CHANNEL_PANEL_L1_BYTES)):
         channels = ((m + 15) // 16 * 16 * k * g.out_size[1]
                     * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
-                       * kern.channel_cols) + 16 * m * n + copy)
+                       * kern.channel_cols))
+        if m <= 16:
+            channels += channels // 8      # a load per 8 multiply-adds more
+        channels += 16 * m * n + copy
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1) and copy // 2 > PRIVATE_COPY_MAX_FLOATS:
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and

@@ -343,7 +343,8 @@ def test_algorithm_setting_is_checked():
 @pytest.mark.parametrize("shape,expected", [
     ((1, 64, 56, 56, 64, 3, 1, 1, 1), "shifted"),    # wide rows: 2 of 58 grid columns dropped
     ((1, 64, 8, 8, 96, 3, 1, 2, 2), "channels"),     # 8-wide rows: one tile each, no packing
-    ((1, 64, 8, 8, 16, 3, 1, 2, 2), "shifted"),      # one vector of channels: no channel tiles
+    ((1, 64, 8, 8, 16, 3, 1, 2, 2), "channels"),     # one vector of channels, the grid 1.5x
+    ((1, 32, 16, 16, 16, 3, 1, 1, 1), "shifted"),    # one vector, a grid as wide as the rows
     ((1, 512, 7, 7, 96, 3, 1, 1, 1), "padded"),      # panels of 4.6K x 48 weights: past L2
     ((1, 32, 16, 16, 64, 1, 1, 0, 1), "pointwise"),  # the image is the GEMM's B already
     ((1, 16, 32, 32, 16, 1, 2, 0, 1), "im2col"),     # strided 1x1: a copy of 4 phases to use 1
