@@ -275,10 +275,10 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     dilated on 8x8 18.6 against 23.8, 256 -> 16 on 7x7 47 against 58 shifted and 88
     padded, its 147 KiB panel from L2 (a vector of weights per 8 multiply-adds), while
     32 -> 32 in 2 groups on 16x16 stays shifted, 29.5 against 31.4) and two-vector
-    panels stay
-    near L1 (64 -> 32 on 16x16, 110 KiB from L2: 1.12x slower). Measured at 1 thread on AVX-512 against the best other path: 16 -> 32
-    dilated on 32x32 52 against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96
-    stride 2 on 14x14 63 against 85, 32 -> 32 on 32x32 97 against 102. Alone, with its
+    panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2: 1.12x slower). Measured at
+    1 thread on AVX-512 against the best other path: 16 -> 32 dilated on 32x32 52
+    against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96 stride 2 on 14x14
+    63 against 85, 32 -> 32 on 32x32 97 against 102. Alone, with its
     weights hot, a conv runs faster on channel tiles in more shapes (96 -> 96 on 28x28,
     192 -> 192 on 14x14, 512 -> 512 on 7x7: 1.1-1.3x) than this model takes them for;
     taking them there (panels up to half of L2, a last panel of one vector weighed instead
@@ -334,8 +334,9 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
         # second thread where padded im2col gains 1.4-1.6x (3 -> 32, 32 -> 32, 32 -> 96 and
         # 128 -> 128 3x3 stride-2 convs on 160x160 to 28x28 maps); at stride 1 both ~1.7x.
-        # Not where the copy stays in L2 (a copy per thread): 64 -> 64, 4 groups, on
-        # 16x16, 2 threads: shifted 18.6 us, padded 28.1.
+        # Not where the copy stays in L2 (a copy per thread): at 2 threads 64 -> 64 in 4
+        # groups on 16x16 17.5 us shifted against 19.4 padded, 3 -> 16 on 64x64 15.3
+        # against 17.6.
         shifted += shifted // 4
     if channels >= 0 and channels < shifted and channels < padded and channels < im2col:
         cost[0] = channels
