@@ -287,6 +287,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
     cdef int64_t channels = -1, panel, last
+    cdef bint one_vector
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
@@ -318,17 +319,18 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
         im2col += 12 * k * n * (sgemm_row_blocks(m, n, k, kern, nthreads, B_PACK_IM2COL) - 1)
-    panel = k * kern.nr * sizeof(float)
+    # A single panel of one vector: the tiles read 16 floats of each of its K rows, a
+    # load per 8 multiply-adds more.
+    one_vector = m <= 16
+    panel = k * (16 if one_vector else kern.nr) * sizeof(float)
     last = m % kern.nr if m % kern.nr else kern.nr      # channels of the last panel
-    if m <= 16:
-        panel = k * 16 * sizeof(float)      # one vector: the tiles read 16 of its NR floats
-    if ((last > 16 or m <= 16) and panel <= CHANNEL_PANEL_BYTES
-            and (last > 32 or m <= 16 or panel <= CHANNEL_PANEL_L1_BYTES)):
+    if ((last > 16 or one_vector) and panel <= CHANNEL_PANEL_BYTES
+            and (last > 32 or one_vector or panel <= CHANNEL_PANEL_L1_BYTES)):
         channels = ((m + 15) // 16 * 16 * k * g.out_size[1]
                     * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
                        * kern.channel_cols))
-        if m <= 16:
-            channels += channels // 8      # a load per 8 multiply-adds more
+        if one_vector:
+            channels += channels // 8
         channels += 16 * m * n + copy
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1) and copy // 2 > PRIVATE_COPY_MAX_FLOATS:
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
