@@ -122,9 +122,11 @@ enum {
  * compare-and-swap joins, and it fails once the slot holds a newer job, so a worker that
  * read a finished job's fields can never run a task of it.
  *
- * The tasks are cut into one contiguous range per participant, each with its own
- * counter word: generation (24 bits) | next task (40). A participant claims from its own
- * range first, then from the others' in turn. On time, every thread runs a contiguous
+ * The items are cut into one contiguous range per participant (equal counts: with
+ * ranges of whole tasks, 22 items in tasks of 3 split 12 + 10), each cut into tasks of
+ * `grain` items (its last shorter) with its own counter word: generation (24 bits) |
+ * next task of the range (40). A participant claims from its own range first, then
+ * from the others' in turn. On time, every thread runs a contiguous
  * part of the loop (neighbouring layers split alike, so what a thread reads is mostly
  * what it wrote: on a 16 -> 32 3x3 conv on 32x32 interleaved tasks made the second
  * thread gain nothing, its reads and writes bouncing between the cores' caches); late,
@@ -172,10 +174,21 @@ static inline uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* First task of range r of `parts` over `tasks` tasks. */
-static inline int64_t range_begin(int64_t tasks, int parts, int r)
+/* First item of range r of `parts` over n items (no overflow for any n). */
+static inline int64_t range_begin(int64_t n, int parts, int r)
 {
-    return tasks * r / parts;
+    return n / parts * r + (r < n % parts ? r : n % parts);
+}
+
+/* Tasks of `parts` ranges over n items, tasks of `grain` items within each range. */
+static inline int64_t count_tasks(int64_t n, int64_t grain, int parts)
+{
+    int64_t tasks = 0;
+    for (int r = 0; r < parts; r++) {
+        const int64_t len = range_begin(n, parts, r + 1) - range_begin(n, parts, r);
+        tasks += (len + grain - 1) / grain;
+    }
+    return tasks;
 }
 
 /* Claims and runs tasks of the job of generation `gen` in `s` until none is left: those
@@ -183,21 +196,20 @@ static inline int64_t range_begin(int64_t tasks, int parts, int r)
  * once, on the way out (the caller waits for all of them; the job's generation cannot
  * change before). */
 static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, int64_t n,
-                      int64_t grain, int64_t tasks, int parts, int slot)
+                      int64_t grain, int parts, int slot)
 {
     int64_t ran = 0;
     for (int i = 0; i < parts; i++) {
         const int r = (slot + i) % parts;
-        const int64_t end = range_begin(tasks, parts, r + 1);
+        const int64_t first = range_begin(n, parts, r), end = range_begin(n, parts, r + 1);
         _Atomic uint64_t *counter = &s->range_next[r].next;
         uint64_t word = atomic_load(counter);
         for (;;) {
-            const int64_t t = (int64_t)(word & TASK_MASK);
-            if (t >= end || (word >> GEN_SHIFT) != gen) break;
+            const int64_t begin = first + (int64_t)(word & TASK_MASK) * grain;
+            if (begin >= end || (word >> GEN_SHIFT) != gen) break;
             if (!atomic_compare_exchange_weak(counter, &word, word + 1))
                 continue;                           /* word reloaded: retry or move on */
-            const int64_t begin = t * grain;
-            fn(ctx, begin, t + 1 == tasks ? n : begin + grain, slot);
+            fn(ctx, begin, end - begin > grain ? begin + grain : end, slot);
             ran++;
             word = atomic_load(counter);
         }
@@ -228,7 +240,7 @@ static bool help_one(void)
             const uint64_t joined_word = word + ((uint64_t)1 << JOINED_SHIFT);
             if (atomic_compare_exchange_weak(&s->word, &word, joined_word)) {
                 const unsigned own = fp_enter(env);
-                run_tasks(s, word >> GEN_SHIFT, fn, ctx, n, grain, tasks, max_helpers + 1,
+                run_tasks(s, word >> GEN_SHIFT, fn, ctx, n, grain, max_helpers + 1,
                           (int)joined + 1);
                 pyconv_fp_restore(own);
                 return true;
@@ -321,8 +333,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     if ((n + grain - 1) / grain > MAX_TASKS) grain = (n + MAX_TASKS - 1) / MAX_TASKS;
-    const int64_t tasks = (n + grain - 1) / grain;
-    if (nthreads > tasks) nthreads = (int)tasks;
+    if ((n + grain - 1) / grain < nthreads) nthreads = (int)((n + grain - 1) / grain);
     if (nthreads > MAX_WORKERS + 1) nthreads = MAX_WORKERS + 1;
     job_slot *s = nthreads > 1 ? acquire_slot() : NULL;
     if (s == NULL) {
@@ -335,6 +346,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
     /* A new generation, closed (no place, no task) while the fields change: a worker
      * that read the previous job's word then fails its compare-and-swap, whichever
      * job's fields it saw. The stores are sequentially consistent to keep that order. */
+    const int64_t tasks = count_tasks(n, grain, nthreads);
     const uint64_t gen = ((atomic_load(&s->word) >> GEN_SHIFT) + 1) & 0xffffffULL;
     const uint64_t word = gen << GEN_SHIFT;
     atomic_store(&s->word, word | (JOINED_MASK << JOINED_SHIFT) | NEXT_MASK);
@@ -347,7 +359,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
     atomic_store(&s->fp_env, fp_get());
     atomic_store(&s->done, 0);
     for (int r = 0; r < nthreads; r++)
-        atomic_store(&s->range_next[r].next, (gen << GEN_SHIFT) | (uint64_t)range_begin(tasks, nthreads, r));
+        atomic_store(&s->range_next[r].next, gen << GEN_SHIFT);
     atomic_store(&s->word, word);             /* opens the job */
     atomic_fetch_add(&epoch, 1);
     if (atomic_load(&sleepers) > 0) {
@@ -357,7 +369,7 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
         pthread_mutex_unlock(&lock);
     }
 
-    run_tasks(s, gen, fn, ctx, n, grain, tasks, nthreads, 0);
+    run_tasks(s, gen, fn, ctx, n, grain, nthreads, 0);
 
     /* Every task is claimed; wait only for those still running on a worker. */
     const uint64_t start = now_ns();

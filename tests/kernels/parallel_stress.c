@@ -3,8 +3,10 @@
  *
  * CALLERS threads each make ITERATIONS calls with random sizes, grains and thread counts
  * (more callers than the pool has job slots, so the "no free slot: run alone" path runs
- * too). Every call checks that each item ran exactly once and that no two participants
- * of one call shared a slot at the same time. Exit status 0 and "ok" on success. */
+ * too). Every call checks that each item ran exactly once, that no two participants
+ * of one call shared a slot at the same time, and that the loop ran either as one task
+ * or in tasks of at most `grain` items inside equal ranges, one per participant (the
+ * balance parallel.h promises). Exit status 0 and "ok" on success. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,6 +18,10 @@
 
 typedef struct {
     atomic_int *hits;                 /* per item: times it ran */
+    atomic_int *starts;               /* per item: tasks that began there */
+    atomic_int long_tasks;            /* tasks of more than grain items */
+    atomic_int tasks_run;
+    int64_t grain;
     float *data;                      /* per item: plain writes (races show under TSan) */
     atomic_int in_slot[MAX_SLOTS];    /* participants running under each slot now */
     atomic_int slot_clash;
@@ -30,6 +36,9 @@ static void task(void *ctx, int64_t begin, int64_t end, int slot)
         atomic_fetch_add(&j->bad_slot, 1);
         return;
     }
+    atomic_fetch_add(&j->starts[begin], 1);
+    atomic_fetch_add(&j->tasks_run, 1);
+    if (end - begin > j->grain) atomic_fetch_add(&j->long_tasks, 1);
     if (atomic_fetch_add(&j->in_slot[slot], 1) != 0)
         atomic_fetch_add(&j->slot_clash, 1);
     for (int64_t i = begin; i < end; i++) {
@@ -51,7 +60,26 @@ static void *caller(void *arg)
         j->nthreads = 1 + rand_r(&seed) % 8;
         j->hits = calloc((size_t)n + 1, sizeof(atomic_int));
         j->data = calloc((size_t)n + 1, sizeof(float));
-        pyconv_parallel_for(j->nthreads, n, 1 + rand_r(&seed) % 64, task, j);
+        j->starts = calloc((size_t)n + 1, sizeof(atomic_int));
+        j->grain = 1 + rand_r(&seed) % 64;
+        pyconv_parallel_for(j->nthreads, n, j->grain, task, j);
+        /* One task (run alone), or each participant's range of n / parts items (the
+         * first n % parts one more) starting a task and no task longer than grain. */
+        int64_t tasks = (n + j->grain - 1) / j->grain;
+        int parts = tasks < j->nthreads ? (int)tasks : j->nthreads;
+        if (atomic_load(&j->tasks_run) > 1) {
+            for (int r = 0; r < parts; r++) {
+                int64_t first = n / parts * r + (r < n % parts ? r : n % parts);
+                if (atomic_load(&j->starts[first]) != 1 || atomic_load(&j->long_tasks)) {
+                    fprintf(stderr, "n %lld, grain %lld, %d parts, %d tasks: range %d (item "
+                            "%lld) does not start a task, or a task is longer than grain\n",
+                            (long long)n, (long long)j->grain, parts,
+                            atomic_load(&j->tasks_run), r, (long long)first);
+                    atomic_fetch_add(&failures, 1);
+                    break;
+                }
+            }
+        }
         for (int64_t i = 0; i < n; i++)
             if (atomic_load(&j->hits[i]) != 1 || j->data[i] != 1.0f) {
                 fprintf(stderr, "item %lld of %lld ran %d times\n", (long long)i,
@@ -66,6 +94,7 @@ static void *caller(void *arg)
         }
         free(j->hits);
         free(j->data);
+        free(j->starts);
         free(j);
     }
     return NULL;
