@@ -12,6 +12,11 @@ DEF MAX_COPIES = 64
 # a 64 -> 96 dilated 3x3 on 8x8 spent 706 samples copying 9.2K floats, 7560 on 3.5M
 # multiply-adds).
 DEF COPY_FLOAT_MACS = 35
+# A float of a band of a shared copy costs its thread about this many private copy floats
+# at 2 threads: its line was last read (the tiles' rows beyond their band) or written by
+# another core. 3 -> 16 3x3 / 2 on 64x64 at 2 threads: 4.1 us of CPU per thread for half
+# the copy, 2.6 for the whole at 1 thread (the masked stores waiting for their lines).
+DEF SHARED_COPY_FLOAT_COST = 3
 
 
 cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
@@ -22,7 +27,9 @@ cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
     cdef int64_t cin_g = p.cin // p.groups, kvol = g.k[1] * g.k[2], c, b, e, k
     pc.wq = g.out_size[2] + ((g.k[2] - 1) * dw) // sw
     pc.hq = g.out_size[1] + ((g.k[1] - 1) * dh) // sh
-    pc.plane = pc.hq * pc.wq
+    # Planes start on cache lines, as band edges inside a plane do: the threads filling
+    # the last rows of one plane and the first of the next never write the same line.
+    pc.plane = (pc.hq * pc.wq + 15) // 16 * 16
     pc.nplanes = cin_g * sh * sw
     # Shifted grid columns past ow (and past the last row) read up to wq + NR floats
     # beyond the last plane: they are dropped, but must be readable.
@@ -33,7 +40,10 @@ cdef object _phase_copy_setup(conv_args *p, const pyconv_sgemm_kernel *kern):
     for c in range(cin_g):
         for b in range(g.k[1]):
             for e in range(g.k[2]):
-                k = (c * g.k[1] + b) * g.k[2] + e
+                # K in the GEMM's order (channel, row, column), or kernel row first for
+                # the channel tiles (see channel_panels)
+                k = ((b * cin_g + c) * g.k[2] + e if p.algo == ALGO_CHANNELS
+                     else (c * g.k[1] + b) * g.k[2] + e)
                 ov[k] = (((c * sh + (b * dh) % sh) * sw + (e * dw) % sw) * pc.plane
                          + (b * dh) // sh * pc.wq + (e * dw) // sw)
     return off
@@ -53,12 +63,15 @@ cdef int64_t _phase_copy_blocking(conv_args *p, int nthreads) noexcept:
     # the images do not feed the threads: the rows a band's tiles read beyond it moved
     # between the cores' caches every call, read by one and rewritten by the other).
     # 2 threads, interleaved: a 64 -> 96 dilated 3x3 on 8x8 55.7 -> 40.2 us, 16 -> 32
-    # on 32x32 (dilation 2) 58.6 -> 52.4.
+    # on 32x32 (dilation 2) 58.6 -> 52.4. Below SHARED_COPY_FLOAT_COST threads a band
+    # costs more than the whole private copy: 3 -> 16 3x3 / 2 on 64x64 11.7-12.7 ->
+    # 9.1-9.8 us at 2 threads.
     pc.copies = 1
     if (1 < nthreads <= MAX_COPIES and pc.wave < nthreads
             and pc.image <= PRIVATE_COPY_MAX_FLOATS
-            and 4 * COPY_FLOAT_MACS * pc.wave * pc.image * (bands - 1) // bands
-            <= macs // nthreads):
+            and (nthreads < SHARED_COPY_FLOAT_COST
+                 or 4 * COPY_FLOAT_MACS * pc.wave * pc.image * (bands - 1) // bands
+                 <= macs // nthreads)):
         pc.copies = nthreads
     if p.algo == ALGO_CHANNELS:
         # Tasks: chunks of channel_cols outputs of one output row x NR-channel panels.
@@ -197,7 +210,7 @@ cdef void _phase_copy_fill(const conv_args *p, int64_t ng, int64_t i0, int64_t i
     cdef int64_t hw = g.in_size[1] * g.in_size[2]
     p.packed[0].kernel.phase_split(p.x + (n * p.cin + grp * cin_g) * hw, hw, cin_g,
                                    g.in_size[1], g.in_size[2], g.s[1], g.s[2], g.pb[1],
-                                   g.pb[2], p.pc.wq, p.pc.plane, i0, i1, dst)
+                                   g.pb[2], p.pc.wq, p.pc.hq, p.pc.plane, i0, i1, dst)
 
 
 cdef void _shifted_task(const conv_args *p, int64_t wave0, int64_t task, const float *xp,
@@ -314,14 +327,19 @@ cdef void _channels_task(const conv_args *p, int64_t wave0, int64_t task, const 
     cdef int64_t oy = chunk // per_row, ox = (chunk - oy * per_row) * pc.chunk
     cdef int64_t cnt = min(pc.chunk, ow - ox), m0 = mb * kern.nr
     cdef int64_t rows = min(kern.nr, cout_g - m0), plane = g.out_size[1] * ow
-    cdef int64_t k = p.packed[0].k
+    cdef int64_t k = p.packed[0].k, k_row = k // g.k[1], kh0, kh1
     cdef float *y = p.y + (n * p.cout + grp * cout_g + m0) * plane + oy * ow + ox
     cdef pyconv_epilogue ep
     _fill_epilogue(p, grp * cout_g + m0, n, &ep)
     if ep.residual != NULL:
         ep.residual += oy * ow + ox
-    kern.channel_tile(k, p.panels + (grp * pc.mblocks + mb) * k * kern.nr, rows,
-                      xp + img * pc.image + oy * pc.wq + ox, pc.off, cnt, y, plane, tile, &ep)
+    # Only the kernel rows that read inside the input for this output row: K is kernel
+    # row first, so they are one run of it (the others would add zeros from the padding)
+    pyconv_inside_range(oy * g.s[1] - g.pb[1], g.dl[1], 1, g.in_size[1], g.k[1], &kh0, &kh1)
+    kern.channel_tile((kh1 - kh0) * k_row,
+                      p.panels + ((grp * pc.mblocks + mb) * k + kh0 * k_row) * kern.nr, rows,
+                      xp + img * pc.image + oy * pc.wq + ox, pc.off + kh0 * k_row, cnt, y,
+                      plane, tile, &ep)
 
 
 cdef struct _wave_job:

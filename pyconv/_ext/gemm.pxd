@@ -35,8 +35,9 @@ cdef extern from "sgemm.h" nogil:
 
     ctypedef void (*pyconv_phase_split_fn)(const float *x, int64_t xs, int64_t channels,
                                            int64_t h, int64_t w, int64_t sh, int64_t sw,
-                                           int64_t ph, int64_t pw, int64_t wq, int64_t plane,
-                                           int64_t i0, int64_t i1, float *dst) noexcept nogil
+                                           int64_t ph, int64_t pw, int64_t wq, int64_t hq,
+                                           int64_t plane, int64_t i0, int64_t i1,
+                                           float *dst) noexcept nogil
 
     ctypedef struct pyconv_run:
         int64_t src

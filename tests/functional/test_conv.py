@@ -247,6 +247,34 @@ def test_phase_copy_per_thread_matches_reference(rng, nthreads, algorithm, n, sp
         np.testing.assert_array_equal(got, one)
 
 
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("cin,cout,sp,k,s,pads,d,g", [
+    (64, 96, (8, 8), (3, 3), 1, (2, 2, 2, 2), 2, 1),      # the classifier's last conv
+    (16, 32, (4, 6), (3, 3), 1, (3, 1, 3, 1), 1, 1),      # rows 0 and 7 read padding only
+    (8, 20, (7, 9), (5, 3), 2, (2, 1, 0, 1), (2, 1), 1),  # stride 2, asymmetric pads
+    (32, 32, (9, 9), (3, 3), 2, (1, 1, 1, 1), 1, 4),      # groups of 8
+    (12, 24, (1, 20), (1, 5), 1, (0, 2, 0, 2), 1, 1),     # one row: 1-D as 2-D
+])
+def test_channel_tiles_skip_the_padding_rows(rng, nthreads, cin, cout, sp, k, s, pads, d, g):
+    """The channel tiles run each output row on the kernel rows that read inside the input
+    (K ordered kernel row first, one run of it per row): an output row whose taps all fall
+    in the padding is its bias alone, and every other row matches the reference."""
+    x, w, b = rand(rng, 2, cin, *sp), rand(rng, cout, cin // g, *k), rand(rng, cout)
+    previous = conv_ext.set_algorithm("channels")
+    try:
+        plan = F.ConvPlan(w, b, stride=s, padding=pads, dilation=d, groups=g,
+                          context=pyconv.ExecutionContext(num_threads=nthreads))
+        assert plan.reshape(x.shape).algorithm == "channels"
+        got = plan.run(x)
+    finally:
+        conv_ext.set_algorithm(previous)
+    ss, dd = (s, s) if isinstance(s, int) else s, (d, d) if isinstance(d, int) else d
+    ref = R.conv_nd(x, w, b, ss, pads[:2], pads[2:], dd, g)
+    assert_close(got, ref, cin // g * k[0] * k[1])
+    if pads[0] >= k[0]:             # the first output row reads only padding
+        np.testing.assert_array_equal(got[:, :, 0], np.broadcast_to(b[:, None], got[:, :, 0].shape))
+
+
 def test_batch_and_threads_give_identical_results(rng):
     x, w = rand(rng, 4, 16, 13, 11), rand(rng, 32, 16, 3, 3)
     outs = []
