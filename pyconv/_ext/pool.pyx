@@ -35,7 +35,6 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, fabsf, powf, sqrtf
 from libc.stdint cimport int64_t
-from libc.stdlib cimport getenv
 
 cdef extern from "math.h" nogil:
     bint isunordered(float x, float y)    # x or y is NaN (one compare instruction)
@@ -659,8 +658,6 @@ cdef int _pool_work(const pyconv_pool_geom *pg, const params *prm,
         ws_stride[0] = slot_floats(max(g.in_size[2] + 32, g.out_size[2]))
     if nthreads > tasks:
         nthreads = <int>tasks
-    if getenv("POOL1") != NULL:
-        nthreads = 1
     return max(nthreads, 1)
 
 

@@ -117,9 +117,9 @@ typedef void (*pyconv_channel_tile_fn)(int64_t k, const float *w, int64_t m, con
  * the next cache line (the bands of rows i0..i1 and i1..i2 tile the plane; no line is
  * written by two of them). plane >= hq * wq is a multiple of 16 floats and dst starts
  * on a cache line, so no line holds two planes either; the band of the last row zeroes
- * the floats between hq * wq and plane. All channels in one call: a call per channel and row phase
- * cost more in set-up than its rows on small maps (a grouped 3x3 / 2 conv on 16x16 made
- * 128 calls of 9 rows). sh, sw <= PYCONV_MAX_PHASE_STRIDE. */
+ * the floats between hq * wq and plane. All channels in one call: a call per channel and
+ * row phase cost more in set-up than its rows on small maps (a grouped 3x3 / 2 conv on
+ * 16x16 made 128 calls of 9 rows). sh, sw <= PYCONV_MAX_PHASE_STRIDE. */
 typedef void (*pyconv_phase_split_fn)(const float *x, int64_t xs, int64_t channels,
                                       int64_t h, int64_t w, int64_t sh, int64_t sw,
                                       int64_t ph, int64_t pw, int64_t wq, int64_t hq,
