@@ -20,7 +20,7 @@ typedef struct {
     atomic_int *hits;                 /* per item: times it ran */
     atomic_int *starts;               /* per item: tasks that began there */
     atomic_int long_tasks;            /* tasks of more than grain items */
-    atomic_int tasks_run;
+    atomic_int tasks_run;             /* tasks run, by every participant */
     int64_t grain;
     float *data;                      /* per item: plain writes (races show under TSan) */
     atomic_int in_slot[MAX_SLOTS];    /* participants running under each slot now */
