@@ -180,15 +180,12 @@ static inline int64_t range_begin(int64_t n, int parts, int r)
     return n / parts * r + (r < n % parts ? r : n % parts);
 }
 
-/* Tasks of `parts` ranges over n items, tasks of `grain` items within each range. */
+/* Tasks of `parts` ranges over n items, tasks of `grain` items within each range: n % parts
+ * ranges of n / parts + 1 items, the others of n / parts. */
 static inline int64_t count_tasks(int64_t n, int64_t grain, int parts)
 {
-    int64_t tasks = 0;
-    for (int r = 0; r < parts; r++) {
-        const int64_t len = range_begin(n, parts, r + 1) - range_begin(n, parts, r);
-        tasks += (len + grain - 1) / grain;
-    }
-    return tasks;
+    const int64_t q = n / parts, longer = n % parts;
+    return longer * ((q + grain) / grain) + (parts - longer) * ((q + grain - 1) / grain);
 }
 
 /* Claims and runs tasks of the job of generation `gen` in `s` until none is left: those
