@@ -221,6 +221,25 @@ def test_phase_copy_bands_of_many_threads(rng, nthreads, stride, algorithm, sp):
     assert_close(got, ref, 16 * 9)
 
 
+@pytest.mark.parametrize("algorithm", ["shifted", "padded", "channels"])
+@pytest.mark.parametrize("s", [1, 2])
+@pytest.mark.parametrize("h,w", [(10, 2), (14, 1), (6, 5), (14, 7), (2, 14), (5, 15), (3, 31)])
+def test_phase_copy_whole_planes_of_narrow_rows(isa, rng, algorithm, s, h, w):
+    """One thread fills whole phase planes in one pass, each row's vectors stored whole
+    and spilling into the next row: rows narrower than a vector (several rows' spills
+    reach the plane's end), planes whose end is a cache line (no gap after the last row),
+    both column phases stored per pass; a spill past a plane would change the next
+    plane, channel or image."""
+    x, w_, b = rand(rng, 2, 5, h, w), rand(rng, 7, 5, 3, 3), rand(rng, 7)
+    previous = conv_ext.set_algorithm(algorithm)
+    try:
+        got = F.ConvPlan(w_, b, stride=s, padding=1,
+                         context=pyconv.ExecutionContext(num_threads=1)).run(x)
+    finally:
+        conv_ext.set_algorithm(previous)
+    assert_close(got, R.conv_nd(x, w_, b, (s, s), (1, 1), (1, 1), (1, 1), 1), 5 * 9)
+
+
 @pytest.mark.parametrize("nthreads", [2, 3])
 @pytest.mark.parametrize("algorithm", ["shifted", "padded", "channels"])
 @pytest.mark.parametrize("n,sp,s,d", [(1, (8, 8), 1, 2), (1, (9, 7), 2, 1), (2, (6, 10), 1, 1)])
