@@ -30,7 +30,7 @@ int main(int argc, char **argv)
     srand(argc > 2 ? (unsigned)atoi(argv[2]) : 1u);
     long tests = 0;
     for (int t = 0; t < cases; t++) {
-        /* one in eight rows wide (over PHASE_ONE_PASS_STEPS vectors: the band logic) */
+        /* one row in eight wide, most over PHASE_ONE_PASS_STEPS vectors (the band logic) */
         const int64_t c = 1 + rand() % 4, h = 1 + rand() % 40;
         const int64_t w = rand() % 8 ? 1 + rand() % 90 : 200 + rand() % 700;
         const int64_t sh = 1 + rand() % 2, sw = 1 + rand() % 3, k = 1 + rand() % 5;
