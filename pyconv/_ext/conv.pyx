@@ -159,6 +159,9 @@ cdef struct conv_args:
     int act
     float act_a, act_b
     bint pointwise           # 1x1, stride 1, no padding: B is the image itself
+    bint pointwise_in_place  # pointwise: the shifted micro-kernel reads B's rows in the
+                             # image (pc.off: k * plane; tasks pc.mblocks x pc.nchunks),
+                             # else the packed GEMM
     bint whole_window        # one output position whose window (after the crop) is the
                              # whole input: its im2col column is the image (a GEMV)
     int64_t dw_rows, dw_blocks   # depthwise: output rows per task, tasks per output slice
@@ -534,7 +537,8 @@ cdef class ConvReshape:
     geometry : pyconv.arithmetic.ConvGeometry
         The same as the arithmetic helper returned it.
     algorithm : str
-        'depthwise', 'pointwise', 'gemv' (one output position whose window is the whole
+        'depthwise', 'pointwise' (1x1: B is the image, read in place), 'pointwise_packed'
+        (the same, B packed), 'gemv' (one output position whose window is the whole
         input), 'im2col', 'shifted', 'padded', 'channels' or 'banded'; 'col2im' or
         'depthwise' for a transposed convolution.
     bands : tuple
@@ -547,8 +551,9 @@ cdef class ConvReshape:
     """
     cdef ConvKernel kernel
     cdef conv_args p            # geometry part of the arguments; data pointers set per run
-    cdef object offsets         # int64 ndarray: phase-copy B-row offsets, or the band
-                                # descriptors (conv_band) and their B-row offsets; or None
+    cdef object offsets         # int64 ndarray: phase-copy or in-place pointwise B-row
+                                # offsets, or the band descriptors (conv_band) and their
+                                # B-row offsets; or None
     cdef _CroppedWeights weights    # the taps kept: p.weight / p.packed point into it
     cdef tuple band_weights     # each band's taps: its conv_band.packed points into them
     cdef int nthreads
@@ -698,7 +703,7 @@ cdef class ConvKernel:
         elif self.transposed:
             r.algorithm = "col2im"
         elif r.p.pointwise:
-            r.algorithm = "pointwise"
+            r.algorithm = "pointwise" if r.p.pointwise_in_place else "pointwise_packed"
         elif r.p.whole_window:
             r.algorithm = "gemv"
         else:
@@ -814,6 +819,11 @@ cdef class ConvKernel:
         p.pointwise = (not self.transposed and ks == (1, 1, 1) and ss == (1, 1, 1)
                        and ps == (0, 0, 0) and xs == ys)
         p.algo = ALGO_IM2COL     # also the pointwise GEMM and the GEMV (_conv_gemm_task)
+        p.pointwise_in_place = (p.pointwise and not r.direct and p.packed != NULL
+                                and _pointwise_in_place_fits(p))
+        if p.pointwise_in_place:
+            r.offsets = np.arange(p.packed[0].k, dtype=np.int64) * _volume(p.geom.in_size)
+            p.pc.off = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>r.offsets)
         if r.direct or self.transposed or p.pointwise or p.whole_window:
             return 0
         if self.direct:
@@ -958,6 +968,8 @@ cdef class ConvKernel:
             else:
                 ncols = _volume(p.geom.out_size)
                 p.ws_stride = sgemm_workspace_floats(&p.packed[0], ncols, 1)
+                if p.pointwise_in_place:
+                    _pointwise_blocking(p, r.nthreads)
                 for b in range(p.nbands):      # blocks are sized by K: take the largest
                     p.ws_stride = max(p.ws_stride, _band_workspace_floats(p, &p.bands[b]))
                 r.ws_floats = p.ws_stride * r.nthreads
@@ -997,6 +1009,8 @@ cdef class ConvKernel:
                 _conv_transpose_forward(&p, self.direct, nthreads, ws, ws + r.cols_floats)
             elif r.direct:
                 _depthwise_forward(&p, nthreads)
+            elif p.pointwise_in_place:
+                _pointwise_forward(&p, nthreads)
             elif p.algo == ALGO_BANDED:
                 _banded_forward(&p, nthreads)
             elif p.algo != ALGO_IM2COL:

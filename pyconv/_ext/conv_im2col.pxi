@@ -324,3 +324,126 @@ cdef void _banded_forward(const conv_args *p, int nthreads) noexcept nogil:
     for b in range(p.nbands):
         _band_args(p, &p.bands[b], &q)
         _im2col_forward(&q, nthreads)
+
+
+# Pointwise convs read B in place (the image's rows, plane floats apart) through the
+# shifted micro-kernel: the packed GEMM copies all of B for what may be a few row panels
+# (a 32 -> 16 1x1 conv on 112x112 packed for 2 panels: 204 us against 131 in place).
+# Column blocks of at most this many floats of B (K x block) stay in L2 while every row
+# panel passes over them, each writing its rows in order (in place with the panels
+# innermost, 96 rows wrote 96 streams: 16 -> 96 on 112x112 17% slower than packed).
+DEF POINTWISE_BLOCK_FLOATS = 8192
+
+
+cdef bint _pointwise_in_place_fits(const conv_args *p) noexcept:
+    """Whether the pointwise conv p reads B in place: at least one vector of columns, and
+    the packing it saves (about 10 multiply-adds per value of B, B_PACK_COPY: a tenth of
+    the GEMM at 100 rows) worth more than the tiles lose in place (a call, stores and
+    epilogue per tile: small K; B rows from L2 per row panel: a 25th at large M). Fitted
+    at 1 and 2 threads on AVX-512: 32 -> 16 on 112x112 0.64x, 256 -> 64 on 56x56 0.9x,
+    512 -> 128 on 28x28 0.95x; 16 -> 96 on 112x112 1.04x, 128 -> 512 on 28x28 1.05x
+    (2 threads) stay packed."""
+    cdef int64_t m = p.cout // p.groups, k = p.packed[0].k
+    return (_volume(p.geom.out_size) >= p.packed[0].kernel.vl
+            and 250 * k > m * (k + 50))
+
+
+cdef void _pointwise_blocking(conv_args *p, int nthreads) noexcept:
+    """Tasks of the in-place pointwise conv: NR-column chunks of the whole vectors of
+    columns, and one for the columns past them (fewer than a vector: packed GEMM), x row
+    blocks (split only when the chunks cannot feed the threads)."""
+    cdef phase_copy *pc = &p.pc
+    cdef const pyconv_sgemm_kernel *kern = p.packed[0].kernel
+    cdef int64_t n = _volume(p.geom.out_size), mpanels, want
+    pc.ncols = n // kern.vl * kern.vl
+    pc.nchunks = (pc.ncols + kern.nr - 1) // kern.nr + (1 if pc.ncols < n else 0)
+    mpanels = (p.cout // p.groups + kern.mr - 1) // kern.mr
+    want = p.batch * p.groups * pc.nchunks
+    pc.mblocks = min(mpanels, max(<int64_t>1, (4 * nthreads + want - 1) // want)
+                     if nthreads > 1 else 1)
+
+
+cdef void _pointwise_span(const conv_args *p, int64_t ng, int64_t mb, int64_t c0,
+                          int64_t c1, float *ws) noexcept nogil:
+    """Chunks [c0, c1) of row block mb of (image, group) ng; ws: the thread's scratch."""
+    cdef const phase_copy *pc = &p.pc
+    cdef int64_t n = ng // p.groups, grp = ng - n * p.groups, cout_g = p.cout // p.groups
+    cdef const packed_a *a = &p.packed[grp]
+    cdef const pyconv_sgemm_kernel *kern = a.kernel
+    cdef int64_t mr = kern.mr, nr = kern.nr, vl = kern.vl, plane = _volume(p.geom.in_size)
+    cdef int64_t mpad = (a.m + mr - 1) // mr * mr, npan = mpad // mr
+    cdef int64_t per = (npan + pc.mblocks - 1) // pc.mblocks
+    cdef int64_t m0 = mb * per * mr, m1 = min(a.m, (mb + 1) * per * mr)
+    cdef int64_t n0 = min(c0 * nr, pc.ncols), n1 = min(c1 * nr, pc.ncols)
+    cdef int64_t blk = max(nr, POINTWISE_BLOCK_FLOATS // max(a.k, <int64_t>1) // nr * nr)
+    cdef int64_t ncols = _volume(p.geom.out_size), jb, je, j, ir, cols, v, nc
+    cdef const float *x = p.x + (n * p.cin + grp * (p.cin // p.groups)) * plane
+    cdef float *y = p.y + (n * p.cout + grp * cout_g) * p.y_plane
+    cdef int64_t voff[PYCONV_MAX_TILE_VECTORS]
+    cdef pyconv_epilogue ep, seg
+    cdef const pyconv_epilogue *tile_ep = NULL
+    cdef strided_b sb
+    if m0 >= m1:
+        return
+    _fill_epilogue(p, grp * cout_g, n, &ep)
+    if p.bias != NULL or p.residual != NULL or p.act != PYCONV_ACT_NONE:
+        tile_ep = &seg
+    for v in range(nr // vl):
+        voff[v] = v * vl
+    jb = n0
+    while jb < n1:
+        je = min(n1, jb + blk)
+        ir = m0
+        while ir < m1:
+            seg = ep
+            if ep.bias != NULL:
+                seg.bias = ep.bias + ir
+            j = jb
+            while j < je:
+                cols = min(nr, je - j)
+                if ep.residual != NULL:
+                    seg.residual = ep.residual + ir * ep.ldr + j
+                if cols == nr:
+                    kern.shifted(a.k, a.kc, mpad, ir, a.data, x + j, pc.off, voff,
+                                 y + ir * p.y_plane + j, p.y_plane, voff, min(mr, m1 - ir),
+                                 tile_ep)
+                else:
+                    kern.shifted_edge(a.k, a.kc, mpad, ir, a.data, x + j, pc.off, voff,
+                                      y + ir * p.y_plane + j, p.y_plane, voff,
+                                      min(mr, m1 - ir), cols, tile_ep)
+                j += cols
+            ir += mr
+        jb = je
+    if c1 == pc.nchunks and pc.ncols < ncols:
+        # The columns past the whole vectors: packed (the shifted tile would read past
+        # the image's last row)
+        sb.data = x
+        sb.sk = plane
+        sb.sn = 1
+        nc = sgemm_nc(a, ncols - pc.ncols)
+        sgemm_block(a, m0, m1, pc.ncols, ncols, nc, pack_b_strided, &sb, y, p.y_plane, 1.0,
+                    0.0, &ep, ws, ws + min(a.kc, a.k) * nc)
+
+
+cdef void _pointwise_tasks(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    """Tasks lo..hi ((image, group), row block, chunk; chunks fastest): each run of
+    chunks of one row block as one span."""
+    cdef const conv_args *p = <const conv_args *>arg
+    cdef int64_t nch = p.pc.nchunks, per_img = p.pc.mblocks * nch, t = lo, ng, mb, c, c1
+    while t < hi:
+        ng = t // per_img
+        mb = (t - ng * per_img) // nch
+        c = t - ng * per_img - mb * nch
+        c1 = min(nch, c + hi - t)
+        _pointwise_span(p, ng, mb, c, c1, p.ws + slot * p.ws_stride)
+        t += c1 - c
+
+
+cdef void _pointwise_forward(const conv_args *p, int nthreads) noexcept nogil:
+    """The in-place pointwise conv (see _pointwise_in_place_fits)."""
+    cdef int64_t tasks = p.batch * p.groups * p.pc.mblocks * p.pc.nchunks
+    if nthreads > 1:
+        parallel_for(nthreads, tasks, grain_for(tasks, nthreads), _pointwise_tasks,
+                     <void *>p)
+    else:
+        _pointwise_tasks(<void *>p, 0, tasks, 0)

@@ -120,6 +120,40 @@ def test_pointwise_conv_on_one_position_matches_float64(isa, threads, rng, activ
     assert_close(plan.run(x, residual), act(acc + residual), cin)
 
 
+@pytest.mark.parametrize("activation", [None, "relu", "clip", "hardswish"])
+@pytest.mark.parametrize("n,cin,cout,groups,sp,expected", [
+    (2, 32, 16, 1, (9, 13), "pointwise"),          # 117 columns: 5 past the last vector
+    (1, 24, 40, 1, (7, 7), "pointwise"),           # 49: one past three vectors
+    (2, 32, 48, 4, (6, 8), "pointwise"),           # groups, whole vectors
+    (1, 64, 64, 1, (4, 4), "pointwise"),           # one chunk: rows split over threads
+    (1, 16, 96, 1, (10, 10), "pointwise_packed"),  # K = 16 for 96 rows: B packed
+])
+def test_pointwise_in_place_and_packed(isa, rng, activation, n, cin, cout, groups, sp,
+                                       expected):
+    """1x1 convs read B (the image's rows) in place through the shifted tile where the
+    packing would cost more than it saves; the columns past the last whole vector go
+    through the packed GEMM. Bias, residual and activation on every part; 1 and 3
+    threads (row blocks where the chunks are few) sum each output in the same order."""
+    x, w = rand(rng, n, cin, *sp), rand(rng, cout, cin // groups, 1, 1)
+    b, residual = rand(rng, cout), rand(rng, n, cout, *sp)
+    lo, hi = -0.5, 1.5
+    params = {"act_alpha": lo, "act_beta": hi} if activation == "clip" else {}
+    act = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0),
+           "clip": lambda v: np.clip(v, lo, hi),
+           "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1)}[activation]
+    ref = R.conv_nd(x, w, b, 1, 0, 0, 1, groups)
+    got = {}
+    for nthreads in (1, 3):
+        plan = F.ConvPlan(w, b, groups=groups, activation=activation,
+                          context=pyconv.ExecutionContext(num_threads=nthreads), **params)
+        assert plan.reshape(x.shape).algorithm == expected
+        got[nthreads] = plan.run(x), plan.run(x, residual)
+        assert_close(got[nthreads][0], act(ref), cin // groups)
+        assert_close(got[nthreads][1], act(ref + residual), cin // groups)
+    np.testing.assert_array_equal(got[1][0], got[3][0])
+    np.testing.assert_array_equal(got[1][1], got[3][1])
+
+
 @pytest.mark.parametrize("sp", [(6, 32), (3, 16), (4, 40), (6, 8)])
 def test_shifted_row_vectors_with_residual_and_activation(isa, threads, rng, sp):
     """The shifted path by vectors along the output rows (where the map width is a
