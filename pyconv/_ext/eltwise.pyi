@@ -30,6 +30,8 @@ def binary(a: _F32, b: _F32, op: str, out: Optional[_F32] = None,
 def standardize(x: _F32, eps: float, scale: Optional[_F32] = None,
                 bias: Optional[_F32] = None, out: Optional[_F32] = None,
                 context: Optional[ExecutionContext] = None) -> Tuple[_F32, _F64, _F64]: ...
+def softmax(x: _F32, log: bool = False, out: Optional[_F32] = None,
+            context: Optional[ExecutionContext] = None) -> _F32: ...
 def standardize_columns(x: _F32, eps: float, scale: Optional[_F32] = None,
                         bias: Optional[_F32] = None,
                         context: Optional[ExecutionContext] = None

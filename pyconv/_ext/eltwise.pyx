@@ -2,8 +2,8 @@
 # SIMD kernels of src/kernels/eltwise_*.c (the ISA of the execution context) and split over
 # the thread pool on large tensors; small ones run inline, with no threading cost.
 #
-# `standardize` standardises the rows of a matrix (the normalisation ops), split over
-# threads by rows.
+# `standardize` standardises the rows of a matrix (the normalisation ops), `softmax` takes
+# them through (log_)softmax; both split over threads by rows.
 #
 # Broadcasts the kernels take: a scalar, the same shape, and an operand whose non-1 dims
 # are one block of the output's (a per-channel NCHW vector (C, 1, 1), a bias over the
@@ -36,12 +36,15 @@ cdef extern from "eltwise.h" nogil:
                                                 int64_t p, int64_t j0, int64_t j1, double eps,
                                                 const float *s, const float *b, double *mean,
                                                 double *inv_std) noexcept nogil
+    ctypedef void (*pyconv_softmax_fn)(const float *x, float *y, int64_t n,
+                                       int log) noexcept nogil
     ctypedef struct pyconv_eltwise_kernel:
         const char *isa
         pyconv_unary_fn unary
         pyconv_binary_fn binary
         pyconv_standardize_fn standardize
         pyconv_standardize_cols_fn standardize_cols
+        pyconv_softmax_fn softmax
     const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 
     cpdef enum pyconv_unary:
@@ -583,6 +586,63 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
             grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
             parallel_for(ctx.nthreads, rows, grain, _std_range, &j)
     return y, mean, inv
+
+
+# ---------------------------------------------------------------------------------------
+# Row softmax
+
+cdef struct _softmax_job:
+    pyconv_softmax_fn fn
+    const float *x
+    float *y
+    int64_t n               # columns
+    int log
+
+
+cdef void _softmax_range(void *arg, int64_t lo, int64_t hi, int slot) noexcept nogil:
+    cdef const _softmax_job *j = <const _softmax_job *>arg
+    cdef int64_t r
+    for r in range(lo, hi):
+        j.fn(j.x + r * j.n, j.y + r * j.n, j.n, j.log)
+
+
+def softmax(x, bint log=False, out=None, context=None):
+    """Softmax (``log``: log_softmax) of each row of a float32 matrix: ``exp(x - max) /
+    sum``, or ``(x - max) - log(sum)``, the sum accumulated in double; a NaN in a row makes
+    the row NaN.
+
+    Parameters
+    ----------
+    x : ndarray, float32, (rows, cols), cols >= 1
+    out : ndarray, float32, x's shape, optional
+        Written and returned; may be ``x`` itself.
+    context : ExecutionContext, optional
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        raise InvalidDType(f"softmax: expected a 2-D float32 ndarray, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    cdef int64_t rows = x.shape[0], cols = x.shape[1], grain
+    if cols < 1:
+        raise InvalidArgument(f"softmax: rows of {cols} values")
+    cdef exec_ctx ctx = context_of(context)
+    x = _contiguous(x)
+    y = _fit_out(out, x)
+    if y is None:
+        y = empty_of((rows, cols))
+    cdef _softmax_job j
+    j.fn = _kernel_of(&ctx).softmax
+    j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    j.y = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    j.n = cols
+    j.log = log
+    with nogil:
+        if rows * cols < 2 * CHUNK or ctx.nthreads <= 1 or rows < 2:
+            _softmax_range(&j, 0, rows, 0)
+        else:
+            grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
+            parallel_for(ctx.nthreads, rows, grain, _softmax_range, &j)
+    return y
 
 
 # ---------------------------------------------------------------------------------------

@@ -353,14 +353,24 @@ def _softmax_dim(ndim, dim, op):
     return d % rank
 
 
-def _shifted(x, dim, op):
+def _softmax(x, dim, op, log):
+    """(log_)softmax of x along dim: the element-wise engine's row kernel where dim is the
+    last axis with more than one value (one call), else NumPy on x minus its maximum."""
     x = as_float32(x, "input", op)
     d = _softmax_dim(x.ndim, dim, op)
+    if x.size and all(n == 1 for n in x.shape[d + 1:]):
+        n = x.shape[d] if x.ndim else 1
+        return eltwise.softmax(x.reshape(x.size // n, n), log=log).reshape(x.shape)
     work = x.reshape(1) if x.ndim == 0 else x
     # Subtracting the maximum keeps exp() from overflowing; NaN propagates, as in torch.
     with np.errstate(invalid="ignore"):   # inf - inf: NaN, silently, as in torch
-        shifted = work - np.max(work, axis=d, keepdims=True) if work.size else work.copy()
-    return x, d, shifted
+        s = work - np.max(work, axis=d, keepdims=True) if work.size else work.copy()
+    if log:
+        s -= np.log(np.sum(np.exp(s), axis=d, keepdims=True))
+    else:
+        np.exp(s, out=s)
+        s /= np.sum(s, axis=d, keepdims=True)
+    return s.reshape(x.shape)
 
 
 def softmax(x, dim=None):
@@ -377,10 +387,7 @@ def softmax(x, dim=None):
     -------
     ndarray, float32, same shape as ``x``; sums to 1 along ``dim``.
     """
-    x, d, e = _shifted(x, dim, "softmax")
-    np.exp(e, out=e)
-    e /= np.sum(e, axis=d, keepdims=True)
-    return e.reshape(x.shape)
+    return _softmax(x, dim, "softmax", False)
 
 
 def log_softmax(x, dim=None):
@@ -396,9 +403,7 @@ def log_softmax(x, dim=None):
     -------
     ndarray, float32, same shape as ``x``
     """
-    x, d, s = _shifted(x, dim, "log_softmax")
-    s -= np.log(np.sum(np.exp(s), axis=d, keepdims=True))
-    return s.reshape(x.shape)
+    return _softmax(x, dim, "log_softmax", True)
 
 
 def _prelu(x, slope):

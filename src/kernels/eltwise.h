@@ -64,12 +64,18 @@ typedef void (*pyconv_standardize_cols_fn)(const float *x, float *y, int64_t c, 
                                            int64_t j0, int64_t j1, double eps, const float *s,
                                            const float *b, double *mean, double *inv_std);
 
+/* One row of n >= 1 floats through softmax: y = exp(x - max) / sum(exp(x - max)), or
+ * with log set log_softmax: y = (x - max) - log(sum); the sum accumulated in double over
+ * float blocks. A NaN anywhere makes the row NaN (as NumPy and torch). y may be x. */
+typedef void (*pyconv_softmax_fn)(const float *x, float *y, int64_t n, int log);
+
 typedef struct {
     const char *isa;
     pyconv_unary_fn unary;
     pyconv_binary_fn binary;
     pyconv_standardize_fn standardize;
     pyconv_standardize_cols_fn standardize_cols;
+    pyconv_softmax_fn softmax;
 } pyconv_eltwise_kernel;
 
 extern const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic;

@@ -6,4 +6,5 @@
 
 const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx2 = {
     "avx2", eltwise_unary_avx2, eltwise_binary_avx2, eltwise_standardize_avx2,
-    eltwise_standardize_cols_avx2};
+    eltwise_standardize_cols_avx2,
+    eltwise_softmax_avx2};

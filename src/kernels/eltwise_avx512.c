@@ -6,4 +6,5 @@
 
 const pyconv_eltwise_kernel pyconv_eltwise_kernel_avx512 = {
     "avx512", eltwise_unary_avx512, eltwise_binary_avx512, eltwise_standardize_avx512,
-    eltwise_standardize_cols_avx512};
+    eltwise_standardize_cols_avx512,
+    eltwise_softmax_avx512};

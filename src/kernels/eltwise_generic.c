@@ -8,7 +8,8 @@
 
 const pyconv_eltwise_kernel pyconv_eltwise_kernel_generic = {
     "generic", eltwise_unary_generic, eltwise_binary_generic, eltwise_standardize_generic,
-    eltwise_standardize_cols_generic};
+    eltwise_standardize_cols_generic,
+    eltwise_softmax_generic};
 
 const pyconv_eltwise_kernel *pyconv_eltwise_kernel_for(const char *isa)
 {

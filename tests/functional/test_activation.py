@@ -6,7 +6,7 @@ import pytest
 
 import pyconv
 import pyconv.functional as F
-from pyconv._ext import gemm
+from pyconv._ext import eltwise, gemm
 from pyconv.errors import InvalidArgument, InvalidDType
 
 # name -> (pyconv call, float64 reference, gemm activation name, act_alpha, act_beta)
@@ -154,6 +154,41 @@ def test_softmax_and_log_softmax_every_dim(shape, rng):
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(y.sum(axis=dim), 1.0, rtol=1e-5)
         np.testing.assert_allclose(F.log_softmax(x, dim), np.log(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads_", [1, 2])
+def test_softmax_rows_kernel_on_every_isa(isa, threads_, rng):
+    """The last axis goes through the element-wise engine's row kernel (one call; rows
+    split over the threads when large): every row length around the vector widths and
+    the sum's blocks, wide value ranges, and the special values NumPy's formula gives
+    (-inf: 0 / -inf; a NaN or +inf anywhere: a NaN row)."""
+    ctx = pyconv.ExecutionContext(num_threads=threads_)
+    for n in [1, 2, 7, 8, 15, 16, 17, 31, 33, 100, 1000, 1025, 3000]:
+        x = (rng.standard_normal((3, n)) * rng.choice([1, 30, 300], (3, 1))).astype(np.float32)
+        x[1, :: max(1, n // 3)] = -np.inf
+        x[1, -1] = 0.0                        # one finite value left in the row
+        ref = _softmax_ref(x, 1)
+        y = eltwise.softmax(x, context=ctx)
+        np.testing.assert_allclose(y, ref, rtol=2e-6, atol=1e-30)
+        d = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            log_ref = d - np.log(np.exp(d).sum(axis=1, keepdims=True))
+        np.testing.assert_allclose(eltwise.softmax(x, log=True, context=ctx), log_ref,
+                                   rtol=2e-6, atol=2e-5)
+    many = (rng.standard_normal((600, 64)) * 4).astype(np.float32)   # threads split rows
+    np.testing.assert_allclose(eltwise.softmax(many, context=ctx), _softmax_ref(many, 1),
+                               rtol=2e-6, atol=1e-30)
+    special = np.array([[1, np.nan, 2], [1, np.inf, 2], [-np.inf, -np.inf, -np.inf]],
+                       np.float32)
+    for log in (False, True):
+        got = eltwise.softmax(special, log=log, context=ctx)
+        with np.errstate(invalid="ignore"):
+            want = F._activation._softmax(special[:, :, None], 1, "softmax", log)[:, :, 0]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got).all()
+    x = rng.standard_normal((4, 9)).astype(np.float32)
+    out = eltwise.softmax(x, out=x)                     # in place
+    assert out is x and np.allclose(x.sum(axis=1), 1, rtol=1e-6)
 
 
 def test_softmax_is_numerically_stable():
