@@ -354,8 +354,9 @@ def _softmax_dim(ndim, dim, op):
 
 
 def _softmax(x, dim, op, log):
-    """(log_)softmax of x along dim: the element-wise engine's row kernel where dim is the
-    last axis with more than one value (one call), else NumPy on x minus its maximum."""
+    """(log_)softmax of x along dim: the element-wise engine's row kernel where only axes
+    of size 1 follow dim (x is then rows of dim's length; one call), else NumPy on x
+    minus its maximum."""
     x = as_float32(x, "input", op)
     d = _softmax_dim(x.ndim, dim, op)
     if x.size and all(n == 1 for n in x.shape[d + 1:]):
