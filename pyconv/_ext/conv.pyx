@@ -247,6 +247,9 @@ cdef int64_t _shifted_columns(const pyconv_conv_geom *g, const pyconv_sgemm_kern
     return min(grid, rows)
 
 
+# Multiply-adds a value of a shifted tile costs when the tiles go through scratch.
+DEF SHIFTED_COPY_OUT_MACS = 12
+
 # Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much, and
 # with two vectors of channels (more loads per multiply-add) at most about L1.
 DEF CHANNEL_PANEL_BYTES = 256 * 1024
@@ -289,6 +292,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     weights cold (DenseNet-121 1.10x, Darknet-53 1.05x at 1 thread), so it stays as fitted."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
+    cdef int64_t row_vectors = 0
     cdef int64_t channels = -1, panel, last, kept, oy, kh0, kh1
     cdef bint one_vector
     im2col = _im2col_cost(p)
@@ -310,10 +314,15 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     # computes a partial last chunk in fewer vectors: the static split of the tiles gives
     # a thread whole chunks, so the full ones set the time (fewer columns chose the
     # shifted path for 7x7 maps, 34% slower than padded im2col there at 2 threads).
-    computed = _shifted_columns(g, kern, wq, NULL)
+    computed = _shifted_columns(g, kern, wq, &row_vectors)
     copy = 2 * (p.cin // p.groups) * g.s[1] * g.s[2] * hq * wq
     gemm = m * k * ((n + 15) // 16 * 16)
     shifted = m * k * computed + copy
+    if (row_vectors * kern.vl if row_vectors else wq) != g.out_size[2]:
+        # Tiles stored to scratch, their row runs copied out (see _shifted_task): a
+        # memcpy per row run of each tile, as much as a K of 27 computes (3 -> 64 3x3 / 2
+        # on 224x224, 111 wide: shifted 610-619 us against padded 481-522 at 1 thread).
+        shifted += SHIFTED_COPY_OUT_MACS * m * n
     packers = max(<int64_t>1, min((m + kern.mr - 1) // kern.mr,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))

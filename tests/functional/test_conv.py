@@ -439,6 +439,19 @@ def test_auto_algorithm_choice(rng, shape, expected):
     assert plan.kernel.last_algorithm == expected
 
 
+@pytest.mark.parametrize("padding,expected", [(0, "padded"), (1, "shifted")])
+def test_shifted_tiles_copied_out_weigh_on_small_k(rng, padding, expected):
+    """At one thread a 3 -> 64 3x3 / 2 conv on 224x224 (K = 27) takes the shifted tiles
+    where their rows are whole vectors of the output (112 wide: stored in place), and
+    padded im2col where each tile goes through scratch (111 wide: a copy per row run
+    costs about what its 27 multiply-adds do)."""
+    w, x = rand(rng, 64, 3, 3, 3), rand(rng, 1, 3, 224, 224)
+    plan = F.ConvPlan(w, None, stride=2, padding=padding,
+                      context=pyconv.ExecutionContext(num_threads=1))
+    assert plan.reshape(x.shape).algorithm == expected
+    assert_close(plan.run(x), R.conv_nd(x, w, None, 2, padding, padding, 1, 1), 27)
+
+
 # (batch, C_in, spatial, C_out, kernel, stride, pads, groups, whole window)
 WHOLE_WINDOW_CASES = [
     (1, 64, (7, 7), 96, (7, 7), 1, 0, 1, True),       # VGG's head: a linear layer
