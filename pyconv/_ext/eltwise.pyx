@@ -17,7 +17,8 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 from pyconv._ext.gemm cimport (arrays_overlap, context_of, empty_of, empty_lines, exec_ctx,
-                               grain_for, parallel_for, planned_array, pyconv_sgemm_kernel)
+                               grain_for, parallel_for, planned_array, pyconv_range_fn,
+                               pyconv_sgemm_kernel)
 from pyconv._ext.gemm import ACTIVATIONS, empty_aligned
 from pyconv.arithmetic import check_tensor_size
 from pyconv.errors import InvalidArgument, InvalidDType
@@ -494,6 +495,25 @@ cdef class BinaryCall:
 # ---------------------------------------------------------------------------------------
 # Row standardisation
 
+cdef object _row_matrix(object x, str op):
+    """x as a C-contiguous 2-D float32 matrix, or InvalidDType naming op."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        raise InvalidDType(f"{op}: expected a 2-D float32 ndarray, got "
+                           f"{getattr(x, 'dtype', type(x).__name__)} "
+                           f"{getattr(x, 'shape', '')}")
+    return _contiguous(x)
+
+
+cdef void _over_rows(const exec_ctx *ctx, int64_t rows, int64_t cols, pyconv_range_fn fn,
+                     void *job) noexcept nogil:
+    """fn over the rows, split over the threads where there are at least 2 CHUNKs."""
+    if rows * cols < 2 * CHUNK or ctx.nthreads <= 1 or rows < 2:
+        fn(job, 0, rows, 0)
+    else:
+        parallel_for(ctx.nthreads, rows,
+                     max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads)), fn, job)
+
+
 cdef struct _std_job:
     pyconv_standardize_fn fn
     const float *x
@@ -548,10 +568,7 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     (y, mean, inv_std)
         ``mean`` and ``inv_std = 1 / sqrt(var + eps)`` as (rows, 1) float64 columns.
     """
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
-        raise InvalidDType(f"standardize: expected a 2-D float32 ndarray, got "
-                           f"{getattr(x, 'dtype', type(x).__name__)} "
-                           f"{getattr(x, 'shape', '')}")
+    x = _row_matrix(x, "standardize")
     cdef int64_t rows = x.shape[0], cols = x.shape[1]
     if cols < 1:
         raise InvalidArgument(f"standardize: rows of {cols} values have no mean")
@@ -560,7 +577,6 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     if s is not None and b is not None and s.shape != b.shape:
         raise InvalidArgument(f"standardize: scale {s.shape} and bias {b.shape} differ")
     cdef exec_ctx ctx = context_of(context)
-    x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
         y = empty_of((rows, cols))
@@ -578,13 +594,8 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     j.k = (s if s is not None else b).shape[1] if (s is not None or b is not None) else 1
     j.mean = <double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
     j.inv = <double *>cnp.PyArray_DATA(<cnp.ndarray>inv)
-    cdef int64_t grain
     with nogil:
-        if rows * cols < 2 * CHUNK or ctx.nthreads <= 1 or rows < 2:
-            _std_range(&j, 0, rows, 0)
-        else:
-            grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
-            parallel_for(ctx.nthreads, rows, grain, _std_range, &j)
+        _over_rows(&ctx, rows, cols, _std_range, &j)
     return y, mean, inv
 
 
@@ -618,15 +629,11 @@ def softmax(x, bint log=False, out=None, context=None):
         Written and returned; may be ``x`` itself.
     context : ExecutionContext, optional
     """
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
-        raise InvalidDType(f"softmax: expected a 2-D float32 ndarray, got "
-                           f"{getattr(x, 'dtype', type(x).__name__)} "
-                           f"{getattr(x, 'shape', '')}")
-    cdef int64_t rows = x.shape[0], cols = x.shape[1], grain
+    x = _row_matrix(x, "softmax")
+    cdef int64_t rows = x.shape[0], cols = x.shape[1]
     if cols < 1:
         raise InvalidArgument(f"softmax: rows of {cols} values")
     cdef exec_ctx ctx = context_of(context)
-    x = _contiguous(x)
     y = _fit_out(out, x)
     if y is None:
         y = empty_of((rows, cols))
@@ -637,11 +644,7 @@ def softmax(x, bint log=False, out=None, context=None):
     j.n = cols
     j.log = log
     with nogil:
-        if rows * cols < 2 * CHUNK or ctx.nthreads <= 1 or rows < 2:
-            _softmax_range(&j, 0, rows, 0)
-        else:
-            grain = max((CHUNK + cols - 1) // cols, grain_for(rows, ctx.nthreads))
-            parallel_for(ctx.nthreads, rows, grain, _softmax_range, &j)
+        _over_rows(&ctx, rows, cols, _softmax_range, &j)
     return y
 
 
