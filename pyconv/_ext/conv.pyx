@@ -32,7 +32,7 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from pyconv._ext.gemm cimport (PackedMatrix, activation_code, threads_for, pack_b_fn,
+from pyconv._ext.gemm cimport (PackedMatrix, l2_bytes, activation_code, threads_for, pack_b_fn,
                                pack_b_strided, packed_a, pyconv_epilogue,
                                pyconv_sgemm_kernel, sgemm_block, sgemm_nc, sgemm_packed,
                                sgemm_workspace_floats, strided_b, workspace_floats,
@@ -250,10 +250,9 @@ cdef int64_t _shifted_columns(const pyconv_conv_geom *g, const pyconv_sgemm_kern
 # Multiply-adds a value of a shifted tile costs when the tiles go through scratch.
 DEF SHIFTED_COPY_OUT_MACS = 12
 
-# Channel tiles stream a panel of weights (K x NR floats) per tile: at most this much, and
-# with two vectors of channels (more loads per multiply-add) at most about L1.
-DEF CHANNEL_PANEL_BYTES = 256 * 1024
-DEF CHANNEL_PANEL_L1_BYTES = 64 * 1024
+# Channel tiles stream a panel of weights (K x NR floats) per tile: it must stay in L2
+# (7/8 of it, the rest for the input rows and the output), where the per-core size is known.
+cdef int64_t _channel_panel_max = l2_bytes() // 8 * 7
 
 
 cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
@@ -269,32 +268,36 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     counts the taps kept (_tap_crop); the phase copies need padding >= 0, which a crop
     can make negative.
 
-    Channel tiles compute M (in vectors of 16) x K x the outputs in whole tiles of
-    channel_cols per row, plus 16 per output for the transposed store and the epilogue,
-    and read no packed B. Each tile streams a panel of weights (K x NR), so they are
-    taken only where it stays in L2 (ResNet's 512 -> 512 3x3 on 7x7, 4.6K x 48 floats
-    from L3: 1.7x slower than padded im2col), no last panel holds one vector of channels
-    after others (9 loads per 8 multiply-adds: 64 -> 64 on 56x56, 48 + 16 channels, 1.25x
-    slower than shifted; groups of at most 16 channels, one panel, are weighed with
-    their extra loads: the other paths waste as much on small maps, e.g. 512 -> 512 in
-    32 groups on 7x7 101 us against 128 shifted and 185 padded at 1 thread, 64 -> 16
-    dilated on 8x8 18.6 against 23.8, 256 -> 16 on 7x7 47 against 58 shifted and 88
-    padded, its 147 KiB panel from L2 (a vector of weights per 8 multiply-adds), while
-    32 -> 32 in 2 groups on 16x16 stays shifted, 29.5 against 31.4) and two-vector
-    panels stay near L1 (64 -> 32 on 16x16, 110 KiB from L2: 1.12x slower). Measured at
-    1 thread on AVX-512 against the best other path: 16 -> 32 dilated on 32x32 52
-    against 57 us, 64 -> 96 dilated on 8x8 37 against 42, 128 -> 96 stride 2 on 14x14
-    63 against 85, 32 -> 32 on 32x32 97 against 102. Alone, with its
-    weights hot, a conv runs faster on channel tiles in more shapes (96 -> 96 on 28x28,
-    192 -> 192 on 14x14, 512 -> 512 on 7x7: 1.1-1.3x) than this model takes them for;
-    taking them there (panels up to half of L2, a last panel of one vector weighed instead
-    of excluded, whole tiles costed 15% under the GEMM's) made whole models slower, their
-    weights cold (DenseNet-121 1.10x, Darknet-53 1.05x at 1 thread), so it stays as fitted."""
+    Channel tiles compute M (in vectors of 16) x K x the outputs of each row (a row's
+    last tile is compiled for its column count, so it computes no extra column; the
+    narrower AVX2 and generic tiles count whole tiles of channel_cols, as fitted before),
+    plus 16 per output for the transposed store and the epilogue, and read no packed B.
+    A last
+    panel of one vector of channels after others (64 -> 64: 48 + 16) counts twice: it
+    loads a vector of weights and 8 inputs per 8 multiply-adds. A group of at most 16
+    channels (one panel) is weighed with its extra loads the same way, an eighth more:
+    the other paths waste as much on small maps (512 -> 512 in 32 groups on 7x7 101 us
+    against 128 shifted and 185 padded at 1 thread, 64 -> 16 dilated on 8x8 18.6 against
+    23.8, 256 -> 16 on 7x7 47 against 58 shifted and 88 padded). Each tile streams a
+    panel of weights (K x NR), so they are taken only where it stays in L2
+    (_channel_panel_max). Measured at 1 thread on AVX-512 (1 MiB L2) against the path
+    chosen before (whole tiles costed, panels up to 256 KiB, no one-vector last panel,
+    two-vector last panels only up to 64 KiB), 2 runs each: 256 -> 256 3x3 on 14x14
+    2183-2309 us padded against 2035-2076, 512 -> 512 on 7x7 2376-2388 against
+    1922-2219, 128 -> 128 on 28x28 2215-2254 against 2072-2083, 512 -> 96 on 7x7 559-609
+    against 362-404, DenseNet's 128 -> 32 on 14x14 148-219 shifted against 126 and on
+    7x7 60 padded against 32, 160 -> 320 on 7x7 462-464 against 363-365, 96 -> 96 on
+    35x35 1917-1920 shifted against 1837. Whole models, sessions of both rules in one
+    process run in alternating blocks (10 rounds, medians): 1 thread DenseNet-121 0.92x,
+    AlexNet 0.92, Inception v1 / v2 0.97 / 0.96, ResNet-50 0.98, the U-Net 0.97, the
+    light zoo, bundled models and MobileNetV2 0.970 (geometric mean), none slower than
+    1.004; 2 threads 0.980 (ResNet-50 0.97-0.99, Inception v2 0.93, SqueezeNet
+    0.998-1.02)."""
     cdef const pyconv_conv_geom *g = &p.geom
     cdef int64_t wq, hq, m, k, n, computed, copy, gemm, shifted, padded, im2col, packers
     cdef int64_t row_vectors = 0
-    cdef int64_t channels = -1, panel, last, kept, oy, kh0, kh1
-    cdef bint one_vector
+    cdef int64_t channels = -1, panel, last, kept, oy, kh0, kh1, per_channel, one_thread
+    cdef bint one_vector, wide
     im2col = _im2col_cost(p)
     cost[0] = im2col
     if (forced == ALGO_IM2COL or g.k[0] != 1 or g.in_size[0] != 1 or g.out_size[0] != 1
@@ -327,6 +330,7 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
                                   nthreads // max(<int64_t>1, p.batch * p.groups
                                                   * ((n + kern.nr - 1) // kern.nr))))
     padded = gemm + 8 * k * n * packers + copy
+    one_thread = min(shifted, gemm + 8 * k * n + copy, im2col)     # see the channel tiles
     # Implicit im2col's GEMM split (sgemm_plan_for) makes every row block pack B from the
     # image again (512 -> 512 3x3 on 4x4 once took 0.91 ms at 2 threads against 0.62 at 1).
     if p.batch * p.groups < nthreads:
@@ -336,19 +340,26 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     one_vector = m <= 16
     panel = k * (16 if one_vector else kern.nr) * sizeof(float)
     last = m % kern.nr if m % kern.nr else kern.nr      # channels of the last panel
-    if ((last > 16 or one_vector) and panel <= CHANNEL_PANEL_BYTES
-            and (last > 32 or one_vector or panel <= CHANNEL_PANEL_L1_BYTES)):
+    # Panels of 48 channels (AVX-512: 3 vectors x 8 outputs a tile). AVX2's 16-channel
+    # tiles of 6 outputs lost to padded im2col on deep layers (512 -> 512 3x3 on 7x7
+    # 1.08-1.1x), so there (and on the generic path) only groups of one panel take them,
+    # as before.
+    wide = kern.nr >= 48
+    if panel <= _channel_panel_max and (wide or one_vector):
         # each output row runs only its kernel rows inside the input (_channels_task)
         kept = 0
         for oy in range(g.out_size[1]):
             pyconv_inside_range(oy * g.s[1] - g.pb[1], g.dl[1], 1, g.in_size[1], g.k[1],
                                 &kh0, &kh1)
             kept += kh1 - kh0
-        channels = ((m + 15) // 16 * 16 * (k // g.k[1]) * kept
-                    * ((g.out_size[2] + kern.channel_cols - 1) // kern.channel_cols
-                       * kern.channel_cols))
+        per_channel = (k // g.k[1]) * kept * (g.out_size[2] if wide else
+                                              (g.out_size[2] + kern.channel_cols - 1)
+                                              // kern.channel_cols * kern.channel_cols)
+        channels = (m + 15) // 16 * 16 * per_channel
         if one_vector:
             channels += channels // 8
+        elif last <= 16:
+            channels += 16 * per_channel
         channels += 16 * m * n + copy
     if nthreads > 1 and (g.s[1] > 1 or g.s[2] > 1) and copy // 2 > PRIVATE_COPY_MAX_FLOATS:
         # Measured, not modelled: at stride 2 the shifted tiles gain 1.17-1.3x from a
@@ -358,7 +369,11 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
         # groups on 16x16 17.5 us shifted against 19.4 padded, 3 -> 16 on 64x64 15.3
         # against 17.6.
         shifted += shifted // 4
-    if channels >= 0 and channels < shifted and channels < padded and channels < im2col:
+    # Channel tiles add K up in another order (kernel row first) than the GEMM paths, which
+    # all give the same bits: they are weighed against the others' one-thread costs, so
+    # that a conv gives the same bits at any thread count (a 32 -> 40 3x3 / 2 on 9x9 took
+    # them at 2 threads only, where padded im2col packs B once per row block).
+    if channels >= 0 and channels < one_thread:
         cost[0] = channels
         return ALGO_CHANNELS
     if shifted <= padded and shifted <= im2col:

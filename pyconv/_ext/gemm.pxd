@@ -162,6 +162,7 @@ cdef unsigned fp_flush_denormals() noexcept nogil
 cdef void fp_restore(unsigned saved) noexcept nogil
 cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil
 cdef int threads_for(int64_t work, int nthreads) noexcept nogil
+cdef int64_t l2_bytes() noexcept nogil
 cdef int64_t slot_floats(int64_t used) noexcept nogil
 cdef void pack_b_strided(const void *ctx, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                          int64_t nr, float *dst) noexcept nogil

@@ -308,6 +308,11 @@ cdef float *workspace_floats(int64_t count) except NULL:
     return <float *>((addr + 63) & ~(<uintptr_t>63))
 
 
+cdef int64_t l2_bytes() noexcept nogil:
+    """A core's L2 in bytes (512 KiB where the system does not say)."""
+    return _l2_bytes
+
+
 cdef int threads_for(int64_t work, int nthreads) noexcept nogil:
     """Threads worth using for `work` units (multiply-adds or floats moved): at most
     nthreads, at least 1. Below WORK_PER_THREAD units per thread a parallel loop's hand-off
