@@ -20,3 +20,13 @@ def assert_close(got, ref, k):
     assert got.dtype == np.float32 and got.shape == ref.shape
     tol = 4e-6 * np.sqrt(k) * max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=tol)
+
+
+def avx512_context(num_threads=1):
+    """An execution context on AVX-512, the kernels the conv cost model's thresholds were
+    measured on; the test skips where the CPU has none (its choices differ there)."""
+    import pytest
+    import pyconv
+    if "avx512" not in pyconv.supported_isas():
+        pytest.skip("algorithm choices fitted to AVX-512's 8x48 tiles; this CPU has no AVX-512")
+    return pyconv.ExecutionContext(num_threads=num_threads, isa="avx512")

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from _helpers import assert_close, rand
+from _helpers import assert_close, avx512_context, rand
 import reference as R
 import pyconv
 import pyconv.functional as F
@@ -128,7 +128,7 @@ def test_reshape_is_frozen_and_cached(rng):
 def test_reshape_chooses_the_algorithm_once(rng, shape, expected):
     n, cin, h, w, cout, k, s, p, d = shape
     groups = 1 if expected else cin
-    ctx = pyconv.ExecutionContext(num_threads=1)
+    ctx = avx512_context()
     plan = F.ConvPlan(rand(rng, cout, cin // groups, k, k), None, s, p, d, groups, context=ctx)
     r = plan.reshape((n, cin, h, w))
     assert r.algorithm == (expected or "depthwise")
