@@ -272,10 +272,9 @@ cdef int _choose_algorithm(const conv_args *p, const pyconv_sgemm_kernel *kern,
     last tile is compiled for its column count, so it computes no extra column; the
     narrower AVX2 and generic tiles count whole tiles of channel_cols, as fitted before),
     plus 16 per output for the transposed store and the epilogue, and read no packed B.
-    A last
-    panel of one vector of channels after others (64 -> 64: 48 + 16) counts twice: it
-    loads a vector of weights and 8 inputs per 8 multiply-adds. A group of at most 16
-    channels (one panel) is weighed with its extra loads the same way, an eighth more:
+    A last panel of one vector of channels after others (64 -> 64: 48 + 16) counts
+    twice: it loads a vector of weights and 8 inputs per 8 multiply-adds. A group of at
+    most 16 channels (one panel) is weighed with its extra loads, an eighth more:
     the other paths waste as much on small maps (512 -> 512 in 32 groups on 7x7 101 us
     against 128 shifted and 185 padded at 1 thread, 64 -> 16 dilated on 8x8 18.6 against
     23.8, 256 -> 16 on 7x7 47 against 58 shifted and 88 padded). Each tile streams a
