@@ -1,5 +1,8 @@
 """Small helpers shared by the test modules (tests/ is on sys.path via tests/conftest.py)."""
 import numpy as np
+import pytest
+
+import pyconv
 
 
 def flush_denormals(a):
@@ -25,8 +28,6 @@ def assert_close(got, ref, k):
 def avx512_context(num_threads=1):
     """An execution context on AVX-512, the kernels the conv cost model's thresholds were
     measured on; the test skips where the CPU has none (its choices differ there)."""
-    import pytest
-    import pyconv
     if "avx512" not in pyconv.supported_isas():
         pytest.skip("algorithm choices fitted to AVX-512's 8x48 tiles; this CPU has no AVX-512")
     return pyconv.ExecutionContext(num_threads=num_threads, isa="avx512")

@@ -148,11 +148,11 @@ cdef inline object _contiguous(object x):
     return x if x.flags.c_contiguous else np.array(x, order="C")
 
 
-cdef object _fit_out(object out, object x):
+cdef object _out_for(object out, object x):
     """`out` when it is a float32 C-contiguous writable array of x's shape that is x itself
-    or does not overlap it; None when out is None; else an error."""
+    or does not overlap it; a new (aligned) array when out is None; else an error."""
     if out is None:
-        return None
+        return empty_of(x.shape)
     if (not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != x.shape
             or not out.flags.c_contiguous or not out.flags.writeable):
         raise InvalidArgument(
@@ -187,9 +187,7 @@ def unary(x, op, float a=0.0, float b=0.0, out=None, context=None):
                            f"{getattr(x, 'dtype', type(x).__name__)}")
     cdef exec_ctx ctx = context_of(context)
     x = _contiguous(x)
-    y = _fit_out(out, x)
-    if y is None:
-        y = empty_of(x.shape)
+    y = _out_for(out, x)
     cdef int64_t n = x.size
     cdef const float *px = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef float *py = <float *>cnp.PyArray_DATA(<cnp.ndarray>y)
@@ -577,9 +575,7 @@ def standardize(x, double eps, scale=None, bias=None, out=None, context=None):
     if s is not None and b is not None and s.shape != b.shape:
         raise InvalidArgument(f"standardize: scale {s.shape} and bias {b.shape} differ")
     cdef exec_ctx ctx = context_of(context)
-    y = _fit_out(out, x)
-    if y is None:
-        y = empty_of((rows, cols))
+    y = _out_for(out, x)
     mean = np.empty((rows, 1), np.float64)
     inv = np.empty((rows, 1), np.float64)
     cdef _std_job j
@@ -634,9 +630,7 @@ def softmax(x, bint log=False, out=None, context=None):
     if cols < 1:
         raise InvalidArgument(f"softmax: rows of {cols} values")
     cdef exec_ctx ctx = context_of(context)
-    y = _fit_out(out, x)
-    if y is None:
-        y = empty_of((rows, cols))
+    y = _out_for(out, x)
     cdef _softmax_job j
     j.fn = _kernel_of(&ctx).softmax
     j.x = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
