@@ -6,7 +6,9 @@
 Every (engine, threads) pair runs in its own worker process (two thread pools in one
 process fight for the cores), each holding one session. The parent interleaves them:
 round after round, each worker times a block of runs in turn, so slow phases of a shared
-machine fall on every engine alike. Then the same rounds run again beside K spinning
+machine fall on every engine alike. A block starts once the previous worker's threads have
+gone idle (a thread pool polls on after its caller returns, and that polling would load
+the next block). Then the same rounds run again beside K spinning
 processes (busy loops, started anew each round so that the figures cover many placements
 of them by the scheduler, each ending by itself after --max-seconds and killed at the end
 of its round or on exit in any case). Per model and phase the script prints the median
@@ -123,10 +125,13 @@ class Workers:
             self.failed[pair] = lines[-1] if lines else f"worker exited with {p.returncode}"
 
     def block(self, pair, n):
+        """n latencies of `pair`'s worker; returns once its threads have gone idle."""
         p = self.procs[pair]
         p.stdin.write(f"RUN {n}\n")
         p.stdin.flush()
-        return json.loads(p.stdout.readline())
+        times = json.loads(p.stdout.readline())
+        wait_idle(p.pid)
+        return times
 
     def save_outputs(self, pair, path):
         """Has the worker of `pair` run once and save its outputs to `path` (.npz)."""
@@ -140,6 +145,33 @@ class Workers:
         for p in self.procs.values():
             p.stdin.close()
             p.wait(timeout=30)
+
+
+def cpu_ns(pid):
+    """CPU time (ns) used so far by all threads of process `pid`; None where /proc has no
+    schedstat (not Linux)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def wait_idle(pid, window_s=0.02, timeout_s=1.0):
+    """Waits until process `pid` uses under a tenth of a core over a window of a few
+    scheduler slices (a poller that lost its core for one is not idle), at most timeout_s.
+    A pool's workers go on polling for a while after a block, onnxruntime's for about 60
+    ms of CPU (2**20 pauses): the next worker's block ran beside that third busy thread."""
+    last, end = cpu_ns(pid), time.perf_counter() + timeout_s
+    while last is not None and time.perf_counter() < end:
+        time.sleep(window_s)
+        now = cpu_ns(pid)
+        if now is None or now - last < window_s * 1e8:
+            return
+        last = now
 
 
 class Spinners:
