@@ -6,14 +6,14 @@
 Every (engine, threads) pair runs in its own worker process (two thread pools in one
 process fight for the cores), each holding one session. The parent interleaves them:
 round after round, each worker times a block of runs in turn, so slow phases of a shared
-machine fall on every engine alike. A block starts once the previous worker's threads have
-gone idle (a thread pool polls on after its caller returns, and that polling would load
-the next block). Then the same rounds run again beside K spinning
-processes (busy loops, started anew each round so that the figures cover many placements
-of them by the scheduler, each ending by itself after --max-seconds and killed at the end
-of its round or on exit in any case). Per model and phase the script prints the median
-latency of each worker and the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime
-2T.
+machine fall on every engine alike. A block starts once the previous worker's threads
+have gone idle (a thread pool polls on after its caller returns, and that polling would
+load the next block). Then the same rounds run again beside K spinning processes (busy
+loops, started anew each round so that the figures cover many placements of them by the
+scheduler, each ending by itself after --max-seconds and killed at the end of its round
+or on exit in any case). Per model and phase the script prints the median latency of
+each worker, the ratios pyconv 2T / pyconv 1T and pyconv 2T / onnxruntime 2T, and
+onnxruntime's own 2T / 1T (how much of a busy figure the machine makes for any engine).
 
 Models: the bundled models (pyconv.models), the onnx wheel's ResNet-50 (light zoo, random
 weights) and MobileNetV2 (benchmarks/_nets.py). Timings only: nothing is asserted.
@@ -238,7 +238,7 @@ def main(argv=None):
     print(f"# {len(os.sched_getaffinity(0))} cores; busy = {args.spinners} spinning "
           f"processes; {args.rounds} interleaved rounds per phase; median latency (ms)")
     head = (f"{'model':<18} {'phase':<6} {'pyconv 1T':>10} {'pyconv 2T':>10} "
-            f"{'ort 1T':>9} {'ort 2T':>9} {'pc2/pc1':>8} {'pc2/ort2':>9}")
+            f"{'ort 1T':>9} {'ort 2T':>9} {'pc2/pc1':>8} {'pc2/ort2':>9} {'ort2/ort1':>10}")
     print(head)
     results = []
     for name in args.models:
@@ -259,7 +259,8 @@ def main(argv=None):
                 p1, p2 = med[("pyconv", 1)], med[("pyconv", 2)]
                 o1, o2 = med[("onnxruntime", 1)], med[("onnxruntime", 2)]
                 print(f"{name:<18} {phase:<6} {p1 * 1e3:>10.3f} {p2 * 1e3:>10.3f} "
-                      f"{o1 * 1e3:>9.3f} {o2 * 1e3:>9.3f} {p2 / p1:>8.2f} {p2 / o2:>9.2f}",
+                      f"{o1 * 1e3:>9.3f} {o2 * 1e3:>9.3f} {p2 / p1:>8.2f} {p2 / o2:>9.2f} "
+                      f"{o2 / o1:>10.2f}",
                       flush=True)
                 results.append({"model": name, "phase": phase, "block": n,
                                 "pyconv_1": p1, "pyconv_2": p2, "ort_1": o1, "ort_2": o2})
