@@ -118,9 +118,13 @@ cdef struct phase_copy:
     int64_t ncols            # shifted: oh * wq grid columns (or oh * row_vectors * vl);
                              # padded im2col: oh * ow
     int64_t row_vectors      # shifted: vectors per output row; 0: runs over the grid
-    int64_t nchunks          # column chunks (tasks): NR wide (shifted) or `chunk` wide
-    int64_t chunk            # padded im2col: columns per task (a multiple of NR); channel
-                             # tiles: outputs per tile (kernel.channel_cols)
+    int64_t nchunks          # column chunks (tasks): NR wide (shifted), `chunk` wide
+                             # (channel tiles), or padded im2col's (see `unit`)
+    int64_t chunk            # padded im2col: the widest chunk's columns (its workspace);
+                             # channel tiles: outputs per tile (kernel.channel_cols)
+    int64_t unit             # padded im2col: chunk c holds units [c*U/nchunks,
+                             # (c+1)*U/nchunks) of the U = ceil(ncols / unit) units of
+                             # `unit` columns (NR, or 16 where the columns are few)
     int64_t mblocks          # row blocks each chunk is split into (tasks for the threads);
                              # channel tiles: the NR-channel panels of a group
     int64_t ws_stride        # per-thread scratch: a tile, or a packed B block + tile
