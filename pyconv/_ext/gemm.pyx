@@ -52,8 +52,11 @@ cdef enum:
     # threads than 1 << 15 or 1 << 13 (their outputs then written by one core, read by
     # two); 1 << 20 was 12-25% slower.
     WORK_PER_THREAD = 1 << 15
-    # Tasks per thread of a parallel loop (see grain_for).
+    # Tiles per thread of a GEMM's thread grid (see _thread_grid).
     TASKS_PER_THREAD = 4
+    # Grains per thread of a parallel loop (see grain_for); the pool claims several at
+    # a time while a thread's range is long.
+    GRAINS_PER_THREAD = 16
 
 # Process defaults, read only when an execution context is made (a session, a layer
 # plan, a functional call); the kernels read their context, never these.
@@ -244,10 +247,11 @@ cdef void fp_restore(unsigned saved) noexcept nogil:
 
 
 cdef int64_t grain_for(int64_t n, int nthreads) noexcept nogil:
-    """Items per task so that each thread has about TASKS_PER_THREAD tasks to take:
-    enough that a late thread's share is picked up by the others, few enough that
-    claiming a task (one atomic operation) stays negligible."""
-    cdef int64_t tasks = <int64_t>nthreads * TASKS_PER_THREAD
+    """Items per grain so that each thread's range holds about GRAINS_PER_THREAD: the
+    pool claims a quarter of a range's grains left at a time, down to single grains at its
+    end, so threads finish within about a grain of each other and a late thread's share
+    is picked up by the others, in few claims (one atomic operation each)."""
+    cdef int64_t tasks = <int64_t>nthreads * GRAINS_PER_THREAD
     return max(<int64_t>1, (n + tasks - 1) // tasks)
 
 

@@ -189,9 +189,14 @@ static inline int64_t count_tasks(int64_t n, int64_t grain, int parts)
 }
 
 /* Claims and runs tasks of the job of generation `gen` in `s` until none is left: those
- * of range `slot` first, then of the others in turn. The tasks run are added to `done`
- * once, on the way out (the caller waits for all of them; the job's generation cannot
- * change before). */
+ * of range `slot` first, then of the others in turn. Each claim takes a quarter of the
+ * range's tasks left, at least one (guided scheduling): few claims while a range is
+ * long, single tasks at its end, so that threads finish within about a task of each
+ * other. With one task per claim and four per thread, the last task of one thread's
+ * range was the other's wait: a 128 -> 128 3x3 conv on 28x28 (channel tiles, 2
+ * threads) spent 4% of its time in the caller's join and 3% in the worker's poll. The
+ * tasks run are added to `done` once, on the way out (the caller waits for all of them;
+ * the job's generation cannot change before). */
 static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, int64_t n,
                       int64_t grain, int parts, int slot)
 {
@@ -199,15 +204,18 @@ static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, 
     for (int i = 0; i < parts; i++) {
         const int r = (slot + i) % parts;
         const int64_t first = range_begin(n, parts, r), end = range_begin(n, parts, r + 1);
+        const int64_t ntasks = (end - first + grain - 1) / grain;
         _Atomic uint64_t *counter = &s->range_next[r].next;
         uint64_t word = atomic_load(counter);
         for (;;) {
-            const int64_t begin = first + (int64_t)(word & TASK_MASK) * grain;
-            if (begin >= end || (word >> GEN_SHIFT) != gen) break;
-            if (!atomic_compare_exchange_weak(counter, &word, word + 1))
+            const int64_t t = (int64_t)(word & TASK_MASK);
+            if (t >= ntasks || (word >> GEN_SHIFT) != gen) break;
+            const int64_t take = ntasks - t >= 8 ? (ntasks - t) / 4 : 1;
+            if (!atomic_compare_exchange_weak(counter, &word, word + (uint64_t)take))
                 continue;                           /* word reloaded: retry or move on */
-            fn(ctx, begin, end - begin > grain ? begin + grain : end, slot);
-            ran++;
+            const int64_t begin = first + t * grain, stop = begin + take * grain;
+            fn(ctx, begin, stop < end ? stop : end, slot);
+            ran += take;
             word = atomic_load(counter);
         }
         if ((word >> GEN_SHIFT) != gen) break;      /* the job is over */

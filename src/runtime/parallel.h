@@ -13,15 +13,17 @@ extern "C" {
  * one call, so they index per-thread scratch memory. */
 typedef void (*pyconv_range_fn)(void *ctx, int64_t begin, int64_t end, int slot);
 
-/* Runs fn over [0, n) in tasks of at most `grain` items on the calling
- * thread and at most nthreads - 1 pool workers, and returns when every task is done.
+/* Runs fn over [0, n) on the calling thread and at most nthreads - 1 pool workers, and
+ * returns when every item is done.
  *
  * The items are cut into one range of equal count per participant, each range into
- * tasks of `grain` items (its last shorter). Workers take tasks one at a time, from
- * their own range first, then from the others'; the caller does the same and
- * never waits for a worker that has not claimed a task. A worker that is late (no core
- * for it on a busy machine) therefore costs nothing: the caller runs its share. Calls
- * from several threads at once each get their own job; any number of them may run. */
+ * grains of `grain` items (its last shorter). A task is a run of whole grains of one
+ * range: participants claim from their own range first, then from the others', a
+ * quarter of the range's grains left at a time, down to single grains at its end (so
+ * they finish within about a grain of each other). The caller never waits for a
+ * worker that has not claimed a task: a worker that is late (no core for it on a busy
+ * machine) therefore costs nothing, the caller runs its share. Calls from several
+ * threads at once each get their own job; any number of them may run. */
 void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn,
                          void *ctx);
 

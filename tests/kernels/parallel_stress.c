@@ -5,8 +5,8 @@
  * (more callers than the pool has job slots, so the "no free slot: run alone" path runs
  * too). Every call checks that each item ran exactly once, that no two participants
  * of one call shared a slot at the same time, and that the loop ran either as one task
- * or in tasks of at most `grain` items inside equal ranges, one per participant (the
- * balance parallel.h promises). Exit status 0 and "ok" on success. */
+ * or in tasks of whole grains inside equal ranges, one per participant (the cut
+ * parallel.h promises). Exit status 0 and "ok" on success. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,9 +19,10 @@
 typedef struct {
     atomic_int *hits;                 /* per item: times it ran */
     atomic_int *starts;               /* per item: tasks that began there */
-    atomic_int long_tasks;            /* tasks of more than grain items */
+    atomic_int bad_tasks;             /* tasks not of whole grains of one range */
     atomic_int tasks_run;             /* tasks run, by every participant */
-    int64_t grain;
+    int64_t n, grain;
+    int parts;                        /* the ranges the call is cut into */
     float *data;                      /* per item: plain writes (races show under TSan) */
     atomic_int in_slot[MAX_SLOTS];    /* participants running under each slot now */
     atomic_int slot_clash;
@@ -38,7 +39,15 @@ static void task(void *ctx, int64_t begin, int64_t end, int slot)
     }
     atomic_fetch_add(&j->starts[begin], 1);
     atomic_fetch_add(&j->tasks_run, 1);
-    if (end - begin > j->grain) atomic_fetch_add(&j->long_tasks, 1);
+    /* inside one range, from a grain boundary of it to another or to its end */
+    for (int r = 0; r < j->parts; r++) {
+        const int64_t first = j->n / j->parts * r + (r < j->n % j->parts ? r : j->n % j->parts);
+        const int64_t last = first + j->n / j->parts + (r < j->n % j->parts);
+        if (begin < first || begin >= last) continue;
+        if ((begin - first) % j->grain || end > last ||
+            (end < last && (end - first) % j->grain) || end <= begin)
+            atomic_fetch_add(&j->bad_tasks, 1);
+    }
     if (atomic_fetch_add(&j->in_slot[slot], 1) != 0)
         atomic_fetch_add(&j->slot_clash, 1);
     for (int64_t i = begin; i < end; i++) {
@@ -62,17 +71,20 @@ static void *caller(void *arg)
         j->data = calloc((size_t)n + 1, sizeof(float));
         j->starts = calloc((size_t)n + 1, sizeof(atomic_int));
         j->grain = 1 + rand_r(&seed) % 64;
-        pyconv_parallel_for(j->nthreads, n, j->grain, task, j);
-        /* One task (run alone), or each participant's range of n / parts items (the
-         * first n % parts one more) starting a task and no task longer than grain. */
+        j->n = n;
         int64_t tasks = (n + j->grain - 1) / j->grain;
         int parts = tasks < j->nthreads ? (int)tasks : j->nthreads;
+        j->parts = parts;
+        pyconv_parallel_for(j->nthreads, n, j->grain, task, j);
+        /* One task (run alone), or each participant's range of n / parts items (the
+         * first n % parts one more) starting a task, every task whole grains of one. */
         if (atomic_load(&j->tasks_run) > 1) {
             for (int r = 0; r < parts; r++) {
                 int64_t first = n / parts * r + (r < n % parts ? r : n % parts);
-                if (atomic_load(&j->starts[first]) != 1 || atomic_load(&j->long_tasks)) {
+                if (atomic_load(&j->starts[first]) != 1 || atomic_load(&j->bad_tasks)) {
                     fprintf(stderr, "n %lld, grain %lld, %d parts, %d tasks: range %d (item "
-                            "%lld) does not start a task, or a task is longer than grain\n",
+                            "%lld) does not start a task, or a task is not whole grains of "
+                            "one range\n",
                             (long long)n, (long long)j->grain, parts,
                             atomic_load(&j->tasks_run), r, (long long)first);
                     atomic_fetch_add(&failures, 1);
