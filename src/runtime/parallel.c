@@ -39,6 +39,72 @@ static inline unsigned fp_enter(unsigned env)
     return own;
 }
 
+#if defined(PYCONV_THREADS_POOL) || defined(PYCONV_THREADS_OPENMP)
+/* The cut both parallel backends share. The items are cut into one contiguous range per
+ * participant (equal counts: with ranges of whole tasks, 22 items in tasks of 3 split
+ * 12 + 10), each cut into grains of `grain` items (its last shorter) with its own
+ * counter word: generation (24 bits: the pool's job; 0 in the OpenMP build) | next grain
+ * of the range (40). A participant claims from its own range first, then from the
+ * others' in turn. On time, every thread runs a contiguous part of the loop
+ * (neighbouring layers split alike, so what a thread reads is mostly what it wrote: on a
+ * 16 -> 32 3x3 conv on 32x32 interleaved tasks made the second thread gain nothing, its
+ * reads and writes bouncing between the cores' caches); late, its range is run by the
+ * others. */
+#include <stdatomic.h>
+
+#define GEN_SHIFT 40
+#define TASK_MASK 0xffffffffffULL
+#define MAX_TASKS ((int64_t)1 << 30)
+#define MAX_PARTICIPANTS 256          /* the pool's job word counts helpers in 8 bits */
+
+/* A range's counter has a cache line of its own: claims from one's own range then stay
+ * in one core's cache (shared lines cost a transfer per task: 24 tasks of 0.8 us took
+ * 11.8 us at 2 threads, 2.4 us over the ideal). */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t next;
+} range_counter;
+
+/* First item of range r of `parts` over n items (no overflow for any n). */
+static inline int64_t range_begin(int64_t n, int parts, int r)
+{
+    return n / parts * r + (r < n % parts ? r : n % parts);
+}
+
+/* Claims and runs the grains of generation `gen` in `ranges` (one counter per range of
+ * `parts` over n items) until none is left: those of range `slot` first, then of the
+ * others in turn; returns how many it ran. Each claim takes a quarter of the range's
+ * grains left, single grains once fewer than 8 are left (guided scheduling): few claims
+ * while a range is long, so that threads finish within about a grain of each other.
+ * With one claim per task and four tasks per thread, the last task of one thread's
+ * range was the other's wait: a 128 -> 128 3x3 conv on 28x28 (channel tiles, 2
+ * threads) spent 4% of its time in the caller's join and 3% in the worker's poll. */
+static int64_t run_ranges(range_counter *ranges, uint64_t gen, pyconv_range_fn fn, void *ctx,
+                          int64_t n, int64_t grain, int parts, int slot)
+{
+    int64_t ran = 0;
+    for (int i = 0; i < parts; i++) {
+        const int r = (slot + i) % parts;
+        const int64_t first = range_begin(n, parts, r), end = range_begin(n, parts, r + 1);
+        const int64_t ntasks = (end - first + grain - 1) / grain;
+        _Atomic uint64_t *counter = &ranges[r].next;
+        uint64_t word = atomic_load(counter);
+        for (;;) {
+            const int64_t t = (int64_t)(word & TASK_MASK);
+            if (t >= ntasks || (word >> GEN_SHIFT) != gen) break;
+            const int64_t take = ntasks - t >= 8 ? (ntasks - t) / 4 : 1;
+            if (!atomic_compare_exchange_weak(counter, &word, word + (uint64_t)take))
+                continue;                           /* word reloaded: retry or move on */
+            const int64_t begin = first + t * grain, stop = begin + take * grain;
+            fn(ctx, begin, stop < end ? stop : end, slot);
+            ran += take;
+            word = atomic_load(counter);
+        }
+        if ((word >> GEN_SHIFT) != gen) break;      /* the job is over */
+    }
+    return ran;
+}
+#endif
+
 #if !defined(PYCONV_THREADS_POOL) && !defined(PYCONV_THREADS_OPENMP)
 
 const char *pyconv_parallel_backend(void) { return "serial"; }
@@ -52,10 +118,9 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
 }
 
 #elif defined(PYCONV_THREADS_OPENMP)
-/* The OpenMP build: the same claiming loop inside one parallel region. Its closing
+/* The OpenMP build: the pool's ranges and claims inside one parallel region. Its closing
  * barrier waits for every thread of the team, late or not; the pool below does not. */
 #include <omp.h>
-#include <stdatomic.h>
 
 const char *pyconv_parallel_backend(void) { return "openmp"; }
 int pyconv_parallel_workers(void) { return 0; }
@@ -64,20 +129,22 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
 {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
+    if ((n + grain - 1) / grain > MAX_TASKS) grain = (n + MAX_TASKS - 1) / MAX_TASKS;
     const int64_t tasks = (n + grain - 1) / grain;
     if (nthreads > tasks) nthreads = (int)tasks;
+    if (nthreads > MAX_PARTICIPANTS) nthreads = MAX_PARTICIPANTS;
     if (nthreads <= 1) {
         fn(ctx, 0, n, 0);
         return;
     }
-    _Atomic int64_t next = 0;
+    /* one range per thread asked for: a team that comes smaller runs the missing ones */
+    range_counter ranges[MAX_PARTICIPANTS];
+    for (int r = 0; r < nthreads; r++) atomic_init(&ranges[r].next, 0);
     const unsigned env = fp_get();
 #pragma omp parallel num_threads(nthreads)
     {
-        const int slot = omp_get_thread_num();
         const unsigned own = fp_enter(env);
-        for (int64_t t; (t = atomic_fetch_add(&next, 1)) < tasks;)
-            fn(ctx, t * grain, t + 1 == tasks ? n : (t + 1) * grain, slot);
+        run_ranges(ranges, 0, fn, ctx, n, grain, nthreads, omp_get_thread_num());
         pyconv_fp_restore(own);
     }
 }
@@ -86,7 +153,6 @@ void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn
 
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <time.h>
@@ -105,7 +171,7 @@ enum {
      * none free runs its loop alone. */
     MAX_JOBS = 32,
     /* Helpers per job: the joined count has 8 bits in the job word. */
-    MAX_WORKERS = 255,
+    MAX_WORKERS = MAX_PARTICIPANTS - 1,
     /* An idle worker polls for new jobs this long, then sleeps until one is published.
      * First with pause (a few ns per poll: the gaps between the parallel loops of one
      * model run are microseconds), then yielding its core, so that on a busy machine a
@@ -113,41 +179,19 @@ enum {
     SPIN_PAUSE_NS = 50 * 1000,
     SPIN_YIELD_NS = 500 * 1000,
     WORKER_STACK_BYTES = 4 << 20,
-    /* Participants of one job, each with its own contiguous range of tasks. */
-    MAX_PARTICIPANTS = MAX_WORKERS + 1,
 };
 
 /* A job's word: generation (24 bits) | helpers joined (8) | 32 bits, all set while the
- * slot is closed (its fields being written), else 0. One
- * compare-and-swap joins, and it fails once the slot holds a newer job, so a worker that
- * read a finished job's fields can never run a task of it.
- *
- * The items are cut into one contiguous range per participant (equal counts: with
- * ranges of whole tasks, 22 items in tasks of 3 split 12 + 10), each cut into tasks of
- * `grain` items (its last shorter) with its own counter word: generation (24 bits) |
- * next task of the range (40). A participant claims from its own range first, then
- * from the others' in turn. On time, every thread runs a contiguous
- * part of the loop (neighbouring layers split alike, so what a thread reads is mostly
- * what it wrote: on a 16 -> 32 3x3 conv on 32x32 interleaved tasks made the second
- * thread gain nothing, its reads and writes bouncing between the cores' caches); late,
- * its range is run by the others. */
-#define GEN_SHIFT 40
+ * slot is closed (its fields being written), else 0. One compare-and-swap joins, and it
+ * fails once the slot holds a newer job, so a worker that read a finished job's fields
+ * can never run a task of it. Its range counters carry the same generation. */
 #define JOINED_SHIFT 32
 #define NEXT_MASK 0xffffffffULL
-#define TASK_MASK 0xffffffffffULL
 #define JOINED_MASK 0xffULL
-#define MAX_TASKS ((int64_t)1 << 30)
-
-/* A range's counter has a cache line of its own: claims from one's own range then stay
- * in one core's cache (shared lines cost a transfer per task: 24 tasks of 0.8 us took
- * 11.8 us at 2 threads, 2.4 us over the ideal). */
-typedef struct {
-    _Alignas(64) _Atomic uint64_t next;
-} range_counter;
 
 typedef struct {
     _Alignas(64) _Atomic uint64_t word;
-    _Atomic int64_t done;               /* tasks finished */
+    _Atomic int64_t done;               /* grains finished */
     _Atomic(pyconv_range_fn) fn;
     _Atomic(void *) ctx;
     _Atomic int64_t n, grain, tasks;
@@ -174,13 +218,7 @@ static inline uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* First item of range r of `parts` over n items (no overflow for any n). */
-static inline int64_t range_begin(int64_t n, int parts, int r)
-{
-    return n / parts * r + (r < n % parts ? r : n % parts);
-}
-
-/* Tasks of `parts` ranges over n items, tasks of `grain` items within each range: n % parts
+/* Grains of `parts` ranges over n items, grains of `grain` items within each range: n % parts
  * ranges of n / parts + 1 items, the others of n / parts. */
 static inline int64_t count_tasks(int64_t n, int64_t grain, int parts)
 {
@@ -188,38 +226,12 @@ static inline int64_t count_tasks(int64_t n, int64_t grain, int parts)
     return longer * ((q + grain) / grain) + (parts - longer) * ((q + grain - 1) / grain);
 }
 
-/* Claims and runs tasks of the job of generation `gen` in `s` until none is left: those
- * of range `slot` first, then of the others in turn. Each claim takes a quarter of the
- * range's tasks left, at least one (guided scheduling): few claims while a range is
- * long, single tasks at its end, so that threads finish within about a task of each
- * other. With one task per claim and four per thread, the last task of one thread's
- * range was the other's wait: a 128 -> 128 3x3 conv on 28x28 (channel tiles, 2
- * threads) spent 4% of its time in the caller's join and 3% in the worker's poll. The
- * tasks run are added to `done` once, on the way out (the caller waits for all of them;
- * the job's generation cannot change before). */
+/* Runs the job's grains (run_ranges) and adds those run to `done` once, on the way out
+ * (the caller waits for all of them; the job's generation cannot change before). */
 static void run_tasks(job_slot *s, uint64_t gen, pyconv_range_fn fn, void *ctx, int64_t n,
                       int64_t grain, int parts, int slot)
 {
-    int64_t ran = 0;
-    for (int i = 0; i < parts; i++) {
-        const int r = (slot + i) % parts;
-        const int64_t first = range_begin(n, parts, r), end = range_begin(n, parts, r + 1);
-        const int64_t ntasks = (end - first + grain - 1) / grain;
-        _Atomic uint64_t *counter = &s->range_next[r].next;
-        uint64_t word = atomic_load(counter);
-        for (;;) {
-            const int64_t t = (int64_t)(word & TASK_MASK);
-            if (t >= ntasks || (word >> GEN_SHIFT) != gen) break;
-            const int64_t take = ntasks - t >= 8 ? (ntasks - t) / 4 : 1;
-            if (!atomic_compare_exchange_weak(counter, &word, word + (uint64_t)take))
-                continue;                           /* word reloaded: retry or move on */
-            const int64_t begin = first + t * grain, stop = begin + take * grain;
-            fn(ctx, begin, stop < end ? stop : end, slot);
-            ran += take;
-            word = atomic_load(counter);
-        }
-        if ((word >> GEN_SHIFT) != gen) break;      /* the job is over */
-    }
+    const int64_t ran = run_ranges(s->range_next, gen, fn, ctx, n, grain, parts, slot);
     if (ran > 0) atomic_fetch_add_explicit(&s->done, ran, memory_order_release);
 }
 
