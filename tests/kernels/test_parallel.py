@@ -127,7 +127,8 @@ def test_a_forked_child_gets_a_working_pool():
     assert queue.get(timeout=5) < 1e-2
 
 
-@pytest.mark.skipif(not THREADED, reason="serial build: no workers")
+@pytest.mark.skipif(gemm.parallel_backend() != "pool",
+                    reason="the pool's workers (the serial build has none, OpenMP its team)")
 def test_workers_start_on_demand_up_to_the_largest_request():
     code = ("import numpy as np, pyconv; from pyconv._ext import gemm; "
             "print(gemm.pool_workers()); a = np.ones((512, 512), np.float32); "
@@ -138,8 +139,11 @@ def test_workers_start_on_demand_up_to_the_largest_request():
     assert r.stdout.split() == ["0", "2"]
 
 
-@pytest.mark.skipif(not THREADED or not sys.platform.startswith("linux"),
-                    reason="needs pool workers and Linux's RLIMIT_AS accounting")
+@pytest.mark.skipif(gemm.parallel_backend() != "pool",
+                    reason="the pool's workers (libgomp exits the process when it cannot "
+                           "start a thread: why the pool is the default)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="Linux's RLIMIT_AS accounting")
 def test_refused_threads_leave_the_work_to_the_caller():
     """When the system refuses new threads (here: an address-space limit a few stacks
     above what the process maps), the pool starts what it can, the caller does the rest,
