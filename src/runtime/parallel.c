@@ -70,6 +70,17 @@ static inline int64_t range_begin(int64_t n, int parts, int r)
     return n / parts * r + (r < n % parts ? r : n % parts);
 }
 
+/* The participants of a loop of n > 0 items (at most one per grain, at most
+ * MAX_PARTICIPANTS); fixes `grain` to at least 1 and at most MAX_TASKS grains. */
+static int loop_participants(int nthreads, int64_t n, int64_t *grain)
+{
+    if (*grain < 1) *grain = 1;
+    if ((n + *grain - 1) / *grain > MAX_TASKS) *grain = (n + MAX_TASKS - 1) / MAX_TASKS;
+    const int64_t grains = (n + *grain - 1) / *grain;
+    if (nthreads > grains) nthreads = (int)grains;
+    return nthreads > MAX_PARTICIPANTS ? MAX_PARTICIPANTS : nthreads;
+}
+
 /* Claims and runs the grains of generation `gen` in `ranges` (one counter per range of
  * `parts` over n items) until none is left: those of range `slot` first, then of the
  * others in turn; returns how many it ran. Each claim takes a quarter of the range's
@@ -128,11 +139,7 @@ int pyconv_parallel_workers(void) { return 0; }
 void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn, void *ctx)
 {
     if (n <= 0) return;
-    if (grain < 1) grain = 1;
-    if ((n + grain - 1) / grain > MAX_TASKS) grain = (n + MAX_TASKS - 1) / MAX_TASKS;
-    const int64_t tasks = (n + grain - 1) / grain;
-    if (nthreads > tasks) nthreads = (int)tasks;
-    if (nthreads > MAX_PARTICIPANTS) nthreads = MAX_PARTICIPANTS;
+    nthreads = loop_participants(nthreads, n, &grain);
     if (nthreads <= 1) {
         fn(ctx, 0, n, 0);
         return;
@@ -348,10 +355,7 @@ static job_slot *acquire_slot(void)
 void pyconv_parallel_for(int nthreads, int64_t n, int64_t grain, pyconv_range_fn fn, void *ctx)
 {
     if (n <= 0) return;
-    if (grain < 1) grain = 1;
-    if ((n + grain - 1) / grain > MAX_TASKS) grain = (n + MAX_TASKS - 1) / MAX_TASKS;
-    if ((n + grain - 1) / grain < nthreads) nthreads = (int)((n + grain - 1) / grain);
-    if (nthreads > MAX_WORKERS + 1) nthreads = MAX_WORKERS + 1;
+    nthreads = loop_participants(nthreads, n, &grain);
     job_slot *s = nthreads > 1 ? acquire_slot() : NULL;
     if (s == NULL) {
         fn(ctx, 0, n, 0);

@@ -30,6 +30,12 @@ typedef struct {
     int nthreads;
 } job_t;
 
+/* First item of range r of `parts` over n items (parallel.c's cut). */
+static int64_t range_first(int64_t n, int parts, int r)
+{
+    return n / parts * r + (r < n % parts ? r : n % parts);
+}
+
 static void task(void *ctx, int64_t begin, int64_t end, int slot)
 {
     job_t *j = ctx;
@@ -41,8 +47,8 @@ static void task(void *ctx, int64_t begin, int64_t end, int slot)
     atomic_fetch_add(&j->tasks_run, 1);
     /* inside one range, from a grain boundary of it to another or to its end */
     for (int r = 0; r < j->parts; r++) {
-        const int64_t first = j->n / j->parts * r + (r < j->n % j->parts ? r : j->n % j->parts);
-        const int64_t last = first + j->n / j->parts + (r < j->n % j->parts);
+        const int64_t first = range_first(j->n, j->parts, r);
+        const int64_t last = range_first(j->n, j->parts, r + 1);
         if (begin < first || begin >= last) continue;
         if ((begin - first) % j->grain || end > last ||
             (end < last && (end - first) % j->grain) || end <= begin)
@@ -80,7 +86,7 @@ static void *caller(void *arg)
          * first n % parts one more) starting a task, every task whole grains of one. */
         if (atomic_load(&j->tasks_run) > 1) {
             for (int r = 0; r < parts; r++) {
-                int64_t first = n / parts * r + (r < n % parts ? r : n % parts);
+                int64_t first = range_first(n, parts, r);
                 if (atomic_load(&j->starts[first]) != 1 || atomic_load(&j->bad_tasks)) {
                     fprintf(stderr, "n %lld, grain %lld, %d parts, %d tasks: range %d (item "
                             "%lld) does not start a task, or a task is not whole grains of "
